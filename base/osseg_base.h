@@ -1,0 +1,112 @@
+/* osseg base layer: error codes, diagnostics, checked allocation.
+ *
+ * Every other layer depends on this one and on libc only through it. The
+ * rules it encodes:
+ *   - Functions that can fail return int: 0 on success or a negative
+ *     OSSEG_E* code from OSSEG_ERRNO_MAP. No errno globals, no printing.
+ *   - Human-readable detail ("gt.csv:17: run past the image end") travels in
+ *     an optional struct osseg_diag the caller passes in; NULL is allowed.
+ *   - Library code allocates through osseg__malloc and friends so tests can
+ *     fail the Nth allocation and check that every path cleans up.
+ */
+#ifndef OSSEG_BASE_H
+#define OSSEG_BASE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* XX(NAME, message). Codes are negative and stable within a build. */
+#define OSSEG_ERRNO_MAP(XX)                                        \
+  XX(NOMEM, "out of memory")                                       \
+  XX(INVAL, "invalid argument")                                    \
+  XX(IO, "input/output error")                                     \
+  XX(PARSE, "malformed input")                                     \
+  XX(RANGE, "value out of range")                                  \
+  XX(LIMIT, "configured limit exceeded")                           \
+  XX(OVERFLOW, "size computation overflows")                       \
+  XX(UNSUPPORTED, "unsupported feature")                           \
+  XX(NOTFOUND, "not found")                                        \
+  XX(SHAPE, "shape mismatch")                                      \
+  XX(DUPLICATE, "duplicate entry")                                 \
+  XX(BACKEND, "compute backend error")                             \
+  XX(CANCELED, "operation canceled")                               \
+  XX(INTERNAL, "internal error")
+
+enum osseg__errno_index {
+  OSSEG__ERRNO_INDEX_ZERO = 0,
+#define OSSEG__XX(name, msg) OSSEG__ERRNO_INDEX_##name,
+  OSSEG_ERRNO_MAP(OSSEG__XX)
+#undef OSSEG__XX
+  OSSEG__ERRNO_INDEX_COUNT
+};
+
+typedef enum {
+  OSSEG_OK = 0,
+#define OSSEG__XX(name, msg) OSSEG_E##name = -OSSEG__ERRNO_INDEX_##name,
+  OSSEG_ERRNO_MAP(OSSEG__XX)
+#undef OSSEG__XX
+} osseg_errno_t;
+
+/* Message for an error code ("out of memory"); never NULL. */
+const char *osseg_strerror(int err);
+/* Symbolic name ("OSSEG_ENOMEM"); never NULL. */
+const char *osseg_err_name(int err);
+
+/* Optional detail that goes with an error code. Functions write at most
+ * sizeof message bytes, always NUL-terminated; the first error wins unless
+ * the callee documents otherwise. */
+struct osseg_diag {
+  int code;
+  char message[512];
+};
+
+void osseg_diag_clear(struct osseg_diag *diag);
+
+/* Records err and a printf-style message in diag (if non-NULL and still
+ * empty) and returns err, so that `return osseg__fail(d, OSSEG_EPARSE, ...)`
+ * reads naturally. */
+int osseg__fail(struct osseg_diag *diag, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int osseg__vfail(struct osseg_diag *diag, int err, const char *fmt, va_list ap);
+
+/* Allocation. These behave like their libc namesakes; they exist so that the
+ * test suite can make the Nth allocation fail (see osseg__alloc_fail_at). */
+void *osseg__malloc(size_t size);
+void *osseg__calloc(size_t count, size_t size);
+void *osseg__realloc(void *ptr, size_t size);
+void osseg__free(void *ptr);
+char *osseg__strndup(const char *s, size_t n);
+/* Aligned allocation (alignment a power of two >= sizeof(void*)). Free with
+ * osseg__free. */
+void *osseg__aligned_alloc(size_t alignment, size_t size);
+
+/* Test hook: make the nth allocation from now (1-based) and every one after
+ * it fail; 0 disables. Returns the number of allocations attempted since the
+ * previous call, so a sweep knows when it has covered a whole path. Not
+ * thread-safe with concurrent allocation; tests call it between runs. */
+uint64_t osseg__alloc_fail_at(uint64_t nth);
+
+/* Overflow-checked size arithmetic: return 0 and store the result, or
+ * OSSEG_EOVERFLOW. */
+static inline int osseg__mul_size(size_t a, size_t b, size_t *out) {
+  return __builtin_mul_overflow(a, b, out) ? OSSEG_EOVERFLOW : 0;
+}
+static inline int osseg__add_size(size_t a, size_t b, size_t *out) {
+  return __builtin_add_overflow(a, b, out) ? OSSEG_EOVERFLOW : 0;
+}
+static inline int osseg__mul_i64(int64_t a, int64_t b, int64_t *out) {
+  return __builtin_mul_overflow(a, b, out) ? OSSEG_EOVERFLOW : 0;
+}
+
+/* Monotonic clock in nanoseconds, for timings reported to users. */
+uint64_t osseg_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OSSEG_BASE_H */

@@ -1,0 +1,201 @@
+/* osseg kernels: post-processing of segmentation masks.
+ *
+ * Depends on libc (and the base layer) only. Every kernel has a plain C
+ * reference (`*_generic`, in the *_generic.c / same file, never compiled with
+ * -mavx*) and, where SIMD pays, AVX2 and AVX-512 variants chosen once at
+ * start-up by osseg_cpu_features(). Integer kernels give results identical
+ * to the reference; float kernels state their tolerance.
+ *
+ * Conventions
+ *   - A mask of H x W pixels is addressed in row-major order, pixel index
+ *     p = y * W + x, 0 <= p < H * W <= OSSEG_MAX_PIXELS.
+ *   - A run is {start, len} with a 0-based start. RLE *text* is 1-based
+ *     ("start len start len ...") as in the competition format; the text
+ *     functions convert.
+ *   - A run list is canonical when runs are sorted by start, have len > 0,
+ *     and neither overlap nor touch (start[i+1] > start[i] + len[i]). All
+ *     outputs are canonical. Inputs may be anything that lies inside the
+ *     image; functions that need canonical input say so, and
+ *     osseg_runs_canonicalize() produces it.
+ *   - Thread-safety: all functions are reentrant; objects are not shared.
+ */
+#ifndef OSSEG_KERNELS_H
+#define OSSEG_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "osseg_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 16384 x 16384: every pixel index and run length fits in uint32_t. */
+#define OSSEG_MAX_SIDE 16384u
+#define OSSEG_MAX_PIXELS ((uint64_t)OSSEG_MAX_SIDE * OSSEG_MAX_SIDE)
+
+/* ---------------------------------------------------------------- CPU --- */
+
+enum osseg_cpu_feature {
+  OSSEG_CPU_AVX2 = 1u << 0,   /* AVX2 + FMA + BMI1/2, OS saves YMM */
+  OSSEG_CPU_AVX512 = 1u << 1, /* F, BW, DQ, VL, CD, VPOPCNTDQ; OS saves ZMM */
+  OSSEG_CPU_AVX512_BF16 = 1u << 2,
+  OSSEG_CPU_AMX = 1u << 3 /* AMX-TILE + AMX-BF16, OS saves tile state */
+};
+
+/* Features usable on this machine, minus those named in the environment
+ * variable OSSEG_DISABLE_CPU_FEATURES (comma-separated: avx512, avx2, bf16,
+ * amx; "avx2" also disables avx512, which builds on it). Detected once. */
+unsigned osseg_cpu_features(void);
+/* Human-readable list of the active features, e.g. "avx2 avx512". */
+const char *osseg_cpu_features_string(void);
+
+/* ---------------------------------------------------------------- runs --- */
+
+struct osseg_run {
+  uint32_t start; /* 0-based pixel index */
+  uint32_t len;
+};
+
+/* A growable run list. Zero-initialise ({0}) before first use. */
+struct osseg_runs {
+  struct osseg_run *v;
+  size_t n;
+  size_t cap;
+};
+
+int osseg_runs_reserve(struct osseg_runs *runs, size_t cap);
+int osseg_runs_push(struct osseg_runs *runs, uint32_t start, uint32_t len);
+void osseg_runs_free(struct osseg_runs *runs);
+/* Sorts, merges overlapping and touching runs, drops empty ones. In place. */
+void osseg_runs_canonicalize(struct osseg_runs *runs);
+/* Number of pixels covered; runs must be canonical. */
+uint64_t osseg_runs_area(const struct osseg_run *v, size_t n);
+/* |A ∩ B| for canonical run lists, in O(na + nb). */
+uint64_t osseg_runs_intersection(const struct osseg_run *a, size_t na,
+                                 const struct osseg_run *b, size_t nb);
+
+/* ---------------------------------------------------------- RLE text --- */
+
+/* Parses 1-based RLE text "s l s l ..." (tokens separated by one or more
+ * spaces; leading/trailing spaces allowed; empty text = empty mask) into
+ * runs, appending to *out, then canonicalises *out when the input was not
+ * already canonical. npixels bounds the image. Errors (OSSEG_EPARSE or
+ * OSSEG_ERANGE, with the offending token's byte offset in diag): a
+ * non-digit character, an odd number of numbers, a start of 0, a number
+ * with more than 10 digits or above 2^32 - 1, a run that ends past npixels.
+ * Zero-length runs are legal and dropped. */
+int osseg_rle_parse(const char *text, size_t len, uint64_t npixels,
+                    struct osseg_runs *out, struct osseg_diag *diag);
+
+/* Upper bound on the bytes osseg_rle_format writes for n runs. */
+size_t osseg_rle_format_bound(size_t n);
+/* Writes the 1-based text of canonical runs (no trailing space, no NUL) to
+ * out, which must hold osseg_rle_format_bound(n) bytes; returns the length. */
+size_t osseg_rle_format(const struct osseg_run *v, size_t n, char *out);
+
+/* ----------------------------------------------------------- bitmask --- */
+
+/* A bit-packed binary mask: pixel p is bit (p % 64) of word p / 64
+ * (LSB first), rows are not padded. Bits past height*width are always 0. */
+struct osseg_bitmask {
+  uint32_t height;
+  uint32_t width;
+  size_t nwords;
+  uint64_t *bits; /* 64-byte aligned, owned */
+};
+
+/* Allocates a cleared mask. OSSEG_ERANGE if a side is 0 or > OSSEG_MAX_SIDE. */
+int osseg_bitmask_init(struct osseg_bitmask *m, uint32_t height, uint32_t width);
+void osseg_bitmask_free(struct osseg_bitmask *m);
+void osseg_bitmask_clear(struct osseg_bitmask *m);
+/* Sets the pixels of runs (any order, may overlap; must lie inside m). */
+int osseg_bitmask_paint_runs(struct osseg_bitmask *m, const struct osseg_run *v,
+                             size_t n);
+/* Replaces *out's contents with the canonical runs of m (RLE encode). */
+int osseg_bitmask_to_runs(const struct osseg_bitmask *m, struct osseg_runs *out);
+uint64_t osseg_bitmask_count(const struct osseg_bitmask *m);
+/* |A ∩ B|; masks must have equal dimensions. */
+uint64_t osseg_bitmask_count_and(const struct osseg_bitmask *a,
+                                 const struct osseg_bitmask *b);
+
+/* ------------------------------------------------------------ voting --- */
+
+/* Hard voting: out pixel set where more than min_votes - 1 of the k inputs
+ * are set, i.e. count >= min_votes (the CLI maps "count > T" to
+ * min_votes = floor(T) + 1). 1 <= k <= 64; equal dimensions. */
+int osseg_vote_masks(const struct osseg_bitmask *const *masks, size_t k,
+                     unsigned min_votes, struct osseg_bitmask *out);
+/* The same on canonical run lists, without materialising masks: replaces
+ * *out's contents with the canonical runs where count >= min_votes. */
+int osseg_vote_runs(const struct osseg_runs *const *lists, size_t k,
+                    unsigned min_votes, struct osseg_runs *out);
+
+/* -------------------------------------------------------------- Dice --- */
+
+/* (2|A∩B| + 1e-4) / (|A| + |B| + 1e-4): two empty masks score 1. */
+double osseg_dice_from_counts(uint64_t intersection, uint64_t area_a,
+                              uint64_t area_b);
+double osseg_dice_masks(const struct osseg_bitmask *a,
+                        const struct osseg_bitmask *b);
+/* Canonical run lists. */
+double osseg_dice_runs(const struct osseg_run *a, size_t na,
+                       const struct osseg_run *b, size_t nb);
+
+/* --------------------------------------------------- prediction CSV --- */
+
+/* A prediction/submission CSV: header `image_name,class,rle`, one row per
+ * (image, class). Fields follow RFC 4180 (quotes, doubled quotes inside
+ * quotes); CRLF and LF line ends are accepted, a final newline is optional.
+ * The parser is strict: wrong header, wrong field count, stray quotes, NUL
+ * bytes or a field over the limit are errors naming file, line and problem.
+ */
+struct osseg_csv_limits {
+  uint64_t max_file_bytes; /* default 4 GiB */
+  uint32_t max_field_bytes; /* default 64 MiB (an RLE of a 16384^2 mask) */
+  uint64_t max_rows;        /* default 100 million */
+};
+
+struct osseg_csv_row {
+  const char *image; /* not NUL-terminated; points into the file or arena */
+  const char *cls;
+  const char *rle;
+  uint32_t image_len;
+  uint32_t cls_len;
+  uint32_t rle_len;
+  uint32_t line; /* 1-based line number of the row's start, for messages */
+};
+
+struct osseg_csv {
+  char *path;                 /* copy of the path, for messages */
+  struct osseg_csv_row *rows; /* in file order */
+  size_t nrows;
+  void *impl_; /* mapping and unquoting arena; private */
+};
+
+/* NULL limits = defaults. On error, *csv is left empty (nothing to close). */
+int osseg_csv_open(struct osseg_csv *csv, const char *path,
+                   const struct osseg_csv_limits *limits,
+                   struct osseg_diag *diag);
+/* Parses a caller-owned buffer, which must outlive csv. name is used in
+ * messages. */
+int osseg_csv_parse(struct osseg_csv *csv, const char *name, const char *data,
+                    size_t size, const struct osseg_csv_limits *limits,
+                    struct osseg_diag *diag);
+void osseg_csv_close(struct osseg_csv *csv);
+
+/* A buffered CSV writer that quotes fields when they need it. */
+struct osseg_csv_writer;
+int osseg_csv_writer_open(struct osseg_csv_writer **w, const char *path,
+                          struct osseg_diag *diag);
+int osseg_csv_write_row(struct osseg_csv_writer *w, const char *image,
+                        size_t image_len, const char *cls, size_t cls_len,
+                        const char *rle, size_t rle_len);
+/* Flushes, closes, reports any deferred write error; frees w. */
+int osseg_csv_writer_close(struct osseg_csv_writer *w, struct osseg_diag *diag);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OSSEG_KERNELS_H */

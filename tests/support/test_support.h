@@ -1,0 +1,46 @@
+/* Helpers shared by the cmocka test programs. */
+#ifndef OSSEG_TEST_SUPPORT_H
+#define OSSEG_TEST_SUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Deterministic PRNG (splitmix64 seeded xoshiro256**). */
+struct test_rng {
+  uint64_t s[4];
+};
+void test_rng_seed(struct test_rng *rng, uint64_t seed);
+uint64_t test_rng_next(struct test_rng *rng);
+/* Uniform in [0, bound); bound > 0. */
+uint64_t test_rng_below(struct test_rng *rng, uint64_t bound);
+double test_rng_unit(struct test_rng *rng); /* [0, 1) */
+
+/* A buffer of `size` bytes whose last byte sits right before an inaccessible
+ * page, so any read past the end faults. `offset` shifts the start by that
+ * many bytes from page alignment (0..4095) to test alignments at the start
+ * as well; pass SIZE_MAX for "end at the guard page". Free with
+ * test_guarded_free. */
+void *test_guarded_alloc(size_t size);
+void test_guarded_free(void *p);
+
+/* Paths of the source and build trees (from the environment CTest sets, or
+ * the current directory). Returned strings are static. */
+const char *test_source_dir(void);
+const char *test_binary_dir(void);
+/* snprintf into a static rotating buffer: handy for building paths. */
+const char *test_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Creates a fresh empty temporary directory; returns its path (static). */
+const char *test_tmpdir(void);
+/* Writes data to path; returns 0 or -1. */
+int test_write_file(const char *path, const void *data, size_t size);
+/* Reads a whole file; *size gets its length; NULL on error. free() it. */
+char *test_read_file(const char *path, size_t *size);
+
+/* Runs argv (argv[0] a path) with stdout and stderr captured into malloc'ed
+ * NUL-terminated strings (either out pointer may be NULL). Returns the exit
+ * status, or 128+signal if it was killed, or -1 if it could not start.
+ * Kills the child after timeout_s seconds. */
+int test_run(const char *const *argv, char **out, char **err, int timeout_s);
+
+#endif

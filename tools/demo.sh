@@ -1,0 +1,4 @@
+#!/bin/sh
+# The README's main job. Placeholder until the offline tools land.
+set -eu
+echo "osseg demo: nothing to run yet"
