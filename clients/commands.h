@@ -1,0 +1,14 @@
+/* The subcommands of the `osseg` tool. Each lives in its own cmd_*.c file
+ * and receives argv with argv[0] = the subcommand name. Return value: the
+ * process exit status (0 ok, 1 failure, 2 usage error). */
+#ifndef OSSEG_CLIENTS_COMMANDS_H
+#define OSSEG_CLIENTS_COMMANDS_H
+
+int osseg_cmd_ensemble(int argc, char **argv);
+int osseg_cmd_dice(int argc, char **argv);
+int osseg_cmd_rle(int argc, char **argv);
+int osseg_cmd_run_model(int argc, char **argv);
+int osseg_cmd_model_info(int argc, char **argv);
+int osseg_cmd_predict(int argc, char **argv);
+
+#endif

@@ -1,0 +1,44 @@
+/* osseg: the command-line tool. Dispatches to one subcommand per file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+struct command {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *summary;
+};
+
+static const struct command commands[] = {
+    {"predict", osseg_cmd_predict, "segment PNG images with an ONNX model into a submission CSV"},
+    {"ensemble", osseg_cmd_ensemble, "hard-voting ensemble of prediction CSVs"},
+    {"dice", osseg_cmd_dice, "score a prediction CSV against ground truth"},
+    {"rle", osseg_cmd_rle, "convert between CSV rows and PNG masks"},
+    {"run-model", osseg_cmd_run_model, "run an ONNX model on a .npy input, with timings"},
+    {"model-info", osseg_cmd_model_info, "describe an ONNX model: inputs, outputs, ops, FLOPs"},
+};
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: osseg <command> [options]\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
+  fprintf(f, "\n'osseg <command> --help' describes a command.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "osseg: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,2 @@
+/* Prediction CSV parser and writer: see osseg_kernels.h. */
+#include "osseg_kernels.h"
