@@ -1,0 +1,114 @@
+/* osseg engine: ONNX CNN segmentation models on the CPU through oneDNN.
+ *
+ * Life cycle: osseg_model_load*() parses the ONNX file, translates it into
+ * an own IR, infers shapes for the fixed input size, folds constants,
+ * fuses, plans one activation arena and creates every oneDNN primitive.
+ * After that osseg_model_run() only executes: no allocation per call.
+ *
+ * Threading: a model may be shared by threads. Concurrent osseg_model_run()
+ * calls on one model are serialised by an internal mutex, so one oneDNN graph
+ * at a time uses the cores (run models one after another, not in parallel).
+ * The oneDNN thread count (OpenMP in Debian's build) is process-wide; the
+ * last loaded model's `threads` option sets it (0 = all online cores).
+ *
+ * Errors: functions return 0 or a negative OSSEG_E* code (osseg_base.h) and
+ * write a human-readable message naming the node / op / attribute into
+ * `diag` when it is non-NULL.
+ */
+#ifndef OSSEG_ENGINE_H
+#define OSSEG_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "osseg_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum osseg_precision {
+  OSSEG_PRECISION_FP32 = 0, /* default: matches PyTorch within 1e-4 relative */
+  OSSEG_PRECISION_BF16 = 1, /* bf16 activations + weights, fp32 accumulation;
+                               input and output stay float32 at the API */
+};
+
+/* Name "fp32"/"bf16"; parse returns 0 or OSSEG_EINVAL. */
+const char *osseg_precision_name(enum osseg_precision p);
+int osseg_precision_parse(const char *s, enum osseg_precision *out);
+
+struct osseg_engine_options {
+  enum osseg_precision precision;
+  int threads;              /* oneDNN/OpenMP threads; 0 = all online cores */
+  int64_t input_size;       /* 0 = from the model; else fixes symbolic H and W
+                               (and must equal fixed ones) */
+  uint64_t max_model_bytes; /* reject larger files before reading them */
+  uint64_t max_tensor_bytes;/* cap for any single tensor (constant or
+                               activation), checked before allocating */
+  int verbose;              /* 1: warnings (e.g. oneDNN `ref` kernels) go
+                               to stderr */
+};
+
+/* fp32, all cores, size from model, 2 GiB model, 4 GiB tensor caps. */
+void osseg_engine_options_default(struct osseg_engine_options *o);
+
+struct osseg_model; /* opaque; loaded once, then run many times */
+
+/* Loads an ONNX model file. *out is set only on success. */
+int osseg_model_load(struct osseg_model **out, const char *path,
+                     const struct osseg_engine_options *o, struct osseg_diag *diag);
+/* Same from memory; `data` is only read during the call. */
+int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t size,
+                            const struct osseg_engine_options *o, struct osseg_diag *diag);
+void osseg_model_free(struct osseg_model *m); /* NULL allowed */
+
+/* ---- Introspection (valid while the model lives; strings owned by it) ---- */
+
+#define OSSEG_MAX_RANK 8
+struct osseg_tensor_info {
+  const char *name;
+  int rank;
+  int64_t dims[OSSEG_MAX_RANK]; /* logical NCHW order, fully resolved */
+};
+
+/* The single model input (1,C,H,W) and single output (1,K,H',W'). */
+const struct osseg_tensor_info *osseg_model_input(const struct osseg_model *m);
+const struct osseg_tensor_info *osseg_model_output(const struct osseg_model *m);
+/* Element counts of input / output (product of dims). */
+size_t osseg_model_input_elems(const struct osseg_model *m);
+size_t osseg_model_output_elems(const struct osseg_model *m);
+
+/* ONNX metadata_props value for key, NULL if absent. */
+const char *osseg_model_metadata(const struct osseg_model *m, const char *key);
+
+struct osseg_model_stats {
+  uint64_t params;        /* elements of float initializers used by compute */
+  uint64_t flops;         /* 2 x MACs of conv/deconv + 1 per elementwise op */
+  uint64_t arena_bytes;   /* planned activation arena */
+  uint64_t weight_bytes;  /* reordered weights held by the model */
+  uint64_t scratch_bytes; /* shared oneDNN scratchpad */
+  int nodes_onnx;         /* nodes in the file */
+  int steps;              /* executed steps after folding and fusion */
+  enum osseg_precision precision;
+  int threads;
+  int opset;
+};
+void osseg_model_get_stats(const struct osseg_model *m, struct osseg_model_stats *st);
+
+/* Op histogram of the ONNX file (before folding): n entries, sorted by
+ * descending count. Returns the number of distinct op types. */
+int osseg_model_op_count(const struct osseg_model *m);
+void osseg_model_op_at(const struct osseg_model *m, int i, const char **op, int *count);
+
+/* ---- Execution ---- */
+
+/* Runs one inference. input: float32 NCHW, osseg_model_input_elems() values;
+ * output: float32 NCHW, osseg_model_output_elems() values; both caller-owned
+ * and contiguous. Thread-safe (serialised internally); no allocation. */
+int osseg_model_run(struct osseg_model *m, const float *input, float *output,
+                    struct osseg_diag *diag);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OSSEG_ENGINE_H */
