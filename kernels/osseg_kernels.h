@@ -65,10 +65,16 @@ struct osseg_runs {
   size_t cap;
 };
 
+/* Ensures capacity for cap runs (never shrinks). 0, OSSEG_ENOMEM or
+ * OSSEG_EOVERFLOW; on failure the list is unchanged. */
 int osseg_runs_reserve(struct osseg_runs *runs, size_t cap);
+/* Appends a run (amortised O(1)); same errors as osseg_runs_reserve. */
 int osseg_runs_push(struct osseg_runs *runs, uint32_t start, uint32_t len);
+/* Frees the storage and leaves an empty list, ready for reuse. */
 void osseg_runs_free(struct osseg_runs *runs);
-/* Sorts, merges overlapping and touching runs, drops empty ones. In place. */
+/* Sorts, merges overlapping and touching runs, drops empty ones. In place;
+ * never fails (already-sorted input skips the sort; the radix sort falls
+ * back to an in-place heapsort when its scratch memory is unavailable). */
 void osseg_runs_canonicalize(struct osseg_runs *runs);
 /* Number of pixels covered; runs must be canonical. */
 uint64_t osseg_runs_area(const struct osseg_run *v, size_t n);
@@ -110,13 +116,15 @@ struct osseg_bitmask {
 int osseg_bitmask_init(struct osseg_bitmask *m, uint32_t height, uint32_t width);
 void osseg_bitmask_free(struct osseg_bitmask *m);
 void osseg_bitmask_clear(struct osseg_bitmask *m);
-/* Sets the pixels of runs (any order, may overlap; must lie inside m). */
+/* Sets the pixels of runs (any order, may overlap). OSSEG_ERANGE (and m
+ * unchanged) if a run ends past height * width. */
 int osseg_bitmask_paint_runs(struct osseg_bitmask *m, const struct osseg_run *v,
                              size_t n);
-/* Replaces *out's contents with the canonical runs of m (RLE encode). */
+/* Replaces *out's contents with the canonical runs of m (RLE encode).
+ * OSSEG_ENOMEM leaves *out empty (n = 0) but keeps its storage. */
 int osseg_bitmask_to_runs(const struct osseg_bitmask *m, struct osseg_runs *out);
 uint64_t osseg_bitmask_count(const struct osseg_bitmask *m);
-/* |A ∩ B|; masks must have equal dimensions. */
+/* |A ∩ B|; masks must have equal dimensions (asserted). */
 uint64_t osseg_bitmask_count_and(const struct osseg_bitmask *a,
                                  const struct osseg_bitmask *b);
 
@@ -124,17 +132,23 @@ uint64_t osseg_bitmask_count_and(const struct osseg_bitmask *a,
 
 /* Hard voting: out pixel set where more than min_votes - 1 of the k inputs
  * are set, i.e. count >= min_votes (the CLI maps "count > T" to
- * min_votes = floor(T) + 1). 1 <= k <= 64; equal dimensions. */
+ * min_votes = floor(T) + 1). 1 <= k <= 64 and min_votes >= 1, else
+ * OSSEG_EINVAL; min_votes > k gives an empty mask. out is an initialised
+ * mask of the inputs' dimensions (else OSSEG_ESHAPE) and may be one of the
+ * inputs. */
 int osseg_vote_masks(const struct osseg_bitmask *const *masks, size_t k,
                      unsigned min_votes, struct osseg_bitmask *out);
 /* The same on canonical run lists, without materialising masks: replaces
- * *out's contents with the canonical runs where count >= min_votes. */
+ * *out's contents with the canonical runs where count >= min_votes.
+ * O(total runs * log k). Same k/min_votes rules; OSSEG_EINVAL if a list is
+ * not canonical or out is one of the inputs; OSSEG_ENOMEM leaves out empty. */
 int osseg_vote_runs(const struct osseg_runs *const *lists, size_t k,
                     unsigned min_votes, struct osseg_runs *out);
 
 /* -------------------------------------------------------------- Dice --- */
 
-/* (2|A∩B| + 1e-4) / (|A| + |B| + 1e-4): two empty masks score 1. */
+/* (2|A∩B| + 1e-4) / (|A| + |B| + 1e-4) in double: two empty masks score 1.
+ * osseg_dice_masks needs equal dimensions (asserted; NaN without asserts). */
 double osseg_dice_from_counts(uint64_t intersection, uint64_t area_a,
                               uint64_t area_b);
 double osseg_dice_masks(const struct osseg_bitmask *a,
