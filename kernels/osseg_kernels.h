@@ -128,6 +128,28 @@ uint64_t osseg_bitmask_count(const struct osseg_bitmask *m);
 uint64_t osseg_bitmask_count_and(const struct osseg_bitmask *a,
                                  const struct osseg_bitmask *b);
 
+/* ----------------------------------------------------------- polygon --- */
+
+/* An integer vertex, in pixels (x to the right, y down). */
+struct osseg_point {
+  int32_t x;
+  int32_t y;
+};
+
+/* Sets the pixels of m that cv2.fillPoly(mask, contours, 1) sets (lineType
+ * LINE_8, shift 0, OpenCV 4.6): every edge drawn as an 8-connected line plus
+ * an even-odd scanline fill, contours filled together (so a contour inside
+ * another makes a hole). Vertices may lie outside the mask; they are clipped
+ * as OpenCV clips them. Existing bits of m are kept (painting is OR).
+ * Contours with 0 points are skipped. OSSEG_EINVAL for NULL arguments,
+ * OSSEG_ELIMIT above 2^24 vertices in total, OSSEG_ENOMEM. */
+int osseg_polygon_fill(struct osseg_bitmask *m,
+                       const struct osseg_point *const *contours,
+                       const size_t *counts, size_t ncontours);
+/* One contour. */
+int osseg_polygon_fill1(struct osseg_bitmask *m, const struct osseg_point *pts,
+                        size_t n);
+
 /* ------------------------------------------------------------ voting --- */
 
 /* Hard voting: out pixel set where more than min_votes - 1 of the k inputs
