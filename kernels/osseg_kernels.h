@@ -90,8 +90,11 @@ uint64_t osseg_runs_intersection(const struct osseg_run *a, size_t na,
  * already canonical. npixels bounds the image. Errors (OSSEG_EPARSE or
  * OSSEG_ERANGE, with the offending token's byte offset in diag): a
  * non-digit character, an odd number of numbers, a start of 0, a number
- * with more than 10 digits or above 2^32 - 1, a run that ends past npixels.
- * Zero-length runs are legal and dropped. */
+ * with more than 10 digits or above 2^32 - 1, a run that ends past npixels
+ * (or a start past it). Zero-length runs are legal and dropped. On error
+ * *out keeps exactly the runs it had. If *out was canonical on entry it is
+ * canonical on return. 1 <= npixels <= OSSEG_MAX_PIXELS (else OSSEG_EINVAL).
+ * Every CPU level gives identical runs and identical error messages. */
 int osseg_rle_parse(const char *text, size_t len, uint64_t npixels,
                     struct osseg_runs *out, struct osseg_diag *diag);
 
@@ -179,13 +182,78 @@ double osseg_dice_masks(const struct osseg_bitmask *a,
 double osseg_dice_runs(const struct osseg_run *a, size_t na,
                        const struct osseg_run *b, size_t nb);
 
+/* ----------------------------------------------- upsample + threshold --- */
+
+/* Bilinear upsampling of low-resolution logits fused with thresholding,
+ * straight to a bitmask: the full-resolution float plane is never built.
+ *
+ * Semantics are PyTorch's `F.interpolate(x, size=(H, W), mode="bilinear",
+ * align_corners=False)` on a float32 NCHW tensor, per axis:
+ *   ratio = (float)in / (float)out
+ *   src = ratio * (dst + 0.5f) - 0.5f, clamped below at 0
+ *   i0 = min(floor(src), in - 1), i1 = i0 + (i0 < in - 1), l = min(src - i0, 1)
+ *   w0 = 1 - l, w1 = l     (in == out: i1 = i0, w0 = 1, w1 = 0)
+ * and value = (v[y0][x0]*wx0 + v[y0][x1]*wx1) * wy0
+ *           + (v[y1][x0]*wx0 + v[y1][x1]*wx1) * wy1,
+ * each product and sum rounded to float in this order (no FMA), as
+ * PyTorch's CPU kernel evaluates it. A pixel is set when value > threshold
+ * (strict; NaN is never set). Up- and downsampling and any ratio work.
+ *
+ * Work is done per low-resolution cell: a cell whose four corners are all
+ * clearly on one side of the threshold (by a margin that covers float
+ * rounding of the interpolation) fills or skips its whole output block;
+ * only the others are interpolated per pixel. The result is identical on
+ * every CPU level and to a per-pixel evaluation of the formula above.
+ *
+ * A plan holds the per-axis index/weight tables for one geometry; it is
+ * read-only after init and may be shared by threads. */
+struct osseg_upsample_plan {
+  uint32_t in_height, in_width;   /* logits plane */
+  uint32_t out_height, out_width; /* masks */
+  void *impl_;                    /* tables; private */
+};
+
+/* Sides must be 1..OSSEG_MAX_SIDE (OSSEG_ERANGE); OSSEG_ENOMEM. On error
+ * the plan is left empty (free is still allowed). */
+int osseg_upsample_plan_init(struct osseg_upsample_plan *plan, uint32_t in_height,
+                             uint32_t in_width, uint32_t out_height,
+                             uint32_t out_width);
+void osseg_upsample_plan_free(struct osseg_upsample_plan *plan);
+
+/* One class: logits is the in_height x in_width plane, row i at
+ * logits + i * row_stride (row_stride >= in_width floats). For a
+ * probability threshold t pass threshold_logit = log(t / (1 - t)).
+ * out must be initialised with out_height x out_width (OSSEG_ESHAPE); its
+ * contents are replaced. OSSEG_EINVAL for a NULL pointer or a short stride,
+ * OSSEG_ENOMEM for scratch memory. */
+int osseg_upsample_threshold(const struct osseg_upsample_plan *plan,
+                             const float *logits, size_t row_stride,
+                             float threshold_logit, struct osseg_bitmask *out);
+
+/* Soft voting of k models (1 <= k <= 64) for one class: a pixel is set
+ * when mean_j sigmoid(value_j) > prob_threshold, value_j interpolated from
+ * logits[j] as above (all planes share row_stride). 0 < prob_threshold < 1
+ * (else OSSEG_EINVAL). Cells are decided without interpolating only where
+ * every corner of every model lies beyond logit(prob_threshold) by a safe
+ * margin on the same side. Tolerance: sigmoid is computed with expf in the
+ * generic path and a polynomial exp (max error a few ulp) in the SIMD
+ * paths, so pixels whose mean probability is within 1e-6 of the threshold
+ * may differ between CPU levels; all others agree exactly. */
+int osseg_upsample_soft_vote(const struct osseg_upsample_plan *plan,
+                             const float *const *logits, size_t k,
+                             size_t row_stride, float prob_threshold,
+                             struct osseg_bitmask *out);
+
 /* --------------------------------------------------- prediction CSV --- */
 
 /* A prediction/submission CSV: header `image_name,class,rle`, one row per
  * (image, class). Fields follow RFC 4180 (quotes, doubled quotes inside
  * quotes); CRLF and LF line ends are accepted, a final newline is optional.
  * The parser is strict: wrong header, wrong field count, stray quotes, NUL
- * bytes or a field over the limit are errors naming file, line and problem.
+ * bytes, blank lines, a bare CR, an empty image_name or class, or a field
+ * over the limit are errors naming file, line and problem ("a.csv:17: ...").
+ * A UTF-8 byte order mark before the header is skipped. The rle field is
+ * not interpreted here: osseg_rle_parse() checks it when it is used.
  */
 struct osseg_csv_limits {
   uint64_t max_file_bytes; /* default 4 GiB */
@@ -210,7 +278,9 @@ struct osseg_csv {
   void *impl_; /* mapping and unquoting arena; private */
 };
 
-/* NULL limits = defaults. On error, *csv is left empty (nothing to close). */
+/* Maps the file (read-only, prefaulted) and parses it. NULL limits =
+ * defaults. On error, *csv is left empty (nothing to close); diag gets
+ * "PATH:LINE: problem" or "PATH: problem". */
 int osseg_csv_open(struct osseg_csv *csv, const char *path,
                    const struct osseg_csv_limits *limits,
                    struct osseg_diag *diag);
@@ -221,15 +291,36 @@ int osseg_csv_parse(struct osseg_csv *csv, const char *name, const char *data,
                     struct osseg_diag *diag);
 void osseg_csv_close(struct osseg_csv *csv);
 
-/* A buffered CSV writer that quotes fields when they need it. */
+/* Splits rows [0, nrows) into nparts contiguous ranges of about equal rle
+ * bytes, for threads: part i is rows [bounds[i], bounds[i+1]); bounds has
+ * nparts + 1 entries, bounds[0] = 0, bounds[nparts] = nrows. nparts >= 1. */
+void osseg_csv_split(const struct osseg_csv *csv, size_t nparts, size_t *bounds);
+
+/* Formatting a field into memory, for callers that build rows themselves
+ * (e.g. one buffer per thread): the field is quoted (RFC 4180) when it holds
+ * a comma, a quote, CR or LF (an empty field stays empty). out must hold
+ * osseg_csv_field_bound(len) bytes; returns the end of what was written. */
+size_t osseg_csv_field_bound(size_t len);
+char *osseg_csv_put_field(char *out, const char *s, size_t len);
+
+/* A buffered CSV writer that quotes fields when they need it. It writes to a
+ * temporary file in the destination's folder and renames it over path only
+ * in osseg_csv_writer_close, so an interrupted or failed run never leaves a
+ * partial file under the final name. open writes the header; rows end in LF.
+ * One writer is used by one thread. */
 struct osseg_csv_writer;
 int osseg_csv_writer_open(struct osseg_csv_writer **w, const char *path,
                           struct osseg_diag *diag);
 int osseg_csv_write_row(struct osseg_csv_writer *w, const char *image,
                         size_t image_len, const char *cls, size_t cls_len,
                         const char *rle, size_t rle_len);
-/* Flushes, closes, reports any deferred write error; frees w. */
+/* Appends bytes that already are complete CSV rows. */
+int osseg_csv_write_raw(struct osseg_csv_writer *w, const char *data, size_t len);
+/* Flushes, closes, renames onto the final path, reports any deferred write
+ * error (then the temporary file is removed); frees w. */
 int osseg_csv_writer_close(struct osseg_csv_writer *w, struct osseg_diag *diag);
+/* Gives up: removes the temporary file and frees w. NULL is a no-op. */
+void osseg_csv_writer_abort(struct osseg_csv_writer *w);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,24 @@
+/* Internals of the prediction CSV parser (csv.c, csv_avx2.c, csv_avx512.c).
+ *
+ * The parser spends its time looking for the next byte that ends or
+ * interrupts a field: ',' '"' LF CR and NUL (NUL is never legal, so finding
+ * it in the same sweep costs nothing). That search is the only SIMD part;
+ * an rle field of a few kilobytes is crossed 32 or 64 bytes per step. */
+#ifndef OSSEG_CSV_INTERNAL_H
+#define OSSEG_CSV_INTERNAL_H
+
+#include "osseg_kernels.h"
+
+/* First byte in [p, end) that is one of , " \n \r \0, or end. Never reads
+ * outside [p, end). */
+typedef const char *(*osseg__csv_scan_fn)(const char *p, const char *end);
+
+const char *osseg__csv_scan_generic(const char *p, const char *end);
+const char *osseg__csv_scan_avx2(const char *p, const char *end);
+const char *osseg__csv_scan_avx512(const char *p, const char *end);
+
+/* The variant chosen by the CPU features (honours
+ * OSSEG_DISABLE_CPU_FEATURES). */
+osseg__csv_scan_fn osseg__csv_scan_pick(void);
+
+#endif
