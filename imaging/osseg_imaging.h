@@ -1,0 +1,140 @@
+/* osseg imaging: PNG decode/encode, preprocessing for the models, overlays.
+ *
+ * Depends on libpng, the base layer and kernels/ (bitmasks for overlays).
+ * All functions are reentrant; an image is owned by whoever initialised it
+ * and freed with osseg_image_free. Errors are OSSEG_E* codes with detail in
+ * the optional struct osseg_diag.
+ */
+#ifndef OSSEG_IMAGING_H
+#define OSSEG_IMAGING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "osseg_base.h"
+#include "osseg_kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------- images --- */
+
+/* An interleaved image: channels 1 (gray) or 3 (RGB), 8 or 16 bits per
+ * sample. 16-bit samples are uint16_t in host byte order. Rows are
+ * `stride` bytes apart (stride = width * channels * bytes per sample: no
+ * padding). Zero-initialise ({0}) before use. */
+struct osseg_image {
+  uint32_t width;
+  uint32_t height;
+  uint32_t channels;  /* 1 or 3 */
+  uint32_t bit_depth; /* 8 or 16 */
+  size_t stride;
+  uint8_t *data; /* owned */
+};
+
+/* Allocates a zeroed image. OSSEG_EINVAL for bad channels/depth or a zero
+ * side, OSSEG_ERANGE above OSSEG_MAX_SIDE, OSSEG_ENOMEM. */
+int osseg_image_init(struct osseg_image *img, uint32_t width, uint32_t height,
+                     uint32_t channels, uint32_t bit_depth);
+void osseg_image_free(struct osseg_image *img);
+
+/* ---------------------------------------------------------------- PNG --- */
+
+/* Checked against the PNG header before any pixel memory is allocated. */
+struct osseg_png_limits {
+  uint32_t max_width;   /* default 16384 (OSSEG_MAX_SIDE) */
+  uint32_t max_height;  /* default 16384 */
+  uint64_t max_pixels;  /* default 16384 * 16384 */
+  uint64_t max_bytes;   /* file size, default 1 GiB */
+};
+void osseg_png_limits_default(struct osseg_png_limits *lim);
+
+/* Decodes a PNG into gray (channels = 1) at the file's precision: 16-bit
+ * files give 16-bit images, everything else (1/2/4/8-bit gray, palette)
+ * gives 8-bit. The conversion rule:
+ *   - gray: as is (low bit depths are scaled to the full 8-bit range);
+ *   - palette: expanded to RGB first;
+ *   - RGB: Y = (6966 R + 23436 G + 2366 B + 16384) >> 15, the BT.709 luma
+ *     weights (0.2126, 0.7152, 0.0722) in 15-bit fixed point, applied to
+ *     the stored values (no gamma handling), computed by osseg itself so the
+ *     rule does not depend on the libpng version;
+ *   - alpha (gray+alpha, RGBA, tRNS): ignored (dropped), since radiographs
+ *     are opaque and compositing onto a chosen background would invent data.
+ * Interlaced files are accepted. NULL limits = defaults. Errors:
+ * OSSEG_EIO (file), OSSEG_EPARSE (not a PNG, corrupt or truncated data,
+ * with libpng's message), OSSEG_ELIMIT (dimensions or file size above the
+ * limits, detected from the header), OSSEG_ENOMEM. On error *out is empty. */
+int osseg_png_decode_file(const char *path, const struct osseg_png_limits *lim,
+                          struct osseg_image *out, struct osseg_diag *diag);
+int osseg_png_decode_mem(const void *data, size_t size,
+                         const struct osseg_png_limits *lim,
+                         struct osseg_image *out, struct osseg_diag *diag);
+
+/* Encodes an 8- or 16-bit gray or RGB image. level is the zlib level 0..9
+ * (-1 = libpng's default). The bytes depend only on the image and level.
+ * encode_mem returns a buffer the caller frees with osseg__free. */
+int osseg_png_encode_file(const char *path, const struct osseg_image *img,
+                          int level, struct osseg_diag *diag);
+int osseg_png_encode_mem(const struct osseg_image *img, int level,
+                         uint8_t **out, size_t *out_size,
+                         struct osseg_diag *diag);
+
+/* ------------------------------------------------------- preprocessing --- */
+
+/* Bilinear resize with PyTorch's F.interpolate(mode="bilinear",
+ * align_corners=False, antialias=False) semantics (equal to OpenCV's
+ * INTER_LINEAR on float input): output pixel (oy, ox) samples the input at
+ * sy = max(0, (oy + 0.5) * ih / oh - 0.5) (likewise x), with the upper
+ * neighbour clamped to the last row/column. Float in, float out, one plane;
+ * strides in elements. */
+void osseg_resize_bilinear_f32(const float *src, uint32_t ih, uint32_t iw,
+                               size_t src_stride, float *dst, uint32_t oh,
+                               uint32_t ow, size_t dst_stride);
+
+/* Model input normalisation: value = (pixel / maxval - mean[c]) / std[c],
+ * maxval 255 for 8-bit and 65535 for 16-bit images. The default (all
+ * models trained on 3 identical gray channels with "div255") is mean 0,
+ * std 1. */
+struct osseg_normalize {
+  float mean[3];
+  float std[3];
+};
+
+/* Gray image (channels 1, 8 or 16 bit) -> float32 NCHW tensor (1, 3, S, S)
+ * in out (3 * S * S floats, caller-owned): the image scaled to [0, 1],
+ * resized bilinearly to S x S as above, then normalised per channel. NULL
+ * norm = mean 0, std 1. Uses a temporary buffer of ih * iw + S * S floats.
+ * OSSEG_EINVAL (not a gray image, S == 0, std 0), OSSEG_ENOMEM. */
+int osseg_preprocess_gray(const struct osseg_image *img, uint32_t size,
+                          const struct osseg_normalize *norm, float *out);
+
+/* ------------------------------------------------------------ overlays --- */
+
+/* The colour of class i (0..28) in overlays: a fixed palette of well
+ * separated hues; rgb gets 3 bytes. */
+void osseg_overlay_class_color(unsigned cls, uint8_t rgb[3]);
+
+/* Blends masks over a gray image into an 8-bit RGB image *out (allocated
+ * here): out = (1 - alpha) * gray + alpha * colour where any mask is set
+ * (the highest-index set mask wins the colour), then each mask's outline
+ * drawn opaque. masks[i] may be NULL (class absent); nmasks <= 64; masks
+ * must match the image size. 16-bit images are shown at their top 8 bits.
+ * alpha in [0, 1]. */
+int osseg_overlay_masks(const struct osseg_image *gray,
+                        const struct osseg_bitmask *const *masks, size_t nmasks,
+                        float alpha, struct osseg_image *out);
+
+/* Side-by-side panels image | ground truth | prediction (each panel an
+ * overlay as above; gt or pred may be NULL to leave the panel out), each
+ * downscaled by an integer factor `shrink` >= 1 (box average) to keep
+ * demo files small, separated by 8 black pixels. */
+int osseg_overlay_panels(const struct osseg_image *gray,
+                         const struct osseg_bitmask *const *gt,
+                         const struct osseg_bitmask *const *pred, size_t nmasks,
+                         float alpha, uint32_t shrink, struct osseg_image *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OSSEG_IMAGING_H */
