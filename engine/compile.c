@@ -1,0 +1,337 @@
+/* Compilation: one or more steps per live node, oneDNN primitives created
+ * once; then the arena plan and binding of memories to arena offsets. */
+#include "engine_internal.h"
+
+#include <string.h>
+
+int osseg__dnnl_fail(struct osseg_diag *diag, dnnl_status_t st, const char *what,
+                     const struct osseg__node *n) {
+  if (n)
+    return osseg__fail(diag, st == dnnl_out_of_memory ? OSSEG_ENOMEM : OSSEG_EBACKEND,
+                       "node '%s' (%s): oneDNN %s failed (status %d)", n->name, n->op, what,
+                       (int)st);
+  return osseg__fail(diag, st == dnnl_out_of_memory ? OSSEG_ENOMEM : OSSEG_EBACKEND,
+                     "oneDNN %s failed (status %d)", what, (int)st);
+}
+
+void *osseg__model_alloc(struct osseg_model *m, size_t bytes) {
+  if (m->nowned == m->capowned) {
+    int cap = m->capowned ? m->capowned * 2 : 64;
+    dnnl_memory_t *om = osseg__realloc(m->owned_mem, (size_t)cap * sizeof *om);
+    if (!om) return NULL;
+    m->owned_mem = om;
+    void **ob = osseg__realloc(m->owned_buf, (size_t)cap * sizeof *ob);
+    if (!ob) return NULL;
+    m->owned_buf = ob;
+    m->capowned = cap;
+  }
+  void *p = osseg__aligned_alloc(64, bytes ? bytes : 1);
+  if (!p) return NULL;
+  m->owned_buf[m->nowned] = p;
+  m->owned_mem[m->nowned] = NULL;
+  m->nowned++;
+  return p;
+}
+
+struct osseg__step *osseg__add_step(struct osseg_model *m, int kind, int node) {
+  if (m->nsteps == m->capsteps) {
+    int cap = m->capsteps ? m->capsteps * 2 : 64;
+    struct osseg__step *s = osseg__realloc(m->steps, (size_t)cap * sizeof *s);
+    if (!s) return NULL;
+    m->steps = s;
+    m->capsteps = cap;
+  }
+  struct osseg__step *s = &m->steps[m->nsteps++];
+  memset(s, 0, sizeof *s);
+  s->kind = kind;
+  s->node = node;
+  s->in = s->out = -1;
+  return s;
+}
+
+void osseg__set_dims(dnnl_dims_t d, const int64_t *src, int rank) {
+  for (int i = 0; i < rank; i++) d[i] = src[i];
+}
+
+static void add_use(struct osseg__step *s, int t) {
+  if (t < 0) return;
+  for (int i = 0; i < s->nuses; i++)
+    if (s->uses[i] == t) return;
+  if (s->nuses < OSSEG__MAX_ARGS) s->uses[s->nuses++] = t;
+}
+
+int osseg__tensor_md(struct osseg_model *m, int t, dnnl_data_type_t dt, dnnl_memory_desc_t *md) {
+  struct osseg__tensor *x = &m->g.tensors[t];
+  if (m->md[t].ndims == 0) {
+    dnnl_dims_t d;
+    int rank = x->rank;
+    if (rank == 0) {
+      d[0] = 1;
+      rank = 1;
+    } else {
+      osseg__set_dims(d, x->dims, rank);
+    }
+    static const dnnl_format_tag_t plain[] = {dnnl_a, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd,
+                                              dnnl_abcde, dnnl_abcdef};
+    if (rank > 6) return OSSEG_EUNSUPPORTED;
+    dnnl_format_tag_t tag = rank == 4 ? dnnl_acdb : plain[rank];
+    if (dnnl_memory_desc_init_by_tag(&m->md[t], rank, d, dt, tag) != dnnl_success)
+      return OSSEG_EBACKEND;
+  }
+  if (md) *md = m->md[t];
+  return 0;
+}
+
+void osseg__step_arg_tensor(struct osseg_model *m, struct osseg__step *s, int kind, int tensor,
+                            const dnnl_memory_desc_t *md) {
+  int i = s->nargs++;
+  s->arg_kind[i] = kind;
+  s->arg_tensor[i] = tensor;
+  s->arg_mem[i] = NULL;
+  if (md) s->arg_md[i] = *md;
+  else if (tensor >= 0) s->arg_md[i] = m->md[tensor];
+  add_use(s, tensor);
+}
+
+void osseg__step_arg_mem(struct osseg__step *s, int kind, dnnl_memory_t mem) {
+  int i = s->nargs++;
+  s->arg_kind[i] = kind;
+  s->arg_tensor[i] = -1;
+  s->arg_mem[i] = mem;
+}
+
+int osseg__const_memory(struct osseg_model *m, const dnnl_memory_desc_t *dst_md,
+                        const dnnl_memory_desc_t *src_md, const void *src, dnnl_memory_t *out,
+                        struct osseg_diag *diag) {
+  size_t bytes = dnnl_memory_desc_get_size(dst_md);
+  void *buf = osseg__model_alloc(m, bytes);
+  if (!buf) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory for constants");
+  m->weight_bytes += bytes;
+  dnnl_memory_t dst = NULL, srcm = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_t r = NULL;
+  dnnl_status_t st = dnnl_memory_create(&dst, dst_md, m->eng, buf);
+  if (st == dnnl_success) {
+    m->owned_mem[m->nowned - 1] = dst;
+    st = dnnl_memory_create(&srcm, src_md, m->eng, (void *)src);
+  }
+  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, src_md, m->eng, dst_md, m->eng, NULL);
+  if (st == dnnl_success) st = dnnl_primitive_create(&r, pd);
+  if (st == dnnl_success) {
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_SRC, srcm}, {DNNL_ARG_DST, dst}};
+    st = dnnl_primitive_execute(r, m->stream, 2, a);
+  }
+  if (st == dnnl_success) st = dnnl_stream_wait(m->stream);
+  if (r) dnnl_primitive_destroy(r);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (srcm) dnnl_memory_destroy(srcm);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "constant reorder", NULL);
+  *out = dst;
+  return 0;
+}
+
+int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primitive_desc_t pd,
+                       const struct osseg__node *n, struct osseg_diag *diag) {
+  const char *impl = NULL;
+  dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+  if (impl && m->opt.verbose &&
+      (strncmp(impl, "ref", 3) == 0 || strstr(impl, ":ref") ||
+       (m->act_dt == dnnl_bf16 && n && !strcmp(n->op, "Conv") && !strstr(impl, "amx"))))
+    fprintf(stderr, "osseg: warning: node '%s' (%s) runs on oneDNN '%s'\n", n ? n->name : "-",
+            n ? n->op : "reorder", impl);
+  if (impl && strncmp(impl, "ref", 3) == 0) m->warned_ref++;
+  const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  if (smd) {
+    s->scratch_md = *smd;
+    size_t sz = dnnl_memory_desc_get_size(smd);
+    if (sz > m->scratch_bytes) m->scratch_bytes = sz;
+  }
+  dnnl_status_t st = dnnl_primitive_create(&s->prim, pd);
+  dnnl_primitive_desc_destroy(pd);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "primitive creation", n);
+  return 0;
+}
+
+/* Reorder step between two views (used for I/O and layout changes). */
+static int reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
+                        int dst_t, const dnnl_memory_desc_t *dmd, struct osseg_diag *diag) {
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t st = dnnl_primitive_attr_create(&attr);
+  if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, smd, m->eng, dmd, m->eng, attr);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "reorder", node >= 0 ? &m->g.nodes[node] : NULL);
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_PRIM, node);
+  if (!s) {
+    dnnl_primitive_desc_destroy(pd);
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, src_t, smd);
+  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, dst_t, dmd);
+  return osseg__finish_prim(m, s, pd, node >= 0 ? &m->g.nodes[node] : NULL, diag);
+}
+
+int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
+                        int dst_t, const dnnl_memory_desc_t *dmd, struct osseg_diag *diag);
+int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
+                        int dst_t, const dnnl_memory_desc_t *dmd, struct osseg_diag *diag) {
+  return reorder_step(m, node, src_t, smd, dst_t, dmd, diag);
+}
+
+static int compile_node(struct osseg_model *m, int ni, struct osseg_diag *diag) {
+  struct osseg__node *n = &m->g.nodes[ni];
+  const char *op = n->op;
+  for (int i = 0; i < n->nout; i++) {
+    if (i > 0 && m->g.tensors[n->out[i]].uses == 0) continue;
+    if (i > 0) return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (%s): second output used",
+                                  n->name, op);
+    int err = osseg__tensor_md(m, n->out[i], m->act_dt, NULL);
+    if (err) return osseg__fail(diag, err, "node '%s' (%s): output layout", n->name, op);
+  }
+  for (int i = 0; i < n->nin; i++) {
+    int t = n->in[i];
+    if (t >= 0 && !m->g.tensors[t].data && m->md[t].ndims == 0)
+      return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': input '%s' not computed", n->name,
+                         m->g.tensors[t].name);
+  }
+  if (!strcmp(op, "Conv") || !strcmp(op, "BatchNormalization")) return osseg__compile_conv(m, n, diag);
+  if (!strcmp(op, "ConvTranspose")) return osseg__compile_deconv(m, n, diag);
+  if (!strcmp(op, "MaxPool") || !strcmp(op, "AveragePool") || !strcmp(op, "GlobalAveragePool") ||
+      !strcmp(op, "GlobalMaxPool"))
+    return osseg__compile_pool(m, n, diag);
+  if (!strcmp(op, "ReduceMean")) return osseg__compile_reduce(m, n, diag);
+  if (!strcmp(op, "Relu") || !strcmp(op, "LeakyRelu") || !strcmp(op, "Sigmoid") ||
+      !strcmp(op, "HardSigmoid") || !strcmp(op, "HardSwish") || !strcmp(op, "Clip") ||
+      !strcmp(op, "Identity") || !strcmp(op, "Dropout"))
+    return osseg__compile_eltwise(m, n, diag);
+  if (!strcmp(op, "Add") || !strcmp(op, "Sub") || !strcmp(op, "Mul") || !strcmp(op, "Div"))
+    return osseg__compile_binary(m, n, diag);
+  if (!strcmp(op, "Concat")) return osseg__compile_concat(m, n, diag);
+  if (!strcmp(op, "Resize") || !strcmp(op, "Upsample")) return osseg__compile_resize(m, n, diag);
+  if (!strcmp(op, "Pad")) return osseg__compile_pad(m, n, diag);
+  if (!strcmp(op, "Reshape") || !strcmp(op, "Flatten") || !strcmp(op, "Transpose") ||
+      !strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze"))
+    return osseg__compile_reshape(m, n, diag);
+  return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s': op %s (opset %d) has no kernel",
+                     n->name, op, m->g.opset);
+}
+
+int osseg__compile(struct osseg_model *m, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  dnnl_status_t st = dnnl_engine_create(&m->eng, dnnl_cpu, 0);
+  if (st == dnnl_success) st = dnnl_stream_create(&m->stream, m->eng, dnnl_stream_default_flags);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "engine creation", NULL);
+  m->act_dt = m->opt.precision == OSSEG_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+  m->md = osseg__calloc((size_t)g->ntensors + 64, sizeof *m->md);
+  m->aliased = osseg__calloc((size_t)g->ntensors + 64, 1);
+  if (!m->md || !m->aliased) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  for (int t = 0; t < g->ntensors; t++) g->tensors[t].storage = t;
+  /* Input: caller's NCHW float32 -> internal layout. */
+  int in = g->input;
+  int err = osseg__tensor_md(m, in, m->act_dt, NULL);
+  if (err) return osseg__fail(diag, err, "input layout");
+  dnnl_memory_desc_t umd;
+  dnnl_dims_t d;
+  osseg__set_dims(d, g->tensors[in].dims, 4);
+  dnnl_memory_desc_init_by_tag(&umd, 4, d, dnnl_f32, dnnl_abcd);
+  if ((err = reorder_step(m, -1, -2, &umd, in, &m->md[in], diag))) return err;
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    if (g->nodes[ni].dead) continue;
+    /* md arrays may need to grow when a step adds temporaries */
+    if ((err = compile_node(m, ni, diag))) return err;
+  }
+  int out = g->output;
+  if (m->md[out].ndims == 0) return osseg__fail(diag, OSSEG_EINTERNAL, "output not computed");
+  const struct osseg__tensor *ot = &g->tensors[out];
+  dnnl_memory_desc_t omd;
+  static const dnnl_format_tag_t plain[] = {dnnl_a, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd,
+                                            dnnl_abcde, dnnl_abcdef};
+  if (ot->rank > 6) return osseg__fail(diag, OSSEG_EUNSUPPORTED, "output rank %d", ot->rank);
+  dnnl_dims_t od;
+  osseg__set_dims(od, ot->dims, ot->rank ? ot->rank : 1);
+  if (!ot->rank) od[0] = 1;
+  dnnl_memory_desc_init_by_tag(&omd, ot->rank ? ot->rank : 1, od, dnnl_f32, plain[ot->rank]);
+  if ((err = reorder_step(m, -1, out, &m->md[out], -3, &omd, diag))) return err;
+  return 0;
+}
+
+int osseg__add_temp(struct osseg_model *m, int like, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int cap_before = g->ntensors + 64; /* md arrays hold ntensors_at_compile + 64 */
+  (void)cap_before;
+  int t = osseg__graph_add_tensor(g, NULL, 0);
+  if (t < 0) return osseg__fail(diag, t, "out of memory");
+  dnnl_memory_desc_t *md = osseg__realloc(m->md, ((size_t)g->ntensors + 1) * sizeof *md);
+  if (!md) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  m->md = md;
+  memset(&m->md[t], 0, sizeof *md);
+  unsigned char *al = osseg__realloc(m->aliased, (size_t)g->ntensors + 1);
+  if (!al) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  m->aliased = al;
+  al[t] = 0;
+  struct osseg__tensor *x = &g->tensors[t];
+  x->dtype = OSSEG__DT_FLOAT;
+  x->storage = t;
+  if (like >= 0) {
+    x->rank = g->tensors[like].rank;
+    memcpy(x->dims, g->tensors[like].dims, sizeof x->dims);
+  }
+  return t;
+}
+
+int osseg__root(const struct osseg_model *m, int t) {
+  while (m->g.tensors[t].storage != t) t = m->g.tensors[t].storage;
+  return t;
+}
+
+int osseg__can_inplace(const struct osseg_model *m, int t) {
+  const struct osseg__graph *g = &m->g;
+  if (t < 0 || g->tensors[t].data || t == g->input || g->tensors[t].uses != 1) return 0;
+  int r = osseg__root(m, t);
+  return r == t && !m->aliased[t];
+}
+
+void osseg__alias(struct osseg_model *m, int t, int onto) {
+  int r = osseg__root(m, onto);
+  m->g.tensors[t].storage = r;
+  m->aliased[r] = 1;
+}
+
+void *osseg__tensor_ptr(const struct osseg_model *m, int t) {
+  int r = osseg__root(m, t);
+  return (char *)m->arena + m->g.tensors[r].offset;
+}
+
+int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_attr_t *attr) {
+  (void)m;
+  dnnl_status_t st = dnnl_primitive_attr_create(attr);
+  if (st != dnnl_success) return OSSEG_EBACKEND;
+  st = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+  if (st == dnnl_success && n && n->npost) {
+    dnnl_post_ops_t po;
+    st = dnnl_post_ops_create(&po);
+    for (int i = 0; st == dnnl_success && i < n->npost; i++) {
+      const struct osseg__post *p = &n->post[i];
+      float lo = p->alpha < -3e38f ? -3e38f : p->alpha, hi = p->beta > 3e38f ? 3e38f : p->beta;
+      switch (p->kind) {
+        case OSSEG__POST_RELU: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, p->alpha, 0); break;
+        case OSSEG__POST_SIGMOID: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_logistic, 0, 0); break;
+        case OSSEG__POST_SWISH: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_swish, 1.f, 0); break;
+        case OSSEG__POST_CLIP: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip, lo, hi); break;
+        case OSSEG__POST_LINEAR: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_linear, p->alpha, p->beta); break;
+        case OSSEG__POST_HARDSWISH: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_hardswish, 0, 0); break;
+        case OSSEG__POST_SUM: st = dnnl_post_ops_append_sum(po, 1.f); break;
+        default: st = dnnl_invalid_arguments; break;
+      }
+    }
+    if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(*attr, po);
+    dnnl_post_ops_destroy(po);
+  }
+  if (st != dnnl_success) {
+    dnnl_primitive_attr_destroy(*attr);
+    *attr = NULL;
+    return OSSEG_EBACKEND;
+  }
+  return 0;
+}

@@ -1,0 +1,66 @@
+/* Concat through the oneDNN concat primitive in the activation layout
+ * (channel concat in nhwc; a conv writing into a channel slice would fall
+ * back to a reference kernel, see ONEDNN_NOTES.md). */
+#include "engine_internal.h"
+
+#include <string.h>
+
+int osseg__compile_concat(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int y = n->out[0];
+  int axis = (int)osseg__attr_int(n, "axis", 0);
+  if (axis < 0) axis += g->tensors[y].rank;
+  if (n->nin > OSSEG__MAX_ARGS - 2)
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Concat): more than %d inputs", n->name,
+                       OSSEG__MAX_ARGS - 2);
+  dnnl_memory_desc_t mds[OSSEG__MAX_ARGS];
+  dnnl_memory_t cmem[OSSEG__MAX_ARGS] = {0};
+  int src[OSSEG__MAX_ARGS], ns = 0;
+  for (int i = 0; i < n->nin; i++) {
+    int t = n->in[i];
+    struct osseg__tensor *tt = &g->tensors[t];
+    if (tt->dims[axis] == 0) continue;
+    if (tt->data) {
+      /* constant input: materialise in the activation layout */
+      int tmp = osseg__add_temp(m, t, diag);
+      if (tmp < 0) return tmp;
+      int err = osseg__tensor_md(m, tmp, m->act_dt, &mds[ns]);
+      if (err) return osseg__fail(diag, err, "layout");
+      size_t e;
+      osseg__tensor_elems(g, &g->tensors[t], &e);
+      float *f = osseg__malloc((e ? e : 1) * sizeof(float));
+      if (!f) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+      for (size_t k = 0; k < e; k++) f[k] = (float)osseg__const_f64(&g->tensors[t], k);
+      dnnl_memory_desc_t smd;
+      dnnl_dims_t d;
+      osseg__set_dims(d, g->tensors[t].dims, g->tensors[t].rank);
+      static const dnnl_format_tag_t plain[] = {dnnl_a, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd,
+                                                dnnl_abcde, dnnl_abcdef};
+      dnnl_memory_desc_init_by_tag(&smd, g->tensors[t].rank, d, dnnl_f32, plain[g->tensors[t].rank]);
+      err = osseg__const_memory(m, &mds[ns], &smd, f, &cmem[ns], diag);
+      osseg__free(f);
+      if (err) return err;
+      src[ns++] = -1;
+      continue;
+    }
+    mds[ns] = m->md[t];
+    src[ns++] = t;
+  }
+  dnnl_primitive_attr_t attr;
+  if (osseg__make_attr(m, NULL, &attr)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t st = dnnl_concat_primitive_desc_create(&pd, &m->md[y], ns, axis, mds, attr, m->eng);
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "concat descriptor", n);
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - g->nodes));
+  if (!s) {
+    dnnl_primitive_desc_destroy(pd);
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  for (int i = 0; i < ns; i++) {
+    if (src[i] >= 0) osseg__step_arg_tensor(m, s, DNNL_ARG_MULTIPLE_SRC + i, src[i], NULL);
+    else osseg__step_arg_mem(s, DNNL_ARG_MULTIPLE_SRC + i, cmem[i]);
+  }
+  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, NULL);
+  return osseg__finish_prim(m, s, pd, n, diag);
+}

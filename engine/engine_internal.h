@@ -1,0 +1,174 @@
+/* Engine internals shared across the engine sources (prefix osseg__). */
+#ifndef OSSEG_ENGINE_INTERNAL_H
+#define OSSEG_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdio.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "ir.h"
+#include "osseg_engine.h"
+
+/* loader.c */
+int osseg__read_file(const char *path, uint64_t max_bytes, void **map, size_t *size,
+                     struct osseg_diag *diag);
+int osseg__load_graph(struct osseg__graph *g, const void *data, size_t size,
+                      const struct osseg_engine_options *o, struct osseg_diag *diag);
+
+/* shape.c: checks every node against the op allow-list, infers static shapes
+ * node by node and folds nodes whose inputs are all constant (fold.c). */
+int osseg__infer_and_fold(struct osseg__graph *g, struct osseg_diag *diag);
+int osseg__infer_node(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag);
+/* Geometry of Conv/ConvTranspose/pooling node n (from attributes and the
+ * input size): strides, dilations (ONNX, >= 1), begin/end pads. */
+struct osseg__window {
+  int64_t k[2], s[2], d[2], pb[2], pe[2], out[2];
+};
+int osseg__window_of(struct osseg__graph *g, struct osseg__node *n, struct osseg__window *w,
+                     struct osseg_diag *diag);
+int osseg__resize_scales(struct osseg__graph *g, struct osseg__node *n, double *scales,
+                         int64_t *sizes, struct osseg_diag *diag);
+/* Sets output of a broadcasting elementwise op; 0 or OSSEG_ESHAPE. */
+int osseg__broadcast(const struct osseg__tensor *a, const struct osseg__tensor *b,
+                     struct osseg__tensor *out);
+
+/* fold.c: evaluates node n whose inputs are all constant; outputs become
+ * constants. OSSEG_EUNSUPPORTED when the op has no constant evaluator. */
+int osseg__fold_node(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__can_fold(const char *op);
+
+/* fuse.c: removes Identity/Dropout, folds BatchNormalization into Conv,
+ * fuses activations and residual adds into conv epilogues, recounts uses. */
+int osseg__fuse(struct osseg__graph *g, struct osseg_diag *diag);
+void osseg__count_uses(struct osseg__graph *g);
+
+/* One executable step. Most steps are oneDNN primitives; a few ops are own
+ * loops (resize, pad). */
+enum osseg__step_kind {
+  OSSEG__STEP_PRIM,
+  OSSEG__STEP_GATHER2D, /* nearest resize, pad */
+  OSSEG__STEP_LINEAR2D, /* bilinear resize */
+};
+
+#define OSSEG__MAX_ARGS 16
+/* Own-loop kernels on nhwc tensors (resize.c): out[y][x][:] = in[ry[y]][rx[x]][:],
+ * or `value` where ry or rx is -1 (nearest resize, pad); bilinear resize. */
+struct osseg__resize {
+  int mode_linear;
+  float value;
+  int64_t ih, iw, oh, ow, c;
+  int32_t *y0, *y1, *x0, *x1; /* source rows/cols per output row/col */
+  float *wy, *wx;             /* weight of y1/x1 (linear) */
+};
+
+struct osseg__step {
+  int kind;
+  int node; /* -1 for synthetic steps */
+  dnnl_primitive_t prim;
+  int nargs;
+  int arg_kind[OSSEG__MAX_ARGS];
+  int arg_tensor[OSSEG__MAX_ARGS];         /* runtime tensor, or -1 */
+  dnnl_memory_t arg_mem[OSSEG__MAX_ARGS];  /* constant memory (model-owned) or,
+                                              for runtime args, created at bind */
+  dnnl_memory_desc_t arg_md[OSSEG__MAX_ARGS]; /* view of the runtime tensor */
+  dnnl_exec_arg_t args[OSSEG__MAX_ARGS];   /* bound after planning */
+  dnnl_memory_desc_t scratch_md;
+  int in, out; /* tensors of own-loop steps */
+  struct osseg__resize rs;
+  /* liveness: every tensor read/written by this step */
+  int uses[OSSEG__MAX_ARGS];
+  int nuses;
+};
+
+struct osseg_model {
+  struct osseg__graph g;
+  struct osseg_engine_options opt;
+  dnnl_engine_t eng;
+  dnnl_stream_t stream;
+  dnnl_data_type_t act_dt; /* f32 or bf16 */
+  dnnl_memory_desc_t *md;  /* per tensor, runtime tensors only */
+  dnnl_memory_t *mem;      /* per tensor */
+  struct osseg__step *steps;
+  int nsteps, capsteps;
+  /* user I/O */
+  dnnl_memory_t user_in, user_out;
+  int in_tensor, out_tensor;
+  void *arena;
+  size_t arena_bytes;
+  void *scratch;
+  size_t scratch_bytes;
+  dnnl_memory_t *owned_mem; /* constant memories (weights, biases, consts) */
+  void **owned_buf;
+  int nowned, capowned;
+  size_t weight_bytes;
+  pthread_mutex_t lock;
+  int lock_init;
+  struct osseg_tensor_info in_info, out_info;
+  size_t in_elems, out_elems;
+  uint64_t params, flops;
+  int warned_ref;
+  unsigned char *aliased; /* per tensor: another tensor shares its storage */
+};
+
+/* compile.c + op files */
+int osseg__compile(struct osseg_model *m, struct osseg_diag *diag);
+int osseg__dnnl_fail(struct osseg_diag *diag, dnnl_status_t st, const char *what,
+                     const struct osseg__node *n);
+/* Appends a step; returns pointer (valid until next append) or NULL. */
+struct osseg__step *osseg__add_step(struct osseg_model *m, int kind, int node);
+/* Creates a primitive from pd (taking ownership of pd), checks impl, records
+ * scratchpad. */
+int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primitive_desc_t pd,
+                       const struct osseg__node *n, struct osseg_diag *diag);
+/* Runtime argument: tensor viewed through md (NULL = the tensor's own md).
+ * tensor -2 / -3 = the caller's input / output buffer. */
+void osseg__step_arg_tensor(struct osseg_model *m, struct osseg__step *s, int kind, int tensor,
+                            const dnnl_memory_desc_t *md);
+void osseg__step_arg_mem(struct osseg__step *s, int kind, dnnl_memory_t mem);
+/* Model-owned constant memory with given md, filled from f32 plain data
+ * (`src_md` describes its layout) through a reorder. */
+int osseg__const_memory(struct osseg_model *m, const dnnl_memory_desc_t *dst_md,
+                        const dnnl_memory_desc_t *src_md, const void *src,
+                        dnnl_memory_t *out, struct osseg_diag *diag);
+/* Adds a runtime temporary tensor (dims copied from `like` if >= 0). */
+int osseg__add_temp(struct osseg_model *m, int like, struct osseg_diag *diag);
+int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
+                        int dst_t, const dnnl_memory_desc_t *dmd, struct osseg_diag *diag);
+/* Attribute with user scratchpad and the node's fused post-ops. */
+int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_attr_t *attr);
+/* Root of a tensor's storage; whether it may be overwritten in place by the
+ * node consuming it (single use, not the graph input, not shared). */
+int osseg__root(const struct osseg_model *m, int t);
+int osseg__can_inplace(const struct osseg_model *m, int t);
+void osseg__alias(struct osseg_model *m, int t, int onto);
+/* Runtime pointer of a tensor after binding. */
+void *osseg__tensor_ptr(const struct osseg_model *m, int t);
+/* Runtime md of a tensor (nhwc for rank 4, plain otherwise). */
+int osseg__tensor_md(struct osseg_model *m, int t, dnnl_data_type_t dt,
+                     dnnl_memory_desc_t *md);
+void osseg__set_dims(dnnl_dims_t d, const int64_t *src, int rank);
+
+int osseg__compile_conv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_deconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_pool(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_reduce(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_eltwise(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_binary(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_concat(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_pad(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_reshape(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+
+/* plan.c: liveness-based arena offsets for all runtime tensors. */
+int osseg__plan(struct osseg_model *m, struct osseg_diag *diag);
+
+/* execute.c */
+int osseg__execute(struct osseg_model *m, const float *input, float *output,
+                   struct osseg_diag *diag);
+void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst);
+void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *src, void *dst);
+/* Owned buffer freed with the model. */
+void *osseg__model_alloc(struct osseg_model *m, size_t bytes);
+
+#endif

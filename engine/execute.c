@@ -1,0 +1,77 @@
+/* Execution: bind step arguments to arena memory once, then run the steps
+ * in order on every call. */
+#include "engine_internal.h"
+
+#include <omp.h>
+#include <string.h>
+
+int osseg__bind(struct osseg_model *m, struct osseg_diag *diag);
+int osseg__bind(struct osseg_model *m, struct osseg_diag *diag) {
+  m->arena = osseg__aligned_alloc(4096, m->arena_bytes ? m->arena_bytes : 1);
+  if (!m->arena)
+    return osseg__fail(diag, OSSEG_ENOMEM, "cannot allocate the %zu-byte activation arena",
+                       m->arena_bytes);
+  if (m->scratch_bytes) {
+    m->scratch = osseg__aligned_alloc(4096, m->scratch_bytes);
+    if (!m->scratch) return osseg__fail(diag, OSSEG_ENOMEM, "cannot allocate the scratchpad");
+  }
+  for (int si = 0; si < m->nsteps; si++) {
+    struct osseg__step *s = &m->steps[si];
+    if (s->kind != OSSEG__STEP_PRIM) continue;
+    for (int a = 0; a < s->nargs; a++) {
+      int t = s->arg_tensor[a];
+      if (t != -1) {
+        void *ptr = t >= 0 ? osseg__tensor_ptr(m, t) : DNNL_MEMORY_NONE;
+        dnnl_status_t st = dnnl_memory_create(&s->arg_mem[a], &s->arg_md[a], m->eng, ptr);
+        if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "memory creation", NULL);
+        if (t == -2) m->user_in = s->arg_mem[a];
+        if (t == -3) m->user_out = s->arg_mem[a];
+      }
+      s->args[a].arg = s->arg_kind[a];
+      s->args[a].memory = s->arg_mem[a];
+    }
+    if (s->scratch_md.ndims) {
+      dnnl_memory_t sm;
+      dnnl_status_t st = dnnl_memory_create(&sm, &s->scratch_md, m->eng, m->scratch);
+      if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "scratchpad memory", NULL);
+      s->arg_kind[s->nargs] = DNNL_ARG_SCRATCHPAD;
+      s->arg_tensor[s->nargs] = -4; /* owned by the step */
+      s->arg_mem[s->nargs] = sm;
+      s->args[s->nargs].arg = DNNL_ARG_SCRATCHPAD;
+      s->args[s->nargs].memory = sm;
+      s->nargs++;
+    }
+  }
+  return 0;
+}
+
+int osseg__execute(struct osseg_model *m, const float *input, float *output,
+                   struct osseg_diag *diag) {
+  if (m->opt.threads > 0) omp_set_num_threads(m->opt.threads);
+  if (dnnl_memory_set_data_handle(m->user_in, (void *)input) != dnnl_success ||
+      dnnl_memory_set_data_handle(m->user_out, output) != dnnl_success)
+    return osseg__fail(diag, OSSEG_EBACKEND, "binding input/output");
+  size_t es = m->act_dt == dnnl_bf16 ? 2 : 4;
+  for (int si = 0; si < m->nsteps; si++) {
+    struct osseg__step *s = &m->steps[si];
+    dnnl_status_t st = dnnl_success;
+    switch (s->kind) {
+      case OSSEG__STEP_PRIM:
+        st = dnnl_primitive_execute(s->prim, m->stream, s->nargs, s->args);
+        break;
+      case OSSEG__STEP_GATHER2D:
+        osseg__run_gather2d(&s->rs, es, osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
+        break;
+      case OSSEG__STEP_LINEAR2D:
+        osseg__run_linear2d(&s->rs, es == 2, osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
+        break;
+    }
+    if (st != dnnl_success) {
+      const struct osseg__node *n = s->node >= 0 ? &m->g.nodes[s->node] : NULL;
+      return osseg__dnnl_fail(diag, st, "execution", n);
+    }
+  }
+  dnnl_status_t st = dnnl_stream_wait(m->stream);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "stream wait", NULL);
+  return 0;
+}

@@ -1,0 +1,252 @@
+/* Graph rewrites before compilation: drop Identity/Dropout, fold
+ * BatchNormalization into the preceding Conv, fuse activations and residual
+ * adds into conv epilogues (oneDNN post-ops). */
+#include "engine_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+void osseg__count_uses(struct osseg__graph *g) {
+  for (int i = 0; i < g->ntensors; i++) g->tensors[i].uses = 0;
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    struct osseg__node *n = &g->nodes[ni];
+    if (n->dead) continue;
+    for (int i = 0; i < n->nin; i++)
+      if (n->in[i] >= 0) g->tensors[n->in[i]].uses++;
+    for (int p = 0; p < n->npost; p++)
+      if (n->post[p].kind == OSSEG__POST_SUM) g->tensors[n->post[p].arg].uses++;
+  }
+  g->tensors[g->output].uses++;
+}
+
+/* Replaces every reference to tensor `from` by `to` in live nodes. */
+static void rewire(struct osseg__graph *g, int from, int to) {
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    struct osseg__node *n = &g->nodes[ni];
+    if (n->dead) continue;
+    for (int i = 0; i < n->nin; i++)
+      if (n->in[i] == from) n->in[i] = to;
+  }
+  if (g->output == from) g->output = to;
+}
+
+/* New constant tensor copying src's shape and data. */
+static int clone_const(struct osseg__graph *g, int src, struct osseg_diag *diag) {
+  int t = osseg__graph_add_tensor(g, NULL, 0);
+  if (t < 0) return osseg__fail(diag, t, "out of memory");
+  struct osseg__tensor *d = &g->tensors[t], *s = &g->tensors[src];
+  d->dtype = s->dtype;
+  d->rank = s->rank;
+  memcpy(d->dims, s->dims, sizeof d->dims);
+  int err = osseg__tensor_alloc_const(g, d, diag);
+  if (err) return err;
+  memcpy(d->data, s->data, s->nbytes);
+  return t;
+}
+
+static int fold_bn(struct osseg__graph *g, struct osseg__node *conv, struct osseg__node *bn,
+                   struct osseg_diag *diag) {
+  int deconv = strcmp(conv->op, "ConvTranspose") == 0;
+  int wt = clone_const(g, conv->in[1], diag);
+  if (wt < 0) return wt;
+  struct osseg__tensor *w = &g->tensors[wt];
+  int64_t M = g->tensors[conv->out[0]].dims[1];
+  int bt;
+  if (conv->nin > 2 && conv->in[2] >= 0) {
+    bt = clone_const(g, conv->in[2], diag);
+    if (bt < 0) return bt;
+  } else {
+    bt = osseg__graph_add_tensor(g, NULL, 0);
+    if (bt < 0) return osseg__fail(diag, bt, "out of memory");
+    g->tensors[bt].dtype = OSSEG__DT_FLOAT;
+    g->tensors[bt].rank = 1;
+    g->tensors[bt].dims[0] = M;
+    int err = osseg__tensor_alloc_const(g, &g->tensors[bt], diag);
+    if (err) return err;
+    w = &g->tensors[wt];
+  }
+  if (conv->nin < 3) {
+    int *in = osseg__realloc(conv->in, 3 * sizeof(int));
+    if (!in) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    conv->in = in;
+    conv->nin = 3;
+  }
+  conv->in[1] = wt;
+  conv->in[2] = bt;
+  float eps = osseg__attr_float(bn, "epsilon", 1e-5f);
+  const struct osseg__tensor *gm = &g->tensors[bn->in[1]], *bt2 = &g->tensors[bn->in[2]],
+                             *mean = &g->tensors[bn->in[3]], *var = &g->tensors[bn->in[4]];
+  float *wd = w->data, *bd = g->tensors[bt].data;
+  int64_t group = osseg__attr_int(conv, "group", 1);
+  size_t k = (size_t)(w->dims[2] * w->dims[3]);
+  for (int64_t m = 0; m < M; m++) {
+    double sc = osseg__const_f64(gm, (size_t)m) / sqrt(osseg__const_f64(var, (size_t)m) + eps);
+    bd[m] = (float)((bd[m] - osseg__const_f64(mean, (size_t)m)) * sc + osseg__const_f64(bt2, (size_t)m));
+    if (!deconv) {
+      size_t per = (size_t)w->dims[1] * k;
+      for (size_t i = 0; i < per; i++) wd[(size_t)m * per + i] = (float)(wd[(size_t)m * per + i] * sc);
+    } else {
+      int64_t mg = M / group, gi = m / mg, j = m % mg, cg = w->dims[0] / group;
+      for (int64_t c = 0; c < cg; c++) {
+        float *p = wd + (((size_t)(gi * cg + c) * (size_t)w->dims[1]) + (size_t)j) * k;
+        for (size_t i = 0; i < k; i++) p[i] = (float)(p[i] * sc);
+      }
+    }
+  }
+  return 0;
+}
+
+static int act_post(struct osseg__graph *g, struct osseg__node *c, struct osseg__post *p,
+                    int *np) {
+  const char *op = c->op;
+  if (!strcmp(op, "Relu")) {
+    p[0] = (struct osseg__post){OSSEG__POST_RELU, 0, 0, -1};
+    *np = 1;
+  } else if (!strcmp(op, "LeakyRelu")) {
+    p[0] = (struct osseg__post){OSSEG__POST_RELU, osseg__attr_float(c, "alpha", 0.01f), 0, -1};
+    *np = 1;
+  } else if (!strcmp(op, "Sigmoid")) {
+    p[0] = (struct osseg__post){OSSEG__POST_SIGMOID, 0, 0, -1};
+    *np = 1;
+  } else if (!strcmp(op, "HardSwish")) {
+    p[0] = (struct osseg__post){OSSEG__POST_HARDSWISH, 0, 0, -1};
+    *np = 1;
+  } else if (!strcmp(op, "HardSigmoid")) {
+    p[0] = (struct osseg__post){OSSEG__POST_LINEAR, osseg__attr_float(c, "alpha", 0.2f),
+                                osseg__attr_float(c, "beta", 0.5f), -1};
+    p[1] = (struct osseg__post){OSSEG__POST_CLIP, 0, 1, -1};
+    *np = 2;
+  } else if (!strcmp(op, "Clip")) {
+    float lo = -INFINITY, hi = INFINITY;
+    if (g->opset < 11) {
+      lo = osseg__attr_float(c, "min", -INFINITY);
+      hi = osseg__attr_float(c, "max", INFINITY);
+    } else {
+      if (c->nin > 1 && c->in[1] >= 0) {
+        if (!g->tensors[c->in[1]].data) return 0;
+        lo = (float)osseg__const_f64(&g->tensors[c->in[1]], 0);
+      }
+      if (c->nin > 2 && c->in[2] >= 0) {
+        if (!g->tensors[c->in[2]].data) return 0;
+        hi = (float)osseg__const_f64(&g->tensors[c->in[2]], 0);
+      }
+    }
+    p[0] = (struct osseg__post){OSSEG__POST_CLIP, lo, hi, -1};
+    *np = 1;
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+static int same_dims(const struct osseg__tensor *a, const struct osseg__tensor *b) {
+  if (a->rank != b->rank) return 0;
+  for (int i = 0; i < a->rank; i++)
+    if (a->dims[i] != b->dims[i]) return 0;
+  return 1;
+}
+
+int osseg__fuse(struct osseg__graph *g, struct osseg_diag *diag) {
+  /* 1. Identity / Dropout / no-op pass-throughs. */
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    struct osseg__node *n = &g->nodes[ni];
+    if (n->dead || (strcmp(n->op, "Identity") && strcmp(n->op, "Dropout"))) continue;
+    if (n->in[0] == g->input && n->out[0] == g->output) continue; /* keep: needs a copy */
+    n->dead = 1;
+    rewire(g, n->out[0], n->in[0]);
+  }
+  osseg__count_uses(g);
+  /* Consumer lists (CSR). Rewiring below only ever replaces a conv's output
+   * by a downstream tensor whose consumers these lists still describe. */
+  int nt = g->ntensors;
+  int *cstart = osseg__calloc((size_t)nt + 1, sizeof(int));
+  if (!cstart) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    if (g->nodes[ni].dead) continue;
+    for (int i = 0; i < g->nodes[ni].nin; i++)
+      if (g->nodes[ni].in[i] >= 0) cstart[g->nodes[ni].in[i] + 1]++;
+  }
+  for (int t = 0; t < nt; t++) cstart[t + 1] += cstart[t];
+  int *clist = osseg__malloc(((size_t)cstart[nt] + 1) * sizeof(int));
+  int *fill = osseg__calloc((size_t)nt + 1, sizeof(int));
+  if (!clist || !fill) {
+    osseg__free(cstart), osseg__free(clist), osseg__free(fill);
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    if (g->nodes[ni].dead) continue;
+    for (int i = 0; i < g->nodes[ni].nin; i++) {
+      int t = g->nodes[ni].in[i];
+      if (t >= 0 && (i == 0 || g->nodes[ni].in[i - 1] != t)) clist[cstart[t] + fill[t]++] = ni;
+      else if (t >= 0) clist[cstart[t] + fill[t]++] = -1; /* same tensor twice */
+    }
+  }
+#define CONSUMER(t, k) clist[cstart[t] + (k)]
+  int err = 0;
+  for (int ni = 0; ni < g->nnodes && !err; ni++) {
+    struct osseg__node *n = &g->nodes[ni];
+    if (n->dead || (strcmp(n->op, "Conv") && strcmp(n->op, "ConvTranspose"))) continue;
+    for (;;) {
+      int t = n->out[0];
+      if (t >= nt || t == g->output) break;
+      struct osseg__tensor *tt = &g->tensors[t];
+      if (tt->uses == 1 && CONSUMER(t, 0) >= 0) {
+        struct osseg__node *c = &g->nodes[CONSUMER(t, 0)];
+        if (c->dead || c->in[0] != t) {
+          /* Add(other, conv) is handled below by position-agnostic check */
+          if (c->dead || strcmp(c->op, "Add") || c->nin != 2 || c->in[1] != t) break;
+        }
+        struct osseg__post p[2];
+        int np = 0;
+        if (!strcmp(c->op, "BatchNormalization") && n->npost == 0) {
+          if ((err = fold_bn(g, n, c, diag))) break;
+        } else if (act_post(g, c, p, &np)) {
+          if (n->npost + np > OSSEG__MAX_POST) break;
+          for (int i = 0; i < np; i++) n->post[n->npost++] = p[i];
+        } else if (!strcmp(c->op, "Add") && c->nin == 2 && n->npost == 0) {
+          int other = c->in[0] == t ? c->in[1] : c->in[0];
+          struct osseg__tensor *ot = &g->tensors[other];
+          if (other == t || ot->data || !same_dims(ot, &g->tensors[c->out[0]]) ||
+              !same_dims(ot, tt))
+            break;
+          n->post[n->npost++] = (struct osseg__post){OSSEG__POST_SUM, 1, 0, other};
+        } else {
+          break;
+        }
+        c->dead = 1;
+        n->out[0] = c->out[0];
+        g->tensors[n->out[0]].producer = ni;
+        continue;
+      }
+      if (tt->uses == 2 && n->npost + 1 <= OSSEG__MAX_POST) {
+        /* x * sigmoid(x) (SiLU / Swish as exported by PyTorch). */
+        int a = CONSUMER(t, 0), b = CONSUMER(t, 1);
+        if (a < 0 || b < 0) break;
+        struct osseg__node *s = &g->nodes[a], *mu = &g->nodes[b];
+        if (strcmp(s->op, "Sigmoid")) {
+          struct osseg__node *tmp = s;
+          s = mu, mu = tmp;
+        }
+        if (s->dead || mu->dead || strcmp(s->op, "Sigmoid") || strcmp(mu->op, "Mul") ||
+            mu->nin != 2)
+          break;
+        int u = s->out[0];
+        if (g->tensors[u].uses != 1 || u == g->output ||
+            !((mu->in[0] == t && mu->in[1] == u) || (mu->in[1] == t && mu->in[0] == u)))
+          break;
+        n->post[n->npost++] = (struct osseg__post){OSSEG__POST_SWISH, 1, 0, -1};
+        s->dead = mu->dead = 1;
+        n->out[0] = mu->out[0];
+        g->tensors[n->out[0]].producer = ni;
+        continue;
+      }
+      break;
+    }
+  }
+#undef CONSUMER
+  osseg__free(cstart);
+  osseg__free(clist);
+  osseg__free(fill);
+  osseg__count_uses(g);
+  return err;
+}

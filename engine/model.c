@@ -1,0 +1,196 @@
+/* Public API: options, load pipeline (parse -> infer/fold -> fuse -> compile
+ * -> plan -> bind), introspection, run, free. */
+#include "engine_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int osseg__bind(struct osseg_model *m, struct osseg_diag *diag);
+
+const char *osseg_precision_name(enum osseg_precision p) {
+  return p == OSSEG_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
+int osseg_precision_parse(const char *s, enum osseg_precision *out) {
+  if (!s) return OSSEG_EINVAL;
+  if (!strcmp(s, "fp32") || !strcmp(s, "f32") || !strcmp(s, "float32")) {
+    *out = OSSEG_PRECISION_FP32;
+    return 0;
+  }
+  if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16")) {
+    *out = OSSEG_PRECISION_BF16;
+    return 0;
+  }
+  return OSSEG_EINVAL;
+}
+
+void osseg_engine_options_default(struct osseg_engine_options *o) {
+  memset(o, 0, sizeof *o);
+  o->precision = OSSEG_PRECISION_FP32;
+  o->threads = 0;
+  o->input_size = 0;
+  o->max_model_bytes = 2ull << 30;
+  o->max_tensor_bytes = 4ull << 30;
+}
+
+void osseg_model_free(struct osseg_model *m) {
+  if (!m) return;
+  for (int si = 0; si < m->nsteps; si++) {
+    struct osseg__step *s = &m->steps[si];
+    if (s->prim) dnnl_primitive_destroy(s->prim);
+    for (int a = 0; a < s->nargs; a++)
+      if (s->arg_tensor[a] != -1 && s->arg_mem[a]) dnnl_memory_destroy(s->arg_mem[a]);
+  }
+  osseg__free(m->steps);
+  for (int i = 0; i < m->nowned; i++) {
+    if (m->owned_mem[i]) dnnl_memory_destroy(m->owned_mem[i]);
+    osseg__free(m->owned_buf[i]);
+  }
+  osseg__free(m->owned_mem);
+  osseg__free(m->owned_buf);
+  osseg__free(m->md);
+  osseg__free(m->aliased);
+  osseg__free(m->arena);
+  osseg__free(m->scratch);
+  if (m->stream) dnnl_stream_destroy(m->stream);
+  if (m->eng) dnnl_engine_destroy(m->eng);
+  if (m->lock_init) pthread_mutex_destroy(&m->lock);
+  osseg__graph_free(&m->g);
+  osseg__free(m);
+}
+
+/* Drops constant data no step needs any more (weights live in oneDNN
+ * layouts now) to lower resident memory. */
+static void drop_constants(struct osseg_model *m) {
+  struct osseg__graph *g = &m->g;
+  for (int t = 0; t < g->ntensors; t++) {
+    if (!g->tensors[t].data) continue;
+    osseg__free(g->tensors[t].data);
+    g->tensors[t].data = NULL;
+    g->tensors[t].nbytes = 0;
+  }
+}
+
+int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t size,
+                            const struct osseg_engine_options *o, struct osseg_diag *diag) {
+  struct osseg_engine_options def;
+  if (!out || (!data && size)) return osseg__fail(diag, OSSEG_EINVAL, "invalid arguments");
+  *out = NULL;
+  if (!o) {
+    osseg_engine_options_default(&def);
+    o = &def;
+  }
+  if (o->threads < 0 || o->threads > 4096 || o->input_size < 0 || o->input_size > 65536 ||
+      (o->precision != OSSEG_PRECISION_FP32 && o->precision != OSSEG_PRECISION_BF16))
+    return osseg__fail(diag, OSSEG_EINVAL, "invalid engine options");
+  struct osseg_model *m = osseg__calloc(1, sizeof *m);
+  if (!m) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  m->opt = *o;
+  int err = osseg__load_graph(&m->g, data, size, o, diag);
+  if (!err) err = osseg__infer_and_fold(&m->g, diag);
+  if (!err) err = osseg__fuse(&m->g, diag);
+  if (!err) err = osseg__compile(m, diag);
+  if (!err) err = osseg__plan(m, diag);
+  if (!err) err = osseg__bind(m, diag);
+  if (!err) {
+    if (pthread_mutex_init(&m->lock, NULL) != 0) err = osseg__fail(diag, OSSEG_EINTERNAL, "mutex");
+    else m->lock_init = 1;
+  }
+  if (err) {
+    osseg_model_free(m);
+    return err;
+  }
+  struct osseg__graph *g = &m->g;
+  const struct osseg__tensor *it = &g->tensors[g->input], *ot = &g->tensors[g->output];
+  m->in_info.name = it->name;
+  m->in_info.rank = it->rank;
+  memcpy(m->in_info.dims, it->dims, sizeof it->dims);
+  m->out_info.name = ot->name;
+  m->out_info.rank = ot->rank;
+  memcpy(m->out_info.dims, ot->dims, sizeof ot->dims);
+  osseg__dims_elems(it->dims, it->rank, &m->in_elems);
+  osseg__dims_elems(ot->dims, ot->rank, &m->out_elems);
+  drop_constants(m);
+  *out = m;
+  return 0;
+}
+
+int osseg_model_load(struct osseg_model **out, const char *path,
+                     const struct osseg_engine_options *o, struct osseg_diag *diag) {
+  struct osseg_engine_options def;
+  if (!out || !path) return osseg__fail(diag, OSSEG_EINVAL, "invalid arguments");
+  *out = NULL;
+  if (!o) {
+    osseg_engine_options_default(&def);
+    o = &def;
+  }
+  void *map;
+  size_t size;
+  int err = osseg__read_file(path, o->max_model_bytes, &map, &size, diag);
+  if (err) return err;
+  err = osseg_model_load_buffer(out, map, size, o, diag);
+  munmap(map, size);
+  return err;
+}
+
+const struct osseg_tensor_info *osseg_model_input(const struct osseg_model *m) { return &m->in_info; }
+const struct osseg_tensor_info *osseg_model_output(const struct osseg_model *m) { return &m->out_info; }
+size_t osseg_model_input_elems(const struct osseg_model *m) { return m->in_elems; }
+size_t osseg_model_output_elems(const struct osseg_model *m) { return m->out_elems; }
+
+const char *osseg_model_metadata(const struct osseg_model *m, const char *key) {
+  for (int i = 0; i < m->g.nmeta; i++)
+    if (!strcmp(m->g.meta[i].key, key)) return m->g.meta[i].value;
+  return NULL;
+}
+
+void osseg_model_get_stats(const struct osseg_model *m, struct osseg_model_stats *st) {
+  memset(st, 0, sizeof *st);
+  st->params = m->params;
+  st->flops = m->flops;
+  st->arena_bytes = m->arena_bytes;
+  st->weight_bytes = m->weight_bytes;
+  st->scratch_bytes = m->scratch_bytes;
+  st->nodes_onnx = m->g.nodes_onnx;
+  st->steps = m->nsteps;
+  st->precision = m->opt.precision;
+  st->threads = m->opt.threads > 0 ? m->opt.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  st->opset = m->g.opset;
+}
+
+int osseg_model_op_count(const struct osseg_model *m) { return m->g.nophist; }
+
+void osseg_model_op_at(const struct osseg_model *m, int i, const char **op, int *count) {
+  /* i-th by descending count (ties by name), computed by selection: small n */
+  int n = m->g.nophist;
+  int chosen = -1;
+  for (int rank = 0; rank <= i; rank++) {
+    int best = -1;
+    for (int k = 0; k < n; k++) {
+      /* skip ones ranked earlier: strictly "greater" in (count desc, name asc) than prev */
+      if (chosen >= 0) {
+        int ck = m->g.ophist_count[k], cc = m->g.ophist_count[chosen];
+        if (ck > cc || (ck == cc && strcmp(m->g.ophist_name[k], m->g.ophist_name[chosen]) <= 0))
+          continue;
+      }
+      if (best < 0 || m->g.ophist_count[k] > m->g.ophist_count[best] ||
+          (m->g.ophist_count[k] == m->g.ophist_count[best] &&
+           strcmp(m->g.ophist_name[k], m->g.ophist_name[best]) < 0))
+        best = k;
+    }
+    chosen = best;
+  }
+  *op = chosen >= 0 ? m->g.ophist_name[chosen] : "";
+  *count = chosen >= 0 ? m->g.ophist_count[chosen] : 0;
+}
+
+int osseg_model_run(struct osseg_model *m, const float *input, float *output,
+                    struct osseg_diag *diag) {
+  if (!m || !input || !output) return osseg__fail(diag, OSSEG_EINVAL, "invalid arguments");
+  pthread_mutex_lock(&m->lock);
+  int err = osseg__execute(m, input, output, diag);
+  pthread_mutex_unlock(&m->lock);
+  return err;
+}

@@ -1,0 +1,256 @@
+/* Resize / Upsample and Pad as own loops on nhwc tensors.
+ *
+ * Nearest resize and pad are both "gathers": every output pixel copies one
+ * input pixel (all channels) or a constant, so they share one kernel driven
+ * by per-row and per-column source tables built at load. Bilinear resize
+ * blends four pixels with per-row/column weights (half_pixel,
+ * pytorch_half_pixel, align_corners, asymmetric). Memory-bound loops, split
+ * across OpenMP threads by output row. */
+#include "engine_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+static float bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst) {
+  const int64_t C = r->c;
+  const size_t pix = (size_t)C * es;
+  uint32_t fill32;
+  uint16_t fill16 = f32_to_bf16(r->value);
+  memcpy(&fill32, &r->value, 4);
+#pragma omp parallel for schedule(static)
+  for (int64_t y = 0; y < r->oh; y++) {
+    unsigned char *drow = (unsigned char *)dst + (size_t)y * (size_t)r->ow * pix;
+    int32_t sy = r->y0[y];
+    for (int64_t x = 0; x < r->ow; x++) {
+      int32_t sx = r->x0[x];
+      unsigned char *d = drow + (size_t)x * pix;
+      if (sy < 0 || sx < 0) {
+        if (es == 4) for (int64_t c = 0; c < C; c++) memcpy(d + c * 4, &fill32, 4);
+        else for (int64_t c = 0; c < C; c++) memcpy(d + c * 2, &fill16, 2);
+        continue;
+      }
+      memcpy(d, (const unsigned char *)src + ((size_t)sy * (size_t)r->iw + (size_t)sx) * pix, pix);
+    }
+  }
+}
+
+void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *src, void *dst) {
+  const int64_t C = r->c;
+#pragma omp parallel for schedule(static)
+  for (int64_t y = 0; y < r->oh; y++) {
+    float wy = r->wy[y];
+    size_t r0 = (size_t)r->y0[y] * (size_t)r->iw, r1 = (size_t)r->y1[y] * (size_t)r->iw;
+    for (int64_t x = 0; x < r->ow; x++) {
+      float wx = r->wx[x];
+      size_t p00 = (r0 + (size_t)r->x0[x]) * (size_t)C, p01 = (r0 + (size_t)r->x1[x]) * (size_t)C;
+      size_t p10 = (r1 + (size_t)r->x0[x]) * (size_t)C, p11 = (r1 + (size_t)r->x1[x]) * (size_t)C;
+      size_t o = ((size_t)y * (size_t)r->ow + (size_t)x) * (size_t)C;
+      if (!bf16) {
+        const float *s = src;
+        float *d = dst;
+        for (int64_t c = 0; c < C; c++) {
+          float top = s[p00 + c] + (s[p01 + c] - s[p00 + c]) * wx;
+          float bot = s[p10 + c] + (s[p11 + c] - s[p10 + c]) * wx;
+          d[o + c] = top + (bot - top) * wy;
+        }
+      } else {
+        const uint16_t *s = src;
+        uint16_t *d = dst;
+        for (int64_t c = 0; c < C; c++) {
+          float a = bf16_to_f32(s[p00 + c]), b = bf16_to_f32(s[p01 + c]);
+          float e = bf16_to_f32(s[p10 + c]), f = bf16_to_f32(s[p11 + c]);
+          float top = a + (b - a) * wx, bot = e + (f - e) * wx;
+          d[o + c] = f32_to_bf16(top + (bot - top) * wy);
+        }
+      }
+    }
+  }
+}
+
+/* Source coordinate of output index o (ONNX coordinate_transformation_mode). */
+static double src_coord(int mode, int64_t o, double scale, int64_t in, int64_t out) {
+  switch (mode) {
+    case 0: return ((double)o + 0.5) / scale - 0.5;                      /* half_pixel */
+    case 1: return out > 1 ? ((double)o + 0.5) / scale - 0.5 : 0.0;      /* pytorch_half_pixel */
+    case 2: return out > 1 ? (double)o * (double)(in - 1) / (double)(out - 1) : 0.0; /* align_corners */
+    case 3: return (double)o / scale;                                    /* asymmetric */
+    default: return ((double)o + 0.5) / scale;                           /* tf_half_pixel_for_nn */
+  }
+}
+
+static int32_t nearest(int nmode, double x, int64_t in, double scale) {
+  double v;
+  switch (nmode) {
+    case 0: v = x == floor(x) + 0.5 ? floor(x) : floor(x + 0.5); break; /* round_prefer_floor */
+    case 1: v = floor(x + 0.5); break; /* round_prefer_ceil */
+    case 2: v = floor(x); break;
+    case 3: v = ceil(x); break;
+    default: v = scale < 1 ? ceil(x) : floor(x); break; /* opset < 11 */
+  }
+  if (v < 0) v = 0;
+  if (v > (double)(in - 1)) v = (double)(in - 1);
+  return (int32_t)v;
+}
+
+static int own_step(struct osseg_model *m, struct osseg__node *n, int kind, int x, int y,
+                    const struct osseg__resize *rs, struct osseg_diag *diag) {
+  struct osseg__step *s = osseg__add_step(m, kind, (int)(n - m->g.nodes));
+  if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  s->in = x;
+  s->out = y;
+  s->rs = *rs;
+  s->uses[s->nuses++] = x;
+  s->uses[s->nuses++] = y;
+  return 0;
+}
+
+int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int x = n->in[0], y = n->out[0];
+  struct osseg__tensor *xt = &g->tensors[x], *yt = &g->tensors[y];
+  double sc[4];
+  int64_t sz[4];
+  int err = osseg__resize_scales(g, n, sc, sz, diag);
+  if (err) return err;
+  const char *mode = osseg__attr_str(n, "mode", "nearest");
+  int legacy = !strcmp(n->op, "Upsample") || g->opset < 11;
+  const char *ctm = legacy ? "asymmetric" : osseg__attr_str(n, "coordinate_transformation_mode", "half_pixel");
+  const char *nm = osseg__attr_str(n, "nearest_mode", "round_prefer_floor");
+  int cmode;
+  if (!strcmp(ctm, "half_pixel")) cmode = 0;
+  else if (!strcmp(ctm, "pytorch_half_pixel")) cmode = 1;
+  else if (!strcmp(ctm, "align_corners")) cmode = 2;
+  else if (!strcmp(ctm, "asymmetric")) cmode = 3;
+  else if (!strcmp(ctm, "tf_half_pixel_for_nn")) cmode = 4;
+  else
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED,
+                       "node '%s' (%s, opset %d): coordinate_transformation_mode '%s' unsupported",
+                       n->name, n->op, g->opset, ctm);
+  if (osseg__attr_int(n, "antialias", 0))
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Resize): antialias unsupported", n->name);
+  const char *kar = osseg__attr_str(n, "keep_aspect_ratio_policy", "stretch");
+  if (strcmp(kar, "stretch"))
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Resize): keep_aspect_ratio_policy '%s'",
+                       n->name, kar);
+  int linear;
+  if (!strcmp(mode, "nearest")) linear = 0;
+  else if (!strcmp(mode, "linear") || !strcmp(mode, "bilinear")) linear = 1;
+  else
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (%s, opset %d): mode '%s' unsupported",
+                       n->name, n->op, g->opset, mode);
+  int nmode;
+  if (legacy) nmode = 4;
+  else if (!strcmp(nm, "round_prefer_floor")) nmode = 0;
+  else if (!strcmp(nm, "round_prefer_ceil")) nmode = 1;
+  else if (!strcmp(nm, "floor")) nmode = 2;
+  else if (!strcmp(nm, "ceil")) nmode = 3;
+  else
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s': nearest_mode '%s' unsupported",
+                       n->name, nm);
+  struct osseg__resize rs = {0};
+  rs.mode_linear = linear;
+  rs.ih = xt->dims[2], rs.iw = xt->dims[3], rs.oh = yt->dims[2], rs.ow = yt->dims[3];
+  rs.c = xt->dims[1];
+  size_t tab = (size_t)(rs.oh + rs.ow) * (2 * sizeof(int32_t) + sizeof(float));
+  unsigned char *buf = osseg__model_alloc(m, tab);
+  if (!buf) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  rs.y0 = (int32_t *)buf;
+  rs.y1 = rs.y0 + rs.oh;
+  rs.x0 = rs.y1 + rs.oh;
+  rs.x1 = rs.x0 + rs.ow;
+  rs.wy = (float *)(rs.x1 + rs.ow);
+  rs.wx = rs.wy + rs.oh;
+  for (int axis = 0; axis < 2; axis++) {
+    int64_t in = axis ? rs.iw : rs.ih, out = axis ? rs.ow : rs.oh;
+    int32_t *i0 = axis ? rs.x0 : rs.y0, *i1 = axis ? rs.x1 : rs.y1;
+    float *wt = axis ? rs.wx : rs.wy;
+    double scale = sc[2 + axis];
+    for (int64_t o = 0; o < out; o++) {
+      double c = src_coord(cmode, o, scale, in, out);
+      if (!linear) {
+        i0[o] = i1[o] = nearest(nmode, c, in, scale);
+        wt[o] = 0;
+        continue;
+      }
+      if (c < 0) c = 0;
+      if (c > (double)(in - 1)) c = (double)(in - 1);
+      int64_t f = (int64_t)floor(c);
+      i0[o] = (int32_t)f;
+      i1[o] = (int32_t)(f + 1 < in ? f + 1 : in - 1);
+      wt[o] = (float)(c - (double)f);
+    }
+  }
+  return own_step(m, n, linear ? OSSEG__STEP_LINEAR2D : OSSEG__STEP_GATHER2D, x, y, &rs, diag);
+}
+
+int osseg__compile_pad(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int x = n->in[0], y = n->out[0];
+  struct osseg__tensor *xt = &g->tensors[x], *yt = &g->tensors[y];
+  int64_t pads[8];
+  const struct osseg__attr *a = osseg__attr_find(n, "pads");
+  float value = 0;
+  if (g->opset < 11) {
+    for (int i = 0; i < 8; i++) pads[i] = a->ints[i];
+    value = osseg__attr_float(n, "value", 0);
+  } else {
+    struct osseg__tensor *pt = &g->tensors[n->in[1]];
+    for (int i = 0; i < 8; i++) pads[i] = osseg__const_i64(pt, (size_t)i);
+    if (n->nin > 2 && n->in[2] >= 0) {
+      struct osseg__tensor *vt = &g->tensors[n->in[2]];
+      if (!vt->data)
+        return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Pad): value must be constant", n->name);
+      value = (float)osseg__const_f64(vt, 0);
+    }
+  }
+  if (pads[0] || pads[1] || pads[4] || pads[5])
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Pad): only spatial padding is supported",
+                       n->name);
+  const char *mode = osseg__attr_str(n, "mode", "constant");
+  int md;
+  if (!strcmp(mode, "constant")) md = 0;
+  else if (!strcmp(mode, "reflect")) md = 1;
+  else if (!strcmp(mode, "edge")) md = 2;
+  else
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Pad): mode '%s' unsupported", n->name, mode);
+  struct osseg__resize rs = {0};
+  rs.value = value;
+  rs.ih = xt->dims[2], rs.iw = xt->dims[3], rs.oh = yt->dims[2], rs.ow = yt->dims[3];
+  rs.c = xt->dims[1];
+  if (md == 1 && (pads[2] >= rs.ih || pads[6] >= rs.ih || pads[3] >= rs.iw || pads[7] >= rs.iw))
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Pad): reflect pad >= input size", n->name);
+  if (rs.ih == 0 || rs.iw == 0)
+    return osseg__fail(diag, OSSEG_ESHAPE, "node '%s' (Pad): empty input", n->name);
+  int32_t *buf = osseg__model_alloc(m, (size_t)(rs.oh + rs.ow) * sizeof(int32_t));
+  if (!buf) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  rs.y0 = rs.y1 = buf;
+  rs.x0 = rs.x1 = buf + rs.oh;
+  for (int axis = 0; axis < 2; axis++) {
+    int64_t in = axis ? rs.iw : rs.ih, out = axis ? rs.ow : rs.oh, before = pads[2 + axis];
+    int32_t *idx = axis ? rs.x0 : rs.y0;
+    for (int64_t o = 0; o < out; o++) {
+      int64_t s = o - before;
+      if (s < 0 || s >= in) {
+        if (md == 0) s = -1;
+        else if (md == 2) s = s < 0 ? 0 : in - 1;
+        else s = s < 0 ? -s : 2 * (in - 1) - s;
+      }
+      idx[o] = (int32_t)s;
+    }
+  }
+  return own_step(m, n, OSSEG__STEP_GATHER2D, x, y, &rs, diag);
+}
