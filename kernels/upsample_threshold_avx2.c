@@ -1,0 +1,115 @@
+/* AVX2 inner loops of the fused upsample + threshold kernel: 8 cells or
+ * pixels per step. The interpolation uses separate multiplies and adds (no
+ * FMA) so that every pixel equals the generic reference bit for bit. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "upsample_threshold_internal.h"
+
+static inline __m256 abs256(__m256 x) {
+  return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+}
+
+static void classify_avx2(const float *row0, const float *row1, uint32_t w,
+                          float t_lo, float t_hi, uint64_t *on, uint64_t *mixed) {
+  size_t nw = ((size_t)w + 63) / 64;
+  memset(on, 0, nw * sizeof(uint64_t));
+  memset(mixed, 0, nw * sizeof(uint64_t));
+  uint8_t *onb = (uint8_t *)on, *mixb = (uint8_t *)mixed;
+  const __m256 vlo = _mm256_set1_ps(t_lo), vhi = _mm256_set1_ps(t_hi);
+  const __m256 rel = _mm256_set1_ps(OSSEG__UT_REL_MARGIN);
+  const __m256 absm = _mm256_set1_ps(OSSEG__UT_ABS_MARGIN);
+  uint32_t c = 0;
+  /* Cell c reads corners c and c + 1, so a block of 8 needs c + 8 < w; the
+   * last cell (clamped corner) and the remainder go to the scalar rule. */
+  for (; c + 8 < w; c += 8) {
+    __m256 a = _mm256_loadu_ps(row0 + c), b = _mm256_loadu_ps(row0 + c + 1);
+    __m256 d0 = _mm256_loadu_ps(row1 + c), d1 = _mm256_loadu_ps(row1 + c + 1);
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(abs256(a), abs256(b)), abs256(d0)),
+                             abs256(d1));
+    __m256 m = _mm256_add_ps(_mm256_mul_ps(s, rel), absm);
+    __m256 lo = _mm256_min_ps(_mm256_min_ps(a, b), _mm256_min_ps(d0, d1));
+    __m256 hi = _mm256_max_ps(_mm256_max_ps(a, b), _mm256_max_ps(d0, d1));
+    /* A NaN or infinite corner makes m NaN or infinite, so both ordered
+     * comparisons are false and the cell is mixed, as in the scalar rule. */
+    unsigned off = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_add_ps(hi, m), vlo, _CMP_LT_OQ));
+    unsigned onm = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(lo, m), vhi, _CMP_GT_OQ));
+    onb[c / 8] = (uint8_t)onm;
+    mixb[c / 8] = (uint8_t)(~(onm | off) & 0xff);
+  }
+  osseg__ut_classify_range(row0, row1, c, w, t_lo, t_hi, on, mixed);
+}
+
+static void hinterp_avx2(const float *row, const struct osseg__ut_tables *t,
+                         uint32_t xa, uint32_t xb, float *h) {
+  uint32_t x = xa;
+  for (; x + 8 <= xb; x += 8) {
+    __m256i i0 = _mm256_loadu_si256((const __m256i *)(t->x0 + x));
+    __m256i i1 = _mm256_loadu_si256((const __m256i *)(t->x1 + x));
+    __m256 v0 = _mm256_i32gather_ps(row, i0, 4), v1 = _mm256_i32gather_ps(row, i1, 4);
+    __m256 r = _mm256_add_ps(_mm256_mul_ps(v0, _mm256_loadu_ps(t->wx0 + x)),
+                             _mm256_mul_ps(v1, _mm256_loadu_ps(t->wx1 + x)));
+    _mm256_storeu_ps(h + x, r);
+  }
+  for (; x < xb; x++)
+    h[x] = osseg__ut_lerp(row[t->x0[x]], t->wx0[x], row[t->x1[x]], t->wx1[x]);
+}
+
+static void vthresh_avx2(const float *h0, const float *h1, float wy0, float wy1,
+                         float thr, uint32_t xa, uint32_t xb, uint64_t *bits) {
+  const __m256 w0 = _mm256_set1_ps(wy0), w1 = _mm256_set1_ps(wy1), t = _mm256_set1_ps(thr);
+  uint32_t x = xa;
+  for (; x + 8 <= xb; x += 8) {
+    __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(h0 + x), w0),
+                             _mm256_mul_ps(_mm256_loadu_ps(h1 + x), w1));
+    unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GT_OQ));
+    if (m) osseg__ut_or_bits(bits, x, m, 8);
+  }
+  for (; x < xb; x++)
+    if (osseg__ut_lerp(h0[x], wy0, h1[x], wy1) > thr) bits[x / 64] |= 1ull << (x % 64);
+}
+
+/* exp(x) for the sigmoid: Cody-Waite reduction by ln 2 and a degree-6
+ * polynomial (Cephes expf coefficients), a couple of ulp from expf over
+ * the clamped range; NaN propagates (it is the second operand of min/max). */
+static inline __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);
+  x = _mm256_max_ps(_mm256_set1_ps(-87.3365447505531f), x);
+  __m256i n = _mm256_cvtps_epi32(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)));
+  __m256 fn = _mm256_cvtepi32_ps(n);
+  __m256 r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static void vsoft_avx2(const float *h, size_t hstride, size_t k, float wy0, float wy1,
+                       float p, uint32_t xa, uint32_t xb, uint64_t *bits) {
+  const __m256 w0 = _mm256_set1_ps(wy0), w1 = _mm256_set1_ps(wy1);
+  const __m256 one = _mm256_set1_ps(1.0f), vk = _mm256_set1_ps((float)k);
+  const __m256 vp = _mm256_set1_ps(p), sign = _mm256_set1_ps(-0.0f);
+  uint32_t x = xa;
+  for (; x + 8 <= xb; x += 8) {
+    __m256 sum = _mm256_setzero_ps();
+    for (size_t j = 0; j < k; j++) {
+      const float *h0 = h + 2 * j * hstride, *h1 = h0 + hstride;
+      __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(h0 + x), w0),
+                               _mm256_mul_ps(_mm256_loadu_ps(h1 + x), w1));
+      __m256 e = exp256(_mm256_xor_ps(v, sign));
+      sum = _mm256_add_ps(sum, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+    }
+    unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_div_ps(sum, vk), vp, _CMP_GT_OQ));
+    if (m) osseg__ut_or_bits(bits, x, m, 8);
+  }
+  if (x < xb) osseg__ut_ops_generic.vsoft(h, hstride, k, wy0, wy1, p, x, xb, bits);
+}
+
+const struct osseg__ut_ops osseg__ut_ops_avx2 = {classify_avx2, hinterp_avx2,
+                                                 vthresh_avx2, vsoft_avx2, "avx2"};

@@ -1,0 +1,113 @@
+/* AVX-512 inner loops of the fused upsample + threshold kernel: 16 cells or
+ * pixels per step, tails with masked loads. As in the AVX2 file, the
+ * interpolation avoids FMA so that results equal the generic reference. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "upsample_threshold_internal.h"
+
+static void classify_avx512(const float *row0, const float *row1, uint32_t w,
+                            float t_lo, float t_hi, uint64_t *on, uint64_t *mixed) {
+  size_t nw = ((size_t)w + 63) / 64;
+  memset(on, 0, nw * sizeof(uint64_t));
+  memset(mixed, 0, nw * sizeof(uint64_t));
+  uint8_t *onb = (uint8_t *)on, *mixb = (uint8_t *)mixed;
+  const __m512 vlo = _mm512_set1_ps(t_lo), vhi = _mm512_set1_ps(t_hi);
+  const __m512 rel = _mm512_set1_ps(OSSEG__UT_REL_MARGIN);
+  const __m512 absm = _mm512_set1_ps(OSSEG__UT_ABS_MARGIN);
+  uint32_t c = 0;
+  /* See classify_avx2: a block of 16 cells needs c + 16 < w. */
+  for (; c + 16 < w; c += 16) {
+    __m512 a = _mm512_loadu_ps(row0 + c), b = _mm512_loadu_ps(row0 + c + 1);
+    __m512 d0 = _mm512_loadu_ps(row1 + c), d1 = _mm512_loadu_ps(row1 + c + 1);
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)),
+                                           _mm512_abs_ps(d0)),
+                             _mm512_abs_ps(d1));
+    __m512 m = _mm512_add_ps(_mm512_mul_ps(s, rel), absm);
+    __m512 lo = _mm512_min_ps(_mm512_min_ps(a, b), _mm512_min_ps(d0, d1));
+    __m512 hi = _mm512_max_ps(_mm512_max_ps(a, b), _mm512_max_ps(d0, d1));
+    __mmask16 off = _mm512_cmp_ps_mask(_mm512_add_ps(hi, m), vlo, _CMP_LT_OQ);
+    __mmask16 onm = _mm512_cmp_ps_mask(_mm512_sub_ps(lo, m), vhi, _CMP_GT_OQ);
+    uint16_t o = (uint16_t)onm, x = (uint16_t)~(onm | off);
+    memcpy(onb + c / 8, &o, 2);
+    memcpy(mixb + c / 8, &x, 2);
+  }
+  osseg__ut_classify_range(row0, row1, c, w, t_lo, t_hi, on, mixed);
+}
+
+static void hinterp_avx512(const float *row, const struct osseg__ut_tables *t,
+                           uint32_t xa, uint32_t xb, float *h) {
+  uint32_t x = xa;
+  while (x < xb) {
+    __mmask16 k = xb - x >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (xb - x)) - 1);
+    __m512i i0 = _mm512_maskz_loadu_epi32(k, t->x0 + x);
+    __m512i i1 = _mm512_maskz_loadu_epi32(k, t->x1 + x);
+    /* Masked-off lanes gather index 0, which always exists. */
+    __m512 v0 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, i0, row, 4);
+    __m512 v1 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, i1, row, 4);
+    __m512 r = _mm512_add_ps(_mm512_mul_ps(v0, _mm512_maskz_loadu_ps(k, t->wx0 + x)),
+                             _mm512_mul_ps(v1, _mm512_maskz_loadu_ps(k, t->wx1 + x)));
+    _mm512_mask_storeu_ps(h + x, k, r);
+    x += 16;
+  }
+}
+
+static void vthresh_avx512(const float *h0, const float *h1, float wy0, float wy1,
+                           float thr, uint32_t xa, uint32_t xb, uint64_t *bits) {
+  const __m512 w0 = _mm512_set1_ps(wy0), w1 = _mm512_set1_ps(wy1), t = _mm512_set1_ps(thr);
+  uint32_t x = xa;
+  while (x < xb) {
+    unsigned n = xb - x >= 16 ? 16 : xb - x;
+    __mmask16 k = (__mmask16)((1u << n) - 1);
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, h0 + x), w0),
+                             _mm512_mul_ps(_mm512_maskz_loadu_ps(k, h1 + x), w1));
+    unsigned m = (unsigned)_mm512_mask_cmp_ps_mask(k, v, t, _CMP_GT_OQ);
+    if (m) osseg__ut_or_bits(bits, x, m, n);
+    x += n;
+  }
+}
+
+/* exp(x): the same reduction and polynomial as exp256 in the AVX2 file. */
+static inline __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), x);
+  x = _mm512_max_ps(_mm512_set1_ps(-87.3365447505531f), x);
+  __m512i n = _mm512_cvtps_epi32(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)));
+  __m512 fn = _mm512_cvtepi32_ps(n);
+  __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+static void vsoft_avx512(const float *h, size_t hstride, size_t k, float wy0,
+                         float wy1, float p, uint32_t xa, uint32_t xb, uint64_t *bits) {
+  const __m512 w0 = _mm512_set1_ps(wy0), w1 = _mm512_set1_ps(wy1);
+  const __m512 one = _mm512_set1_ps(1.0f), vk = _mm512_set1_ps((float)k);
+  const __m512 vp = _mm512_set1_ps(p);
+  uint32_t x = xa;
+  while (x < xb) {
+    unsigned n = xb - x >= 16 ? 16 : xb - x;
+    __mmask16 km = (__mmask16)((1u << n) - 1);
+    __m512 sum = _mm512_setzero_ps();
+    for (size_t j = 0; j < k; j++) {
+      const float *h0 = h + 2 * j * hstride, *h1 = h0 + hstride;
+      __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(km, h0 + x), w0),
+                               _mm512_mul_ps(_mm512_maskz_loadu_ps(km, h1 + x), w1));
+      __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
+      sum = _mm512_add_ps(sum, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+    unsigned m = (unsigned)_mm512_mask_cmp_ps_mask(km, _mm512_div_ps(sum, vk), vp, _CMP_GT_OQ);
+    if (m) osseg__ut_or_bits(bits, x, m, n);
+    x += n;
+  }
+}
+
+const struct osseg__ut_ops osseg__ut_ops_avx512 = {classify_avx512, hinterp_avx512,
+                                                   vthresh_avx512, vsoft_avx512, "avx512"};
