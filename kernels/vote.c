@@ -34,16 +34,17 @@ const struct osseg__vote_impl *osseg__vote_impl(void) {
 
 /* ------------------------------------------------------ generic words --- */
 
-void osseg__vote_words_range_generic(const uint64_t *const *in, size_t k,
-                                     unsigned min_votes, uint64_t *out,
-                                     size_t begin, size_t end) {
-  unsigned planes = osseg__vote_planes(k);
+/* One word at a time; `planes` is a compile-time constant in each
+ * instantiation below, so the counter array lives in registers. */
+static inline __attribute__((always_inline)) void
+vote_range(const uint64_t *const *in, size_t k, unsigned min_votes, uint64_t *out,
+           size_t begin, size_t end, const unsigned planes) {
   for (size_t i = begin; i < end; i++) {
     uint64_t c[7] = {0};
     for (size_t j = 0; j < k; j++) {
       /* Ripple-carry add of one vote into the bit-sliced counter. */
       uint64_t carry = in[j][i];
-      for (unsigned b = 0; b < planes && carry; b++) {
+      for (unsigned b = 0; b < planes; b++) {
         uint64_t t = c[b] & carry;
         c[b] ^= carry;
         carry = t;
@@ -61,6 +62,20 @@ void osseg__vote_words_range_generic(const uint64_t *const *in, size_t k,
       }
     }
     out[i] = gt | eq;
+  }
+}
+
+void osseg__vote_words_range_generic(const uint64_t *const *in, size_t k,
+                                     unsigned min_votes, uint64_t *out,
+                                     size_t begin, size_t end) {
+  switch (osseg__vote_planes(k)) {
+    case 1: vote_range(in, k, min_votes, out, begin, end, 1); break;
+    case 2: vote_range(in, k, min_votes, out, begin, end, 2); break;
+    case 3: vote_range(in, k, min_votes, out, begin, end, 3); break;
+    case 4: vote_range(in, k, min_votes, out, begin, end, 4); break;
+    case 5: vote_range(in, k, min_votes, out, begin, end, 5); break;
+    case 6: vote_range(in, k, min_votes, out, begin, end, 6); break;
+    default: vote_range(in, k, min_votes, out, begin, end, 7); break;
   }
 }
 
