@@ -4,6 +4,7 @@
 #include "engine_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void osseg__count_uses(struct osseg__graph *g) {
@@ -206,8 +207,9 @@ int osseg__fuse(struct osseg__graph *g, struct osseg_diag *diag) {
         } else if (!strcmp(c->op, "Add") && c->nin == 2 && n->npost == 0) {
           int other = c->in[0] == t ? c->in[1] : c->in[0];
           struct osseg__tensor *ot = &g->tensors[other];
+          /* the addend must exist when the conv runs (at the conv's position) */
           if (other == t || ot->data || !same_dims(ot, &g->tensors[c->out[0]]) ||
-              !same_dims(ot, tt))
+              !same_dims(ot, tt) || ot->producer >= ni)
             break;
           n->post[n->npost++] = (struct osseg__post){OSSEG__POST_SUM, 1, 0, other};
         } else {
