@@ -38,13 +38,13 @@ const struct osseg__bitmask_impl *osseg__bitmask_impl(void) {
 
 int osseg__to_runs_generic(const uint64_t *bits, size_t nwords,
                            struct osseg_runs *out) {
-  struct osseg__rle_writer w = {out, 0, 0};
+  struct osseg__bm_writer w = {out, 0, 0};
   out->n = 0;
   /* A word whose transition mask is zero (all pixels equal to the previous
    * pixel) costs one xor and one branch, so empty and full stretches of the
    * mask are skipped at a word per iteration without a special case. */
-  int rc = osseg__rle_words(&w, bits, 0, nwords);
-  return osseg__rle_finish(&w, rc, nwords);
+  int rc = osseg__bm_encode_words(&w, bits, 0, nwords);
+  return osseg__bm_finish(&w, rc, nwords);
 }
 
 /* Portable bit-parallel popcount: the reference must not depend on the

@@ -6,7 +6,7 @@
 
 int osseg__to_runs_avx2(const uint64_t *bits, size_t nwords,
                         struct osseg_runs *out) {
-  struct osseg__rle_writer w = {out, 0, 0};
+  struct osseg__bm_writer w = {out, 0, 0};
   const __m256i ones = _mm256_set1_epi64x(-1);
   size_t i = 0;
   int rc = 0;
@@ -18,13 +18,13 @@ int osseg__to_runs_avx2(const uint64_t *bits, size_t nwords,
     __m256i x = _mm256_loadu_si256((const __m256i *)(bits + i));
     int uniform = w.open ? _mm256_testc_si256(x, ones) : _mm256_testz_si256(x, x);
     if (!uniform) {
-      rc = osseg__rle_words(&w, bits, i, i + 4);
+      rc = osseg__bm_encode_words(&w, bits, i, i + 4);
       if (rc < 0) break;
     }
     i += 4;
   }
-  if (rc == 0) rc = osseg__rle_words(&w, bits, i, nwords);
-  return osseg__rle_finish(&w, rc, nwords);
+  if (rc == 0) rc = osseg__bm_encode_words(&w, bits, i, nwords);
+  return osseg__bm_finish(&w, rc, nwords);
 }
 
 /* Per-64-bit-lane popcount with the nibble lookup of Muła et al.: two

@@ -6,7 +6,7 @@
 
 int osseg__to_runs_avx512(const uint64_t *bits, size_t nwords,
                           struct osseg_runs *out) {
-  struct osseg__rle_writer w = {out, 0, 0};
+  struct osseg__bm_writer w = {out, 0, 0};
   const __m512i ones = _mm512_set1_epi64(-1);
   size_t i = 0;
   int rc = 0;
@@ -18,13 +18,13 @@ int osseg__to_runs_avx512(const uint64_t *bits, size_t nwords,
     __mmask8 differs = w.open ? _mm512_cmpneq_epi64_mask(x, ones)
                               : _mm512_test_epi64_mask(x, x);
     if (differs) {
-      rc = osseg__rle_words(&w, bits, i, i + 8);
+      rc = osseg__bm_encode_words(&w, bits, i, i + 8);
       if (rc < 0) break;
     }
     i += 8;
   }
-  if (rc == 0) rc = osseg__rle_words(&w, bits, i, nwords);
-  return osseg__rle_finish(&w, rc, nwords);
+  if (rc == 0) rc = osseg__bm_encode_words(&w, bits, i, nwords);
+  return osseg__bm_finish(&w, rc, nwords);
 }
 
 /* Lanes [0, n) of a masked load; masked-out lanes are not touched, so the

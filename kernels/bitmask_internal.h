@@ -48,13 +48,13 @@ const struct osseg__bitmask_impl *osseg__bitmask_impl(void);
 /* Incremental run writer used by every to_runs variant: transitions (bits
  * where a pixel differs from its predecessor) alternately open and close a
  * run. Kept inline so that each ISA file compiles it with its own flags. */
-struct osseg__rle_writer {
+struct osseg__bm_writer {
   struct osseg_runs *out;
   uint64_t start; /* start of the open run */
   int open;
 };
 
-static inline int osseg__rle_push(struct osseg_runs *out, uint64_t start,
+static inline int osseg__bm_push(struct osseg_runs *out, uint64_t start,
                                   uint64_t end) {
   if (out->n == out->cap) {
     int rc = osseg__runs_grow(out, out->n + 1);
@@ -67,7 +67,7 @@ static inline int osseg__rle_push(struct osseg_runs *out, uint64_t start,
 }
 
 /* Feeds the transition bits t of the word whose first pixel is base. */
-static inline int osseg__rle_transitions(struct osseg__rle_writer *w, uint64_t t,
+static inline int osseg__bm_transitions(struct osseg__bm_writer *w, uint64_t t,
                                          uint64_t base) {
   while (t) {
     uint64_t p = base + (uint64_t)__builtin_ctzll(t);
@@ -76,7 +76,7 @@ static inline int osseg__rle_transitions(struct osseg__rle_writer *w, uint64_t t
       w->start = p;
       w->open = 1;
     } else {
-      int rc = osseg__rle_push(w->out, w->start, p);
+      int rc = osseg__bm_push(w->out, w->start, p);
       if (rc < 0) return rc;
       w->open = 0;
     }
@@ -86,7 +86,7 @@ static inline int osseg__rle_transitions(struct osseg__rle_writer *w, uint64_t t
 
 /* Encodes words [begin, end) given the last bit of word begin - 1 (0 for the
  * first word) as carry; the scalar path of every variant and its tail. */
-static inline int osseg__rle_words(struct osseg__rle_writer *w,
+static inline int osseg__bm_encode_words(struct osseg__bm_writer *w,
                                    const uint64_t *bits, size_t begin,
                                    size_t end) {
   uint64_t carry = begin > 0 ? bits[begin - 1] >> 63 : 0;
@@ -95,7 +95,7 @@ static inline int osseg__rle_words(struct osseg__rle_writer *w,
     uint64_t t = x ^ ((x << 1) | carry);
     carry = x >> 63;
     if (t) {
-      int rc = osseg__rle_transitions(w, t, (uint64_t)i * 64);
+      int rc = osseg__bm_transitions(w, t, (uint64_t)i * 64);
       if (rc < 0) return rc;
     }
   }
@@ -104,9 +104,9 @@ static inline int osseg__rle_words(struct osseg__rle_writer *w,
 
 /* Closes a run still open after the last word (the mask ends with a set
  * pixel) and reports the result; on error leaves the list empty. */
-static inline int osseg__rle_finish(struct osseg__rle_writer *w, int rc,
+static inline int osseg__bm_finish(struct osseg__bm_writer *w, int rc,
                                     size_t nwords) {
-  if (rc == 0 && w->open) rc = osseg__rle_push(w->out, w->start, (uint64_t)nwords * 64);
+  if (rc == 0 && w->open) rc = osseg__bm_push(w->out, w->start, (uint64_t)nwords * 64);
   if (rc < 0) w->out->n = 0;
   return rc;
 }
