@@ -102,6 +102,9 @@ int osseg_rle_parse(const char *text, size_t len, uint64_t npixels, struct osseg
 
   unsigned level = osseg_cpu_features() & atomic_load_explicit(&forced_level, memory_order_relaxed);
   int rc = -1;
+  /* Fast paths keep positions in 32 bits. */
+  if (len >= ((size_t)1 << 31))
+    level = 0;
   if (level & OSSEG_CPU_AVX512)
     rc = osseg__rle_parse_fast_avx512(text, len, npixels, &sink);
   else if (level & OSSEG_CPU_AVX2)

@@ -79,78 +79,137 @@ static inline uint64_t osseg__rle_token_value(const char *text, size_t s, size_t
   return hi * 100000000ull + osseg__rle_swar8(chunk);
 }
 
-/* Handles one number of a fast path: returns 0, or -1 to bail. `*pending`
- * holds the start of the current run (0 when the next number is a start);
- * starts are never 0 on the success path, so 0 is free to mean "none". */
-static inline int osseg__rle_take(uint64_t value, uint64_t npixels, uint32_t *pending,
-                                  struct osseg__rle_sink *sink) {
-  if (*pending == 0) {
-    if (value == 0 || value > UINT32_MAX) return -1;
-    *pending = (uint32_t)value;
-    return 0;
-  }
-  uint64_t s0 = (uint64_t)*pending - 1;
-  *pending = 0;
-  if (value > UINT32_MAX || s0 >= npixels || s0 + value > npixels) return -1;
-  if (value == 0) return 0;
-  sink->noncanonical |= (int64_t)s0 <= sink->prev_end;
-  sink->prev_end = (int64_t)(s0 + value);
-  sink->dst[sink->nruns].start = (uint32_t)s0;
-  sink->dst[sink->nruns].len = (uint32_t)value;
-  sink->nruns++;
-  return 0;
-}
+/* ------------------------------------------------------ fast paths ---
+ *
+ * Both SIMD fast paths work in two phases over windows of the text:
+ *   A. (ISA-specific) classify 64 bytes per step into digit and space
+ *      masks, and flatten the token starts (a digit after a non-digit) and
+ *      exclusive token ends (a space after a digit) into two arrays of
+ *      positions. Starts and ends alternate, so token i is [S[i], E[i]).
+ *   B. (shared, below) convert the tokens two at a time (start, length) with
+ *      one 8-byte load and a SWAR step each, and store runs without
+ *      branching: every condition that would be an error is ORed into one
+ *      flag that is checked once per window.
+ * Separating the phases keeps phase B free of data-dependent branches, so
+ * the conversions of consecutive tokens overlap in the pipeline. */
 
-/* Cursor of a fast path between 64-byte blocks. */
-struct osseg__rle_scan {
-  uint64_t carry;    /* 1 when the previous block ended with a digit */
-  size_t open_start; /* start of a token still open at the block end */
-  int open;
-  uint32_t pending; /* see osseg__rle_take */
+#define OSSEG__RLE_WINDOW 4096 /* bytes per window, a multiple of 64 */
+/* At most one start per two bytes; the slack absorbs the unconditional
+ * stores of phase A (up to 16 entries past the last real one). */
+#define OSSEG__RLE_WINDOW_TOKENS (OSSEG__RLE_WINDOW / 2 + 64)
+
+struct osseg__rle_fast {
+  uint32_t S[OSSEG__RLE_WINDOW_TOKENS];
+  uint32_t E[OSSEG__RLE_WINDOW_TOKENS];
+  size_t ns, ne;
+  uint64_t carry; /* 1 when the previous block ended with a digit */
+  uint64_t pending; /* start value waiting for its length, if have_pending */
+  int have_pending;
+  uint64_t err;
 };
 
-/* Consumes one 64-byte block at text + base, given its digit mask D and
- * space mask S (bit i = byte base + i; every byte is one or the other).
- * Tokens are paired by order: starts are digits after a non-digit, ends
- * (exclusive) are spaces after a digit, and they alternate. */
-static inline int osseg__rle_block(const char *text, size_t base, uint64_t D, uint64_t S,
-                                   uint64_t npixels, struct osseg__rle_scan *c,
-                                   struct osseg__rle_sink *sink) {
-  uint64_t prev = (D << 1) | c->carry;
-  uint64_t starts = D & ~prev;
-  uint64_t ends = S & prev;
-  c->carry = D >> 63;
-  while (ends) {
-    size_t e = base + (size_t)__builtin_ctzll(ends);
-    ends &= ends - 1;
-    size_t s;
-    if (c->open) {
-      s = c->open_start;
-      c->open = 0;
-    } else {
-      s = base + (size_t)__builtin_ctzll(starts);
-      starts &= starts - 1;
-    }
-    if (osseg__rle_take(osseg__rle_token_value(text, s, e), npixels, &c->pending, sink))
-      return -1;
+/* Value of token [s, e) on the fast path; sets *err for anything the
+ * generic parser would reject as a number. */
+static inline uint64_t osseg__rle_fast_value(const char *text, uint32_t s, uint32_t e,
+                                             uint64_t *err) {
+  uint32_t n = e - s;
+  if (__builtin_expect(n > 8 || e < 8, 0)) {
+    uint64_t v = osseg__rle_token_value(text, s, e);
+    *err |= v > UINT32_MAX;
+    return v;
   }
-  if (starts) {
-    c->open_start = base + (size_t)__builtin_ctzll(starts);
-    c->open = 1;
-  }
-  return 0;
+  uint64_t chunk;
+  memcpy(&chunk, text + e - 8, 8);
+  uint64_t keep = ~0ull << (8 * (8 - n));
+  chunk = (chunk & keep) | (0x3030303030303030ull & ~keep);
+  return osseg__rle_swar8(chunk);
 }
 
-/* After the last block: closes a token that runs to the end of the text and
- * checks that every start got its length. */
-static inline int osseg__rle_finish(const char *text, size_t len, uint64_t npixels,
-                                    struct osseg__rle_scan *c, struct osseg__rle_sink *sink) {
-  if (c->open) {
-    if (osseg__rle_take(osseg__rle_token_value(text, c->open_start, len), npixels,
-                        &c->pending, sink))
-      return -1;
+/* Phase B state in locals: stores through dst (uint32_t) may alias the
+ * int and uint32_t fields of the sink, so working on the structs directly
+ * would force the compiler to reload and store them after every run. */
+struct osseg__rle_acc {
+  struct osseg_run *dst;
+  size_t nruns;
+  int64_t prev_end;
+  uint64_t noncanonical;
+  uint64_t err;
+};
+
+/* Stores the run (start value st, length ln) if valid; ORs any problem into
+ * a->err. Branch-free. */
+static inline void osseg__rle_fast_pair(struct osseg__rle_acc *a, uint64_t st, uint64_t ln,
+                                        uint64_t npixels) {
+  uint64_t s0 = st - 1; /* st == 0 wraps and fails the next test */
+  a->err |= (uint64_t)(s0 >= npixels) | (uint64_t)(s0 + ln > npixels) |
+            (uint64_t)(ln > UINT32_MAX);
+  struct osseg_run r = {(uint32_t)s0, (uint32_t)ln};
+  a->dst[a->nruns] = r;
+  uint64_t nz = ln != 0;
+  a->noncanonical |= nz & (uint64_t)((int64_t)s0 <= a->prev_end);
+  a->prev_end = nz ? (int64_t)(s0 + ln) : a->prev_end;
+  a->nruns += nz;
+}
+
+/* Phase B for the tokens whose end is known; keeps an open start and an
+ * unpaired start value for the next window. */
+static inline void osseg__rle_fast_convert(const char *text, uint64_t npixels,
+                                           struct osseg__rle_fast *f,
+                                           struct osseg__rle_sink *sink) {
+  size_t ne = f->ne, i = 0;
+  const uint32_t *S = f->S, *E = f->E;
+  struct osseg__rle_acc a = {sink->dst, sink->nruns, sink->prev_end,
+                             (uint64_t)sink->noncanonical, f->err};
+  if (f->have_pending && ne > 0) {
+    uint64_t ln = osseg__rle_fast_value(text, S[0], E[0], &a.err);
+    osseg__rle_fast_pair(&a, f->pending, ln, npixels);
+    f->have_pending = 0;
+    i = 1;
   }
-  return c->pending ? -1 : 0;
+  for (; i + 1 < ne; i += 2) {
+    uint64_t st = osseg__rle_fast_value(text, S[i], E[i], &a.err);
+    uint64_t ln = osseg__rle_fast_value(text, S[i + 1], E[i + 1], &a.err);
+    osseg__rle_fast_pair(&a, st, ln, npixels);
+  }
+  if (i < ne) {
+    f->pending = osseg__rle_fast_value(text, S[i], E[i], &a.err);
+    f->have_pending = 1;
+  }
+  sink->nruns = a.nruns;
+  sink->prev_end = a.prev_end;
+  sink->noncanonical = (int)a.noncanonical;
+  f->err = a.err;
+  /* At most one start is still open (its token runs into the next window). */
+  if (f->ns > ne) {
+    f->S[0] = f->S[ne];
+    f->ns = 1;
+  } else {
+    f->ns = 0;
+  }
+  f->ne = 0;
+}
+
+/* Whether runs dst[0, n) continue canonically from prev_end: used by the
+ * vector groups, which do not track it run by run. */
+static inline int osseg__rle_noncanonical(const struct osseg_run *dst, size_t n,
+                                          int64_t prev_end) {
+  uint64_t nc = 0;
+  for (size_t i = 0; i < n; i++) {
+    nc |= (uint64_t)((int64_t)dst[i].start <= prev_end);
+    prev_end = (int64_t)dst[i].start + dst[i].len;
+  }
+  return nc != 0;
+}
+
+/* Ends the parse: closes a token that runs to the end of the text. Returns
+ * 0 when everything was valid, -1 to bail. */
+static inline int osseg__rle_fast_finish(const char *text, size_t len, uint64_t npixels,
+                                         struct osseg__rle_fast *f,
+                                         struct osseg__rle_sink *sink) {
+  if (f->carry) f->E[f->ne++] = (uint32_t)len;
+  osseg__rle_fast_convert(text, npixels, f, sink);
+  if (f->have_pending || f->ns) return -1;
+  return f->err ? -1 : 0;
 }
 
 #endif

@@ -282,6 +282,27 @@ static void test_fast_paths_take_valid_text(void **state) {
   free(buf);
 }
 
+static void test_fast_paths_messy_long_text(void **state) {
+  (void)state;
+  /* Long texts (many vector groups and windows) of unsorted, overlapping,
+   * touching and zero-length runs, with numbers of 1..9 digits. */
+  struct test_rng rng;
+  test_rng_seed(&rng, 21);
+  char *buf = malloc(1 << 17);
+  for (int trial = 0; trial < 300; trial++) {
+    size_t n = 0, runs = (size_t)test_rng_below(&rng, 4000);
+    uint64_t npixels = 1 + test_rng_below(&rng, trial & 1 ? 4194304 : OSSEG_MAX_PIXELS);
+    for (size_t i = 0; i < runs; i++) {
+      uint64_t start = 1 + test_rng_below(&rng, npixels);
+      uint64_t len = test_rng_below(&rng, 5) == 0 ? 0 : test_rng_below(&rng, npixels - start + 2);
+      n += (size_t)sprintf(buf + n, "%s%llu%s%llu", i ? " " : "", (unsigned long long)start,
+                           test_rng_below(&rng, 9) ? " " : "  ", (unsigned long long)len);
+    }
+    check_text(buf, n, npixels);
+  }
+  free(buf);
+}
+
 static void test_every_length_and_digit_count(void **state) {
   (void)state;
   /* All texts of length 0..2*64+1 built from numbers of one digit count
@@ -475,6 +496,7 @@ int main(void) {
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_token_value_every_digit_count),
       cmocka_unit_test(test_fast_paths_take_valid_text),
+      cmocka_unit_test(test_fast_paths_messy_long_text),
       cmocka_unit_test(test_every_length_and_digit_count),
       cmocka_unit_test(test_alignment_and_guard_page),
       cmocka_unit_test(test_invalid_byte_at_every_position),
