@@ -1,0 +1,19 @@
+/* Shared helpers of the engine tests: load a model and compare against a
+ * reference .npy written by tools/fixtures. */
+#ifndef OSSEG_TESTS_ENGINE_UTIL_H
+#define OSSEG_TESTS_ENGINE_UTIL_H
+
+#include "npy.h"
+#include "osseg_engine.h"
+
+struct parity {
+  double rel_err;   /* max|a-b| / max|b| */
+  double mask_agree; /* fraction with (a>0) == (b>0) */
+};
+
+/* Loads dir/name.onnx, runs it on name.input.npy and compares with
+ * name.output.npy. Returns 0 or an error (message in diag). */
+int engine_parity(const char *dir, const char *name, const struct osseg_engine_options *o,
+                  struct parity *p, struct osseg_diag *diag);
+
+#endif

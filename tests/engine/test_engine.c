@@ -1,0 +1,300 @@
+/* Engine tests: per-op parity against PyTorch references
+ * (tests/data/engine, from tools/fixtures/make_op_tests.py), whole-model
+ * parity on the smp-like fixtures (tests/data/models), error paths,
+ * truncated/corrupted files, and an allocation-failure sweep over load. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <dirent.h>
+#include <pthread.h>
+
+#include "engine_test_util.h"
+#include "osseg_base.h"
+#include "osseg_engine.h"
+#include "test_support.h"
+
+static const char *engine_dir(void) { return test_path("%s/tests/data/engine", test_source_dir()); }
+
+static struct osseg_engine_options opts(enum osseg_precision p) {
+  struct osseg_engine_options o;
+  osseg_engine_options_default(&o);
+  o.precision = p;
+  o.threads = 2;
+  return o;
+}
+
+/* Every per-op graph: fp32 within 1e-4 of max|ref|. */
+static void test_op_parity(void **state) {
+  (void)state;
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", engine_dir());
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  struct dirent *e;
+  int count = 0;
+  while ((e = readdir(d))) {
+    size_t l = strlen(e->d_name);
+    const char *suf = ".output.npy";
+    if (l <= strlen(suf) || strcmp(e->d_name + l - strlen(suf), suf)) continue;
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(l - strlen(suf)), e->d_name);
+    struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+    if (!strcmp(name, "symbolic_size")) o.input_size = 16;
+    struct parity p;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    int err = engine_parity(dir, name, &o, &p, &diag);
+    if (err || p.rel_err > 1e-4)
+      print_error("%s: err %d (%s) rel %.3g\n", name, err, diag.message, err ? -1.0 : p.rel_err);
+    assert_int_equal(err, 0);
+    assert_true(p.rel_err <= 1e-4);
+    /* bf16 must run and stay close on these small graphs */
+    o.precision = OSSEG_PRECISION_BF16;
+    err = engine_parity(dir, name, &o, &p, &diag);
+    assert_int_equal(err, 0);
+    if (p.rel_err > 0.1) print_error("%s: bf16 rel %.3g\n", name, p.rel_err);
+    assert_true(p.rel_err <= 0.1);
+    count++;
+  }
+  closedir(d);
+  assert_true(count >= 40);
+}
+
+/* smp-like fixtures (tools/fixtures/make_fixtures.py): CNN families. */
+static void test_model_parity(void **state) {
+  (void)state;
+  static const char *names[] = {
+      "unetpp_r18_tiny_op11", "unetpp_r18_tiny_op13", "unetpp_r18_tiny_op17",
+      "unetpp_r18_tiny_op13_nofold", "unetpp_r18_tiny_op13_96x64", "unetpp_r50_tiny_op13",
+      "unet_effb0_tiny_op13", "unet_timm_effb0_tiny_op13", "deeplabv3p_r50_tiny_op13",
+      "deeplabv3p_r50_tiny_op13_nofold"};
+  const char *dir = test_path("%s/tests/data/models", test_source_dir());
+  char d[4096];
+  snprintf(d, sizeof d, "%s", dir);
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/%s.onnx", d, names[i]);
+    FILE *f = fopen(probe, "rb");
+    if (!f) continue; /* fixture set may change; skip absent ones */
+    fclose(f);
+    struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+    struct parity p;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    int err = engine_parity(d, names[i], &o, &p, &diag);
+    print_message("%-34s fp32 rel %.2e mask %.6f\n", names[i], p.rel_err, p.mask_agree);
+    if (err) print_error("%s: %s\n", names[i], diag.message);
+    assert_int_equal(err, 0);
+    assert_true(p.rel_err <= 1e-4);
+    assert_true(p.mask_agree >= 0.9999);
+    o.precision = OSSEG_PRECISION_BF16;
+    err = engine_parity(d, names[i], &o, &p, &diag);
+    print_message("%-34s bf16 rel %.2e mask %.6f\n", names[i], p.rel_err, p.mask_agree);
+    assert_int_equal(err, 0);
+    /* Tiny random-weight fixtures put many logits near 0; real exports
+     * are checked separately (bench/). */
+    assert_true(p.mask_agree >= 0.9);
+  }
+}
+
+static void expect_load_error(const char *file, int code, const char *needle) {
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  int err = osseg_model_load(&m, test_path("%s/%s", engine_dir(), file), &o, &diag);
+  if (err != code || !strstr(diag.message, needle))
+    print_error("%s: got %d '%s', want %d '%s'\n", file, err, diag.message, code, needle);
+  assert_int_equal(err, code);
+  assert_non_null(strstr(diag.message, needle));
+  assert_null(m);
+}
+
+static void test_errors(void **state) {
+  (void)state;
+  expect_load_error("bad_unsupported_op.onnx", OSSEG_EUNSUPPORTED, "'the_erf_node': op Erf (opset 13)");
+  expect_load_error("bad_external_data.onnx", OSSEG_EUNSUPPORTED, "external data");
+  expect_load_error("bad_absurd_dims.onnx", OSSEG_ELIMIT, "tensor 'w'");
+  expect_load_error("bad_short_data.onnx", OSSEG_EPARSE, "8 values");
+  expect_load_error("bad_huge_expand.onnx", OSSEG_ELIMIT, "too large");
+  expect_load_error("bad_cycle.onnx", OSSEG_EPARSE, "not produced by an earlier node");
+  expect_load_error("bad_opset.onnx", OSSEG_EUNSUPPORTED, "opset 99");
+  expect_load_error("symbolic_size.onnx", OSSEG_EINVAL, "symbolic size");
+  expect_load_error("does_not_exist.onnx", OSSEG_EIO, "does_not_exist");
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  assert_int_equal(osseg_model_load_buffer(&m, "", 0, NULL, &diag), OSSEG_EPARSE);
+  assert_int_equal(osseg_model_load_buffer(&m, "garbage!", 8, NULL, &diag), OSSEG_EPARSE);
+  /* fixed-size model with a different requested size */
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  o.input_size = 32;
+  osseg_diag_clear(&diag);
+  assert_int_equal(osseg_model_load(&m, test_path("%s/relu.onnx", engine_dir()), &o, &diag),
+                   OSSEG_EINVAL);
+  /* model size limit */
+  o = opts(OSSEG_PRECISION_FP32);
+  o.max_model_bytes = 16;
+  assert_int_equal(osseg_model_load(&m, test_path("%s/relu.onnx", engine_dir()), &o, &diag),
+                   OSSEG_ELIMIT);
+}
+
+static void test_metadata_and_info(void **state) {
+  (void)state;
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  assert_int_equal(osseg_model_load(&m, test_path("%s/metadata.onnx", engine_dir()), &o, &diag), 0);
+  assert_string_equal(osseg_model_metadata(m, "classes"), "29");
+  assert_string_equal(osseg_model_metadata(m, "input_size"), "8");
+  assert_null(osseg_model_metadata(m, "nope"));
+  assert_int_equal(osseg_model_input(m)->dims[2], 8);
+  osseg_model_free(m);
+  assert_int_equal(osseg_model_load(&m, test_path("%s/concat.onnx", engine_dir()), &o, &diag), 0);
+  struct osseg_model_stats st;
+  osseg_model_get_stats(m, &st);
+  assert_true(st.params == 4 * 3 * 9 + 3);
+  assert_true(st.flops >= 2ull * 3 * 4 * 9 * 120);
+  assert_true(st.arena_bytes > 0);
+  assert_true(osseg_model_op_count(m) >= 2);
+  const char *op;
+  int c;
+  osseg_model_op_at(m, 0, &op, &c);
+  assert_true(c >= 1);
+  osseg_model_free(m);
+}
+
+struct run_ctx {
+  struct osseg_model *m;
+  const float *in;
+  float *out;
+  int err;
+};
+
+static void *run_thread(void *p) {
+  struct run_ctx *c = p;
+  for (int i = 0; i < 5 && !c->err; i++) c->err = osseg_model_run(c->m, c->in, c->out, NULL);
+  return NULL;
+}
+
+/* Concurrent runs on one model are serialised and give identical results. */
+static void test_concurrent_runs(void **state) {
+  (void)state;
+  struct osseg_model *m = NULL;
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  assert_int_equal(osseg_model_load(&m, test_path("%s/residual.onnx", engine_dir()), &o, NULL), 0);
+  size_t ni = osseg_model_input_elems(m), no = osseg_model_output_elems(m);
+  float *in = malloc(ni * sizeof(float)), *o1 = malloc(no * sizeof(float)),
+        *o2 = malloc(no * sizeof(float)), *o3 = malloc(no * sizeof(float));
+  for (size_t i = 0; i < ni; i++) in[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
+  assert_int_equal(osseg_model_run(m, in, o1, NULL), 0);
+  struct run_ctx a = {m, in, o2, 0}, b = {m, in, o3, 0};
+  pthread_t ta, tb;
+  pthread_create(&ta, NULL, run_thread, &a);
+  pthread_create(&tb, NULL, run_thread, &b);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  assert_int_equal(a.err, 0);
+  assert_int_equal(b.err, 0);
+  assert_memory_equal(o1, o2, no * sizeof(float));
+  assert_memory_equal(o1, o3, no * sizeof(float));
+  free(in), free(o1), free(o2), free(o3);
+  osseg_model_free(m);
+}
+
+static char *read_model(const char *name, size_t *size) {
+  char *buf = test_read_file(test_path("%s/%s", engine_dir(), name), size);
+  assert_non_null(buf);
+  return buf;
+}
+
+/* Truncation at many cut points and random byte corruption: an error or a
+ * model, never a crash (ASan build checks memory safety). */
+static void test_truncated_and_corrupted(void **state) {
+  (void)state;
+  size_t size;
+  char *buf = read_model("conv_bn_relu_nofold.onnx", &size);
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  o.max_tensor_bytes = 64 << 20;
+  int failures = 0;
+  for (size_t cut = 0; cut < size; cut += size / 97 + 1) {
+    struct osseg_model *m = NULL;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    int err = osseg_model_load_buffer(&m, buf, cut, &o, &diag);
+    if (err) {
+      failures++;
+      assert_true(diag.message[0] != 0);
+      assert_null(m);
+    }
+    osseg_model_free(m);
+  }
+  assert_true(failures > 50);
+  struct test_rng rng;
+  test_rng_seed(&rng, 42);
+  char *copy = malloc(size);
+  for (int it = 0; it < 150; it++) {
+    memcpy(copy, buf, size);
+    int flips = 1 + (int)test_rng_below(&rng, 4);
+    for (int k = 0; k < flips; k++)
+      copy[test_rng_below(&rng, size)] ^= (char)(1 + test_rng_below(&rng, 255));
+    struct osseg_model *m = NULL;
+    if (osseg_model_load_buffer(&m, copy, size, &o, NULL) == 0) {
+      float in[4 * 12 * 10] = {0}, *out = malloc(osseg_model_output_elems(m) * sizeof(float) + 4);
+      if (osseg_model_input_elems(m) <= 480) osseg_model_run(m, in, out, NULL);
+      free(out);
+    }
+    osseg_model_free(m);
+  }
+  free(copy);
+  free(buf);
+}
+
+/* Fail the Nth allocation of a whole load for every N: clean error, no leak. */
+static void test_alloc_failure_sweep(void **state) {
+  (void)state;
+  size_t size;
+  char *buf = read_model("se_block.onnx", &size);
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  uint64_t n;
+  int ok = 0;
+  for (n = 1; n < 5000 && !ok; n++) {
+    struct osseg_model *m = NULL;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    osseg__alloc_fail_at(n);
+    int err = osseg_model_load_buffer(&m, buf, size, &o, &diag);
+    osseg__alloc_fail_at(0);
+    if (err == 0) {
+      ok = 1;
+      osseg_model_free(m);
+    } else {
+      assert_null(m);
+      assert_true(err == OSSEG_ENOMEM || err == OSSEG_EPARSE || err == OSSEG_ELIMIT ||
+                  err == OSSEG_EBACKEND);
+    }
+  }
+  assert_true(ok);
+  assert_true(n > 20);
+  free(buf);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_op_parity),
+      cmocka_unit_test(test_model_parity),
+      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_metadata_and_info),
+      cmocka_unit_test(test_concurrent_runs),
+      cmocka_unit_test(test_truncated_and_corrupted),
+      cmocka_unit_test(test_alloc_failure_sweep),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
