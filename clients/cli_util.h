@@ -1,0 +1,33 @@
+/* Small helpers shared by the offline subcommands of the osseg tool:
+ * messages in the one format users and tests rely on, option values, and
+ * running a few jobs on threads. */
+#ifndef OSSEG_CLIENTS_CLI_UTIL_H
+#define OSSEG_CLIENTS_CLI_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit statuses of every subcommand. */
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
+
+/* Prints "osseg CMD: message" and a newline on stderr. */
+void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Copies s[0, len) into buf (size > 4) for a one-line message: control
+ * bytes become '?', and a long name is cut with "...". Returns buf. */
+const char *cli_printable(char *buf, size_t size, const char *s, size_t len);
+
+/* Decimal integer in [lo, hi] with nothing after it; 0 or -1. */
+int cli_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out);
+/* A finite number >= 0; 0 or -1 (NaN, infinity, negative, junk). */
+int cli_parse_nonneg_double(const char *s, double *out);
+
+/* Worker threads to use: the online CPUs, capped at 64. */
+unsigned cli_default_threads(void);
+
+/* Runs fn(jobs + i * job_size) for i in [0, n): jobs 1.. on new threads and
+ * job 0 on the calling thread; returns when all are done. A thread that
+ * cannot be created runs its job on the calling thread instead. */
+void cli_run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, size_t n);
+
+#endif

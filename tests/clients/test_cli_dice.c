@@ -1,0 +1,202 @@
+/* Tests of `osseg dice`, run as a program: hand-computed scores in table
+ * and JSON form, class order, missing and extra rows, malformed inputs with
+ * their exact messages, and exit statuses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "test_support.h"
+
+static const char *dir;
+
+static const char *put_n(const char *name, const char *text, size_t len) {
+  const char *path = test_path("%s/%s", dir, name);
+  assert_int_equal(test_write_file(path, text, len), 0);
+  return path;
+}
+
+static const char *put(const char *name, const char *text) {
+  return put_n(name, text, strlen(text));
+}
+
+/* A copy of its own: test_path's rotating buffers also hold the arguments. */
+static const char *osseg_bin(void) {
+  static char path[4096];
+  if (!path[0]) snprintf(path, sizeof path, "%s/bin/osseg", test_binary_dir());
+  return path;
+}
+
+static int run(char **out, char **err, ...) {
+  const char *argv[20];
+  int n = 0;
+  argv[n++] = osseg_bin();
+  va_list ap;
+  va_start(ap, err);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 19) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  return test_run(argv, out, err, 60);
+}
+
+/* 4x4 images. Hand-computed per-row Dice, (2|A&B| + 1e-4)/(|A|+|B| + 1e-4):
+ *   img_a finger-1: GT {0..3}, PRED {2..5}: |A&B| = 2  -> 4.0001/8.0001
+ *   img_a finger-2: GT {4,5},  PRED empty              -> 0.0001/2.0001
+ *   img_b finger-1: both empty                         -> 1
+ *   img_b finger-2: GT all 16, PRED row missing        -> 0.0001/16.0001
+ * Classes in GT order: finger-2 first (it comes first in GT). */
+static const char GT[] =
+    "image_name,class,rle\n"
+    "img_a.png,finger-2,5 2\n"
+    "img_a.png,finger-1,1 4\n"
+    "img_b.png,finger-1,\n"
+    "img_b.png,finger-2,1 16\n";
+static const char PRED[] =
+    "image_name,class,rle\r\n"
+    "img_b.png,finger-1,\r\n"
+    "img_a.png,finger-1,3 2 5 2\r\n"
+    "img_a.png,finger-2,\r\n"
+    "img_c.png,finger-1,1 1\r\n";
+
+static double f1(void) { return ((4.0001 / 8.0001) + 1.0) / 2; }
+static double f2(void) { return ((0.0001 / 2.0001) + (0.0001 / 16.0001)) / 2; }
+
+static void test_table(void **state) {
+  (void)state;
+  const char *gt = put("gt.csv", GT), *pred = put("pred.csv", PRED);
+  char *out, *err;
+  assert_int_equal(run(&out, &err, "dice", "--height", "4", "--width", "4", pred, gt, NULL), 0);
+  char expected[1024];
+  snprintf(expected, sizeof expected,
+           "class       dice  images\n"
+           "finger-2  %6.4f       2\n"
+           "finger-1  %6.4f       2\n"
+           "mean      %6.4f       2\n",
+           f2(), f1(), (f1() + f2()) / 2);
+  assert_string_equal(out, expected);
+  assert_non_null(strstr(out, "finger-1  0.7500"));
+  snprintf(expected, sizeof expected,
+           "osseg dice: warning: %s: 1 of the 4 rows of %s are missing; scored as empty masks\n"
+           "osseg dice: warning: %s: 1 rows have no (image, class) in %s; ignored\n",
+           pred, gt, pred, gt);
+  assert_string_equal(err, expected);
+  free(out);
+  free(err);
+}
+
+static void test_json(void **state) {
+  (void)state;
+  const char *gt = put("gt.csv", GT), *pred = put("pred.csv", PRED);
+  char *out, *err;
+  assert_int_equal(run(&out, &err, "dice", "--json", "--height", "4", "--width", "4",
+                       "--threads", "3", pred, gt, NULL),
+                   0);
+  char expected[1024];
+  snprintf(expected, sizeof expected,
+           "{\"mean\":%.10g,\"per_class\":{\"finger-2\":%.10g,\"finger-1\":%.10g},\"images\":2}\n",
+           (f2() + f1()) / 2, f2(), f1());
+  assert_string_equal(out, expected);
+  free(out);
+  free(err);
+  /* Identical inputs score 1 everywhere; class names are JSON-escaped. */
+  const char *same = put("same.csv",
+                         "image_name,class,rle\n"
+                         "x_1.png,\"say \"\"hi\"\"\\\",1 3\n"
+                         "x_1.png,\"a,b\",\n");
+  assert_int_equal(run(&out, &err, "dice", "--json", "--height", "4", "--width", "4", same, same,
+                       NULL),
+                   0);
+  assert_string_equal(out, "{\"mean\":1,\"per_class\":{\"say \\\"hi\\\"\\\\\":1,\"a,b\":1},\"images\":1}\n");
+  assert_string_equal(err, "");
+  free(out);
+  free(err);
+}
+
+static void expect_fail(int code, const char *msg, ...) {
+  const char *argv[20];
+  int n = 0;
+  argv[n++] = osseg_bin();
+  argv[n++] = "dice";
+  va_list ap;
+  va_start(ap, msg);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  char *out, *err;
+  int rc = test_run(argv, &out, &err, 60);
+  if (rc != code || strcmp(err, msg) != 0)
+    fail_msg("exit %d, stderr '%s', expected %d '%s'", rc, err, code, msg);
+  assert_string_equal(out, "");
+  free(out);
+  free(err);
+}
+
+static void test_errors(void **state) {
+  (void)state;
+  const char *gt = put("gt.csv", GT), *pred = put("pred.csv", PRED);
+  expect_fail(2, "osseg dice: expected PRED.csv GT.csv, got 1 file (see 'osseg dice --help')\n",
+              pred, NULL);
+  expect_fail(2, "osseg dice: expected PRED.csv GT.csv, got 3 files (see 'osseg dice --help')\n",
+              pred, gt, gt, NULL);
+  expect_fail(2, "osseg dice: unknown option '--csv' (see 'osseg dice --help')\n", "--csv", pred,
+              gt, NULL);
+  expect_fail(2, "osseg dice: --width: expected an integer in 1..16384, got 'big'\n", "--width",
+              "big", pred, gt, NULL);
+  char msg[1024];
+  const char *bad = put("bad.csv", "image_name,class,rle\nimg_a.png,finger-1,3 2 5\n");
+  snprintf(msg, sizeof msg,
+           "osseg dice: %s:2: rle: offset 5: odd number of numbers (3): the last start has no "
+           "length\n", bad);
+  expect_fail(1, msg, "--height", "4", "--width", "4", bad, gt, NULL);
+  /* A bad PRED row that GT never asks for is still reported. */
+  bad = put("bad.csv", "image_name,class,rle\nimg_z.png,finger-1,17 1\n");
+  snprintf(msg, sizeof msg,
+           "osseg dice: %s:2: rle: offset 0: run '17 1' ends past the image end (16 pixels)\n", bad);
+  expect_fail(1, msg, "--height", "4", "--width", "4", bad, gt, NULL);
+  bad = put("bad.csv", "image_name,class,rle\nimg_a.png,finger-1,1 1\nimg_a.png,finger-1,2 1\n");
+  snprintf(msg, sizeof msg,
+           "osseg dice: %s:3: duplicate row for image 'img_a.png', class 'finger-1' (first at "
+           "line 2)\n", bad);
+  expect_fail(1, msg, pred, bad, NULL);
+  bad = put("bad.csv", "image_name,class,rle\n");
+  snprintf(msg, sizeof msg, "osseg dice: %s:2: no rows: nothing to score\n", bad);
+  expect_fail(1, msg, pred, bad, NULL);
+  bad = put_n("bad.csv", "image_name,class,rle\nimg\0.png,finger-1,1 1\n", 43);
+  snprintf(msg, sizeof msg, "osseg dice: %s:2: NUL byte\n", bad);
+  expect_fail(1, msg, pred, bad, NULL);
+  bad = put("bad.csv", "image_name;class;rle\n");
+  snprintf(msg, sizeof msg, "osseg dice: %s:1: bad header (expected image_name,class,rle)\n", bad);
+  expect_fail(1, msg, bad, gt, NULL);
+  /* Default size 2048x2048: a run past 4194304 pixels. */
+  bad = put("bad.csv", "image_name,class,rle\nimg_a.png,finger-1,4194304 2\n");
+  snprintf(msg, sizeof msg,
+           "osseg dice: %s:2: rle: offset 0: run '4194304 2' ends past the image end (4194304 "
+           "pixels)\n", bad);
+  expect_fail(1, msg, bad, gt, NULL);
+
+  char *out, *err;
+  assert_int_equal(run(&out, &err, "dice", "-h", NULL), 0);
+  assert_non_null(strstr(out, "usage: osseg dice"));
+  free(out);
+  free(err);
+}
+
+int main(void) {
+  dir = strdup(test_tmpdir());
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_table),
+      cmocka_unit_test(test_json),
+      cmocka_unit_test(test_errors),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  const char *argv[] = {"/bin/rm", "-rf", dir, NULL};
+  test_run(argv, NULL, NULL, 30);
+  return rc;
+}
