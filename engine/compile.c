@@ -111,10 +111,13 @@ int osseg__const_memory(struct osseg_model *m, const dnnl_memory_desc_t *dst_md,
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t r = NULL;
   dnnl_status_t st = dnnl_memory_create(&dst, dst_md, m->eng, buf);
-  if (st == dnnl_success) {
-    m->owned_mem[m->nowned - 1] = dst;
-    st = dnnl_memory_create(&srcm, src_md, m->eng, (void *)src);
+  if (st == dnnl_success) m->owned_mem[m->nowned - 1] = dst;
+  if (st == dnnl_success && dnnl_memory_desc_equal(dst_md, src_md)) {
+    memcpy(buf, src, bytes); /* same layout and type: no reorder primitive */
+    *out = dst;
+    return 0;
   }
+  if (st == dnnl_success) st = dnnl_memory_create(&srcm, src_md, m->eng, (void *)src);
   if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, src_md, m->eng, dst_md, m->eng, NULL);
   if (st == dnnl_success) st = dnnl_primitive_create(&r, pd);
   if (st == dnnl_success) {
