@@ -190,14 +190,18 @@ double osseg_dice_runs(const struct osseg_run *a, size_t na,
  * Semantics are PyTorch's `F.interpolate(x, size=(H, W), mode="bilinear",
  * align_corners=False)` on a float32 NCHW tensor, per axis:
  *   ratio = (float)in / (float)out
- *   src = ratio * (dst + 0.5f) - 0.5f, clamped below at 0
- *   i0 = min(floor(src), in - 1), i1 = i0 + (i0 < in - 1), l = min(src - i0, 1)
- *   w0 = 1 - l, w1 = l     (in == out: i1 = i0, w0 = 1, w1 = 0)
- * and value = (v[y0][x0]*wx0 + v[y0][x1]*wx1) * wy0
- *           + (v[y1][x0]*wx0 + v[y1][x1]*wx1) * wy1,
- * each product and sum rounded to float in this order (no FMA), as
- * PyTorch's CPU kernel evaluates it. A pixel is set when value > threshold
- * (strict; NaN is never set). Up- and downsampling and any ratio work.
+ *   src = ratio * (dst + 0.5) - 0.5 evaluated in double, clamped below at 0
+ *   i0 = floor(src), i1 = i0 + (i0 < in - 1)
+ *   w1 = (float)(src - i0), w0 = 1.0f - w1   (in == out: i1 = i0, w0 = 1, w1 = 0)
+ * and value = fma(t0, wy0, t1 * wy1), t_r = fma(v[y_r][x0], wx0, v[y_r][x1] * wx1)
+ * (fma = one rounding). That is exactly what torch 1.13's CPU kernel (the
+ * NCHW path, i.e. any tensor with more than one channel) computes in its
+ * AVX2 / AVX-512 builds: the result equals PyTorch's output bit for bit
+ * (tested against PyTorch fixtures). PyTorch builds without FMA, or newer
+ * releases that compute src in float, differ by a few ulp, so only pixels
+ * within ~1e-6 (relative) of the threshold can disagree with those. A pixel
+ * is set when value > threshold (strict; NaN is never set). Up- and
+ * downsampling and any ratio work.
  *
  * Work is done per low-resolution cell: a cell whose four corners are all
  * clearly on one side of the threshold (by a margin that covers float

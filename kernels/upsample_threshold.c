@@ -39,7 +39,13 @@ const struct osseg__ut_ops *osseg__ut_ops_dispatch(void) {
 /* ---------------------------------------------------------------- plan --- */
 
 /* One axis of PyTorch's compute_source_index_and_lambda (align_corners =
- * False, no explicit scale), in float like the CPU kernel's opmath. */
+ * False, no explicit scale) as torch 1.13 evaluates it: the ratio is a
+ * float, but `ratio * (dst + 0.5) - 0.5` has double literals, so the source
+ * coordinate and lambda are computed in double and lambda is rounded to
+ * float only when stored. This reproduces PyTorch's weights bit for bit
+ * (see tests/kernels/test_upsample_threshold.c, which checks against
+ * PyTorch output), where an all-float evaluation differs in ~80% of pixels
+ * of non-integer ratios. */
 static void axis_tables(uint32_t in, uint32_t out, uint32_t *i0, uint32_t *i1,
                         float *w0, float *w1) {
   float ratio = (float)in / (float)out;
@@ -50,18 +56,18 @@ static void axis_tables(uint32_t in, uint32_t out, uint32_t *i0, uint32_t *i1,
       w1[d] = 0.0f;
       continue;
     }
-    float src = ratio * ((float)d + 0.5f) - 0.5f;
-    if (src < 0.0f) src = 0.0f;
-    /* src >= 0, so truncation is floor (and needs no libm). */
+    double src = (double)ratio * ((double)d + 0.5) - 0.5;
+    if (src < 0.0) src = 0.0;
+    /* src >= 0, so truncation is floor (and needs no libm). src < in - 0.5
+     * always, but clamp anyway as newer PyTorch does. */
     uint32_t idx = (uint32_t)src;
     if (idx > in - 1) idx = in - 1;
-    float l = src - (float)idx;
-    if (l < 0.0f) l = 0.0f;
-    if (l > 1.0f) l = 1.0f;
+    double l = src - (double)idx;
+    if (l > 1.0) l = 1.0;
     i0[d] = idx;
     i1[d] = idx + (idx < in - 1 ? 1u : 0u);
-    w1[d] = l;
-    w0[d] = 1.0f - l;
+    w1[d] = (float)l;
+    w0[d] = 1.0f - w1[d];
   }
 }
 

@@ -1,6 +1,7 @@
 /* AVX2 inner loops of the fused upsample + threshold kernel: 8 cells or
- * pixels per step. The interpolation uses separate multiplies and adds (no
- * FMA) so that every pixel equals the generic reference bit for bit. */
+ * pixels per step. Each interpolation step is vfmadd(a, wa, b * wb), the
+ * exact form of osseg__ut_lerp, so every pixel equals the generic
+ * reference (and PyTorch) bit for bit. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -47,8 +48,8 @@ static void hinterp_avx2(const float *row, const struct osseg__ut_tables *t,
     __m256i i0 = _mm256_loadu_si256((const __m256i *)(t->x0 + x));
     __m256i i1 = _mm256_loadu_si256((const __m256i *)(t->x1 + x));
     __m256 v0 = _mm256_i32gather_ps(row, i0, 4), v1 = _mm256_i32gather_ps(row, i1, 4);
-    __m256 r = _mm256_add_ps(_mm256_mul_ps(v0, _mm256_loadu_ps(t->wx0 + x)),
-                             _mm256_mul_ps(v1, _mm256_loadu_ps(t->wx1 + x)));
+    __m256 r = _mm256_fmadd_ps(v0, _mm256_loadu_ps(t->wx0 + x),
+                               _mm256_mul_ps(v1, _mm256_loadu_ps(t->wx1 + x)));
     _mm256_storeu_ps(h + x, r);
   }
   for (; x < xb; x++)
@@ -60,8 +61,8 @@ static void vthresh_avx2(const float *h0, const float *h1, float wy0, float wy1,
   const __m256 w0 = _mm256_set1_ps(wy0), w1 = _mm256_set1_ps(wy1), t = _mm256_set1_ps(thr);
   uint32_t x = xa;
   for (; x + 8 <= xb; x += 8) {
-    __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(h0 + x), w0),
-                             _mm256_mul_ps(_mm256_loadu_ps(h1 + x), w1));
+    __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(h0 + x), w0,
+                               _mm256_mul_ps(_mm256_loadu_ps(h1 + x), w1));
     unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GT_OQ));
     if (m) osseg__ut_or_bits(bits, x, m, 8);
   }
@@ -100,8 +101,8 @@ static void vsoft_avx2(const float *h, size_t hstride, size_t k, float wy0, floa
     __m256 sum = _mm256_setzero_ps();
     for (size_t j = 0; j < k; j++) {
       const float *h0 = h + 2 * j * hstride, *h1 = h0 + hstride;
-      __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(h0 + x), w0),
-                               _mm256_mul_ps(_mm256_loadu_ps(h1 + x), w1));
+      __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(h0 + x), w0,
+                                 _mm256_mul_ps(_mm256_loadu_ps(h1 + x), w1));
       __m256 e = exp256(_mm256_xor_ps(v, sign));
       sum = _mm256_add_ps(sum, _mm256_div_ps(one, _mm256_add_ps(one, e)));
     }

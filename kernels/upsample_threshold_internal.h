@@ -63,9 +63,10 @@ int osseg__upsample_soft_vote_ops(const struct osseg__ut_ops *ops,
 
 /* Margin by which a corner must clear the threshold for its cell to be
  * decided without interpolating. The computed interpolation of corners
- * a, b, c, d can leave their [min, max] hull by float rounding (w0 = 1 - l
- * is rounded, then four products and three sums): at most about 8 units of
- * 2^-24 times max|corner|, plus underflow far below 2^-120. The margin
+ * a, b, c, d can leave their [min, max] hull by float rounding (w1 and
+ * w0 = 1 - w1 are rounded, then three products and three sums or fused
+ * multiply-adds): at most about 8 units of 2^-24 times max|corner|, plus
+ * underflow far below 2^-120. The margin
  * (|a| + |b| + |c| + |d|) * 2^-20 >= 16 * 2^-24 * max|corner| covers that
  * with room to spare, and is NaN or infinite exactly when a corner is, which
  * makes every comparison false and sends the cell to the exact path. */
@@ -107,9 +108,13 @@ static inline void osseg__ut_or_bits(uint64_t *bits, uint32_t x, uint64_t m,
   if (sh + n > 64) bits[x / 64 + 1] |= m >> (64 - sh);
 }
 
-/* The reference per-pixel value, in PyTorch's operation order. */
+/* One step of the interpolation, a * wa + b * wb, in the form PyTorch's
+ * CPU kernel takes when its AVX2 / AVX-512 build contracts it: one rounded
+ * product and one fused multiply-add. fmaf is correctly rounded (glibc), so
+ * the generic path, which may not use FMA instructions, still gives the
+ * same bits as the SIMD paths' vfmadd. */
 static inline float osseg__ut_lerp(float a, float wa, float b, float wb) {
-  return a * wa + b * wb;
+  return __builtin_fmaf(a, wa, b * wb);
 }
 
 #endif
