@@ -229,7 +229,8 @@ void osseg_upsample_plan_free(struct osseg_upsample_plan *plan);
  * probability threshold t pass threshold_logit = log(t / (1 - t)).
  * out must be initialised with out_height x out_width (OSSEG_ESHAPE); its
  * contents are replaced. OSSEG_EINVAL for a NULL pointer or a short stride,
- * OSSEG_ENOMEM for scratch memory. */
+ * OSSEG_EOVERFLOW if the plane's extent overflows, OSSEG_ENOMEM for scratch
+ * memory (one allocation per call). */
 int osseg_upsample_threshold(const struct osseg_upsample_plan *plan,
                              const float *logits, size_t row_stride,
                              float threshold_logit, struct osseg_bitmask *out);

@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #define UT_MAX_K 64
@@ -238,6 +239,13 @@ static int check_args(const struct osseg_upsample_plan *plan, size_t row_stride,
                       const struct osseg_bitmask *out) {
   if (!plan || !plan->impl_ || !out || !out->bits) return OSSEG_EINVAL;
   if (row_stride < plan->in_width) return OSSEG_EINVAL;
+  /* The last row's end must be addressable: a stride from a corrupted
+   * tensor header must not wrap the pointer arithmetic. */
+  size_t span;
+  if (osseg__mul_size((size_t)plan->in_height - 1, row_stride, &span) != 0 ||
+      osseg__add_size(span, plan->in_width, &span) != 0 ||
+      span > PTRDIFF_MAX / sizeof(float))
+    return OSSEG_EOVERFLOW;
   if (out->height != plan->out_height || out->width != plan->out_width)
     return OSSEG_ESHAPE;
   return 0;

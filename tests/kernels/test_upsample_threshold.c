@@ -308,6 +308,7 @@ static void test_errors_and_alloc_failures(void **state) {
   assert_int_equal(osseg_bitmask_init(&wrong, 8, 9), 0);
   assert_int_equal(osseg_upsample_threshold(&plan, v, 4, 0, &wrong), OSSEG_ESHAPE);
   assert_int_equal(osseg_upsample_threshold(&plan, v, 3, 0, &m), OSSEG_EINVAL);
+  assert_int_equal(osseg_upsample_threshold(&plan, v, SIZE_MAX / 2, 0, &m), OSSEG_EOVERFLOW);
   assert_int_equal(osseg_upsample_threshold(&plan, NULL, 4, 0, &m), OSSEG_EINVAL);
   const float *planes[2] = {v, v};
   assert_int_equal(osseg_upsample_soft_vote(&plan, planes, 0, 4, 0.5f, &m), OSSEG_EINVAL);
