@@ -195,12 +195,21 @@ static void blit_row(struct osseg_bitmask *out, const uint64_t *row, size_t rw,
   }
 }
 
+/* Per-row classification bits (below / above for each model) of one
+ * source row, cached because every row serves two cell rows. */
+struct row_feat {
+  uint64_t *bits; /* nmodels * 2 * cw words: model j below, model j above */
+  uint32_t row;
+  int valid;
+};
+
 /* Scratch memory of one call, carved from one allocation. */
 struct scratch {
-  uint64_t *on, *mixed, *acc_on, *acc_off; /* cw words each */
-  uint64_t *tmpl, *row;                    /* rw words each */
-  uint32_t *ranges;                        /* 2 * (in_width + 1) */
-  float *h;                                /* 2 * k rows of out_width */
+  uint64_t *on, *mixed, *lo, *hi; /* cw words each */
+  uint64_t *tmpl, *row;           /* rw words each */
+  struct row_feat feat[2];
+  uint32_t *ranges;               /* 2 * (in_width + 1) */
+  float *h;                       /* 2 * k rows of out_width */
   size_t cw, rw;
   void *mem;
 };
@@ -209,7 +218,8 @@ static int scratch_alloc(struct scratch *s, const struct osseg_upsample_plan *pl
                          size_t k) {
   s->cw = ((size_t)plan->in_width + 63) / 64;
   s->rw = ((size_t)plan->out_width + 63) / 64;
-  size_t words = 4 * s->cw + 2 * s->rw;
+  /* k <= 64 and cw <= 256, so the feature words cannot overflow. */
+  size_t words = 4 * s->cw + 2 * s->rw + 2 * (2 * k * s->cw);
   size_t nranges = 2 * ((size_t)plan->in_width + 1);
   size_t hfloats, bytes, b2;
   if (osseg__mul_size(2 * k, plan->out_width, &hfloats) != 0) return OSSEG_EOVERFLOW;
@@ -225,10 +235,15 @@ static int scratch_alloc(struct scratch *s, const struct osseg_upsample_plan *pl
   uint64_t *w = (uint64_t *)(void *)mem;
   s->on = w, w += s->cw;
   s->mixed = w, w += s->cw;
-  s->acc_on = w, w += s->cw;
-  s->acc_off = w, w += s->cw;
+  s->lo = w, w += s->cw;
+  s->hi = w, w += s->cw;
   s->tmpl = w, w += s->rw;
-  s->row = w;
+  s->row = w, w += s->rw;
+  for (int i = 0; i < 2; i++) {
+    s->feat[i].bits = w, w += 2 * k * s->cw;
+    s->feat[i].valid = 0;
+    s->feat[i].row = 0;
+  }
   s->h = (float *)(void *)(mem + off_h);
   s->ranges = (uint32_t *)(void *)(mem + off_r);
   s->mem = mem;
@@ -251,10 +266,67 @@ static int check_args(const struct osseg_upsample_plan *plan, size_t row_stride,
   return 0;
 }
 
+/* Classification bits of source row j for all models, computed at most
+ * once per call: the cell-row loop asks for rows r and r + 1 in increasing
+ * order, so two slots suffice; `keep` is the row that must stay cached. */
+static const uint64_t *row_features(const struct osseg__ut_ops *ops,
+                                    const float *const *planes, size_t nmodels,
+                                    size_t row_stride, uint32_t w, float t_lo,
+                                    float t_hi, struct scratch *s, uint32_t j,
+                                    uint32_t keep) {
+  for (int i = 0; i < 2; i++)
+    if (s->feat[i].valid && s->feat[i].row == j) return s->feat[i].bits;
+  int slot = s->feat[0].valid && s->feat[0].row == keep ? 1 : 0;
+  struct row_feat *f = &s->feat[slot];
+  for (size_t m = 0; m < nmodels; m++)
+    ops->classify_row(planes[m] + (size_t)j * row_stride, w, t_lo, t_hi,
+                      f->bits + 2 * m * s->cw, f->bits + (2 * m + 1) * s->cw);
+  f->row = j;
+  f->valid = 1;
+  return f->bits;
+}
+
+/* on / mixed bits of the cells of cell row r (source rows r and rn): a
+ * cell is off when all four corners of every model are below, on when all
+ * are above. lo and hi first collect "below/above in both rows, in every
+ * model"; cell c then needs columns c and c + 1 (c alone for the last
+ * column, where the source index is clamped), i.e. x & (x >> 1). */
+static void classify_cells(const uint64_t *fr, const uint64_t *fn, size_t nmodels,
+                           uint32_t w, struct scratch *s) {
+  size_t cw = s->cw;
+  for (size_t i = 0; i < cw; i++) {
+    uint64_t lo = ~0ull, hi = ~0ull;
+    for (size_t m = 0; m < nmodels; m++) {
+      lo &= fr[2 * m * cw + i] & fn[2 * m * cw + i];
+      hi &= fr[(2 * m + 1) * cw + i] & fn[(2 * m + 1) * cw + i];
+    }
+    s->lo[i] = lo;
+    s->hi[i] = hi;
+  }
+  /* Column w does not exist: treat it as agreeing, so the last cell depends
+   * on column w - 1 alone. Bits past w stay 0 (the rows' bits are 0 there). */
+  unsigned tail = w % 64;
+  if (tail) {
+    s->lo[cw - 1] |= 1ull << tail;
+    s->hi[cw - 1] |= 1ull << tail;
+  }
+  for (size_t i = 0; i < cw; i++) {
+    uint64_t next_lo = i + 1 < cw ? s->lo[i + 1] : (tail ? 0 : 1);
+    uint64_t next_hi = i + 1 < cw ? s->hi[i + 1] : (tail ? 0 : 1);
+    uint64_t off = s->lo[i] & ((s->lo[i] >> 1) | (next_lo << 63));
+    uint64_t on = s->hi[i] & ((s->hi[i] >> 1) | (next_hi << 63));
+    uint64_t valid = i + 1 < cw || !tail ? ~0ull : (1ull << tail) - 1;
+    s->on[i] = on & valid;
+    s->mixed[i] = ~(on | off) & valid;
+  }
+}
+
 /* Shared cell-row loop of both entry points. k == 0 means the hard
- * threshold on planes[0] with threshold thr; k >= 1 the soft vote with
- * probability threshold p and logit-space classification thresholds
- * t_lo / t_hi. */
+ * threshold on planes[0] with threshold thr (t_lo = t_hi = thr); k >= 1
+ * the soft vote with probability threshold p and logit-space
+ * classification thresholds t_lo / t_hi: all models below logit(p) means
+ * every probability and hence their mean is below p (and symmetrically
+ * above). */
 static void run_driver(const struct osseg__ut_ops *ops,
                        const struct osseg_upsample_plan *plan,
                        const float *const *planes, size_t k, size_t row_stride,
@@ -264,36 +336,18 @@ static void run_driver(const struct osseg__ut_ops *ops,
   uint32_t in_h = plan->in_height, in_w = plan->in_width, out_w = plan->out_width;
   size_t nmodels = k ? k : 1;
   size_t hstride = out_w;
-  uint64_t valid_last = in_w % 64 ? (1ull << (in_w % 64)) - 1 : ~0ull;
+  if (k == 0) t_lo = t_hi = thr;
   osseg_bitmask_clear(out);
   for (uint32_t r = 0; r < in_h; r++) {
     uint32_t ya = t->ys[r], yb = t->ys[r + 1];
     if (ya == yb) continue; /* downsampling skipped this source row */
     uint32_t rn = r + 1 < in_h ? r + 1 : r;
+    const uint64_t *fr = row_features(ops, planes, nmodels, row_stride, in_w, t_lo, t_hi,
+                                      s, r, UINT32_MAX);
+    const uint64_t *fn = row_features(ops, planes, nmodels, row_stride, in_w, t_lo, t_hi,
+                                      s, rn, r);
+    classify_cells(fr, fn, nmodels, in_w, s);
     const uint64_t *on = s->on, *mixed = s->mixed;
-    if (nmodels == 1 && k == 0) {
-      ops->classify(planes[0] + (size_t)r * row_stride, planes[0] + (size_t)rn * row_stride,
-                    in_w, thr, thr, s->on, s->mixed);
-    } else {
-      /* A soft-vote cell is decided only when every model decides it the
-       * same way: all below logit(p) means every probability and hence the
-       * mean is below p (and symmetrically above). */
-      for (size_t i = 0; i < s->cw; i++) s->acc_on[i] = s->acc_off[i] = ~0ull;
-      for (size_t j = 0; j < nmodels; j++) {
-        ops->classify(planes[j] + (size_t)r * row_stride,
-                      planes[j] + (size_t)rn * row_stride, in_w, t_lo, t_hi, s->on,
-                      s->mixed);
-        for (size_t i = 0; i < s->cw; i++) {
-          s->acc_on[i] &= s->on[i];
-          s->acc_off[i] &= ~(s->on[i] | s->mixed[i]);
-        }
-      }
-      for (size_t i = 0; i < s->cw; i++) {
-        uint64_t valid = i + 1 == s->cw ? valid_last : ~0ull;
-        s->on[i] = s->acc_on[i] & valid;
-        s->mixed[i] = ~(s->acc_on[i] | s->acc_off[i]) & valid;
-      }
-    }
     int any_on = 0, any_mixed = 0;
     for (size_t i = 0; i < s->cw; i++) {
       any_on |= on[i] != 0;
@@ -407,12 +461,12 @@ int osseg_upsample_soft_vote(const struct osseg_upsample_plan *plan,
 
 /* ----------------------------------------------------- generic loops --- */
 
-static void classify_generic(const float *row0, const float *row1, uint32_t w,
-                             float t_lo, float t_hi, uint64_t *on, uint64_t *mixed) {
+static void classify_row_generic(const float *row, uint32_t w, float t_lo, float t_hi,
+                                 uint64_t *below, uint64_t *above) {
   size_t nw = ((size_t)w + 63) / 64;
-  memset(on, 0, nw * sizeof(uint64_t));
-  memset(mixed, 0, nw * sizeof(uint64_t));
-  osseg__ut_classify_range(row0, row1, 0, w, t_lo, t_hi, on, mixed);
+  memset(below, 0, nw * sizeof(uint64_t));
+  memset(above, 0, nw * sizeof(uint64_t));
+  osseg__ut_classify_range(row, 0, w, t_lo, t_hi, below, above);
 }
 
 static void hinterp_generic(const float *row, const struct osseg__ut_tables *t,
@@ -442,4 +496,4 @@ static void vsoft_generic(const float *h, size_t hstride, size_t k, float wy0,
 }
 
 const struct osseg__ut_ops osseg__ut_ops_generic = {
-    classify_generic, hinterp_generic, vthresh_generic, vsoft_generic, "generic"};
+    classify_row_generic, hinterp_generic, vthresh_generic, vsoft_generic, "generic"};

@@ -11,34 +11,28 @@ static inline __m256 abs256(__m256 x) {
   return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
 }
 
-static void classify_avx2(const float *row0, const float *row1, uint32_t w,
-                          float t_lo, float t_hi, uint64_t *on, uint64_t *mixed) {
+static void classify_row_avx2(const float *row, uint32_t w, float t_lo, float t_hi,
+                              uint64_t *below, uint64_t *above) {
   size_t nw = ((size_t)w + 63) / 64;
-  memset(on, 0, nw * sizeof(uint64_t));
-  memset(mixed, 0, nw * sizeof(uint64_t));
-  uint8_t *onb = (uint8_t *)on, *mixb = (uint8_t *)mixed;
-  const __m256 vlo = _mm256_set1_ps(t_lo), vhi = _mm256_set1_ps(t_hi);
+  memset(below, 0, nw * sizeof(uint64_t));
+  memset(above, 0, nw * sizeof(uint64_t));
+  uint8_t *bb = (uint8_t *)below, *ab = (uint8_t *)above;
+  float tm = __builtin_fabsf(t_lo) > __builtin_fabsf(t_hi) ? __builtin_fabsf(t_lo)
+                                                          : __builtin_fabsf(t_hi);
+  const __m256 vlo = _mm256_set1_ps(t_lo), vhi = _mm256_set1_ps(t_hi), vtm = _mm256_set1_ps(tm);
   const __m256 rel = _mm256_set1_ps(OSSEG__UT_REL_MARGIN);
   const __m256 absm = _mm256_set1_ps(OSSEG__UT_ABS_MARGIN);
   uint32_t c = 0;
-  /* Cell c reads corners c and c + 1, so a block of 8 needs c + 8 < w; the
-   * last cell (clamped corner) and the remainder go to the scalar rule. */
-  for (; c + 8 < w; c += 8) {
-    __m256 a = _mm256_loadu_ps(row0 + c), b = _mm256_loadu_ps(row0 + c + 1);
-    __m256 d0 = _mm256_loadu_ps(row1 + c), d1 = _mm256_loadu_ps(row1 + c + 1);
-    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(abs256(a), abs256(b)), abs256(d0)),
-                             abs256(d1));
-    __m256 m = _mm256_add_ps(_mm256_mul_ps(s, rel), absm);
-    __m256 lo = _mm256_min_ps(_mm256_min_ps(a, b), _mm256_min_ps(d0, d1));
-    __m256 hi = _mm256_max_ps(_mm256_max_ps(a, b), _mm256_max_ps(d0, d1));
-    /* A NaN or infinite corner makes m NaN or infinite, so both ordered
-     * comparisons are false and the cell is mixed, as in the scalar rule. */
-    unsigned off = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_add_ps(hi, m), vlo, _CMP_LT_OQ));
-    unsigned onm = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(lo, m), vhi, _CMP_GT_OQ));
-    onb[c / 8] = (uint8_t)onm;
-    mixb[c / 8] = (uint8_t)(~(onm | off) & 0xff);
+  /* Same operations as osseg__ut_classify_range, 8 values at a time; c is
+   * a multiple of 8, so each block's bits fill one byte. Ordered
+   * comparisons are false for NaN, as in the scalar rule. */
+  for (; c + 8 <= w; c += 8) {
+    __m256 v = _mm256_loadu_ps(row + c);
+    __m256 m = _mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(abs256(v), vtm), rel), absm);
+    bb[c / 8] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_add_ps(v, m), vlo, _CMP_LT_OQ));
+    ab[c / 8] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(v, m), vhi, _CMP_GT_OQ));
   }
-  osseg__ut_classify_range(row0, row1, c, w, t_lo, t_hi, on, mixed);
+  osseg__ut_classify_range(row, c, w, t_lo, t_hi, below, above);
 }
 
 static void hinterp_avx2(const float *row, const struct osseg__ut_tables *t,
@@ -112,5 +106,5 @@ static void vsoft_avx2(const float *h, size_t hstride, size_t k, float wy0, floa
   if (x < xb) osseg__ut_ops_generic.vsoft(h, hstride, k, wy0, wy1, p, x, xb, bits);
 }
 
-const struct osseg__ut_ops osseg__ut_ops_avx2 = {classify_avx2, hinterp_avx2,
+const struct osseg__ut_ops osseg__ut_ops_avx2 = {classify_row_avx2, hinterp_avx2,
                                                  vthresh_avx2, vsoft_avx2, "avx2"};

@@ -6,33 +6,31 @@
 
 #include "upsample_threshold_internal.h"
 
-static void classify_avx512(const float *row0, const float *row1, uint32_t w,
-                            float t_lo, float t_hi, uint64_t *on, uint64_t *mixed) {
+static void classify_row_avx512(const float *row, uint32_t w, float t_lo, float t_hi,
+                                uint64_t *below, uint64_t *above) {
   size_t nw = ((size_t)w + 63) / 64;
-  memset(on, 0, nw * sizeof(uint64_t));
-  memset(mixed, 0, nw * sizeof(uint64_t));
-  uint8_t *onb = (uint8_t *)on, *mixb = (uint8_t *)mixed;
-  const __m512 vlo = _mm512_set1_ps(t_lo), vhi = _mm512_set1_ps(t_hi);
+  memset(below, 0, nw * sizeof(uint64_t));
+  memset(above, 0, nw * sizeof(uint64_t));
+  uint8_t *bb = (uint8_t *)below, *ab = (uint8_t *)above;
+  float tm = __builtin_fabsf(t_lo) > __builtin_fabsf(t_hi) ? __builtin_fabsf(t_lo)
+                                                          : __builtin_fabsf(t_hi);
+  const __m512 vlo = _mm512_set1_ps(t_lo), vhi = _mm512_set1_ps(t_hi), vtm = _mm512_set1_ps(tm);
   const __m512 rel = _mm512_set1_ps(OSSEG__UT_REL_MARGIN);
   const __m512 absm = _mm512_set1_ps(OSSEG__UT_ABS_MARGIN);
-  uint32_t c = 0;
-  /* See classify_avx2: a block of 16 cells needs c + 16 < w. */
-  for (; c + 16 < w; c += 16) {
-    __m512 a = _mm512_loadu_ps(row0 + c), b = _mm512_loadu_ps(row0 + c + 1);
-    __m512 d0 = _mm512_loadu_ps(row1 + c), d1 = _mm512_loadu_ps(row1 + c + 1);
-    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)),
-                                           _mm512_abs_ps(d0)),
-                             _mm512_abs_ps(d1));
-    __m512 m = _mm512_add_ps(_mm512_mul_ps(s, rel), absm);
-    __m512 lo = _mm512_min_ps(_mm512_min_ps(a, b), _mm512_min_ps(d0, d1));
-    __m512 hi = _mm512_max_ps(_mm512_max_ps(a, b), _mm512_max_ps(d0, d1));
-    __mmask16 off = _mm512_cmp_ps_mask(_mm512_add_ps(hi, m), vlo, _CMP_LT_OQ);
-    __mmask16 onm = _mm512_cmp_ps_mask(_mm512_sub_ps(lo, m), vhi, _CMP_GT_OQ);
-    uint16_t o = (uint16_t)onm, x = (uint16_t)~(onm | off);
-    memcpy(onb + c / 8, &o, 2);
-    memcpy(mixb + c / 8, &x, 2);
+  /* Same operations as osseg__ut_classify_range, 16 values at a time; the
+   * tail uses a masked load (masked-off lanes never touch memory) and its
+   * bits are masked off too. */
+  for (uint32_t c = 0; c < w; c += 16) {
+    __mmask16 k = w - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (w - c)) - 1);
+    __m512 v = _mm512_maskz_loadu_ps(k, row + c);
+    __m512 m = _mm512_add_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_abs_ps(v), vtm), rel), absm);
+    uint16_t lo = (uint16_t)_mm512_mask_cmp_ps_mask(k, _mm512_add_ps(v, m), vlo, _CMP_LT_OQ);
+    uint16_t hi = (uint16_t)_mm512_mask_cmp_ps_mask(k, _mm512_sub_ps(v, m), vhi, _CMP_GT_OQ);
+    /* c is a multiple of 16 and the arrays are whole 64-bit words, so both
+     * bytes exist even in the tail block (its upper bits are 0). */
+    memcpy(bb + c / 8, &lo, 2);
+    memcpy(ab + c / 8, &hi, 2);
   }
-  osseg__ut_classify_range(row0, row1, c, w, t_lo, t_hi, on, mixed);
 }
 
 static void hinterp_avx512(const float *row, const struct osseg__ut_tables *t,
@@ -109,5 +107,5 @@ static void vsoft_avx512(const float *h, size_t hstride, size_t k, float wy0,
   }
 }
 
-const struct osseg__ut_ops osseg__ut_ops_avx512 = {classify_avx512, hinterp_avx512,
+const struct osseg__ut_ops osseg__ut_ops_avx512 = {classify_row_avx512, hinterp_avx512,
                                                    vthresh_avx512, vsoft_avx512, "avx512"};

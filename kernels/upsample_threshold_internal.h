@@ -24,13 +24,12 @@ struct osseg__ut_tables {
 };
 
 struct osseg__ut_ops {
-  /* For cells c in [0, w) between rows row0 and row1 (corners c and
-   * min(c + 1, w - 1)): bit c of `on` when every corner exceeds t_hi by the
-   * rounding margin, bit c of `mixed` when the cell is neither on nor "off"
-   * (every corner below t_lo by the margin). Writes all ceil(w / 64) words
-   * of both; bits past w are 0. */
-  void (*classify)(const float *row0, const float *row1, uint32_t w, float t_lo,
-                   float t_hi, uint64_t *on, uint64_t *mixed);
+  /* For the w values of one source row: bit c of `below` when row[c] lies
+   * below t_lo by the rounding margin (osseg__ut_below), bit c of `above`
+   * when it exceeds t_hi by it. Writes all ceil(w / 64) words of both; bits
+   * past w are 0. A cell is decided when all four of its corners are. */
+  void (*classify_row)(const float *row, uint32_t w, float t_lo, float t_hi,
+                       uint64_t *below, uint64_t *above);
   /* h[x] = row[x0[x]] * wx0[x] + row[x1[x]] * wx1[x] for x in [xa, xb). */
   void (*hinterp)(const float *row, const struct osseg__ut_tables *t, uint32_t xa,
                   uint32_t xb, float *h);
@@ -62,39 +61,33 @@ int osseg__upsample_soft_vote_ops(const struct osseg__ut_ops *ops,
                                   struct osseg_bitmask *out);
 
 /* Margin by which a corner must clear the threshold for its cell to be
- * decided without interpolating. The computed interpolation of corners
- * a, b, c, d can leave their [min, max] hull by float rounding (w1 and
- * w0 = 1 - w1 are rounded, then three products and three sums or fused
- * multiply-adds): at most about 8 units of 2^-24 times max|corner|, plus
- * underflow far below 2^-120. The margin
- * (|a| + |b| + |c| + |d|) * 2^-20 >= 16 * 2^-24 * max|corner| covers that
- * with room to spare, and is NaN or infinite exactly when a corner is, which
- * makes every comparison false and sends the cell to the exact path. */
+ * decided without interpolating. The computed value is
+ *   sum_i w_i a_i (1 + e_i) over the four corners a_i,
+ * |e_i| <= 4u + O(u^2) with u = 2^-24 (at most four roundings on any path
+ * through the products and fused adds), and the stored weights w_i (products
+ * of w0 = fl(1 - w1) and w1 per axis) sum to 1 + e with |e| <= 2u + u^2.
+ * So value - t = sum_i w_i (a_i + a_i e_i - t) + t e, which is <= 0 when
+ * every corner satisfies a_i + 4.1u|a_i| + 2.1u|t| <= t; symmetrically for
+ * "above". The margin (|a_i| + |t|) * 2^-20 = 16u (|a_i| + |t|) covers that
+ * and the rounding of the test itself with room to spare, plus 2^-120 for
+ * underflow in the products. Because the bound is per corner, each logit
+ * is classified once and a cell is decided by ANDing its corners' bits. A
+ * NaN or infinite corner makes both comparisons false (the margin is NaN or
+ * infinite), which sends its cells to the exact path. */
 #define OSSEG__UT_REL_MARGIN 0x1p-20f
 #define OSSEG__UT_ABS_MARGIN 0x1p-120f
 
-/* 0 = off, 1 = on, 2 = mixed; the scalar rule every variant implements. */
-static inline int osseg__ut_cell(float a, float b, float c, float d, float t_lo,
-                                 float t_hi) {
-  float m = (__builtin_fabsf(a) + __builtin_fabsf(b) + __builtin_fabsf(c) +
-             __builtin_fabsf(d)) * OSSEG__UT_REL_MARGIN + OSSEG__UT_ABS_MARGIN;
-  if (a + m < t_lo && b + m < t_lo && c + m < t_lo && d + m < t_lo) return 0;
-  if (a - m > t_hi && b - m > t_hi && c - m > t_hi && d - m > t_hi) return 1;
-  return 2;
-}
-
-/* Scalar classification of cells [c_begin, w): the generic variant and the
- * tails of the SIMD ones. Only sets bits (callers clear the words). */
-static inline void osseg__ut_classify_range(const float *row0, const float *row1,
-                                            uint32_t c_begin, uint32_t w, float t_lo,
-                                            float t_hi, uint64_t *on, uint64_t *mixed) {
+/* The scalar rule every variant implements; tm = max(|t_lo|, |t_hi|). */
+static inline void osseg__ut_classify_range(const float *row, uint32_t c_begin,
+                                            uint32_t w, float t_lo, float t_hi,
+                                            uint64_t *below, uint64_t *above) {
+  float tm = __builtin_fabsf(t_lo) > __builtin_fabsf(t_hi) ? __builtin_fabsf(t_lo)
+                                                          : __builtin_fabsf(t_hi);
   for (uint32_t c = c_begin; c < w; c++) {
-    uint32_t c1 = c + 1 < w ? c + 1 : c;
-    int k = osseg__ut_cell(row0[c], row0[c1], row1[c], row1[c1], t_lo, t_hi);
-    if (k == 1)
-      on[c / 64] |= 1ull << (c % 64);
-    else if (k == 2)
-      mixed[c / 64] |= 1ull << (c % 64);
+    float v = row[c];
+    float m = (__builtin_fabsf(v) + tm) * OSSEG__UT_REL_MARGIN + OSSEG__UT_ABS_MARGIN;
+    if (v + m < t_lo) below[c / 64] |= 1ull << (c % 64);
+    if (v - m > t_hi) above[c / 64] |= 1ull << (c % 64);
   }
 }
 
