@@ -337,8 +337,18 @@ static void test_to_runs_alloc_failures(void **state) {
   osseg_bitmask_free(&m);
 }
 
+/* The dispatcher picks the best variant the (possibly restricted) CPU
+ * level allows, so each ctest level really runs a different path. */
+static void test_dispatch_follows_cpu_level(void **state) {
+  (void)state;
+  unsigned f = osseg_cpu_features();
+  const char *want = (f & OSSEG_CPU_AVX512) ? "avx512" : (f & OSSEG_CPU_AVX2) ? "avx2" : "generic";
+  assert_string_equal(osseg__bitmask_impl()->name, want);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_dispatch_follows_cpu_level),
       cmocka_unit_test(test_init_errors_and_layout),
       cmocka_unit_test(test_golden_3x4),
       cmocka_unit_test(test_random_roundtrip),

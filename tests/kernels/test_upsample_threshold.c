@@ -162,6 +162,10 @@ static void fill_blobs(struct test_rng *rng, float *v, size_t stride, uint32_t h
 
 static void test_golden_2x2(void **state) {
   (void)state;
+  unsigned f = osseg_cpu_features();
+  assert_string_equal(osseg__ut_ops_dispatch()->name, (f & OSSEG_CPU_AVX512) ? "avx512"
+                                                      : (f & OSSEG_CPU_AVX2)  ? "avx2"
+                                                                              : "generic");
   /* [[0, 1], [2, 3]] to 4x4: source coordinates 0, 0.25, 0.75, 1.25 (the
    * last clamped to index 1) on both axes give the values
    *   0    0.25 0.75 1

@@ -146,6 +146,26 @@ static void test_masks_api(void **state) {
   const struct osseg_bitmask *mixed[] = {&a, &odd};
   assert_int_equal(osseg_vote_masks(mixed, 2, 1, &out), OSSEG_ESHAPE);
 
+  /* 1x1 masks (one word, a single valid bit). */
+  struct osseg_bitmask p1[3], o1;
+  const struct osseg_bitmask *pp[3] = {&p1[0], &p1[1], &p1[2]};
+  for (int j = 0; j < 3; j++) assert_int_equal(osseg_bitmask_init(&p1[j], 1, 1), 0);
+  assert_int_equal(osseg_bitmask_init(&o1, 1, 1), 0);
+  p1[0].bits[0] = 1;
+  p1[2].bits[0] = 1;
+  assert_int_equal(osseg_vote_masks(pp, 3, 2, &o1), 0);
+  assert_int_equal(o1.bits[0], 1);
+  assert_int_equal(osseg_vote_masks(pp, 3, 3, &o1), 0);
+  assert_int_equal(o1.bits[0], 0);
+  for (int j = 0; j < 3; j++) osseg_bitmask_free(&p1[j]);
+  osseg_bitmask_free(&o1);
+
+  /* The dispatcher follows the CPU level this test runs at. */
+  unsigned f = osseg_cpu_features();
+  assert_string_equal(osseg__vote_impl()->name, (f & OSSEG_CPU_AVX512) ? "avx512"
+                                                : (f & OSSEG_CPU_AVX2)  ? "avx2"
+                                                                        : "generic");
+
   /* out may be one of the inputs. */
   assert_int_equal(osseg_vote_masks(abc, 3, 2, &a), 0);
   assert_int_equal(a.bits[0], 0x2f1);
