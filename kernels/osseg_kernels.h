@@ -101,7 +101,9 @@ int osseg_rle_parse(const char *text, size_t len, uint64_t npixels,
 /* Upper bound on the bytes osseg_rle_format writes for n runs. */
 size_t osseg_rle_format_bound(size_t n);
 /* Writes the 1-based text of canonical runs (no trailing space, no NUL) to
- * out, which must hold osseg_rle_format_bound(n) bytes; returns the length. */
+ * out, which must hold osseg_rle_format_bound(n) bytes; returns the length.
+ * Bytes of out past the returned length (within the bound) may be
+ * overwritten: the formatter stores 8 bytes at a time. */
 size_t osseg_rle_format(const struct osseg_run *v, size_t n, char *out);
 
 /* ----------------------------------------------------------- bitmask --- */

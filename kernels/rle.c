@@ -147,10 +147,11 @@ static const uint64_t pow10_table[20] = {1ull,
                                          1000000000000000000ull,
                                          10000000000000000000ull};
 
-/* Decimal digits of v: log2 * 1233 / 4096 approximates log10 from below by
+/* Decimal digits of v (1 for 0): log2 * 1233 / 4096 approximates log10 from below by
  * at most one, and one table comparison corrects it. */
 static inline unsigned decimal_digits(uint64_t v) {
-  unsigned bits = 64u - (unsigned)__builtin_clzll(v | 1);
+  v |= v == 0; /* "0" has one digit */
+  unsigned bits = 64u - (unsigned)__builtin_clzll(v);
   unsigned t = (bits * 1233u) >> 12;
   return t + (v >= pow10_table[t]);
 }
@@ -179,13 +180,36 @@ size_t osseg_rle_format_bound(size_t n) {
   return n * 22;
 }
 
+/* Writes v < 10^8 as its decimal digits with one unaligned 8-byte store
+ * (so 8 bytes must be writable at p) and no division loop: v is split into
+ * two 4-digit halves, then into 2-digit and 1-digit lanes of one 64-bit word
+ * with multiply-shift divisions (x * 10486 >> 20 = x / 100 for x < 10^4,
+ * y * 103 >> 10 = y / 10 for y < 100), the most significant digit ending in
+ * the lowest byte; shifting out the leading zeros leaves the number. */
+static inline char *put_small(char *p, uint64_t v) {
+  unsigned n = decimal_digits(v);
+  uint64_t x = (v / 10000) | ((v % 10000) << 32);
+  uint64_t hundreds = ((x * 10486) >> 20) & 0x0000007F0000007Full;
+  x = hundreds | ((x - hundreds * 100) << 16);
+  uint64_t tens = ((x * 103) >> 10) & 0x000F000F000F000Full;
+  x = tens | ((x - tens * 10) << 8);
+  x = (x | 0x3030303030303030ull) >> (8 * (8 - n));
+  memcpy(p, &x, 8);
+  return p + n;
+}
+
+static inline char *put_number(char *p, uint64_t v) {
+  return v < 100000000u ? put_small(p, v) : put_u64(p, v);
+}
+
 size_t osseg_rle_format(const struct osseg_run *v, size_t n, char *out) {
   char *p = out;
   for (size_t i = 0; i < n; i++) {
-    if (i) *p++ = ' ';
-    p = put_u64(p, (uint64_t)v[i].start + 1);
+    p = put_number(p, (uint64_t)v[i].start + 1);
     *p++ = ' ';
-    p = put_u64(p, v[i].len);
+    p = put_number(p, v[i].len);
+    *p++ = ' ';
   }
-  return (size_t)(p - out);
+  /* The separator after the last number is not part of the text. */
+  return n ? (size_t)(p - out) - 1 : 0;
 }

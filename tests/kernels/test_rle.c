@@ -430,6 +430,34 @@ static void test_format_golden(void **state) {
   assert_memory_equal(out, "4294967296 1", n);
 }
 
+static void test_format_every_digit_count(void **state) {
+  (void)state;
+  /* Every value below 200000, and both sides of every power of ten up to
+   * 2^32, as starts and lengths, against printf. */
+  char out[64], want[64];
+  uint64_t edges[64];
+  size_t ne = 0;
+  for (uint64_t p = 10; p <= 10000000000ull; p *= 10) {
+    edges[ne++] = p - 1;
+    edges[ne++] = p;
+    edges[ne++] = p + 1;
+  }
+  edges[ne++] = UINT32_MAX - 1;
+  edges[ne++] = UINT32_MAX;
+  for (uint64_t i = 0; i < 200000 + ne; i++) {
+    uint64_t v = i < 200000 ? i : edges[i - 200000];
+    if (v == 0 || v > UINT32_MAX) continue;
+    struct osseg_run r = {(uint32_t)(v - 1), (uint32_t)v};
+    memset(out, 'x', sizeof out);
+    size_t n = osseg_rle_format(&r, 1, out);
+    int wn = snprintf(want, sizeof want, "%llu %llu", (unsigned long long)v, (unsigned long long)v);
+    assert_int_equal(n, wn);
+    assert_memory_equal(out, want, n);
+    /* Nothing written past the bound. */
+    for (size_t k = osseg_rle_format_bound(1); k < sizeof out; k++) assert_int_equal(out[k], 'x');
+  }
+}
+
 static void test_format_roundtrip(void **state) {
   (void)state;
   struct test_rng rng;
@@ -502,6 +530,7 @@ int main(void) {
       cmocka_unit_test(test_invalid_byte_at_every_position),
       cmocka_unit_test(test_random_junk),
       cmocka_unit_test(test_format_golden),
+      cmocka_unit_test(test_format_every_digit_count),
       cmocka_unit_test(test_format_roundtrip),
       cmocka_unit_test(test_alloc_failure),
   };
