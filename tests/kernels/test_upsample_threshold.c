@@ -220,6 +220,25 @@ static void test_random_geometries(void **state) {
   }
 }
 
+/* Every source width around the vector and word sizes (tails of 0..15
+ * values in the row classifiers, cell bits crossing 64-bit words), rows
+ * ending at a guard page, with upsampling and downsampling. */
+static void test_all_widths(void **state) {
+  (void)state;
+  struct test_rng rng;
+  test_rng_seed(&rng, 46);
+  for (uint32_t iw = 1; iw <= 136; iw++) {
+    if (iw > 40 && (iw < 60 || iw > 70) && iw < 124) continue;
+    const uint32_t ih = 3;
+    float *v = test_guarded_alloc((size_t)ih * iw * sizeof(float));
+    assert_non_null(v);
+    fill_blobs(&rng, v, iw, ih, iw, 2, 2.0f);
+    check_plane(v, iw, ih, iw, 7, 2 * iw + 1, 0.0f);
+    check_plane(v, iw, ih, iw, 2, iw / 2 + 1, 0.0f);
+    test_guarded_free(v);
+  }
+}
+
 static void test_full_size(void **state) {
   (void)state;
   struct test_rng rng;
@@ -511,6 +530,7 @@ int main(void) {
       cmocka_unit_test(test_golden_2x2),
       cmocka_unit_test(test_matches_pytorch),
       cmocka_unit_test(test_random_geometries),
+      cmocka_unit_test(test_all_widths),
       cmocka_unit_test(test_full_size),
       cmocka_unit_test(test_adversarial_values),
       cmocka_unit_test(test_near_threshold),
