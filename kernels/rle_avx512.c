@@ -131,7 +131,7 @@ int osseg__rle_parse_fast_avx512(const char *text, size_t len, uint64_t npixels,
   f.carry = 0;
   f.pending = 0;
   f.have_pending = 0;
-  struct osseg__rle_acc a = {sink->dst, sink->nruns, sink->prev_end, 0, 0};
+  struct osseg__rle_acc a = {sink->dst, sink->nruns, 0};
   for (size_t wbase = 0; wbase < len; wbase += OSSEG__RLE_WINDOW) {
     size_t wend = wbase + OSSEG__RLE_WINDOW < len ? wbase + OSSEG__RLE_WINDOW : len;
     for (size_t base = wbase; base < wend; base += 64) {
@@ -156,6 +156,5 @@ int osseg__rle_parse_fast_avx512(const char *text, size_t len, uint64_t npixels,
   size_t first = sink->nruns;
   sink->nruns = a.nruns;
   sink->noncanonical = osseg__rle_noncanonical(sink->dst + first, a.nruns - first, sink->prev_end);
-  sink->prev_end = a.prev_end;
   return 0;
 }

@@ -125,19 +125,18 @@ static inline uint64_t osseg__rle_fast_value(const char *text, uint32_t s, uint3
   return osseg__rle_swar8(chunk);
 }
 
-/* Phase B state in locals: stores through dst (uint32_t) may alias the
- * int and uint32_t fields of the sink, so working on the structs directly
- * would force the compiler to reload and store them after every run. */
+/* Phase B state in locals: stores through dst (uint32_t) may alias
+ * uint32_t fields of the structs, so working on them directly would force
+ * the compiler to reload and store them after every run. Canonicality is
+ * not tracked here but checked once at the end (osseg__rle_noncanonical). */
 struct osseg__rle_acc {
   struct osseg_run *dst;
   size_t nruns;
-  int64_t prev_end;
-  uint64_t noncanonical;
   uint64_t err;
 };
 
-/* Stores the run (start value st, length ln) if valid; ORs any problem into
- * a->err. Branch-free. */
+/* Stores the run (start value st, length ln) unless ln is 0; ORs any
+ * problem into a->err. Branch-free. */
 static inline void osseg__rle_fast_pair(struct osseg__rle_acc *a, uint64_t st, uint64_t ln,
                                         uint64_t npixels) {
   uint64_t s0 = st - 1; /* st == 0 wraps and fails the next test */
@@ -145,48 +144,7 @@ static inline void osseg__rle_fast_pair(struct osseg__rle_acc *a, uint64_t st, u
             (uint64_t)(ln > UINT32_MAX);
   struct osseg_run r = {(uint32_t)s0, (uint32_t)ln};
   a->dst[a->nruns] = r;
-  uint64_t nz = ln != 0;
-  a->noncanonical |= nz & (uint64_t)((int64_t)s0 <= a->prev_end);
-  a->prev_end = nz ? (int64_t)(s0 + ln) : a->prev_end;
-  a->nruns += nz;
-}
-
-/* Phase B for the tokens whose end is known; keeps an open start and an
- * unpaired start value for the next window. */
-static inline void osseg__rle_fast_convert(const char *text, uint64_t npixels,
-                                           struct osseg__rle_fast *f,
-                                           struct osseg__rle_sink *sink) {
-  size_t ne = f->ne, i = 0;
-  const uint32_t *S = f->S, *E = f->E;
-  struct osseg__rle_acc a = {sink->dst, sink->nruns, sink->prev_end,
-                             (uint64_t)sink->noncanonical, f->err};
-  if (f->have_pending && ne > 0) {
-    uint64_t ln = osseg__rle_fast_value(text, S[0], E[0], &a.err);
-    osseg__rle_fast_pair(&a, f->pending, ln, npixels);
-    f->have_pending = 0;
-    i = 1;
-  }
-  for (; i + 1 < ne; i += 2) {
-    uint64_t st = osseg__rle_fast_value(text, S[i], E[i], &a.err);
-    uint64_t ln = osseg__rle_fast_value(text, S[i + 1], E[i + 1], &a.err);
-    osseg__rle_fast_pair(&a, st, ln, npixels);
-  }
-  if (i < ne) {
-    f->pending = osseg__rle_fast_value(text, S[i], E[i], &a.err);
-    f->have_pending = 1;
-  }
-  sink->nruns = a.nruns;
-  sink->prev_end = a.prev_end;
-  sink->noncanonical = (int)a.noncanonical;
-  f->err = a.err;
-  /* At most one start is still open (its token runs into the next window). */
-  if (f->ns > ne) {
-    f->S[0] = f->S[ne];
-    f->ns = 1;
-  } else {
-    f->ns = 0;
-  }
-  f->ne = 0;
+  a->nruns += ln != 0;
 }
 
 /* Whether runs dst[0, n) continue canonically from prev_end: used by the
@@ -199,17 +157,6 @@ static inline int osseg__rle_noncanonical(const struct osseg_run *dst, size_t n,
     prev_end = (int64_t)dst[i].start + dst[i].len;
   }
   return nc != 0;
-}
-
-/* Ends the parse: closes a token that runs to the end of the text. Returns
- * 0 when everything was valid, -1 to bail. */
-static inline int osseg__rle_fast_finish(const char *text, size_t len, uint64_t npixels,
-                                         struct osseg__rle_fast *f,
-                                         struct osseg__rle_sink *sink) {
-  if (f->carry) f->E[f->ne++] = (uint32_t)len;
-  osseg__rle_fast_convert(text, npixels, f, sink);
-  if (f->have_pending || f->ns) return -1;
-  return f->err ? -1 : 0;
 }
 
 #endif
