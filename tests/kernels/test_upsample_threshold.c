@@ -518,6 +518,17 @@ static void test_soft_vote(void **state) {
       for (size_t j = 0; j < k; j++) free(buf[j]);
     }
   }
+  /* NaN and infinities: a NaN mean is never set, on every level. */
+  float odd[3][12] = {{0}};
+  for (int j = 0; j < 3; j++)
+    for (int i = 0; i < 12; i++) odd[j][i] = (float)((i * 7 + j * 5) % 9) - 4.0f;
+  odd[0][4] = NAN;
+  odd[1][7] = INFINITY;
+  odd[2][2] = -INFINITY;
+  const float *op[3] = {odd[0], odd[1], odd[2]};
+  check_soft(op, 3, 4, 3, 4, 11, 13, 0.5f);
+  check_soft(op, 2, 4, 3, 4, 11, 13, 0.3f);
+
   /* A model far above and one far below: cells must not be decided. */
   float hi[4] = {20, 20, 20, 20}, lo[4] = {-20, -20, -20, -20};
   const float *pl[2] = {hi, lo};
