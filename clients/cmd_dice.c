@@ -59,9 +59,20 @@ static void *run_job(void *arg) {
   struct job *j = arg;
   const struct ctx *c = j->ctx;
   struct osseg_runs a = {0}, b = {0};
+  uint64_t next_h = 0;
+  if (j->begin < j->end) {
+    const struct osseg_csv_row *g = &c->gt->rows[j->begin];
+    next_h = csv_index_hash(g->image, g->image_len, g->cls, g->cls_len);
+  }
   for (size_t r = j->begin; r < j->end; r++) {
     const struct osseg_csv_row *g = &c->gt->rows[r];
+    uint64_t h = next_h;
     a.n = b.n = 0;
+    /* The next row's slot is fetched while this row is scored. */
+    if (r + 1 < j->end) {
+      next_h = csv_index_hash(g[1].image, g[1].image_len, g[1].cls, g[1].cls_len);
+      csv_index_prefetch(c->pred_ix, next_h);
+    }
     int rc = osseg_rle_parse(g->rle, g->rle_len, c->npixels, &a, &j->diag);
     if (rc < 0) {
       j->rc = rc;
@@ -69,7 +80,6 @@ static void *run_job(void *arg) {
       j->err_row = g;
       break;
     }
-    uint64_t h = csv_index_hash(g->image, g->image_len, g->cls, g->cls_len);
     size_t p = csv_index_find(c->pred_ix, h, g->image, g->image_len, g->cls, g->cls_len);
     if (p == CSV_INDEX_NONE) {
       j->missing++;

@@ -124,9 +124,20 @@ static void run_chunk(struct ctx *c, struct worker *wk, struct chunk *ch,
     ch->rc = OSSEG_ENOMEM;
     return;
   }
+  uint64_t next_h = 0;
+  if (ch->begin < ch->end) {
+    const struct osseg_csv_row *a = &c->csv[0].rows[ch->begin];
+    next_h = csv_index_hash(a->image, a->image_len, a->cls, a->cls_len);
+  }
   for (size_t r = ch->begin; r < ch->end; r++) {
     const struct osseg_csv_row *a = &c->csv[0].rows[r];
-    uint64_t h = csv_index_hash(a->image, a->image_len, a->cls, a->cls_len);
+    uint64_t h = next_h;
+    /* The next row's slots are fetched while this row is voted. */
+    if (r + 1 < ch->end) {
+      const struct osseg_csv_row *n = a + 1;
+      next_h = csv_index_hash(n->image, n->image_len, n->cls, n->cls_len);
+      for (size_t i = 1; i < c->k; i++) csv_index_prefetch(&c->ix[i], next_h);
+    }
     for (size_t i = 0; i < c->k; i++) {
       const struct osseg_csv_row *row = a;
       in[i].n = 0;

@@ -91,6 +91,10 @@ size_t csv_index_find(const struct csv_index *ix, uint64_t hash, const char *ima
   }
 }
 
+void csv_index_prefetch(const struct csv_index *ix, uint64_t hash) {
+  __builtin_prefetch(&ix->slots[hash & ix->mask]);
+}
+
 /* Places a slot known to be absent. */
 static void place(struct csv_index *ix, const struct csv_index_slot *k) {
   size_t i = k->hash & ix->mask;

@@ -46,6 +46,10 @@ size_t csv_index_insert(struct csv_index *ix, const struct osseg_csv_row *row, s
 size_t csv_index_find(const struct csv_index *ix, uint64_t hash, const char *image,
                       size_t image_len, const char *cls, size_t cls_len);
 
+/* Hints that a find with this hash is coming (a prefetch of its slot), so
+ * the cache miss overlaps other work. */
+void csv_index_prefetch(const struct csv_index *ix, uint64_t hash);
+
 /* Builds a pair index of all rows of csv (value = row number). On a
  * duplicate (image, class) stores the later and the earlier row numbers in
  * *dup and *first and returns OSSEG_EDUPLICATE; else 0 or OSSEG_ENOMEM. */
