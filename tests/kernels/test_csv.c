@@ -219,6 +219,18 @@ static void test_scan_variants(void **state) {
     }
     test_guarded_free(g);
   }
+  /* Every byte value, at positions in both halves of a vector and in the
+   * scalar tail: special exactly for the five. */
+  char vb[200];
+  for (int b = 0; b < 256; b++) {
+    int special = b == ',' || b == '"' || b == '\n' || b == '\r' || b == 0;
+    for (size_t pos = 0; pos < 140; pos += 13) {
+      memset(vb, 'z', sizeof vb);
+      vb[pos] = (char)b;
+      check_scan(vb, 140);
+      assert_ptr_equal(osseg__csv_scan_pick()(vb, vb + 140), special ? vb + pos : vb + 140);
+    }
+  }
   /* Random bytes at every alignment (bytes near the specials' values). */
   struct test_rng rng;
   test_rng_seed(&rng, 2);
