@@ -191,6 +191,24 @@ static inline void sweep_emit(struct sweep *s, unsigned before, uint64_t p) {
   }
 }
 
+/* The sweep with a linear scan for the next event; `k` is a compile-time
+ * constant in the common instantiations below, so both scans unroll. */
+static inline __attribute__((always_inline)) void
+sweep_linear(struct cursor *cur, uint64_t *pos, const size_t k, struct sweep *s) {
+  for (;;) {
+    uint64_t p = NO_EVENT;
+    for (size_t i = 0; i < k; i++) p = pos[i] < p ? pos[i] : p;
+    if (p == NO_EVENT) break;
+    unsigned before = s->count;
+    for (size_t i = 0; i < k; i++) {
+      if (pos[i] != p) continue;
+      s->count = (unsigned)((int)s->count + cursor_advance(&cur[i]));
+      pos[i] = cursor_pos(&cur[i]);
+    }
+    sweep_emit(s, before, p);
+  }
+}
+
 int osseg__vote_runs_linear(const struct osseg_runs *const *lists, size_t k,
                             unsigned min_votes, struct osseg_runs *out) {
   struct cursor cur[VOTE_MAX_K];
@@ -199,17 +217,10 @@ int osseg__vote_runs_linear(const struct osseg_runs *const *lists, size_t k,
   if (rc != 0) return rc < 0 ? rc : 0;
   for (size_t i = 0; i < k; i++) pos[i] = cursor_pos(&cur[i]);
   struct sweep s = {out, 0, min_votes, 0};
-  for (;;) {
-    uint64_t p = NO_EVENT;
-    for (size_t i = 0; i < k; i++) p = pos[i] < p ? pos[i] : p;
-    if (p == NO_EVENT) break;
-    unsigned before = s.count;
-    for (size_t i = 0; i < k; i++) {
-      if (pos[i] != p) continue;
-      s.count = (unsigned)((int)s.count + cursor_advance(&cur[i]));
-      pos[i] = cursor_pos(&cur[i]);
-    }
-    sweep_emit(&s, before, p);
+  switch (k) {
+    case 2: sweep_linear(cur, pos, 2, &s); break;
+    case 3: sweep_linear(cur, pos, 3, &s); break; /* the usual ensemble */
+    default: sweep_linear(cur, pos, k, &s); break;
   }
   return 0;
 }
