@@ -87,10 +87,12 @@ int osseg_png_encode_mem(const struct osseg_image *img, int level,
  * INTER_LINEAR on float input): output pixel (oy, ox) samples the input at
  * sy = max(0, (oy + 0.5) * ih / oh - 0.5) (likewise x), with the upper
  * neighbour clamped to the last row/column. Float in, float out, one plane;
- * strides in elements. */
-void osseg_resize_bilinear_f32(const float *src, uint32_t ih, uint32_t iw,
-                               size_t src_stride, float *dst, uint32_t oh,
-                               uint32_t ow, size_t dst_stride);
+ * strides in elements; src and dst must not overlap. OSSEG_EINVAL (a zero
+ * side, a stride below the width, NULL), OSSEG_ENOMEM (a table of ow
+ * column taps is allocated). */
+int osseg_resize_bilinear_f32(const float *src, uint32_t ih, uint32_t iw,
+                              size_t src_stride, float *dst, uint32_t oh,
+                              uint32_t ow, size_t dst_stride);
 
 /* Model input normalisation: value = (pixel / maxval - mean[c]) / std[c],
  * maxval 255 for 8-bit and 65535 for 16-bit images. The default (all

@@ -216,7 +216,10 @@ int osseg_png_decode_mem(const void *data, size_t size,
   int ctype = png_get_color_type(png, info);
   if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-  if (ctype & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
+  /* Palette expansion turns a tRNS chunk into an alpha channel as well;
+   * alpha is dropped in every case (see the header). */
+  if ((ctype & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS))
+    png_set_strip_alpha(png);
   if (depth == 16 && host_is_little_endian()) png_set_swap(png);
   png_set_interlace_handling(png);
   png_read_update_info(png, info);

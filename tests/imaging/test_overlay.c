@@ -1,0 +1,94 @@
+/* Tests of imaging/overlay.c: blending, outlines, panels. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "osseg_imaging.h"
+#include "test_support.h"
+
+static const uint8_t *rgb_at(const struct osseg_image *im, uint32_t x, uint32_t y) {
+  return im->data + (size_t)y * im->stride + 3 * (size_t)x;
+}
+
+static void fill_rect(struct osseg_bitmask *m, int x0, int y0, int x1, int y1) {
+  struct osseg_point r[] = {{x0, y0}, {x1, y0}, {x1, y1}, {x0, y1}};
+  assert_int_equal(osseg_polygon_fill1(m, r, 4), 0);
+}
+
+static void test_blend_and_outline(void **state) {
+  (void)state;
+  struct osseg_image g, out;
+  assert_int_equal(osseg_image_init(&g, 20, 10, 1, 8), 0);
+  memset(g.data, 100, g.stride * g.height);
+  struct osseg_bitmask a, b;
+  assert_int_equal(osseg_bitmask_init(&a, 10, 20), 0);
+  assert_int_equal(osseg_bitmask_init(&b, 10, 20), 0);
+  fill_rect(&a, 2, 2, 8, 7);
+  fill_rect(&b, 6, 2, 12, 7); /* overlaps a on columns 6..8 */
+  const struct osseg_bitmask *masks[3] = {&a, NULL, &b};
+  assert_int_equal(osseg_overlay_masks(&g, masks, 3, 0.5f, &out), 0);
+  assert_int_equal(out.channels, 3);
+  uint8_t ca[3], cb[3];
+  osseg_overlay_class_color(0, ca);
+  osseg_overlay_class_color(2, cb);
+  /* Outside every mask: gray. */
+  assert_memory_equal(rgb_at(&out, 15, 5), ((uint8_t[]){100, 100, 100}), 3);
+  /* Interior of a only: half-way between gray and a's colour. */
+  for (int k = 0; k < 3; k++) assert_int_equal(rgb_at(&out, 4, 4)[k], (100 * 128 + ca[k] * 128 + 128) >> 8);
+  /* Outline of a: opaque colour. */
+  assert_memory_equal(rgb_at(&out, 2, 4), ca, 3);
+  /* Overlap: the higher class wins. */
+  for (int k = 0; k < 3; k++) assert_int_equal(rgb_at(&out, 7, 4)[k], (100 * 128 + cb[k] * 128 + 128) >> 8);
+  osseg_image_free(&out);
+
+  /* Errors: size mismatch, too many masks, bad alpha, not gray. */
+  struct osseg_bitmask small;
+  assert_int_equal(osseg_bitmask_init(&small, 5, 5), 0);
+  const struct osseg_bitmask *bad[1] = {&small};
+  assert_int_equal(osseg_overlay_masks(&g, bad, 1, 0.5f, &out), OSSEG_ESHAPE);
+  assert_int_equal(osseg_overlay_masks(&g, masks, 65, 0.5f, &out), OSSEG_EINVAL);
+  assert_int_equal(osseg_overlay_masks(&g, masks, 3, 1.5f, &out), OSSEG_EINVAL);
+  osseg_bitmask_free(&small);
+  osseg_bitmask_free(&a);
+  osseg_bitmask_free(&b);
+  osseg_image_free(&g);
+}
+
+static void test_panels(void **state) {
+  (void)state;
+  struct osseg_image g, out;
+  assert_int_equal(osseg_image_init(&g, 40, 24, 1, 16), 0);
+  for (size_t i = 0; i < 40 * 24; i++) ((uint16_t *)g.data)[i] = 0x3412;
+  struct osseg_bitmask m;
+  assert_int_equal(osseg_bitmask_init(&m, 24, 40), 0);
+  fill_rect(&m, 0, 0, 19, 23);
+  const struct osseg_bitmask *gt[1] = {&m};
+  assert_int_equal(osseg_overlay_panels(&g, gt, gt, 1, 0.4f, 4, &out), 0);
+  assert_int_equal(out.width, 3 * 10 + 2 * 8);
+  assert_int_equal(out.height, 6);
+  /* Panel 1 is the plain image at its top 8 bits; the gaps are black. */
+  assert_memory_equal(rgb_at(&out, 5, 3), ((uint8_t[]){0x34, 0x34, 0x34}), 3);
+  assert_memory_equal(rgb_at(&out, 12, 3), ((uint8_t[]){0, 0, 0}), 3);
+  /* Panels 2 and 3 are equal (same masks) and coloured on the left. */
+  assert_memory_equal(rgb_at(&out, 18, 3), rgb_at(&out, 36, 3), 3);
+  assert_memory_not_equal(rgb_at(&out, 19, 3), rgb_at(&out, 5, 3), 3);
+  osseg_image_free(&out);
+  assert_int_equal(osseg_overlay_panels(&g, NULL, gt, 1, 0.4f, 1, &out), 0);
+  assert_int_equal(out.width, 2 * 40 + 8);
+  osseg_image_free(&out);
+  assert_int_equal(osseg_overlay_panels(&g, gt, NULL, 1, 0.4f, 0, &out), OSSEG_EINVAL);
+  osseg_bitmask_free(&m);
+  osseg_image_free(&g);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_blend_and_outline),
+      cmocka_unit_test(test_panels),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
