@@ -1,11 +1,617 @@
-/* PLACEHOLDER: replaced by the real 'osseg predict' implementation. */
+/* osseg predict: segment PNG images in-process with one or more ONNX models
+ * into a submission CSV (image_name,class,rle), optionally with overlays.
+ *
+ * Each image's rows reach the CSV only once the whole image succeeded, so a
+ * failed image leaves no partial rows; the other images are still
+ * processed and the exit status is 1 at the end. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
+#include "cli_util.h"
 #include "commands.h"
+#include "csv_index.h"
+#include "osseg_pipeline.h"
+
+static const char *const CMD = "predict";
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: osseg predict --model MODEL.onnx [--model M2.onnx ...] -o OUT.csv\n"
+          "                     [options] IMAGE.png|DIR ...\n"
+          "\n"
+          "Segments each image with the model(s) and writes one row per (image, class)\n"
+          "to OUT.csv (image_name,class,rle; image_name is the file name). A DIR\n"
+          "argument means every *.png in it, in name order.\n"
+          "\n"
+          "options:\n"
+          "  --model FILE          ONNX model (repeat to ensemble up to %d models)\n"
+          "  --precision P         fp32 (default) or bf16\n"
+          "  --threshold T         probability threshold in (0, 1), default 0.5\n"
+          "  --class-threshold C=T threshold for class C only (repeatable)\n"
+          "  --vote hard|soft      combine models by hard votes (default) or mean\n"
+          "                        probability\n"
+          "  --vote-threshold T    hard voting keeps pixels with more than T votes\n"
+          "                        (default: number of models / 2, rounded down)\n"
+          "  --size S              model input size (for models with a symbolic size)\n"
+          "  --normalize SPEC      div255 | imagenet | mean=a[,b,c];std=d[,e,f]\n"
+          "                        (default: the model's metadata, else div255)\n"
+          "  --classes FILE        class names, one per line or comma-separated\n"
+          "                        (default: metadata, else the 29 canonical classes)\n"
+          "  --threads N           inference threads (default: all cores)\n"
+          "  --max-side N          refuse images wider or taller than N (default 16384)\n"
+          "  --max-pixels N        refuse images with more than N pixels\n"
+          "  --overlay-dir DIR     write DIR/<image>.overlay.png: image | [ground truth |]\n"
+          "                        prediction, one colour per class\n"
+          "  --gt GT.csv           ground truth for the overlays' middle panel\n"
+          "  --overlay-shrink N    downscale overlay panels N times (default: to <= 1024)\n"
+          "  --json                one JSON object per image on stdout, with timings\n"
+          "  -v, --verbose         engine warnings (e.g. slow reference kernels)\n"
+          "  -o, --output FILE     the CSV to write (required)\n",
+          OSSEG_MAX_MODELS);
+}
+
+/* ------------------------------------------------------------ buffers --- */
+
+struct buf {
+  char *data;
+  size_t len, cap;
+};
+
+static int buf_reserve(struct buf *b, size_t extra) {
+  if (b->len + extra <= b->cap) return 0;
+  size_t cap = b->cap ? b->cap : 4096;
+  while (cap < b->len + extra) cap *= 2;
+  char *d = realloc(b->data, cap);
+  if (!d) return OSSEG_ENOMEM;
+  b->data = d;
+  b->cap = cap;
+  return 0;
+}
+
+static int buf_append(struct buf *b, const char *s, size_t n) {
+  if (buf_reserve(b, n)) return OSSEG_ENOMEM;
+  memcpy(b->data + b->len, s, n);
+  b->len += n;
+  return 0;
+}
+
+/* Appends s as a JSON string literal. */
+static int buf_json_string(struct buf *b, const char *s) {
+  if (buf_append(b, "\"", 1)) return OSSEG_ENOMEM;
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    char esc[8];
+    if (c == '"' || c == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      if (buf_append(b, esc, 2)) return OSSEG_ENOMEM;
+    } else if (c < 0x20) {
+      snprintf(esc, sizeof esc, "\\u%04x", c);
+      if (buf_append(b, esc, 6)) return OSSEG_ENOMEM;
+    } else if (buf_append(b, (const char *)&c, 1)) {
+      return OSSEG_ENOMEM;
+    }
+  }
+  return buf_append(b, "\"", 1);
+}
+
+/* ------------------------------------------------------------- inputs --- */
+
+struct image_list {
+  char **paths;
+  size_t n, cap;
+};
+
+static int list_push(struct image_list *l, const char *path) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    char **p = realloc(l->paths, cap * sizeof *p);
+    if (!p) return -1;
+    l->paths = p;
+    l->cap = cap;
+  }
+  l->paths[l->n] = strdup(path);
+  if (!l->paths[l->n]) return -1;
+  l->n++;
+  return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int has_png_suffix(const char *name) {
+  size_t n = strlen(name);
+  return n > 4 && (strcmp(name + n - 4, ".png") == 0 || strcmp(name + n - 4, ".PNG") == 0);
+}
+
+/* Adds a file, or every *.png of a directory in name order. */
+static int collect(struct image_list *l, const char *arg) {
+  struct stat st;
+  if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) return list_push(l, arg);
+  DIR *d = opendir(arg);
+  if (!d) {
+    cli_error(CMD, "%s: cannot open directory: %s", arg, strerror(errno));
+    return -1;
+  }
+  size_t first = l->n;
+  struct dirent *e;
+  int rc = 0;
+  while (rc == 0 && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.' || !has_png_suffix(e->d_name)) continue;
+    char path[4096];
+    int len = snprintf(path, sizeof path, "%s/%s", arg, e->d_name);
+    if (len < 0 || (size_t)len >= sizeof path) continue;
+    rc = list_push(l, path);
+  }
+  closedir(d);
+  if (rc == 0 && l->n == first) cli_error(CMD, "%s: no .png files in this directory", arg);
+  qsort(l->paths + first, l->n - first, sizeof *l->paths, cmp_str);
+  return rc;
+}
+
+static const char *base_name(const char *path) {
+  const char *s = strrchr(path, '/');
+  return s ? s + 1 : path;
+}
+
+/* Reads a class list file (names one per line, or comma-separated) into a
+ * comma-separated string. */
+static char *read_classes(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    cli_error(CMD, "%s: %s", path, strerror(errno));
+    return NULL;
+  }
+  struct buf b = {0};
+  int c, pending_sep = 0;
+  while ((c = fgetc(f)) != EOF) {
+    if (c == '\n' || c == '\r' || c == ',') {
+      pending_sep = b.len > 0;
+      continue;
+    }
+    if (pending_sep) {
+      if (buf_append(&b, ",", 1)) break;
+      pending_sep = 0;
+    }
+    char ch = (char)c;
+    if (buf_append(&b, &ch, 1)) break;
+  }
+  fclose(f);
+  if (buf_append(&b, "", 1) || b.len <= 1) {
+    cli_error(CMD, "%s: no class names", path);
+    free(b.data);
+    return NULL;
+  }
+  return b.data;
+}
+
+/* ----------------------------------------------------------- per image --- */
+
+struct predict_ctx {
+  const char *image_name;
+  struct buf rows;                 /* this image's CSV rows */
+  int keep_masks;                  /* overlays need the masks afterwards */
+  struct osseg_bitmask masks[OSSEG_MAX_CLASSES];
+  struct osseg_bitmask *mask_ptrs[OSSEG_MAX_CLASSES];
+  size_t nmasks;
+};
+
+static int on_class(void *vctx, size_t cls, const char *name, const struct osseg_bitmask *mask,
+                    const struct osseg_run *runs, size_t nruns) {
+  struct predict_ctx *ctx = vctx;
+  size_t ilen = strlen(ctx->image_name), clen = strlen(name);
+  size_t need = osseg_csv_field_bound(ilen) + osseg_csv_field_bound(clen) +
+                osseg_rle_format_bound(nruns) + 3;
+  if (buf_reserve(&ctx->rows, need)) return OSSEG_ENOMEM;
+  char *p = ctx->rows.data + ctx->rows.len;
+  p = osseg_csv_put_field(p, ctx->image_name, ilen);
+  *p++ = ',';
+  p = osseg_csv_put_field(p, name, clen);
+  *p++ = ',';
+  p += osseg_rle_format(runs, nruns, p);
+  *p++ = '\n';
+  ctx->rows.len = (size_t)(p - ctx->rows.data);
+
+  if (ctx->keep_masks) {
+    struct osseg_bitmask *m = &ctx->masks[cls];
+    if (m->height != mask->height || m->width != mask->width) {
+      osseg_bitmask_free(m);
+      int rc = osseg_bitmask_init(m, mask->height, mask->width);
+      if (rc) return rc;
+    }
+    memcpy(m->bits, mask->bits, mask->nwords * sizeof *mask->bits);
+    ctx->mask_ptrs[cls] = m;
+    if (cls + 1 > ctx->nmasks) ctx->nmasks = cls + 1;
+  }
+  return 0;
+}
+
+/* Ground truth masks of one image from the GT CSV, for overlays. Missing
+ * rows leave the class empty. */
+static int load_gt_masks(const struct osseg_csv *gt, const struct csv_index *ix,
+                         const struct osseg_pipeline *p, const char *image, uint32_t h,
+                         uint32_t w, struct osseg_bitmask *masks, struct osseg_bitmask **ptrs,
+                         struct osseg_diag *diag) {
+  struct osseg_runs runs = {0};
+  int rc = 0;
+  size_t ilen = strlen(image);
+  for (size_t c = 0; c < osseg_pipeline_class_count(p) && rc == 0; c++) {
+    ptrs[c] = NULL;
+    const char *cls = osseg_pipeline_class_name(p, c);
+    size_t clen = strlen(cls);
+    size_t row = csv_index_find(ix, csv_index_hash(image, ilen, cls, clen), image, ilen, cls,
+                                clen);
+    if (row == CSV_INDEX_NONE) continue;
+    const struct osseg_csv_row *r = &gt->rows[row];
+    runs.n = 0;
+    rc = osseg_rle_parse(r->rle, r->rle_len, (uint64_t)h * w, &runs, diag);
+    if (rc) {
+      char msg[sizeof diag->message];
+      snprintf(msg, sizeof msg, "%s", diag ? diag->message : "");
+      osseg_diag_clear(diag);
+      rc = osseg__fail(diag, rc, "%s:%u: %s", gt->path, r->line, msg);
+      break;
+    }
+    if (masks[c].height != h || masks[c].width != w) {
+      osseg_bitmask_free(&masks[c]);
+      rc = osseg_bitmask_init(&masks[c], h, w);
+      if (rc) break;
+    } else {
+      osseg_bitmask_clear(&masks[c]);
+    }
+    rc = osseg_bitmask_paint_runs(&masks[c], runs.v, runs.n);
+    ptrs[c] = &masks[c];
+  }
+  osseg_runs_free(&runs);
+  return rc;
+}
+
+struct overlay_opts {
+  const char *dir;
+  uint32_t shrink; /* 0 = automatic */
+  const struct osseg_csv *gt;
+  const struct csv_index *gt_index;
+  struct osseg_bitmask gt_masks[OSSEG_MAX_CLASSES];
+};
+
+static int write_overlay(struct overlay_opts *o, const struct osseg_pipeline *p,
+                         const struct osseg_image *img, struct predict_ctx *ctx,
+                         struct osseg_diag *diag) {
+  struct osseg_bitmask *gt_ptrs[OSSEG_MAX_CLASSES] = {0};
+  size_t ncls = osseg_pipeline_class_count(p);
+  int rc = 0;
+  if (o->gt) {
+    rc = load_gt_masks(o->gt, o->gt_index, p, ctx->image_name, img->height, img->width,
+                       o->gt_masks, gt_ptrs, diag);
+    if (rc) return rc;
+  }
+  uint32_t shrink = o->shrink;
+  if (shrink == 0) {
+    uint32_t side = img->width > img->height ? img->width : img->height;
+    shrink = (side + 1023) / 1024;
+    if (shrink == 0) shrink = 1;
+  }
+  struct osseg_image out = {0};
+  rc = osseg_overlay_panels(img, o->gt ? (const struct osseg_bitmask *const *)gt_ptrs : NULL,
+                            (const struct osseg_bitmask *const *)ctx->mask_ptrs, ncls, 0.45f,
+                            shrink, &out);
+  if (rc) return osseg__fail(diag, rc, "overlay: %s", osseg_strerror(rc));
+  char path[4096];
+  int len = snprintf(path, sizeof path, "%s/%s.overlay.png", o->dir, ctx->image_name);
+  if (len < 0 || (size_t)len >= sizeof path)
+    rc = osseg__fail(diag, OSSEG_EINVAL, "overlay path too long");
+  else
+    rc = osseg_png_encode_file(path, &out, 3, diag);
+  osseg_image_free(&out);
+  return rc;
+}
+
+/* --------------------------------------------------------------- main --- */
 
 int osseg_cmd_predict(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "osseg predict: not built yet\n");
-  return 2;
+  struct osseg_pipeline_config cfg;
+  osseg_pipeline_config_default(&cfg);
+  const char *output = NULL, *classes_file = NULL, *normalize = NULL, *gt_path = NULL;
+  struct overlay_opts ov = {0};
+  enum osseg_precision precision = OSSEG_PRECISION_FP32;
+  uint32_t size = 0, threads = 0;
+  int json = 0;
+
+  enum { O_MODEL = 256, O_PRECISION, O_THRESHOLD, O_CLASS_THR, O_VOTE, O_VOTE_THR, O_SIZE,
+         O_NORMALIZE, O_CLASSES, O_THREADS, O_MAX_SIDE, O_MAX_PIXELS, O_OVERLAY, O_GT,
+         O_SHRINK, O_JSON };
+  static const struct option opts[] = {
+      {"model", required_argument, NULL, O_MODEL},
+      {"precision", required_argument, NULL, O_PRECISION},
+      {"threshold", required_argument, NULL, O_THRESHOLD},
+      {"class-threshold", required_argument, NULL, O_CLASS_THR},
+      {"vote", required_argument, NULL, O_VOTE},
+      {"vote-threshold", required_argument, NULL, O_VOTE_THR},
+      {"size", required_argument, NULL, O_SIZE},
+      {"normalize", required_argument, NULL, O_NORMALIZE},
+      {"classes", required_argument, NULL, O_CLASSES},
+      {"threads", required_argument, NULL, O_THREADS},
+      {"max-side", required_argument, NULL, O_MAX_SIDE},
+      {"max-pixels", required_argument, NULL, O_MAX_PIXELS},
+      {"overlay-dir", required_argument, NULL, O_OVERLAY},
+      {"gt", required_argument, NULL, O_GT},
+      {"overlay-shrink", required_argument, NULL, O_SHRINK},
+      {"json", no_argument, NULL, O_JSON},
+      {"verbose", no_argument, NULL, 'v'},
+      {"output", required_argument, NULL, 'o'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  optind = 1;
+  opterr = 0;
+  int o;
+  double d;
+  while ((o = getopt_long(argc, argv, ":o:vh", opts, NULL)) != -1) {
+    switch (o) {
+      case O_MODEL:
+        if (cfg.nmodels == OSSEG_MAX_MODELS) {
+          cli_error(CMD, "at most %d models", OSSEG_MAX_MODELS);
+          return CLI_USAGE;
+        }
+        cfg.models[cfg.nmodels++].path = optarg;
+        break;
+      case O_PRECISION:
+        if (osseg_precision_parse(optarg, &precision) != 0) {
+          cli_error(CMD, "--precision must be fp32 or bf16, not '%s'", optarg);
+          return CLI_USAGE;
+        }
+        break;
+      case O_THRESHOLD:
+        if (cli_parse_nonneg_double(optarg, &d) != 0 || !(d > 0 && d < 1)) {
+          cli_error(CMD, "--threshold must be a number in (0, 1), not '%s'", optarg);
+          return CLI_USAGE;
+        }
+        cfg.threshold = (float)d;
+        break;
+      case O_CLASS_THR:
+        if (cfg.nclass_thresholds == OSSEG_MAX_CLASSES || !strchr(optarg, '=')) {
+          cli_error(CMD, "--class-threshold takes CLASS=T, not '%s'", optarg);
+          return CLI_USAGE;
+        }
+        {
+          char *eq = strchr(optarg, '=');
+          *eq = '\0'; /* argv strings are ours to modify */
+          if (cli_parse_nonneg_double(eq + 1, &d) != 0 || !(d > 0 && d < 1)) {
+            cli_error(CMD, "--class-threshold %s: the threshold must be in (0, 1), not '%s'",
+                      optarg, eq + 1);
+            return CLI_USAGE;
+          }
+          cfg.class_thresholds[cfg.nclass_thresholds].name = optarg;
+          cfg.class_thresholds[cfg.nclass_thresholds++].threshold = (float)d;
+        }
+        break;
+      case O_VOTE:
+        if (strcmp(optarg, "hard") == 0) cfg.vote = OSSEG_VOTE_HARD;
+        else if (strcmp(optarg, "soft") == 0) cfg.vote = OSSEG_VOTE_SOFT;
+        else {
+          cli_error(CMD, "--vote must be hard or soft, not '%s'", optarg);
+          return CLI_USAGE;
+        }
+        break;
+      case O_VOTE_THR:
+        if (cli_parse_nonneg_double(optarg, &cfg.vote_threshold) != 0) {
+          cli_error(CMD, "--vote-threshold must be a number >= 0, not '%s'", optarg);
+          return CLI_USAGE;
+        }
+        break;
+      case O_SIZE:
+        if (cli_parse_u32(optarg, 1, OSSEG_MAX_SIDE, &size) != 0) {
+          cli_error(CMD, "--size must be 1..%u, not '%s'", OSSEG_MAX_SIDE, optarg);
+          return CLI_USAGE;
+        }
+        break;
+      case O_NORMALIZE: normalize = optarg; break;
+      case O_CLASSES: classes_file = optarg; break;
+      case O_THREADS:
+        if (cli_parse_u32(optarg, 1, 1024, &threads) != 0) {
+          cli_error(CMD, "--threads must be 1..1024, not '%s'", optarg);
+          return CLI_USAGE;
+        }
+        break;
+      case O_MAX_SIDE: {
+        uint32_t v;
+        if (cli_parse_u32(optarg, 1, OSSEG_MAX_SIDE, &v) != 0) {
+          cli_error(CMD, "--max-side must be 1..%u, not '%s'", OSSEG_MAX_SIDE, optarg);
+          return CLI_USAGE;
+        }
+        cfg.png.max_width = cfg.png.max_height = v;
+        break;
+      }
+      case O_MAX_PIXELS: {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(optarg, &end, 10);
+        if (errno || *end || v == 0 || optarg[0] == '-') {
+          cli_error(CMD, "--max-pixels must be a positive integer, not '%s'", optarg);
+          return CLI_USAGE;
+        }
+        cfg.png.max_pixels = v;
+        break;
+      }
+      case O_OVERLAY: ov.dir = optarg; break;
+      case O_GT: gt_path = optarg; break;
+      case O_SHRINK:
+        if (cli_parse_u32(optarg, 1, 64, &ov.shrink) != 0) {
+          cli_error(CMD, "--overlay-shrink must be 1..64, not '%s'", optarg);
+          return CLI_USAGE;
+        }
+        break;
+      case O_JSON: json = 1; break;
+      case 'v': cfg.verbose = 1; break;
+      case 'o': output = optarg; break;
+      case 'h': usage(stdout); return CLI_OK;
+      case ':':
+        cli_error(CMD, "option %s needs a value", argv[optind - 1]);
+        return CLI_USAGE;
+      default:
+        cli_error(CMD, "unknown option '%s'", argv[optind - 1]);
+        usage(stderr);
+        return CLI_USAGE;
+    }
+  }
+  if (cfg.nmodels == 0 || !output || optind >= argc) {
+    cli_error(CMD, "%s", cfg.nmodels == 0 ? "--model is required"
+                         : !output        ? "-o OUT.csv is required"
+                                          : "no images given");
+    usage(stderr);
+    return CLI_USAGE;
+  }
+  if (gt_path && !ov.dir) {
+    cli_error(CMD, "--gt is used for overlays: give --overlay-dir too");
+    return CLI_USAGE;
+  }
+
+  int status = CLI_FAILED;
+  char *classes = NULL;
+  struct osseg_pipeline *p = NULL;
+  struct osseg_workspace *ws = NULL;
+  struct osseg_csv_writer *w = NULL;
+  struct osseg_csv gt = {0};
+  struct csv_index gt_index = {0};
+  struct image_list images = {0};
+  struct predict_ctx ctx = {0};
+  struct buf line = {0};
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+
+  if (classes_file && !(classes = read_classes(classes_file))) goto done;
+  for (size_t i = 0; i < cfg.nmodels; i++) {
+    cfg.models[i].precision = precision;
+    cfg.models[i].input_size = size;
+    cfg.models[i].normalize = normalize;
+    cfg.models[i].classes = classes;
+  }
+  cfg.threads = (int)threads;
+
+  for (int i = optind; i < argc; i++)
+    if (collect(&images, argv[i]) != 0) goto done;
+  if (images.n == 0) goto done;
+
+  if (ov.dir && mkdir(ov.dir, 0777) != 0 && errno != EEXIST) {
+    cli_error(CMD, "%s: cannot create the overlay directory: %s", ov.dir, strerror(errno));
+    goto done;
+  }
+  if (gt_path) {
+    if (osseg_csv_open(&gt, gt_path, NULL, &diag) != 0) {
+      cli_error(CMD, "%s", diag.message);
+      goto done;
+    }
+    size_t dup, first;
+    int rc = csv_index_build(&gt_index, &gt, &dup, &first);
+    if (rc == OSSEG_EDUPLICATE) {
+      cli_error(CMD, "%s:%u: duplicate (image, class) row; first at line %u", gt_path,
+                gt.rows[dup].line, gt.rows[first].line);
+      goto done;
+    }
+    if (rc) {
+      cli_error(CMD, "%s: %s", gt_path, osseg_strerror(rc));
+      goto done;
+    }
+    ov.gt = &gt;
+    ov.gt_index = &gt_index;
+  }
+
+  uint64_t t_load = osseg_now_ns();
+  if (osseg_pipeline_create(&p, &cfg, &diag) != 0) {
+    cli_error(CMD, "%s", diag.message);
+    goto done;
+  }
+  double load_ms = (double)(osseg_now_ns() - t_load) / 1e6;
+
+  if (!json)
+    fprintf(stderr, "osseg predict: %zu model(s) loaded in %.0f ms, %zu classes, %zu image(s)\n",
+            osseg_pipeline_model_count(p), load_ms, osseg_pipeline_class_count(p), images.n);
+  if (osseg_workspace_create(&ws, p) != 0 || osseg_csv_writer_open(&w, output, &diag) != 0) {
+    cli_error(CMD, "%s", diag.message[0] ? diag.message : "out of memory");
+    goto done;
+  }
+
+  size_t failed = 0;
+  ctx.keep_masks = ov.dir != NULL;
+  for (size_t i = 0; i < images.n; i++) {
+    const char *path = images.paths[i];
+    const char *name = base_name(path);
+    int dup = 0;
+    for (size_t j = 0; j < i && !dup; j++) dup = strcmp(base_name(images.paths[j]), name) == 0;
+    struct osseg_timings t = {0};
+    osseg_diag_clear(&diag);
+    ctx.image_name = name;
+    ctx.rows.len = 0;
+    memset(ctx.mask_ptrs, 0, sizeof ctx.mask_ptrs);
+    int rc;
+    if (dup)
+      rc = osseg__fail(&diag, OSSEG_EDUPLICATE,
+                       "another image has the same file name; image_name would repeat");
+    else
+      rc = osseg_pipeline_run_file(p, ws, path, on_class, &ctx, &t, &diag);
+    if (rc == 0) rc = osseg_csv_write_raw(w, ctx.rows.data, ctx.rows.len);
+    if (rc == 0 && ov.dir) rc = write_overlay(&ov, p, osseg_workspace_image(ws), &ctx, &diag);
+    if (rc) {
+      failed++;
+      cli_error(CMD, "%s: %s", path, diag.message[0] ? diag.message : osseg_strerror(rc));
+    }
+    if (json) {
+      line.len = 0;
+      char num[512];
+      int ok = buf_append(&line, "{\"image\":", 9) == 0 && buf_json_string(&line, name) == 0;
+      if (rc == 0) {
+        const struct osseg_image *img = osseg_workspace_image(ws);
+        snprintf(num, sizeof num,
+                 ",\"status\":\"ok\",\"width\":%u,\"height\":%u,\"decode_ms\":%.3f,"
+                 "\"preprocess_ms\":%.3f,\"inference_ms\":%.3f,\"postprocess_ms\":%.3f,"
+                 "\"total_ms\":%.3f}\n",
+                 img->width, img->height, t.decode_ms, t.preprocess_ms, t.inference_ms,
+                 t.postprocess_ms, t.total_ms);
+        ok = ok && buf_append(&line, num, strlen(num)) == 0;
+      } else {
+        ok = ok && buf_append(&line, ",\"status\":\"error\",\"error\":", 26) == 0 &&
+             buf_json_string(&line, diag.message[0] ? diag.message : osseg_strerror(rc)) == 0 &&
+             buf_append(&line, "}\n", 2) == 0;
+      }
+      if (ok) fwrite(line.data, 1, line.len, stdout);
+      fflush(stdout);
+    } else if (rc == 0) {
+      fprintf(stderr,
+              "osseg predict: %s: %.1f ms (decode %.1f, preprocess %.1f, inference %.1f, "
+              "postprocess %.1f)\n",
+              name, t.total_ms, t.decode_ms, t.preprocess_ms, t.inference_ms, t.postprocess_ms);
+    }
+  }
+  int rc = osseg_csv_writer_close(w, &diag);
+  w = NULL;
+  if (rc) {
+    cli_error(CMD, "%s", diag.message);
+    goto done;
+  }
+  if (failed)
+    cli_error(CMD, "%zu of %zu image(s) failed; %s has the rows of the others", failed,
+              images.n, output);
+  status = failed ? CLI_FAILED : CLI_OK;
+
+done:
+  osseg_csv_writer_abort(w);
+  osseg_workspace_free(ws);
+  osseg_pipeline_free(p);
+  csv_index_free(&gt_index);
+  osseg_csv_close(&gt);
+  for (size_t i = 0; i < OSSEG_MAX_CLASSES; i++) {
+    osseg_bitmask_free(&ctx.masks[i]);
+    osseg_bitmask_free(&ov.gt_masks[i]);
+  }
+  for (size_t i = 0; i < images.n; i++) free(images.paths[i]);
+  free(images.paths);
+  free(ctx.rows.data);
+  free(line.data);
+  free(classes);
+  return status;
 }

@@ -1,0 +1,43 @@
+/* Internals shared by the pipeline's files. */
+#ifndef OSSEG_PIPELINE_INTERNAL_H
+#define OSSEG_PIPELINE_INTERNAL_H
+
+#include "osseg_pipeline.h"
+
+/* One loaded model with everything needed to feed it and read it. */
+struct osseg__pmodel {
+  struct osseg_model *model;
+  char *path;
+  uint32_t input_size;       /* S: input is (1, 3, S, S) */
+  uint32_t out_height;       /* logits (1, C, out_height, out_width) */
+  uint32_t out_width;
+  struct osseg_normalize norm;
+  int same_input_as;         /* index of an earlier model with the same S and
+                                normalisation whose input tensor can be
+                                reused, or -1 */
+};
+
+struct osseg_pipeline {
+  struct osseg__pmodel models[OSSEG_MAX_MODELS];
+  size_t nmodels;
+  char *class_names[OSSEG_MAX_CLASSES];
+  size_t nclasses;
+  enum osseg_vote vote;
+  unsigned min_votes;                    /* hard voting: count >= min_votes */
+  float prob_threshold[OSSEG_MAX_CLASSES];
+  float logit_threshold[OSSEG_MAX_CLASSES];
+  struct osseg_png_limits png;
+};
+
+/* Parses an "osseg.normalize" value or --normalize flag: "div255",
+ * "imagenet", or "mean=a[,b,c];std=d[,e,f]". */
+int osseg__parse_normalize(const char *s, struct osseg_normalize *out,
+                           struct osseg_diag *diag, const char *where);
+
+/* Splits a comma-separated class list into at most max names (owned by the
+ * caller: free each with osseg__free). Names are trimmed of spaces and must
+ * be non-empty and unique. Returns the count or a negative error. */
+int osseg__parse_class_list(const char *s, char **names, size_t max,
+                            struct osseg_diag *diag, const char *where);
+
+#endif
