@@ -204,7 +204,10 @@ static inline char *put_number(char *p, uint64_t v) {
 
 size_t osseg_rle_format(const struct osseg_run *v, size_t n, char *out) {
   char *p = out;
-  for (size_t i = 0; i < n; i++) {
+  size_t i = 0;
+  unsigned level = osseg_cpu_features() & atomic_load_explicit(&forced_level, memory_order_relaxed);
+  if (level & OSSEG_CPU_AVX512) p += osseg__rle_format_avx512(v, n, out, &i);
+  for (; i < n; i++) {
     p = put_number(p, (uint64_t)v[i].start + 1);
     *p++ = ' ';
     p = put_number(p, v[i].len);

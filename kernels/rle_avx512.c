@@ -158,3 +158,65 @@ int osseg__rle_parse_fast_avx512(const char *text, size_t len, uint64_t npixels,
   sink->noncanonical = osseg__rle_noncanonical(sink->dst + first, a.nruns - first, sink->prev_end);
   return 0;
 }
+
+/* ------------------------------------------------------------ format --- */
+
+/* Formats runs while they come in groups of four whose numbers are all
+ * below 10^8 (every run of an image up to 10^8 pixels); stops at the first
+ * other group or when fewer than four runs are left, storing in *done how
+ * many runs it wrote. Each number is followed by a space. Returns the
+ * bytes written.
+ *
+ * Eight numbers (four starts + 1 and four lengths) per step, in 64-bit
+ * lanes: split into two 4-digit halves (multiply by the 2^45 / 10^4 magic),
+ * then 2-digit and 1-digit lanes with multiply-shift divisions, the most
+ * significant digit in the lowest byte; the count of leading zero digits
+ * is the number of low zero bytes (from vplzcntq of the lowest set bit).
+ * The eight words are then stored one by one, 8 bytes each, advancing by
+ * their digit counts. */
+size_t osseg__rle_format_avx512(const struct osseg_run *v, size_t n, char *out, size_t *done) {
+  char *p = out;
+  size_t i = 0;
+  const __m256i plus1 = _mm256_setr_epi32(1, 0, 1, 0, 1, 0, 1, 0);
+  const __m256i limit = _mm256_set1_epi32(100000000 - 1);
+  for (; i + 4 <= n; i += 4) {
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)(v + i));
+    /* raw < 10^8 - 1 keeps start + 1 below 10^8 and away from overflow. */
+    if (_mm256_cmpge_epu32_mask(raw, limit)) break;
+    __m512i x = _mm512_cvtepu32_epi64(_mm256_add_epi32(raw, plus1));
+    __m512i hi = _mm512_srli_epi64(_mm512_mul_epu32(x, _mm512_set1_epi64(3518437209u)), 45);
+    __m512i lo = _mm512_sub_epi64(x, _mm512_mul_epu32(hi, _mm512_set1_epi64(10000)));
+    x = _mm512_or_si512(hi, _mm512_slli_epi64(lo, 32)); /* two 4-digit 32-bit lanes */
+    __m512i h = _mm512_srli_epi32(_mm512_mullo_epi32(x, _mm512_set1_epi32(10486)), 20);
+    x = _mm512_or_si512(h, _mm512_slli_epi32(_mm512_sub_epi32(x, _mm512_mullo_epi32(h, _mm512_set1_epi32(100))), 16));
+    __m512i t = _mm512_srli_epi16(_mm512_mullo_epi16(x, _mm512_set1_epi16(103)), 10);
+    x = _mm512_or_si512(t, _mm512_slli_epi16(_mm512_sub_epi16(x, _mm512_mullo_epi16(t, _mm512_set1_epi16(10))), 8));
+    /* Leading zero digits: the byte index of the lowest non-zero byte (the
+     * last digit is forced non-zero so that 0 prints as "0"). */
+    __m512i y = _mm512_or_si512(x, _mm512_set1_epi64((long long)(1ull << 56)));
+    __m512i lowbit = _mm512_and_si512(y, _mm512_sub_epi64(_mm512_setzero_si512(), y));
+    __m512i skip = _mm512_and_si512(_mm512_sub_epi64(_mm512_set1_epi64(63), _mm512_lzcnt_epi64(lowbit)),
+                                    _mm512_set1_epi64(~7ll)); /* 8 x zero digits */
+    __m512i ascii = _mm512_srlv_epi64(_mm512_or_si512(x, _mm512_set1_epi8('0')), skip);
+    /* Lanes go to general registers by extraction, not through memory: a
+     * 64-byte store reloaded as 8-byte pieces stalls store forwarding. */
+    uint64_t counts = (uint64_t)_mm_cvtsi128_si64(
+        _mm512_cvtepi64_epi8(_mm512_sub_epi64(_mm512_set1_epi64(8), _mm512_srli_epi64(skip, 3))));
+    __m256i a0 = _mm512_castsi512_si256(ascii), a1 = _mm512_extracti64x4_epi64(ascii, 1);
+    __m128i q[4] = {_mm256_castsi256_si128(a0), _mm256_extracti128_si256(a0, 1),
+                    _mm256_castsi256_si128(a1), _mm256_extracti128_si256(a1, 1)};
+    for (int k = 0; k < 4; k++) {
+      uint64_t w0 = (uint64_t)_mm_cvtsi128_si64(q[k]), w1 = (uint64_t)_mm_extract_epi64(q[k], 1);
+      memcpy(p, &w0, 8);
+      p += counts & 0xff;
+      *p++ = ' ';
+      counts >>= 8;
+      memcpy(p, &w1, 8);
+      p += counts & 0xff;
+      *p++ = ' ';
+      counts >>= 8;
+    }
+  }
+  *done = i;
+  return (size_t)(p - out);
+}

@@ -33,6 +33,9 @@ int osseg__rle_parse_fast_avx2(const char *text, size_t len, uint64_t npixels,
 int osseg__rle_parse_fast_avx512(const char *text, size_t len, uint64_t npixels,
                                  struct osseg__rle_sink *sink);
 
+/* AVX-512 formatting of the leading runs (see rle_avx512.c). */
+size_t osseg__rle_format_avx512(const struct osseg_run *v, size_t n, char *out, size_t *done);
+
 /* The reference: exact errors, any CPU. Same contract as osseg_rle_parse
  * except that it does not canonicalise (the driver does). */
 int osseg__rle_parse_generic(const char *text, size_t len, uint64_t npixels,

@@ -456,6 +456,28 @@ static void test_format_every_digit_count(void **state) {
     /* Nothing written past the bound. */
     for (size_t k = osseg_rle_format_bound(1); k < sizeof out; k++) assert_int_equal(out[k], 'x');
   }
+  /* The same values in lists of 1..9 runs, so the vector formatter (four
+   * runs per step) sees every value in every lane, starts and lengths
+   * mixed, and hands over to the scalar one mid-list at big values. */
+  struct osseg_run runs[9];
+  char text[9 * 22 + 8], expect[9 * 22 + 8];
+  uint64_t k = 0;
+  for (uint64_t i = 0; i < 200000 + ne; i++) {
+    uint64_t v = i < 200000 ? i : edges[i - 200000];
+    if (v == 0 || v > UINT32_MAX) continue;
+    size_t nr = 1 + (size_t)(k % 9), w = 0;
+    for (size_t j = 0; j < nr; j++, k++) {
+      uint64_t a = j & 1 ? v : 1 + (v * 7 + j) % 99999999, b = j & 2 ? v : (v + j) % 1000 + 1;
+      runs[j].start = (uint32_t)(a - 1);
+      runs[j].len = (uint32_t)b;
+      w += (size_t)sprintf(expect + w, j ? " %llu %llu" : "%llu %llu", (unsigned long long)a,
+                           (unsigned long long)b);
+    }
+    size_t n = osseg_rle_format(runs, nr, text);
+    assert_true(n <= osseg_rle_format_bound(nr));
+    if (n != w || memcmp(text, expect, n) != 0)
+      fail_msg("got '%.*s', expected '%s'", (int)n, text, expect);
+  }
 }
 
 static void test_format_roundtrip(void **state) {
