@@ -138,18 +138,25 @@ static void run_chunk(struct ctx *c, struct worker *wk, struct chunk *ch,
       next_h = csv_index_hash(n->image, n->image_len, n->cls, n->cls_len);
       for (size_t i = 1; i < c->k; i++) csv_index_prefetch(&c->ix[i], next_h);
     }
-    for (size_t i = 0; i < c->k; i++) {
-      const struct osseg_csv_row *row = a;
-      in[i].n = 0;
-      if (i > 0) {
-        size_t found = csv_index_find(&c->ix[i], h, a->image, a->image_len, a->cls, a->cls_len);
-        if (found == CSV_INDEX_NONE) {
-          wk->missing[i]++;
-          continue;
-        }
-        c->used[i][found] = 1; /* each row is found by one A row only */
-        row = &c->csv[i].rows[found];
+    /* Find the row in every file first and start fetching their texts,
+     * so that parsing one overlaps the memory latency of the others. */
+    const struct osseg_csv_row *rows[MAX_INPUTS];
+    rows[0] = a;
+    for (size_t i = 1; i < c->k; i++) {
+      size_t found = csv_index_find(&c->ix[i], h, a->image, a->image_len, a->cls, a->cls_len);
+      rows[i] = found == CSV_INDEX_NONE ? NULL : &c->csv[i].rows[found];
+      if (found == CSV_INDEX_NONE) {
+        wk->missing[i]++;
+        continue;
       }
+      c->used[i][found] = 1; /* each row is found by one A row only */
+      for (uint32_t off = 0; off < rows[i]->rle_len && off < 512; off += 64)
+        __builtin_prefetch(rows[i]->rle + off);
+    }
+    for (size_t i = 0; i < c->k; i++) {
+      const struct osseg_csv_row *row = rows[i];
+      in[i].n = 0;
+      if (!row) continue;
       int rc = osseg_rle_parse(row->rle, row->rle_len, c->npixels, &in[i], &ch->diag);
       if (rc < 0) {
         ch->rc = rc;

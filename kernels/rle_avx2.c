@@ -131,6 +131,10 @@ int osseg__rle_parse_fast_avx2(const char *text, size_t len, uint64_t npixels,
   for (size_t wbase = 0; wbase < len; wbase += OSSEG__RLE_WINDOW) {
     size_t wend = wbase + OSSEG__RLE_WINDOW < len ? wbase + OSSEG__RLE_WINDOW : len;
     for (size_t base = wbase; base < wend; base += 64) {
+      /* The text usually comes from a file mapping and is not cached; a
+       * new row starts a new stream the hardware prefetcher has not seen.
+       * Prefetches past the end are harmless (they never fault). */
+      _mm_prefetch(text + base + 512, _MM_HINT_T0);
       size_t left = len - base;
       const char *p = text + base;
       char tail[64];
