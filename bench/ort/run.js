@@ -9,9 +9,11 @@
 // seeded random float32 tensor of the model's input shape (values k/255, like
 // image/255), runs W warm-up runs (default 1), times R runs (default 5) and
 // prints one JSON line:
-//   {model, load_ms, median_ms, min_ms, mean_ms, repeat, peak_rss_mb, threads,
-//    ort_version, input_shape, output_shape[, max_abs_diff, mask_agreement,
-//    ref_max_abs]}
+//   {model, load_ms, median_ms, min_ms, mean_ms, cpu_median_ms, repeat,
+//    peak_rss_mb, threads, ort_version, input_shape, output_shape
+//    [, max_abs_diff, mask_agreement, ref_max_abs]}
+// cpu_median_ms is the process CPU time (user+sys, all threads) per run: on a
+// shared machine wall time / threads can be far above cpu time / threads.
 // --output writes the (first) output as a float32 .npy; --ref compares it
 // with a reference .npy (max |diff|, agreement of the masks logit > 0).
 'use strict';
@@ -173,10 +175,14 @@ async function main() {
   let out;
   for (let i = 0; i < args.warmup; i++) out = await session.run(feeds);
   const times = [];
+  const cpu = [];
   for (let i = 0; i < args.repeat; i++) {
+    const c = process.cpuUsage();
     const s = process.hrtime.bigint();
     out = await session.run(feeds);
     times.push(Number(process.hrtime.bigint() - s) / 1e6);
+    const d = process.cpuUsage(c);
+    cpu.push((d.user + d.system) / 1e3);
   }
   const y = out[outName];
   const res = {
@@ -185,6 +191,7 @@ async function main() {
     median_ms: r3(median(times)),
     min_ms: r3(Math.min(...times)),
     mean_ms: r3(times.reduce((a, b) => a + b, 0) / times.length),
+    cpu_median_ms: r3(median(cpu)),
     repeat: args.repeat,
     peak_rss_mb: peakRssMb(),
     threads: args.threads,
