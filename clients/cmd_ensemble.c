@@ -7,11 +7,14 @@
  * image names containing '_'), this works on run lists throughout and keys
  * on the exact (image, class) pair.
  *
- * Speed: the CSVs are mapped, rows of the first one are split into one
- * chunk per core, and each thread parses, votes and formats its chunk into
- * its own buffer with reused run lists (no allocation per row). The
- * buffers are then written in order to a temporary file that is renamed
- * onto OUT.csv only when everything succeeded. */
+ * Speed: the CSVs are mapped and indexed one file per thread; the rows of
+ * the first one are cut into chunks that the threads parse, vote and format
+ * into chunk buffers with reused run lists (no allocation per row), written
+ * in row order as they complete (see CHUNKS_PER_THREAD) to a temporary file
+ * that is renamed onto OUT.csv only when everything succeeded.
+ *
+ * Reporting: a row missing from another file is counted (one warning per
+ * file); an empty rle is the format's empty mask and is not reported. */
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
