@@ -73,19 +73,17 @@ static int mkdir_p(const char *path) {
   return access(path, W_OK | X_OK);
 }
 
-/* 1-based "start len ..." text of canonical runs. */
+/* 1-based "start len ..." text of canonical runs (the kernels' formatter,
+ * the one every other CSV writer in osseg uses), NUL-terminated. */
 static size_t format_rle(const struct osseg_runs *runs, char **buf, size_t *cap) {
-  size_t need = runs->n * 22 + 1;
+  size_t need = osseg_rle_format_bound(runs->n) + 1;
   if (need > *cap) {
     char *nb = realloc(*buf, need);
     if (!nb) return (size_t)-1;
     *buf = nb;
     *cap = need;
   }
-  size_t len = 0;
-  for (size_t i = 0; i < runs->n; i++)
-    len += (size_t)sprintf(*buf + len, i ? " %" PRIu32 " %" PRIu32 : "%" PRIu32 " %" PRIu32,
-                           runs->v[i].start + 1, runs->v[i].len);
+  size_t len = osseg_rle_format(runs->v, runs->n, *buf);
   (*buf)[len] = '\0';
   return len;
 }
