@@ -325,6 +325,53 @@ static void test_malformed_inputs(void **state) {
   assert_false(exists(test_path("%s/o.csv", dir)));
 }
 
+/* Damaged copies of a valid file: the tool exits 0 with a complete output,
+ * or 1 with exactly one "osseg ensemble: FILE..." line and no output file;
+ * never a crash (which would show as 128 + signal). */
+static void test_damaged_inputs(void **state) {
+  (void)state;
+  static const char junk[] = {',', '"', '\n', '\r', '\0', ' ', '0', '7', 'x', '\xff'};
+  struct test_rng rng;
+  test_rng_seed(&rng, 5);
+  const char *good = put("good.csv", A);
+  const char *o = test_path("%s/dmg_out.csv", dir);
+  char buf[512];
+  int ok = 0, failed = 0;
+  for (int trial = 0; trial < 150; trial++) {
+    size_t n = sizeof B - 1;
+    memcpy(buf, B, n);
+    for (int e = 0; e < 1 + (int)test_rng_below(&rng, 3); e++) {
+      size_t at = (size_t)test_rng_below(&rng, n);
+      if (test_rng_below(&rng, 4) == 0)
+        n = at;
+      else
+        buf[at] = junk[test_rng_below(&rng, sizeof junk)];
+    }
+    const char *bad = put_n("dmg.csv", buf, n);
+    unlink(o);
+    char *out, *err;
+    int rc = run(&out, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, good, bad, NULL);
+    if (rc == 0) {
+      ok++;
+      char *got = slurp(o);
+      assert_non_null(got);
+      assert_int_equal(strncmp(got, "image_name,class,rle\n", 21), 0);
+      free(got);
+    } else {
+      failed++;
+      if (rc != 1) fail_msg("exit %d on damaged input, stderr '%s'", rc, err);
+      assert_int_equal(strncmp(err, "osseg ensemble: ", 16), 0);
+      assert_ptr_equal(strchr(err, '\n'), err + strlen(err) - 1); /* one line */
+      assert_false(exists(o));
+    }
+    assert_int_equal(count_hidden(), 0);
+    free(out);
+    free(err);
+  }
+  /* Both outcomes happen, or the damage was not varied enough. */
+  assert_true(ok > 0 && failed > 0);
+}
+
 /* Random CSVs: the output must not depend on the number of threads, and
  * rows must come out in the first file's order. */
 static void test_threads_agree(void **state) {
@@ -384,6 +431,7 @@ int main(void) {
       cmocka_unit_test(test_thresholds),
       cmocka_unit_test(test_usage_errors),
       cmocka_unit_test(test_malformed_inputs),
+      cmocka_unit_test(test_damaged_inputs),
       cmocka_unit_test(test_threads_agree),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -406,6 +406,89 @@ static void test_alloc_failure_sweep(void **state) {
   free(text);
 }
 
+static void test_mutations_never_crash(void **state) {
+  (void)state;
+  /* Random damage to a valid file (byte changes to specials, digits and
+   * junk, insertions, deletions, truncation): the parser either succeeds
+   * with rows that lie inside the buffer or its arena and increasing line
+   * numbers, or fails with one "t.csv:LINE: problem" line. Every rle that
+   * parses as CSV also goes through the RLE parser. */
+  static const char base[] =
+      "image_name,class,rle\n"
+      "ID1_a.png,finger-1,1 3 10 2\n"
+      "\"q,\"\"x.png\",Ulna,\"5 5\"\r\n"
+      "ID1_b.png,Radius,\n"
+      "ID1_c.png,Radius,100 20 300 4";
+  static const char junk[] = {',', '"', '\n', '\r', '\0', ' ', '0', '9', 'a', '\xff', '\t'};
+  struct test_rng rng;
+  test_rng_seed(&rng, 99);
+  char buf[512];
+  struct osseg_runs runs = {0};
+  for (int trial = 0; trial < 30000; trial++) {
+    size_t n = sizeof base - 1;
+    memcpy(buf, base, n);
+    int edits = 1 + (int)test_rng_below(&rng, 4);
+    for (int e = 0; e < edits; e++) {
+      size_t at = (size_t)test_rng_below(&rng, n + 1);
+      char c = junk[test_rng_below(&rng, sizeof junk)];
+      switch (test_rng_below(&rng, 4)) {
+        case 0:
+          if (at < n) buf[at] = c;
+          break;
+        case 1:
+          if (n + 1 < sizeof buf) {
+            memmove(buf + at + 1, buf + at, n - at);
+            buf[at] = c;
+            n++;
+          }
+          break;
+        case 2:
+          if (at < n) {
+            memmove(buf + at, buf + at + 1, n - at - 1);
+            n--;
+          }
+          break;
+        default:
+          n = at;
+          break;
+      }
+    }
+    char *g = test_guarded_alloc(n);
+    memcpy(g, buf, n);
+    struct osseg_csv csv;
+    struct osseg_diag d;
+    osseg_diag_clear(&d);
+    int rc = osseg_csv_parse(&csv, "t.csv", g, n, NULL, &d);
+    if (rc == 0) {
+      uint32_t last = 1;
+      for (size_t r = 0; r < csv.nrows; r++) {
+        const struct osseg_csv_row *row = &csv.rows[r];
+        assert_true(row->line > last);
+        last = row->line;
+        assert_true(row->image_len > 0 && row->cls_len > 0);
+        /* Fields are readable to their end (the guard page and ASan catch
+         * an overrun) and hold no NUL. */
+        assert_null(memchr(row->image, 0, row->image_len));
+        assert_null(memchr(row->cls, 0, row->cls_len));
+        assert_null(memchr(row->rle, 0, row->rle_len));
+        runs.n = 0;
+        struct osseg_diag rd;
+        osseg_diag_clear(&rd);
+        int rrc = osseg_rle_parse(row->rle, row->rle_len, 2048u * 2048u, &runs, &rd);
+        assert_true(rrc == 0 || (rrc < 0 && rd.message[0] != '\0'));
+      }
+      osseg_csv_close(&csv);
+    } else {
+      assert_true(rc == OSSEG_EPARSE || rc == OSSEG_ELIMIT);
+      assert_int_equal(strncmp(d.message, "t.csv:", 6), 0);
+      assert_null(strchr(d.message, '\n'));
+      assert_null(csv.rows);
+    }
+    test_guarded_free(g);
+  }
+  osseg_runs_free(&runs);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_golden),
@@ -417,6 +500,7 @@ int main(void) {
       cmocka_unit_test(test_put_field),
       cmocka_unit_test(test_writer),
       cmocka_unit_test(test_alloc_failure_sweep),
+      cmocka_unit_test(test_mutations_never_crash),
   };
   printf("csv: cpu features: %s\n", osseg_cpu_features_string());
   return cmocka_run_group_tests(tests, NULL, NULL);
