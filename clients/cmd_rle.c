@@ -1,11 +1,264 @@
-/* PLACEHOLDER: replaced by the real 'osseg rle' implementation. */
+/* osseg rle: between prediction CSV rows and PNG masks.
+ *
+ *   decode: one (image, class) row of a CSV -> an 8-bit gray PNG, 255 inside
+ *           the mask and 0 outside (written to a temporary file beside the
+ *           destination and renamed, like every output of the tool);
+ *   encode: the non-zero pixels of a PNG (8- or 16-bit, any colour type
+ *           imaging/ reads) -> the competition RLE text, or a CSV row.
+ * Runs come from kernels/ (osseg_rle_parse / osseg_rle_format), so the text
+ * is exactly what `osseg ensemble` would write for the same mask. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "cli_util.h"
 #include "commands.h"
+#include "osseg_imaging.h"
+
+#define CMD "rle"
+
+static const char usage_text[] =
+    "usage: osseg rle decode [--height H --width W] -o MASK.png CSV IMAGE_NAME CLASS\n"
+    "       osseg rle encode [--image IMAGE_NAME --class CLASS] MASK.png\n"
+    "\n"
+    "decode writes the mask of the (IMAGE_NAME, CLASS) row of CSV as an 8-bit\n"
+    "gray PNG of H x W pixels (default 2048 x 2048): 255 inside, 0 outside.\n"
+    "encode prints the RLE (1-based \"start length ...\", row-major) of the\n"
+    "non-zero pixels of MASK.png; with --image and --class it prints a CSV\n"
+    "(header and one row) instead.\n"
+    "Exit status: 0 done, 1 bad input, 2 usage error.\n";
+
+/* Writes data to path through a temporary file in the same folder. */
+static int write_atomic(const char *path, const void *data, size_t size) {
+  size_t n = strlen(path) + 64;
+  char *tmp = malloc(n);
+  if (!tmp) {
+    cli_error(CMD, "out of memory");
+    return -1;
+  }
+  const char *slash = strrchr(path, '/');
+  int dirlen = slash ? (int)(slash - path + 1) : 0;
+  snprintf(tmp, n, "%.*s.%s.tmp.%ld", dirlen, path, slash ? slash + 1 : path, (long)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  int rc = -1;
+  if (fd < 0) {
+    cli_error(CMD, "%s: cannot create a file in its folder: %s", path, strerror(errno));
+    free(tmp);
+    return -1;
+  }
+  const char *p = data;
+  size_t left = size;
+  while (left > 0) {
+    ssize_t w = write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) break;
+    p += w;
+    left -= (size_t)w;
+  }
+  if (left == 0 && close(fd) == 0) {
+    fd = -1;
+    if (rename(tmp, path) == 0)
+      rc = 0;
+    else
+      cli_error(CMD, "%s: cannot replace: %s", path, strerror(errno));
+  } else {
+    cli_error(CMD, "%s: write failed: %s", path, strerror(errno));
+  }
+  if (fd >= 0) close(fd);
+  if (rc != 0) unlink(tmp);
+  free(tmp);
+  return rc;
+}
+
+static int parse_size(int argc, char **argv, int allow_size, uint32_t *height, uint32_t *width,
+                      const char **out, const char **image, const char **cls) {
+  static const struct option opts[] = {{"height", required_argument, NULL, 'H'},
+                                       {"width", required_argument, NULL, 'W'},
+                                       {"output", required_argument, NULL, 'o'},
+                                       {"image", required_argument, NULL, 'I'},
+                                       {"class", required_argument, NULL, 'C'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  opterr = 0;
+  optind = 1;
+  int o;
+  while ((o = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+    switch (o) {
+      case 'H':
+      case 'W':
+        if (!allow_size ||
+            cli_parse_u32(optarg, 1, OSSEG_MAX_SIDE, o == 'H' ? height : width) != 0) {
+          cli_error(CMD, "--%s: expected an integer in 1..%u, got '%s'",
+                    o == 'H' ? "height" : "width", OSSEG_MAX_SIDE, optarg);
+          return CLI_USAGE;
+        }
+        break;
+      case 'o':
+        if (!allow_size) goto unknown;
+        *out = optarg;
+        break;
+      case 'I':
+      case 'C':
+        if (allow_size) goto unknown;
+        *(o == 'I' ? image : cls) = optarg;
+        break;
+      case 'h':
+        fputs(usage_text, stdout);
+        return -1;
+      case ':':
+        cli_error(CMD, "option '%s' needs a value (see 'osseg rle --help')", argv[optind - 1]);
+        return CLI_USAGE;
+      default:
+      unknown:
+        cli_error(CMD, "unknown option '%s' (see 'osseg rle --help')", argv[optind - 1]);
+        return CLI_USAGE;
+    }
+  }
+  return 0;
+}
+
+static int cmd_decode(int argc, char **argv) {
+  uint32_t height = 2048, width = 2048;
+  const char *out = NULL, *unused_image = NULL, *unused_cls = NULL;
+  int rc = parse_size(argc, argv, 1, &height, &width, &out, &unused_image, &unused_cls);
+  if (rc != 0) return rc < 0 ? CLI_OK : rc;
+  if (argc - optind != 3 || !out) {
+    cli_error(CMD, "decode needs -o MASK.png CSV IMAGE_NAME CLASS (see 'osseg rle --help')");
+    return CLI_USAGE;
+  }
+  const char *path = argv[optind], *image = argv[optind + 1], *cls = argv[optind + 2];
+  struct osseg_csv csv;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  if (osseg_csv_open(&csv, path, NULL, &diag) != 0) {
+    cli_error(CMD, "%s", diag.message);
+    return CLI_FAILED;
+  }
+  int status = CLI_FAILED;
+  struct osseg_runs runs = {0};
+  struct osseg_image img = {0};
+  uint8_t *png = NULL;
+  size_t png_size = 0;
+  const struct osseg_csv_row *row = NULL;
+  for (size_t r = 0; r < csv.nrows && !row; r++) {
+    const struct osseg_csv_row *x = &csv.rows[r];
+    if (x->image_len == strlen(image) && x->cls_len == strlen(cls) &&
+        memcmp(x->image, image, x->image_len) == 0 && memcmp(x->cls, cls, x->cls_len) == 0)
+      row = x;
+  }
+  if (!row) {
+    char a[256], b[128];
+    cli_error(CMD, "%s: no row for image '%s', class '%s'", path,
+              cli_printable(a, sizeof a, image, strlen(image)),
+              cli_printable(b, sizeof b, cls, strlen(cls)));
+    goto out;
+  }
+  if (osseg_rle_parse(row->rle, row->rle_len, (uint64_t)height * width, &runs, &diag) != 0) {
+    cli_error(CMD, "%s:%u: rle: %s", path, row->line, diag.message);
+    goto out;
+  }
+  osseg_diag_clear(&diag);
+  if (osseg_image_init(&img, width, height, 1, 8) != 0) {
+    cli_error(CMD, "out of memory");
+    goto out;
+  }
+  /* Rows are not padded (stride = width), so a run is one memset. */
+  for (size_t i = 0; i < runs.n; i++) memset(img.data + runs.v[i].start, 255, runs.v[i].len);
+  if (osseg_png_encode_mem(&img, 6, &png, &png_size, &diag) != 0) {
+    cli_error(CMD, "%s: %s", out, diag.message);
+    goto out;
+  }
+  if (write_atomic(out, png, png_size) == 0) status = CLI_OK;
+out:
+  osseg__free(png);
+  osseg_image_free(&img);
+  osseg_runs_free(&runs);
+  osseg_csv_close(&csv);
+  return status;
+}
+
+static int cmd_encode(int argc, char **argv) {
+  uint32_t unused_h = 0, unused_w = 0;
+  const char *unused_out = NULL, *image = NULL, *cls = NULL;
+  int rc = parse_size(argc, argv, 0, &unused_h, &unused_w, &unused_out, &image, &cls);
+  if (rc != 0) return rc < 0 ? CLI_OK : rc;
+  if (argc - optind != 1 || (!image) != (!cls)) {
+    cli_error(CMD, "encode needs MASK.png, and --image with --class or neither "
+                   "(see 'osseg rle --help')");
+    return CLI_USAGE;
+  }
+  const char *path = argv[optind];
+  struct osseg_image img = {0};
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  if (osseg_png_decode_file(path, NULL, &img, &diag) != 0) {
+    cli_error(CMD, "%s", diag.message);
+    return CLI_FAILED;
+  }
+  int status = CLI_FAILED;
+  struct osseg_runs runs = {0};
+  char *text = NULL;
+  /* Runs of non-zero pixels in row-major order (canonical by construction:
+   * a run ends at a zero pixel). The mask is flattened row-major across row
+   * ends, as the competition's RLE is. */
+  size_t bps = img.bit_depth / 8, npix = (size_t)img.width * img.height;
+  size_t start = 0;
+  int inside = 0;
+  for (size_t p = 0; p <= npix; p++) {
+    int on = 0;
+    if (p < npix) {
+      const uint8_t *px = img.data + p * bps;
+      on = bps == 2 ? (px[0] | px[1]) != 0 : px[0] != 0;
+    }
+    if (on && !inside) {
+      start = p;
+      inside = 1;
+    } else if (!on && inside) {
+      if (osseg_runs_push(&runs, (uint32_t)start, (uint32_t)(p - start)) != 0) {
+        cli_error(CMD, "out of memory");
+        goto out;
+      }
+      inside = 0;
+    }
+  }
+  text = malloc(osseg_rle_format_bound(runs.n) + 1);
+  if (!text) {
+    cli_error(CMD, "out of memory");
+    goto out;
+  }
+  size_t len = osseg_rle_format(runs.v, runs.n, text);
+  if (image) {
+    char *field = malloc(osseg_csv_field_bound(strlen(image)) + osseg_csv_field_bound(strlen(cls)) + 2);
+    if (!field) {
+      cli_error(CMD, "out of memory");
+      goto out;
+    }
+    char *e = osseg_csv_put_field(field, image, strlen(image));
+    *e++ = ',';
+    e = osseg_csv_put_field(e, cls, strlen(cls));
+    printf("image_name,class,rle\n%.*s,", (int)(e - field), field);
+    free(field);
+  }
+  printf("%.*s\n", (int)len, text);
+  status = fflush(stdout) == 0 ? CLI_OK : CLI_FAILED;
+out:
+  free(text);
+  osseg_runs_free(&runs);
+  osseg_image_free(&img);
+  return status;
+}
 
 int osseg_cmd_rle(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "osseg rle: not built yet\n");
-  return 2;
+  if (argc >= 2 && strcmp(argv[1], "decode") == 0) return cmd_decode(argc - 1, argv + 1);
+  if (argc >= 2 && strcmp(argv[1], "encode") == 0) return cmd_encode(argc - 1, argv + 1);
+  if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    fputs(usage_text, stdout);
+    return CLI_OK;
+  }
+  cli_error(CMD, "expected 'decode' or 'encode' (see 'osseg rle --help')");
+  return CLI_USAGE;
 }

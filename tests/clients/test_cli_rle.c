@@ -1,0 +1,162 @@
+/* Tests of `osseg rle`, run as a program: decode a CSV row to a PNG mask
+ * and encode it back (canonical runs, quoting of the CSV form), errors and
+ * exit statuses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "test_support.h"
+
+static const char *dir;
+
+/* A copy of its own: test_path's rotating buffers also hold the arguments. */
+static const char *osseg_bin(void) {
+  static char path[4096];
+  if (!path[0]) snprintf(path, sizeof path, "%s/bin/osseg", test_binary_dir());
+  return path;
+}
+
+static const char *put(const char *name, const char *text) {
+  const char *path = test_path("%s/%s", dir, name);
+  assert_int_equal(test_write_file(path, text, strlen(text)), 0);
+  return path;
+}
+
+static int run(char **out, char **err, ...) {
+  const char *argv[20];
+  int n = 0;
+  argv[n++] = osseg_bin();
+  va_list ap;
+  va_start(ap, err);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 19) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  return test_run(argv, out, err, 60);
+}
+
+static const char CSV[] =
+    "image_name,class,rle\n"
+    "img_1.png,finger-1,11 2 2 3 3 1 16 1\n"
+    "\"a,b\"\"c.png\",Ulna,\n"
+    "full.png,Radius,1 16\n";
+
+/* decode then encode gives the canonical runs back. */
+static void roundtrip(const char *image, const char *cls, const char *expected) {
+  const char *csv = put("in.csv", CSV);
+  char png[4096];
+  snprintf(png, sizeof png, "%s/mask.png", dir);
+  char *out, *err;
+  assert_int_equal(run(&out, &err, "rle", "decode", "--height", "4", "--width", "4", "-o", png,
+                       csv, image, cls, NULL),
+                   0);
+  assert_string_equal(out, "");
+  assert_string_equal(err, "");
+  free(out);
+  free(err);
+  assert_int_equal(run(&out, &err, "rle", "encode", png, NULL), 0);
+  assert_string_equal(out, expected);
+  free(out);
+  free(err);
+}
+
+static void test_roundtrip(void **state) {
+  (void)state;
+  roundtrip("img_1.png", "finger-1", "2 3 11 2 16 1\n");
+  roundtrip("a,b\"c.png", "Ulna", "\n");
+  roundtrip("full.png", "Radius", "1 16\n");
+}
+
+static void test_encode_csv_form(void **state) {
+  (void)state;
+  const char *csv = put("in.csv", CSV);
+  char png[4096];
+  snprintf(png, sizeof png, "%s/mask.png", dir);
+  char *out, *err;
+  assert_int_equal(run(&out, &err, "rle", "decode", "--height", "4", "--width", "4", "-o", png,
+                       csv, "img_1.png", "finger-1", NULL),
+                   0);
+  free(out);
+  free(err);
+  assert_int_equal(run(&out, &err, "rle", "encode", "--image", "x_1,\"y\".png", "--class",
+                       "finger-1", png, NULL),
+                   0);
+  assert_string_equal(out, "image_name,class,rle\n\"x_1,\"\"y\"\".png\",finger-1,2 3 11 2 16 1\n");
+  free(out);
+  free(err);
+}
+
+static void expect_fail(int code, const char *msg, ...) {
+  const char *argv[20];
+  int n = 0;
+  argv[n++] = osseg_bin();
+  argv[n++] = "rle";
+  va_list ap;
+  va_start(ap, msg);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  char *out, *err;
+  int rc = test_run(argv, &out, &err, 60);
+  if (rc != code || strcmp(err, msg) != 0)
+    fail_msg("exit %d, stderr '%s', expected %d '%s'", rc, err, code, msg);
+  free(out);
+  free(err);
+}
+
+static void test_errors(void **state) {
+  (void)state;
+  const char *csv = put("in.csv", CSV);
+  char png[4096], msg[8192];
+  snprintf(png, sizeof png, "%s/never.png", dir);
+  expect_fail(2, "osseg rle: expected 'decode' or 'encode' (see 'osseg rle --help')\n", NULL);
+  expect_fail(2, "osseg rle: expected 'decode' or 'encode' (see 'osseg rle --help')\n", "play",
+              NULL);
+  expect_fail(2,
+              "osseg rle: decode needs -o MASK.png CSV IMAGE_NAME CLASS (see 'osseg rle --help')\n",
+              "decode", csv, "img_1.png", "finger-1", NULL);
+  expect_fail(2,
+              "osseg rle: encode needs MASK.png, and --image with --class or neither (see 'osseg "
+              "rle --help')\n",
+              "encode", "--image", "x", png, NULL);
+  snprintf(msg, sizeof msg, "osseg rle: %s: no row for image 'img_2.png', class 'finger-1'\n", csv);
+  expect_fail(1, msg, "decode", "-o", png, csv, "img_2.png", "finger-1", NULL);
+  /* 16 pixels fit the default 2048x2048, not 3x3. */
+  snprintf(msg, sizeof msg,
+           "osseg rle: %s:4: rle: offset 0: run '1 16' ends past the image end (9 pixels)\n", csv);
+  expect_fail(1, msg, "decode", "--height", "3", "--width", "3", "-o", png, csv, "full.png",
+              "Radius", NULL);
+  struct stat st;
+  assert_int_not_equal(stat(png, &st), 0); /* nothing written on failure */
+  char *out, *err;
+  assert_int_equal(run(&out, &err, "rle", "encode", csv, NULL), 1);
+  assert_int_equal(strncmp(err, "osseg rle: ", 11), 0);
+  assert_string_equal(out, "");
+  free(out);
+  free(err);
+  assert_int_equal(run(&out, &err, "rle", "--help", NULL), 0);
+  assert_non_null(strstr(out, "usage: osseg rle decode"));
+  free(out);
+  free(err);
+}
+
+int main(void) {
+  dir = strdup(test_tmpdir());
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_roundtrip),
+      cmocka_unit_test(test_encode_csv_form),
+      cmocka_unit_test(test_errors),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  const char *argv[] = {"/bin/rm", "-rf", dir, NULL};
+  test_run(argv, NULL, NULL, 30);
+  return rc;
+}
