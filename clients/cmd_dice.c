@@ -69,6 +69,7 @@ static void *run_job(void *arg) {
     uint64_t h = next_h;
     a.n = b.n = 0;
     /* The next row's slot is fetched while this row is scored. */
+    if (r + 2 < j->end) __builtin_prefetch(g[2].image); /* hashed next round */
     if (r + 1 < j->end) {
       next_h = csv_index_hash(g[1].image, g[1].image_len, g[1].cls, g[1].cls_len);
       csv_index_prefetch(c->pred_ix, next_h);

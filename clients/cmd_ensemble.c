@@ -136,6 +136,7 @@ static void run_chunk(struct ctx *c, struct worker *wk, struct chunk *ch,
     const struct osseg_csv_row *a = &c->csv[0].rows[r];
     uint64_t h = next_h;
     /* The next row's slots are fetched while this row is voted. */
+    if (r + 2 < ch->end) __builtin_prefetch(a[2].image); /* hashed next round */
     if (r + 1 < ch->end) {
       const struct osseg_csv_row *n = a + 1;
       next_h = csv_index_hash(n->image, n->image_len, n->cls, n->cls_len);
