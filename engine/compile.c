@@ -2,6 +2,7 @@
  * once; then the arena plan and binding of memories to arena offsets. */
 #include "engine_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int osseg__dnnl_fail(struct osseg_diag *diag, dnnl_status_t st, const char *what,
@@ -216,6 +217,8 @@ static int compile_node(struct osseg_model *m, int ni, struct osseg_diag *diag) 
   if (!strcmp(op, "Reshape") || !strcmp(op, "Flatten") || !strcmp(op, "Transpose") ||
       !strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze"))
     return osseg__compile_reshape(m, n, diag);
+  int err = osseg__compile_transformer(m, n, diag);
+  if (err != 1) return err;
   return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s': op %s (opset %d) has no kernel",
                      n->name, op, m->g.opset);
 }
@@ -325,6 +328,7 @@ int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_pr
         case OSSEG__POST_LINEAR: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_linear, p->alpha, p->beta); break;
         case OSSEG__POST_HARDSWISH: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_hardswish, 0, 0); break;
         case OSSEG__POST_SUM: st = dnnl_post_ops_append_sum(po, 1.f); break;
+        case OSSEG__POST_GELU_ERF: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_gelu_erf, 0, 0); break;
         default: st = dnnl_invalid_arguments; break;
       }
     }

@@ -13,6 +13,49 @@ int osseg__compile_concat(struct osseg_model *m, struct osseg__node *n, struct o
   if (n->nin > OSSEG__MAX_ARGS - 2)
     return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Concat): more than %d inputs", n->name,
                        OSSEG__MAX_ARGS - 2);
+  struct osseg__tensor *yt = &g->tensors[y];
+  int all_runtime = 1;
+  for (int i = 0; i < n->nin; i++) all_runtime &= !g->tensors[n->in[i]].data;
+  if (yt->rank == 4 && axis == 1 && all_runtime && yt->dims[0] == 1) {
+    /* Own channel concat: inputs made by our resize/pad loops and used only
+     * here are written straight into their channel slice (no copy); the
+     * rest are copied pixel by pixel. */
+    struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CONCAT_C, (int)(n - g->nodes));
+    if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    int si = m->nsteps - 1;
+    s->out = y;
+    s->cat_pixels = yt->dims[2] * yt->dims[3];
+    s->cat_cout = yt->dims[1];
+    s->uses[s->nuses++] = y;
+    int64_t off = 0;
+    for (int i = 0; i < n->nin; i++) {
+      int t = n->in[i];
+      int64_t c = g->tensors[t].dims[1];
+      int done = 0;
+      if (osseg__can_inplace(m, t)) {
+        for (int k = si - 1; k >= 0 && !done; k--) {
+          struct osseg__step *p = &m->steps[k];
+          if ((p->kind != OSSEG__STEP_GATHER2D && p->kind != OSSEG__STEP_LINEAR2D) || p->out != t)
+            continue;
+          p->out = y;
+          p->rs.out_pix = yt->dims[1];
+          p->rs.out_coff = off;
+          for (int u = 0; u < p->nuses; u++)
+            if (p->uses[u] == t) p->uses[u] = y;
+          done = 1;
+        }
+      }
+      if (!done) {
+        s->cat_t[s->cat_n] = t;
+        s->cat_c[s->cat_n] = c;
+        s->cat_off[s->cat_n] = off;
+        s->cat_n++;
+        if (s->nuses < OSSEG__MAX_ARGS) s->uses[s->nuses++] = t;
+      }
+      off += c;
+    }
+    return 0;
+  }
   dnnl_memory_desc_t mds[OSSEG__MAX_ARGS];
   dnnl_memory_t cmem[OSSEG__MAX_ARGS] = {0};
   int src[OSSEG__MAX_ARGS], ns = 0;

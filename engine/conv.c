@@ -75,6 +75,8 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
   dnnl_status_t st;
   if (!deconv) {
     dnnl_convolution_desc_t cd;
+    /* Winograd has no nhwc implementation in oneDNN 2.6 (measured:
+     * unimplemented), so direct convolution only. */
     st = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
                                                     dnnl_convolution_direct, &src_md, &wany,
                                                     bias ? &bmd : NULL, &dst_md, strides, dil, pl, pr);

@@ -49,6 +49,8 @@ enum osseg__step_kind {
   OSSEG__STEP_PRIM,
   OSSEG__STEP_GATHER2D, /* nearest resize, pad */
   OSSEG__STEP_LINEAR2D, /* bilinear resize */
+  OSSEG__STEP_CONCAT_C, /* channel concat of nhwc tensors, own loop */
+  OSSEG__STEP_CUSTOM,   /* own kernel: step->run (transformer ops) */
 };
 
 #define OSSEG__MAX_ARGS 16
@@ -57,6 +59,9 @@ enum osseg__step_kind {
 struct osseg__resize {
   int mode_linear;
   float value;
+  int64_t out_pix;  /* elements between output pixels (>= c: writing into a
+                       channel slice of a concat output) */
+  int64_t out_coff; /* first output channel */
   int64_t ih, iw, oh, ow, c;
   int32_t *y0, *y1, *x0, *x1; /* source rows/cols per output row/col */
   float *wy, *wx;             /* weight of y1/x1 (linear) */
@@ -76,6 +81,15 @@ struct osseg__step {
   dnnl_memory_desc_t scratch_md;
   int in, out; /* tensors of own-loop steps */
   struct osseg__resize rs;
+  int cat_n; /* CONCAT_C: inputs still to copy (others were written in place) */
+  int cat_t[OSSEG__MAX_ARGS];
+  int64_t cat_c[OSSEG__MAX_ARGS], cat_off[OSSEG__MAX_ARGS];
+  int64_t cat_pixels, cat_cout;
+  /* OSSEG__STEP_CUSTOM: run() executes the step (it may run its own oneDNN
+   * primitives, kept in priv); destroy() frees priv with the model. */
+  dnnl_status_t (*run)(struct osseg_model *m, struct osseg__step *s);
+  void (*destroy)(struct osseg__step *s);
+  void *priv;
   /* liveness: every tensor read/written by this step */
   int uses[OSSEG__MAX_ARGS];
   int nuses;
@@ -160,6 +174,12 @@ int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
 int osseg__compile_pad(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 int osseg__compile_reshape(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 
+/* Transformer ops (transformer_fuse.c, matmul.c, softmax.c, layernorm.c,
+ * attention.c). infer / compile return 1 when the op is not theirs. */
+int osseg__infer_transformer(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__transformer_fuse(struct osseg__graph *g, struct osseg_diag *diag);
+int osseg__compile_transformer(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+
 /* plan.c: liveness-based arena offsets for all runtime tensors. */
 int osseg__plan(struct osseg_model *m, struct osseg_diag *diag);
 
@@ -167,6 +187,7 @@ int osseg__plan(struct osseg_model *m, struct osseg_diag *diag);
 int osseg__execute(struct osseg_model *m, const float *input, float *output,
                    struct osseg_diag *diag);
 void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst);
+void osseg__run_concat_c(const struct osseg__step *s, size_t es, const struct osseg_model *m);
 void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *src, void *dst);
 /* Owned buffer freed with the model. */
 void *osseg__model_alloc(struct osseg_model *m, size_t bytes);

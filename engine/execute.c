@@ -62,8 +62,14 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
       case OSSEG__STEP_GATHER2D:
         osseg__run_gather2d(&s->rs, es, osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
         break;
+      case OSSEG__STEP_CONCAT_C:
+        osseg__run_concat_c(s, es, m);
+        break;
       case OSSEG__STEP_LINEAR2D:
         osseg__run_linear2d(&s->rs, es == 2, osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
+        break;
+      case OSSEG__STEP_CUSTOM:
+        st = s->run(m, s);
         break;
     }
     if (st != dnnl_success) {

@@ -109,6 +109,9 @@ static int act_post(struct osseg__graph *g, struct osseg__node *c, struct osseg_
   } else if (!strcmp(op, "Sigmoid")) {
     p[0] = (struct osseg__post){OSSEG__POST_SIGMOID, 0, 0, -1};
     *np = 1;
+  } else if (!strcmp(op, "Gelu") && !strcmp(osseg__attr_str(c, "approximate", "none"), "none")) {
+    p[0] = (struct osseg__post){OSSEG__POST_GELU_ERF, 0, 0, -1};
+    *np = 1;
   } else if (!strcmp(op, "HardSwish")) {
     p[0] = (struct osseg__post){OSSEG__POST_HARDSWISH, 0, 0, -1};
     *np = 1;

@@ -82,6 +82,7 @@ enum osseg__post_kind {
   OSSEG__POST_LINEAR,     /* alpha * x + beta */
   OSSEG__POST_HARDSWISH,
   OSSEG__POST_SUM,        /* dst += tensor `arg` (in place, residual) */
+  OSSEG__POST_GELU_ERF,   /* 0.5 x (1 + erf(x / sqrt 2)) */
 };
 #define OSSEG__MAX_POST 6
 struct osseg__post {

@@ -40,6 +40,7 @@ void osseg_model_free(struct osseg_model *m) {
   for (int si = 0; si < m->nsteps; si++) {
     struct osseg__step *s = &m->steps[si];
     if (s->prim) dnnl_primitive_destroy(s->prim);
+    if (s->destroy) s->destroy(s);
     for (int a = 0; a < s->nargs; a++)
       if (s->arg_tensor[a] != -1 && s->arg_mem[a]) dnnl_memory_destroy(s->arg_mem[a]);
   }
@@ -90,6 +91,7 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   m->opt = *o;
   int err = osseg__load_graph(&m->g, data, size, o, diag);
   if (!err) err = osseg__infer_and_fold(&m->g, diag);
+  if (!err) err = osseg__transformer_fuse(&m->g, diag);
   if (!err) err = osseg__fuse(&m->g, diag);
   if (!err) err = osseg__compile(m, diag);
   if (!err) err = osseg__plan(m, diag);

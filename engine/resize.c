@@ -27,17 +27,17 @@ static uint16_t f32_to_bf16(float f) {
 
 void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst) {
   const int64_t C = r->c;
-  const size_t pix = (size_t)C * es;
+  const size_t pix = (size_t)C * es, opix = (size_t)r->out_pix * es, coff = (size_t)r->out_coff * es;
   uint32_t fill32;
   uint16_t fill16 = f32_to_bf16(r->value);
   memcpy(&fill32, &r->value, 4);
 #pragma omp parallel for schedule(static)
   for (int64_t y = 0; y < r->oh; y++) {
-    unsigned char *drow = (unsigned char *)dst + (size_t)y * (size_t)r->ow * pix;
+    unsigned char *drow = (unsigned char *)dst + (size_t)y * (size_t)r->ow * opix + coff;
     int32_t sy = r->y0[y];
     for (int64_t x = 0; x < r->ow; x++) {
       int32_t sx = r->x0[x];
-      unsigned char *d = drow + (size_t)x * pix;
+      unsigned char *d = drow + (size_t)x * opix;
       if (sy < 0 || sx < 0) {
         if (es == 4) for (int64_t c = 0; c < C; c++) memcpy(d + c * 4, &fill32, 4);
         else for (int64_t c = 0; c < C; c++) memcpy(d + c * 2, &fill16, 2);
@@ -58,7 +58,7 @@ void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *sr
       float wx = r->wx[x];
       size_t p00 = (r0 + (size_t)r->x0[x]) * (size_t)C, p01 = (r0 + (size_t)r->x1[x]) * (size_t)C;
       size_t p10 = (r1 + (size_t)r->x0[x]) * (size_t)C, p11 = (r1 + (size_t)r->x1[x]) * (size_t)C;
-      size_t o = ((size_t)y * (size_t)r->ow + (size_t)x) * (size_t)C;
+      size_t o = ((size_t)y * (size_t)r->ow + (size_t)x) * (size_t)r->out_pix + (size_t)r->out_coff;
       if (!bf16) {
         const float *s = src;
         float *d = dst;
@@ -165,6 +165,7 @@ int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
   rs.mode_linear = linear;
   rs.ih = xt->dims[2], rs.iw = xt->dims[3], rs.oh = yt->dims[2], rs.ow = yt->dims[3];
   rs.c = xt->dims[1];
+  rs.out_pix = rs.c;
   size_t tab = (size_t)(rs.oh + rs.ow) * (2 * sizeof(int32_t) + sizeof(float));
   unsigned char *buf = osseg__model_alloc(m, tab);
   if (!buf) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
@@ -231,6 +232,7 @@ int osseg__compile_pad(struct osseg_model *m, struct osseg__node *n, struct osse
   rs.value = value;
   rs.ih = xt->dims[2], rs.iw = xt->dims[3], rs.oh = yt->dims[2], rs.ow = yt->dims[3];
   rs.c = xt->dims[1];
+  rs.out_pix = rs.c;
   if (md == 1 && (pads[2] >= rs.ih || pads[6] >= rs.ih || pads[3] >= rs.iw || pads[7] >= rs.iw))
     return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Pad): reflect pad >= input size", n->name);
   if (rs.ih == 0 || rs.iw == 0)
@@ -253,4 +255,16 @@ int osseg__compile_pad(struct osseg_model *m, struct osseg__node *n, struct osse
     }
   }
   return own_step(m, n, OSSEG__STEP_GATHER2D, x, y, &rs, diag);
+}
+
+void osseg__run_concat_c(const struct osseg__step *s, size_t es, const struct osseg_model *m) {
+  unsigned char *dst = osseg__tensor_ptr(m, s->out);
+  const unsigned char *src[OSSEG__MAX_ARGS];
+  for (int k = 0; k < s->cat_n; k++) src[k] = osseg__tensor_ptr(m, s->cat_t[k]);
+  const size_t opix = (size_t)s->cat_cout * es;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < s->cat_pixels; p++)
+    for (int k = 0; k < s->cat_n; k++)
+      memcpy(dst + (size_t)p * opix + (size_t)s->cat_off[k] * es,
+             src[k] + (size_t)p * (size_t)s->cat_c[k] * es, (size_t)s->cat_c[k] * es);
 }

@@ -23,14 +23,17 @@ static const struct op_entry ops[] = {
     {"Pad", 2, 1},          {"Identity", 1, 1},        {"Dropout", 7, 1},
     {"Flatten", 1, 1},      {"Reshape", 5, 1},         {"Transpose", 1, 1},
     {"Squeeze", 1, 1},      {"Unsqueeze", 1, 1},
+    /* transformer ops (shape rules in transformer_shape.c) */
+    {"MatMul", 1, 1},       {"Gemm", 7, 1},            {"Softmax", 1, 1},
+    {"LayerNormalization", 17, 1}, {"Erf", 9, 1},      {"Gelu", 20, 1},
     /* shape arithmetic: constant folding only */
-    {"Shape", 1, 0},        {"Gather", 1, 0},          {"Cast", 6, 0},
+    {"Shape", 1, 0},        {"Gather", 1, 1},          {"Cast", 6, 0},
     {"ConstantOfShape", 9, 0}, {"Slice", 1, 0},        {"Equal", 7, 0},
     {"Where", 9, 0},        {"Expand", 8, 0},          {"Floor", 6, 0},
-    {"Ceil", 6, 0},         {"Neg", 6, 0},             {"Sqrt", 6, 0},
+    {"Ceil", 6, 0},         {"Neg", 6, 0},             {"Sqrt", 6, 1},
     {"Reciprocal", 6, 0},   {"Range", 11, 0},          {"Less", 7, 0},
     {"Greater", 7, 0},      {"Not", 1, 0},             {"Min", 6, 0},
-    {"Max", 6, 0},          {"Pow", 7, 0},             {"Abs", 6, 0},
+    {"Max", 6, 0},          {"Pow", 7, 1},             {"Abs", 6, 0},
 };
 
 static const struct op_entry *find_op(const char *op) {
@@ -667,6 +670,8 @@ int osseg__infer_node(struct osseg__graph *g, struct osseg__node *n, struct osse
     y->dims[0] = cnt > 0 ? (int64_t)cnt : 0;
     return 0;
   }
+  err = osseg__infer_transformer(g, n, diag);
+  if (err != 1) return err;
   return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "no shape rule", NODEARG);
 }
 

@@ -1,0 +1,137 @@
+/* LayerNormalization (opset 17, and the decomposed opset-13 form that
+ * transformer_fuse.c recognises) as an own loop: rows x D in row-major
+ * bytes, statistics in fp32 for both precisions (bf16 data is widened on
+ * load), two passes over each row (mean, then centred variance), like
+ * PyTorch. In place when the input dies here. Memory-bound; rows are split
+ * across OpenMP threads. (oneDNN 2.6's layer norm is the non-JIT
+ * simple_layer_normalization and only normalises the last dim.) */
+#include "transformer.h"
+
+#include <math.h>
+#include <string.h>
+
+struct ln_step {
+  int x, y;
+  int64_t rows, D;
+  float eps;
+  const float *w, *b;
+  int bf16;
+};
+
+static dnnl_status_t run_ln(struct osseg_model *m, struct osseg__step *s) {
+  const struct ln_step *l = s->priv;
+  const int64_t D = l->D;
+  const float *w = l->w, *b = l->b;
+  const float eps = l->eps;
+  if (!l->bf16) {
+    const float *x = osseg__tensor_ptr(m, l->x);
+    float *y = osseg__tensor_ptr(m, l->y);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < l->rows; r++) {
+      const float *xr = x + r * D;
+      float *yr = y + r * D;
+      float sum = 0.f, sq = 0.f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < D; i++) sum += xr[i];
+      const float mean = sum / (float)D;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t i = 0; i < D; i++) sq += (xr[i] - mean) * (xr[i] - mean);
+      const float inv = 1.f / sqrtf(sq / (float)D + eps);
+#pragma omp simd
+      for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
+    }
+  } else {
+    const uint16_t *x = osseg__tensor_ptr(m, l->x);
+    uint16_t *y = osseg__tensor_ptr(m, l->y);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < l->rows; r++) {
+      const uint16_t *xr = x + r * D;
+      uint16_t *yr = y + r * D;
+      float sum = 0.f, sq = 0.f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < D; i++) sum += osseg__bf16_f32(xr[i]);
+      const float mean = sum / (float)D;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t i = 0; i < D; i++) {
+        float d = osseg__bf16_f32(xr[i]) - mean;
+        sq += d * d;
+      }
+      const float inv = 1.f / sqrtf(sq / (float)D + eps);
+      for (int64_t i = 0; i < D; i++)
+        yr[i] = osseg__f32_bf16((osseg__bf16_f32(xr[i]) - mean) * inv * w[i] + b[i]);
+    }
+  }
+  return dnnl_success;
+}
+
+/* Expands a scale/bias constant broadcast over the normalised dims. */
+static float *expand_param(struct osseg_model *m, const struct osseg__tensor *p,
+                           const int64_t *tail, int tr, int64_t D, float dflt) {
+  float *out = osseg__model_alloc(m, (size_t)D * sizeof(float));
+  if (!out) return NULL;
+  m->weight_bytes += (size_t)D * sizeof(float);
+  for (int64_t i = 0; i < D; i++) {
+    if (!p) {
+      out[i] = dflt;
+      continue;
+    }
+    int64_t rem = i, src = 0, stride = 1;
+    for (int d = tr - 1; d >= 0; d--) {
+      int64_t idx = rem % tail[d];
+      rem /= tail[d];
+      int pd = d - (tr - p->rank);
+      if (pd >= 0) {
+        if (p->dims[pd] != 1) src += idx * stride;
+        stride *= p->dims[pd];
+      }
+    }
+    out[i] = (float)osseg__const_f64(p, (size_t)src);
+  }
+  return out;
+}
+
+int osseg__compile_layernorm(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int ni = (int)(n - g->nodes), x = n->in[0], y = n->out[0];
+  if (g->tensors[x].data)
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (LayerNormalization): constant input",
+                       n->name);
+  int rank = g->tensors[x].rank;
+  int64_t axis = osseg__attr_int(n, "axis", -1);
+  if (axis < 0) axis += rank;
+  int64_t tail[OSSEG_MAX_RANK], D = 1, rows = 1;
+  int tr = rank - (int)axis;
+  for (int i = 0; i < rank; i++) {
+    if (i < axis) rows *= g->tensors[x].dims[i];
+    else D *= (tail[i - axis] = g->tensors[x].dims[i]);
+  }
+  struct ln_step *l = osseg__model_alloc(m, sizeof *l);
+  if (!l) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  const struct osseg__tensor *wt = n->nin > 1 && n->in[1] >= 0 ? &g->tensors[n->in[1]] : NULL;
+  const struct osseg__tensor *bt = n->nin > 2 && n->in[2] >= 0 ? &g->tensors[n->in[2]] : NULL;
+  l->w = expand_param(m, wt, tail, tr, D, 1.f);
+  l->b = expand_param(m, bt, tail, tr, D, 0.f);
+  if (!l->w || !l->b) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  l->rows = rows, l->D = D;
+  l->eps = osseg__attr_float(n, "epsilon", 1e-5f);
+  l->bf16 = m->act_dt == dnnl_bf16;
+  int x_t = osseg__tr_plain_in(m, ni, x, diag);
+  if (x_t < 0) return x_t;
+  int y_t;
+  if (x_t == x && osseg__can_inplace(m, x) && m->g.tensors[y].rank != 4) {
+    osseg__alias(m, y, x);
+    y_t = y;
+  } else if ((y_t = osseg__tr_plain_out(m, y, diag)) < 0) {
+    return y_t;
+  }
+  l->x = x_t, l->y = y_t;
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, ni);
+  if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  s->run = run_ln;
+  s->priv = l;
+  s->uses[s->nuses++] = x_t;
+  s->uses[s->nuses++] = y_t;
+  m->flops += (uint64_t)(rows * D) * 8;
+  m->params += (uint64_t)D * 2;
+  return osseg__tr_plain_out_done(m, ni, y_t, y, diag);
+}

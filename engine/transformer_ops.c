@@ -1,0 +1,140 @@
+/* Compile dispatch of the transformer ops, plus the small ones: osseg.View
+ * (shared storage), Gelu, runtime Sqrt and Pow, and the shared
+ * primitive-attribute builder of matmul.c / attention.c. */
+#include "transformer.h"
+
+#include <math.h>
+#include <string.h>
+
+int osseg__tr_attr(struct osseg_model *m, const struct osseg__node *n,
+                   const dnnl_memory_desc_t *sum_md, dnnl_primitive_attr_t *attr, int *sum_idx) {
+  (void)m;
+  *sum_idx = -1;
+  dnnl_status_t st = dnnl_primitive_attr_create(attr);
+  if (st != dnnl_success) return OSSEG_EBACKEND;
+  st = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+  if (st == dnnl_success && n && n->npost) {
+    dnnl_post_ops_t po;
+    st = dnnl_post_ops_create(&po);
+    for (int i = 0; st == dnnl_success && i < n->npost; i++) {
+      const struct osseg__post *p = &n->post[i];
+      switch (p->kind) {
+        case OSSEG__POST_RELU: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, p->alpha, 0); break;
+        case OSSEG__POST_SIGMOID: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_logistic, 0, 0); break;
+        case OSSEG__POST_GELU_ERF: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_gelu_erf, 0, 0); break;
+        case OSSEG__POST_SUM:
+          /* residual as a binary add reading the addend: no copy into dst */
+          st = sum_md ? dnnl_post_ops_append_binary(po, dnnl_binary_add, sum_md) : dnnl_invalid_arguments;
+          *sum_idx = i;
+          break;
+        default: st = dnnl_invalid_arguments; break;
+      }
+    }
+    if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(*attr, po);
+    dnnl_post_ops_destroy(po);
+  }
+  if (st != dnnl_success) {
+    dnnl_primitive_attr_destroy(*attr);
+    *attr = NULL;
+    return OSSEG_EBACKEND;
+  }
+  return 0;
+}
+
+int osseg__tr_plain_md(dnnl_memory_desc_t *md, const int64_t *dims, int rank, dnnl_data_type_t dt) {
+  static const dnnl_format_tag_t plain[] = {dnnl_a, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd,
+                                            dnnl_abcde, dnnl_abcdef};
+  dnnl_dims_t d;
+  if (rank > 6) return OSSEG_EUNSUPPORTED;
+  if (rank == 0) d[0] = 1;
+  for (int i = 0; i < rank; i++) d[i] = dims[i];
+  return dnnl_memory_desc_init_by_tag(md, rank ? rank : 1, d, dt, plain[rank]) == dnnl_success
+             ? 0 : OSSEG_EBACKEND;
+}
+
+static int is_plain(const struct osseg__tensor *t) {
+  return t->rank != 4 || t->dims[1] == 1 || (t->dims[2] == 1 && t->dims[3] == 1);
+}
+
+int osseg__tr_plain_in(struct osseg_model *m, int node, int t, struct osseg_diag *diag) {
+  if (is_plain(&m->g.tensors[t])) return t;
+  int tmp = osseg__add_temp(m, t, diag);
+  if (tmp < 0) return tmp;
+  const struct osseg__tensor *x = &m->g.tensors[t];
+  if (osseg__tr_plain_md(&m->md[tmp], x->dims, x->rank, m->act_dt))
+    return osseg__fail(diag, OSSEG_EBACKEND, "plain layout");
+  int err = osseg__reorder_step(m, node, t, &m->md[t], tmp, &m->md[tmp], diag);
+  return err ? err : tmp;
+}
+
+int osseg__tr_plain_out(struct osseg_model *m, int y, struct osseg_diag *diag) {
+  if (is_plain(&m->g.tensors[y])) return y;
+  int tmp = osseg__add_temp(m, y, diag);
+  if (tmp < 0) return tmp;
+  const struct osseg__tensor *x = &m->g.tensors[y];
+  if (osseg__tr_plain_md(&m->md[tmp], x->dims, x->rank, m->act_dt))
+    return osseg__fail(diag, OSSEG_EBACKEND, "plain layout");
+  return tmp;
+}
+
+int osseg__tr_plain_out_done(struct osseg_model *m, int node, int tmp, int y,
+                             struct osseg_diag *diag) {
+  if (tmp == y) return 0;
+  return osseg__reorder_step(m, node, tmp, &m->md[tmp], y, &m->md[y], diag);
+}
+
+static int eltwise(struct osseg_model *m, struct osseg__node *n, dnnl_alg_kind_t alg, float alpha,
+                   float beta, struct osseg_diag *diag) {
+  int x = n->in[0], y = n->out[0];
+  if (osseg__can_inplace(m, x)) osseg__alias(m, y, x);
+  dnnl_eltwise_desc_t ed;
+  dnnl_primitive_attr_t attr;
+  int sidx;
+  if (osseg__tr_attr(m, NULL, NULL, &attr, &sidx)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t st = dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference, alg, &m->md[x], alpha, beta);
+  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &ed, attr, m->eng, NULL);
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "eltwise descriptor", n);
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
+  if (!s) {
+    dnnl_primitive_desc_destroy(pd);
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, &m->md[x]);
+  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, &m->md[x]);
+  size_t e;
+  if (!osseg__tensor_elems(&m->g, &m->g.tensors[y], &e)) m->flops += e;
+  return osseg__finish_prim(m, s, pd, n, diag);
+}
+
+int osseg__compile_transformer(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  const char *op = n->op;
+  struct osseg__graph *g = &m->g;
+  if (!strcmp(op, OSSEG__OP_VIEW)) {
+    osseg__alias(m, n->out[0], n->in[0]);
+    return 0;
+  }
+  if (!strcmp(op, "MatMul") || !strcmp(op, "Gemm")) return osseg__compile_matmul(m, n, diag);
+  if (!strcmp(op, "Softmax")) return osseg__compile_softmax(m, n, diag);
+  if (!strcmp(op, "LayerNormalization")) return osseg__compile_layernorm(m, n, diag);
+  if (!strcmp(op, OSSEG__OP_ATTENTION)) return osseg__compile_attention(m, n, diag);
+  if (!strcmp(op, "Gelu"))
+    return eltwise(m, n, strcmp(osseg__attr_str(n, "approximate", "none"), "tanh")
+                             ? dnnl_eltwise_gelu_erf : dnnl_eltwise_gelu_tanh, 0, 0, diag);
+  /* A lone Erf (outside the GELU pattern) has no kernel: load error. */
+  if (!strcmp(op, "Sqrt")) return eltwise(m, n, dnnl_eltwise_sqrt, 0, 0, diag);
+  if (!strcmp(op, "Pow")) {
+    const struct osseg__tensor *e = &g->tensors[n->in[1]];
+    size_t cnt;
+    if (!e->data || osseg__tensor_elems(g, e, &cnt) || cnt != 1 ||
+        g->tensors[n->in[0]].data)
+      return osseg__fail(diag, OSSEG_EUNSUPPORTED,
+                         "node '%s' (Pow, opset %d): only a runtime base with a constant scalar "
+                         "exponent is supported", n->name, g->opset);
+    double p = osseg__const_f64(e, 0);
+    if (p == 2.0) return eltwise(m, n, dnnl_eltwise_square, 0, 0, diag);
+    return eltwise(m, n, dnnl_eltwise_pow, 1.0f, (float)p, diag);
+  }
+  return 1;
+}
