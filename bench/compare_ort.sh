@@ -5,6 +5,7 @@
 #   bench/compare_ort.sh [-r ROUNDS] [-k RUNS] [-t THREADS] [-p fp32|bf16]
 #                        [-d MODEL_DIR] [-b OSSEG_BIN] [-o OUT_DIR] [--ort-only]
 #                        [--osseg-only] [--no-parity] [MODEL.onnx | NAME ...]
+#   bench/compare_ort.sh --summarize OUT_DIR   (table of an earlier run)
 #
 # For every model the two engines are run alternately, ROUNDS times (default 3):
 #   node bench/ort/run.js MODEL --repeat K --warmup 1 --threads T --input NAME.input.npy
@@ -34,6 +35,7 @@ out_dir=
 do_ort=1
 do_osseg=1
 parity=1
+summarize_only=0
 py=/usr/bin/python3
 per_process_timeout=${COMPARE_TIMEOUT:-3600}
 
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
         --ort-only) do_osseg=0; shift ;;
         --osseg-only) do_ort=0; shift ;;
         --no-parity) parity=0; shift ;;
+        --summarize) summarize_only=1; out_dir=$2; shift 2 ;;
         -h|--help) usage 0 ;;
         --) shift; break ;;
         -*) echo "compare_ort.sh: unknown option $1" >&2; usage ;;
@@ -63,12 +66,19 @@ done
 case $rounds$runs$threads in *[!0-9]*) echo "compare_ort.sh: -r/-k/-t need integers" >&2; exit 2 ;; esac
 [ "$rounds" -ge 1 ] && [ "$runs" -ge 1 ] && [ "$threads" -ge 1 ] || { echo "compare_ort.sh: -r/-k/-t must be >= 1" >&2; exit 2; }
 
+if [ "$summarize_only" = 1 ]; then
+    [ -s "$out_dir/results.jsonl" ] || { echo "compare_ort.sh: no $out_dir/results.jsonl" >&2; exit 2; }
+fi
+
 # model list
 models=
-if [ $# -eq 0 ]; then
+if [ "$summarize_only" = 1 ]; then
+    :
+elif [ $# -eq 0 ]; then
     for m in "$model_dir"/*.onnx; do
         [ -e "$m" ] && models="$models $m"
     done
+    [ -n "$models" ] || { echo "compare_ort.sh: no models in $model_dir (run tools/fixtures/make_bench_models.py)" >&2; exit 2; }
 else
     for a in "$@"; do
         case $a in
@@ -79,13 +89,12 @@ else
         models="$models $m"
     done
 fi
-[ -n "$models" ] || { echo "compare_ort.sh: no models in $model_dir (run tools/fixtures/make_bench_models.py)" >&2; exit 2; }
 
-if [ "$do_ort" = 1 ] && [ ! -d "$here/ort/node_modules/onnxruntime-node" ]; then
+if [ "$summarize_only" = 0 ] && [ "$do_ort" = 1 ] && [ ! -d "$here/ort/node_modules/onnxruntime-node" ]; then
     echo "compare_ort.sh: ONNX Runtime not installed: (cd bench/ort && ONNXRUNTIME_NODE_INSTALL=skip npm ci)" >&2
     exit 2
 fi
-if [ "$do_osseg" = 1 ] && [ ! -x "$osseg" ]; then
+if [ "$summarize_only" = 0 ] && [ "$do_osseg" = 1 ] && [ ! -x "$osseg" ]; then
     echo "compare_ort.sh: $osseg not built: running the ORT half only" >&2
     do_osseg=0
 fi
@@ -93,8 +102,8 @@ fi
 [ -n "$out_dir" ] || out_dir=$(mktemp -d "${TMPDIR:-/tmp}/osseg-compare.XXXXXX")
 mkdir -p "$out_dir"
 results=$out_dir/results.jsonl
-: > "$results"
-echo "compare_ort.sh: rounds=$rounds runs/process=$runs threads=$threads precision=$precision -> $results" >&2
+[ "$summarize_only" = 1 ] || : > "$results"
+[ "$summarize_only" = 1 ] || echo "compare_ort.sh: rounds=$rounds runs/process=$runs threads=$threads precision=$precision -> $results" >&2
 
 # tag a JSON line (or an error) with engine/model/round and append it
 record() { # engine name round status json_or_message
@@ -176,6 +185,8 @@ def agg(name, engine):
                 min=min(r["min_ms"] for r in ok),
                 rss=max(r.get("peak_rss_mb") or 0 for r in ok),
                 load=statistics.median(r["load_ms"] for r in ok),
+                cpu=(statistics.median(r["cpu_median_ms"] for r in ok)
+                     if all("cpu_median_ms" in r for r in ok) else None),
                 n=len(ok), version=ok[0].get("ort_version") or ok[0].get("precision")), None
 
 
@@ -206,8 +217,9 @@ def fmt(v, f="%.1f"):
     return "-" if v is None else f % v
 
 
-hdr = ("model", "ORT ms", "osseg ms", "ORT/osseg", "ORT min", "osseg min",
-       "ORT RSS MB", "osseg RSS MB", "ORT vs torch", "osseg vs torch")
+hdr = ("model", "ORT ms", "osseg ms", "ORT/osseg", "ORT min", "osseg min", "ORT cpu",
+       "ORT load", "osseg load", "ORT RSS MB", "osseg RSS MB", "ORT vs torch",
+       "osseg vs torch")
 rows = []
 notes = []
 for n in names:
@@ -215,7 +227,8 @@ for n in names:
     s, serr = agg(n, "osseg")
     ratio = o["median"] / s["median"] if o and s else None
     rows.append((n, fmt(o and o["median"]), fmt(s and s["median"]), fmt(ratio, "%.2f"),
-                 fmt(o and o["min"]), fmt(s and s["min"]), fmt(o and o["rss"]),
+                 fmt(o and o["min"]), fmt(s and s["min"]), fmt(o and o["cpu"]),
+                 fmt(o and o["load"], "%.0f"), fmt(s and s["load"], "%.0f"), fmt(o and o["rss"]),
                  fmt(s and s["rss"]), par(n, "ort") or "-", par(n, "osseg") or "-"))
     for eng, err in (("ORT", oerr), ("osseg", serr)):
         if err:
@@ -228,6 +241,7 @@ for r in rows:
     print(line(r))
 vers = sorted({r.get("ort_version") for r in recs if r.get("engine") == "ort" and r.get("ort_version")})
 print("\nms = median over rounds of per-process medians; min = min over all runs; "
+      "ORT cpu = process CPU ms per run (all threads); load = session/model load ms; "
       "parity = max|logit - PyTorch| / mask (logit>0) agreement.  ORT %s.  raw: %s"
       % (",".join(vers) or "-", results))
 for x in notes:
