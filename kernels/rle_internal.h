@@ -85,14 +85,18 @@ static inline uint64_t osseg__rle_token_value(const char *text, size_t s, size_t
 /* ------------------------------------------------------ fast paths ---
  *
  * Both SIMD fast paths work in two phases over windows of the text:
- *   A. (ISA-specific) classify 64 bytes per step into digit and space
- *      masks, and flatten the token starts (a digit after a non-digit) and
- *      exclusive token ends (a space after a digit) into two arrays of
- *      positions. Starts and ends alternate, so token i is [S[i], E[i]).
- *   B. (shared, below) convert the tokens two at a time (start, length) with
- *      one 8-byte load and a SWAR step each, and store runs without
- *      branching: every condition that would be an error is ORed into one
- *      flag that is checked once per window.
+ *   A. classify 64 bytes per step into digit and space masks and flatten
+ *      token boundaries into arrays of positions: exclusive ends (a space
+ *      right after a digit) and, on AVX2, starts (a digit after a
+ *      non-digit). Starts and ends alternate, so token i is [S[i], E[i]).
+ *      AVX-512 needs no starts: it finds each token's digits in the bytes
+ *      before its end (rle_avx512.c).
+ *   B. convert the tokens a vector group at a time (8 on AVX-512, 4 on
+ *      AVX2: a gather of the 8 bytes ending at each token, then a
+ *      multiply-add ladder), with scalar pairs (osseg__rle_fast_value and
+ *      osseg__rle_fast_pair below) for unusual tokens and the rest. Every
+ *      condition that would be an error is ORed into one flag checked once
+ *      per window; canonicality is checked once at the end.
  * Separating the phases keeps phase B free of data-dependent branches, so
  * the conversions of consecutive tokens overlap in the pipeline. */
 
@@ -101,6 +105,7 @@ static inline uint64_t osseg__rle_token_value(const char *text, size_t s, size_t
  * stores of phase A (up to 16 entries past the last real one). */
 #define OSSEG__RLE_WINDOW_TOKENS (OSSEG__RLE_WINDOW / 2 + 64)
 
+/* Phase A output and carried state of the AVX2 path. */
 struct osseg__rle_fast {
   uint32_t S[OSSEG__RLE_WINDOW_TOKENS];
   uint32_t E[OSSEG__RLE_WINDOW_TOKENS];
