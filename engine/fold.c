@@ -328,6 +328,7 @@ int osseg__fold_node(struct osseg__graph *g, struct osseg__node *n, struct osseg
         int64_t a2 = na ? ax[i] : i;
         if (a2 < 0) a2 += r;
         int64_t dim = x->dims[a2], s = st[i], sv = nsp ? sp[i] : 1;
+        if (sv == INT64_MIN) sv = -INT64_MAX;
         if (s < 0) s += dim;
         if (sv > 0) s = s < 0 ? 0 : s > dim ? dim : s;
         else s = s < 0 ? -1 : s > dim - 1 ? dim - 1 : s;

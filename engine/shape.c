@@ -643,16 +643,17 @@ int osseg__infer_node(struct osseg__graph *g, struct osseg__node *n, struct osse
       if ((err = norm_axis(g, n, na ? ax[i] : i, x->rank, &a, diag))) return err;
       int64_t step = nsp ? sp[i] : 1, dim = x->dims[a], s = st[i], e = en[i];
       if (step == 0) return FAIL(OSSEG_ESHAPE, NODEFMT "step 0", NODEARG);
+      if (step == INT64_MIN) step = -INT64_MAX; /* same count; keeps -step defined */
       if (s < 0) s += dim;
       if (e < 0 && e > INT64_MIN + dim) e += dim;
       if (step > 0) {
         s = s < 0 ? 0 : s > dim ? dim : s;
         e = e < 0 ? 0 : e > dim ? dim : e;
-        y->dims[a] = e > s ? (e - s + step - 1) / step : 0;
+        y->dims[a] = e > s ? (e - s - 1) / step + 1 : 0;
       } else {
         s = s < 0 ? -1 : s > dim - 1 ? dim - 1 : s;
         e = e < -1 ? -1 : e > dim - 1 ? dim - 1 : e;
-        y->dims[a] = s > e ? (s - e + (-step) - 1) / (-step) : 0;
+        y->dims[a] = s > e ? (s - e - 1) / (-step) + 1 : 0;
       }
     }
     return 0;

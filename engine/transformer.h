@@ -35,6 +35,9 @@ int osseg__compile_matmul(struct osseg_model *m, struct osseg__node *n, struct o
 int osseg__compile_softmax(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 int osseg__compile_layernorm(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 int osseg__compile_attention(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_resize_sum(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__compile_resize_planar(struct osseg_model *m, struct osseg__node *n,
+                                 struct osseg_diag *diag);
 
 /* Builds a primitive attr with user scratchpad and n's post-ops; a residual
  * POST_SUM becomes a binary-add post-op reading tensor `arg` through

@@ -119,6 +119,8 @@ int osseg__compile_transformer(struct osseg_model *m, struct osseg__node *n, str
   if (!strcmp(op, "Softmax")) return osseg__compile_softmax(m, n, diag);
   if (!strcmp(op, "LayerNormalization")) return osseg__compile_layernorm(m, n, diag);
   if (!strcmp(op, OSSEG__OP_ATTENTION)) return osseg__compile_attention(m, n, diag);
+  if (!strcmp(op, "osseg.ResizeSum")) return osseg__compile_resize_sum(m, n, diag);
+  if (!strcmp(op, "osseg.ResizePlanar")) return osseg__compile_resize_planar(m, n, diag);
   if (!strcmp(op, "Gelu"))
     return eltwise(m, n, strcmp(osseg__attr_str(n, "approximate", "none"), "tanh")
                              ? dnnl_eltwise_gelu_erf : dnnl_eltwise_gelu_tanh, 0, 0, diag);
