@@ -58,6 +58,9 @@ def main():
     ap.add_argument("--val-every", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="stop after this epoch (keeping the --epochs schedule); "
+                         "resume later, possibly with fewer --epochs to shorten it")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -93,7 +96,8 @@ def main():
         log("resumed at epoch %d" % start_epoch)
 
     rng = np.random.default_rng(args.seed + start_epoch)
-    for epoch in range(start_epoch, args.epochs):
+    end_epoch = min(args.epochs, args.stop_after) if args.stop_after else args.epochs
+    for epoch in range(start_epoch, end_epoch):
         model.train()
         t0 = time.time()
         order = rng.permutation(train_idx)
