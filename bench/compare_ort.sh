@@ -130,6 +130,7 @@ run_one() { # engine model name round
     outp=
     if [ "$parity" = 1 ] && [ "$rnd" = 1 ]; then
         outp=$out_dir/$name.$engine.npy
+        rm -f "$outp"
         set -- "$@" --output "$outp"
     fi
     err=$out_dir/$name.$engine.r$rnd.stderr
@@ -139,6 +140,7 @@ run_one() { # engine model name round
             record ort "$name" "$rnd" ok "$out"
         else
             record ort "$name" "$rnd" "failed" "$(tail -c 2000 "$err")"
+            [ -z "$outp" ] || rm -f "$outp"
         fi
     else
         if out=$(timeout "$per_process_timeout" "$osseg" run-model "$m" --repeat "$runs" \
@@ -146,6 +148,7 @@ run_one() { # engine model name round
             record osseg "$name" "$rnd" ok "$out"
         else
             record osseg "$name" "$rnd" "failed" "$(tail -c 2000 "$err")"
+            [ -z "$outp" ] || rm -f "$outp"
         fi
     fi
 }
