@@ -300,7 +300,8 @@ int osseg__fold_node(struct osseg__graph *g, struct osseg__node *n, struct osseg
     for (int i = 0; i < r; i++) perm[i] = i, start[i] = 0, step[i] = 1;
     if (op[0] == 'T') {
       const struct osseg__attr *a = osseg__attr_find(n, "perm");
-      for (int i = 0; i < r; i++) perm[i] = a && a->type == OSSEG__ATTR_INTS ? a->ints[i] : r - 1 - i;
+      int have = a && a->type == OSSEG__ATTR_INTS && a->n == (size_t)r; /* empty = reverse */
+      for (int i = 0; i < r; i++) perm[i] = have ? a->ints[i] : r - 1 - i;
     } else {
       /* Recompute clamped starts like shape inference did. */
       int64_t st[OSSEG_MAX_RANK], ax[OSSEG_MAX_RANK], sp[OSSEG_MAX_RANK];

@@ -53,7 +53,7 @@ int osseg__compile_reshape(struct osseg_model *m, struct osseg__node *n, struct 
     int perm[OSSEG_MAX_RANK];
     const struct osseg__attr *a = osseg__attr_find(n, "perm");
     for (int i = 0; i < xr; i++) {
-      int p = a && a->type == OSSEG__ATTR_INTS ? (int)a->ints[i] : xr - 1 - i;
+      int p = a && a->type == OSSEG__ATTR_INTS && a->n == (size_t)xr ? (int)a->ints[i] : xr - 1 - i;
       perm[p] = i; /* input axis p goes to output position i */
     }
     if (dnnl_memory_desc_permute_axes(&view, &xplain, perm) != dnnl_success)
