@@ -1,0 +1,111 @@
+/* Tests of `osseg run-model` and `osseg model-info` (the engine's command
+ * line front ends): output file, JSON fields, clear errors with exit 1/2. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "npy.h"
+#include "test_support.h"
+
+static const char *osseg_bin(void) { return test_path("%s/bin/osseg", test_binary_dir()); }
+static const char *data(const char *f) { return test_path("%s/tests/data/engine/%s", test_source_dir(), f); }
+
+static int run(const char *const *argv, char **out, char **err) {
+  return test_run(argv, out, err, 120);
+}
+
+static void test_run_model_json_and_output(void **state) {
+  (void)state;
+  char bin[4096], model[4096], in[4096], outp[4096];
+  snprintf(bin, sizeof bin, "%s", osseg_bin());
+  snprintf(model, sizeof model, "%s", data("residual.onnx"));
+  snprintf(in, sizeof in, "%s", data("residual.input.npy"));
+  snprintf(outp, sizeof outp, "%s/out.npy", test_tmpdir());
+  const char *argv[] = {bin, "run-model", model, "--input", in, "--output", outp,
+                        "--threads", "2", "--repeat", "3", "--json", NULL};
+  char *out = NULL, *err = NULL;
+  int rc = run(argv, &out, &err);
+  if (rc) print_error("%s\n", err);
+  assert_int_equal(rc, 0);
+  static const char *keys[] = {"\"load_ms\"", "\"median_ms\"", "\"min_ms\"", "\"peak_rss_mb\"",
+                               "\"precision\": \"fp32\"", "\"threads\": 2"};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) assert_non_null(strstr(out, keys[i]));
+  struct npy_array a, ref;
+  assert_int_equal(npy_read(outp, 1 << 20, &a, NULL), 0);
+  assert_int_equal(npy_read(data("residual.output.npy"), 1 << 20, &ref, NULL), 0);
+  assert_int_equal(a.count, ref.count);
+  assert_int_equal(a.rank, 4);
+  for (size_t i = 0; i < a.count; i++) assert_true(a.data[i] - ref.data[i] < 1e-4 && ref.data[i] - a.data[i] < 1e-4);
+  npy_free(&a);
+  npy_free(&ref);
+  free(out);
+  free(err);
+  /* bf16 and a seeded random input (no --input) */
+  const char *argv2[] = {bin, "run-model", model, "--precision", "bf16", "--json", NULL};
+  rc = run(argv2, &out, &err);
+  assert_int_equal(rc, 0);
+  assert_non_null(strstr(out, "\"precision\": \"bf16\""));
+  free(out);
+  free(err);
+}
+
+static void expect_fail(const char *const *argv, int code, const char *needle) {
+  char *out = NULL, *err = NULL;
+  int rc = run(argv, &out, &err);
+  if (rc != code || !strstr(err, needle)) print_error("rc %d stderr: %s\n", rc, err);
+  assert_int_equal(rc, code);
+  assert_non_null(strstr(err, needle));
+  free(out);
+  free(err);
+}
+
+static void test_run_model_errors(void **state) {
+  (void)state;
+  char bin[4096], model[4096], sym[4096], bad[4096], wrong[4096];
+  snprintf(bin, sizeof bin, "%s", osseg_bin());
+  snprintf(model, sizeof model, "%s", data("residual.onnx"));
+  snprintf(sym, sizeof sym, "%s", data("symbolic_size.onnx"));
+  snprintf(bad, sizeof bad, "%s", data("bad_unsupported_op.onnx"));
+  snprintf(wrong, sizeof wrong, "%s", data("relu.input.npy")); /* 1x4x12x10 vs symbolic 3ch */
+  const char *a1[] = {bin, "run-model", bad, NULL};
+  expect_fail(a1, 1, "the_erf_node");
+  const char *a2[] = {bin, "run-model", sym, NULL};
+  expect_fail(a2, 1, "--size");
+  const char *a3[] = {bin, "run-model", model, "--precision", "fp16", NULL};
+  expect_fail(a3, 2, "--precision");
+  const char *a4[] = {bin, "run-model", sym, "--size", "16", "--input", wrong, NULL};
+  expect_fail(a4, 1, "needs 1x3x16x16");
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s/f64.npy", test_tmpdir());
+  /* float64 .npy header */
+  const char hdr[] = "\x93NUMPY\x01\x00\x76\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }";
+  char buf[256] = {0};
+  memcpy(buf, hdr, sizeof hdr - 1);
+  memset(buf + sizeof hdr - 1, ' ', 128 - (sizeof hdr - 1));
+  buf[127] = '\n';
+  assert_int_equal(test_write_file(tmp, buf, 136), 0);
+  const char *a5[] = {bin, "run-model", model, "--input", tmp, NULL};
+  expect_fail(a5, 1, "dtype");
+  const char *a6[] = {bin, "model-info", sym, "--size", "32", NULL};
+  char *out = NULL, *err = NULL;
+  assert_int_equal(run(a6, &out, &err), 0);
+  assert_non_null(strstr(out, "[1, 3, 32, 32]"));
+  assert_non_null(strstr(out, "arena"));
+  assert_non_null(strstr(out, "Conv"));
+  free(out);
+  free(err);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_run_model_json_and_output),
+      cmocka_unit_test(test_run_model_errors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
