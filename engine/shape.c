@@ -28,7 +28,7 @@ static const struct op_entry ops[] = {
     {"LayerNormalization", 17, 1}, {"Erf", 9, 1},      {"Gelu", 20, 1},
     /* shape arithmetic: constant folding only */
     {"Shape", 1, 0},        {"Gather", 1, 1},          {"Cast", 6, 0},
-    {"ConstantOfShape", 9, 0}, {"Slice", 1, 0},        {"Equal", 7, 0},
+    {"ConstantOfShape", 9, 0}, {"Slice", 1, 1},        {"Equal", 7, 0},
     {"Where", 9, 0},        {"Expand", 8, 0},          {"Floor", 6, 0},
     {"Ceil", 6, 0},         {"Neg", 6, 0},             {"Sqrt", 6, 1},
     {"Reciprocal", 6, 0},   {"Range", 11, 0},          {"Less", 7, 0},

@@ -108,6 +108,105 @@ static int eltwise(struct osseg_model *m, struct osseg__node *n, dnnl_alg_kind_t
   return osseg__finish_prim(m, s, pd, n, diag);
 }
 
+/* Copy of a strided view of x (element offset, dims, strides) into the
+ * (possibly strided) destination view of y, as one reorder step. */
+static int view_copy(struct osseg_model *m, int ni, int x, const struct osseg__view *sv, int y,
+                     const struct osseg__view *dv, struct osseg_diag *diag) {
+  dnnl_memory_desc_t smd, dmd;
+  dnnl_dims_t d, ss, ds;
+  int r = sv->rank ? sv->rank : 1;
+  for (int i = 0; i < r; i++) {
+    d[i] = sv->rank ? sv->dims[i] : 1;
+    ss[i] = sv->rank ? sv->strides[i] : 1;
+    ds[i] = dv->rank ? dv->strides[i] : 1;
+    if (ss[i] < 0) return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s': negative steps",
+                                      m->g.nodes[ni].name);
+  }
+  if (dnnl_memory_desc_init_by_strides(&smd, r, d, m->act_dt, ss) != dnnl_success ||
+      dnnl_memory_desc_init_by_strides(&dmd, r, d, m->act_dt, ds) != dnnl_success)
+    return osseg__fail(diag, OSSEG_EBACKEND, "node '%s': view descriptors", m->g.nodes[ni].name);
+  smd.offset0 = sv->offset;
+  dmd.offset0 = dv->offset;
+  return osseg__reorder_step(m, ni, x, &smd, y, &dmd, diag);
+}
+
+/* Runtime Slice (positive steps) and Gather with constant indices: views of
+ * the input copied by reorders (one per gathered index). */
+static int compile_slice_gather(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int ni = (int)(n - g->nodes), x = n->in[0], y = n->out[0];
+  const struct osseg__tensor *xt = &g->tensors[x], *yt = &g->tensors[y];
+  struct osseg__view xv, yv;
+  osseg__view_physical(xt, &xv);
+  osseg__view_physical(yt, &yv);
+  if (!strcmp(n->op, "Gather")) {
+    const struct osseg__tensor *ix = n->nin > 1 && n->in[1] >= 0 ? &g->tensors[n->in[1]] : NULL;
+    int64_t a = osseg__attr_int(n, "axis", 0);
+    if (a < 0) a += xt->rank;
+    size_t cnt;
+    if (!ix || !ix->data || osseg__tensor_elems(g, ix, &cnt) || cnt > 64)
+      return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Gather, opset %d): runtime data "
+                         "needs at most 64 constant indices", n->name, g->opset);
+    /* y dims: x dims with dim a replaced by the index dims; view y as x-shaped
+     * with dim a of size 1 at each index position */
+    for (size_t k = 0; k < cnt; k++) {
+      int64_t j = osseg__const_i64(ix, k);
+      if (j < 0) j += xt->dims[a];
+      if (j < 0 || j >= xt->dims[a])
+        return osseg__fail(diag, OSSEG_ERANGE, "node '%s' (Gather): index out of range", n->name);
+      struct osseg__view sv = xv, dv;
+      sv.dims[a] = 1;
+      sv.offset = j * xv.strides[a];
+      int64_t dd[OSSEG_MAX_RANK];
+      memcpy(dd, xt->dims, sizeof dd);
+      dd[a] = (int64_t)cnt;
+      if (osseg__view_reshape(&yv, dd, xt->rank, &dv))
+        return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Gather): layout", n->name);
+      dv.dims[a] = 1;
+      dv.offset = (int64_t)k * dv.strides[a];
+      int err = view_copy(m, ni, x, &sv, y, &dv, diag);
+      if (err) return err;
+    }
+    return 0;
+  }
+  /* Slice: per-axis start and step, clamped as in shape inference */
+  int64_t st[OSSEG_MAX_RANK], ax[OSSEG_MAX_RANK], sp[OSSEG_MAX_RANK];
+  int ns = 0, na = 0, nsp = 0;
+  const struct osseg__attr *at;
+  if (g->opset < 10) {
+    if ((at = osseg__attr_find(n, "starts"))) { ns = (int)at->n; for (int i = 0; i < ns; i++) st[i] = at->ints[i]; }
+    if ((at = osseg__attr_find(n, "axes"))) { na = (int)at->n; for (int i = 0; i < na; i++) ax[i] = at->ints[i]; }
+  } else {
+    const int idx[3] = {1, 3, 4};
+    int64_t *dst[3] = {st, ax, sp};
+    int *cntp[3] = {&ns, &na, &nsp};
+    for (int q = 0; q < 3; q++) {
+      if (n->nin <= idx[q] || n->in[idx[q]] < 0) continue;
+      const struct osseg__tensor *t = &g->tensors[n->in[idx[q]]];
+      size_t c;
+      if (!t->data || osseg__tensor_elems(g, t, &c) || c > OSSEG_MAX_RANK)
+        return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Slice): non-constant bounds", n->name);
+      *cntp[q] = (int)c;
+      for (size_t i = 0; i < c; i++) dst[q][i] = osseg__const_i64(t, i);
+    }
+  }
+  struct osseg__view sv = xv;
+  memcpy(sv.dims, yt->dims, sizeof(int64_t) * (size_t)yt->rank);
+  for (int i = 0; i < ns; i++) {
+    int64_t a = na ? ax[i] : i;
+    if (a < 0) a += xt->rank;
+    int64_t dim = xt->dims[a], s = st[i], step = nsp ? sp[i] : 1;
+    if (step < 1)
+      return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Slice, opset %d): negative steps "
+                         "on runtime data", n->name, g->opset);
+    if (s < 0) s += dim;
+    s = s < 0 ? 0 : s > dim ? dim : s;
+    sv.offset += s * xv.strides[a];
+    sv.strides[a] = xv.strides[a] * step;
+  }
+  return view_copy(m, ni, x, &sv, y, &yv, diag);
+}
+
 int osseg__compile_transformer(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   const char *op = n->op;
   struct osseg__graph *g = &m->g;
@@ -124,6 +223,7 @@ int osseg__compile_transformer(struct osseg_model *m, struct osseg__node *n, str
   if (!strcmp(op, "Gelu"))
     return eltwise(m, n, strcmp(osseg__attr_str(n, "approximate", "none"), "tanh")
                              ? dnnl_eltwise_gelu_erf : dnnl_eltwise_gelu_tanh, 0, 0, diag);
+  if (!strcmp(op, "Slice") || !strcmp(op, "Gather")) return compile_slice_gather(m, n, diag);
   /* A lone Erf (outside the GELU pattern) has no kernel: load error. */
   if (!strcmp(op, "Sqrt")) return eltwise(m, n, dnnl_eltwise_sqrt, 0, 0, diag);
   if (!strcmp(op, "Pow")) {

@@ -1,0 +1,259 @@
+/* SegFormer / transformer ops of the engine: per-op parity against PyTorch
+ * and NumPy references (tests/data/engine/transformer, from
+ * tools/fixtures/make_transformer_op_tests.py), whole-model parity on the
+ * tiny SegFormer fixtures (opset 13 decomposed LayerNorm, opset 17 native),
+ * that the fusions happen (both opsets compile to the same steps), clear
+ * load errors, truncated/corrupted SegFormer files, an allocation-failure
+ * sweep through the transformer passes, and full-size mit-b0 parity when
+ * bench/models holds the (gitignored) exports. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <dirent.h>
+
+#include "engine_test_util.h"
+#include "osseg_base.h"
+#include "osseg_engine.h"
+#include "test_support.h"
+
+static struct osseg_engine_options opts(enum osseg_precision p) {
+  struct osseg_engine_options o;
+  osseg_engine_options_default(&o);
+  o.precision = p;
+  o.threads = 2;
+  return o;
+}
+
+static const char *tr_dir(void) {
+  return test_path("%s/tests/data/engine/transformer", test_source_dir());
+}
+
+static void test_transformer_op_parity(void **state) {
+  (void)state;
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", tr_dir());
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  struct dirent *e;
+  int count = 0;
+  while ((e = readdir(d))) {
+    size_t l = strlen(e->d_name);
+    const char *suf = ".output.npy";
+    if (l <= strlen(suf) || strcmp(e->d_name + l - strlen(suf), suf)) continue;
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(l - strlen(suf)), e->d_name);
+    struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+    struct parity p;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    int err = engine_parity(dir, name, &o, &p, &diag);
+    if (err || p.rel_err > 1e-4)
+      print_error("%s: err %d (%s) rel %.3g\n", name, err, diag.message, err ? -1.0 : p.rel_err);
+    assert_int_equal(err, 0);
+    assert_true(p.rel_err <= 1e-4);
+    o.precision = OSSEG_PRECISION_BF16;
+    err = engine_parity(dir, name, &o, &p, &diag);
+    if (err || p.rel_err > 0.1)
+      print_error("%s: bf16 err %d (%s) rel %.3g\n", name, err, diag.message, err ? -1.0 : p.rel_err);
+    assert_int_equal(err, 0);
+    assert_true(p.rel_err <= 0.1);
+    count++;
+  }
+  closedir(d);
+  assert_true(count >= 27);
+}
+
+static void model_parity(const char *dir, const char *name, double bf16_mask) {
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct parity p;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  int err = engine_parity(dir, name, &o, &p, &diag);
+  if (err) print_error("%s: %s\n", name, diag.message);
+  assert_int_equal(err, 0);
+  print_message("%-26s fp32 rel %.2e mask %.6f\n", name, p.rel_err, p.mask_agree);
+  assert_true(p.rel_err <= 1e-4);
+  assert_true(p.mask_agree >= 0.9999);
+  o.precision = OSSEG_PRECISION_BF16;
+  err = engine_parity(dir, name, &o, &p, &diag);
+  assert_int_equal(err, 0);
+  print_message("%-26s bf16 rel %.2e mask %.6f\n", name, p.rel_err, p.mask_agree);
+  assert_true(p.mask_agree >= bf16_mask);
+}
+
+static void test_segformer_fixtures(void **state) {
+  (void)state;
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", test_path("%s/tests/data/models", test_source_dir()));
+  model_parity(dir, "segformer_tiny_op13", 0.99);
+  model_parity(dir, "segformer_tiny_op17", 0.99);
+}
+
+/* The decomposed (opset 13) and native (opset 17) exports fuse to the same
+ * executable steps: one per LayerNorm, one per attention, no Softmax. */
+static void test_segformer_fusions(void **state) {
+  (void)state;
+  struct osseg_model_stats st13, st17;
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  const char *dir = test_path("%s/tests/data/models", test_source_dir());
+  char p13[4096], p17[4096];
+  snprintf(p13, sizeof p13, "%s/segformer_tiny_op13.onnx", dir);
+  snprintf(p17, sizeof p17, "%s/segformer_tiny_op17.onnx", dir);
+  assert_int_equal(osseg_model_load(&m, p13, &o, &diag), 0);
+  osseg_model_get_stats(m, &st13);
+  osseg_model_free(m);
+  assert_int_equal(osseg_model_load(&m, p17, &o, &diag), 0);
+  osseg_model_get_stats(m, &st17);
+  osseg_model_free(m);
+  print_message("steps: opset 13 %d (of %d nodes), opset 17 %d (of %d nodes)\n", st13.steps,
+                st13.nodes_onnx, st17.steps, st17.nodes_onnx);
+  assert_int_equal(st13.steps, st17.steps);
+  /* 30 LayerNorms + 8 attentions + 60 MatMul-derived ... well below the
+   * ~300 compute nodes left after constant folding */
+  assert_true(st13.steps <= 130);
+  assert_true(st13.params == st17.params);
+}
+
+static void expect_error(const char *file, int code, const char *needle) {
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  int err = osseg_model_load(&m, test_path("%s/%s", tr_dir(), file), &o, &diag);
+  if (err != code || !strstr(diag.message, needle))
+    print_error("%s: got %d '%s', want %d '%s'\n", file, err, diag.message, code, needle);
+  assert_int_equal(err, code);
+  assert_non_null(strstr(diag.message, needle));
+  assert_null(m);
+}
+
+static void test_bad_graphs(void **state) {
+  (void)state;
+  expect_error("bad_pow_runtime_exponent.onnx", OSSEG_EUNSUPPORTED, "constant scalar exponent");
+  expect_error("bad_matmul_inner.onnx", OSSEG_ESHAPE, "(MatMul, opset 13): inner dims differ");
+  expect_error("bad_softmax_axis.onnx", OSSEG_ESHAPE, "axis 4 out of range");
+  expect_error("bad_gelu_approximate.onnx", OSSEG_EUNSUPPORTED, "opset 20");
+  expect_error("bad_layernorm_stash.onnx", OSSEG_EUNSUPPORTED, "stash_type");
+  expect_error("bad_lone_erf.onnx", OSSEG_EUNSUPPORTED, "op Erf (opset 13) has no kernel");
+  expect_error("bad_slice_negative_step.onnx", OSSEG_EUNSUPPORTED, "negative steps");
+}
+
+/* Truncation and byte corruption of a SegFormer export: an error with a
+ * message or a model that runs, never a crash (the ASan build checks). */
+static void test_truncated_and_corrupted(void **state) {
+  (void)state;
+  size_t size;
+  char *buf = test_read_file(test_path("%s/tests/data/models/segformer_tiny_op17.onnx",
+                                       test_source_dir()), &size);
+  assert_non_null(buf);
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  o.max_tensor_bytes = 64 << 20;
+  int failures = 0;
+  for (size_t cut = 0; cut < size; cut += size / 61 + 1) {
+    struct osseg_model *m = NULL;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    if (osseg_model_load_buffer(&m, buf, cut, &o, &diag)) {
+      failures++;
+      assert_true(diag.message[0] != 0);
+      assert_null(m);
+    }
+    osseg_model_free(m);
+  }
+  assert_true(failures > 50);
+  struct test_rng rng;
+  test_rng_seed(&rng, 7);
+  char *copy = malloc(size);
+  assert_non_null(copy);
+  for (int it = 0; it < 60; it++) {
+    memcpy(copy, buf, size);
+    int flips = 1 + (int)test_rng_below(&rng, 4);
+    for (int k = 0; k < flips; k++)
+      copy[test_rng_below(&rng, size)] ^= (char)(1 + test_rng_below(&rng, 255));
+    struct osseg_model *m = NULL;
+    if (osseg_model_load_buffer(&m, copy, size, &o, NULL) == 0) {
+      size_t ni = osseg_model_input_elems(m), no = osseg_model_output_elems(m);
+      if (ni <= (1u << 20) && no <= (1u << 22)) {
+        float *in = calloc(ni, sizeof(float)), *out = malloc(no * sizeof(float));
+        if (in && out) osseg_model_run(m, in, out, NULL);
+        free(in);
+        free(out);
+      }
+    }
+    osseg_model_free(m);
+  }
+  free(copy);
+  free(buf);
+}
+
+/* Fail the Nth allocation of a load through every transformer pass. */
+static void test_alloc_failure_sweep(void **state) {
+  (void)state;
+  size_t size;
+  char *buf = test_read_file(test_path("%s/attention_sr2.onnx", tr_dir()), &size);
+  assert_non_null(buf);
+  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  uint64_t n;
+  int ok = 0;
+  for (n = 1; n < 20000 && !ok; n++) {
+    struct osseg_model *m = NULL;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    osseg__alloc_fail_at(n);
+    int err = osseg_model_load_buffer(&m, buf, size, &o, &diag);
+    osseg__alloc_fail_at(0);
+    if (err == 0) {
+      ok = 1;
+      osseg_model_free(m);
+    } else {
+      assert_null(m);
+      assert_true(err == OSSEG_ENOMEM || err == OSSEG_EPARSE || err == OSSEG_ELIMIT ||
+                  err == OSSEG_EBACKEND);
+    }
+  }
+  assert_true(ok);
+  assert_true(n > 50);
+  free(buf);
+}
+
+/* Full-size smp SegFormer mit-b0 exports (tools/fixtures/make_bench_models.py;
+ * gitignored): skipped when absent. */
+static void test_full_size(void **state) {
+  (void)state;
+  static const char *names[] = {"segformer_b0_512", "segformer_b0_512_op17"};
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", test_path("%s/bench/models", test_source_dir()));
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/%s.output.npy", dir, names[i]);
+    FILE *f = fopen(probe, "rb");
+    if (!f) {
+      print_message("%s: absent, skipped\n", names[i]);
+      continue;
+    }
+    fclose(f);
+    model_parity(dir, names[i], 0.99);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_transformer_op_parity),
+      cmocka_unit_test(test_segformer_fixtures),
+      cmocka_unit_test(test_segformer_fusions),
+      cmocka_unit_test(test_bad_graphs),
+      cmocka_unit_test(test_truncated_and_corrupted),
+      cmocka_unit_test(test_alloc_failure_sweep),
+      cmocka_unit_test(test_full_size),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
