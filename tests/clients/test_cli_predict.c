@@ -1,0 +1,235 @@
+/* Tests of `osseg predict`, run as a program on a fixture model: rows per
+ * image in class order, image names, the CSV matching the pipeline's masks
+ * run twice, JSON timings, overlays, and the error paths (a corrupt image
+ * among good ones, duplicate names, bad options). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "osseg_imaging.h"
+#include "test_support.h"
+
+static const char *dir;
+static char model[4096];
+
+static const char *osseg_bin(void) {
+  static char path[4096];
+  if (!path[0]) snprintf(path, sizeof path, "%s/bin/osseg", test_binary_dir());
+  return path;
+}
+
+static int run(char **out, char **err, ...) {
+  const char *argv[32];
+  int n = 0;
+  argv[n++] = osseg_bin();
+  va_list ap;
+  va_start(ap, err);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 31) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  return test_run(argv, out, err, 120);
+}
+
+/* Writes a gray test PNG of h x w with a bright disc. */
+static void write_png(const char *path, uint32_t h, uint32_t w, uint32_t seed) {
+  struct osseg_image img = {0};
+  assert_int_equal(osseg_image_init(&img, w, h, 1, 8), 0);
+  for (uint32_t y = 0; y < h; y++)
+    for (uint32_t x = 0; x < w; x++) {
+      int dx = (int)x - (int)(w / 3 + seed % 17), dy = (int)y - (int)(h / 2);
+      int v = dx * dx + dy * dy < (int)(w * h / 16) ? 220 : 40 + (int)((x * 7 + y * 3 + seed) % 30);
+      img.data[(size_t)y * img.stride + x] = (uint8_t)v;
+    }
+  assert_int_equal(osseg_png_encode_file(path, &img, 1, NULL), 0);
+  osseg_image_free(&img);
+}
+
+static size_t count_lines(const char *s) {
+  size_t n = 0;
+  for (; *s; s++) n += *s == '\n';
+  return n;
+}
+
+static int setup(void **state) {
+  (void)state;
+  dir = test_tmpdir();
+  snprintf(model, sizeof model, "%s/tests/data/models/unetpp_r18_tiny_op13.onnx",
+           test_source_dir());
+  char sub[4096];
+  snprintf(sub, sizeof sub, "%s/imgs", dir);
+  mkdir(sub, 0777);
+  write_png(test_path("%s/imgs/b_1.png", dir), 120, 100, 1);
+  write_png(test_path("%s/imgs/a_2.png", dir), 90, 130, 2);
+  return dir ? 0 : -1;
+}
+
+static void test_predict_directory(void **state) {
+  (void)state;
+  char *out, *err;
+  const char *csv = test_path("%s/pred.csv", dir);
+  int rc = run(&out, &err, "predict", "--model", model, "-o", csv, "--json",
+               test_path("%s/imgs", dir), NULL);
+  if (rc != 0) fail_msg("exit %d: %s", rc, err);
+  /* One JSON object per image with the timing fields, in name order. */
+  assert_int_equal(count_lines(out), 2);
+  assert_true(strstr(out, "{\"image\":\"a_2.png\",\"status\":\"ok\"") == out);
+  const char *fields[] = {"\"decode_ms\":", "\"preprocess_ms\":", "\"inference_ms\":",
+                          "\"postprocess_ms\":", "\"total_ms\":", "\"width\":130"};
+  for (size_t i = 0; i < 6; i++) assert_non_null(strstr(out, fields[i]));
+  size_t size;
+  char *text = test_read_file(csv, &size);
+  assert_non_null(text);
+  assert_int_equal(count_lines(text), 1 + 2 * 29);
+  assert_true(strncmp(text, "image_name,class,rle\na_2.png,finger-1,", 38) == 0);
+  assert_non_null(strstr(text, "\nb_1.png,Ulna,"));
+  assert_non_null(strstr(text, "\na_2.png,Trapezium,"));
+
+  /* Same input, same bytes; a threshold change changes the result. */
+  const char *csv2 = test_path("%s/pred2.csv", dir);
+  assert_int_equal(run(NULL, NULL, "predict", "--model", model, "-o", csv2,
+                       test_path("%s/imgs/a_2.png", dir), test_path("%s/imgs/b_1.png", dir),
+                       NULL),
+                   0);
+  char *text2 = test_read_file(csv2, NULL);
+  assert_string_equal(text, text2);
+  const char *csv3 = test_path("%s/pred3.csv", dir);
+  assert_int_equal(run(NULL, NULL, "predict", "--model", model, "-o", csv3, "--threshold",
+                       "0.2", test_path("%s/imgs", dir), NULL),
+                   0);
+  char *text3 = test_read_file(csv3, NULL);
+  assert_string_not_equal(text, text3);
+
+  /* An ensemble of the same model three times equals the model alone. */
+  const char *csv4 = test_path("%s/pred4.csv", dir);
+  assert_int_equal(run(NULL, NULL, "predict", "--model", model, "--model", model, "--model",
+                       model, "-o", csv4, test_path("%s/imgs", dir), NULL),
+                   0);
+  char *text4 = test_read_file(csv4, NULL);
+  assert_string_equal(text, text4);
+  free(text);
+  free(text2);
+  free(text3);
+  free(text4);
+  free(out);
+  free(err);
+}
+
+static void test_predict_bad_image_among_good(void **state) {
+  (void)state;
+  const char *bad = test_path("%s/broken.png", dir);
+  assert_int_equal(test_write_file(bad, "\x89PNG\r\n\x1a\n garbage", 17), 0);
+  const char *csv = test_path("%s/partial.csv", dir);
+  char *out, *err;
+  int rc = run(&out, &err, "predict", "--model", model, "-o", csv,
+               test_path("%s/imgs/a_2.png", dir), bad, test_path("%s/imgs/b_1.png", dir), NULL);
+  assert_int_equal(rc, 1);
+  assert_non_null(strstr(err, "broken.png"));
+  assert_non_null(strstr(err, "1 of 3 image(s) failed"));
+  char *text = test_read_file(csv, NULL);
+  assert_non_null(text);
+  assert_int_equal(count_lines(text), 1 + 2 * 29);
+  assert_null(strstr(text, "broken.png"));
+  free(text);
+  free(out);
+  free(err);
+
+  /* Two files with one name would give repeated image_name rows. */
+  char sub[4096];
+  snprintf(sub, sizeof sub, "%s/other", dir);
+  mkdir(sub, 0777);
+  write_png(test_path("%s/other/a_2.png", dir), 50, 50, 3);
+  rc = run(&out, &err, "predict", "--model", model, "-o", test_path("%s/dup.csv", dir),
+           test_path("%s/imgs/a_2.png", dir), test_path("%s/other/a_2.png", dir), NULL);
+  assert_int_equal(rc, 1);
+  assert_non_null(strstr(err, "same file name"));
+  free(out);
+  free(err);
+
+  /* An image over the pixel limit is refused before decoding. */
+  rc = run(&out, &err, "predict", "--model", model, "--max-pixels", "5000", "-o",
+           test_path("%s/limit.csv", dir), test_path("%s/imgs/a_2.png", dir), NULL);
+  assert_int_equal(rc, 1);
+  assert_non_null(strstr(err, "a_2.png"));
+  free(out);
+  free(err);
+}
+
+static void test_predict_overlays(void **state) {
+  (void)state;
+  const char *gt = test_path("%s/gt.csv", dir);
+  const char gt_text[] = "image_name,class,rle\nb_1.png,Radius,1 500\n";
+  assert_int_equal(test_write_file(gt, gt_text, sizeof gt_text - 1), 0);
+  const char *ov = test_path("%s/overlays", dir);
+  char ovdir[4096];
+  snprintf(ovdir, sizeof ovdir, "%s", ov);
+  assert_int_equal(run(NULL, NULL, "predict", "--model", model, "-o",
+                       test_path("%s/ov.csv", dir), "--overlay-dir", ovdir, "--gt", gt,
+                       test_path("%s/imgs/b_1.png", dir), NULL),
+                   0);
+  struct osseg_image img = {0};
+  assert_int_equal(
+      osseg_png_decode_file(test_path("%s/b_1.png.overlay.png", ovdir), NULL, &img, NULL), 0);
+  /* Three panels of 100 px separated by 8 px. */
+  assert_int_equal(img.width, 3 * 100 + 2 * 8);
+  assert_int_equal(img.height, 120);
+  osseg_image_free(&img);
+}
+
+static void test_predict_usage_errors(void **state) {
+  (void)state;
+  char *err;
+  const char *img = test_path("%s/imgs/a_2.png", dir);
+  struct {
+    const char *args[8];
+    const char *needle;
+    int code;
+  } cases[] = {
+      {{"predict", "-o", "x.csv", img, NULL}, "--model is required", 2},
+      {{"predict", "--model", model, img, NULL}, "-o OUT.csv is required", 2},
+      {{"predict", "--model", model, "-o", "x.csv", NULL}, "no images given", 2},
+      {{"predict", "--model", model, "--threshold", "1.5", "-o", "x.csv", img}, "(0, 1)", 2},
+      {{"predict", "--model", model, "--precision", "fp8", "-o", "x.csv", img}, "fp32 or bf16", 2},
+      {{"predict", "--model", model, "--vote", "maybe", "-o", "x.csv", img}, "hard or soft", 2},
+      {{"predict", "--model", model, "--class-threshold", "Femur=0.3", "-o", "x.csv"},
+       "no images given", 2},
+      {{"predict", "--model", model, "--class-threshold", "Femur=0.3", "-o",
+        test_path("%s/f.csv", dir), img},
+       "no such class", 1},
+      {{"predict", "--model", "/nonexistent.onnx", "-o", test_path("%s/n.csv", dir), img},
+       "nonexistent.onnx", 1},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *argv[12];
+    int n = 0;
+    argv[n++] = osseg_bin();
+    for (int j = 0; j < 8 && cases[i].args[j]; j++) argv[n++] = cases[i].args[j];
+    argv[n] = NULL;
+    int rc = test_run(argv, NULL, &err, 60);
+    if (rc != cases[i].code || !strstr(err, cases[i].needle))
+      fail_msg("case %zu: exit %d, stderr '%s' (want %d, '%s')", i, rc, err, cases[i].code,
+               cases[i].needle);
+    free(err);
+  }
+  char *out;
+  assert_int_equal(run(&out, NULL, "predict", "--help", NULL), 0);
+  assert_non_null(strstr(out, "--overlay-dir"));
+  free(out);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_predict_directory),
+      cmocka_unit_test(test_predict_bad_image_among_good),
+      cmocka_unit_test(test_predict_overlays),
+      cmocka_unit_test(test_predict_usage_errors),
+  };
+  return cmocka_run_group_tests(tests, setup, NULL);
+}
