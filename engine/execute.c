@@ -14,7 +14,9 @@ int osseg__bind(struct osseg_model *m, struct osseg_diag *diag) {
   if (m->scratch_bytes) {
     m->scratch = osseg__aligned_alloc(4096, m->scratch_bytes);
     if (!m->scratch) return osseg__fail(diag, OSSEG_ENOMEM, "cannot allocate the scratchpad");
+    memset(m->scratch, 0, m->scratch_bytes);
   }
+
   for (int si = 0; si < m->nsteps; si++) {
     struct osseg__step *s = &m->steps[si];
     if (s->kind != OSSEG__STEP_PRIM) continue;

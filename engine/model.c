@@ -115,6 +115,9 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   osseg__dims_elems(it->dims, it->rank, &m->in_elems);
   osseg__dims_elems(ot->dims, ot->rank, &m->out_elems);
   drop_constants(m);
+  /* Touch every arena page now (after the constants are gone, so the peak
+   * stays low) so the first inference does not pay the page faults. */
+  memset(m->arena, 0, m->arena_bytes);
   *out = m;
   return 0;
 }
