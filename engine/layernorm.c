@@ -8,6 +8,7 @@
 #include "transformer.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 struct ln_step {
@@ -18,16 +19,16 @@ struct ln_step {
   int bf16;
 };
 
-static dnnl_status_t run_ln(struct osseg_model *m, struct osseg__step *s) {
-  const struct ln_step *l = s->priv;
+/* Rows [r0, r1); compiled for AVX-512 / AVX2 / baseline (target_clones). */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void ln_rows(const struct ln_step *l, const void *xp, void *yp, int64_t r0, int64_t r1) {
   const int64_t D = l->D;
   const float *w = l->w, *b = l->b;
   const float eps = l->eps;
   if (!l->bf16) {
-    const float *x = osseg__tensor_ptr(m, l->x);
-    float *y = osseg__tensor_ptr(m, l->y);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < l->rows; r++) {
+    const float *x = xp;
+    float *y = yp;
+    for (int64_t r = r0; r < r1; r++) {
       const float *xr = x + r * D;
       float *yr = y + r * D;
       float sum = 0.f, sq = 0.f;
@@ -41,25 +42,37 @@ static dnnl_status_t run_ln(struct osseg_model *m, struct osseg__step *s) {
       for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
     }
   } else {
-    const uint16_t *x = osseg__tensor_ptr(m, l->x);
-    uint16_t *y = osseg__tensor_ptr(m, l->y);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < l->rows; r++) {
+    const uint16_t *x = xp;
+    uint16_t *y = yp;
+    for (int64_t r = r0; r < r1; r++) {
       const uint16_t *xr = x + r * D;
       uint16_t *yr = y + r * D;
       float sum = 0.f, sq = 0.f;
 #pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < D; i++) sum += osseg__bf16_f32(xr[i]);
+      for (int64_t i = 0; i < D; i++) sum += osseg__bf16_f32_v(xr[i]);
       const float mean = sum / (float)D;
 #pragma omp simd reduction(+ : sq)
       for (int64_t i = 0; i < D; i++) {
-        float d = osseg__bf16_f32(xr[i]) - mean;
+        float d = osseg__bf16_f32_v(xr[i]) - mean;
         sq += d * d;
       }
       const float inv = 1.f / sqrtf(sq / (float)D + eps);
+#pragma omp simd
       for (int64_t i = 0; i < D; i++)
-        yr[i] = osseg__f32_bf16((osseg__bf16_f32(xr[i]) - mean) * inv * w[i] + b[i]);
+        yr[i] = osseg__f32_bf16_v((osseg__bf16_f32_v(xr[i]) - mean) * inv * w[i] + b[i]);
     }
+  }
+}
+
+static dnnl_status_t run_ln(struct osseg_model *m, struct osseg__step *s) {
+  const struct ln_step *l = s->priv;
+  const void *x = osseg__tensor_ptr(m, l->x);
+  void *y = osseg__tensor_ptr(m, l->y);
+#pragma omp parallel
+  {
+    int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    int64_t per = (l->rows + nt - 1) / nt, r0 = id * per, r1 = r0 + per < l->rows ? r0 + per : l->rows;
+    if (r0 < r1) ln_rows(l, x, y, r0, r1);
   }
   return dnnl_success;
 }

@@ -32,9 +32,6 @@ struct rs_step {
   struct rs_branch b[MAX_BRANCH];
 };
 
-static inline float ld(const void *p, size_t i, int bf16) {
-  return bf16 ? osseg__bf16_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
 
 /* Memory-bound: compiled for AVX-512 / AVX2 / baseline, picked by the
  * loader (GCC target_clones, ifunc) on the CPU it runs on. */
@@ -55,7 +52,9 @@ static void rs_rows(const struct rs_step *r, const void *const *src, void *dst, 
 #pragma omp simd
             for (int64_t c = 0; c < C; c++) acc[c] += sp[c];
           } else {
-            for (int64_t c = 0; c < C; c++) acc[c] += ld(src[i], p + c, 1);
+            const uint16_t *sp = (const uint16_t *)src[i] + p;
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) acc[c] += osseg__bf16_f32_v(sp[c]);
           }
           continue;
         }
@@ -72,9 +71,11 @@ static void rs_rows(const struct rs_step *r, const void *const *src, void *dst, 
             acc[c] += top + (bot - top) * wy;
           }
         } else {
+          const uint16_t *sp = src[i];
+#pragma omp simd
           for (int64_t c = 0; c < C; c++) {
-            float a = ld(src[i], p00 + c, 1), bb = ld(src[i], p01 + c, 1);
-            float e = ld(src[i], p10 + c, 1), f = ld(src[i], p11 + c, 1);
+            float a = osseg__bf16_f32_v(sp[p00 + c]), bb = osseg__bf16_f32_v(sp[p01 + c]);
+            float e = osseg__bf16_f32_v(sp[p10 + c]), f = osseg__bf16_f32_v(sp[p11 + c]);
             float top = a + (bb - a) * wx, bot = e + (f - e) * wx;
             acc[c] += top + (bot - top) * wy;
           }
@@ -86,8 +87,11 @@ static void rs_rows(const struct rs_step *r, const void *const *src, void *dst, 
         for (int64_t c = 0; c < C; c++) acc[c] = acc[c] > 0.f ? acc[c] : 0.f;
       }
       if (!r->bf16) memcpy((float *)dst + o, acc, sizeof(float) * (size_t)C);
-      else
-        for (int64_t c = 0; c < C; c++) ((uint16_t *)dst)[o + c] = osseg__f32_bf16(acc[c]);
+      else {
+        uint16_t *d = (uint16_t *)dst + o;
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) d[c] = osseg__f32_bf16_v(acc[c]);
+      }
     }
   }
 }

@@ -70,4 +70,19 @@ static inline uint16_t osseg__f32_bf16(float f) {
   return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* Branch-free forms for vectorised loops (NaN handling of the rounding
+ * form above is not needed for finite activations; NaN stays NaN as long as
+ * its payload survives truncation, which it does for the default quiet NaN). */
+static inline float osseg__bf16_f32_v(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+static inline uint16_t osseg__f32_bf16_v(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 #endif
