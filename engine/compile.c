@@ -188,6 +188,7 @@ static int compile_node(struct osseg_model *m, int ni, struct osseg_diag *diag) 
   const char *op = n->op;
   for (int i = 0; i < n->nout; i++) {
     if (i > 0 && m->g.tensors[n->out[i]].uses == 0) continue;
+    if (i > 0 && !strcmp(op, "Split")) continue; /* outputs laid out by compile_split */
     if (i > 0) return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (%s): second output used",
                                   n->name, op);
     int err = osseg__tensor_md(m, n->out[i], m->act_dt, NULL);

@@ -26,6 +26,7 @@ static const struct op_entry ops[] = {
     /* transformer ops (shape rules in transformer_shape.c) */
     {"MatMul", 1, 1},       {"Gemm", 7, 1},            {"Softmax", 1, 1},
     {"LayerNormalization", 17, 1}, {"Erf", 9, 1},      {"Gelu", 20, 1},
+    {"Split", 2, 1},
     /* shape arithmetic: constant folding only */
     {"Shape", 1, 0},        {"Gather", 1, 1},          {"Cast", 6, 0},
     {"ConstantOfShape", 9, 0}, {"Slice", 1, 1},        {"Equal", 7, 0},

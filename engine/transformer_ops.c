@@ -207,6 +207,40 @@ static int compile_slice_gather(struct osseg_model *m, struct osseg__node *n, st
   return view_copy(m, ni, x, &sv, y, &yv, diag);
 }
 
+/* Split on runtime data: one strided copy per used output. */
+static int compile_split(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int ni = (int)(n - g->nodes), x = n->in[0];
+  const struct osseg__tensor *xt = &g->tensors[x];
+  if (xt->data)
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Split, opset %d): constant input",
+                       n->name, g->opset);
+  int64_t a = osseg__attr_int(n, "axis", 0);
+  if (a < 0) a += xt->rank;
+  struct osseg__view xv;
+  osseg__view_physical(xt, &xv);
+  int64_t start = 0;
+  for (int i = 0; i < n->nout; i++) {
+    int y = n->out[i];
+    const struct osseg__tensor *yt = &g->tensors[y];
+    int64_t len = yt->dims[a];
+    if (g->tensors[y].uses > 0 || y == g->output) {
+      if (m->md[y].ndims == 0 && osseg__tensor_md(m, y, m->act_dt, NULL))
+        return osseg__fail(diag, OSSEG_EBACKEND, "node '%s': output layout", n->name);
+      struct osseg__view sv = xv, yv;
+      sv.dims[a] = len;
+      sv.offset = start * xv.strides[a];
+      osseg__view_physical(&g->tensors[y], &yv);
+      if (len > 0) {
+        int err = view_copy(m, ni, x, &sv, y, &yv, diag);
+        if (err) return err;
+      }
+    }
+    start += len;
+  }
+  return 0;
+}
+
 int osseg__compile_transformer(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   const char *op = n->op;
   struct osseg__graph *g = &m->g;
@@ -224,6 +258,7 @@ int osseg__compile_transformer(struct osseg_model *m, struct osseg__node *n, str
     return eltwise(m, n, strcmp(osseg__attr_str(n, "approximate", "none"), "tanh")
                              ? dnnl_eltwise_gelu_erf : dnnl_eltwise_gelu_tanh, 0, 0, diag);
   if (!strcmp(op, "Slice") || !strcmp(op, "Gather")) return compile_slice_gather(m, n, diag);
+  if (!strcmp(op, "Split")) return compile_split(m, n, diag);
   /* A lone Erf (outside the GELU pattern) has no kernel: load error. */
   if (!strcmp(op, "Sqrt")) return eltwise(m, n, dnnl_eltwise_sqrt, 0, 0, diag);
   if (!strcmp(op, "Pow")) {

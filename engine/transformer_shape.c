@@ -68,10 +68,53 @@ static int infer_gemm(struct osseg__graph *g, struct osseg__node *n, struct osse
   return 0;
 }
 
+/* Split: sizes from the `split` attribute (< 13) or input 1, else equal
+ * parts (opset 18: num_outputs, last part smaller). */
+static int infer_split(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = IN(g, n, 0);
+  int64_t a = osseg__attr_int(n, "axis", 0);
+  if (a < -x->rank || a >= x->rank)
+    return FAIL(OSSEG_ESHAPE, NODEFMT "axis %lld out of range", NODEARG, (long long)a);
+  int axis = (int)(a < 0 ? a + x->rank : a);
+  int64_t parts[64], dim = x->dims[axis], sum = 0;
+  int np = 0;
+  if (n->nout > 64) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "more than 64 outputs", NODEARG);
+  const struct osseg__attr *at = osseg__attr_find(n, "split");
+  struct osseg__tensor *st = g->opset >= 13 ? IN(g, n, 1) : NULL;
+  if (at && at->type == OSSEG__ATTR_INTS) {
+    if (at->n != (size_t)n->nout) return FAIL(OSSEG_ESHAPE, NODEFMT "split has %zu values for %d outputs", NODEARG, at->n, n->nout);
+    for (size_t i = 0; i < at->n; i++) parts[np++] = at->ints[i];
+  } else if (st) {
+    size_t e;
+    if (!st->data || osseg__tensor_elems(g, st, &e) || e != (size_t)n->nout)
+      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "split sizes must be a constant of %d values", NODEARG, n->nout);
+    for (size_t i = 0; i < e; i++) parts[np++] = osseg__const_i64(st, i);
+  } else {
+    int64_t k = n->nout, per = (dim + k - 1) / k;
+    for (int i = 0; i < k; i++) parts[np++] = dim - per * i < per ? dim - per * i : per;
+    if (g->opset < 18 && dim % k)
+      return FAIL(OSSEG_ESHAPE, NODEFMT "%lld not divisible into %d parts", NODEARG, (long long)dim, n->nout);
+  }
+  for (int i = 0; i < np; i++) {
+    if (parts[i] < 0) return FAIL(OSSEG_ESHAPE, NODEFMT "negative split size", NODEARG);
+    sum += parts[i];
+  }
+  if (sum != dim) return FAIL(OSSEG_ESHAPE, NODEFMT "split sizes sum to %lld, dim is %lld", NODEARG, (long long)sum, (long long)dim);
+  for (int i = 0; i < n->nout; i++) {
+    struct osseg__tensor *y = &g->tensors[n->out[i]];
+    y->dtype = x->dtype;
+    y->rank = x->rank;
+    memcpy(y->dims, x->dims, sizeof x->dims);
+    y->dims[axis] = parts[i];
+  }
+  return 0;
+}
+
 int osseg__infer_transformer(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   const char *op = n->op;
   struct osseg__tensor *x = IN(g, n, 0), *y = &g->tensors[n->out[0]];
   if (!strcmp(op, "MatMul")) return infer_matmul(g, n, diag);
+  if (!strcmp(op, "Split")) return infer_split(g, n, diag);
   if (!strcmp(op, "Gemm")) return infer_gemm(g, n, diag);
   if (!strcmp(op, "Softmax") || !strcmp(op, "Erf") || !strcmp(op, "Gelu") ||
       !strcmp(op, "LayerNormalization")) {
