@@ -77,25 +77,41 @@ static float exp_row_avx512(float *s, int64_t M) {
                c3 = _mm512_set1_ps(0.0555041086648216f), c4 = _mm512_set1_ps(0.00961812910762848f),
                c5 = _mm512_set1_ps(0.00133335581464284f), c6 = _mm512_set1_ps(0.000154035303933816f),
                c7 = _mm512_set1_ps(1.52527338040598e-05f), one = _mm512_set1_ps(1.f);
-  __m512 acc = _mm512_setzero_ps();
-  for (i = 0; i < M; i += 16) {
-    __mmask16 k = M - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (M - i)) - 1);
-    __m512 t = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + i), l2e, off);
-    t = _mm512_max_ps(t, lo);
-    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_fmadd_ps(c7, f, c6);
-    p = _mm512_fmadd_ps(p, f, c5);
-    p = _mm512_fmadd_ps(p, f, c4);
-    p = _mm512_fmadd_ps(p, f, c3);
-    p = _mm512_fmadd_ps(p, f, c2);
-    p = _mm512_fmadd_ps(p, f, c1);
-    p = _mm512_fmadd_ps(p, f, one);
-    __m512 e = _mm512_scalef_ps(p, n);
-    _mm512_mask_storeu_ps(s + i, k, e);
-    acc = _mm512_mask_add_ps(acc, k, acc, e);
+#define OSSEG_EXP2_POLY(t, e)                                                              \
+  do {                                                                                     \
+    __m512 t_ = _mm512_max_ps(t, lo);                                                      \
+    __m512 n_ = _mm512_roundscale_ps(t_, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);   \
+    __m512 f_ = _mm512_sub_ps(t_, n_);                                                     \
+    __m512 p_ = _mm512_fmadd_ps(c7, f_, c6);                                               \
+    p_ = _mm512_fmadd_ps(p_, f_, c5);                                                      \
+    p_ = _mm512_fmadd_ps(p_, f_, c4);                                                      \
+    p_ = _mm512_fmadd_ps(p_, f_, c3);                                                      \
+    p_ = _mm512_fmadd_ps(p_, f_, c2);                                                      \
+    p_ = _mm512_fmadd_ps(p_, f_, c1);                                                      \
+    p_ = _mm512_fmadd_ps(p_, f_, one);                                                     \
+    e = _mm512_scalef_ps(p_, n_);                                                          \
+  } while (0)
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  for (i = 0; i + 32 <= M; i += 32) { /* two independent chains */
+    __m512 e0, e1;
+    __m512 t0 = _mm512_fmsub_ps(_mm512_loadu_ps(s + i), l2e, off);
+    __m512 t1 = _mm512_fmsub_ps(_mm512_loadu_ps(s + i + 16), l2e, off);
+    OSSEG_EXP2_POLY(t0, e0);
+    OSSEG_EXP2_POLY(t1, e1);
+    _mm512_storeu_ps(s + i, e0);
+    _mm512_storeu_ps(s + i + 16, e1);
+    acc0 = _mm512_add_ps(acc0, e0);
+    acc1 = _mm512_add_ps(acc1, e1);
   }
-  return _mm512_reduce_add_ps(acc);
+  for (; i < M; i += 16) {
+    __mmask16 k = M - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (M - i)) - 1);
+    __m512 e, t = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + i), l2e, off);
+    OSSEG_EXP2_POLY(t, e);
+    _mm512_mask_storeu_ps(s + i, k, e);
+    acc0 = _mm512_mask_add_ps(acc0, k, acc0, e);
+  }
+#undef OSSEG_EXP2_POLY
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
 static float exp_row_generic(float *s, int64_t M) {
