@@ -886,7 +886,9 @@ int osseg__transformer_fuse(struct osseg__graph *g, struct osseg_diag *diag) {
   }
   /* the final bilinear upsampling writes NCHW directly */
   struct osseg__node *last = producer(g, g->output, "Resize");
-  if (last && g->tensors[g->output].rank == 4 && g->tensors[g->output].dims[0] == 1 &&
+  int first_use;
+  if (last && consumers(g, g->output, &first_use) == 1 && /* nothing else reads it */
+      g->tensors[g->output].rank == 4 && g->tensors[g->output].dims[0] == 1 &&
       g->opset >= 11 && !strcmp(osseg__attr_str(last, "mode", "nearest"), "linear") &&
       !osseg__attr_int(last, "antialias", 0) && !g->tensors[last->in[0]].data) {
     const char *ctm = osseg__attr_str(last, "coordinate_transformation_mode", "half_pixel");
