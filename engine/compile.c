@@ -265,8 +265,6 @@ int osseg__compile(struct osseg_model *m, struct osseg_diag *diag) {
 
 int osseg__add_temp(struct osseg_model *m, int like, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
-  int cap_before = g->ntensors + 64; /* md arrays hold ntensors_at_compile + 64 */
-  (void)cap_before;
   int t = osseg__graph_add_tensor(g, NULL, 0);
   if (t < 0) return osseg__fail(diag, t, "out of memory");
   dnnl_memory_desc_t *md = osseg__realloc(m->md, ((size_t)g->ntensors + 1) * sizeof *md);

@@ -274,7 +274,7 @@ static int translate_node(struct osseg__graph *g, const Onnx__NodeProto *np,
     if (copy_str(&n->name, np->name)) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   } else {
     char buf[48];
-    snprintf(buf, sizeof buf, "%s#%d", op[0] ? "node" : "node", ni);
+    snprintf(buf, sizeof buf, "%.24s#%d", op[0] ? op : "node", ni); /* unnamed node */
     if (copy_str(&n->name, buf)) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   }
   n->in = osseg__malloc((np->n_input ? np->n_input : 1) * sizeof(int));
