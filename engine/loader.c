@@ -44,7 +44,9 @@ static void pb_free(void *ud, void *ptr) {
   osseg__free(p);
 }
 
-#define MAX_NODES 100000
+/* Real smp exports have a few hundred to a few thousand nodes; the cap keeps
+ * hostile files from making the quadratic passes (arena plan) slow. */
+#define MAX_NODES 20000
 #define MAX_IO 4096
 #define MAX_ATTRS 256
 
