@@ -156,7 +156,7 @@ static void test_labels_match_gt(void **state) {
       char *f1 = strchr(line, ','), *f2 = f1 ? strchr(f1 + 1, ',') : NULL;
       assert_non_null(f2);
       *f1 = *f2 = '\0';
-      assert_string_equal(line, name);
+      assert_string_equal(line, test_path("%s.png", name));
       assert_string_equal(f1 + 1, classes[c]);
       struct osseg_bitmask m;
       assert_int_equal(osseg_bitmask_init(&m, S, S), 0);

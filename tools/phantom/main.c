@@ -6,7 +6,8 @@
  *   DIR/images/phantom_<seed>.png   8-bit gray
  *   DIR/labels/phantom_<seed>.json  {"annotations":[{"label":..,"points":[[x,y],..]},..]}
  *   DIR/gt.csv                      image_name,class,rle: 29 rows per image,
- *                                   classes in canonical order
+ *                                   classes in canonical order; image_name
+ *                                   is the file name (phantom_<seed>.png)
  * The masks behind gt.csv are the label polygons rasterised by
  * osseg_polygon_fill (cv2.fillPoly semantics), so re-rasterising the JSON
  * gives gt.csv exactly. Output is a function of (seed, size) only. */
@@ -231,7 +232,9 @@ int main(int argc, char **argv) {
         status = 1;
         break;
       }
-      fprintf(csv, "%s,%s,%s\n", name, phantom_class_names[c], rle);
+      /* image_name is the image's file name, as in the dataset's
+       * submissions and in `osseg predict` output. */
+      fprintf(csv, "%s.png,%s,%s\n", name, phantom_class_names[c], rle);
     }
     for (int c = 0; c < PHANTOM_NCLASSES; c++) osseg_bitmask_free(&masks[c]);
     osseg_image_free(&img);

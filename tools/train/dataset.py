@@ -53,6 +53,10 @@ def read_gt(folder):
         header = next(r)
         assert header == ["image_name", "class", "rle"], header
         for name, cls, rle in r:
+            # Keys are names without the extension (older phantom folders
+            # wrote "phantom_7", current ones "phantom_7.png").
+            if name.endswith(".png"):
+                name = name[:-4]
             gt.setdefault(name, [None] * len(CLASSES))[CLASSES.index(cls)] = rle
     return gt
 
