@@ -1,11 +1,12 @@
 #!/bin/sh
-# The README's demo: a hard-voting ensemble of three models' prediction CSVs
-# (bundled synthetic samples, 4 images x 29 classes at 512x512), then the
-# Dice score of each model and of the ensemble against the ground truth.
+# The README's main job: segment the bundled sample radiographs (synthetic
+# phantoms never seen in training) with both demo models through
+# `osseg predict`, combine them with `osseg ensemble` (hard voting), and
+# score all three against the ground truth with `osseg dice`. Writes the
+# submission CSVs, the Dice tables and colour overlays (image | ground truth
+# | prediction) to out/demo/.
 #
 #   sh tools/demo.sh [BUILD_DIR]      (default build/release)
-#
-# Outputs go to out/demo/ under the repository root.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build/release}
@@ -15,29 +16,65 @@ if [ ! -x "$osseg" ]; then
   echo "demo: $osseg not found: build first (./dev build)" >&2
   exit 1
 fi
-samples=$root/data/samples/csv
+samples=$root/data/samples
+models=$root/data/models
 out=$root/out/demo
-mkdir -p "$out"
-size="--height 512 --width 512"
+rm -rf "$out"
+mkdir -p "$out/overlays"
 
-echo "== osseg ensemble: pixels voted by more than 1 of 3 models =="
-# shellcheck disable=SC2086
-"$osseg" ensemble $size -o "$out/ensemble.csv" \
-  "$samples/model1.csv" "$samples/model2.csv" "$samples/model3.csv"
-echo "wrote $out/ensemble.csv ($(($(wc -l <"$out/ensemble.csv") - 1)) rows)"
-echo
+predicted=""
+for name in unetpp segformer; do
+  model=$models/${name}_demo.onnx
+  [ -f "$model" ] || continue
+  echo "== osseg predict: $name demo model on $(ls "$samples/images" | wc -l) sample images =="
+  if "$osseg" predict --model "$model" --gt "$samples/gt.csv" \
+      --overlay-dir "$out/overlays/$name" -o "$out/$name.csv" "$samples/images"; then
+    predicted="$predicted $name"
+  else
+    echo "demo: $name failed (see above); going on without it" >&2
+  fi
+  echo
+done
+[ -n "$predicted" ] || { echo "demo: no model could run" >&2; exit 1; }
 
-echo "== mean Dice against the ground truth =="
-for m in model1 model2 model3; do
+scored=$predicted
+set -- $predicted
+if [ $# -ge 2 ]; then
+  echo "== osseg ensemble: hard voting of$predicted (pixels voted by both) =="
+  csvs=""
+  for name in $predicted; do csvs="$csvs $out/$name.csv"; done
   # shellcheck disable=SC2086
-  printf '%-9s %s\n' "$m" "$("$osseg" dice $size "$samples/$m.csv" "$samples/gt.csv" | tail -1 | awk '{print $2}')"
+  "$osseg" ensemble -o "$out/ensemble.csv" $csvs
+  echo "wrote $out/ensemble.csv"
+  echo
+  scored="$scored ensemble"
+fi
+
+for name in $scored; do
+  "$osseg" dice "$out/$name.csv" "$samples/gt.csv" >"$out/dice_$name.txt"
+  "$osseg" dice --json "$out/$name.csv" "$samples/gt.csv" >"$out/dice_$name.json"
+done
+
+echo "== osseg dice: per class, against the ground truth =="
+# One column per model: the tables share their class order (the ground
+# truth's), so they can be pasted side by side.
+printf '%-12s' class
+for name in $scored; do printf ' %10s' "$name"; done
+echo
+first=$(echo $scored | cut -d' ' -f1)
+n=$(wc -l <"$out/dice_$first.txt")
+i=2
+while [ "$i" -le "$n" ]; do
+  cls=$(sed -n "${i}p" "$out/dice_$first.txt" | awk '{print $1}')
+  printf '%-12s' "$cls"
+  for name in $scored; do
+    printf ' %10s' "$(sed -n "${i}p" "$out/dice_$name.txt" | awk '{print $2}')"
+  done
+  echo
+  i=$((i + 1))
 done
 echo
-
-echo "== osseg dice: the ensemble, per class =="
-# shellcheck disable=SC2086
-"$osseg" dice $size "$out/ensemble.csv" "$samples/gt.csv" | tee "$out/dice.txt"
-# shellcheck disable=SC2086
-"$osseg" dice --json $size "$out/ensemble.csv" "$samples/gt.csv" >"$out/dice.json"
-echo
-echo "demo: outputs in $out: ensemble.csv, dice.txt, dice.json"
+echo "demo: outputs in $out"
+echo "  submission CSVs: $(for name in $scored; do printf '%s.csv ' "$name"; done)"
+echo "  Dice tables:     dice_<name>.txt / .json"
+echo "  overlays:        $out/overlays/<model>/<image>.overlay.png"
