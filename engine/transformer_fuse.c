@@ -466,18 +466,21 @@ static void to4(struct osseg__view *v) {
   }
 }
 
-static int view_attr(struct osseg__node *n, const char *name, struct osseg__view *v,
-                     const int64_t *want) {
+/* The view has the wanted dims, up to broadcast batch dims (stride 0). */
+static int view_fits(struct osseg__view *v, const int64_t *want) {
+  for (int i = 0; i < 4; i++) {
+    if (v->dims[i] == want[i]) continue;
+    if (v->dims[i] != 1 || i >= 2) return 0;
+    v->dims[i] = want[i];
+    v->strides[i] = 0;
+  }
+  return 1;
+}
+
+static int view_attr(struct osseg__node *n, const char *name, const struct osseg__view *v) {
   int64_t a[9];
   a[0] = v->offset;
-  for (int i = 0; i < 4; i++) {
-    if (v->dims[i] != want[i]) {
-      if (v->dims[i] != 1 || i >= 2) return -2; /* only batch dims broadcast */
-      v->strides[i] = 0;
-    }
-    a[1 + i] = want[i];
-    a[5 + i] = v->strides[i];
-  }
+  for (int i = 0; i < 4; i++) a[1 + i] = v->dims[i], a[5 + i] = v->strides[i];
   return attr_ints(n, name, a, 9);
 }
 
@@ -561,17 +564,19 @@ static int fuse_attention(struct osseg__graph *g, struct osseg__node *sm, struct
   int64_t Bn = od[0], H = od[1], N = od[2], D = od[3], M = g->tensors[Bt].dims[r - 1];
   int64_t wq[4] = {Bn, H, N, g->tensors[A].dims[r - 1]}, wk[4] = {Bn, H, wq[3], M},
           wv[4] = {Bn, H, M, D};
+  if (!view_fits(&qv, wq) || !view_fits(&kv, wk) || !view_fits(&vv, wv) ||
+      memcmp(ov.dims, od, sizeof od)) /* the output is written, never broadcast */
+    return 0;
   struct osseg__node *an = pv;
   int in[3] = {qb, kb, vb};
   int err = set_inputs(an, in, 3);
   if (!err) err = set_op(an, OSSEG__OP_ATTENTION);
   clear_attrs(an);
-  if (!err) err = view_attr(an, "q", &qv, wq);
-  if (!err) err = view_attr(an, "k", &kv, wk);
-  if (!err) err = view_attr(an, "v", &vv, wv);
-  if (!err) err = view_attr(an, "o", &ov, od);
+  if (!err) err = view_attr(an, "q", &qv);
+  if (!err) err = view_attr(an, "k", &kv);
+  if (!err) err = view_attr(an, "v", &vv);
+  if (!err) err = view_attr(an, "o", &ov);
   if (!err) err = attr_float(an, "scale", (float)scale);
-  if (err == -2) return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': attention views", an->name);
   if (err) return osseg__fail(diag, err, "out of memory");
   for (int i = 0; i < nchain; i++) g->nodes[chain[i]].dead = 1;
   an->out[0] = Y;
