@@ -201,6 +201,9 @@ static int compile_slice_gather(struct osseg_model *m, struct osseg__node *n, st
                          "on runtime data", n->name, g->opset);
     if (s < 0) s += dim;
     s = s < 0 ? 0 : s > dim ? dim : s;
+    /* a step >= dim selects at most one element: clamp it before the
+     * multiply (steps up to 2^63 are legal in the file) */
+    if (step > dim) step = dim > 0 ? dim : 1;
     sv.offset += s * xv.strides[a];
     sv.strides[a] = xv.strides[a] * step;
   }
