@@ -96,8 +96,9 @@ static int infer_split(struct osseg__graph *g, struct osseg__node *n, struct oss
       return FAIL(OSSEG_ESHAPE, NODEFMT "%lld not divisible into %d parts", NODEARG, (long long)dim, n->nout);
   }
   for (int i = 0; i < np; i++) {
-    if (parts[i] < 0) return FAIL(OSSEG_ESHAPE, NODEFMT "negative split size", NODEARG);
-    sum += parts[i];
+    if (parts[i] < 0 || parts[i] > dim)
+      return FAIL(OSSEG_ESHAPE, NODEFMT "split size %lld out of range", NODEARG, (long long)parts[i]);
+    sum += parts[i]; /* <= 64 * dim: no overflow */
   }
   if (sum != dim) return FAIL(OSSEG_ESHAPE, NODEFMT "split sizes sum to %lld, dim is %lld", NODEARG, (long long)sum, (long long)dim);
   for (int i = 0; i < n->nout; i++) {
