@@ -202,6 +202,7 @@ static int compile_node(struct osseg_model *m, int ni, struct osseg_diag *diag) 
   }
   if (!strcmp(op, "Conv") || !strcmp(op, "BatchNormalization")) return osseg__compile_conv(m, n, diag);
   if (!strcmp(op, "ConvTranspose")) return osseg__compile_deconv(m, n, diag);
+  if (!strcmp(op, "osseg.UpConv2x")) return osseg__compile_upconv(m, n, diag);
   if (!strcmp(op, "MaxPool") || !strcmp(op, "AveragePool") || !strcmp(op, "GlobalAveragePool") ||
       !strcmp(op, "GlobalMaxPool"))
     return osseg__compile_pool(m, n, diag);

@@ -150,3 +150,158 @@ int osseg__compile_deconv(struct osseg_model *m, struct osseg__node *n, struct o
   return conv_common(m, n, 1, wt->data, wt->dims, bt ? bt->data : NULL,
                      osseg__attr_int(n, "group", 1), diag);
 }
+
+/* Plain conv step (group 1, stride 1, no dilation) of runtime tensor x into
+ * y with OIHW weights w and the given epilogue (a SUM entry means y already
+ * holds the addend). */
+static int plain_conv(struct osseg_model *m, struct osseg__node *n, int x, int y, const float *w,
+                      int64_t M, int64_t C, int64_t kh, int64_t kw, const float *bias,
+                      const int64_t pad[2], const struct osseg__post *post, int npost,
+                      struct osseg_diag *diag) {
+  dnnl_memory_desc_t wuser, wany, bmd;
+  dnnl_dims_t wd = {M, C, kh, kw}, bd = {M};
+  if (dnnl_memory_desc_init_by_tag(&wuser, 4, wd, dnnl_f32, dnnl_abcd) != dnnl_success ||
+      dnnl_memory_desc_init_by_tag(&wany, 4, wd, m->act_dt, dnnl_format_tag_any) != dnnl_success ||
+      dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a) != dnnl_success)
+    return osseg__fail(diag, OSSEG_EBACKEND, "node '%s': weight descriptor", n->name);
+  struct osseg__node tmp = *n; /* same name for messages, this step's epilogue */
+  tmp.npost = npost;
+  for (int i = 0; i < npost; i++) tmp.post[i] = post[i];
+  dnnl_primitive_attr_t attr;
+  if (osseg__make_attr(m, &tmp, &attr))
+    return osseg__fail(diag, OSSEG_EBACKEND, "node '%s' (%s): post-ops", n->name, n->op);
+  dnnl_dims_t strides = {1, 1}, dil = {0, 0}, pl = {pad[0], pad[1]}, pr = {pad[0], pad[1]};
+  dnnl_memory_desc_t src_md = m->md[x], dst_md = m->md[y];
+  dnnl_convolution_desc_t cd;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t st = dnnl_dilated_convolution_forward_desc_init(
+      &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wany, bias ? &bmd : NULL,
+      &dst_md, strides, dil, pl, pr);
+  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, m->eng, NULL);
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "convolution descriptor", n);
+  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  dnnl_memory_t wmem = NULL, bmem = NULL;
+  int err = osseg__const_memory(m, wmd, &wuser, w, &wmem, diag);
+  if (!err && bias) err = osseg__const_memory(m, &bmd, &bmd, bias, &bmem, diag);
+  struct osseg__step *s = err ? NULL : osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
+  if (!s) {
+    dnnl_primitive_desc_destroy(pd);
+    return err ? err : osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, NULL);
+  osseg__step_arg_mem(s, DNNL_ARG_WEIGHTS, wmem);
+  if (bmem) osseg__step_arg_mem(s, DNNL_ARG_BIAS, bmem);
+  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, NULL);
+  return osseg__finish_prim(m, s, pd, n, diag);
+}
+
+/* osseg.UpConv2x (fuse.c): y = Conv3x3(Concat(Upsample2x(u), s1, s2, ...)),
+ * pad 1, with inputs [u, W, B, s1, ...].
+ *
+ * Upsampled part: output row 2i+a reads upsampled rows 2i+a-1 .. 2i+a+1,
+ * i.e. low-res rows i-1+a and i+a, the middle kernel row going to the same
+ * low-res row as its upper (a = 1) or lower (a = 0) neighbour. So each of the
+ * four output phases (a, b) is a 2x2 conv of u with summed weights, and all
+ * four are one 2x2 conv with pad 1 and 4M outputs of size (H+1)x(W+1):
+ * phase (a, b) of low-res pixel (i, j) is P[i+a][j+b][(2a+b)M + m]. The
+ * scatter step interleaves them into y; then every other input is convolved
+ * with its slice of W and added in place (sum post-op), the node's epilogue
+ * going on the last conv (or on the phase conv when there is none: an
+ * elementwise epilogue commutes with the interleave). */
+int osseg__compile_upconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int u = n->in[0], y = n->out[0], nskip = n->nin - 3;
+  const float *W = g->tensors[n->in[1]].data;
+  const float *B = n->in[2] >= 0 ? g->tensors[n->in[2]].data : NULL;
+  const int64_t M = g->tensors[n->in[1]].dims[0], Ct = g->tensors[n->in[1]].dims[1];
+  const int64_t Cu = g->tensors[u].dims[1], H = g->tensors[u].dims[2], Wd = g->tensors[u].dims[3];
+  const int64_t *yd = g->tensors[y].dims;
+  int64_t csum = Cu;
+  for (int k = 0; k < nskip; k++) csum += g->tensors[n->in[3 + k]].dims[1];
+  if (csum != Ct || yd[1] != M || yd[2] != 2 * H || yd[3] != 2 * Wd || nskip < 0)
+    return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s' (%s): inconsistent shapes", n->name, n->op);
+  size_t nwp = (size_t)(4 * M * Cu * 4);
+  float *wp = osseg__malloc(nwp * sizeof(float) + (size_t)(4 * M) * sizeof(float));
+  if (!wp) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  float *bp = wp + nwp;
+  for (int a = 0; a < 2; a++)
+    for (int b = 0; b < 2; b++)
+      for (int64_t o = 0; o < M; o++) {
+        int64_t ph = (2 * a + b) * M + o;
+        bp[ph] = B ? B[o] : 0.f;
+        for (int64_t c = 0; c < Cu; c++)
+          for (int ty = 0; ty < 2; ty++)
+            for (int tx = 0; tx < 2; tx++) {
+              /* kernel rows feeding tap ty of phase a: a=0: {0},{1,2}; a=1: {0,1},{2} */
+              int ylo = ty == 0 ? 0 : 1 + a, yhi = ty == 0 ? a : 2;
+              int xlo = tx == 0 ? 0 : 1 + b, xhi = tx == 0 ? b : 2;
+              double acc = 0;
+              for (int ky = ylo; ky <= yhi; ky++)
+                for (int kx = xlo; kx <= xhi; kx++) acc += W[((size_t)(o * Ct + c)) * 9 + (size_t)(ky * 3 + kx)];
+              wp[((size_t)(ph * Cu + c)) * 4 + (size_t)(ty * 2 + tx)] = (float)acc;
+            }
+      }
+  int P = osseg__add_temp(m, -1, diag);
+  if (P < 0) {
+    osseg__free(wp);
+    return P;
+  }
+  struct osseg__tensor *pt = &g->tensors[P];
+  pt->rank = 4;
+  pt->dims[0] = 1, pt->dims[1] = 4 * M, pt->dims[2] = H + 1, pt->dims[3] = Wd + 1;
+  int err = osseg__tensor_md(m, P, m->act_dt, NULL);
+  if (err) err = osseg__fail(diag, err, "node '%s': layout", n->name);
+  static const int64_t pad1[2] = {1, 1};
+  if (!err)
+    err = plain_conv(m, n, u, P, wp, 4 * M, Cu, 2, 2, bp, pad1, n->post, nskip ? 0 : n->npost, diag);
+  osseg__free(wp);
+  if (err) return err;
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_UPCONV_SCATTER, (int)(n - g->nodes));
+  if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  s->in = P;
+  s->out = y;
+  s->rs.ih = H, s->rs.iw = Wd, s->rs.c = M;
+  s->uses[s->nuses++] = P;
+  s->uses[s->nuses++] = y;
+  int64_t off = Cu;
+  for (int k = 0; k < nskip && !err; k++) {
+    int t = n->in[3 + k];
+    int64_t ck = g->tensors[t].dims[1];
+    float *ws = osseg__malloc((size_t)(M * ck * 9) * sizeof(float));
+    if (!ws) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    for (int64_t o = 0; o < M; o++)
+      memcpy(ws + (size_t)(o * ck) * 9, W + ((size_t)(o * Ct + off)) * 9, (size_t)ck * 9 * sizeof(float));
+    struct osseg__post post[OSSEG__MAX_POST];
+    int np = 0;
+    post[np++] = (struct osseg__post){OSSEG__POST_SUM, 1, 0, -1};
+    if (k == nskip - 1)
+      for (int p = 0; p < n->npost && np < OSSEG__MAX_POST; p++) post[np++] = n->post[p];
+    err = plain_conv(m, n, t, y, ws, M, ck, 3, 3, NULL, pad1, post, np, diag);
+    osseg__free(ws);
+    off += ck;
+  }
+  if (err) return err;
+  /* stats: the model's nominal conv, not the cheaper one executed */
+  m->params += (uint64_t)(M * Ct * 9 + (B ? M : 0));
+  m->flops += 2ull * (uint64_t)(yd[2] * yd[3]) * (uint64_t)(M * Ct * 9);
+  return 0;
+}
+
+/* y[2i+a][2j+b][:] = P[i+a][j+b][(2a+b)M : (2a+b+1)M] (see above). */
+void osseg__run_upconv_scatter(const struct osseg__step *s, size_t es, const struct osseg_model *m) {
+  const unsigned char *src = osseg__tensor_ptr(m, s->in);
+  unsigned char *dst = osseg__tensor_ptr(m, s->out);
+  const int64_t H = s->rs.ih, W = s->rs.iw;
+  const size_t row = (size_t)s->rs.c * es, spix = 4 * row, sw = (size_t)(W + 1) * spix;
+#pragma omp parallel for schedule(static)
+  for (int64_t oy = 0; oy < 2 * H; oy++) {
+    const int64_t i = oy >> 1, a = oy & 1;
+    const unsigned char *srow = src + (size_t)(i + a) * sw + (size_t)(2 * a) * row;
+    unsigned char *drow = dst + (size_t)oy * (size_t)(2 * W) * row;
+    for (int64_t j = 0; j < W; j++) {
+      memcpy(drow + (size_t)(2 * j) * row, srow + (size_t)j * spix, row);
+      memcpy(drow + (size_t)(2 * j + 1) * row, srow + (size_t)(j + 1) * spix + row, row);
+    }
+  }
+}

@@ -51,6 +51,8 @@ enum osseg__step_kind {
   OSSEG__STEP_LINEAR2D, /* bilinear resize */
   OSSEG__STEP_CONCAT_C, /* channel concat of nhwc tensors, own loop */
   OSSEG__STEP_CUSTOM,   /* own kernel: step->run (transformer ops) */
+  OSSEG__STEP_UPCONV_SCATTER, /* conv of a nearest-2x upsample: interleave the
+                                 four phase convs (conv.c) */
 };
 
 #define OSSEG__MAX_ARGS 16
@@ -165,6 +167,9 @@ void osseg__set_dims(dnnl_dims_t d, const int64_t *src, int rank);
 
 int osseg__compile_conv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 int osseg__compile_deconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+/* fuse.c makes osseg.UpConv2x (conv of a nearest-2x upsample + concat) */
+int osseg__compile_upconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+int osseg__resize_is_nearest2x(struct osseg__graph *g, struct osseg__node *n);
 int osseg__compile_pool(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 int osseg__compile_reduce(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 int osseg__compile_eltwise(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
@@ -189,6 +194,7 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
 void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst);
 void osseg__run_concat_c(const struct osseg__step *s, size_t es, const struct osseg_model *m);
 void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *src, void *dst);
+void osseg__run_upconv_scatter(const struct osseg__step *s, size_t es, const struct osseg_model *m);
 /* Owned buffer freed with the model. */
 void *osseg__model_alloc(struct osseg_model *m, size_t bytes);
 

@@ -3,7 +3,9 @@
 #include "engine_internal.h"
 
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int osseg__bind(struct osseg_model *m, struct osseg_diag *diag);
 int osseg__bind(struct osseg_model *m, struct osseg_diag *diag) {
@@ -47,16 +49,53 @@ int osseg__bind(struct osseg_model *m, struct osseg_diag *diag) {
   return 0;
 }
 
+static double now_ms(clockid_t c) {
+  struct timespec ts;
+  clock_gettime(c, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static const char *step_kind_name(int k) {
+  switch (k) {
+    case OSSEG__STEP_PRIM: return "prim";
+    case OSSEG__STEP_GATHER2D: return "gather2d";
+    case OSSEG__STEP_LINEAR2D: return "linear2d";
+    case OSSEG__STEP_CONCAT_C: return "concat_c";
+    case OSSEG__STEP_UPCONV_SCATTER: return "upconv_scatter";
+    default: return "custom";
+  }
+}
+
+/* OSSEG_PROFILE=1: one table per inference on stderr, wall and process CPU
+ * milliseconds per step (the stream is waited on after every step, so the
+ * numbers are per step; CPU time includes OpenMP spin-waiting, which is what
+ * the shared machine charges us for). Read once; off costs one branch. */
+static int profile_enabled(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("OSSEG_PROFILE");
+    on = e && *e && strcmp(e, "0") != 0;
+  }
+  return on;
+}
+
 int osseg__execute(struct osseg_model *m, const float *input, float *output,
                    struct osseg_diag *diag) {
+  const int prof = profile_enabled();
+  double tw0 = 0, tc0 = 0, sum_w = 0, sum_c = 0;
   if (m->opt.threads > 0) omp_set_num_threads(m->opt.threads);
   if (dnnl_memory_set_data_handle(m->user_in, (void *)input) != dnnl_success ||
       dnnl_memory_set_data_handle(m->user_out, output) != dnnl_success)
     return osseg__fail(diag, OSSEG_EBACKEND, "binding input/output");
   size_t es = m->act_dt == dnnl_bf16 ? 2 : 4;
+  if (prof) fprintf(stderr, "osseg profile: step kind node op wall_ms cpu_ms\n");
   for (int si = 0; si < m->nsteps; si++) {
     struct osseg__step *s = &m->steps[si];
     dnnl_status_t st = dnnl_success;
+    if (prof) {
+      tw0 = now_ms(CLOCK_MONOTONIC);
+      tc0 = now_ms(CLOCK_PROCESS_CPUTIME_ID);
+    }
     switch (s->kind) {
       case OSSEG__STEP_PRIM:
         st = dnnl_primitive_execute(s->prim, m->stream, s->nargs, s->args);
@@ -70,9 +109,21 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
       case OSSEG__STEP_LINEAR2D:
         osseg__run_linear2d(&s->rs, es == 2, osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
         break;
+      case OSSEG__STEP_UPCONV_SCATTER:
+        osseg__run_upconv_scatter(s, es, m);
+        break;
       case OSSEG__STEP_CUSTOM:
         st = s->run(m, s);
         break;
+    }
+    if (prof) {
+      if (st == dnnl_success) st = dnnl_stream_wait(m->stream);
+      double w = now_ms(CLOCK_MONOTONIC) - tw0, c = now_ms(CLOCK_PROCESS_CPUTIME_ID) - tc0;
+      const struct osseg__node *n = s->node >= 0 ? &m->g.nodes[s->node] : NULL;
+      fprintf(stderr, "osseg profile: %4d %-14s %-48s %-12s %9.3f %9.3f\n", si,
+              step_kind_name(s->kind), n ? n->name : "-", n ? n->op : "-", w, c);
+      sum_w += w;
+      sum_c += c;
     }
     if (st != dnnl_success) {
       const struct osseg__node *n = s->node >= 0 ? &m->g.nodes[s->node] : NULL;
@@ -81,5 +132,7 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
   }
   dnnl_status_t st = dnnl_stream_wait(m->stream);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "stream wait", NULL);
+  if (prof) fprintf(stderr, "osseg profile: total %d steps wall %.3f ms cpu %.3f ms\n", m->nsteps,
+                    sum_w, sum_c);
   return 0;
 }

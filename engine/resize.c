@@ -118,11 +118,10 @@ static int own_step(struct osseg_model *m, struct osseg__node *n, int kind, int 
   return 0;
 }
 
-int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
-  struct osseg__graph *g = &m->g;
-  int x = n->in[0], y = n->out[0];
-  struct osseg__tensor *xt = &g->tensors[x], *yt = &g->tensors[y];
-  double sc[4];
+/* Resize attributes of node n: linear or nearest, coordinate mode (cmode,
+ * see src_coord) and rounding (nmode, see nearest), scales. */
+static int parse_resize(struct osseg__graph *g, struct osseg__node *n, int *linear_out,
+                        int *cmode_out, int *nmode_out, double *sc, struct osseg_diag *diag) {
   int64_t sz[4];
   int err = osseg__resize_scales(g, n, sc, sz, diag);
   if (err) return err;
@@ -161,6 +160,38 @@ int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
   else
     return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s': nearest_mode '%s' unsupported",
                        n->name, nm);
+  *linear_out = linear, *cmode_out = cmode, *nmode_out = nmode;
+  return 0;
+}
+
+int osseg__resize_is_nearest2x(struct osseg__graph *g, struct osseg__node *n) {
+  if (strcmp(n->op, "Resize") && strcmp(n->op, "Upsample")) return 0;
+  const struct osseg__tensor *xt = &g->tensors[n->in[0]], *yt = &g->tensors[n->out[0]];
+  if (xt->rank != 4 || yt->rank != 4 || xt->dims[0] != yt->dims[0] || xt->dims[1] != yt->dims[1])
+    return 0;
+  int linear, cmode, nmode;
+  double sc[4];
+  if (parse_resize(g, n, &linear, &cmode, &nmode, sc, NULL) || linear) return 0;
+  /* the actual source index of every output row / column must be o / 2 (what
+   * the run-time tables would hold), whatever modes produced it */
+  for (int axis = 0; axis < 2; axis++) {
+    int64_t in = xt->dims[2 + axis], out = yt->dims[2 + axis];
+    if (in < 1 || out != 2 * in) return 0;
+    for (int64_t o = 0; o < out; o++)
+      if (nearest(nmode, src_coord(cmode, o, sc[2 + axis], in, out), in, sc[2 + axis]) != o / 2)
+        return 0;
+  }
+  return 1;
+}
+
+int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int x = n->in[0], y = n->out[0];
+  struct osseg__tensor *xt = &g->tensors[x], *yt = &g->tensors[y];
+  double sc[4];
+  int linear, cmode, nmode;
+  int err = parse_resize(g, n, &linear, &cmode, &nmode, sc, diag);
+  if (err) return err;
   struct osseg__resize rs = {0};
   rs.mode_linear = linear;
   rs.ih = xt->dims[2], rs.iw = xt->dims[3], rs.oh = yt->dims[2], rs.ow = yt->dims[3];

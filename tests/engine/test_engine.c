@@ -103,6 +103,63 @@ static void test_model_parity(void **state) {
   }
 }
 
+/* Steps of a model loaded with the given options (0 on load failure) and
+ * its arena size. */
+static int model_steps(const char *dir, const char *name, const struct osseg_engine_options *o,
+                       uint64_t *arena) {
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  if (osseg_model_load(&m, test_path("%s/%s.onnx", dir, name), o, &diag)) return 0;
+  struct osseg_model_stats st;
+  osseg_model_get_stats(m, &st);
+  osseg_model_free(m);
+  *arena = st.arena_bytes;
+  return st.steps;
+}
+
+/* Conv over nearest-2x upsample (+ concat) is rewritten into phase convs
+ * (fuse.c): the rewrite must actually happen on the decoder pattern (Resize
+ * + Concat + Conv = 3 steps become phase conv + interleave + one conv per
+ * other concat input), match PyTorch in both precisions (test_op_parity runs
+ * the same files), and OSSEG_NO_UPCONV must give the plain path the same
+ * answer. */
+static void test_upconv_rewrite(void **state) {
+  (void)state;
+  const char *dir = engine_dir();
+  char d[4096];
+  snprintf(d, sizeof d, "%s", dir);
+  static const struct { const char *name; int extra; } cases[] = {
+      {"upconv_cat", 1}, {"upconv_cat_op11", 1}, {"upconv_pure", 0}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+    uint64_t fused_arena = 0, plain_arena = 0;
+    int fused = model_steps(d, cases[i].name, &o, &fused_arena);
+    setenv("OSSEG_NO_UPCONV", "1", 1);
+    int plain = model_steps(d, cases[i].name, &o, &plain_arena);
+    struct parity p;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    int err = engine_parity(d, cases[i].name, &o, &p, &diag);
+    unsetenv("OSSEG_NO_UPCONV");
+    print_message("%-16s steps fused %d plain %d, plain rel %.2e\n", cases[i].name, fused, plain,
+                  p.rel_err);
+    assert_int_equal(err, 0);
+    assert_true(p.rel_err <= 1e-4);
+    assert_true(fused > 0 && plain > 0);
+    assert_int_equal(fused, plain + cases[i].extra);
+    /* neither the upsampled tensor nor the concat exists any more */
+    assert_true(fused_arena != plain_arena);
+    for (int prec = 0; prec < 2; prec++) {
+      o.precision = prec ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32;
+      err = engine_parity(d, cases[i].name, &o, &p, &diag);
+      print_message("%-16s %s fused rel %.2e\n", cases[i].name, prec ? "bf16" : "fp32", p.rel_err);
+      assert_int_equal(err, 0);
+      assert_true(p.rel_err <= (prec ? 0.02 : 1e-5));
+    }
+  }
+}
+
 static void expect_load_error(const char *file, int code, const char *needle) {
   struct osseg_model *m = NULL;
   struct osseg_diag diag;
@@ -290,6 +347,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_op_parity),
       cmocka_unit_test(test_model_parity),
+      cmocka_unit_test(test_upconv_rewrite),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_metadata_and_info),
       cmocka_unit_test(test_concurrent_runs),
