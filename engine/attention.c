@@ -15,6 +15,7 @@
  * handles (dnnl_memory_set_data_handle). bf16: Q/K/V/O and the
  * probabilities are bf16, scores and softmax statistics fp32. */
 #include "transformer.h"
+#include "isa_variants.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -313,10 +314,9 @@ int osseg__compile_attention(struct osseg_model *m, struct osseg__node *n, struc
   if (T < 16) T = 16;
   if (T > a->N) T = a->N;
   a->own_sm = m->act_dt == dnnl_f32;
-  /* OSSEG_DISABLE_CPU_FEATURES=avx512 (the kernels' test switch) forces the
-   * generic exp loop so tests cover it on this machine too */
-  const char *dis = getenv("OSSEG_DISABLE_CPU_FEATURES");
-  a->avx512 = __builtin_cpu_supports("avx512f") && !(dis && strstr(dis, "avx512"));
+  /* The kernels' CPU detection honours OSSEG_DISABLE_CPU_FEATURES, so the
+   * test suite covers the generic exp loop on this machine too. */
+  a->avx512 = (osseg_cpu_features() & OSSEG_CPU_AVX512) != 0;
   a->ts = osseg__add_temp(m, -1, diag);
   if (a->ts < 0) return a->ts;
   int64_t sd[2] = {T, a->M}, sflat[1] = {T * a->M + T}; /* scores, then 1/row sums */

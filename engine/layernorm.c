@@ -6,6 +6,7 @@
  * across OpenMP threads. (oneDNN 2.6's layer norm is the non-JIT
  * simple_layer_normalization and only normalises the last dim.) */
 #include "transformer.h"
+#include "isa_variants.h"
 
 #include <math.h>
 #include <omp.h>
@@ -19,9 +20,10 @@ struct ln_step {
   int bf16;
 };
 
-/* Rows [r0, r1); compiled for AVX-512 / AVX2 / baseline (target_clones). */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void ln_rows(const struct ln_step *l, const void *xp, void *yp, int64_t r0, int64_t r1) {
+/* Rows [r0, r1); compiled for AVX-512 / AVX2 / baseline (isa_variants.h). */
+static inline __attribute__((always_inline)) void ln_rows_impl(const struct ln_step *l,
+                                                              const void *xp, void *yp,
+                                                              int64_t r0, int64_t r1) {
   const int64_t D = l->D;
   const float *w = l->w, *b = l->b;
   const float eps = l->eps;
@@ -64,6 +66,10 @@ static void ln_rows(const struct ln_step *l, const void *xp, void *yp, int64_t r
   }
 }
 
+OSSEG__ISA_VARIANTS(ln_rows, (const struct ln_step *l, const void *xp, void *yp, int64_t r0, int64_t r1),
+                    (l, xp, yp, r0, r1))
+
+
 static dnnl_status_t run_ln(struct osseg_model *m, struct osseg__step *s) {
   const struct ln_step *l = s->priv;
   const void *x = osseg__tensor_ptr(m, l->x);
@@ -72,7 +78,7 @@ static dnnl_status_t run_ln(struct osseg_model *m, struct osseg__step *s) {
   {
     int nt = omp_get_num_threads(), id = omp_get_thread_num();
     int64_t per = (l->rows + nt - 1) / nt, r0 = id * per, r1 = r0 + per < l->rows ? r0 + per : l->rows;
-    if (r0 < r1) ln_rows(l, x, y, r0, r1);
+    if (r0 < r1) ln_rows_select()(l, x, y, r0, r1);
   }
   return dnnl_success;
 }

@@ -10,6 +10,7 @@
  * The 1x1 conv then runs at each branch's own resolution inside its Linear,
  * and neither the four resized tensors nor their concat is materialised. */
 #include "transformer.h"
+#include "isa_variants.h"
 
 #include <math.h>
 #include <omp.h>
@@ -33,11 +34,11 @@ struct rs_step {
 };
 
 
-/* Memory-bound: compiled for AVX-512 / AVX2 / baseline, picked by the
- * loader (GCC target_clones, ifunc) on the CPU it runs on. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void rs_rows(const struct rs_step *r, const void *const *src, void *dst, int64_t y0,
-                    int64_t y1) {
+/* Memory-bound: compiled for AVX-512 / AVX2 / baseline (isa_variants.h). */
+static inline __attribute__((always_inline)) void rs_rows_impl(const struct rs_step *r,
+                                                              const void *const *src,
+                                                              void *dst, int64_t y0,
+                                                              int64_t y1) {
   const int64_t C = r->c;
   float acc[MAX_CH];
   for (int64_t y = y0; y < y1; y++) {
@@ -96,6 +97,10 @@ static void rs_rows(const struct rs_step *r, const void *const *src, void *dst, 
   }
 }
 
+OSSEG__ISA_VARIANTS(rs_rows, (const struct rs_step *r, const void *const *src, void *dst, int64_t y0, int64_t y1),
+                    (r, src, dst, y0, y1))
+
+
 static dnnl_status_t run_rs(struct osseg_model *m, struct osseg__step *s) {
   const struct rs_step *r = s->priv;
   const void *src[MAX_BRANCH];
@@ -105,7 +110,7 @@ static dnnl_status_t run_rs(struct osseg_model *m, struct osseg__step *s) {
   {
     int nt = omp_get_num_threads(), id = omp_get_thread_num();
     int64_t per = (r->oh + nt - 1) / nt, y0 = id * per, y1 = y0 + per < r->oh ? y0 + per : r->oh;
-    if (y0 < y1) rs_rows(r, src, dst, y0, y1);
+    if (y0 < y1) rs_rows_select()(r, src, dst, y0, y1);
   }
   return dnnl_success;
 }
@@ -194,9 +199,10 @@ struct rp_step {
   float *wy, *wx;
 };
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void rp_channel(const struct rp_step *r, const void *src, void *dst, int64_t c,
-                       float *h0, float *h1) {
+static inline __attribute__((always_inline)) void rp_channel_impl(const struct rp_step *r,
+                                                                 const void *src, void *dst,
+                                                                 int64_t c, float *h0,
+                                                                 float *h1) {
   int64_t have0 = -1, have1 = -1;
   const int64_t C = r->c, iw = r->iw, ow = r->ow;
   for (int64_t y = 0; y < r->oh; y++) {
@@ -238,6 +244,10 @@ static void rp_channel(const struct rp_step *r, const void *src, void *dst, int6
   }
 }
 
+OSSEG__ISA_VARIANTS(rp_channel, (const struct rp_step *r, const void *src, void *dst, int64_t c, float *h0, float *h1),
+                    (r, src, dst, c, h0, h1))
+
+
 static dnnl_status_t run_rp(struct osseg_model *m, struct osseg__step *s) {
   const struct rp_step *r = s->priv;
   const void *src = osseg__tensor_ptr(m, r->x);
@@ -248,7 +258,7 @@ static dnnl_status_t run_rp(struct osseg_model *m, struct osseg__step *s) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t c = 0; c < r->c; c++) {
     float *h = tmp + (size_t)omp_get_thread_num() * 2 * (size_t)r->ow;
-    rp_channel(r, src, dst, c, h, h + r->ow);
+    rp_channel_select()(r, src, dst, c, h, h + r->ow);
   }
   return dnnl_success;
 }
