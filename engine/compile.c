@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* default octaves of the fp32 tail under bf16 (see node_dt) */
+#define OSSEG__BF16_TAIL_DEFAULT 3
+
 int osseg__dnnl_fail(struct osseg_diag *diag, dnnl_status_t st, const char *what,
                      const struct osseg__node *n) {
   if (n)
@@ -183,7 +186,69 @@ int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_m
   return reorder_step(m, node, src_t, smd, dst_t, dmd, diag);
 }
 
+/* Mixed precision under OSSEG_PRECISION_BF16 (see osseg_engine.h): CNN
+ * nodes whose output has at least the graph output's height / 2^tail run in
+ * fp32 (activations and weights); everything else in bf16. Measured on the
+ * random-weight UNet++ benchmark models (bench/ENGINE_RESULTS.md): the
+ * full-resolution decoder tail and head are where bf16 rounding turns into
+ * flipped mask pixels, and with few channels at high resolution they are
+ * also where bf16 gains least. OSSEG_BF16_TAIL=<octaves> (-1 = all bf16)
+ * overrides the default for experiments. */
+static int bf16_tail_octaves(void) {
+  const char *e = getenv("OSSEG_BF16_TAIL");
+  if (e && *e) return atoi(e);
+  return OSSEG__BF16_TAIL_DEFAULT;
+}
+
+static dnnl_data_type_t node_dt(const struct osseg_model *m, const struct osseg__node *n) {
+  if (m->act_dt != dnnl_bf16) return m->act_dt;
+  static const char *const cnn_ops[] = {"Conv", "osseg.UpConv2x", "ConvTranspose", "Resize",
+                                        "Upsample", "Concat", "Relu", "Sigmoid", "Add", "Mul",
+                                        "BatchNormalization", "Pad", "Identity", "Dropout",
+                                        "MaxPool", "AveragePool"};
+  int cnn = 0;
+  for (size_t i = 0; i < sizeof cnn_ops / sizeof cnn_ops[0]; i++) cnn |= !strcmp(n->op, cnn_ops[i]);
+  /* the image itself stays fp32 (rounding it to bf16 alone flips 0.7 % of
+   * the R18 @512 mask), so its consumers (the stem conv: 3 input channels,
+   * ~1 % of the FLOPs) run in fp32 */
+  for (int i = 0; i < n->nin; i++)
+    if (cnn && n->in[i] == m->g.input) return dnnl_f32;
+  int tail = bf16_tail_octaves();
+  const struct osseg__tensor *o = &m->g.tensors[m->g.output], *y = &m->g.tensors[n->out[0]];
+  if (!cnn || tail < 0 || tail > 30 || o->rank != 4 || y->rank != 4 || y->data) return dnnl_bf16;
+  return y->dims[2] << tail >= o->dims[2] && y->dims[3] << tail >= o->dims[3] ? dnnl_f32 : dnnl_bf16;
+}
+
+static int compile_node_dt(struct osseg_model *m, int ni, struct osseg_diag *diag);
 static int compile_node(struct osseg_model *m, int ni, struct osseg_diag *diag) {
+  /* Every op compiler builds its outputs, weights and temporaries in
+   * m->act_dt: switch it for this node; runtime inputs stored in the other
+   * type are converted first by a reorder into a temporary. */
+  struct osseg__node *n = &m->g.nodes[ni];
+  dnnl_data_type_t saved = m->act_dt, dt = node_dt(m, n);
+  for (int i = 0; i < n->nin && saved == dnnl_bf16; i++) {
+    int t = n->in[i];
+    if (t < 0 || m->g.tensors[t].data || m->md[t].ndims == 0) continue;
+    dnnl_data_type_t tdt = m->md[t].data_type;
+    if ((tdt != dnnl_f32 && tdt != dnnl_bf16) || tdt == dt) continue;
+    int c = osseg__add_temp(m, t, diag);
+    if (c < 0) return c;
+    n = &m->g.nodes[ni];
+    int err = osseg__tensor_md(m, c, dt, NULL);
+    if (err) return osseg__fail(diag, err, "node '%s': layout", n->name);
+    dnnl_memory_desc_t smd = m->md[t], dmd = m->md[c];
+    if ((err = reorder_step(m, ni, t, &smd, c, &dmd, diag))) return err;
+    m->g.tensors[c].uses = 1;
+    for (int j = i; j < n->nin; j++)
+      if (n->in[j] == t) n->in[j] = c;
+  }
+  m->act_dt = dt;
+  int err = compile_node_dt(m, ni, diag);
+  m->act_dt = saved;
+  return err;
+}
+
+static int compile_node_dt(struct osseg_model *m, int ni, struct osseg_diag *diag) {
   struct osseg__node *n = &m->g.nodes[ni];
   const char *op = n->op;
   for (int i = 0; i < n->nout; i++) {
@@ -237,7 +302,7 @@ int osseg__compile(struct osseg_model *m, struct osseg_diag *diag) {
   for (int t = 0; t < g->ntensors; t++) g->tensors[t].storage = t;
   /* Input: caller's NCHW float32 -> internal layout. */
   int in = g->input;
-  int err = osseg__tensor_md(m, in, m->act_dt, NULL);
+  int err = osseg__tensor_md(m, in, dnnl_f32, NULL); /* fp32 in every precision (node_dt) */
   if (err) return osseg__fail(diag, err, "input layout");
   dnnl_memory_desc_t umd;
   dnnl_dims_t d;

@@ -13,7 +13,10 @@ static int prepare_sum(struct osseg_model *m, struct osseg__node *n, int y, stru
   for (int p = 0; p < n->npost; p++) {
     if (n->post[p].kind != OSSEG__POST_SUM) continue;
     int other = n->post[p].arg;
-    if (osseg__can_inplace(m, other) && other != n->in[0]) {
+    /* (the addend may be stored in the other precision: then the reorder
+     * converts it) */
+    if (osseg__can_inplace(m, other) && other != n->in[0] &&
+        m->md[other].data_type == m->md[y].data_type) {
       osseg__alias(m, y, other);
     } else {
       int err = osseg__reorder_step(m, (int)(n - m->g.nodes), other, &m->md[other], y, &m->md[y], diag);

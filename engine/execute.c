@@ -87,11 +87,13 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
   if (dnnl_memory_set_data_handle(m->user_in, (void *)input) != dnnl_success ||
       dnnl_memory_set_data_handle(m->user_out, output) != dnnl_success)
     return osseg__fail(diag, OSSEG_EBACKEND, "binding input/output");
-  size_t es = m->act_dt == dnnl_bf16 ? 2 : 4;
   if (prof) fprintf(stderr, "osseg profile: step kind node op wall_ms cpu_ms\n");
   for (int si = 0; si < m->nsteps; si++) {
     struct osseg__step *s = &m->steps[si];
     dnnl_status_t st = dnnl_success;
+    /* own loops: element size of the tensor written (inputs were converted
+     * to it at compile time; precision is per node under bf16) */
+    size_t es = s->out >= 0 && m->md[s->out].data_type == dnnl_bf16 ? 2 : 4;
     if (prof) {
       tw0 = now_ms(CLOCK_MONOTONIC);
       tc0 = now_ms(CLOCK_PROCESS_CPUTIME_ID);

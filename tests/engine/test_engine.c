@@ -160,6 +160,42 @@ static void test_upconv_rewrite(void **state) {
   }
 }
 
+/* bf16 mixed precision (compile.c node_dt): every boundary between fp32
+ * and bf16 nodes (pool, residual sum, concat, upconv inputs converted by a
+ * reorder) must work for any tail depth, and the default must not be worse
+ * than all-bf16. */
+static void test_bf16_mixed_precision(void **state) {
+  (void)state;
+  static const char *names[] = {"unetpp_r18_tiny_op13", "unetpp_r50_tiny_op13",
+                                "unet_effb0_tiny_op13", "deeplabv3p_r50_tiny_op13"};
+  const char *dir = test_path("%s/tests/data/models", test_source_dir());
+  char d[4096];
+  snprintf(d, sizeof d, "%s", dir);
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    double rel_all = -1, rel_default = -1;
+    for (int tail = -1; tail <= 4; tail++) {
+      struct osseg_engine_options o = opts(OSSEG_PRECISION_BF16);
+      char v[16];
+      snprintf(v, sizeof v, "%d", tail);
+      if (tail == 4) unsetenv("OSSEG_BF16_TAIL"); /* the default */
+      else setenv("OSSEG_BF16_TAIL", v, 1);
+      struct parity p;
+      struct osseg_diag diag;
+      osseg_diag_clear(&diag);
+      int err = engine_parity(d, names[i], &o, &p, &diag);
+      unsetenv("OSSEG_BF16_TAIL");
+      if (err) print_error("%s tail %d: %s\n", names[i], tail, diag.message);
+      assert_int_equal(err, 0);
+      print_message("%-26s bf16 tail %-7s rel %.2e mask %.6f\n", names[i], tail == 4 ? "default" : v,
+                    p.rel_err, p.mask_agree);
+      assert_true(p.mask_agree >= 0.9);
+      if (tail == -1) rel_all = p.rel_err;
+      if (tail == 4) rel_default = p.rel_err;
+    }
+    assert_true(rel_default <= rel_all);
+  }
+}
+
 static void expect_load_error(const char *file, int code, const char *needle) {
   struct osseg_model *m = NULL;
   struct osseg_diag diag;
@@ -348,6 +384,7 @@ int main(void) {
       cmocka_unit_test(test_op_parity),
       cmocka_unit_test(test_model_parity),
       cmocka_unit_test(test_upconv_rewrite),
+      cmocka_unit_test(test_bf16_mixed_precision),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_metadata_and_info),
       cmocka_unit_test(test_concurrent_runs),
