@@ -106,7 +106,9 @@ struct osseg_normalize {
 /* Gray image (channels 1, 8 or 16 bit) -> float32 NCHW tensor (1, 3, S, S)
  * in out (3 * S * S floats, caller-owned): the image scaled to [0, 1],
  * resized bilinearly to S x S as above, then normalised per channel. NULL
- * norm = mean 0, std 1. Uses a temporary buffer of ih * iw + S * S floats.
+ * norm = mean 0, std 1. Reads only the source rows the interpolation needs;
+ * temporaries are O(S) (no float copy of the image). The result has the
+ * same bits as osseg_resize_bilinear_f32 on the scaled float plane.
  * OSSEG_EINVAL (not a gray image, S == 0, std 0), OSSEG_ENOMEM. */
 int osseg_preprocess_gray(const struct osseg_image *img, uint32_t size,
                           const struct osseg_normalize *norm, float *out);

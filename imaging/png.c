@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "osseg_imaging.h"
+#include "imaging_internal.h"
 
 /* ------------------------------------------------------------- images --- */
 
@@ -184,7 +184,24 @@ int osseg_png_decode_mem(const void *data, size_t size,
                        size, (unsigned long long)lim.max_bytes);
   int rc = precheck(data, size, &lim, diag);
   if (rc < 0) return rc;
+  /* Plain 8/16-bit gray files (the radiographs) take the fast path in
+   * png_fast.c; it hands everything else back to libpng. */
+  rc = osseg__png_fast_decode(data, size, &lim, out, diag);
+  if (rc != OSSEG__PNG_FALLBACK) return rc;
+  return osseg__png_decode_libpng(data, size, &lim, out, diag);
+}
 
+int osseg__png_decode_libpng(const void *data, size_t size,
+                             const struct osseg_png_limits *lim_in,
+                             struct osseg_image *out, struct osseg_diag *diag) {
+  struct osseg_png_limits lim;
+  if (lim_in)
+    lim = *lim_in;
+  else
+    osseg_png_limits_default(&lim);
+  if (!out || (!data && size)) return OSSEG_EINVAL;
+  memset(out, 0, sizeof *out);
+  int rc;
   struct png_ctx *ctx = osseg__calloc(1, sizeof *ctx);
   if (!ctx) return OSSEG_ENOMEM;
   ctx->src = data;

@@ -52,10 +52,41 @@ int osseg_resize_bilinear_f32(const float *src, uint32_t ih, uint32_t iw, size_t
   return 0;
 }
 
+/* One source row scaled to [0, 1] (as torch's image / maxval) and
+ * interpolated horizontally at the output columns: exactly the inner
+ * brackets of osseg_resize_bilinear_f32's formula, so the vertical blend of
+ * two such rows gives the same bits as resizing the whole scaled plane. */
+static void hpass_row(const struct osseg_image *img, uint32_t y, const struct tap *xs,
+                      uint32_t ow, const float *lut8, float *h) {
+  const uint8_t *row = img->data + (size_t)y * img->stride;
+  if (img->bit_depth == 8) {
+    for (uint32_t x = 0; x < ow; x++) {
+      const struct tap *t = &xs[x];
+      float wx1 = t->w1, wx0 = 1.0f - wx1;
+      h[x] = wx0 * lut8[row[t->i0]] + wx1 * lut8[row[t->i1]];
+    }
+  } else {
+    const uint16_t *r16 = (const uint16_t *)row;
+    for (uint32_t x = 0; x < ow; x++) {
+      const struct tap *t = &xs[x];
+      float wx1 = t->w1, wx0 = 1.0f - wx1;
+      h[x] = wx0 * ((float)r16[t->i0] / 65535.0f) + wx1 * ((float)r16[t->i1] / 65535.0f);
+    }
+  }
+}
+
+/* Why not convert the image to float and call osseg_resize_bilinear_f32:
+ * a 2048 x 2048 radiograph would need a 16 MB float copy, written and read
+ * once, while a downscale to S rows reads only two source rows per output
+ * row. Only those rows are converted and interpolated horizontally (into
+ * two S-float slots, reused when consecutive output rows share a source
+ * row, as upscaling does); the per-pixel arithmetic is the same as the
+ * whole-plane path in the same order, so the output is bit-identical
+ * (tests/imaging/test_resize.c keeps the old implementation to check). */
 int osseg_preprocess_gray(const struct osseg_image *img, uint32_t size,
                           const struct osseg_normalize *norm, float *out) {
-  if (!img || !img->data || !out || img->channels != 1 || size == 0 ||
-      (img->bit_depth != 8 && img->bit_depth != 16))
+  if (!img || !img->data || !out || img->channels != 1 || size == 0 || img->width == 0 ||
+      img->height == 0 || (img->bit_depth != 8 && img->bit_depth != 16))
     return OSSEG_EINVAL;
   float mean[3] = {0, 0, 0}, inv_std[3] = {1, 1, 1};
   if (norm) {
@@ -65,28 +96,50 @@ int osseg_preprocess_gray(const struct osseg_image *img, uint32_t size,
       inv_std[c] = 1.0f / norm->std[c];
     }
   }
-  size_t n = (size_t)img->width * img->height;
-  float *plane = osseg__malloc(n * sizeof *plane);
-  if (!plane) return OSSEG_ENOMEM;
-  /* Scale first, then interpolate, as torch does on image / 255. */
-  if (img->bit_depth == 8) {
-    for (uint32_t y = 0; y < img->height; y++) {
-      const uint8_t *row = img->data + (size_t)y * img->stride;
-      float *o = plane + (size_t)y * img->width;
-      for (uint32_t x = 0; x < img->width; x++) o[x] = (float)row[x] / 255.0f;
-    }
-  } else {
-    for (uint32_t y = 0; y < img->height; y++) {
-      const uint16_t *row = (const uint16_t *)(img->data + (size_t)y * img->stride);
-      float *o = plane + (size_t)y * img->width;
-      for (uint32_t x = 0; x < img->width; x++) o[x] = (float)row[x] / 65535.0f;
-    }
+  uint32_t ih = img->height, iw = img->width, ow = size, oh = size;
+  struct tap *xs = osseg__malloc((size_t)ow * sizeof *xs);
+  float *slots = osseg__malloc((size_t)2 * ow * sizeof *slots);
+  if (!xs || !slots) {
+    osseg__free(xs);
+    osseg__free(slots);
+    return OSSEG_ENOMEM;
   }
+  /* (float)v / 255.0f for every 8-bit value: the same correctly rounded
+   * quotients the per-pixel division gives. */
+  float lut8[256];
+  for (int v = 0; v < 256; v++) lut8[v] = (float)v / 255.0f;
+  float sx = (float)iw / (float)ow, sy = (float)ih / (float)oh;
+  for (uint32_t x = 0; x < ow; x++) xs[x] = tap_for(iw, sx, x);
+  float *slot[2] = {slots, slots + ow};
+  int64_t held[2] = {-1, -1}; /* source row in each slot */
+  for (uint32_t y = 0; y < oh; y++) {
+    struct tap ty = tap_for(ih, sy, y);
+    const float *h0 = NULL, *h1 = NULL;
+    for (int s = 0; s < 2; s++) {
+      if (held[s] == ty.i0) h0 = slot[s];
+      if (held[s] == ty.i1) h1 = slot[s];
+    }
+    if (!h0) {
+      /* Evict the slot that does not hold the other needed row. */
+      int s = held[0] == ty.i1 ? 1 : 0;
+      hpass_row(img, ty.i0, xs, ow, lut8, slot[s]);
+      held[s] = ty.i0;
+      h0 = slot[s];
+      if (ty.i1 == ty.i0) h1 = h0;
+    }
+    if (!h1) {
+      int s = slot[0] == h0 ? 1 : 0;
+      hpass_row(img, ty.i1, xs, ow, lut8, slot[s]);
+      held[s] = ty.i1;
+      h1 = slot[s];
+    }
+    float wy1 = ty.w1, wy0 = 1.0f - wy1;
+    float *o = out + (size_t)y * ow;
+    for (uint32_t x = 0; x < ow; x++) o[x] = wy0 * h0[x] + wy1 * h1[x];
+  }
+  osseg__free(xs);
+  osseg__free(slots);
   size_t ss = (size_t)size * size;
-  int rc = osseg_resize_bilinear_f32(plane, img->height, img->width, img->width, out, size,
-                                     size, size);
-  osseg__free(plane);
-  if (rc < 0) return rc;
   /* Channels 1 and 2 are copies of channel 0, each normalised. */
   for (int c = 2; c >= 0; c--) {
     float *dst = out + (size_t)c * ss;

@@ -165,11 +165,111 @@ static void test_preprocess(void **state) {
   osseg_image_free(&im16);
 }
 
+/* The implementation of osseg_preprocess_gray before it stopped converting
+ * the whole image to float (kept verbatim as the reference: the new one
+ * must give the same bits). */
+static int old_preprocess_gray(const struct osseg_image *img, uint32_t size,
+                               const struct osseg_normalize *norm, float *out) {
+  if (!img || !img->data || !out || img->channels != 1 || size == 0 ||
+      (img->bit_depth != 8 && img->bit_depth != 16))
+    return OSSEG_EINVAL;
+  float mean[3] = {0, 0, 0}, inv_std[3] = {1, 1, 1};
+  if (norm) {
+    for (int c = 0; c < 3; c++) {
+      if (!(norm->std[c] != 0)) return OSSEG_EINVAL; /* also rejects NaN */
+      mean[c] = norm->mean[c];
+      inv_std[c] = 1.0f / norm->std[c];
+    }
+  }
+  size_t n = (size_t)img->width * img->height;
+  float *plane = osseg__malloc(n * sizeof *plane);
+  if (!plane) return OSSEG_ENOMEM;
+  if (img->bit_depth == 8) {
+    for (uint32_t y = 0; y < img->height; y++) {
+      const uint8_t *row = img->data + (size_t)y * img->stride;
+      float *o = plane + (size_t)y * img->width;
+      for (uint32_t x = 0; x < img->width; x++) o[x] = (float)row[x] / 255.0f;
+    }
+  } else {
+    for (uint32_t y = 0; y < img->height; y++) {
+      const uint16_t *row = (const uint16_t *)(img->data + (size_t)y * img->stride);
+      float *o = plane + (size_t)y * img->width;
+      for (uint32_t x = 0; x < img->width; x++) o[x] = (float)row[x] / 65535.0f;
+    }
+  }
+  size_t ss = (size_t)size * size;
+  int rc = osseg_resize_bilinear_f32(plane, img->height, img->width, img->width, out, size,
+                                     size, size);
+  osseg__free(plane);
+  if (rc < 0) return rc;
+  for (int c = 2; c >= 0; c--) {
+    float *dst = out + (size_t)c * ss;
+    if (mean[c] == 0 && inv_std[c] == 1) {
+      if (c) memcpy(dst, out, ss * sizeof *out);
+      continue;
+    }
+    for (size_t i = 0; i < ss; i++) dst[i] = (out[i] - mean[c]) * inv_std[c];
+  }
+  return 0;
+}
+
+/* Random images of many shapes, 8 and 16 bit, up- and downscaled, with and
+ * without normalisation: bit-identical to the old whole-plane version. */
+static void test_preprocess_matches_old(void **state) {
+  (void)state;
+  static const uint32_t sides[] = {1, 2, 3, 5, 17, 64, 255, 256, 257, 513, 1000};
+  static const uint32_t outs[] = {1, 2, 7, 64, 256, 300};
+  struct test_rng rng;
+  test_rng_seed(&rng, 42);
+  struct osseg_normalize imagenet = {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};
+  size_t cases = 0;
+  for (size_t hi = 0; hi < sizeof sides / sizeof sides[0]; hi++)
+    for (int depth = 8; depth <= 16; depth += 8) {
+      /* A width different from the height, so the axes are not confused. */
+      uint32_t h = sides[hi], w = sides[(hi * 7 + 3) % (sizeof sides / sizeof sides[0])];
+      struct osseg_image im;
+      assert_int_equal(osseg_image_init(&im, w, h, 1, (uint32_t)depth), 0);
+      for (size_t i = 0; i < im.stride * h; i++) im.data[i] = (uint8_t)test_rng_next(&rng);
+      for (size_t oi = 0; oi < sizeof outs / sizeof outs[0]; oi++) {
+        uint32_t S = outs[oi];
+        size_t n = (size_t)3 * S * S;
+        float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+        const struct osseg_normalize *norm = (oi + hi) % 2 ? &imagenet : NULL;
+        assert_int_equal(old_preprocess_gray(&im, S, norm, a), 0);
+        assert_int_equal(osseg_preprocess_gray(&im, S, norm, b), 0);
+        if (memcmp(a, b, n * sizeof *a) != 0)
+          fail_msg("%ux%u %d-bit -> %u: differs from the old implementation", h, w, depth, S);
+        free(a);
+        free(b);
+        cases++;
+      }
+      osseg_image_free(&im);
+    }
+  /* The service's case: a 2048 x 2048 radiograph to the model sizes. */
+  for (int depth = 8; depth <= 16; depth += 8) {
+    struct osseg_image im;
+    assert_int_equal(osseg_image_init(&im, 2048, 2048, 1, (uint32_t)depth), 0);
+    for (size_t i = 0; i < im.stride * 2048; i++) im.data[i] = (uint8_t)test_rng_next(&rng);
+    for (uint32_t S = 256; S <= 512; S *= 2) {
+      size_t n = (size_t)3 * S * S;
+      float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+      assert_int_equal(old_preprocess_gray(&im, S, &imagenet, a), 0);
+      assert_int_equal(osseg_preprocess_gray(&im, S, &imagenet, b), 0);
+      assert_memory_equal(a, b, n * sizeof *a);
+      free(a);
+      free(b);
+      cases++;
+    }
+    osseg_image_free(&im);
+  }
+  assert_int_equal(cases, 11 * 2 * 6 + 4);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_upsample_by_hand), cmocka_unit_test(test_downsample_by_hand),
       cmocka_unit_test(test_identity_and_strides), cmocka_unit_test(test_against_torch),
-      cmocka_unit_test(test_preprocess),
+      cmocka_unit_test(test_preprocess), cmocka_unit_test(test_preprocess_matches_old),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
