@@ -162,7 +162,10 @@ static uint8_t *random_filtered(uint32_t w, uint32_t h, int depth, struct test_r
   *n = rb * h;
   uint8_t *f = malloc(*n);
   for (size_t i = 0; i < *n; i++) f[i] = (uint8_t)test_rng_next(rng);
-  for (uint32_t y = 0; y < h; y++) f[(size_t)y * rb] = (uint8_t)test_rng_below(rng, 5);
+  /* Half the rows Average, so runs of Average rows (decoded two at a time)
+   * of every length and position occur. */
+  for (uint32_t y = 0; y < h; y++)
+    f[(size_t)y * rb] = (uint8_t)(test_rng_below(rng, 2) ? 3 : test_rng_below(rng, 5));
   return f;
 }
 
