@@ -14,9 +14,8 @@
  * about (a bad CRC on an ancillary chunk, more image data than the image
  * needs, a non-empty IEND), so that the fast path never changes the result
  * of a file libpng accepts: it either yields exactly libpng's pixels, or an
- * error for a file libpng also rejects, or hands the file to libpng. One
- * deliberate exception: a wrong zlib Adler-32 is an error here, while libpng
- * only warns about it once every row has been decoded. */
+ * error for a file libpng also rejects (a wrong zlib Adler-32 included), or
+ * hands the file to libpng. */
 #include <libdeflate.h>
 #include <string.h>
 

@@ -585,6 +585,28 @@ static void test_idat_length(void **state) {
   }
 }
 
+/* A wrong zlib Adler-32 (CRCs intact) is an error, on both paths. */
+static void test_bad_adler(void **state) {
+  (void)state;
+  struct test_rng rng;
+  test_rng_seed(&rng, 12);
+  size_t n;
+  uint8_t *f = random_filtered(16, 5, 8, &rng, &n);
+  struct membuf b = hand_png(16, 5, 8, 0, f, n, 1 << 20); /* one IDAT */
+  b.p[b.n - 12 - 4 - 1] ^= 0x10; /* last Adler byte: before IDAT CRC and IEND */
+  fix_crcs(&b);
+  struct osseg_image im = {0};
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_png_decode_mem(b.p, b.n, NULL, &im, &d), OSSEG_EPARSE);
+  assert_non_null(strstr(d.message, "Adler-32"));
+  assert_null(im.data);
+  struct osseg_image ref = {0};
+  assert_int_equal(osseg__png_decode_libpng(b.p, b.n, NULL, &ref, NULL), OSSEG_EPARSE);
+  free(b.p);
+  free(f);
+}
+
 /* A header within the limits but promising far more pixels than a small
  * IDAT can hold is refused before any allocation; one above the limits is
  * OSSEG_ELIMIT, also without allocating. */
@@ -657,6 +679,7 @@ int main(void) {
       cmocka_unit_test(test_random_flips),
       cmocka_unit_test(test_bad_crc_and_filter),
       cmocka_unit_test(test_idat_length),
+      cmocka_unit_test(test_bad_adler),
       cmocka_unit_test(test_absurd_header),
       cmocka_unit_test(test_fast_alloc_failures),
   };
