@@ -11,4 +11,9 @@ int osseg_cmd_run_model(int argc, char **argv);
 int osseg_cmd_model_info(int argc, char **argv);
 int osseg_cmd_predict(int argc, char **argv);
 
+/* Sets the OpenMP spin count for the engine's threads and re-executes the
+ * tool, unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT (omp_env.c).
+ * Call first thing in main. */
+void osseg_cli_omp_policy(char **argv);
+
 #endif

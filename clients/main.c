@@ -19,9 +19,6 @@ static const struct command commands[] = {
     {"model-info", osseg_cmd_model_info, "describe an ONNX model: inputs, outputs, ops, FLOPs"},
 };
 
-/* clients/omp_env.c: re-executes with OMP_WAIT_POLICY=passive unless set */
-void osseg_cli_omp_policy(char **argv);
-
 static void usage(FILE *f) {
   fprintf(f, "usage: osseg <command> [options]\n\ncommands:\n");
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
