@@ -25,26 +25,6 @@ static const char *put(const char *name, const char *text) {
   return put_n(name, text, strlen(text));
 }
 
-/* A copy of its own: test_path's rotating buffers also hold the arguments. */
-static const char *osseg_bin(void) {
-  static char path[4096];
-  if (!path[0]) snprintf(path, sizeof path, "%s/bin/osseg", test_binary_dir());
-  return path;
-}
-
-static int run(char **out, char **err, ...) {
-  const char *argv[20];
-  int n = 0;
-  argv[n++] = osseg_bin();
-  va_list ap;
-  va_start(ap, err);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 19) argv[n++] = a;
-  va_end(ap);
-  argv[n] = NULL;
-  return test_run(argv, out, err, 60);
-}
-
 /* 4x4 images. Hand-computed per-row Dice, (2|A&B| + 1e-4)/(|A|+|B| + 1e-4):
  *   img_a finger-1: GT {0..3}, PRED {2..5}: |A&B| = 2  -> 4.0001/8.0001
  *   img_a finger-2: GT {4,5},  PRED empty              -> 0.0001/2.0001
@@ -71,7 +51,7 @@ static void test_table(void **state) {
   (void)state;
   const char *gt = put("gt.csv", GT), *pred = put("pred.csv", PRED);
   char *out, *err;
-  assert_int_equal(run(&out, &err, "dice", "--height", "4", "--width", "4", pred, gt, NULL), 0);
+  assert_int_equal(test_osseg_run(&out, &err, "dice", "--height", "4", "--width", "4", pred, gt, NULL), 0);
   char expected[1024];
   snprintf(expected, sizeof expected,
            "class       dice  images\n"
@@ -94,7 +74,7 @@ static void test_json(void **state) {
   (void)state;
   const char *gt = put("gt.csv", GT), *pred = put("pred.csv", PRED);
   char *out, *err;
-  assert_int_equal(run(&out, &err, "dice", "--json", "--height", "4", "--width", "4",
+  assert_int_equal(test_osseg_run(&out, &err, "dice", "--json", "--height", "4", "--width", "4",
                        "--threads", "3", pred, gt, NULL),
                    0);
   char expected[1024];
@@ -109,7 +89,7 @@ static void test_json(void **state) {
                          "image_name,class,rle\n"
                          "x_1.png,\"say \"\"hi\"\"\\\",1 3\n"
                          "x_1.png,\"a,b\",\n");
-  assert_int_equal(run(&out, &err, "dice", "--json", "--height", "4", "--width", "4", same, same,
+  assert_int_equal(test_osseg_run(&out, &err, "dice", "--json", "--height", "4", "--width", "4", same, same,
                        NULL),
                    0);
   assert_string_equal(out, "{\"mean\":1,\"per_class\":{\"say \\\"hi\\\"\\\\\":1,\"a,b\":1},\"images\":1}\n");
@@ -121,7 +101,7 @@ static void test_json(void **state) {
 static void expect_fail(int code, const char *msg, ...) {
   const char *argv[20];
   int n = 0;
-  argv[n++] = osseg_bin();
+  argv[n++] = test_osseg_bin();
   argv[n++] = "dice";
   va_list ap;
   va_start(ap, msg);
@@ -182,7 +162,7 @@ static void test_errors(void **state) {
   expect_fail(1, msg, bad, gt, NULL);
 
   char *out, *err;
-  assert_int_equal(run(&out, &err, "dice", "-h", NULL), 0);
+  assert_int_equal(test_osseg_run(&out, &err, "dice", "-h", NULL), 0);
   assert_non_null(strstr(out, "usage: osseg dice"));
   free(out);
   free(err);

@@ -18,13 +18,6 @@
 
 static const char *dir;
 
-/* A copy of its own: test_path's rotating buffers also hold the arguments. */
-static const char *osseg_bin(void) {
-  static char path[4096];
-  if (!path[0]) snprintf(path, sizeof path, "%s/bin/osseg", test_binary_dir());
-  return path;
-}
-
 static const char *put_n(const char *name, const char *text, size_t len) {
   const char *path = test_path("%s/%s", dir, name);
   assert_int_equal(test_write_file(path, text, len), 0);
@@ -33,20 +26,6 @@ static const char *put_n(const char *name, const char *text, size_t len) {
 
 static const char *put(const char *name, const char *text) {
   return put_n(name, text, strlen(text));
-}
-
-/* Runs osseg with up to 16 arguments (NULL-terminated list). */
-static int run(char **out, char **err, ...) {
-  const char *argv[20];
-  int n = 0;
-  argv[n++] = osseg_bin();
-  va_list ap;
-  va_start(ap, err);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 19) argv[n++] = a;
-  va_end(ap);
-  argv[n] = NULL;
-  return test_run(argv, out, err, 60);
 }
 
 static char *slurp(const char *path) {
@@ -94,7 +73,7 @@ static void test_golden_majority(void **state) {
   const char *a = put("a.csv", A), *b = put("b.csv", B), *c = put("c.csv", C);
   const char *o = test_path("%s/out.csv", dir);
   char *out, *err;
-  int rc = run(&out, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, a, b, c, NULL);
+  int rc = test_osseg_run(&out, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, a, b, c, NULL);
   assert_int_equal(rc, 0);
   /* finger-1 of img_1: A {0,1,2,9,10}, B {1,2,3,10,11}, C {0}: count >= 2 at
    * {0,1,2,10}. "a,b\"c": A {4..8}, B {5..9}, C none: {5..8}. finger-2: only
@@ -135,7 +114,7 @@ static void test_thresholds(void **state) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char *err;
-    int rc = run(NULL, &err, "ensemble", "-t", cases[i].t, "--height", "4", "--width", "4",
+    int rc = test_osseg_run(NULL, &err, "ensemble", "-t", cases[i].t, "--height", "4", "--width", "4",
                  "--output", o, a, b, c, NULL);
     assert_int_equal(rc, 0);
     free(err);
@@ -151,7 +130,7 @@ static void test_thresholds(void **state) {
   }
   /* A threshold at or above K empties every mask, with a warning. */
   char *err;
-  assert_int_equal(run(NULL, &err, "ensemble", "-t", "3", "--height", "4", "--width", "4", "-o",
+  assert_int_equal(test_osseg_run(NULL, &err, "ensemble", "-t", "3", "--height", "4", "--width", "4", "-o",
                        o, a, b, c, NULL),
                    0);
   assert_non_null(strstr(err, "warning: threshold 3 >= 3 inputs: every mask will be empty"));
@@ -162,7 +141,7 @@ static void test_thresholds(void **state) {
                       "\"a,b\"\"c.png\",finger-1,\nID001_img_2.png,Radius,\n");
   free(got);
   /* K = 2: the default keeps pixels both inputs vote for. */
-  assert_int_equal(run(NULL, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, a, b,
+  assert_int_equal(test_osseg_run(NULL, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, a, b,
                        NULL),
                    0);
   free(err);
@@ -177,7 +156,7 @@ static void test_thresholds(void **state) {
 static void expect_usage(const char *msg, ...) {
   const char *argv[20];
   int n = 0;
-  argv[n++] = osseg_bin();
+  argv[n++] = test_osseg_bin();
   argv[n++] = "ensemble";
   va_list ap;
   va_start(ap, msg);
@@ -222,7 +201,7 @@ static void test_usage_errors(void **state) {
   assert_false(exists(o));
 
   char *out, *err;
-  assert_int_equal(run(&out, &err, "ensemble", "--help", NULL), 0);
+  assert_int_equal(test_osseg_run(&out, &err, "ensemble", "--help", NULL), 0);
   assert_non_null(strstr(out, "usage: osseg ensemble"));
   assert_non_null(strstr(out, "--threshold"));
   assert_string_equal(err, "");
@@ -239,8 +218,8 @@ static void expect_bad_n(const char *bad_text, size_t bad_len, const char *line_
   const char *o = put("out.csv", "previous contents\n");
   char *out, *err;
   int rc = bad_is_first
-               ? run(&out, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, bad, good, NULL)
-               : run(&out, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, good, bad, NULL);
+               ? test_osseg_run(&out, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, bad, good, NULL)
+               : test_osseg_run(&out, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, good, bad, NULL);
   char expected[1024];
   snprintf(expected, sizeof expected, "osseg ensemble: %s%s\n", bad, line_and_problem);
   if (rc != 1 || strcmp(err, expected) != 0)
@@ -305,18 +284,18 @@ static void test_malformed_inputs(void **state) {
   const char *good = put("good.csv", A);
   char *err;
   const char *missing = test_path("%s/missing.csv", dir);
-  assert_int_equal(run(NULL, &err, "ensemble", "-o", test_path("%s/o.csv", dir), good, missing, NULL), 1);
+  assert_int_equal(test_osseg_run(NULL, &err, "ensemble", "-o", test_path("%s/o.csv", dir), good, missing, NULL), 1);
   char expected[1024];
   snprintf(expected, sizeof expected,
            "osseg ensemble: %s: cannot open: No such file or directory\n", missing);
   assert_string_equal(err, expected);
   free(err);
-  assert_int_equal(run(NULL, &err, "ensemble", "-o", test_path("%s/o.csv", dir), good, dir, NULL), 1);
+  assert_int_equal(test_osseg_run(NULL, &err, "ensemble", "-o", test_path("%s/o.csv", dir), good, dir, NULL), 1);
   snprintf(expected, sizeof expected, "osseg ensemble: %s: not a regular file\n", dir);
   assert_string_equal(err, expected);
   free(err);
   const char *nodir = test_path("%s/nodir/o.csv", dir);
-  assert_int_equal(run(NULL, &err, "ensemble", "-o", nodir, good, good, NULL), 1);
+  assert_int_equal(test_osseg_run(NULL, &err, "ensemble", "-o", nodir, good, good, NULL), 1);
   snprintf(expected, sizeof expected,
            "osseg ensemble: %s: cannot create a file in its folder: No such file or directory\n",
            nodir);
@@ -350,7 +329,7 @@ static void test_damaged_inputs(void **state) {
     const char *bad = put_n("dmg.csv", buf, n);
     unlink(o);
     char *out, *err;
-    int rc = run(&out, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, good, bad, NULL);
+    int rc = test_osseg_run(&out, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, good, bad, NULL);
     if (rc == 0) {
       ok++;
       char *got = slurp(o);
@@ -407,7 +386,7 @@ static void test_threads_agree(void **state) {
   for (int pass = 0; pass < 2; pass++) {
     const char *o = test_path("%s/t%d.csv", dir, pass);
     char *err;
-    assert_int_equal(run(NULL, &err, "ensemble", "--threads", pass ? "4" : "1", "--height", "256",
+    assert_int_equal(test_osseg_run(NULL, &err, "ensemble", "--threads", pass ? "4" : "1", "--height", "256",
                          "--width", "256", "-o", o, paths[0], paths[1], paths[2], NULL),
                      0);
     assert_string_equal(err, "");

@@ -19,25 +19,6 @@
 static const char *dir;
 static char model[4096];
 
-static const char *osseg_bin(void) {
-  static char path[4096];
-  if (!path[0]) snprintf(path, sizeof path, "%s/bin/osseg", test_binary_dir());
-  return path;
-}
-
-static int run(char **out, char **err, ...) {
-  const char *argv[32];
-  int n = 0;
-  argv[n++] = osseg_bin();
-  va_list ap;
-  va_start(ap, err);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 31) argv[n++] = a;
-  va_end(ap);
-  argv[n] = NULL;
-  return test_run(argv, out, err, 120);
-}
-
 /* Writes a gray test PNG of h x w with a bright disc. */
 static void write_png(const char *path, uint32_t h, uint32_t w, uint32_t seed) {
   struct osseg_image img = {0};
@@ -75,7 +56,7 @@ static void test_predict_directory(void **state) {
   (void)state;
   char *out, *err;
   const char *csv = test_path("%s/pred.csv", dir);
-  int rc = run(&out, &err, "predict", "--model", model, "-o", csv, "--json",
+  int rc = test_osseg_run(&out, &err, "predict", "--model", model, "-o", csv, "--json",
                test_path("%s/imgs", dir), NULL);
   if (rc != 0) fail_msg("exit %d: %s", rc, err);
   /* One JSON object per image with the timing fields, in name order. */
@@ -94,14 +75,14 @@ static void test_predict_directory(void **state) {
 
   /* Same input, same bytes; a threshold change changes the result. */
   const char *csv2 = test_path("%s/pred2.csv", dir);
-  assert_int_equal(run(NULL, NULL, "predict", "--model", model, "-o", csv2,
+  assert_int_equal(test_osseg_run(NULL, NULL, "predict", "--model", model, "-o", csv2,
                        test_path("%s/imgs/a_2.png", dir), test_path("%s/imgs/b_1.png", dir),
                        NULL),
                    0);
   char *text2 = test_read_file(csv2, NULL);
   assert_string_equal(text, text2);
   const char *csv3 = test_path("%s/pred3.csv", dir);
-  assert_int_equal(run(NULL, NULL, "predict", "--model", model, "-o", csv3, "--threshold",
+  assert_int_equal(test_osseg_run(NULL, NULL, "predict", "--model", model, "-o", csv3, "--threshold",
                        "0.2", test_path("%s/imgs", dir), NULL),
                    0);
   char *text3 = test_read_file(csv3, NULL);
@@ -109,7 +90,7 @@ static void test_predict_directory(void **state) {
 
   /* An ensemble of the same model three times equals the model alone. */
   const char *csv4 = test_path("%s/pred4.csv", dir);
-  assert_int_equal(run(NULL, NULL, "predict", "--model", model, "--model", model, "--model",
+  assert_int_equal(test_osseg_run(NULL, NULL, "predict", "--model", model, "--model", model, "--model",
                        model, "-o", csv4, test_path("%s/imgs", dir), NULL),
                    0);
   char *text4 = test_read_file(csv4, NULL);
@@ -128,7 +109,7 @@ static void test_predict_bad_image_among_good(void **state) {
   assert_int_equal(test_write_file(bad, "\x89PNG\r\n\x1a\n garbage", 17), 0);
   const char *csv = test_path("%s/partial.csv", dir);
   char *out, *err;
-  int rc = run(&out, &err, "predict", "--model", model, "-o", csv,
+  int rc = test_osseg_run(&out, &err, "predict", "--model", model, "-o", csv,
                test_path("%s/imgs/a_2.png", dir), bad, test_path("%s/imgs/b_1.png", dir), NULL);
   assert_int_equal(rc, 1);
   assert_non_null(strstr(err, "broken.png"));
@@ -146,7 +127,7 @@ static void test_predict_bad_image_among_good(void **state) {
   snprintf(sub, sizeof sub, "%s/other", dir);
   mkdir(sub, 0777);
   write_png(test_path("%s/other/a_2.png", dir), 50, 50, 3);
-  rc = run(&out, &err, "predict", "--model", model, "-o", test_path("%s/dup.csv", dir),
+  rc = test_osseg_run(&out, &err, "predict", "--model", model, "-o", test_path("%s/dup.csv", dir),
            test_path("%s/imgs/a_2.png", dir), test_path("%s/other/a_2.png", dir), NULL);
   assert_int_equal(rc, 1);
   assert_non_null(strstr(err, "same file name"));
@@ -154,7 +135,7 @@ static void test_predict_bad_image_among_good(void **state) {
   free(err);
 
   /* An image over the pixel limit is refused before decoding. */
-  rc = run(&out, &err, "predict", "--model", model, "--max-pixels", "5000", "-o",
+  rc = test_osseg_run(&out, &err, "predict", "--model", model, "--max-pixels", "5000", "-o",
            test_path("%s/limit.csv", dir), test_path("%s/imgs/a_2.png", dir), NULL);
   assert_int_equal(rc, 1);
   assert_non_null(strstr(err, "a_2.png"));
@@ -170,7 +151,7 @@ static void test_predict_overlays(void **state) {
   const char *ov = test_path("%s/overlays", dir);
   char ovdir[4096];
   snprintf(ovdir, sizeof ovdir, "%s", ov);
-  assert_int_equal(run(NULL, NULL, "predict", "--model", model, "-o",
+  assert_int_equal(test_osseg_run(NULL, NULL, "predict", "--model", model, "-o",
                        test_path("%s/ov.csv", dir), "--overlay-dir", ovdir, "--gt", gt,
                        test_path("%s/imgs/b_1.png", dir), NULL),
                    0);
@@ -209,7 +190,7 @@ static void test_predict_usage_errors(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const char *argv[12];
     int n = 0;
-    argv[n++] = osseg_bin();
+    argv[n++] = test_osseg_bin();
     for (int j = 0; j < 8 && cases[i].args[j]; j++) argv[n++] = cases[i].args[j];
     argv[n] = NULL;
     int rc = test_run(argv, NULL, &err, 60);
@@ -219,7 +200,7 @@ static void test_predict_usage_errors(void **state) {
     free(err);
   }
   char *out;
-  assert_int_equal(run(&out, NULL, "predict", "--help", NULL), 0);
+  assert_int_equal(test_osseg_run(&out, NULL, "predict", "--help", NULL), 0);
   assert_non_null(strstr(out, "--overlay-dir"));
   free(out);
 }

@@ -16,30 +16,10 @@
 
 static const char *dir;
 
-/* A copy of its own: test_path's rotating buffers also hold the arguments. */
-static const char *osseg_bin(void) {
-  static char path[4096];
-  if (!path[0]) snprintf(path, sizeof path, "%s/bin/osseg", test_binary_dir());
-  return path;
-}
-
 static const char *put(const char *name, const char *text) {
   const char *path = test_path("%s/%s", dir, name);
   assert_int_equal(test_write_file(path, text, strlen(text)), 0);
   return path;
-}
-
-static int run(char **out, char **err, ...) {
-  const char *argv[20];
-  int n = 0;
-  argv[n++] = osseg_bin();
-  va_list ap;
-  va_start(ap, err);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 19) argv[n++] = a;
-  va_end(ap);
-  argv[n] = NULL;
-  return test_run(argv, out, err, 60);
 }
 
 static const char CSV[] =
@@ -54,14 +34,14 @@ static void roundtrip(const char *image, const char *cls, const char *expected) 
   char png[4096];
   snprintf(png, sizeof png, "%s/mask.png", dir);
   char *out, *err;
-  assert_int_equal(run(&out, &err, "rle", "decode", "--height", "4", "--width", "4", "-o", png,
+  assert_int_equal(test_osseg_run(&out, &err, "rle", "decode", "--height", "4", "--width", "4", "-o", png,
                        csv, image, cls, NULL),
                    0);
   assert_string_equal(out, "");
   assert_string_equal(err, "");
   free(out);
   free(err);
-  assert_int_equal(run(&out, &err, "rle", "encode", png, NULL), 0);
+  assert_int_equal(test_osseg_run(&out, &err, "rle", "encode", png, NULL), 0);
   assert_string_equal(out, expected);
   free(out);
   free(err);
@@ -80,12 +60,12 @@ static void test_encode_csv_form(void **state) {
   char png[4096];
   snprintf(png, sizeof png, "%s/mask.png", dir);
   char *out, *err;
-  assert_int_equal(run(&out, &err, "rle", "decode", "--height", "4", "--width", "4", "-o", png,
+  assert_int_equal(test_osseg_run(&out, &err, "rle", "decode", "--height", "4", "--width", "4", "-o", png,
                        csv, "img_1.png", "finger-1", NULL),
                    0);
   free(out);
   free(err);
-  assert_int_equal(run(&out, &err, "rle", "encode", "--image", "x_1,\"y\".png", "--class",
+  assert_int_equal(test_osseg_run(&out, &err, "rle", "encode", "--image", "x_1,\"y\".png", "--class",
                        "finger-1", png, NULL),
                    0);
   assert_string_equal(out, "image_name,class,rle\n\"x_1,\"\"y\"\".png\",finger-1,2 3 11 2 16 1\n");
@@ -96,7 +76,7 @@ static void test_encode_csv_form(void **state) {
 static void expect_fail(int code, const char *msg, ...) {
   const char *argv[20];
   int n = 0;
-  argv[n++] = osseg_bin();
+  argv[n++] = test_osseg_bin();
   argv[n++] = "rle";
   va_list ap;
   va_start(ap, msg);
@@ -137,12 +117,12 @@ static void test_errors(void **state) {
   struct stat st;
   assert_int_not_equal(stat(png, &st), 0); /* nothing written on failure */
   char *out, *err;
-  assert_int_equal(run(&out, &err, "rle", "encode", csv, NULL), 1);
+  assert_int_equal(test_osseg_run(&out, &err, "rle", "encode", csv, NULL), 1);
   assert_int_equal(strncmp(err, "osseg rle: ", 11), 0);
   assert_string_equal(out, "");
   free(out);
   free(err);
-  assert_int_equal(run(&out, &err, "rle", "--help", NULL), 0);
+  assert_int_equal(test_osseg_run(&out, &err, "rle", "--help", NULL), 0);
   assert_non_null(strstr(out, "usage: osseg rle decode"));
   free(out);
   free(err);

@@ -214,3 +214,22 @@ int test_run(const char *const *argv, char **out, char **err, int timeout_s) {
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
 }
+
+const char *test_osseg_bin(void) {
+  static char path[4096];
+  if (!path[0]) snprintf(path, sizeof path, "%s/bin/osseg", test_binary_dir());
+  return path;
+}
+
+int test_osseg_run(char **out, char **err, ...) {
+  const char *argv[32];
+  int n = 0;
+  argv[n++] = test_osseg_bin();
+  va_list ap;
+  va_start(ap, err);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 31) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  return test_run(argv, out, err, 120);
+}

@@ -43,4 +43,10 @@ char *test_read_file(const char *path, size_t *size);
  * Kills the child after timeout_s seconds. */
 int test_run(const char *const *argv, char **out, char **err, int timeout_s);
 
+/* Path of the built osseg tool, <build>/bin/osseg (static storage). */
+const char *test_osseg_bin(void);
+/* Runs the osseg tool with a NULL-terminated list of at most 30 arguments,
+ * capturing output as test_run does, with a 120 s timeout. */
+int test_osseg_run(char **out, char **err, ...);
+
 #endif
