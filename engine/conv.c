@@ -219,7 +219,9 @@ int osseg__compile_upconv(struct osseg_model *m, struct osseg__node *n, struct o
   const float *B = n->in[2] >= 0 ? g->tensors[n->in[2]].data : NULL;
   const int64_t M = g->tensors[n->in[1]].dims[0], Ct = g->tensors[n->in[1]].dims[1];
   const int64_t Cu = g->tensors[u].dims[1], H = g->tensors[u].dims[2], Wd = g->tensors[u].dims[3];
-  const int64_t *yd = g->tensors[y].dims;
+  /* A copy, not a pointer: osseg__add_temp below may move g->tensors. */
+  int64_t yd[4];
+  memcpy(yd, g->tensors[y].dims, sizeof yd);
   int64_t csum = Cu;
   for (int k = 0; k < nskip; k++) csum += g->tensors[n->in[3 + k]].dims[1];
   if (csum != Ct || yd[1] != M || yd[2] != 2 * H || yd[3] != 2 * Wd || nskip < 0)

@@ -129,6 +129,8 @@ int osseg__compile_matmul(struct osseg_model *m, struct osseg__node *n, struct o
       return sum_t;
     }
     sum_md = ymd;
+    /* osseg__tr_plain_in may add a tensor and so move g->tensors */
+    at = &g->tensors[A], bt = &g->tensors[B], yt = &g->tensors[y];
   }
   dnnl_primitive_attr_t attr;
   int sidx;
