@@ -1,9 +1,15 @@
 #include "engine_test_util.h"
 
 #include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cmocka.h>
 
 #include "test_support.h"
 
@@ -38,4 +44,25 @@ int engine_parity(const char *dir, const char *name, const struct osseg_engine_o
   npy_free(&in);
   npy_free(&ref);
   return err;
+}
+
+struct osseg_engine_options engine_test_opts(enum osseg_precision p) {
+  struct osseg_engine_options o;
+  osseg_engine_options_default(&o);
+  o.precision = p;
+  o.threads = 2;
+  return o;
+}
+
+void expect_load_error(const char *dir, const char *file, int code, const char *needle) {
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
+  int err = osseg_model_load(&m, test_path("%s/%s", dir, file), &o, &diag);
+  if (err != code || !strstr(diag.message, needle))
+    print_error("%s: got %d '%s', want %d '%s'\n", file, err, diag.message, code, needle);
+  assert_int_equal(err, code);
+  assert_non_null(strstr(diag.message, needle));
+  assert_null(m);
 }

@@ -16,4 +16,11 @@ struct parity {
 int engine_parity(const char *dir, const char *name, const struct osseg_engine_options *o,
                   struct parity *p, struct osseg_diag *diag);
 
+/* Engine options of the tests: precision p, 2 threads, other defaults. */
+struct osseg_engine_options engine_test_opts(enum osseg_precision p);
+
+/* Asserts that loading dir/file fails with code and a message containing
+ * needle, and leaves no model behind. */
+void expect_load_error(const char *dir, const char *file, int code, const char *needle);
+
 #endif

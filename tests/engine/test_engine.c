@@ -21,14 +21,6 @@
 
 static const char *engine_dir(void) { return test_path("%s/tests/data/engine", test_source_dir()); }
 
-static struct osseg_engine_options opts(enum osseg_precision p) {
-  struct osseg_engine_options o;
-  osseg_engine_options_default(&o);
-  o.precision = p;
-  o.threads = 2;
-  return o;
-}
-
 /* Every per-op graph: fp32 within 1e-4 of max|ref|. */
 static void test_op_parity(void **state) {
   (void)state;
@@ -44,7 +36,7 @@ static void test_op_parity(void **state) {
     if (l <= strlen(suf) || strcmp(e->d_name + l - strlen(suf), suf)) continue;
     char name[256];
     snprintf(name, sizeof name, "%.*s", (int)(l - strlen(suf)), e->d_name);
-    struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
     if (!strcmp(name, "symbolic_size")) o.input_size = 16;
     struct parity p;
     struct osseg_diag diag;
@@ -83,7 +75,7 @@ static void test_model_parity(void **state) {
     FILE *f = fopen(probe, "rb");
     if (!f) continue; /* fixture set may change; skip absent ones */
     fclose(f);
-    struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
     struct parity p;
     struct osseg_diag diag;
     osseg_diag_clear(&diag);
@@ -132,7 +124,7 @@ static void test_upconv_rewrite(void **state) {
   static const struct { const char *name; int extra; } cases[] = {
       {"upconv_cat", 1}, {"upconv_cat_op11", 1}, {"upconv_pure", 0}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
     uint64_t fused_arena = 0, plain_arena = 0;
     int fused = model_steps(d, cases[i].name, &o, &fused_arena);
     setenv("OSSEG_NO_UPCONV", "1", 1);
@@ -174,7 +166,7 @@ static void test_bf16_mixed_precision(void **state) {
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     double rel_all = -1, rel_default = -1;
     for (int tail = -1; tail <= 4; tail++) {
-      struct osseg_engine_options o = opts(OSSEG_PRECISION_BF16);
+      struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_BF16);
       char v[16];
       snprintf(v, sizeof v, "%d", tail);
       if (tail == 4) unsetenv("OSSEG_BF16_TAIL"); /* the default */
@@ -212,7 +204,7 @@ static void test_bf16_mask_agreement(void **state) {
   snprintf(d, sizeof d, "%s", dir);
   unsetenv("OSSEG_BF16_TAIL");
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    struct osseg_engine_options o = opts(OSSEG_PRECISION_BF16);
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_BF16);
     struct parity p;
     struct osseg_diag diag;
     osseg_diag_clear(&diag);
@@ -225,43 +217,30 @@ static void test_bf16_mask_agreement(void **state) {
   }
 }
 
-static void expect_load_error(const char *file, int code, const char *needle) {
-  struct osseg_model *m = NULL;
-  struct osseg_diag diag;
-  osseg_diag_clear(&diag);
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
-  int err = osseg_model_load(&m, test_path("%s/%s", engine_dir(), file), &o, &diag);
-  if (err != code || !strstr(diag.message, needle))
-    print_error("%s: got %d '%s', want %d '%s'\n", file, err, diag.message, code, needle);
-  assert_int_equal(err, code);
-  assert_non_null(strstr(diag.message, needle));
-  assert_null(m);
-}
-
 static void test_errors(void **state) {
   (void)state;
-  expect_load_error("bad_unsupported_op.onnx", OSSEG_EUNSUPPORTED, "'the_erf_node': op Erf (opset 13)");
-  expect_load_error("bad_external_data.onnx", OSSEG_EUNSUPPORTED, "external data");
-  expect_load_error("bad_absurd_dims.onnx", OSSEG_ELIMIT, "tensor 'w'");
-  expect_load_error("bad_short_data.onnx", OSSEG_EPARSE, "8 values");
-  expect_load_error("bad_huge_expand.onnx", OSSEG_ELIMIT, "too large");
-  expect_load_error("bad_cycle.onnx", OSSEG_EPARSE, "not produced by an earlier node");
-  expect_load_error("bad_opset.onnx", OSSEG_EUNSUPPORTED, "opset 99");
-  expect_load_error("symbolic_size.onnx", OSSEG_EINVAL, "symbolic size");
-  expect_load_error("does_not_exist.onnx", OSSEG_EIO, "does_not_exist");
+  expect_load_error(engine_dir(), "bad_unsupported_op.onnx", OSSEG_EUNSUPPORTED, "'the_erf_node': op Erf (opset 13)");
+  expect_load_error(engine_dir(), "bad_external_data.onnx", OSSEG_EUNSUPPORTED, "external data");
+  expect_load_error(engine_dir(), "bad_absurd_dims.onnx", OSSEG_ELIMIT, "tensor 'w'");
+  expect_load_error(engine_dir(), "bad_short_data.onnx", OSSEG_EPARSE, "8 values");
+  expect_load_error(engine_dir(), "bad_huge_expand.onnx", OSSEG_ELIMIT, "too large");
+  expect_load_error(engine_dir(), "bad_cycle.onnx", OSSEG_EPARSE, "not produced by an earlier node");
+  expect_load_error(engine_dir(), "bad_opset.onnx", OSSEG_EUNSUPPORTED, "opset 99");
+  expect_load_error(engine_dir(), "symbolic_size.onnx", OSSEG_EINVAL, "symbolic size");
+  expect_load_error(engine_dir(), "does_not_exist.onnx", OSSEG_EIO, "does_not_exist");
   struct osseg_model *m = NULL;
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
   assert_int_equal(osseg_model_load_buffer(&m, "", 0, NULL, &diag), OSSEG_EPARSE);
   assert_int_equal(osseg_model_load_buffer(&m, "garbage!", 8, NULL, &diag), OSSEG_EPARSE);
   /* fixed-size model with a different requested size */
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
   o.input_size = 32;
   osseg_diag_clear(&diag);
   assert_int_equal(osseg_model_load(&m, test_path("%s/relu.onnx", engine_dir()), &o, &diag),
                    OSSEG_EINVAL);
   /* model size limit */
-  o = opts(OSSEG_PRECISION_FP32);
+  o = engine_test_opts(OSSEG_PRECISION_FP32);
   o.max_model_bytes = 16;
   assert_int_equal(osseg_model_load(&m, test_path("%s/relu.onnx", engine_dir()), &o, &diag),
                    OSSEG_ELIMIT);
@@ -272,7 +251,7 @@ static void test_metadata_and_info(void **state) {
   struct osseg_model *m = NULL;
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
   assert_int_equal(osseg_model_load(&m, test_path("%s/metadata.onnx", engine_dir()), &o, &diag), 0);
   assert_string_equal(osseg_model_metadata(m, "classes"), "29");
   assert_string_equal(osseg_model_metadata(m, "input_size"), "8");
@@ -310,7 +289,7 @@ static void *run_thread(void *p) {
 static void test_concurrent_runs(void **state) {
   (void)state;
   struct osseg_model *m = NULL;
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
   assert_int_equal(osseg_model_load(&m, test_path("%s/residual.onnx", engine_dir()), &o, NULL), 0);
   size_t ni = osseg_model_input_elems(m), no = osseg_model_output_elems(m);
   float *in = malloc(ni * sizeof(float)), *o1 = malloc(no * sizeof(float)),
@@ -343,7 +322,7 @@ static void test_truncated_and_corrupted(void **state) {
   (void)state;
   size_t size;
   char *buf = read_model("conv_bn_relu_nofold.onnx", &size);
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
   o.max_tensor_bytes = 64 << 20;
   int failures = 0;
   for (size_t cut = 0; cut < size; cut += size / 97 + 1) {
@@ -384,7 +363,7 @@ static void test_alloc_failure_sweep(void **state) {
   (void)state;
   size_t size;
   char *buf = read_model("se_block.onnx", &size);
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
   uint64_t n;
   int ok = 0;
   for (n = 1; n < 5000 && !ok; n++) {

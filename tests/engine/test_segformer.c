@@ -22,14 +22,6 @@
 #include "osseg_engine.h"
 #include "test_support.h"
 
-static struct osseg_engine_options opts(enum osseg_precision p) {
-  struct osseg_engine_options o;
-  osseg_engine_options_default(&o);
-  o.precision = p;
-  o.threads = 2;
-  return o;
-}
-
 static const char *tr_dir(void) {
   return test_path("%s/tests/data/engine/transformer", test_source_dir());
 }
@@ -48,7 +40,7 @@ static void test_transformer_op_parity(void **state) {
     if (l <= strlen(suf) || strcmp(e->d_name + l - strlen(suf), suf)) continue;
     char name[256];
     snprintf(name, sizeof name, "%.*s", (int)(l - strlen(suf)), e->d_name);
-    struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
     struct parity p;
     struct osseg_diag diag;
     osseg_diag_clear(&diag);
@@ -70,7 +62,7 @@ static void test_transformer_op_parity(void **state) {
 }
 
 static void model_parity(const char *dir, const char *name, double bf16_mask) {
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
   struct parity p;
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
@@ -100,7 +92,7 @@ static void test_segformer_fixtures(void **state) {
 static void test_segformer_fusions(void **state) {
   (void)state;
   struct osseg_model_stats st13, st17;
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
   struct osseg_model *m = NULL;
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
@@ -123,28 +115,15 @@ static void test_segformer_fusions(void **state) {
   assert_true(st13.params == st17.params);
 }
 
-static void expect_error(const char *file, int code, const char *needle) {
-  struct osseg_model *m = NULL;
-  struct osseg_diag diag;
-  osseg_diag_clear(&diag);
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
-  int err = osseg_model_load(&m, test_path("%s/%s", tr_dir(), file), &o, &diag);
-  if (err != code || !strstr(diag.message, needle))
-    print_error("%s: got %d '%s', want %d '%s'\n", file, err, diag.message, code, needle);
-  assert_int_equal(err, code);
-  assert_non_null(strstr(diag.message, needle));
-  assert_null(m);
-}
-
 static void test_bad_graphs(void **state) {
   (void)state;
-  expect_error("bad_pow_runtime_exponent.onnx", OSSEG_EUNSUPPORTED, "constant scalar exponent");
-  expect_error("bad_matmul_inner.onnx", OSSEG_ESHAPE, "(MatMul, opset 13): inner dims differ");
-  expect_error("bad_softmax_axis.onnx", OSSEG_ESHAPE, "axis 4 out of range");
-  expect_error("bad_gelu_approximate.onnx", OSSEG_EUNSUPPORTED, "opset 20");
-  expect_error("bad_layernorm_stash.onnx", OSSEG_EUNSUPPORTED, "stash_type");
-  expect_error("bad_lone_erf.onnx", OSSEG_EUNSUPPORTED, "op Erf (opset 13) has no kernel");
-  expect_error("bad_slice_negative_step.onnx", OSSEG_EUNSUPPORTED, "negative steps");
+  expect_load_error(tr_dir(), "bad_pow_runtime_exponent.onnx", OSSEG_EUNSUPPORTED, "constant scalar exponent");
+  expect_load_error(tr_dir(), "bad_matmul_inner.onnx", OSSEG_ESHAPE, "(MatMul, opset 13): inner dims differ");
+  expect_load_error(tr_dir(), "bad_softmax_axis.onnx", OSSEG_ESHAPE, "axis 4 out of range");
+  expect_load_error(tr_dir(), "bad_gelu_approximate.onnx", OSSEG_EUNSUPPORTED, "opset 20");
+  expect_load_error(tr_dir(), "bad_layernorm_stash.onnx", OSSEG_EUNSUPPORTED, "stash_type");
+  expect_load_error(tr_dir(), "bad_lone_erf.onnx", OSSEG_EUNSUPPORTED, "op Erf (opset 13) has no kernel");
+  expect_load_error(tr_dir(), "bad_slice_negative_step.onnx", OSSEG_EUNSUPPORTED, "negative steps");
 }
 
 /* Truncation and byte corruption of a SegFormer export: an error with a
@@ -155,7 +134,7 @@ static void test_truncated_and_corrupted(void **state) {
   char *buf = test_read_file(test_path("%s/tests/data/models/segformer_tiny_op17.onnx",
                                        test_source_dir()), &size);
   assert_non_null(buf);
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
   o.max_tensor_bytes = 64 << 20;
   int failures = 0;
   for (size_t cut = 0; cut < size; cut += size / 61 + 1) {
@@ -201,7 +180,7 @@ static void test_alloc_failure_sweep(void **state) {
   size_t size;
   char *buf = test_read_file(test_path("%s/attention_sr2.onnx", tr_dir()), &size);
   assert_non_null(buf);
-  struct osseg_engine_options o = opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
   uint64_t n;
   int ok = 0;
   for (n = 1; n < 20000 && !ok; n++) {
