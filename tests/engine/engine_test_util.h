@@ -3,6 +3,9 @@
 #ifndef OSSEG_TESTS_ENGINE_UTIL_H
 #define OSSEG_TESTS_ENGINE_UTIL_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "npy.h"
 #include "osseg_engine.h"
 
@@ -22,5 +25,16 @@ struct osseg_engine_options engine_test_opts(enum osseg_precision p);
 /* Asserts that loading dir/file fails with code and a message containing
  * needle, and leaves no model behind. */
 void expect_load_error(const char *dir, const char *file, int code, const char *needle);
+
+/* Loads buf truncated at `cuts` evenly spaced points (asserting more than
+ * 50 clean failures with a message and no model), then `iters` copies with
+ * 1-4 random bytes flipped (seeded): each must fail cleanly or give a model
+ * that runs. Memory safety is checked by the ASan build. */
+void engine_check_damaged(const char *buf, size_t size, size_t cuts, int iters, uint64_t seed);
+
+/* Fails the Nth allocation of a load for N = 1, 2, ... until a load
+ * succeeds (at most max_n): every failure must be a clean error with no
+ * model. Returns the number of loads tried. */
+uint64_t engine_alloc_sweep(const char *buf, size_t size, uint64_t max_n);
 
 #endif

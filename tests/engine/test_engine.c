@@ -322,39 +322,7 @@ static void test_truncated_and_corrupted(void **state) {
   (void)state;
   size_t size;
   char *buf = read_model("conv_bn_relu_nofold.onnx", &size);
-  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
-  o.max_tensor_bytes = 64 << 20;
-  int failures = 0;
-  for (size_t cut = 0; cut < size; cut += size / 97 + 1) {
-    struct osseg_model *m = NULL;
-    struct osseg_diag diag;
-    osseg_diag_clear(&diag);
-    int err = osseg_model_load_buffer(&m, buf, cut, &o, &diag);
-    if (err) {
-      failures++;
-      assert_true(diag.message[0] != 0);
-      assert_null(m);
-    }
-    osseg_model_free(m);
-  }
-  assert_true(failures > 50);
-  struct test_rng rng;
-  test_rng_seed(&rng, 42);
-  char *copy = malloc(size);
-  for (int it = 0; it < 150; it++) {
-    memcpy(copy, buf, size);
-    int flips = 1 + (int)test_rng_below(&rng, 4);
-    for (int k = 0; k < flips; k++)
-      copy[test_rng_below(&rng, size)] ^= (char)(1 + test_rng_below(&rng, 255));
-    struct osseg_model *m = NULL;
-    if (osseg_model_load_buffer(&m, copy, size, &o, NULL) == 0) {
-      float in[4 * 12 * 10] = {0}, *out = malloc(osseg_model_output_elems(m) * sizeof(float) + 4);
-      if (osseg_model_input_elems(m) <= 480) osseg_model_run(m, in, out, NULL);
-      free(out);
-    }
-    osseg_model_free(m);
-  }
-  free(copy);
+  engine_check_damaged(buf, size, 97, 150, 42);
   free(buf);
 }
 
@@ -363,27 +331,7 @@ static void test_alloc_failure_sweep(void **state) {
   (void)state;
   size_t size;
   char *buf = read_model("se_block.onnx", &size);
-  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
-  uint64_t n;
-  int ok = 0;
-  for (n = 1; n < 5000 && !ok; n++) {
-    struct osseg_model *m = NULL;
-    struct osseg_diag diag;
-    osseg_diag_clear(&diag);
-    osseg__alloc_fail_at(n);
-    int err = osseg_model_load_buffer(&m, buf, size, &o, &diag);
-    osseg__alloc_fail_at(0);
-    if (err == 0) {
-      ok = 1;
-      osseg_model_free(m);
-    } else {
-      assert_null(m);
-      assert_true(err == OSSEG_ENOMEM || err == OSSEG_EPARSE || err == OSSEG_ELIMIT ||
-                  err == OSSEG_EBACKEND);
-    }
-  }
-  assert_true(ok);
-  assert_true(n > 20);
+  assert_true(engine_alloc_sweep(buf, size, 5000) > 20);
   free(buf);
 }
 

@@ -134,43 +134,7 @@ static void test_truncated_and_corrupted(void **state) {
   char *buf = test_read_file(test_path("%s/tests/data/models/segformer_tiny_op17.onnx",
                                        test_source_dir()), &size);
   assert_non_null(buf);
-  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
-  o.max_tensor_bytes = 64 << 20;
-  int failures = 0;
-  for (size_t cut = 0; cut < size; cut += size / 61 + 1) {
-    struct osseg_model *m = NULL;
-    struct osseg_diag diag;
-    osseg_diag_clear(&diag);
-    if (osseg_model_load_buffer(&m, buf, cut, &o, &diag)) {
-      failures++;
-      assert_true(diag.message[0] != 0);
-      assert_null(m);
-    }
-    osseg_model_free(m);
-  }
-  assert_true(failures > 50);
-  struct test_rng rng;
-  test_rng_seed(&rng, 7);
-  char *copy = malloc(size);
-  assert_non_null(copy);
-  for (int it = 0; it < 60; it++) {
-    memcpy(copy, buf, size);
-    int flips = 1 + (int)test_rng_below(&rng, 4);
-    for (int k = 0; k < flips; k++)
-      copy[test_rng_below(&rng, size)] ^= (char)(1 + test_rng_below(&rng, 255));
-    struct osseg_model *m = NULL;
-    if (osseg_model_load_buffer(&m, copy, size, &o, NULL) == 0) {
-      size_t ni = osseg_model_input_elems(m), no = osseg_model_output_elems(m);
-      if (ni <= (1u << 20) && no <= (1u << 22)) {
-        float *in = calloc(ni, sizeof(float)), *out = malloc(no * sizeof(float));
-        if (in && out) osseg_model_run(m, in, out, NULL);
-        free(in);
-        free(out);
-      }
-    }
-    osseg_model_free(m);
-  }
-  free(copy);
+  engine_check_damaged(buf, size, 61, 60, 7);
   free(buf);
 }
 
@@ -180,27 +144,7 @@ static void test_alloc_failure_sweep(void **state) {
   size_t size;
   char *buf = test_read_file(test_path("%s/attention_sr2.onnx", tr_dir()), &size);
   assert_non_null(buf);
-  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
-  uint64_t n;
-  int ok = 0;
-  for (n = 1; n < 20000 && !ok; n++) {
-    struct osseg_model *m = NULL;
-    struct osseg_diag diag;
-    osseg_diag_clear(&diag);
-    osseg__alloc_fail_at(n);
-    int err = osseg_model_load_buffer(&m, buf, size, &o, &diag);
-    osseg__alloc_fail_at(0);
-    if (err == 0) {
-      ok = 1;
-      osseg_model_free(m);
-    } else {
-      assert_null(m);
-      assert_true(err == OSSEG_ENOMEM || err == OSSEG_EPARSE || err == OSSEG_ELIMIT ||
-                  err == OSSEG_EBACKEND);
-    }
-  }
-  assert_true(ok);
-  assert_true(n > 50);
+  assert_true(engine_alloc_sweep(buf, size, 20000) > 50);
   free(buf);
 }
 
