@@ -79,6 +79,31 @@ static int profile_enabled(void) {
   return on;
 }
 
+/* Profile detail of a primitive step: oneDNN's implementation name (a "ref"
+ * or "gemm" here means a slow fallback) and, for convolutions, the GFLOP it
+ * computes (2 x output elements x input channels per group x kernel area). */
+static void prim_profile(const struct osseg__step *s, const char **impl, double *gflop) {
+  const_dnnl_primitive_desc_t pd = NULL;
+  *impl = "-";
+  *gflop = 0;
+  if (s->kind != OSSEG__STEP_PRIM || dnnl_primitive_get_primitive_desc(s->prim, &pd) != dnnl_success)
+    return;
+  const char *str = NULL;
+  if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &str) == dnnl_success && str)
+    *impl = str;
+  dnnl_primitive_kind_t kind;
+  if (dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind) != dnnl_success ||
+      kind != dnnl_convolution)
+    return;
+  const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  const dnnl_memory_desc_t *d = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+  if (!w || !d || d->ndims < 2 || d->dims[1] <= 0) return;
+  double wn = 1, dn = 1;
+  for (int i = 0; i < w->ndims; i++) wn *= (double)w->dims[i];
+  for (int i = 0; i < d->ndims; i++) dn *= (double)d->dims[i];
+  *gflop = 2.0 * dn * (wn / (double)d->dims[1]) * 1e-9;
+}
+
 int osseg__execute(struct osseg_model *m, const float *input, float *output,
                    struct osseg_diag *diag) {
   const int prof = profile_enabled();
@@ -87,7 +112,7 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
   if (dnnl_memory_set_data_handle(m->user_in, (void *)input) != dnnl_success ||
       dnnl_memory_set_data_handle(m->user_out, output) != dnnl_success)
     return osseg__fail(diag, OSSEG_EBACKEND, "binding input/output");
-  if (prof) fprintf(stderr, "osseg profile: step kind node op wall_ms cpu_ms\n");
+  if (prof) fprintf(stderr, "osseg profile: step kind node op wall_ms cpu_ms gflop gflop/s impl\n");
   for (int si = 0; si < m->nsteps; si++) {
     struct osseg__step *s = &m->steps[si];
     dnnl_status_t st = dnnl_success;
@@ -122,8 +147,12 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
       if (st == dnnl_success) st = dnnl_stream_wait(m->stream);
       double w = now_ms(CLOCK_MONOTONIC) - tw0, c = now_ms(CLOCK_PROCESS_CPUTIME_ID) - tc0;
       const struct osseg__node *n = s->node >= 0 ? &m->g.nodes[s->node] : NULL;
-      fprintf(stderr, "osseg profile: %4d %-14s %-48s %-12s %9.3f %9.3f\n", si,
-              step_kind_name(s->kind), n ? n->name : "-", n ? n->op : "-", w, c);
+      const char *impl;
+      double gf;
+      prim_profile(s, &impl, &gf);
+      fprintf(stderr, "osseg profile: %4d %-14s %-48s %-12s %9.3f %9.3f %7.3f %6.0f %s\n", si,
+              step_kind_name(s->kind), n ? n->name : "-", n ? n->op : "-", w, c, gf,
+              gf > 0 && w > 0 ? gf / (w * 1e-3) : 0.0, impl);
       sum_w += w;
       sum_c += c;
     }
