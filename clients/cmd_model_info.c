@@ -8,7 +8,7 @@
 #include "osseg_engine.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16]\n");
+  fprintf(f, "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16|bf16-mixed]\n");
 }
 
 static void print_dims(const struct osseg_tensor_info *t) {
@@ -35,7 +35,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
       opt.input_size = v;
     } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
       if (osseg_precision_parse(argv[++i], &opt.precision)) {
-        fprintf(stderr, "osseg model-info: --precision must be fp32 or bf16\n");
+        fprintf(stderr, "osseg model-info: --precision must be fp32, bf16 or bf16-mixed\n");
         return 2;
       }
     } else if (argv[i][0] != '-' && !model) {

@@ -30,7 +30,7 @@ static void usage(FILE *f) {
           "\n"
           "options:\n"
           "  --model FILE          ONNX model (repeat to ensemble up to %d models)\n"
-          "  --precision P         fp32 (default) or bf16\n"
+          "  --precision P         fp32 (default), bf16 (AMX) or bf16-mixed\n"
           "  --threshold T         probability threshold in (0, 1), default 0.5\n"
           "  --class-threshold C=T threshold for class C only (repeatable)\n"
           "  --vote hard|soft      combine models by hard votes (default) or mean\n"
@@ -362,7 +362,7 @@ int osseg_cmd_predict(int argc, char **argv) {
         break;
       case O_PRECISION:
         if (osseg_precision_parse(optarg, &precision) != 0) {
-          cli_error(CMD, "--precision must be fp32 or bf16, not '%s'", optarg);
+          cli_error(CMD, "--precision must be fp32, bf16 or bf16-mixed, not '%s'", optarg);
           return CLI_USAGE;
         }
         break;

@@ -1,7 +1,7 @@
 /* osseg run-model: run an ONNX model on a .npy input with timings.
  *
  *   osseg run-model MODEL.onnx [--input IN.npy] [--output OUT.npy]
- *       [--precision fp32|bf16] [--threads N] [--repeat R] [--size S] [--json]
+ *       [--precision fp32|bf16|bf16-mixed] [--threads N] [--repeat R] [--size S] [--json]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +15,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: osseg run-model MODEL.onnx [--input IN.npy] [--output OUT.npy]\n"
-          "         [--precision fp32|bf16] [--threads N] [--repeat R] [--size S] [--json]\n"
+          "         [--precision fp32|bf16|bf16-mixed] [--threads N] [--repeat R] [--size S] [--json]\n"
           "Runs the model on a float32 NCHW .npy (default: seeded random input of the\n"
           "model's input shape), writes the float32 output, prints load time, median/min\n"
           "latency over R runs and peak resident memory.\n");
@@ -73,7 +73,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
       out_path = val, i++;
     } else if (!strcmp(a, "--precision") && val) {
       if (osseg_precision_parse(val, &opt.precision)) {
-        fprintf(stderr, "osseg run-model: --precision must be fp32 or bf16\n");
+        fprintf(stderr, "osseg run-model: --precision must be fp32, bf16 or bf16-mixed\n");
         return 2;
       }
       i++;

@@ -186,15 +186,17 @@ int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_m
   return reorder_step(m, node, src_t, smd, dst_t, dmd, diag);
 }
 
-/* Mixed precision under OSSEG_PRECISION_BF16 (see osseg_engine.h): CNN
- * nodes whose output has at least the graph output's height / 2^tail run in
- * fp32 (activations and weights); everything else in bf16. Measured on the
+/* Precision per node under the two bf16 modes (see osseg_engine.h): under
+ * OSSEG_PRECISION_BF16_MIXED, CNN nodes whose output has at least the
+ * reference output's height / 2^tail run in fp32 (activations and weights),
+ * the rest in bf16; OSSEG_PRECISION_BF16 has no such cut-off. Measured on the
  * random-weight UNet++ benchmark models (bench/ENGINE_RESULTS.md): the
- * full-resolution decoder tail and head are where bf16 rounding turns into
- * flipped mask pixels, and with few channels at high resolution they are
- * also where bf16 gains least. OSSEG_BF16_TAIL=<octaves> (-1 = all bf16)
- * overrides the default for experiments. */
-static int bf16_tail_octaves(void) {
+ * high-resolution levels are where bf16 rounding turns into flipped mask
+ * pixels, but they also hold most of the FLOPs, so the cut-off costs most of
+ * the AMX speed-up. OSSEG_BF16_TAIL=<octaves> overrides the mixed default
+ * (-1 = no cut-off, i.e. the same as OSSEG_PRECISION_BF16). */
+static int bf16_tail_octaves(const struct osseg_model *m) {
+  if (m->opt.precision != OSSEG_PRECISION_BF16_MIXED) return -1;
   const char *e = getenv("OSSEG_BF16_TAIL");
   if (e && *e) return atoi(e);
   return OSSEG__BF16_TAIL_DEFAULT;
@@ -238,18 +240,19 @@ static dnnl_data_type_t node_dt(const struct osseg_model *m, const struct osseg_
    * ~1 % of the FLOPs) run in fp32 */
   for (int i = 0; i < n->nin; i++)
     if (cnn && n->in[i] == m->g.input) return dnnl_f32;
-  int tail = bf16_tail_octaves();
+  int tail = bf16_tail_octaves(m);
   const struct osseg__tensor *o = bf16_ref_output(m), *y = &m->g.tensors[n->out[0]];
   /* Global vectors ([N, C, 1, 1]: GlobalAveragePool / ReduceMean and the
    * 1x1 convs, activations and products on them, i.e. the EfficientNet
    * squeeze-excitation path and the DeepLab ASPP pooling branch) stay fp32
    * at any resolution cut-off: they are tiny, and an SE scale rounded to
    * bf16 rescales every pixel of its channel by the same error. Measured on
-   * unet_effb0_512 with OSSEG_BF16_TAIL=5: mask agreement 98.2 % with the
-   * SE path in bf16, 99.999 % with it in fp32. */
+   * unet_effb0_512 in bf16-mixed with OSSEG_BF16_TAIL=5: mask agreement
+   * 98.2 % with the SE path in bf16, 99.999 % with it in fp32. Both bf16
+   * modes keep them. */
   int global_op = !strcmp(n->op, "GlobalAveragePool") || !strcmp(n->op, "GlobalMaxPool") ||
                   !strcmp(n->op, "ReduceMean");
-  if ((cnn || global_op) && tail >= 0 && is_global_vector(y) && o->rank == 4 &&
+  if ((cnn || global_op) && is_global_vector(y) && o->rank == 4 &&
       !is_global_vector(o))
     return dnnl_f32;
   if (!cnn || tail < 0 || tail > 30 || o->rank != 4 || y->rank != 4 || y->data) return dnnl_bf16;
@@ -339,7 +342,7 @@ int osseg__compile(struct osseg_model *m, struct osseg_diag *diag) {
   dnnl_status_t st = dnnl_engine_create(&m->eng, dnnl_cpu, 0);
   if (st == dnnl_success) st = dnnl_stream_create(&m->stream, m->eng, dnnl_stream_default_flags);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "engine creation", NULL);
-  m->act_dt = m->opt.precision == OSSEG_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+  m->act_dt = m->opt.precision != OSSEG_PRECISION_FP32 ? dnnl_bf16 : dnnl_f32;
   m->md = osseg__calloc((size_t)g->ntensors + 64, sizeof *m->md);
   m->aliased = osseg__calloc((size_t)g->ntensors + 64, 1);
   if (!m->md || !m->aliased) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");

@@ -10,7 +10,7 @@
 int osseg__bind(struct osseg_model *m, struct osseg_diag *diag);
 
 const char *osseg_precision_name(enum osseg_precision p) {
-  return p == OSSEG_PRECISION_BF16 ? "bf16" : "fp32";
+  return p == OSSEG_PRECISION_BF16 ? "bf16" : p == OSSEG_PRECISION_BF16_MIXED ? "bf16-mixed" : "fp32";
 }
 
 int osseg_precision_parse(const char *s, enum osseg_precision *out) {
@@ -21,6 +21,10 @@ int osseg_precision_parse(const char *s, enum osseg_precision *out) {
   }
   if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16")) {
     *out = OSSEG_PRECISION_BF16;
+    return 0;
+  }
+  if (!strcmp(s, "bf16-mixed")) {
+    *out = OSSEG_PRECISION_BF16_MIXED;
     return 0;
   }
   return OSSEG_EINVAL;
@@ -84,7 +88,8 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
     o = &def;
   }
   if (o->threads < 0 || o->threads > 4096 || o->input_size < 0 || o->input_size > 65536 ||
-      (o->precision != OSSEG_PRECISION_FP32 && o->precision != OSSEG_PRECISION_BF16))
+      (o->precision != OSSEG_PRECISION_FP32 && o->precision != OSSEG_PRECISION_BF16 &&
+       o->precision != OSSEG_PRECISION_BF16_MIXED))
     return osseg__fail(diag, OSSEG_EINVAL, "invalid engine options");
   struct osseg_model *m = osseg__calloc(1, sizeof *m);
   if (!m) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");

@@ -29,47 +29,47 @@ extern "C" {
 
 enum osseg_precision {
   OSSEG_PRECISION_FP32 = 0, /* default: matches PyTorch within 1e-4 relative */
-  OSSEG_PRECISION_BF16 = 1, /* mixed: bf16 activations + weights with fp32
-                               accumulation for the low-resolution bulk of
-                               the network, fp32 elsewhere (below); input and
-                               output stay float32 at the API */
-};
-/* What runs in fp32 under OSSEG_PRECISION_BF16, and why:
- *  - the input image and the nodes reading it (the stem conv: 3 input
+  OSSEG_PRECISION_BF16 = 1, /* bf16 activations + weights with fp32
+                               accumulation (AMX), like PyTorch's autocast;
+                               a few cheap nodes stay fp32 (below) */
+  OSSEG_PRECISION_BF16_MIXED = 2, /* bf16 for the low-resolution body only,
+                                     fp32 from 1/8 of the output size up:
+                                     closer to fp32, less AMX speed-up */
+};                                /* input and output stay float32 */
+/* What runs in fp32 under the bf16 modes, and why:
+ *  - both: the input image and the nodes reading it (the stem conv: 3 input
  *    channels, ~1 % of the FLOPs). Rounding the image alone to bf16 flipped
  *    0.7 % of the UNet++ R18 @512 mask pixels.
- *  - every CNN node (conv, upconv, resize, concat, pool, elementwise) whose
- *    output is at least 1/8 of the output's height and width: the decoder
- *    and encoder levels from stride 8 up. Measured mask (logit > 0) agreement
- *    with PyTorch fp32 on the random-weight benchmark models, by the lowest
- *    resolution kept in fp32 (OSSEG_BF16_TAIL=<octaves>, -1 = all bf16):
- *        all bf16 (old)      full res   1/4 res    1/8 res (default)
- *      R18 @512   98.34 %     98.69 %    99.45 %    99.75 %
- *      R50 @1024  91.78 %        -       97.75 %    99.29 %
- *    PyTorch's own bf16 autocast reaches 98.39 % and 91.67 % on the same
- *    models, i.e. all-bf16 is at PyTorch's level; these random-weight
- *    exports put many logits near 0, so they are a harsh test.
- *    "Output" here is the finest map the network computes: when the graph
- *    output is a Resize of the logits (DeepLabV3+ predicts at 1/4 and
- *    upsamples x4), the Resize's input. Before, DeepLab's 1/16 encoder and
- *    ASPP ran bf16: deeplabv3p_r50_512 97.77 % -> 99.996 %.
- *  - global vectors ([N, C, 1, 1]): the squeeze-excitation path of
+ *  - both: global vectors ([N, C, 1, 1]): the squeeze-excitation path of
  *    EfficientNet (GlobalAveragePool, 1x1 convs, sigmoid) and the ASPP
- *    pooling branch, at any cut-off; a bf16 map is multiplied by the fp32
- *    SE scale directly. unet_effb0_512: 97.51 % -> 98.19 % by default,
- *    98.2 % -> 99.999 % with OSSEG_BF16_TAIL=5. The rest of its gap to
- *    99 % is spread over all its 1/16 and 1/32 layers (no single op type);
- *    OSSEG_BF16_TAIL=4 gives 99.38 %.
- *  - transformer ops (SegFormer) keep bf16 as before (only CNN ops are
- *    switched); tensors crossing a precision boundary are converted by one
- *    reorder each.
- * Cost: bf16 now does roughly the stride-16/32 half of a UNet++'s FLOPs in
- * bf16; on AMX machines bf16 is therefore less than the full AMX speed-up
- * (set OSSEG_BF16_TAIL=-1 for all-bf16 where masks matter less); on
- * AVX512_BF16-only machines (no AMX) bf16 convs are slower than fp32 and the
- * mixed default is faster than all-bf16. */
+ *    pooling branch. They are tiny, and an SE scale rounded to bf16 rescales
+ *    every pixel of its channel by the same error; a bf16 map is multiplied
+ *    by the fp32 vector directly.
+ *  - bf16-mixed only: every CNN node (conv, upconv, resize, concat, pool,
+ *    elementwise) whose output is at least 1/8 of the output's height and
+ *    width (OSSEG_BF16_TAIL=<octaves> moves the cut-off). "Output" is the
+ *    finest map the network computes: when the graph output is a Resize of
+ *    the logits (DeepLabV3+ upsamples x4), the Resize's input.
+ *  - transformer ops (SegFormer) run bf16 in both modes.
+ * Mask (logit > 0) agreement with PyTorch fp32 on the random-weight
+ * benchmark models (bench/ENGINE_RESULTS.md), next to PyTorch's own
+ * torch.autocast("cpu", bfloat16) on the same weights:
+ *                   autocast    bf16      bf16-mixed  (its FLOPs in fp32)
+ *   UNet++ R18 @512   98.39 %   98.68 %    99.75 %        89 %
+ *   UNet++ R50 @512   91.97 %   93.09 %       -           91 %
+ *   UNet++ R50 @1024  91.67 %   91.78 %    99.29 %
+ *   UNet effb0 @512   93.94 %   95.03 %    98.19 %        75 %
+ *   DeepLabV3+ @512   82.34 %   85.42 %    99.996 %      100 %
+ * These exports are harsh on purpose (many logits near 0); on trained
+ * models (the demo UNet++ and SegFormer) bf16 and fp32 masks agree to a
+ * mean Dice of 0.9995 and 0.9987. bf16 is the mode to use on AMX machines;
+ * bf16-mixed buys accuracy with nearly all of the AMX speed-up, since the
+ * high-resolution levels hold most of a UNet's FLOPs: it is for checking
+ * how much bf16 costs a model, not for speed. Without AMX
+ * (AVX512_BF16 only) bf16 convs are slower than fp32 and fp32 is faster
+ * than either mode. */
 
-/* Name "fp32"/"bf16"; parse returns 0 or OSSEG_EINVAL. */
+/* Name "fp32"/"bf16"/"bf16-mixed"; parse returns 0 or OSSEG_EINVAL. */
 const char *osseg_precision_name(enum osseg_precision p);
 int osseg_precision_parse(const char *s, enum osseg_precision *out);
 

@@ -53,6 +53,12 @@ static void test_run_model_json_and_output(void **state) {
   assert_non_null(strstr(out, "\"precision\": \"bf16\""));
   free(out);
   free(err);
+  const char *argv3[] = {bin, "run-model", model, "--precision", "bf16-mixed", "--json", NULL};
+  rc = run(argv3, &out, &err);
+  assert_int_equal(rc, 0);
+  assert_non_null(strstr(out, "\"precision\": \"bf16-mixed\""));
+  free(out);
+  free(err);
 }
 
 static void expect_fail(const char *const *argv, int code, const char *needle) {
