@@ -343,13 +343,24 @@ int osseg__compile(struct osseg_model *m, struct osseg_diag *diag) {
   if (st == dnnl_success) st = dnnl_stream_create(&m->stream, m->eng, dnnl_stream_default_flags);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "engine creation", NULL);
   m->act_dt = m->opt.precision != OSSEG_PRECISION_FP32 ? dnnl_bf16 : dnnl_f32;
-  m->md = osseg__calloc((size_t)g->ntensors + 64, sizeof *m->md);
-  m->aliased = osseg__calloc((size_t)g->ntensors + 64, 1);
+  /* Temporaries added while compiling a node: at most one conversion per
+   * input (compile_node) plus one per input and two more in the op itself
+   * (concat, conv/upconv, reshape, resize, attention). Reserved up front. */
+  int64_t budget = 16;
+  for (int ni = 0; ni < g->nnodes; ni++)
+    if (!g->nodes[ni].dead) budget += 2 * (int64_t)g->nodes[ni].nin + 4;
+  if (budget > (1 << 24) - (int64_t)g->ntensors)
+    return osseg__fail(diag, OSSEG_ELIMIT, "graph too large (%d nodes)", g->nnodes);
+  int err = osseg__graph_reserve_tensors(g, (int)budget);
+  if (err) return osseg__fail(diag, err, "out of memory");
+  m->tensor_cap = g->captensors;
+  m->md = osseg__calloc((size_t)m->tensor_cap, sizeof *m->md);
+  m->aliased = osseg__calloc((size_t)m->tensor_cap, 1);
   if (!m->md || !m->aliased) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   for (int t = 0; t < g->ntensors; t++) g->tensors[t].storage = t;
   /* Input: caller's NCHW float32 -> internal layout. */
   int in = g->input;
-  int err = osseg__tensor_md(m, in, dnnl_f32, NULL); /* fp32 in every precision (node_dt) */
+  err = osseg__tensor_md(m, in, dnnl_f32, NULL); /* fp32 in every precision (node_dt) */
   if (err) return osseg__fail(diag, err, "input layout");
   dnnl_memory_desc_t umd;
   dnnl_dims_t d;
@@ -358,7 +369,6 @@ int osseg__compile(struct osseg_model *m, struct osseg_diag *diag) {
   if ((err = reorder_step(m, -1, -2, &umd, in, &m->md[in], diag))) return err;
   for (int ni = 0; ni < g->nnodes; ni++) {
     if (g->nodes[ni].dead) continue;
-    /* md arrays may need to grow when a step adds temporaries */
     if ((err = compile_node(m, ni, diag))) return err;
   }
   int out = g->output;
@@ -378,16 +388,13 @@ int osseg__compile(struct osseg_model *m, struct osseg_diag *diag) {
 
 int osseg__add_temp(struct osseg_model *m, int like, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
+  /* never grow: compile steps may hold pointers into g->tensors / m->md */
+  if (g->ntensors >= m->tensor_cap)
+    return osseg__fail(diag, OSSEG_EINTERNAL, "temporary tensor budget of %d exceeded", m->tensor_cap);
   int t = osseg__graph_add_tensor(g, NULL, 0);
   if (t < 0) return osseg__fail(diag, t, "out of memory");
-  dnnl_memory_desc_t *md = osseg__realloc(m->md, ((size_t)g->ntensors + 1) * sizeof *md);
-  if (!md) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-  m->md = md;
-  memset(&m->md[t], 0, sizeof *md);
-  unsigned char *al = osseg__realloc(m->aliased, (size_t)g->ntensors + 1);
-  if (!al) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-  m->aliased = al;
-  al[t] = 0;
+  memset(&m->md[t], 0, sizeof m->md[t]);
+  m->aliased[t] = 0;
   struct osseg__tensor *x = &g->tensors[t];
   x->dtype = OSSEG__DT_FLOAT;
   x->storage = t;

@@ -219,7 +219,7 @@ int osseg__compile_upconv(struct osseg_model *m, struct osseg__node *n, struct o
   const float *B = n->in[2] >= 0 ? g->tensors[n->in[2]].data : NULL;
   const int64_t M = g->tensors[n->in[1]].dims[0], Ct = g->tensors[n->in[1]].dims[1];
   const int64_t Cu = g->tensors[u].dims[1], H = g->tensors[u].dims[2], Wd = g->tensors[u].dims[3];
-  /* A copy, not a pointer: osseg__add_temp below may move g->tensors. */
+  /* the output dims, copied (cheap, and independent of g->tensors) */
   int64_t yd[4];
   memcpy(yd, g->tensors[y].dims, sizeof yd);
   int64_t csum = Cu;

@@ -124,6 +124,9 @@ struct osseg_model {
   size_t in_elems, out_elems;
   uint64_t params, flops;
   int warned_ref;
+  int tensor_cap; /* g->tensors, md and aliased are reserved to this many
+                     entries before compiling, so that no compile step can
+                     see them move (osseg__add_temp) */
   unsigned char *aliased; /* per tensor: another tensor shares its storage */
 };
 

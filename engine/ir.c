@@ -109,6 +109,17 @@ int osseg__graph_find(const struct osseg__graph *g, const char *name) {
   return -1;
 }
 
+int osseg__graph_reserve_tensors(struct osseg__graph *g, int extra) {
+  if (extra < 0 || extra > (1 << 24) - g->ntensors) return OSSEG_ELIMIT;
+  int cap = g->ntensors + extra;
+  if (cap <= g->captensors) return 0;
+  struct osseg__tensor *t = osseg__realloc(g->tensors, (size_t)cap * sizeof *t);
+  if (!t) return OSSEG_ENOMEM;
+  g->tensors = t;
+  g->captensors = cap;
+  return 0;
+}
+
 int osseg__graph_add_tensor(struct osseg__graph *g, const char *name, size_t namelen) {
   if (g->ntensors == g->captensors) {
     int cap = g->captensors ? g->captensors * 2 : 64;

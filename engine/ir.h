@@ -131,6 +131,9 @@ struct osseg__graph {
 };
 
 void osseg__graph_free(struct osseg__graph *g);
+/* Makes room for `extra` more tensors without moving g->tensors; 0,
+ * OSSEG_ENOMEM or OSSEG_ELIMIT. */
+int osseg__graph_reserve_tensors(struct osseg__graph *g, int extra);
 /* Adds a tensor with a copy of name (may be NULL); returns index or <0. */
 int osseg__graph_add_tensor(struct osseg__graph *g, const char *name, size_t namelen);
 int osseg__graph_find(const struct osseg__graph *g, const char *name);

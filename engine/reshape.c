@@ -41,7 +41,6 @@ int osseg__compile_reshape(struct osseg_model *m, struct osseg__node *n, struct 
     int err = osseg__reorder_step(m, ni, x, &m->md[x], tmp, &xplain, diag);
     if (err) return err;
     src = tmp;
-    /* osseg__add_temp may have moved g->tensors */
     yt = &g->tensors[y];
   }
   if (!transpose && plain_bytes(yt)) {
