@@ -1,8 +1,99 @@
 /* Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and
- * ReduceMean, as oneDNN pooling / reduction primitives on nhwc. */
+ * ReduceMean, as oneDNN pooling / reduction primitives on nhwc, except the
+ * mean over the whole spatial extent (below). */
 #include "engine_internal.h"
 
 #include <string.h>
+
+/* Mean over H and W (GlobalAveragePool; ReduceMean over axes 2 and 3) as
+ * an own loop. oneDNN's pooling and reduction add the H*W values one after
+ * another in fp32: on a 32 x 512 x 512 map of values in [1, 3] that is
+ * 1.3e-5 relative off, and a squeeze-excitation scale computed from such a
+ * mean moved UNet-effb0 @1024's logits by 2.4e-4 of their maximum (PyTorch:
+ * 1.9e-5 from a float64 forward). Here every row chunk is summed in double
+ * and the chunk sums are added in a fixed order: accurate to ~1e-16 and the
+ * same for any thread count. Memory-bound; chunks spread over threads.
+ * fp32 in and out: under bf16 these nodes run in fp32 (compile.c node_dt)
+ * and any other case falls back to oneDNN. */
+#define MEAN_CHUNKS 64
+
+struct mean_step {
+  int x, y;
+  int64_t n, rows, C; /* batch, H*W, channels: x is [n][rows][C] */
+  double *part;       /* MEAN_CHUNKS x C partial sums */
+};
+
+static dnnl_status_t run_mean(struct osseg_model *m, struct osseg__step *s) {
+  const struct mean_step *p = s->priv;
+  const float *xb = osseg__tensor_ptr(m, p->x);
+  float *y = osseg__tensor_ptr(m, p->y);
+  const int64_t C = p->C, rows = p->rows, chunk = (rows + MEAN_CHUNKS - 1) / MEAN_CHUNKS;
+  for (int64_t b = 0; b < p->n; b++) {
+    const float *x = xb + b * rows * C;
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < MEAN_CHUNKS; k++) {
+      double *acc = p->part + (size_t)k * (size_t)C;
+      for (int64_t c = 0; c < C; c++) acc[c] = 0;
+      const int64_t r0 = k * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
+      for (int64_t r = r0; r < r1; r++) {
+        const float *row = x + r * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) acc[c] += (double)row[c];
+      }
+    }
+    for (int64_t c = 0; c < C; c++) {
+      double sum = 0;
+      for (int k = 0; k < MEAN_CHUNKS; k++) sum += p->part[(size_t)k * (size_t)C + (size_t)c];
+      y[b * C + c] = (float)(sum / (double)rows);
+    }
+  }
+  return dnnl_success;
+}
+
+/* The md of a dense rank-4 nhwc map ([N][H][W][C] bytes)? */
+static int dense_nhwc(const dnnl_memory_desc_t *md) {
+  if (md->ndims != 4 || md->format_kind != dnnl_blocked || md->format_desc.blocking.inner_nblks)
+    return 0;
+  const dnnl_dims_t *st = &md->format_desc.blocking.strides;
+  const dnnl_dim_t *d = md->dims;
+  return (*st)[1] == 1 && (*st)[3] == d[1] && (*st)[2] == d[3] * d[1] &&
+         (d[0] == 1 || (*st)[0] == d[2] * d[3] * d[1]) && md->offset0 == 0;
+}
+
+/* Output [N, C] (rank 2) or [N, C, 1, 1] with C contiguous? */
+static int dense_vector(const dnnl_memory_desc_t *md, int64_t n, int64_t c) {
+  if (md->format_kind != dnnl_blocked || md->format_desc.blocking.inner_nblks || md->offset0 ||
+      (md->ndims != 2 && md->ndims != 4) || md->dims[0] != n || md->dims[1] != c)
+    return 0;
+  if (md->ndims == 4 && (md->dims[2] != 1 || md->dims[3] != 1)) return 0;
+  const dnnl_dims_t *st = &md->format_desc.blocking.strides;
+  return (c == 1 || (*st)[1] == 1) && (n == 1 || (*st)[0] == c);
+}
+
+/* 1 if node n (x -> y) was compiled as the own spatial mean, 0 if it is not
+ * one (the caller uses oneDNN), <0 on error. */
+static int try_spatial_mean(struct osseg_model *m, struct osseg__node *n, int x, int y,
+                            const dnnl_memory_desc_t *ymd, struct osseg_diag *diag) {
+  const dnnl_memory_desc_t *xmd = &m->md[x];
+  if (!dense_nhwc(xmd)) return 0;
+  int64_t N = xmd->dims[0], C = xmd->dims[1], rows = xmd->dims[2] * xmd->dims[3];
+  if (!dense_vector(ymd, N, C) || rows <= 0 || C <= 0) return 0;
+  if (xmd->data_type != dnnl_f32 || ymd->data_type != dnnl_f32) return 0;
+  struct mean_step *p = osseg__model_alloc(m, sizeof *p);
+  size_t pbytes;
+  if (!p || osseg__mul_size((size_t)C, MEAN_CHUNKS * sizeof(double), &pbytes))
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  p->part = osseg__model_alloc(m, pbytes);
+  if (!p->part) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  p->x = x, p->y = y, p->n = N, p->rows = rows, p->C = C;
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, (int)(n - m->g.nodes));
+  if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  s->run = run_mean;
+  s->priv = p;
+  s->uses[s->nuses++] = x;
+  s->uses[s->nuses++] = y;
+  return 1;
+}
 
 static int simple_step(struct osseg_model *m, struct osseg__node *n, dnnl_primitive_desc_t pd,
                        int x, const dnnl_memory_desc_t *xmd, int y, const dnnl_memory_desc_t *ymd,
@@ -24,6 +115,8 @@ int osseg__compile_pool(struct osseg_model *m, struct osseg__node *n, struct oss
   struct osseg__window w;
   int err = osseg__window_of(g, n, &w, diag);
   if (err) return err;
+  if (!strcmp(n->op, "GlobalAveragePool") && (err = try_spatial_mean(m, n, x, y, &m->md[y], diag)))
+    return err < 0 ? err : 0;
   dnnl_alg_kind_t alg;
   if (strstr(n->op, "Max")) {
     alg = dnnl_pooling_max;
@@ -86,6 +179,10 @@ int osseg__compile_reduce(struct osseg_model *m, struct osseg__node *n, struct o
                                               dnnl_abcde, dnnl_abcdef};
     if (xt->rank > 6) return osseg__fail(diag, OSSEG_EUNSUPPORTED, "rank");
     dnnl_memory_desc_init_by_tag(&dmd, xt->rank, dd, m->act_dt, plain[xt->rank]);
+  }
+  if (xt->rank == 4 && !red[0] && !red[1] && red[2] && red[3]) {
+    int err = try_spatial_mean(m, n, x, y, &dmd, diag);
+    if (err) return err < 0 ? err : 0;
   }
   dnnl_reduction_desc_t rd;
   dnnl_primitive_attr_t attr;

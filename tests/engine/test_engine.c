@@ -2,6 +2,7 @@
  * (tests/data/engine, from tools/fixtures/make_op_tests.py), whole-model
  * parity on the smp-like fixtures (tests/data/models), error paths,
  * truncated/corrupted files, and an allocation-failure sweep over load. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -225,6 +226,68 @@ static void test_bf16_mask_agreement(void **state) {
   }
 }
 
+/* GlobalAveragePool and ReduceMean over a 512x512 map (the first
+ * squeeze-excitation of an EfficientNet at 1024^2) against means in double:
+ * oneDNN's fp32 pooling/reduction were 1.3e-5 relative off here, which moved
+ * UNet-effb0 @1024's logits by 2.4e-4 of their maximum; the own loop
+ * (pool.c) must be within 1e-6 and give the same bits for 1 and 2 threads.
+ * Under bf16 this graph's output is itself a global vector, so it runs in
+ * bf16 through oneDNN's pooling/reduction: the fallback, within bf16's
+ * rounding. */
+static void test_spatial_mean_accuracy(void **state) {
+  (void)state;
+  const char *path = test_path("%s/spatial_mean_512.onnx", engine_dir());
+  char p[4096];
+  snprintf(p, sizeof p, "%s", path);
+  const size_t C = 32, HW = 512 * 512;
+  float *in = malloc(C * HW * sizeof *in);
+  double *ref = calloc(C, sizeof *ref);
+  float out[3][64];
+  assert_non_null(in);
+  assert_non_null(ref);
+  struct test_rng rng;
+  test_rng_seed(&rng, 20261126);
+  for (size_t c = 0; c < C; c++) {
+    /* offsets up to 16 with small spread: a long fp32 running sum of such
+     * values loses the low bits */
+    double off = 1.0 + (double)c * 0.5;
+    for (size_t i = 0; i < HW; i++) {
+      in[c * HW + i] = (float)(off + test_rng_unit(&rng));
+      ref[c] += in[c * HW + i];
+    }
+    ref[c] /= (double)HW;
+  }
+  static const struct { enum osseg_precision prec; int threads; } runs[3] = {
+      {OSSEG_PRECISION_FP32, 2}, {OSSEG_PRECISION_FP32, 1}, {OSSEG_PRECISION_BF16, 2}};
+  for (int r = 0; r < 3; r++) {
+    struct osseg_engine_options o = engine_test_opts(runs[r].prec);
+    o.threads = runs[r].threads;
+    struct osseg_model *m = NULL;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    int err = osseg_model_load(&m, p, &o, &diag);
+    if (err) print_error("%s\n", diag.message);
+    assert_int_equal(err, 0);
+    assert_int_equal(osseg_model_run(m, in, out[r], &diag), 0);
+    osseg_model_free(m);
+    double worst = 0;
+    for (size_t c = 0; c < 2 * C; c++) {
+      double e = fabs((double)out[r][c] - ref[c % C]) / ref[c % C];
+      if (e > worst) worst = e;
+    }
+    print_message("spatial mean %s %d threads: max rel err %.2e\n",
+                  osseg_precision_name(runs[r].prec), runs[r].threads, worst);
+    if (runs[r].prec == OSSEG_PRECISION_BF16) {
+      assert_true(worst <= 1.0 / 256);
+    } else {
+      assert_true(worst <= 1e-6);
+      assert_memory_equal(out[r], out[0], sizeof out[0]);
+    }
+  }
+  free(in);
+  free(ref);
+}
+
 static void test_errors(void **state) {
   (void)state;
   expect_load_error(engine_dir(), "bad_unsupported_op.onnx", OSSEG_EUNSUPPORTED, "'the_erf_node': op Erf (opset 13)");
@@ -350,6 +413,7 @@ int main(void) {
       cmocka_unit_test(test_upconv_rewrite),
       cmocka_unit_test(test_bf16_mixed_precision),
       cmocka_unit_test(test_bf16_mask_agreement),
+      cmocka_unit_test(test_spatial_mean_accuracy),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_metadata_and_info),
       cmocka_unit_test(test_concurrent_runs),
