@@ -65,6 +65,9 @@ int osseg_cmd_model_info(int argc, char **argv) {
   printf("output      ");
   print_dims(osseg_model_output(m));
   printf("nodes       %d in file, %d steps after folding and fusion\n", st.nodes_onnx, st.steps);
+  if (st.slow_steps)
+    printf("slow steps  %d on oneDNN reference or im2col+gemm kernels (OSSEG_PROFILE=1 names them)\n",
+           st.slow_steps);
   printf("params      %llu (%.2f M)\n", (unsigned long long)st.params, (double)st.params / 1e6);
   printf("flops       %.3f GFLOP (2 x MACs)\n", (double)st.flops / 1e9);
   printf("arena       %llu bytes (%.1f MiB, %s)\n", (unsigned long long)st.arena_bytes,

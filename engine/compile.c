@@ -147,6 +147,13 @@ int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primit
     fprintf(stderr, "osseg: warning: node '%s' (%s) runs on oneDNN '%s'\n", n ? n->name : "-",
             n ? n->op : "reorder", impl);
   if (impl && strncmp(impl, "ref", 3) == 0) m->warned_ref++;
+  /* reference code anywhere, or a convolution as im2col + gemm (for matmul
+   * the gemm implementations are the fast ones) */
+  dnnl_primitive_kind_t kind = dnnl_undefined_primitive;
+  dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind);
+  if (impl && (!strncmp(impl, "ref", 3) || strstr(impl, ":ref") ||
+               ((kind == dnnl_convolution || kind == dnnl_deconvolution) && strstr(impl, "gemm"))))
+    m->slow_steps++;
   const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
   if (smd) {
     s->scratch_md = *smd;
@@ -403,6 +410,15 @@ int osseg__add_temp(struct osseg_model *m, int like, struct osseg_diag *diag) {
     memcpy(x->dims, g->tensors[like].dims, sizeof x->dims);
   }
   return t;
+}
+
+int osseg__md_dense_nhwc(const dnnl_memory_desc_t *md) {
+  if (md->ndims != 4 || md->format_kind != dnnl_blocked || md->format_desc.blocking.inner_nblks ||
+      md->offset0)
+    return 0;
+  const dnnl_dim_t *st = md->format_desc.blocking.strides, *d = md->dims;
+  return st[1] == 1 && st[3] == d[1] && st[2] == d[3] * d[1] &&
+         (d[0] == 1 || st[0] == d[2] * d[3] * d[1]);
 }
 
 int osseg__root(const struct osseg_model *m, int t) {

@@ -5,6 +5,7 @@
 #include "engine_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Residual sum post-op: the destination must hold the addend before the conv
@@ -24,6 +25,21 @@ static int prepare_sum(struct osseg_model *m, struct osseg__node *n, int y, stru
     }
   }
   return 0;
+}
+
+/* Did oneDNN pick im2col + gemm or reference code? For a depthwise conv
+ * that means a shape its direct kernels reject (dwconv.c runs it instead). */
+static int slow_impl(const_dnnl_primitive_desc_t pd) {
+  const char *impl = NULL;
+  if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
+    return 0;
+  return strstr(impl, "gemm") != NULL || strncmp(impl, "ref", 3) == 0 || strstr(impl, ":ref") != NULL;
+}
+
+/* OSSEG_NO_DWCONV=1 keeps oneDNN's choice (A/B measurements). */
+static int slow_impl_off(void) {
+  const char *e = getenv("OSSEG_NO_DWCONV");
+  return e && *e && strcmp(e, "0") != 0;
 }
 
 static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
@@ -93,6 +109,13 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
   }
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "convolution descriptor", n);
+  if (!deconv && group == C && M == C && wdims[1] == 1 && n->npost == 0 && !slow_impl_off() &&
+      slow_impl(pd) && osseg__md_dense_nhwc(&m->md[x]) && osseg__md_dense_nhwc(&m->md[y]) &&
+      m->md[x].data_type == m->md[y].data_type &&
+      (m->md[y].data_type == dnnl_f32 || m->md[y].data_type == dnnl_bf16)) {
+    dnnl_primitive_desc_destroy(pd);
+    return osseg__compile_dwconv(m, n, wdata, wdims, bias, &w, diag);
+  }
   const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
   dnnl_memory_t wmem = NULL, bmem = NULL;
   err = osseg__const_memory(m, wmd, &wuser, wdata, &wmem, diag);

@@ -124,6 +124,7 @@ struct osseg_model {
   size_t in_elems, out_elems;
   uint64_t params, flops;
   int warned_ref;
+  int slow_steps; /* primitives on oneDNN ref / gemm implementations */
   int tensor_cap; /* g->tensors, md and aliased are reserved to this many
                      entries before compiling, so that no compile step can
                      see them move (osseg__add_temp) */
@@ -169,6 +170,13 @@ int osseg__tensor_md(struct osseg_model *m, int t, dnnl_data_type_t dt,
 void osseg__set_dims(dnnl_dims_t d, const int64_t *src, int rank);
 
 int osseg__compile_conv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+/* dwconv.c: depthwise conv (weights [C, 1, kh, kw], optional bias, no
+ * post-ops) of dense nhwc x into y as an own loop. */
+int osseg__compile_dwconv(struct osseg_model *m, struct osseg__node *n, const float *wdata,
+                          const int64_t *wdims, const float *bias, const struct osseg__window *win,
+                          struct osseg_diag *diag);
+/* Is md a dense rank-4 nhwc layout ([N][H][W][C] bytes, no offset)? */
+int osseg__md_dense_nhwc(const dnnl_memory_desc_t *md);
 int osseg__compile_deconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 /* fuse.c makes osseg.UpConv2x (conv of a nearest-2x upsample + concat) */
 int osseg__compile_upconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);

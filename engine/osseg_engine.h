@@ -125,6 +125,9 @@ struct osseg_model_stats {
   uint64_t scratch_bytes; /* shared oneDNN scratchpad */
   int nodes_onnx;         /* nodes in the file */
   int steps;              /* executed steps after folding and fusion */
+  int slow_steps;         /* of which oneDNN runs as reference or im2col +
+                             gemm code (slow fallbacks; 0 for the smp
+                             families on AVX-512 machines) */
   enum osseg_precision precision;
   int threads;
   int opset;

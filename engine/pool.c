@@ -50,16 +50,6 @@ static dnnl_status_t run_mean(struct osseg_model *m, struct osseg__step *s) {
   return dnnl_success;
 }
 
-/* The md of a dense rank-4 nhwc map ([N][H][W][C] bytes)? */
-static int dense_nhwc(const dnnl_memory_desc_t *md) {
-  if (md->ndims != 4 || md->format_kind != dnnl_blocked || md->format_desc.blocking.inner_nblks)
-    return 0;
-  const dnnl_dims_t *st = &md->format_desc.blocking.strides;
-  const dnnl_dim_t *d = md->dims;
-  return (*st)[1] == 1 && (*st)[3] == d[1] && (*st)[2] == d[3] * d[1] &&
-         (d[0] == 1 || (*st)[0] == d[2] * d[3] * d[1]) && md->offset0 == 0;
-}
-
 /* Output [N, C] (rank 2) or [N, C, 1, 1] with C contiguous? */
 static int dense_vector(const dnnl_memory_desc_t *md, int64_t n, int64_t c) {
   if (md->format_kind != dnnl_blocked || md->format_desc.blocking.inner_nblks || md->offset0 ||
@@ -75,7 +65,7 @@ static int dense_vector(const dnnl_memory_desc_t *md, int64_t n, int64_t c) {
 static int try_spatial_mean(struct osseg_model *m, struct osseg__node *n, int x, int y,
                             const dnnl_memory_desc_t *ymd, struct osseg_diag *diag) {
   const dnnl_memory_desc_t *xmd = &m->md[x];
-  if (!dense_nhwc(xmd)) return 0;
+  if (!osseg__md_dense_nhwc(xmd)) return 0;
   int64_t N = xmd->dims[0], C = xmd->dims[1], rows = xmd->dims[2] * xmd->dims[3];
   if (!dense_vector(ymd, N, C) || rows <= 0 || C <= 0) return 0;
   if (xmd->data_type != dnnl_f32 || ymd->data_type != dnnl_f32) return 0;

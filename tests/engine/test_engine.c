@@ -226,6 +226,44 @@ static void test_bf16_mask_agreement(void **state) {
   }
 }
 
+/* Depthwise convs whose dilated extent is wider than the map (DeepLabV3+'s
+ * ASPP): oneDNN runs them as im2col + gemm; engine/dwconv.c replaces that.
+ * Parity against PyTorch with the own loop (no slow step left) and, with
+ * OSSEG_NO_DWCONV=1, through oneDNN's fallback (which proves the fixtures
+ * reach the own loop at all). Runs at every CPU level (ISA variants). */
+static void test_depthwise_fallback(void **state) {
+  (void)state;
+  static const char *names[] = {"dw_dilated_wide", "dw_dilated_bias_strided", "dw_dilated_rect"};
+  char d[4096];
+  snprintf(d, sizeof d, "%s", engine_dir());
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    for (int own = 1; own >= 0; own--) {
+      for (int prec = 0; prec < 2; prec++) {
+        if (!own) setenv("OSSEG_NO_DWCONV", "1", 1);
+        struct osseg_engine_options o =
+            engine_test_opts(prec ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
+        struct parity p;
+        struct osseg_diag diag;
+        osseg_diag_clear(&diag);
+        int err = engine_parity(d, names[i], &o, &p, &diag);
+        if (err) print_error("%s: %s\n", names[i], diag.message);
+        assert_int_equal(err, 0);
+        struct osseg_model *m = NULL;
+        assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", d, names[i]), &o, &diag), 0);
+        struct osseg_model_stats st;
+        osseg_model_get_stats(m, &st);
+        osseg_model_free(m);
+        unsetenv("OSSEG_NO_DWCONV");
+        print_message("%-24s %s %s: rel %.2e, %d slow steps\n", names[i], prec ? "bf16" : "fp32",
+                      own ? "own loop" : "oneDNN  ", p.rel_err, st.slow_steps);
+        assert_true(p.rel_err <= (prec ? 0.01 : 1e-5));
+        if (own) assert_int_equal(st.slow_steps, 0);
+        else assert_true(st.slow_steps >= 1);
+      }
+    }
+  }
+}
+
 /* GlobalAveragePool and ReduceMean over a 512x512 map (the first
  * squeeze-excitation of an EfficientNet at 1024^2) against means in double:
  * oneDNN's fp32 pooling/reduction were 1.3e-5 relative off here, which moved
@@ -413,6 +451,7 @@ int main(void) {
       cmocka_unit_test(test_upconv_rewrite),
       cmocka_unit_test(test_bf16_mixed_precision),
       cmocka_unit_test(test_bf16_mask_agreement),
+      cmocka_unit_test(test_depthwise_fallback),
       cmocka_unit_test(test_spatial_mean_accuracy),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_metadata_and_info),
