@@ -65,6 +65,8 @@ int osseg_cmd_model_info(int argc, char **argv) {
   printf("output      ");
   print_dims(osseg_model_output(m));
   printf("nodes       %d in file, %d steps after folding and fusion\n", st.nodes_onnx, st.steps);
+  if (st.winograd_convs)
+    printf("winograd    %d 3x3 convs by Winograd F(2x2, 3x3)\n", st.winograd_convs);
   if (st.slow_steps)
     printf("slow steps  %d on oneDNN reference or im2col+gemm kernels (OSSEG_PROFILE=1 names them)\n",
            st.slow_steps);

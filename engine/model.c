@@ -166,6 +166,7 @@ void osseg_model_get_stats(const struct osseg_model *m, struct osseg_model_stats
   st->nodes_onnx = m->g.nodes_onnx;
   st->steps = m->nsteps;
   st->slow_steps = m->slow_steps;
+  st->winograd_convs = m->winograd_convs;
   st->precision = m->opt.precision;
   st->threads = m->opt.threads > 0 ? m->opt.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   st->opset = m->g.opset;

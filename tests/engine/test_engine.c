@@ -226,6 +226,51 @@ static void test_bf16_mask_agreement(void **state) {
   }
 }
 
+/* 3x3 stride-1 fp32 convs with >= 32 channels run by Winograd F(2x2, 3x3)
+ * (engine/winograd.c): parity with PyTorch on odd maps (partial tiles),
+ * pads 0/1/2, several chunks, the residual sum + ReLU epilogue and the
+ * upconv's skip convs; the same through oneDNN's direct conv with
+ * OSSEG_NO_WINOGRAD=1; the same result for 1 and 2 threads; under bf16 only
+ * the convs reading the image (which stay fp32) use it. Runs at every CPU
+ * level (ISA variants of the transforms). */
+static void test_winograd(void **state) {
+  (void)state;
+  static const struct { const char *name; int convs, convs_bf16; } cases[] = {
+      {"wg_plain", 1, 1}, {"wg_pads", 3, 1}, {"wg_chunks", 1, 1}, {"wg_residual", 2, 0},
+      {"wg_upconv_cat", 1, 0}};
+  char d[4096];
+  snprintf(d, sizeof d, "%s", engine_dir());
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    double rel_2threads = -1;
+    for (int mode = 0; mode < 4; mode++) { /* wg 2 threads, wg 1 thread, direct, bf16 */
+      if (mode == 2) setenv("OSSEG_NO_WINOGRAD", "1", 1);
+      struct osseg_engine_options o =
+          engine_test_opts(mode == 3 ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
+      if (mode == 1) o.threads = 1;
+      struct parity p;
+      struct osseg_diag diag;
+      osseg_diag_clear(&diag);
+      int err = engine_parity(d, cases[i].name, &o, &p, &diag);
+      if (err) print_error("%s: %s\n", cases[i].name, diag.message);
+      assert_int_equal(err, 0);
+      struct osseg_model *m = NULL;
+      assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", d, cases[i].name), &o, &diag), 0);
+      struct osseg_model_stats st;
+      osseg_model_get_stats(m, &st);
+      osseg_model_free(m);
+      unsetenv("OSSEG_NO_WINOGRAD");
+      static const char *mode_name[] = {"winograd 2T", "winograd 1T", "direct", "bf16"};
+      print_message("%-14s %-11s rel %.2e, %d Winograd convs\n", cases[i].name, mode_name[mode],
+                    p.rel_err, st.winograd_convs);
+      assert_true(p.rel_err <= (mode == 3 ? 0.02 : 5e-6));
+      assert_int_equal(st.winograd_convs,
+                       mode < 2 ? cases[i].convs : mode == 3 ? cases[i].convs_bf16 : 0);
+      if (mode == 0) rel_2threads = p.rel_err;
+      if (mode == 1) assert_true(p.rel_err == rel_2threads);
+    }
+  }
+}
+
 /* Depthwise convs whose dilated extent is wider than the map (DeepLabV3+'s
  * ASPP): oneDNN runs them as im2col + gemm; engine/dwconv.c replaces that.
  * Parity against PyTorch with the own loop (no slow step left) and, with
@@ -442,6 +487,9 @@ static void test_alloc_failure_sweep(void **state) {
   char *buf = read_model("se_block.onnx", &size);
   assert_true(engine_alloc_sweep(buf, size, 5000) > 20);
   free(buf);
+  buf = read_model("wg_residual.onnx", &size); /* Winograd compile paths */
+  assert_true(engine_alloc_sweep(buf, size, 5000) > 20);
+  free(buf);
 }
 
 int main(void) {
@@ -451,6 +499,7 @@ int main(void) {
       cmocka_unit_test(test_upconv_rewrite),
       cmocka_unit_test(test_bf16_mixed_precision),
       cmocka_unit_test(test_bf16_mask_agreement),
+      cmocka_unit_test(test_winograd),
       cmocka_unit_test(test_depthwise_fallback),
       cmocka_unit_test(test_spatial_mean_accuracy),
       cmocka_unit_test(test_errors),

@@ -1,0 +1,370 @@
+/* 3x3 stride-1 fp32 convolutions by Winograd F(2x2, 3x3).
+ *
+ * Each 2x2 block of outputs ("tile") is computed from a 4x4 input patch:
+ *   Y = A^T [ sum_c (G g_c G^T) .* (B^T d_c B) ] A
+ * i.e. 16 elementwise products per tile instead of 36 multiply-adds per
+ * output quad: the 16 products over input channels are 16 matrix
+ * multiplications [tiles x IC] x [IC x OC], 2.25x fewer MACs than the direct
+ * convolution. oneDNN 2.6 has Winograd only for blocked layouts (measured:
+ * unimplemented for nhwc), so the transforms are own loops over the
+ * contiguous nhwc channels and the 16 products one batched oneDNN matmul
+ * (brgemm) per chunk of tiles.
+ *
+ * Work is split into chunks of tiles small enough that a chunk's
+ * transformed input and products stay in the core's L2; each thread takes
+ * whole chunks (input transform, matmul, output transform) and runs the
+ * matmul primitive on its own buffers (inside the parallel region oneDNN
+ * runs it single-threaded). Bias, a residual sum and a (leaky) ReLU are
+ * fused into the output transform.
+ *
+ * Numerics: F(2x2, 3x3) uses only 0, +-1 and 1/2 in its transforms, so the
+ * error stays within a small factor of the direct convolution's (measured
+ * on the UNet++ benchmark models in bench/ENGINE_RESULTS.md).
+ * OSSEG_NO_WINOGRAD=1 turns it off (A/B measurements). */
+#include "engine_internal.h"
+#include "isa_variants.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WG_MAX_THREADS 256
+#define WG_CHUNK_BYTES (1u << 20) /* per-thread transformed data per chunk */
+
+/* A thread's region of the model's shared scratchpad (all steps run one
+ * after another, so every Winograd step uses the same memory):
+ *   v    [16][chunk][IC] transformed input
+ *   p    [16][chunk][OC] products
+ *   zero IC zeros: input outside the map (padding)
+ *   sink 4 x OC floats: outputs outside the map
+ *   the matmul's own scratchpad
+ * The memory objects are this step's views, pointed there at run time. */
+struct wg_thread {
+  dnnl_memory_t vm, pm, sm; /* sm: NULL when the matmul needs none */
+};
+
+struct wg_step {
+  int x, y;
+  int64_t H, W, IC, OC, OH, OW, pt, pl; /* pads top / left */
+  int64_t tiles_w, tiles, chunk, nchunks;
+  const float *bias; /* [OC] */
+  int sum, relu;     /* epilogue: y = relu(conv + bias [+ y]) */
+  float alpha;       /* ReLU's negative slope */
+  dnnl_primitive_t mm;
+  dnnl_memory_t wm; /* transformed weights (model-owned) */
+  dnnl_stream_t stream;
+  size_t off_p, off_zero, off_sink, off_mm, region; /* bytes, within a thread's region */
+  int nthreads;
+  struct wg_thread th[WG_MAX_THREADS];
+};
+
+/* Input transform of tiles [t0, t0 + n) into v: V = B^T d B with
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], written out per channel
+ * (straight-line code, so the channel loop vectorises). */
+static inline __attribute__((always_inline)) void wg_in_impl(const struct wg_step *w,
+                                                            const float *x, float *v,
+                                                            const float *zero, int64_t t0,
+                                                            int64_t n) {
+  const int64_t IC = w->IC, ld = w->chunk * IC;
+  for (int64_t k = 0; k < n; k++) {
+    const int64_t t = t0 + k, ty = t / w->tiles_w, tx = t % w->tiles_w;
+    const float *d[16];
+    for (int i = 0; i < 4; i++) {
+      const int64_t iy = 2 * ty - w->pt + i;
+      for (int j = 0; j < 4; j++) {
+        const int64_t ix = 2 * tx - w->pl + j;
+        d[4 * i + j] = iy >= 0 && iy < w->H && ix >= 0 && ix < w->W
+                           ? x + (size_t)(iy * w->W + ix) * (size_t)IC
+                           : zero;
+      }
+    }
+    const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5],
+                *d6 = d[6], *d7 = d[7], *d8 = d[8], *d9 = d[9], *d10 = d[10], *d11 = d[11],
+                *d12 = d[12], *d13 = d[13], *d14 = d[14], *d15 = d[15];
+    float *o = v + k * IC;
+#pragma omp simd
+    for (int64_t c = 0; c < IC; c++) {
+      /* t = B^T d, column j from rows 0..3 (d[4 * row + j]) */
+      const float t00 = d0[c] - d8[c], t01 = d1[c] - d9[c], t02 = d2[c] - d10[c], t03 = d3[c] - d11[c];
+      const float t10 = d4[c] + d8[c], t11 = d5[c] + d9[c], t12 = d6[c] + d10[c], t13 = d7[c] + d11[c];
+      const float t20 = d8[c] - d4[c], t21 = d9[c] - d5[c], t22 = d10[c] - d6[c], t23 = d11[c] - d7[c];
+      const float t30 = d4[c] - d12[c], t31 = d5[c] - d13[c], t32 = d6[c] - d14[c], t33 = d7[c] - d15[c];
+      /* V = t B, row i */
+      o[0 * ld + c] = t00 - t02, o[1 * ld + c] = t01 + t02, o[2 * ld + c] = t02 - t01, o[3 * ld + c] = t01 - t03;
+      o[4 * ld + c] = t10 - t12, o[5 * ld + c] = t11 + t12, o[6 * ld + c] = t12 - t11, o[7 * ld + c] = t11 - t13;
+      o[8 * ld + c] = t20 - t22, o[9 * ld + c] = t21 + t22, o[10 * ld + c] = t22 - t21, o[11 * ld + c] = t21 - t23;
+      o[12 * ld + c] = t30 - t32, o[13 * ld + c] = t31 + t32, o[14 * ld + c] = t32 - t31, o[15 * ld + c] = t31 - t33;
+    }
+  }
+}
+
+/* Output transform of tiles [t0, t0 + n) from p: Y = A^T m A with
+ * A^T = [1 1 1 0; 0 1 -1 -1], plus bias, then optionally the addend already
+ * in y (sum) and a (leaky) ReLU. sum / relu are constants at each call site
+ * (wg_out_impl below), so each combination is its own vector loop. */
+static inline __attribute__((always_inline)) void wg_out_tiles(const struct wg_step *w,
+                                                              const float *p, float *y,
+                                                              float *sink, int64_t t0, int64_t n,
+                                                              const int sum, const int relu) {
+  const int64_t OC = w->OC, ld = w->chunk * OC;
+  const float alpha = w->alpha;
+  const float *bias = w->bias;
+  for (int64_t k = 0; k < n; k++) {
+    const int64_t t = t0 + k, ty = t / w->tiles_w, tx = t % w->tiles_w;
+    float *out[4];
+    for (int i = 0; i < 2; i++)
+      for (int j = 0; j < 2; j++) {
+        const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
+        out[2 * i + j] = oy < w->OH && ox < w->OW ? y + (size_t)(oy * w->OW + ox) * (size_t)OC
+                                                  : sink + (2 * i + j) * OC;
+      }
+    float *y0 = out[0], *y1 = out[1], *y2 = out[2], *y3 = out[3];
+    const float *q = p + k * OC;
+#pragma omp simd
+    for (int64_t c = 0; c < OC; c++) {
+      const float m00 = q[0 * ld + c], m01 = q[1 * ld + c], m02 = q[2 * ld + c], m03 = q[3 * ld + c];
+      const float m10 = q[4 * ld + c], m11 = q[5 * ld + c], m12 = q[6 * ld + c], m13 = q[7 * ld + c];
+      const float m20 = q[8 * ld + c], m21 = q[9 * ld + c], m22 = q[10 * ld + c], m23 = q[11 * ld + c];
+      const float m30 = q[12 * ld + c], m31 = q[13 * ld + c], m32 = q[14 * ld + c], m33 = q[15 * ld + c];
+      const float u00 = m00 + m10 + m20, u01 = m01 + m11 + m21, u02 = m02 + m12 + m22, u03 = m03 + m13 + m23;
+      const float u10 = m10 - m20 - m30, u11 = m11 - m21 - m31, u12 = m12 - m22 - m32, u13 = m13 - m23 - m33;
+      float r0 = u00 + u01 + u02 + bias[c], r1 = u01 - u02 - u03 + bias[c];
+      float r2 = u10 + u11 + u12 + bias[c], r3 = u11 - u12 - u13 + bias[c];
+      if (sum) r0 += y0[c], r1 += y1[c], r2 += y2[c], r3 += y3[c];
+      if (relu) {
+        r0 = r0 > 0.f ? r0 : r0 * alpha;
+        r1 = r1 > 0.f ? r1 : r1 * alpha;
+        r2 = r2 > 0.f ? r2 : r2 * alpha;
+        r3 = r3 > 0.f ? r3 : r3 * alpha;
+      }
+      y0[c] = r0, y1[c] = r1, y2[c] = r2, y3[c] = r3;
+    }
+  }
+}
+
+static inline __attribute__((always_inline)) void wg_out_impl(const struct wg_step *w,
+                                                             const float *p, float *y,
+                                                             float *sink, int64_t t0,
+                                                             int64_t n) {
+  if (w->sum && w->relu) wg_out_tiles(w, p, y, sink, t0, n, 1, 1);
+  else if (w->sum) wg_out_tiles(w, p, y, sink, t0, n, 1, 0);
+  else if (w->relu) wg_out_tiles(w, p, y, sink, t0, n, 0, 1);
+  else wg_out_tiles(w, p, y, sink, t0, n, 0, 0);
+}
+
+OSSEG__ISA_VARIANTS(wg_in, (const struct wg_step *w, const float *x, float *v, const float *zero,
+                            int64_t t0, int64_t n),
+                    (w, x, v, zero, t0, n))
+OSSEG__ISA_VARIANTS(wg_out, (const struct wg_step *w, const float *p, float *y, float *sink,
+                             int64_t t0, int64_t n),
+                    (w, p, y, sink, t0, n))
+
+static dnnl_status_t run_wg(struct osseg_model *m, struct osseg__step *s) {
+  const struct wg_step *w = s->priv;
+  const float *x = osseg__tensor_ptr(m, w->x);
+  float *y = osseg__tensor_ptr(m, w->y);
+  const wg_in_fn fin = wg_in_select();
+  const wg_out_fn fout = wg_out_select();
+  int failed = 0;
+#pragma omp parallel num_threads(w->nthreads)
+  {
+    const int tid = omp_get_thread_num();
+    const struct wg_thread *t = &w->th[tid];
+    char *base = (char *)m->scratch + (size_t)tid * w->region;
+    float *v = (float *)base, *p = (float *)(base + w->off_p);
+    float *zero = (float *)(base + w->off_zero), *sink = (float *)(base + w->off_sink);
+    memset(zero, 0, (size_t)w->IC * sizeof(float));
+    int ok = dnnl_memory_set_data_handle(t->vm, v) == dnnl_success &&
+             dnnl_memory_set_data_handle(t->pm, p) == dnnl_success &&
+             (!t->sm || dnnl_memory_set_data_handle(t->sm, base + w->off_mm) == dnnl_success);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, t->vm}, {DNNL_ARG_WEIGHTS, w->wm}, {DNNL_ARG_DST, t->pm},
+                               {DNNL_ARG_SCRATCHPAD, t->sm}};
+    const int nargs = t->sm ? 4 : 3;
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < w->nchunks; c++) {
+      const int64_t t0 = c * w->chunk, n = w->tiles - t0 < w->chunk ? w->tiles - t0 : w->chunk;
+      if (!ok) continue;
+      fin(w, x, v, zero, t0, n);
+      if (dnnl_primitive_execute(w->mm, w->stream, nargs, args) != dnnl_success) {
+        ok = 0;
+        continue;
+      }
+      fout(w, p, y, sink, t0, n);
+    }
+    if (!ok) {
+#pragma omp atomic write
+      failed = 1;
+    }
+  }
+  return failed ? dnnl_runtime_error : dnnl_success;
+}
+
+static void destroy_wg(struct osseg__step *s) {
+  struct wg_step *w = s->priv;
+  if (!w) return;
+  if (w->mm) dnnl_primitive_destroy(w->mm);
+  for (int i = 0; i < w->nthreads; i++) {
+    if (w->th[i].vm) dnnl_memory_destroy(w->th[i].vm);
+    if (w->th[i].pm) dnnl_memory_destroy(w->th[i].pm);
+    if (w->th[i].sm) dnnl_memory_destroy(w->th[i].sm);
+  }
+  w->mm = NULL;
+  w->nthreads = 0;
+}
+
+static int winograd_disabled(void) {
+  const char *e = getenv("OSSEG_NO_WINOGRAD");
+  return e && *e && strcmp(e, "0") != 0;
+}
+
+int osseg__winograd_eligible(const struct osseg_model *m, int x, int y, int64_t kh, int64_t kw,
+                             int64_t IC, int64_t OC, const int64_t stride[2],
+                             const int64_t dil[2], const int64_t pb[2], const int64_t pe[2],
+                             const struct osseg__post *post, int npost) {
+  const dnnl_memory_desc_t *xmd = &m->md[x], *ymd = &m->md[y];
+  if (kh != 3 || kw != 3 || stride[0] != 1 || stride[1] != 1 || dil[0] != 1 || dil[1] != 1)
+    return 0;
+  if (xmd->data_type != dnnl_f32 || ymd->data_type != dnnl_f32 || !osseg__md_dense_nhwc(xmd) ||
+      !osseg__md_dense_nhwc(ymd) || xmd->dims[0] != 1 || xmd->dims[1] != IC || ymd->dims[1] != OC)
+    return 0;
+  /* narrow convs gain nothing: the matmul needs width to be efficient */
+  if (IC < 32 || OC < 32) return 0;
+  for (int i = 0; i < 2; i++)
+    if (pb[i] < 0 || pb[i] > 2 || pe[i] < 0 || pe[i] > 2) return 0;
+  if (ymd->dims[2] < 4 || ymd->dims[3] < 4) return 0;
+  /* epilogues: [], [SUM], [RELU], [SUM, RELU] (the fused residual block) */
+  if (npost > 2) return 0;
+  for (int i = 0; i < npost; i++) {
+    if (post[i].kind == OSSEG__POST_SUM && i != 0) return 0;
+    if (post[i].kind != OSSEG__POST_SUM && post[i].kind != OSSEG__POST_RELU) return 0;
+    if (post[i].kind == OSSEG__POST_RELU && i != npost - 1) return 0;
+  }
+  return !winograd_disabled();
+}
+
+int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, int x, int y,
+                            const float *wt, int64_t IC, int64_t OC, const float *bias,
+                            const int64_t pb[2], const struct osseg__post *post, int npost,
+                            struct osseg_diag *diag) {
+  const struct osseg__graph *g = &m->g;
+  struct wg_step *w = osseg__model_alloc(m, sizeof *w);
+  if (!w) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  memset(w, 0, sizeof *w);
+  w->x = x, w->y = y;
+  w->H = m->md[x].dims[2], w->W = m->md[x].dims[3];
+  w->OH = m->md[y].dims[2], w->OW = m->md[y].dims[3];
+  w->IC = IC, w->OC = OC, w->pt = pb[0], w->pl = pb[1];
+  w->tiles_w = (w->OW + 1) / 2;
+  w->tiles = w->tiles_w * ((w->OH + 1) / 2);
+  /* tiles per chunk: 16 transformed rows of IC + OC floats in ~1 MiB, a
+   * multiple of 16 between 32 and 256 */
+  int64_t chunk = WG_CHUNK_BYTES / (16 * 4 * (IC + OC));
+  chunk = chunk < 32 ? 32 : chunk > 256 ? 256 : chunk / 16 * 16;
+  if (chunk > w->tiles) chunk = w->tiles;
+  w->chunk = chunk;
+  w->nchunks = (w->tiles + chunk - 1) / chunk;
+  for (int i = 0; i < npost; i++) {
+    if (post[i].kind == OSSEG__POST_SUM) w->sum = 1;
+    else w->relu = 1, w->alpha = post[i].alpha;
+  }
+  w->stream = m->stream;
+  int nth = m->opt.threads > 0 ? m->opt.threads : omp_get_max_threads();
+  if (nth > WG_MAX_THREADS) nth = WG_MAX_THREADS;
+  if (nth < 1) nth = 1;
+
+  float *b = osseg__model_alloc(m, (size_t)OC * sizeof *b);
+  if (!b) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  for (int64_t c = 0; c < OC; c++) b[c] = bias ? bias[c] : 0.f;
+  w->bias = b;
+
+  /* U[xi][ic][oc] = (G g G^T)[xi], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] */
+  size_t ue = (size_t)(16 * IC * OC);
+  float *u = osseg__malloc(ue * sizeof *u);
+  if (!u) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  static const float G[4][3] = {{1, 0, 0}, {.5f, .5f, .5f}, {.5f, -.5f, .5f}, {0, 0, 1}};
+  for (int64_t oc = 0; oc < OC; oc++)
+    for (int64_t ic = 0; ic < IC; ic++) {
+      const float *k = wt + (size_t)(oc * IC + ic) * 9;
+      float gk[4][3]; /* G g */
+      for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 3; j++)
+          gk[i][j] = G[i][0] * k[j] + G[i][1] * k[3 + j] + G[i][2] * k[6 + j];
+      for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+          u[(size_t)((4 * i + j) * IC + ic) * (size_t)OC + (size_t)oc] =
+              gk[i][0] * G[j][0] + gk[i][1] * G[j][1] + gk[i][2] * G[j][2];
+    }
+
+  /* matmul [16, chunk, IC] x [16, IC, OC] -> [16, chunk, OC] */
+  dnnl_memory_desc_t amd, bmd, bany, cmd;
+  dnnl_dims_t ad = {16, chunk, IC}, bd = {16, IC, OC}, cd = {16, chunk, OC};
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_matmul_desc_t mmd;
+  /* a scratchpad per thread (the threads run the primitive concurrently),
+   * allocated here: nothing is allocated per inference */
+  dnnl_status_t st = dnnl_primitive_attr_create(&attr);
+  if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+  if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&amd, 3, ad, dnnl_f32, dnnl_abc);
+  if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&bmd, 3, bd, dnnl_f32, dnnl_abc);
+  if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&bany, 3, bd, dnnl_f32, dnnl_format_tag_any);
+  if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&cmd, 3, cd, dnnl_f32, dnnl_abc);
+  if (st == dnnl_success) st = dnnl_matmul_desc_init(&mmd, &amd, &bany, NULL, &cmd);
+  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &mmd, attr, m->eng, NULL);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) {
+    osseg__free(u);
+    return osseg__dnnl_fail(diag, st, "Winograd matmul", n);
+  }
+  const dnnl_memory_desc_t *smdp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  dnnl_memory_desc_t smd;
+  memset(&smd, 0, sizeof smd);
+  if (smdp) smd = *smdp;
+  const size_t sbytes = smdp ? dnnl_memory_desc_get_size(&smd) : 0;
+  int err = osseg__const_memory(m, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &bmd,
+                                u, &w->wm, diag);
+  osseg__free(u);
+  if (!err && (st = dnnl_primitive_create(&w->mm, pd)) != dnnl_success)
+    err = osseg__dnnl_fail(diag, st, "Winograd matmul", n);
+  dnnl_primitive_desc_destroy(pd);
+  if (err) {
+    if (w->mm) dnnl_primitive_destroy(w->mm);
+    return err;
+  }
+
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, (int)(n - g->nodes));
+  if (!s) {
+    dnnl_primitive_destroy(w->mm);
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  s->run = run_wg;
+  s->destroy = destroy_wg;
+  s->priv = w;
+  w->nthreads = nth; /* destroy_wg frees the memories of these threads */
+  /* (a last, partial chunk leaves stale rows in v: their products are
+   * computed and never written out) */
+#define WG_ALIGN(b) (((b) + 63) & ~(size_t)63)
+  w->off_p = WG_ALIGN((size_t)(16 * chunk * IC) * sizeof(float));
+  w->off_zero = w->off_p + WG_ALIGN((size_t)(16 * chunk * OC) * sizeof(float));
+  w->off_sink = w->off_zero + WG_ALIGN((size_t)IC * sizeof(float));
+  w->off_mm = w->off_sink + WG_ALIGN((size_t)(4 * OC) * sizeof(float));
+  w->region = WG_ALIGN(w->off_mm + sbytes);
+#undef WG_ALIGN
+  if ((size_t)nth * w->region > m->scratch_bytes) m->scratch_bytes = (size_t)nth * w->region;
+  for (int i = 0; i < nth; i++) {
+    struct wg_thread *t = &w->th[i];
+    if ((st = dnnl_memory_create(&t->vm, &amd, m->eng, DNNL_MEMORY_NONE)) != dnnl_success ||
+        (st = dnnl_memory_create(&t->pm, &cmd, m->eng, DNNL_MEMORY_NONE)) != dnnl_success ||
+        (sbytes && (st = dnnl_memory_create(&t->sm, &smd, m->eng, DNNL_MEMORY_NONE)) != dnnl_success))
+      return osseg__dnnl_fail(diag, st, "Winograd buffers", n);
+  }
+  s->uses[s->nuses++] = x;
+  s->uses[s->nuses++] = y;
+  for (int i = 0; i < npost; i++)
+    if (post[i].kind == OSSEG__POST_SUM && post[i].arg >= 0 && s->nuses < OSSEG__MAX_ARGS)
+      s->uses[s->nuses++] = post[i].arg;
+  m->winograd_convs++;
+  m->params += (uint64_t)(9 * IC * OC) + (bias ? (uint64_t)OC : 0);
+  m->flops += 2ull * (uint64_t)(w->OH * w->OW) * (uint64_t)(IC * OC * 9);
+  return 0;
+}
