@@ -12,6 +12,10 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 
 /* Prints "osseg CMD: message" and a newline on stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A note on stderr when bf16 was asked for on a CPU where it is slower than
+ * fp32 (no AMX); precision_note.c, the one helper here that needs the
+ * engine. */
+void cli_note_bf16(const char *cmd, int bf16);
 
 /* Copies s[0, len) into buf (size > 4) for a one-line message: control
  * bytes become '?', and a long name is cut with "...". Returns buf. */

@@ -526,6 +526,7 @@ int osseg_cmd_predict(int argc, char **argv) {
     cli_error(CMD, "%s", diag.message);
     goto done;
   }
+  cli_note_bf16(CMD, precision != OSSEG_PRECISION_FP32);
   double load_ms = (double)(osseg_now_ns() - t_load) / 1e6;
 
   if (!json)

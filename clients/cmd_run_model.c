@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "npy.h"
+#include "cli_util.h"
 #include "osseg_engine.h"
 
 static void usage(FILE *f) {
@@ -134,6 +135,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
     npy_free(&in);
     return 1;
   }
+  cli_note_bf16("run-model", opt.precision != OSSEG_PRECISION_FP32);
   const struct osseg_tensor_info *ii = osseg_model_input(m), *oi = osseg_model_output(m);
   size_t nin = osseg_model_input_elems(m), nout = osseg_model_output_elems(m);
   int rc = 1;

@@ -13,6 +13,18 @@ const char *osseg_precision_name(enum osseg_precision p) {
   return p == OSSEG_PRECISION_BF16 ? "bf16" : p == OSSEG_PRECISION_BF16_MIXED ? "bf16-mixed" : "fp32";
 }
 
+int osseg_engine_bf16_fast(const char **isa) {
+  dnnl_cpu_isa_t i = dnnl_get_effective_cpu_isa();
+  if (isa) {
+    *isa = (i & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx ? "avx512_core_amx"
+           : (i & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16 ? "avx512_core_bf16"
+           : (i & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? "avx512_core"
+           : (i & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2 ? "avx2"
+                                                            : "older";
+  }
+  return (i & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx;
+}
+
 int osseg_precision_parse(const char *s, enum osseg_precision *out) {
   if (!s) return OSSEG_EINVAL;
   if (!strcmp(s, "fp32") || !strcmp(s, "f32") || !strcmp(s, "float32")) {

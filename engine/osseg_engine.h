@@ -69,6 +69,11 @@ enum osseg_precision {
  * (AVX512_BF16 only) bf16 convs are slower than fp32 and fp32 is faster
  * than either mode. */
 
+/* Whether bf16 is faster than fp32 on this CPU: oneDNN's effective ISA has
+ * AMX. Without it (AVX512_BF16 alone, or less) bf16 convs are slower than
+ * fp32 ones; tools tell the user. Writes the ISA's name to *isa if not NULL. */
+int osseg_engine_bf16_fast(const char **isa);
+
 /* Name "fp32"/"bf16"/"bf16-mixed"; parse returns 0 or OSSEG_EINVAL. */
 const char *osseg_precision_name(enum osseg_precision p);
 int osseg_precision_parse(const char *s, enum osseg_precision *out);

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "npy.h"
+#include "osseg_engine.h"
 #include "test_support.h"
 
 static const char *osseg_bin(void) { return test_path("%s/bin/osseg", test_binary_dir()); }
@@ -51,6 +52,8 @@ static void test_run_model_json_and_output(void **state) {
   rc = run(argv2, &out, &err);
   assert_int_equal(rc, 0);
   assert_non_null(strstr(out, "\"precision\": \"bf16\""));
+  /* the note about bf16 without AMX appears exactly when oneDNN has no AMX */
+  assert_int_equal(strstr(err, "bf16 runs slower than fp32") != NULL, !osseg_engine_bf16_fast(NULL));
   free(out);
   free(err);
   const char *argv3[] = {bin, "run-model", model, "--precision", "bf16-mixed", "--json", NULL};

@@ -1,0 +1,13 @@
+/* What the tools tell the user about a precision choice. */
+#include "cli_util.h"
+#include "osseg_engine.h"
+
+#include <stdio.h>
+
+void cli_note_bf16(const char *cmd, int bf16) {
+  const char *isa;
+  if (!bf16 || osseg_engine_bf16_fast(&isa)) return;
+  fprintf(stderr,
+          "osseg %s: note: this CPU has no AMX (oneDNN ISA %s): bf16 runs slower than fp32 here\n",
+          cmd, isa);
+}
