@@ -41,6 +41,7 @@
  * The memory objects are this step's views, pointed there at run time. */
 struct wg_thread {
   dnnl_memory_t vm, pm, sm; /* sm: NULL when the matmul needs none */
+  dnnl_stream_t stream;     /* own stream: streams are not shared between threads */
 };
 
 struct wg_step {
@@ -52,7 +53,6 @@ struct wg_step {
   float alpha;       /* ReLU's negative slope */
   dnnl_primitive_t mm;
   dnnl_memory_t wm; /* transformed weights (model-owned) */
-  dnnl_stream_t stream;
   size_t off_p, off_zero, off_sink, off_mm, region; /* bytes, within a thread's region */
   int nthreads;
   struct wg_thread th[WG_MAX_THREADS];
@@ -185,7 +185,8 @@ static dnnl_status_t run_wg(struct osseg_model *m, struct osseg__step *s) {
       const int64_t t0 = c * w->chunk, n = w->tiles - t0 < w->chunk ? w->tiles - t0 : w->chunk;
       if (!ok) continue;
       fin(w, x, v, zero, t0, n);
-      if (dnnl_primitive_execute(w->mm, w->stream, nargs, args) != dnnl_success) {
+      if (dnnl_primitive_execute(w->mm, t->stream, nargs, args) != dnnl_success ||
+          dnnl_stream_wait(t->stream) != dnnl_success) {
         ok = 0;
         continue;
       }
@@ -207,6 +208,7 @@ static void destroy_wg(struct osseg__step *s) {
     if (w->th[i].vm) dnnl_memory_destroy(w->th[i].vm);
     if (w->th[i].pm) dnnl_memory_destroy(w->th[i].pm);
     if (w->th[i].sm) dnnl_memory_destroy(w->th[i].sm);
+    if (w->th[i].stream) dnnl_stream_destroy(w->th[i].stream);
   }
   w->mm = NULL;
   w->nthreads = 0;
@@ -267,7 +269,6 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
     if (post[i].kind == OSSEG__POST_SUM) w->sum = 1;
     else w->relu = 1, w->alpha = post[i].alpha;
   }
-  w->stream = m->stream;
   int nth = m->opt.threads > 0 ? m->opt.threads : omp_get_max_threads();
   if (nth > WG_MAX_THREADS) nth = WG_MAX_THREADS;
   if (nth < 1) nth = 1;
@@ -355,7 +356,8 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
     struct wg_thread *t = &w->th[i];
     if ((st = dnnl_memory_create(&t->vm, &amd, m->eng, DNNL_MEMORY_NONE)) != dnnl_success ||
         (st = dnnl_memory_create(&t->pm, &cmd, m->eng, DNNL_MEMORY_NONE)) != dnnl_success ||
-        (sbytes && (st = dnnl_memory_create(&t->sm, &smd, m->eng, DNNL_MEMORY_NONE)) != dnnl_success))
+        (sbytes && (st = dnnl_memory_create(&t->sm, &smd, m->eng, DNNL_MEMORY_NONE)) != dnnl_success) ||
+        (st = dnnl_stream_create(&t->stream, m->eng, dnnl_stream_default_flags)) != dnnl_success)
       return osseg__dnnl_fail(diag, st, "Winograd buffers", n);
   }
   s->uses[s->nuses++] = x;
