@@ -58,7 +58,7 @@ enum osseg_precision {
  *   UNet++ R18 @512   98.39 %   98.68 %    99.75 %        89 %
  *   UNet++ R50 @512   91.97 %   93.09 %       -           91 %
  *   UNet++ R50 @1024  91.67 %   91.78 %    99.29 %
- *   UNet effb0 @512   93.94 %   95.04 %    98.15 %        75 %
+ *   UNet effb0 @512   93.94 %   95.60 %    98.15 %        75 %
  *   DeepLabV3+ @512   82.34 %   85.42 %    99.996 %      100 %
  * These exports are harsh on purpose (many logits near 0); on trained
  * models (the demo UNet++ and SegFormer) bf16 and fp32 masks agree to a

@@ -226,6 +226,39 @@ static void test_bf16_mask_agreement(void **state) {
   }
 }
 
+/* A zero spatial Pad whose only consumer is a Conv becomes the Conv's pads
+ * (engine/fuse.c): one step fewer, same result; reflect, non-zero and shared
+ * Pads stay steps of their own. Under bf16 the folded conv reads the image
+ * itself and so stays fp32 (as a padded stem conv of smp's EfficientNet
+ * should). */
+static void test_pad_folding(void **state) {
+  (void)state;
+  static const struct { const char *name; int steps; enum osseg_precision prec; } cases[] = {
+      {"pad_fold_conv", 3, OSSEG_PRECISION_FP32},    {"pad_reflect_conv", 4, OSSEG_PRECISION_FP32},
+      {"pad_value_conv", 4, OSSEG_PRECISION_FP32},   {"pad_shared_conv", 5, OSSEG_PRECISION_FP32},
+      {"pad_fold_conv", 3, OSSEG_PRECISION_BF16}};
+  char d[4096];
+  snprintf(d, sizeof d, "%s", engine_dir());
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct osseg_engine_options o = engine_test_opts(cases[i].prec);
+    struct parity p;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    int err = engine_parity(d, cases[i].name, &o, &p, &diag);
+    if (err) print_error("%s: %s\n", cases[i].name, diag.message);
+    assert_int_equal(err, 0);
+    struct osseg_model *m = NULL;
+    assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", d, cases[i].name), &o, &diag), 0);
+    struct osseg_model_stats st;
+    osseg_model_get_stats(m, &st);
+    osseg_model_free(m);
+    print_message("%-18s %s rel %.2e, %d steps\n", cases[i].name, osseg_precision_name(cases[i].prec),
+                  p.rel_err, st.steps);
+    assert_true(p.rel_err <= 1e-5);
+    assert_int_equal(st.steps, cases[i].steps);
+  }
+}
+
 /* 3x3 stride-1 fp32 convs with >= 32 channels run by Winograd F(2x2, 3x3)
  * (engine/winograd.c): parity with PyTorch on odd maps (partial tiles),
  * pads 0/1/2, several chunks, the residual sum + ReLU epilogue and the
@@ -499,6 +532,7 @@ int main(void) {
       cmocka_unit_test(test_upconv_rewrite),
       cmocka_unit_test(test_bf16_mixed_precision),
       cmocka_unit_test(test_bf16_mask_agreement),
+      cmocka_unit_test(test_pad_folding),
       cmocka_unit_test(test_winograd),
       cmocka_unit_test(test_depthwise_fallback),
       cmocka_unit_test(test_spatial_mean_accuracy),
