@@ -30,7 +30,9 @@ static int prepare_sum(struct osseg_model *m, struct osseg__node *n, int y, stru
 }
 
 /* Did oneDNN pick im2col + gemm or reference code? For a depthwise conv
- * that means a shape its direct kernels reject (dwconv.c runs it instead). */
+ * that means a shape its direct kernels reject (dwconv.c runs it instead,
+ * as it does every dilated depthwise conv: oneDNN's jit kernel ran the
+ * ASPP's dilation-12/24 ones at 5 GFLOP/s, 6-8 ms each at 512²). */
 static int slow_impl(const_dnnl_primitive_desc_t pd) {
   const char *impl = NULL;
   if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
@@ -119,7 +121,8 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "convolution descriptor", n);
   if (!deconv && group == C && M == C && wdims[1] == 1 && n->npost == 0 && !slow_impl_off() &&
-      slow_impl(pd) && osseg__md_dense_nhwc(&m->md[x]) && osseg__md_dense_nhwc(&m->md[y]) &&
+      (slow_impl(pd) || w.d[0] > 1 || w.d[1] > 1) && osseg__md_dense_nhwc(&m->md[x]) &&
+      osseg__md_dense_nhwc(&m->md[y]) &&
       m->md[x].data_type == m->md[y].data_type &&
       (m->md[y].data_type == dnnl_f32 || m->md[y].data_type == dnnl_bf16)) {
     dnnl_primitive_desc_destroy(pd);
