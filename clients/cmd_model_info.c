@@ -66,7 +66,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
   print_dims(osseg_model_output(m));
   printf("nodes       %d in file, %d steps after folding and fusion\n", st.nodes_onnx, st.steps);
   if (st.winograd_convs)
-    printf("winograd    %d 3x3 convs by Winograd F(2x2, 3x3)\n", st.winograd_convs);
+    printf("winograd    %d convs by Winograd F(2x2, 3x3) / F(2x2, 2x2)\n", st.winograd_convs);
   if (st.slow_steps)
     printf("slow steps  %d on oneDNN reference or im2col+gemm kernels (OSSEG_PROFILE=1 names them)\n",
            st.slow_steps);

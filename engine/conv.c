@@ -95,7 +95,8 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
       osseg__winograd_eligible(m, x, y, wdims[2], wdims[3], C, M, w.s, w.d, w.pb, w.pe, n->post,
                                n->npost)) {
     if ((err = prepare_sum(m, n, y, diag))) return err;
-    return osseg__compile_winograd(m, n, x, y, wdata, C, M, bias, w.pb, n->post, n->npost, diag);
+    return osseg__compile_winograd(m, n, x, y, wdata, wdims[2], C, M, bias, w.pb, n->post, n->npost,
+                                   diag);
   }
   dnnl_primitive_attr_t attr;
   if (osseg__make_attr(m, n, &attr))
@@ -198,7 +199,7 @@ static int plain_conv(struct osseg_model *m, struct osseg__node *n, int x, int y
                       struct osseg_diag *diag) {
   static const int64_t one[2] = {1, 1};
   if (osseg__winograd_eligible(m, x, y, kh, kw, C, M, one, one, pad, pad, post, npost))
-    return osseg__compile_winograd(m, n, x, y, w, C, M, bias, pad, post, npost, diag);
+    return osseg__compile_winograd(m, n, x, y, w, kh, C, M, bias, pad, post, npost, diag);
   dnnl_memory_desc_t wuser, wany, bmd;
   dnnl_dims_t wd = {M, C, kh, kw}, bd = {M};
   if (dnnl_memory_desc_init_by_tag(&wuser, 4, wd, dnnl_f32, dnnl_abcd) != dnnl_success ||

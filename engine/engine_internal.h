@@ -176,17 +176,18 @@ int osseg__compile_conv(struct osseg_model *m, struct osseg__node *n, struct oss
 int osseg__compile_dwconv(struct osseg_model *m, struct osseg__node *n, const float *wdata,
                           const int64_t *wdims, const float *bias, const struct osseg__window *win,
                           struct osseg_diag *diag);
-/* winograd.c: 3x3 stride-1 fp32 conv (OIHW weights, group 1) of dense nhwc
- * x into y by Winograd F(2x2, 3x3); the epilogue may hold SUM (y holds
- * the addend) and RELU entries. _eligible says whether it applies. */
+/* winograd.c: 3x3 or 2x2 (k) stride-1 fp32 conv (OIHW weights, group 1) of
+ * dense nhwc x into y by Winograd F(2x2, 3x3) / F(2x2, 2x2); the epilogue
+ * may hold SUM (y holds the addend) and RELU entries. _eligible says
+ * whether it applies. */
 int osseg__winograd_eligible(const struct osseg_model *m, int x, int y, int64_t kh, int64_t kw,
                              int64_t IC, int64_t OC, const int64_t stride[2],
                              const int64_t dil[2], const int64_t pb[2], const int64_t pe[2],
                              const struct osseg__post *post, int npost);
 int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, int x, int y,
-                            const float *wt, int64_t IC, int64_t OC, const float *bias,
-                            const int64_t pb[2], const struct osseg__post *post, int npost,
-                            struct osseg_diag *diag);
+                            const float *wt, int64_t k, int64_t IC, int64_t OC,
+                            const float *bias, const int64_t pb[2],
+                            const struct osseg__post *post, int npost, struct osseg_diag *diag);
 /* Is md a dense rank-4 nhwc layout ([N][H][W][C] bytes, no offset)? */
 int osseg__md_dense_nhwc(const dnnl_memory_desc_t *md);
 int osseg__compile_deconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);

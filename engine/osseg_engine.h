@@ -133,7 +133,8 @@ struct osseg_model_stats {
   int slow_steps;         /* of which oneDNN runs as reference or im2col +
                              gemm code (slow fallbacks; 0 for the smp
                              families on AVX-512 machines) */
-  int winograd_convs;     /* 3x3 convs run by Winograd F(2x2, 3x3) (fp32) */
+  int winograd_convs;     /* 3x3 / 2x2 convs run by Winograd F(2x2, 3x3) /
+                             F(2x2, 2x2) (fp32) */
   enum osseg_precision precision;
   int threads;
   int opset;

@@ -1,11 +1,14 @@
-/* 3x3 stride-1 fp32 convolutions by Winograd F(2x2, 3x3).
+/* 3x3 and 2x2 stride-1 fp32 convolutions by Winograd F(2x2, 3x3) and
+ * F(2x2, 2x2).
  *
  * Each 2x2 block of outputs ("tile") is computed from a 4x4 input patch:
  *   Y = A^T [ sum_c (G g_c G^T) .* (B^T d_c B) ] A
  * i.e. 16 elementwise products per tile instead of 36 multiply-adds per
  * output quad: the 16 products over input channels are 16 matrix
  * multiplications [tiles x IC] x [IC x OC], 2.25x fewer MACs than the direct
- * convolution. oneDNN 2.6 has Winograd only for blocked layouts (measured:
+ * convolution (F(2x2, 2x2): a 3x3 patch, 9 products instead of 16, 1.8x;
+ * it serves the 2x2 phase convs of the UNet decoder's upconv rewrite,
+ * conv.c). oneDNN 2.6 has Winograd only for blocked layouts (measured:
  * unimplemented for nhwc), so the transforms are own loops over the
  * contiguous nhwc channels and the 16 products one batched oneDNN matmul
  * (brgemm) per chunk of tiles.
@@ -48,6 +51,7 @@ struct wg_step {
   int x, y;
   int64_t H, W, IC, OC, OH, OW, pt, pl; /* pads top / left */
   int64_t tiles_w, tiles, chunk, nchunks;
+  int r, np; /* kernel size (3 or 2); products per tile ((r + 1)^2) */
   const float *bias; /* [OC] */
   int sum, relu;     /* epilogue: y = relu(conv + bias [+ y]) */
   float alpha;       /* ReLU's negative slope */
@@ -152,6 +156,96 @@ static inline __attribute__((always_inline)) void wg_out_impl(const struct wg_st
   else wg_out_tiles(w, p, y, sink, t0, n, 0, 0);
 }
 
+/* F(2x2, 2x2): V = B^T d B with B^T = [1 -1 0; 0 1 0; 0 -1 1] on a 3x3
+ * patch, Y = A^T m A with A^T = [1 1 0; 0 1 1]. */
+static inline __attribute__((always_inline)) void wg_in2_impl(const struct wg_step *w,
+                                                             const float *x, float *v,
+                                                             const float *zero, int64_t t0,
+                                                             int64_t n) {
+  const int64_t IC = w->IC, ld = w->chunk * IC;
+  for (int64_t k = 0; k < n; k++) {
+    const int64_t t = t0 + k, ty = t / w->tiles_w, tx = t % w->tiles_w;
+    const float *d[9];
+    for (int i = 0; i < 3; i++) {
+      const int64_t iy = 2 * ty - w->pt + i;
+      for (int j = 0; j < 3; j++) {
+        const int64_t ix = 2 * tx - w->pl + j;
+        d[3 * i + j] = iy >= 0 && iy < w->H && ix >= 0 && ix < w->W
+                           ? x + (size_t)(iy * w->W + ix) * (size_t)IC
+                           : zero;
+      }
+    }
+    const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5],
+                *d6 = d[6], *d7 = d[7], *d8 = d[8];
+    float *o = v + k * IC;
+#pragma omp simd
+    for (int64_t c = 0; c < IC; c++) {
+      const float t00 = d0[c] - d3[c], t01 = d1[c] - d4[c], t02 = d2[c] - d5[c];
+      const float t10 = d3[c], t11 = d4[c], t12 = d5[c];
+      const float t20 = d6[c] - d3[c], t21 = d7[c] - d4[c], t22 = d8[c] - d5[c];
+      o[0 * ld + c] = t00 - t01, o[1 * ld + c] = t01, o[2 * ld + c] = t02 - t01;
+      o[3 * ld + c] = t10 - t11, o[4 * ld + c] = t11, o[5 * ld + c] = t12 - t11;
+      o[6 * ld + c] = t20 - t21, o[7 * ld + c] = t21, o[8 * ld + c] = t22 - t21;
+    }
+  }
+}
+
+static inline __attribute__((always_inline)) void wg_out2_tiles(const struct wg_step *w,
+                                                               const float *p, float *y,
+                                                               float *sink, int64_t t0,
+                                                               int64_t n, const int sum,
+                                                               const int relu) {
+  const int64_t OC = w->OC, ld = w->chunk * OC;
+  const float alpha = w->alpha;
+  const float *bias = w->bias;
+  for (int64_t k = 0; k < n; k++) {
+    const int64_t t = t0 + k, ty = t / w->tiles_w, tx = t % w->tiles_w;
+    float *out[4];
+    for (int i = 0; i < 2; i++)
+      for (int j = 0; j < 2; j++) {
+        const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
+        out[2 * i + j] = oy < w->OH && ox < w->OW ? y + (size_t)(oy * w->OW + ox) * (size_t)OC
+                                                  : sink + (2 * i + j) * OC;
+      }
+    float *y0 = out[0], *y1 = out[1], *y2 = out[2], *y3 = out[3];
+    const float *q = p + k * OC;
+#pragma omp simd
+    for (int64_t c = 0; c < OC; c++) {
+      const float m00 = q[0 * ld + c], m01 = q[1 * ld + c], m02 = q[2 * ld + c];
+      const float m10 = q[3 * ld + c], m11 = q[4 * ld + c], m12 = q[5 * ld + c];
+      const float m20 = q[6 * ld + c], m21 = q[7 * ld + c], m22 = q[8 * ld + c];
+      const float u00 = m00 + m10, u01 = m01 + m11, u02 = m02 + m12;
+      const float u10 = m10 + m20, u11 = m11 + m21, u12 = m12 + m22;
+      float r0 = u00 + u01 + bias[c], r1 = u01 + u02 + bias[c];
+      float r2 = u10 + u11 + bias[c], r3 = u11 + u12 + bias[c];
+      if (sum) r0 += y0[c], r1 += y1[c], r2 += y2[c], r3 += y3[c];
+      if (relu) {
+        r0 = r0 > 0.f ? r0 : r0 * alpha;
+        r1 = r1 > 0.f ? r1 : r1 * alpha;
+        r2 = r2 > 0.f ? r2 : r2 * alpha;
+        r3 = r3 > 0.f ? r3 : r3 * alpha;
+      }
+      y0[c] = r0, y1[c] = r1, y2[c] = r2, y3[c] = r3;
+    }
+  }
+}
+
+static inline __attribute__((always_inline)) void wg_out2_impl(const struct wg_step *w,
+                                                              const float *p, float *y,
+                                                              float *sink, int64_t t0,
+                                                              int64_t n) {
+  if (w->sum && w->relu) wg_out2_tiles(w, p, y, sink, t0, n, 1, 1);
+  else if (w->sum) wg_out2_tiles(w, p, y, sink, t0, n, 1, 0);
+  else if (w->relu) wg_out2_tiles(w, p, y, sink, t0, n, 0, 1);
+  else wg_out2_tiles(w, p, y, sink, t0, n, 0, 0);
+}
+
+OSSEG__ISA_VARIANTS(wg_in2, (const struct wg_step *w, const float *x, float *v, const float *zero,
+                             int64_t t0, int64_t n),
+                    (w, x, v, zero, t0, n))
+OSSEG__ISA_VARIANTS(wg_out2, (const struct wg_step *w, const float *p, float *y, float *sink,
+                              int64_t t0, int64_t n),
+                    (w, p, y, sink, t0, n))
 OSSEG__ISA_VARIANTS(wg_in, (const struct wg_step *w, const float *x, float *v, const float *zero,
                             int64_t t0, int64_t n),
                     (w, x, v, zero, t0, n))
@@ -163,8 +257,8 @@ static dnnl_status_t run_wg(struct osseg_model *m, struct osseg__step *s) {
   const struct wg_step *w = s->priv;
   const float *x = osseg__tensor_ptr(m, w->x);
   float *y = osseg__tensor_ptr(m, w->y);
-  const wg_in_fn fin = wg_in_select();
-  const wg_out_fn fout = wg_out_select();
+  const wg_in_fn fin = w->r == 3 ? wg_in_select() : wg_in2_select();
+  const wg_out_fn fout = w->r == 3 ? wg_out_select() : wg_out2_select();
   int failed = 0;
 #pragma omp parallel num_threads(w->nthreads)
   {
@@ -214,6 +308,33 @@ static void destroy_wg(struct osseg__step *s) {
   w->nthreads = 0;
 }
 
+/* Tiles per chunk: np transformed rows of IC + OC floats in ~1 MiB, a
+ * multiple of 16 between 32 and 256 (at most all tiles). */
+static int64_t wg_chunk(int64_t np, int64_t IC, int64_t OC, int64_t tiles) {
+  int64_t chunk = WG_CHUNK_BYTES / (np * 4 * (IC + OC));
+  chunk = chunk < 32 ? 32 : chunk > 256 ? 256 : chunk / 16 * 16;
+  return chunk > tiles ? tiles : chunk;
+}
+
+/* Whether Winograd is worth it for this shape, by a two-term cost model:
+ * it saves (4 k^2 - np) of every tile's 4 k^2 multiply-adds per channel
+ * pair, but every chunk reads the whole transformed weight matrix, which
+ * beyond ~2 MiB comes from L3 or memory. With ~300 GFLOP/s of compute and
+ * ~20 GB/s for that traffic (2 cores), measured cases line up: the UNet++
+ * decoder's first phase conv (512 -> 4 x 256 channels, 33x33 tiles at
+ * 1024²; 19 MB of weights per chunk) was 19.3 ms by F(2x2, 2x2) against
+ * 13.6 ms direct, while ResNet-18's 512-channel layer4 at 32x32 (16 MB per
+ * chunk, but 2.25x fewer MACs) was 10.8 against 14.2 ms. */
+static int wg_pays(int64_t k, int64_t IC, int64_t OC, int64_t OH, int64_t OW) {
+  const int64_t np = (k + 1) * (k + 1), tiles = ((OH + 1) / 2) * ((OW + 1) / 2);
+  const int64_t chunk = wg_chunk(np, IC, OC, tiles), nchunks = (tiles + chunk - 1) / chunk;
+  const double saved_flop = 2.0 * (double)tiles * (double)(4 * k * k - np) * (double)IC * (double)OC;
+  const double wbytes = 4.0 * (double)np * (double)IC * (double)OC;
+  /* (weights that stay in L2 cost nothing extra) */
+  const double traffic = wbytes > 2.0 * 1048576 ? wbytes * (double)nchunks : 0.0;
+  return saved_flop / 300e9 > traffic / 20e9;
+}
+
 static int winograd_disabled(void) {
   const char *e = getenv("OSSEG_NO_WINOGRAD");
   return e && *e && strcmp(e, "0") != 0;
@@ -224,7 +345,8 @@ int osseg__winograd_eligible(const struct osseg_model *m, int x, int y, int64_t 
                              const int64_t dil[2], const int64_t pb[2], const int64_t pe[2],
                              const struct osseg__post *post, int npost) {
   const dnnl_memory_desc_t *xmd = &m->md[x], *ymd = &m->md[y];
-  if (kh != 3 || kw != 3 || stride[0] != 1 || stride[1] != 1 || dil[0] != 1 || dil[1] != 1)
+  if (kh != kw || (kh != 3 && kh != 2) || stride[0] != 1 || stride[1] != 1 || dil[0] != 1 ||
+      dil[1] != 1)
     return 0;
   if (xmd->data_type != dnnl_f32 || ymd->data_type != dnnl_f32 || !osseg__md_dense_nhwc(xmd) ||
       !osseg__md_dense_nhwc(ymd) || xmd->dims[0] != 1 || xmd->dims[1] != IC || ymd->dims[1] != OC)
@@ -241,14 +363,16 @@ int osseg__winograd_eligible(const struct osseg_model *m, int x, int y, int64_t 
     if (post[i].kind != OSSEG__POST_SUM && post[i].kind != OSSEG__POST_RELU) return 0;
     if (post[i].kind == OSSEG__POST_RELU && i != npost - 1) return 0;
   }
+  if (!wg_pays(kh, IC, OC, ymd->dims[2], ymd->dims[3])) return 0;
   return !winograd_disabled();
 }
 
 int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, int x, int y,
-                            const float *wt, int64_t IC, int64_t OC, const float *bias,
-                            const int64_t pb[2], const struct osseg__post *post, int npost,
-                            struct osseg_diag *diag) {
+                            const float *wt, int64_t k, int64_t IC, int64_t OC,
+                            const float *bias, const int64_t pb[2],
+                            const struct osseg__post *post, int npost, struct osseg_diag *diag) {
   const struct osseg__graph *g = &m->g;
+  if (k != 2 && k != 3) return osseg__fail(diag, OSSEG_EINTERNAL, "Winograd kernel size %lld", (long long)k);
   struct wg_step *w = osseg__model_alloc(m, sizeof *w);
   if (!w) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   memset(w, 0, sizeof *w);
@@ -256,13 +380,11 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
   w->H = m->md[x].dims[2], w->W = m->md[x].dims[3];
   w->OH = m->md[y].dims[2], w->OW = m->md[y].dims[3];
   w->IC = IC, w->OC = OC, w->pt = pb[0], w->pl = pb[1];
+  w->r = (int)k, w->np = (int)((k + 1) * (k + 1));
+  const int64_t np = w->np;
   w->tiles_w = (w->OW + 1) / 2;
   w->tiles = w->tiles_w * ((w->OH + 1) / 2);
-  /* tiles per chunk: 16 transformed rows of IC + OC floats in ~1 MiB, a
-   * multiple of 16 between 32 and 256 */
-  int64_t chunk = WG_CHUNK_BYTES / (16 * 4 * (IC + OC));
-  chunk = chunk < 32 ? 32 : chunk > 256 ? 256 : chunk / 16 * 16;
-  if (chunk > w->tiles) chunk = w->tiles;
+  const int64_t chunk = wg_chunk(np, IC, OC, w->tiles);
   w->chunk = chunk;
   w->nchunks = (w->tiles + chunk - 1) / chunk;
   for (int i = 0; i < npost; i++) {
@@ -278,27 +400,33 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
   for (int64_t c = 0; c < OC; c++) b[c] = bias ? bias[c] : 0.f;
   w->bias = b;
 
-  /* U[xi][ic][oc] = (G g G^T)[xi], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] */
-  size_t ue = (size_t)(16 * IC * OC);
+  /* U[xi][ic][oc] = (G g G^T)[xi] with, for F(2x2, 3x3),
+   * G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], for F(2x2, 2x2) G = [1 0; 1 1; 0 1] */
+  static const float G3[4][3] = {{1, 0, 0}, {.5f, .5f, .5f}, {.5f, -.5f, .5f}, {0, 0, 1}};
+  static const float G2[4][3] = {{1, 0, 0}, {1, 1, 0}, {0, 1, 0}, {0, 0, 0}};
+  const float(*G)[3] = k == 3 ? G3 : G2;
+  const int a = (int)k + 1, kk = (int)k;
+  size_t ue = (size_t)(np * IC * OC);
   float *u = osseg__malloc(ue * sizeof *u);
   if (!u) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-  static const float G[4][3] = {{1, 0, 0}, {.5f, .5f, .5f}, {.5f, -.5f, .5f}, {0, 0, 1}};
   for (int64_t oc = 0; oc < OC; oc++)
     for (int64_t ic = 0; ic < IC; ic++) {
-      const float *k = wt + (size_t)(oc * IC + ic) * 9;
-      float gk[4][3]; /* G g */
-      for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 3; j++)
-          gk[i][j] = G[i][0] * k[j] + G[i][1] * k[3 + j] + G[i][2] * k[6 + j];
-      for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++)
-          u[(size_t)((4 * i + j) * IC + ic) * (size_t)OC + (size_t)oc] =
-              gk[i][0] * G[j][0] + gk[i][1] * G[j][1] + gk[i][2] * G[j][2];
+      const float *kw = wt + (size_t)(oc * IC + ic) * (size_t)(kk * kk);
+      float gk[4][3] = {{0}}; /* G g */
+      for (int i = 0; i < a; i++)
+        for (int j = 0; j < kk; j++)
+          for (int q = 0; q < kk; q++) gk[i][j] += G[i][q] * kw[q * kk + j];
+      for (int i = 0; i < a; i++)
+        for (int j = 0; j < a; j++) {
+          float acc = 0;
+          for (int q = 0; q < kk; q++) acc += gk[i][q] * G[j][q];
+          u[(size_t)((a * i + j) * IC + ic) * (size_t)OC + (size_t)oc] = acc;
+        }
     }
 
-  /* matmul [16, chunk, IC] x [16, IC, OC] -> [16, chunk, OC] */
+  /* matmul [np, chunk, IC] x [np, IC, OC] -> [np, chunk, OC] */
   dnnl_memory_desc_t amd, bmd, bany, cmd;
-  dnnl_dims_t ad = {16, chunk, IC}, bd = {16, IC, OC}, cd = {16, chunk, OC};
+  dnnl_dims_t ad = {np, chunk, IC}, bd = {np, IC, OC}, cd = {np, chunk, OC};
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_attr_t attr = NULL;
   dnnl_matmul_desc_t mmd;
@@ -345,8 +473,8 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
   /* (a last, partial chunk leaves stale rows in v: their products are
    * computed and never written out) */
 #define WG_ALIGN(b) (((b) + 63) & ~(size_t)63)
-  w->off_p = WG_ALIGN((size_t)(16 * chunk * IC) * sizeof(float));
-  w->off_zero = w->off_p + WG_ALIGN((size_t)(16 * chunk * OC) * sizeof(float));
+  w->off_p = WG_ALIGN((size_t)(np * chunk * IC) * sizeof(float));
+  w->off_zero = w->off_p + WG_ALIGN((size_t)(np * chunk * OC) * sizeof(float));
   w->off_sink = w->off_zero + WG_ALIGN((size_t)IC * sizeof(float));
   w->off_mm = w->off_sink + WG_ALIGN((size_t)(4 * OC) * sizeof(float));
   w->region = WG_ALIGN(w->off_mm + sbytes);
@@ -366,7 +494,7 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
     if (post[i].kind == OSSEG__POST_SUM && post[i].arg >= 0 && s->nuses < OSSEG__MAX_ARGS)
       s->uses[s->nuses++] = post[i].arg;
   m->winograd_convs++;
-  m->params += (uint64_t)(9 * IC * OC) + (bias ? (uint64_t)OC : 0);
-  m->flops += 2ull * (uint64_t)(w->OH * w->OW) * (uint64_t)(IC * OC * 9);
+  m->params += (uint64_t)(k * k * IC * OC) + (bias ? (uint64_t)OC : 0);
+  m->flops += 2ull * (uint64_t)(w->OH * w->OW) * (uint64_t)(IC * OC * k * k);
   return 0;
 }

@@ -259,8 +259,9 @@ static void test_pad_folding(void **state) {
   }
 }
 
-/* 3x3 stride-1 fp32 convs with >= 32 channels run by Winograd F(2x2, 3x3)
- * (engine/winograd.c): parity with PyTorch on odd maps (partial tiles),
+/* 3x3 / 2x2 stride-1 fp32 convs with >= 32 channels run by Winograd
+ * F(2x2, 3x3) / F(2x2, 2x2) (engine/winograd.c): parity with PyTorch on odd
+ * maps (partial tiles),
  * pads 0/1/2, several chunks, the residual sum + ReLU epilogue and the
  * upconv's skip convs; the same through oneDNN's direct conv with
  * OSSEG_NO_WINOGRAD=1; the same result for 1 and 2 threads; under bf16 only
@@ -269,8 +270,8 @@ static void test_pad_folding(void **state) {
 static void test_winograd(void **state) {
   (void)state;
   static const struct { const char *name; int convs, convs_bf16; } cases[] = {
-      {"wg_plain", 1, 1}, {"wg_pads", 3, 1}, {"wg_chunks", 1, 1}, {"wg_residual", 2, 0},
-      {"wg_upconv_cat", 1, 0}};
+      {"wg_plain", 1, 1}, {"wg_pads", 3, 1}, {"wg_chunks", 1, 1}, {"wg_k2", 2, 1}, {"wg_residual", 2, 0},
+      {"wg_upconv_cat", 2, 0}}; /* upconv: the 2x2 phase conv (F(2x2, 2x2)) and the skip conv */
   char d[4096];
   snprintf(d, sizeof d, "%s", engine_dir());
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
