@@ -409,6 +409,8 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
   size_t ue = (size_t)(np * IC * OC);
   float *u = osseg__malloc(ue * sizeof *u);
   if (!u) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  /* (on all threads: this is most of the load time Winograd adds) */
+#pragma omp parallel for schedule(static) num_threads(nth)
   for (int64_t oc = 0; oc < OC; oc++)
     for (int64_t ic = 0; ic < IC; ic++) {
       const float *kw = wt + (size_t)(oc * IC + ic) * (size_t)(kk * kk);
