@@ -22,8 +22,9 @@
  *
  * Numerics: F(2x2, 3x3) uses only 0, +-1 and 1/2 in its transforms, so the
  * error stays within a small factor of the direct convolution's (measured
- * on the UNet++ benchmark models in bench/ENGINE_RESULTS.md).
- * OSSEG_NO_WINOGRAD=1 turns it off (A/B measurements). */
+ * on the UNet++ benchmark models in bench/ENGINE_RESULTS.md). A cost model
+ * (wg_pays) keeps shapes direct whose weights would be re-read from memory
+ * for every chunk. OSSEG_NO_WINOGRAD=1 turns it all off (A/B measurements). */
 #include "engine_internal.h"
 #include "isa_variants.h"
 
@@ -36,8 +37,8 @@
 
 /* A thread's region of the model's shared scratchpad (all steps run one
  * after another, so every Winograd step uses the same memory):
- *   v    [16][chunk][IC] transformed input
- *   p    [16][chunk][OC] products
+ *   v    [np][chunk][IC] transformed input (np = 16 or 9 products)
+ *   p    [np][chunk][OC] products
  *   zero IC zeros: input outside the map (padding)
  *   sink 4 x OC floats: outputs outside the map
  *   the matmul's own scratchpad
