@@ -2,6 +2,7 @@
  * -> plan -> bind), introspection, run, free. */
 #include "engine_internal.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -180,7 +181,8 @@ void osseg_model_get_stats(const struct osseg_model *m, struct osseg_model_stats
   st->slow_steps = m->slow_steps;
   st->winograd_convs = m->winograd_convs;
   st->precision = m->opt.precision;
-  st->threads = m->opt.threads > 0 ? m->opt.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  /* 0 = OpenMP's default: all online cores unless OMP_NUM_THREADS says less */
+  st->threads = m->opt.threads > 0 ? m->opt.threads : omp_get_max_threads();
   st->opset = m->g.opset;
 }
 

@@ -80,7 +80,8 @@ int osseg_precision_parse(const char *s, enum osseg_precision *out);
 
 struct osseg_engine_options {
   enum osseg_precision precision;
-  int threads;              /* oneDNN/OpenMP threads; 0 = all online cores */
+  int threads;              /* oneDNN/OpenMP threads; 0 = OpenMP's default
+                               (all online cores, or OMP_NUM_THREADS) */
   int64_t input_size;       /* 0 = from the model; else fixes symbolic H and W
                                (and must equal fixed ones) */
   uint64_t max_model_bytes; /* reject larger files before reading them */
