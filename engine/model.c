@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 int osseg__bind(struct osseg_model *m, struct osseg_diag *diag);
 
