@@ -26,6 +26,15 @@ static int is_float(int dt) {
          dt == OSSEG__DT_BFLOAT16;
 }
 
+/* double -> int64, saturating (an out-of-range conversion is undefined
+ * behaviour; found by libFuzzer through an integer Pow); NaN -> 0. */
+static int64_t sat_i64(double v) {
+  if (!(v == v)) return 0;
+  if (v >= 0x1p63) return INT64_MAX;
+  if (v < -0x1p63) return INT64_MIN;
+  return (int64_t)v;
+}
+
 static void set_f64(struct osseg__tensor *t, size_t i, double v) {
   void *d = t->data;
   switch (t->dtype) {
@@ -40,11 +49,7 @@ static void set_f64(struct osseg__tensor *t, size_t i, double v) {
     }
     default: break;
   }
-  int64_t iv;
-  if (!(v == v)) iv = 0;
-  else if (v >= 9.2e18) iv = INT64_MAX;
-  else if (v <= -9.2e18) iv = INT64_MIN;
-  else iv = (int64_t)v;
+  int64_t iv = sat_i64(v);
   switch (t->dtype) {
     case OSSEG__DT_INT64: ((int64_t *)d)[i] = iv; return;
     case OSSEG__DT_INT32: ((int32_t *)d)[i] = (int32_t)iv; return;
@@ -131,7 +136,7 @@ static int64_t binop_i(const char *op, int64_t a, int64_t b) {
     case 'E': return a == b;
     case 'L': return a < b;
     case 'G': return a > b;
-    case 'P': return (int64_t)pow((double)a, (double)b);
+    case 'P': return sat_i64(pow((double)a, (double)b));
     default: return 0;
   }
 }
@@ -204,7 +209,8 @@ int osseg__fold_node(struct osseg__graph *g, struct osseg__node *n, struct osseg
     struct osseg__tensor *a = &g->tensors[n->in[0]], *d = &g->tensors[n->in[2]];
     for (size_t i = 0; i < ne; i++) {
       if (is_float(y->dtype)) set_f64(y, i, osseg__const_f64(a, 0) + (double)i * osseg__const_f64(d, 0));
-      else set_i64(y, i, osseg__const_i64(a, 0) + (int64_t)i * osseg__const_i64(d, 0));
+      else  /* saturating, like the other integer folds */
+        set_i64(y, i, binop_i("Add", osseg__const_i64(a, 0), binop_i("Mul", (int64_t)i, osseg__const_i64(d, 0))));
     }
     return 0;
   }
@@ -215,9 +221,13 @@ int osseg__fold_node(struct osseg__graph *g, struct osseg__node *n, struct osseg
       if (is_float(x->dtype) || !strcmp(op, "Sqrt") || !strcmp(op, "Reciprocal") ||
           !strcmp(op, "Sigmoid"))
         set_f64(y, i, unop(op, osseg__const_f64(x, i)));
-      else if (!strcmp(op, "Neg")) set_i64(y, i, -osseg__const_i64(x, i));
-      else if (!strcmp(op, "Abs")) set_i64(y, i, llabs(osseg__const_i64(x, i)));
-      else set_i64(y, i, (int64_t)unop(op, (double)osseg__const_i64(x, i)));
+      else if (!strcmp(op, "Neg") || !strcmp(op, "Abs")) {
+        /* (saturating: -INT64_MIN overflows) */
+        int64_t v = osseg__const_i64(x, i);
+        set_i64(y, i, v == INT64_MIN ? INT64_MAX : !strcmp(op, "Abs") && v >= 0 ? v : -v);
+      } else {
+        set_i64(y, i, sat_i64(unop(op, (double)osseg__const_i64(x, i))));
+      }
     }
     return 0;
   }
