@@ -101,7 +101,7 @@ static int32_t nearest(int nmode, double x, int64_t in, double scale) {
     case 3: v = ceil(x); break;
     default: v = scale < 1 ? ceil(x) : floor(x); break; /* opset < 11 */
   }
-  if (v < 0) v = 0;
+  if (!(v >= 0)) v = 0; /* (NaN too) */
   if (v > (double)(in - 1)) v = (double)(in - 1);
   return (int32_t)v;
 }
@@ -218,7 +218,7 @@ int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
         wt[o] = 0;
         continue;
       }
-      if (c < 0) c = 0;
+      if (!(c >= 0)) c = 0; /* (NaN too) */
       if (c > (double)(in - 1)) c = (double)(in - 1);
       int64_t f = (int64_t)floor(c);
       i0[o] = (int32_t)f;

@@ -170,7 +170,7 @@ int osseg__compile_resize_sum(struct osseg_model *m, struct osseg__node *n, stru
       double scale = scales->floats[2 * i + axis];
       for (int64_t o = 0; o < out; o++) {
         double c = src_coord((int)modes->ints[i], o, scale, in, out);
-        if (c < 0) c = 0;
+        if (!(c >= 0)) c = 0; /* (NaN too) */
         if (c > (double)(in - 1)) c = (double)(in - 1);
         int64_t f = (int64_t)floor(c);
         i0[o] = (int32_t)f;
@@ -301,7 +301,7 @@ int osseg__compile_resize_planar(struct osseg_model *m, struct osseg__node *n,
     float *wt = axis ? r->wx : r->wy;
     for (int64_t o = 0; o < out; o++) {
       double c = src_coord(mode, o, sc[2 + axis], in, out);
-      if (c < 0) c = 0;
+      if (!(c >= 0)) c = 0; /* (NaN too) */
       if (c > (double)(in - 1)) c = (double)(in - 1);
       int64_t f = (int64_t)floor(c);
       i0[o] = (int32_t)f;
