@@ -224,9 +224,9 @@ static const struct osseg__tensor *bf16_ref_output(const struct osseg_model *m) 
   const struct osseg__tensor *o = &m->g.tensors[m->g.output];
   for (int k = 0; k < 4 && o->producer >= 0 && o->producer < m->g.nnodes; k++) {
     const struct osseg__node *p = &m->g.nodes[o->producer];
-    if (p->dead || (strcmp(p->op, "Resize") && strcmp(p->op, "Upsample")) || p->nin < 1 ||
-        p->in[0] < 0)
-      break;
+    int resize = !strcmp(p->op, "Resize") || !strcmp(p->op, "Upsample") ||
+                 !strcmp(p->op, "osseg.ResizePlanar"); /* (SegFormer's, fused) */
+    if (p->dead || !resize || p->nin < 1 || p->in[0] < 0) break;
     const struct osseg__tensor *x = &m->g.tensors[p->in[0]];
     if (x->rank != 4 || o->rank != 4 || x->dims[2] > o->dims[2] || x->dims[3] > o->dims[3]) break;
     o = x;
@@ -234,8 +234,37 @@ static const struct osseg__tensor *bf16_ref_output(const struct osseg_model *m) 
   return o;
 }
 
+/* Is tensor t the graph output or a Resize output between the finest logits
+ * map (bf16_ref_output) and it? Under bf16 those stay fp32 (see
+ * logits_dt). */
+static int after_logits(const struct osseg_model *m, int t) {
+  const struct osseg__tensor *ref = bf16_ref_output(m);
+  int o = m->g.output;
+  for (int k = 0; k < 5 && o >= 0; k++) {
+    if (&m->g.tensors[o] == ref) return 0;
+    if (o == t) return 1;
+    int p = m->g.tensors[o].producer;
+    if (p < 0 || p >= m->g.nnodes || m->g.nodes[p].nin < 1) return 0;
+    o = m->g.nodes[p].in[0];
+  }
+  return 0;
+}
+
+/* Output type of node n: its compute type, except under bf16 for the conv
+ * that produces the logits, which writes fp32 from its bf16 inputs and
+ * weights (the same AMX kernel, fp32 accumulators stored without rounding):
+ * rounding the logits to bf16's 8 bits would flip the masks of every pixel
+ * within 2^-9 of the threshold relative to the largest logit. */
+static dnnl_data_type_t out_dt(const struct osseg_model *m, const struct osseg__node *n) {
+  if (m->act_dt != dnnl_bf16 || strcmp(n->op, "Conv") || n->nout < 1) return m->act_dt;
+  const struct osseg__tensor *ref = bf16_ref_output(m);
+  return &m->g.tensors[n->out[0]] == ref && ref->rank == 4 ? dnnl_f32 : m->act_dt;
+}
+
 static dnnl_data_type_t node_dt(const struct osseg_model *m, const struct osseg__node *n) {
   if (m->act_dt != dnnl_bf16) return m->act_dt;
+  /* the Resize of the (fp32) logits to the output size stays fp32 */
+  if (n->nout > 0 && after_logits(m, n->out[0])) return dnnl_f32;
   static const char *const cnn_ops[] = {"Conv", "osseg.UpConv2x", "ConvTranspose", "Resize",
                                         "Upsample", "Concat", "Relu", "Sigmoid", "Add", "Mul",
                                         "BatchNormalization", "Pad", "Identity", "Dropout",
@@ -310,7 +339,7 @@ static int compile_node_dt(struct osseg_model *m, int ni, struct osseg_diag *dia
     if (i > 0 && !strcmp(op, "Split")) continue; /* outputs laid out by compile_split */
     if (i > 0) return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (%s): second output used",
                                   n->name, op);
-    int err = osseg__tensor_md(m, n->out[i], m->act_dt, NULL);
+    int err = osseg__tensor_md(m, n->out[i], i == 0 ? out_dt(m, n) : m->act_dt, NULL);
     if (err) return osseg__fail(diag, err, "node '%s' (%s): output layout", n->name, op);
   }
   for (int i = 0; i < n->nin; i++) {

@@ -124,7 +124,7 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
   if (!deconv && group == C && M == C && wdims[1] == 1 && n->npost == 0 && !slow_impl_off() &&
       (slow_impl(pd) || w.d[0] > 1 || w.d[1] > 1) && osseg__md_dense_nhwc(&m->md[x]) &&
       osseg__md_dense_nhwc(&m->md[y]) &&
-      m->md[x].data_type == m->md[y].data_type &&
+      (m->md[x].data_type == dnnl_f32 || m->md[x].data_type == dnnl_bf16) &&
       (m->md[y].data_type == dnnl_f32 || m->md[y].data_type == dnnl_bf16)) {
     dnnl_primitive_desc_destroy(pd);
     return osseg__compile_dwconv(m, n, wdata, wdims, bias, &w, diag);

@@ -21,7 +21,7 @@ struct dw_step {
   int64_t kh, kw, sh, sw, dh, dw, ph, pw;
   float *w; /* [kh * kw][C] */
   float *b; /* [C] */
-  int bf16;
+  int x_bf16, y_bf16; /* the conv producing the logits reads bf16, writes fp32 */
 };
 
 /* Output rows [r0, r1) of all images (row r = image r / OH, row r % OH). */
@@ -45,7 +45,7 @@ static inline __attribute__((always_inline)) void dw_rows_impl(const struct dw_s
             if (iw < 0 || iw >= d->W) continue;
             const float *wt = d->w + (size_t)(i * d->kw + j) * (size_t)C + (size_t)c0;
             const size_t ipix = (size_t)((img * d->H + ih) * d->W + iw) * (size_t)C + (size_t)c0;
-            if (d->bf16) {
+            if (d->x_bf16) {
               const uint16_t *xr = (const uint16_t *)xp + ipix;
 #pragma omp simd
               for (int64_t c = 0; c < nc; c++) acc[c] += wt[c] * osseg__bf16_f32_v(xr[c]);
@@ -56,7 +56,7 @@ static inline __attribute__((always_inline)) void dw_rows_impl(const struct dw_s
             }
           }
         }
-        if (d->bf16) {
+        if (d->y_bf16) {
           uint16_t *yr = (uint16_t *)yp + opix + c0;
 #pragma omp simd
           for (int64_t c = 0; c < nc; c++) yr[c] = osseg__f32_bf16_v(acc[c]);
@@ -100,7 +100,8 @@ int osseg__compile_dwconv(struct osseg_model *m, struct osseg__node *n, const fl
   d->kh = wdims[2], d->kw = wdims[3];
   d->sh = win->s[0], d->sw = win->s[1], d->dh = win->d[0], d->dw = win->d[1];
   d->ph = win->pb[0], d->pw = win->pb[1];
-  d->bf16 = m->md[y].data_type == dnnl_bf16;
+  d->x_bf16 = m->md[x].data_type == dnnl_bf16;
+  d->y_bf16 = m->md[y].data_type == dnnl_bf16;
   const int64_t taps = d->kh * d->kw, C = d->C;
   d->w = osseg__model_alloc(m, (size_t)(taps * C) * sizeof(float));
   d->b = osseg__model_alloc(m, (size_t)C * sizeof(float));

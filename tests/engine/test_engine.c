@@ -16,6 +16,7 @@
 #include <pthread.h>
 
 #include "engine_test_util.h"
+#include "npy.h"
 #include "osseg_base.h"
 #include "osseg_engine.h"
 #include "test_support.h"
@@ -410,6 +411,41 @@ static void test_spatial_mean_accuracy(void **state) {
   free(ref);
 }
 
+/* Under bf16 the conv producing the logits writes fp32 (compile.c out_dt)
+ * and the Resize after it (DeepLabV3+, SegFormer) runs in fp32: the output
+ * must not be bf16-rounded values (whose low 16 bits are all zero). */
+static void test_bf16_logits_fp32(void **state) {
+  (void)state;
+  static const char *names[] = {"unetpp_r18_tiny_op13", "deeplabv3p_r50_tiny_op13",
+                                "segformer_tiny_op13"};
+  char d[4096];
+  snprintf(d, sizeof d, "%s", test_path("%s/tests/data/models", test_source_dir()));
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_BF16);
+    struct osseg_model *m = NULL;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", d, names[i]), &o, &diag), 0);
+    struct npy_array in;
+    assert_int_equal(npy_read(test_path("%s/%s.input.npy", d, names[i]), 1u << 30, &in, &diag), 0);
+    assert_int_equal(in.count, osseg_model_input_elems(m));
+    size_t n = osseg_model_output_elems(m), full = 0;
+    float *out = malloc(n * sizeof *out);
+    assert_non_null(out);
+    assert_int_equal(osseg_model_run(m, in.data, out, &diag), 0);
+    for (size_t k = 0; k < n; k++) {
+      uint32_t u;
+      memcpy(&u, &out[k], 4);
+      full += (u & 0xffffu) != 0;
+    }
+    print_message("%-26s bf16: %zu of %zu logits carry more than bf16's bits\n", names[i], full, n);
+    assert_true(full > n / 2);
+    free(out);
+    npy_free(&in);
+    osseg_model_free(m);
+  }
+}
+
 static void test_errors(void **state) {
   (void)state;
   expect_load_error(engine_dir(), "bad_unsupported_op.onnx", OSSEG_EUNSUPPORTED, "'the_erf_node': op Erf (opset 13)");
@@ -542,6 +578,7 @@ int main(void) {
       cmocka_unit_test(test_winograd),
       cmocka_unit_test(test_depthwise_fallback),
       cmocka_unit_test(test_spatial_mean_accuracy),
+      cmocka_unit_test(test_bf16_logits_fp32),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_metadata_and_info),
       cmocka_unit_test(test_concurrent_runs),
