@@ -50,6 +50,9 @@ enum osseg_precision {
  *    width (OSSEG_BF16_TAIL=<octaves> moves the cut-off). "Output" is the
  *    finest map the network computes: when the graph output is a Resize of
  *    the logits (DeepLabV3+ upsamples x4), the Resize's input.
+ *  - both: the logits. The conv producing them reads bf16 and writes fp32
+ *    (no extra cost), and a Resize of them to the output size (DeepLabV3+,
+ *    SegFormer) runs in fp32.
  *  - transformer ops (SegFormer) run bf16 in both modes.
  * Mask (logit > 0) agreement with PyTorch fp32 on the random-weight
  * benchmark models (bench/ENGINE_RESULTS.md), next to PyTorch's own
