@@ -2,6 +2,7 @@
  *
  *   osseg run-model MODEL.onnx [--input IN.npy] [--output OUT.npy]
  *       [--precision fp32|bf16|bf16-mixed] [--threads N] [--repeat R] [--size S] [--json]
+ *       [--verbose]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +18,11 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: osseg run-model MODEL.onnx [--input IN.npy] [--output OUT.npy]\n"
           "         [--precision fp32|bf16|bf16-mixed] [--threads N] [--repeat R] [--size S] [--json]\n"
+          "         [--verbose]\n"
           "Runs the model on a float32 NCHW .npy (default: seeded random input of the\n"
           "model's input shape), writes the float32 output, prints load time, median/min\n"
-          "latency over R runs and peak resident memory.\n");
+          "latency over R runs and peak resident memory. --verbose warns about every\n"
+          "step oneDNN runs on reference code and, under bf16, every conv not on AMX.\n");
 }
 
 static double peak_rss_mb(void) {
@@ -68,6 +71,8 @@ int osseg_cmd_run_model(int argc, char **argv) {
       return 0;
     } else if (!strcmp(a, "--json")) {
       json = 1;
+    } else if (!strcmp(a, "--verbose")) {
+      opt.verbose = 1;
     } else if (!strcmp(a, "--input") && val) {
       in_path = val, i++;
     } else if (!strcmp(a, "--output") && val) {

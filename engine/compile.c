@@ -141,18 +141,20 @@ int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primit
                        const struct osseg__node *n, struct osseg_diag *diag) {
   const char *impl = NULL;
   dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+  dnnl_primitive_kind_t kind = dnnl_undefined_primitive;
+  dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind);
+  const int conv = kind == dnnl_convolution || kind == dnnl_deconvolution;
+  /* with verbose: reference code anywhere, and under bf16 a convolution
+   * (not the reorders around it) that does not run on AMX */
   if (impl && m->opt.verbose &&
       (strncmp(impl, "ref", 3) == 0 || strstr(impl, ":ref") ||
-       (m->act_dt == dnnl_bf16 && n && !strcmp(n->op, "Conv") && !strstr(impl, "amx"))))
+       (conv && m->act_dt == dnnl_bf16 && !strstr(impl, "amx"))))
     fprintf(stderr, "osseg: warning: node '%s' (%s) runs on oneDNN '%s'\n", n ? n->name : "-",
             n ? n->op : "reorder", impl);
   if (impl && strncmp(impl, "ref", 3) == 0) m->warned_ref++;
   /* reference code anywhere, or a convolution as im2col + gemm (for matmul
    * the gemm implementations are the fast ones) */
-  dnnl_primitive_kind_t kind = dnnl_undefined_primitive;
-  dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind);
-  if (impl && (!strncmp(impl, "ref", 3) || strstr(impl, ":ref") ||
-               ((kind == dnnl_convolution || kind == dnnl_deconvolution) && strstr(impl, "gemm"))))
+  if (impl && (!strncmp(impl, "ref", 3) || strstr(impl, ":ref") || (conv && strstr(impl, "gemm"))))
     m->slow_steps++;
   const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
   if (smd) {

@@ -56,6 +56,13 @@ static void test_run_model_json_and_output(void **state) {
   assert_int_equal(strstr(err, "bf16 runs slower than fp32") != NULL, !osseg_engine_bf16_fast(NULL));
   free(out);
   free(err);
+  /* --verbose names every bf16 conv that does not run on AMX */
+  const char *argv4[] = {bin, "run-model", model, "--precision", "bf16", "--verbose", NULL};
+  rc = run(argv4, &out, &err);
+  assert_int_equal(rc, 0);
+  assert_int_equal(strstr(err, "warning: node") != NULL, !osseg_engine_bf16_fast(NULL));
+  free(out);
+  free(err);
   const char *argv3[] = {bin, "run-model", model, "--precision", "bf16-mixed", "--json", NULL};
   rc = run(argv3, &out, &err);
   assert_int_equal(rc, 0);
