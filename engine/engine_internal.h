@@ -218,6 +218,12 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
 void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst);
 void osseg__run_concat_c(const struct osseg__step *s, size_t es, const struct osseg_model *m);
 void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *src, void *dst);
+/* resize.c: one axis's table of a linear resize of in -> out samples:
+ * output o blends sources i0[o] and i1[o], weight w[o] on i1. cmode is the
+ * ONNX coordinate_transformation_mode (0 half_pixel, 1 pytorch_half_pixel,
+ * 2 align_corners, 3 asymmetric); source coordinates are clamped to the map. */
+void osseg__linear_axis(int cmode, double scale, int64_t in, int64_t out, int32_t *i0, int32_t *i1,
+                        float *w);
 void osseg__run_upconv_scatter(const struct osseg__step *s, size_t es, const struct osseg_model *m);
 /* Owned buffer freed with the model. */
 void *osseg__model_alloc(struct osseg_model *m, size_t bytes);

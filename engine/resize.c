@@ -92,6 +92,19 @@ static double src_coord(int mode, int64_t o, double scale, int64_t in, int64_t o
   }
 }
 
+void osseg__linear_axis(int cmode, double scale, int64_t in, int64_t out, int32_t *i0, int32_t *i1,
+                       float *w) {
+  for (int64_t o = 0; o < out; o++) {
+    double c = src_coord(cmode, o, scale, in, out);
+    if (!(c >= 0)) c = 0; /* (NaN too) */
+    if (c > (double)(in - 1)) c = (double)(in - 1);
+    int64_t f = (int64_t)floor(c);
+    i0[o] = (int32_t)f;
+    i1[o] = (int32_t)(f + 1 < in ? f + 1 : in - 1);
+    w[o] = (float)(c - (double)f);
+  }
+}
+
 static int32_t nearest(int nmode, double x, int64_t in, double scale) {
   double v;
   switch (nmode) {
@@ -211,19 +224,13 @@ int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
     int32_t *i0 = axis ? rs.x0 : rs.y0, *i1 = axis ? rs.x1 : rs.y1;
     float *wt = axis ? rs.wx : rs.wy;
     double scale = sc[2 + axis];
+    if (linear) {
+      osseg__linear_axis(cmode, scale, in, out, i0, i1, wt);
+      continue;
+    }
     for (int64_t o = 0; o < out; o++) {
-      double c = src_coord(cmode, o, scale, in, out);
-      if (!linear) {
-        i0[o] = i1[o] = nearest(nmode, c, in, scale);
-        wt[o] = 0;
-        continue;
-      }
-      if (!(c >= 0)) c = 0; /* (NaN too) */
-      if (c > (double)(in - 1)) c = (double)(in - 1);
-      int64_t f = (int64_t)floor(c);
-      i0[o] = (int32_t)f;
-      i1[o] = (int32_t)(f + 1 < in ? f + 1 : in - 1);
-      wt[o] = (float)(c - (double)f);
+      i0[o] = i1[o] = nearest(nmode, src_coord(cmode, o, scale, in, out), in, scale);
+      wt[o] = 0;
     }
   }
   return own_step(m, n, linear ? OSSEG__STEP_LINEAR2D : OSSEG__STEP_GATHER2D, x, y, &rs, diag);

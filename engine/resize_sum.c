@@ -115,15 +115,6 @@ static dnnl_status_t run_rs(struct osseg_model *m, struct osseg__step *s) {
   return dnnl_success;
 }
 
-static double src_coord(int mode, int64_t o, double scale, int64_t in, int64_t out) {
-  switch (mode) {
-    case 1: return out > 1 ? ((double)o + 0.5) / scale - 0.5 : 0.0;      /* pytorch_half_pixel */
-    case 2: return out > 1 ? (double)o * (double)(in - 1) / (double)(out - 1) : 0.0; /* align_corners */
-    case 3: return (double)o / scale;                                    /* asymmetric */
-    default: return ((double)o + 0.5) / scale - 0.5;                     /* half_pixel */
-  }
-}
-
 int osseg__compile_resize_sum(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int ni = (int)(n - g->nodes), nb = n->nin - 1;
@@ -167,16 +158,7 @@ int osseg__compile_resize_sum(struct osseg_model *m, struct osseg__node *n, stru
       int64_t in = axis ? b->iw : b->ih, out = axis ? r->ow : r->oh;
       int32_t *i0 = axis ? b->x0 : b->y0, *i1 = axis ? b->x1 : b->y1;
       float *wt = axis ? b->wx : b->wy;
-      double scale = scales->floats[2 * i + axis];
-      for (int64_t o = 0; o < out; o++) {
-        double c = src_coord((int)modes->ints[i], o, scale, in, out);
-        if (!(c >= 0)) c = 0; /* (NaN too) */
-        if (c > (double)(in - 1)) c = (double)(in - 1);
-        int64_t f = (int64_t)floor(c);
-        i0[o] = (int32_t)f;
-        i1[o] = (int32_t)(f + 1 < in ? f + 1 : in - 1);
-        wt[o] = (float)(c - (double)f);
-      }
+      osseg__linear_axis((int)modes->ints[i], scales->floats[2 * i + axis], in, out, i0, i1, wt);
     }
     b->identity = b->ih == r->oh && b->iw == r->ow;
     for (int64_t o = 0; o < r->oh && b->identity; o++) b->identity = b->y0[o] == o && b->wy[o] == 0.f;
@@ -299,15 +281,7 @@ int osseg__compile_resize_planar(struct osseg_model *m, struct osseg__node *n,
     int64_t in = axis ? r->iw : r->ih, out = axis ? r->ow : r->oh;
     int32_t *i0 = axis ? r->x0 : r->y0, *i1 = axis ? r->x1 : r->y1;
     float *wt = axis ? r->wx : r->wy;
-    for (int64_t o = 0; o < out; o++) {
-      double c = src_coord(mode, o, sc[2 + axis], in, out);
-      if (!(c >= 0)) c = 0; /* (NaN too) */
-      if (c > (double)(in - 1)) c = (double)(in - 1);
-      int64_t f = (int64_t)floor(c);
-      i0[o] = (int32_t)f;
-      i1[o] = (int32_t)(f + 1 < in ? f + 1 : in - 1);
-      wt[o] = (float)(c - (double)f);
-    }
+    osseg__linear_axis(mode, sc[2 + axis], in, out, i0, i1, wt);
   }
   /* the output tensor is NCHW (the final reorder to the caller becomes a copy) */
   if (osseg__tr_plain_md(&m->md[r->y], yt->dims, 4, m->act_dt))
