@@ -63,203 +63,193 @@ struct wg_step {
   struct wg_thread th[WG_MAX_THREADS];
 };
 
-/* Input transform of tiles [t0, t0 + n) into v: V = B^T d B with
- * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], written out per channel
- * (straight-line code, so the channel loop vectorises). */
-static inline __attribute__((always_inline)) void wg_in_impl(const struct wg_step *w,
-                                                            const float *x, float *v,
-                                                            const float *zero, int64_t t0,
-                                                            int64_t n) {
-  const int64_t IC = w->IC, ld = w->chunk * IC;
-  for (int64_t k = 0; k < n; k++) {
-    const int64_t t = t0 + k, ty = t / w->tiles_w, tx = t % w->tiles_w;
-    const float *d[16];
-    for (int i = 0; i < 4; i++) {
-      const int64_t iy = 2 * ty - w->pt + i;
-      for (int j = 0; j < 4; j++) {
-        const int64_t ix = 2 * tx - w->pl + j;
-        d[4 * i + j] = iy >= 0 && iy < w->H && ix >= 0 && ix < w->W
-                           ? x + (size_t)(iy * w->W + ix) * (size_t)IC
-                           : zero;
-      }
-    }
-    const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5],
-                *d6 = d[6], *d7 = d[7], *d8 = d[8], *d9 = d[9], *d10 = d[10], *d11 = d[11],
-                *d12 = d[12], *d13 = d[13], *d14 = d[14], *d15 = d[15];
-    float *o = v + k * IC;
-#pragma omp simd
-    for (int64_t c = 0; c < IC; c++) {
-      /* t = B^T d, column j from rows 0..3 (d[4 * row + j]) */
-      const float t00 = d0[c] - d8[c], t01 = d1[c] - d9[c], t02 = d2[c] - d10[c], t03 = d3[c] - d11[c];
-      const float t10 = d4[c] + d8[c], t11 = d5[c] + d9[c], t12 = d6[c] + d10[c], t13 = d7[c] + d11[c];
-      const float t20 = d8[c] - d4[c], t21 = d9[c] - d5[c], t22 = d10[c] - d6[c], t23 = d11[c] - d7[c];
-      const float t30 = d4[c] - d12[c], t31 = d5[c] - d13[c], t32 = d6[c] - d14[c], t33 = d7[c] - d15[c];
-      /* V = t B, row i */
-      o[0 * ld + c] = t00 - t02, o[1 * ld + c] = t01 + t02, o[2 * ld + c] = t02 - t01, o[3 * ld + c] = t01 - t03;
-      o[4 * ld + c] = t10 - t12, o[5 * ld + c] = t11 + t12, o[6 * ld + c] = t12 - t11, o[7 * ld + c] = t11 - t13;
-      o[8 * ld + c] = t20 - t22, o[9 * ld + c] = t21 + t22, o[10 * ld + c] = t22 - t21, o[11 * ld + c] = t21 - t23;
-      o[12 * ld + c] = t30 - t32, o[13 * ld + c] = t31 + t32, o[14 * ld + c] = t32 - t31, o[15 * ld + c] = t31 - t33;
+/* Pointers to the channel vectors of tile t's a x a input patch (rows and
+ * columns from 2 * tile - pad), `zero` where the patch lies in the padding. */
+static inline __attribute__((always_inline)) void tile_patch(const struct wg_step *w,
+                                                            const float *x, const float *zero,
+                                                            int64_t t, int a, const float **d) {
+  const int64_t ty = t / w->tiles_w, tx = t % w->tiles_w;
+  for (int i = 0; i < a; i++) {
+    const int64_t iy = 2 * ty - w->pt + i;
+    for (int j = 0; j < a; j++) {
+      const int64_t ix = 2 * tx - w->pl + j;
+      d[a * i + j] = iy >= 0 && iy < w->H && ix >= 0 && ix < w->W
+                         ? x + (size_t)(iy * w->W + ix) * (size_t)w->IC
+                         : zero;
     }
   }
 }
 
-/* Output transform of tiles [t0, t0 + n) from p: Y = A^T m A with
- * A^T = [1 1 1 0; 0 1 -1 -1], plus bias, then optionally the addend already
- * in y (sum) and a (leaky) ReLU. sum / relu are constants at each call site
- * (wg_out_impl below), so each combination is its own vector loop. */
+/* Pointers to tile t's four outputs in y, `sink` (4 x OC) where a row or
+ * column of the tile lies past the map. */
+static inline __attribute__((always_inline)) void tile_outputs(const struct wg_step *w, float *y,
+                                                              float *sink, int64_t t,
+                                                              float **out) {
+  const int64_t ty = t / w->tiles_w, tx = t % w->tiles_w;
+  for (int i = 0; i < 2; i++)
+    for (int j = 0; j < 2; j++) {
+      const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
+      out[2 * i + j] = oy < w->OH && ox < w->OW ? y + (size_t)(oy * w->OW + ox) * (size_t)w->OC
+                                                : sink + (2 * i + j) * w->OC;
+    }
+}
+
+/* One output value (bias included): then the addend already in y and a
+ * leaky ReLU, as the epilogue asks (sum / relu are constants at every call
+ * site, so each combination is its own vector loop). */
+static inline __attribute__((always_inline)) void wg_store(float *y, int64_t c, float r,
+                                                          const int sum, const int relu,
+                                                          float alpha) {
+  if (sum) r += y[c];
+  if (relu) r = r > 0.f ? r : r * alpha;
+  y[c] = r;
+}
+
+/* Input transform of tiles [t0, t0 + n) into v, written out per channel
+ * (straight-line code, so the channel loop vectorises):
+ *   r = 3, F(2x2, 3x3): V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+ *   r = 2, F(2x2, 2x2): V = B^T d B, B^T = [1 -1 0; 0 1 0; 0 -1 1] */
+static inline __attribute__((always_inline)) void wg_in_tiles(const struct wg_step *w,
+                                                             const float *x, float *v,
+                                                             const float *zero, int64_t t0,
+                                                             int64_t n, const int r) {
+  const int64_t IC = w->IC, ld = w->chunk * IC;
+  for (int64_t k = 0; k < n; k++) {
+    const float *d[16];
+    tile_patch(w, x, zero, t0 + k, r + 1, d);
+    float *o = v + k * IC;
+    if (r == 3) {
+      const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5],
+                  *d6 = d[6], *d7 = d[7], *d8 = d[8], *d9 = d[9], *d10 = d[10], *d11 = d[11],
+                  *d12 = d[12], *d13 = d[13], *d14 = d[14], *d15 = d[15];
+#pragma omp simd
+      for (int64_t c = 0; c < IC; c++) {
+        /* t = B^T d, column j from rows 0..3 (d[4 * row + j]) */
+        const float t00 = d0[c] - d8[c], t01 = d1[c] - d9[c], t02 = d2[c] - d10[c], t03 = d3[c] - d11[c];
+        const float t10 = d4[c] + d8[c], t11 = d5[c] + d9[c], t12 = d6[c] + d10[c], t13 = d7[c] + d11[c];
+        const float t20 = d8[c] - d4[c], t21 = d9[c] - d5[c], t22 = d10[c] - d6[c], t23 = d11[c] - d7[c];
+        const float t30 = d4[c] - d12[c], t31 = d5[c] - d13[c], t32 = d6[c] - d14[c], t33 = d7[c] - d15[c];
+        /* V = t B, row i */
+        o[0 * ld + c] = t00 - t02, o[1 * ld + c] = t01 + t02, o[2 * ld + c] = t02 - t01, o[3 * ld + c] = t01 - t03;
+        o[4 * ld + c] = t10 - t12, o[5 * ld + c] = t11 + t12, o[6 * ld + c] = t12 - t11, o[7 * ld + c] = t11 - t13;
+        o[8 * ld + c] = t20 - t22, o[9 * ld + c] = t21 + t22, o[10 * ld + c] = t22 - t21, o[11 * ld + c] = t21 - t23;
+        o[12 * ld + c] = t30 - t32, o[13 * ld + c] = t31 + t32, o[14 * ld + c] = t32 - t31, o[15 * ld + c] = t31 - t33;
+      }
+    } else {
+      const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5],
+                  *d6 = d[6], *d7 = d[7], *d8 = d[8];
+#pragma omp simd
+      for (int64_t c = 0; c < IC; c++) {
+        const float t00 = d0[c] - d3[c], t01 = d1[c] - d4[c], t02 = d2[c] - d5[c];
+        const float t10 = d3[c], t11 = d4[c], t12 = d5[c];
+        const float t20 = d6[c] - d3[c], t21 = d7[c] - d4[c], t22 = d8[c] - d5[c];
+        o[0 * ld + c] = t00 - t01, o[1 * ld + c] = t01, o[2 * ld + c] = t02 - t01;
+        o[3 * ld + c] = t10 - t11, o[4 * ld + c] = t11, o[5 * ld + c] = t12 - t11;
+        o[6 * ld + c] = t20 - t21, o[7 * ld + c] = t21, o[8 * ld + c] = t22 - t21;
+      }
+    }
+  }
+}
+
+/* Output transform of tiles [t0, t0 + n) from the products p, plus bias
+ * and epilogue:
+ *   r = 3: Y = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]
+ *   r = 2: Y = A^T m A, A^T = [1 1 0; 0 1 1] */
 static inline __attribute__((always_inline)) void wg_out_tiles(const struct wg_step *w,
                                                               const float *p, float *y,
                                                               float *sink, int64_t t0, int64_t n,
-                                                              const int sum, const int relu) {
+                                                              const int r, const int sum,
+                                                              const int relu) {
   const int64_t OC = w->OC, ld = w->chunk * OC;
   const float alpha = w->alpha;
   const float *bias = w->bias;
   for (int64_t k = 0; k < n; k++) {
-    const int64_t t = t0 + k, ty = t / w->tiles_w, tx = t % w->tiles_w;
     float *out[4];
-    for (int i = 0; i < 2; i++)
-      for (int j = 0; j < 2; j++) {
-        const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
-        out[2 * i + j] = oy < w->OH && ox < w->OW ? y + (size_t)(oy * w->OW + ox) * (size_t)OC
-                                                  : sink + (2 * i + j) * OC;
-      }
+    tile_outputs(w, y, sink, t0 + k, out);
     float *y0 = out[0], *y1 = out[1], *y2 = out[2], *y3 = out[3];
     const float *q = p + k * OC;
+    if (r == 3) {
 #pragma omp simd
-    for (int64_t c = 0; c < OC; c++) {
-      const float m00 = q[0 * ld + c], m01 = q[1 * ld + c], m02 = q[2 * ld + c], m03 = q[3 * ld + c];
-      const float m10 = q[4 * ld + c], m11 = q[5 * ld + c], m12 = q[6 * ld + c], m13 = q[7 * ld + c];
-      const float m20 = q[8 * ld + c], m21 = q[9 * ld + c], m22 = q[10 * ld + c], m23 = q[11 * ld + c];
-      const float m30 = q[12 * ld + c], m31 = q[13 * ld + c], m32 = q[14 * ld + c], m33 = q[15 * ld + c];
-      const float u00 = m00 + m10 + m20, u01 = m01 + m11 + m21, u02 = m02 + m12 + m22, u03 = m03 + m13 + m23;
-      const float u10 = m10 - m20 - m30, u11 = m11 - m21 - m31, u12 = m12 - m22 - m32, u13 = m13 - m23 - m33;
-      float r0 = u00 + u01 + u02 + bias[c], r1 = u01 - u02 - u03 + bias[c];
-      float r2 = u10 + u11 + u12 + bias[c], r3 = u11 - u12 - u13 + bias[c];
-      if (sum) r0 += y0[c], r1 += y1[c], r2 += y2[c], r3 += y3[c];
-      if (relu) {
-        r0 = r0 > 0.f ? r0 : r0 * alpha;
-        r1 = r1 > 0.f ? r1 : r1 * alpha;
-        r2 = r2 > 0.f ? r2 : r2 * alpha;
-        r3 = r3 > 0.f ? r3 : r3 * alpha;
+      for (int64_t c = 0; c < OC; c++) {
+        const float m00 = q[0 * ld + c], m01 = q[1 * ld + c], m02 = q[2 * ld + c], m03 = q[3 * ld + c];
+        const float m10 = q[4 * ld + c], m11 = q[5 * ld + c], m12 = q[6 * ld + c], m13 = q[7 * ld + c];
+        const float m20 = q[8 * ld + c], m21 = q[9 * ld + c], m22 = q[10 * ld + c], m23 = q[11 * ld + c];
+        const float m30 = q[12 * ld + c], m31 = q[13 * ld + c], m32 = q[14 * ld + c], m33 = q[15 * ld + c];
+        const float u00 = m00 + m10 + m20, u01 = m01 + m11 + m21, u02 = m02 + m12 + m22, u03 = m03 + m13 + m23;
+        const float u10 = m10 - m20 - m30, u11 = m11 - m21 - m31, u12 = m12 - m22 - m32, u13 = m13 - m23 - m33;
+        wg_store(y0, c, u00 + u01 + u02 + bias[c], sum, relu, alpha);
+        wg_store(y1, c, u01 - u02 - u03 + bias[c], sum, relu, alpha);
+        wg_store(y2, c, u10 + u11 + u12 + bias[c], sum, relu, alpha);
+        wg_store(y3, c, u11 - u12 - u13 + bias[c], sum, relu, alpha);
       }
-      y0[c] = r0, y1[c] = r1, y2[c] = r2, y3[c] = r3;
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < OC; c++) {
+        const float m00 = q[0 * ld + c], m01 = q[1 * ld + c], m02 = q[2 * ld + c];
+        const float m10 = q[3 * ld + c], m11 = q[4 * ld + c], m12 = q[5 * ld + c];
+        const float m20 = q[6 * ld + c], m21 = q[7 * ld + c], m22 = q[8 * ld + c];
+        const float u00 = m00 + m10, u01 = m01 + m11, u02 = m02 + m12;
+        const float u10 = m10 + m20, u11 = m11 + m21, u12 = m12 + m22;
+        wg_store(y0, c, u00 + u01 + bias[c], sum, relu, alpha);
+        wg_store(y1, c, u01 + u02 + bias[c], sum, relu, alpha);
+        wg_store(y2, c, u10 + u11 + bias[c], sum, relu, alpha);
+        wg_store(y3, c, u11 + u12 + bias[c], sum, relu, alpha);
+      }
     }
   }
 }
 
-static inline __attribute__((always_inline)) void wg_out_impl(const struct wg_step *w,
-                                                             const float *p, float *y,
-                                                             float *sink, int64_t t0,
-                                                             int64_t n) {
-  if (w->sum && w->relu) wg_out_tiles(w, p, y, sink, t0, n, 1, 1);
-  else if (w->sum) wg_out_tiles(w, p, y, sink, t0, n, 1, 0);
-  else if (w->relu) wg_out_tiles(w, p, y, sink, t0, n, 0, 1);
-  else wg_out_tiles(w, p, y, sink, t0, n, 0, 0);
-}
+/* One variant per kernel size (compiled per ISA level below), each
+ * dispatching the epilogue to constant arguments. */
+#define WG_EPILOGUE_DISPATCH(R)                                                      \
+  if (w->sum && w->relu) wg_out_tiles(w, p, y, sink, t0, n, R, 1, 1);                \
+  else if (w->sum) wg_out_tiles(w, p, y, sink, t0, n, R, 1, 0);                      \
+  else if (w->relu) wg_out_tiles(w, p, y, sink, t0, n, R, 0, 1);                     \
+  else wg_out_tiles(w, p, y, sink, t0, n, R, 0, 0)
 
-/* F(2x2, 2x2): V = B^T d B with B^T = [1 -1 0; 0 1 0; 0 -1 1] on a 3x3
- * patch, Y = A^T m A with A^T = [1 1 0; 0 1 1]. */
+static inline __attribute__((always_inline)) void wg_in3_impl(const struct wg_step *w,
+                                                             const float *x, float *v,
+                                                             const float *zero, int64_t t0,
+                                                             int64_t n) {
+  wg_in_tiles(w, x, v, zero, t0, n, 3);
+}
 static inline __attribute__((always_inline)) void wg_in2_impl(const struct wg_step *w,
                                                              const float *x, float *v,
                                                              const float *zero, int64_t t0,
                                                              int64_t n) {
-  const int64_t IC = w->IC, ld = w->chunk * IC;
-  for (int64_t k = 0; k < n; k++) {
-    const int64_t t = t0 + k, ty = t / w->tiles_w, tx = t % w->tiles_w;
-    const float *d[9];
-    for (int i = 0; i < 3; i++) {
-      const int64_t iy = 2 * ty - w->pt + i;
-      for (int j = 0; j < 3; j++) {
-        const int64_t ix = 2 * tx - w->pl + j;
-        d[3 * i + j] = iy >= 0 && iy < w->H && ix >= 0 && ix < w->W
-                           ? x + (size_t)(iy * w->W + ix) * (size_t)IC
-                           : zero;
-      }
-    }
-    const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5],
-                *d6 = d[6], *d7 = d[7], *d8 = d[8];
-    float *o = v + k * IC;
-#pragma omp simd
-    for (int64_t c = 0; c < IC; c++) {
-      const float t00 = d0[c] - d3[c], t01 = d1[c] - d4[c], t02 = d2[c] - d5[c];
-      const float t10 = d3[c], t11 = d4[c], t12 = d5[c];
-      const float t20 = d6[c] - d3[c], t21 = d7[c] - d4[c], t22 = d8[c] - d5[c];
-      o[0 * ld + c] = t00 - t01, o[1 * ld + c] = t01, o[2 * ld + c] = t02 - t01;
-      o[3 * ld + c] = t10 - t11, o[4 * ld + c] = t11, o[5 * ld + c] = t12 - t11;
-      o[6 * ld + c] = t20 - t21, o[7 * ld + c] = t21, o[8 * ld + c] = t22 - t21;
-    }
-  }
+  wg_in_tiles(w, x, v, zero, t0, n, 2);
 }
-
-static inline __attribute__((always_inline)) void wg_out2_tiles(const struct wg_step *w,
-                                                               const float *p, float *y,
-                                                               float *sink, int64_t t0,
-                                                               int64_t n, const int sum,
-                                                               const int relu) {
-  const int64_t OC = w->OC, ld = w->chunk * OC;
-  const float alpha = w->alpha;
-  const float *bias = w->bias;
-  for (int64_t k = 0; k < n; k++) {
-    const int64_t t = t0 + k, ty = t / w->tiles_w, tx = t % w->tiles_w;
-    float *out[4];
-    for (int i = 0; i < 2; i++)
-      for (int j = 0; j < 2; j++) {
-        const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
-        out[2 * i + j] = oy < w->OH && ox < w->OW ? y + (size_t)(oy * w->OW + ox) * (size_t)OC
-                                                  : sink + (2 * i + j) * OC;
-      }
-    float *y0 = out[0], *y1 = out[1], *y2 = out[2], *y3 = out[3];
-    const float *q = p + k * OC;
-#pragma omp simd
-    for (int64_t c = 0; c < OC; c++) {
-      const float m00 = q[0 * ld + c], m01 = q[1 * ld + c], m02 = q[2 * ld + c];
-      const float m10 = q[3 * ld + c], m11 = q[4 * ld + c], m12 = q[5 * ld + c];
-      const float m20 = q[6 * ld + c], m21 = q[7 * ld + c], m22 = q[8 * ld + c];
-      const float u00 = m00 + m10, u01 = m01 + m11, u02 = m02 + m12;
-      const float u10 = m10 + m20, u11 = m11 + m21, u12 = m12 + m22;
-      float r0 = u00 + u01 + bias[c], r1 = u01 + u02 + bias[c];
-      float r2 = u10 + u11 + bias[c], r3 = u11 + u12 + bias[c];
-      if (sum) r0 += y0[c], r1 += y1[c], r2 += y2[c], r3 += y3[c];
-      if (relu) {
-        r0 = r0 > 0.f ? r0 : r0 * alpha;
-        r1 = r1 > 0.f ? r1 : r1 * alpha;
-        r2 = r2 > 0.f ? r2 : r2 * alpha;
-        r3 = r3 > 0.f ? r3 : r3 * alpha;
-      }
-      y0[c] = r0, y1[c] = r1, y2[c] = r2, y3[c] = r3;
-    }
-  }
+static inline __attribute__((always_inline)) void wg_out3_impl(const struct wg_step *w,
+                                                              const float *p, float *y,
+                                                              float *sink, int64_t t0,
+                                                              int64_t n) {
+  WG_EPILOGUE_DISPATCH(3);
 }
-
 static inline __attribute__((always_inline)) void wg_out2_impl(const struct wg_step *w,
                                                               const float *p, float *y,
                                                               float *sink, int64_t t0,
                                                               int64_t n) {
-  if (w->sum && w->relu) wg_out2_tiles(w, p, y, sink, t0, n, 1, 1);
-  else if (w->sum) wg_out2_tiles(w, p, y, sink, t0, n, 1, 0);
-  else if (w->relu) wg_out2_tiles(w, p, y, sink, t0, n, 0, 1);
-  else wg_out2_tiles(w, p, y, sink, t0, n, 0, 0);
+  WG_EPILOGUE_DISPATCH(2);
 }
+#undef WG_EPILOGUE_DISPATCH
 
-OSSEG__ISA_VARIANTS(wg_in2, (const struct wg_step *w, const float *x, float *v, const float *zero,
-                             int64_t t0, int64_t n),
-                    (w, x, v, zero, t0, n))
-OSSEG__ISA_VARIANTS(wg_out2, (const struct wg_step *w, const float *p, float *y, float *sink,
-                              int64_t t0, int64_t n),
-                    (w, p, y, sink, t0, n))
-OSSEG__ISA_VARIANTS(wg_in, (const struct wg_step *w, const float *x, float *v, const float *zero,
-                            int64_t t0, int64_t n),
-                    (w, x, v, zero, t0, n))
-OSSEG__ISA_VARIANTS(wg_out, (const struct wg_step *w, const float *p, float *y, float *sink,
-                             int64_t t0, int64_t n),
-                    (w, p, y, sink, t0, n))
+#define WG_IN_PARAMS (const struct wg_step *w, const float *x, float *v, const float *zero, \
+                      int64_t t0, int64_t n)
+#define WG_OUT_PARAMS (const struct wg_step *w, const float *p, float *y, float *sink, \
+                       int64_t t0, int64_t n)
+OSSEG__ISA_VARIANTS(wg_in3, WG_IN_PARAMS, (w, x, v, zero, t0, n))
+OSSEG__ISA_VARIANTS(wg_in2, WG_IN_PARAMS, (w, x, v, zero, t0, n))
+OSSEG__ISA_VARIANTS(wg_out3, WG_OUT_PARAMS, (w, p, y, sink, t0, n))
+OSSEG__ISA_VARIANTS(wg_out2, WG_OUT_PARAMS, (w, p, y, sink, t0, n))
+#undef WG_IN_PARAMS
+#undef WG_OUT_PARAMS
 
 static dnnl_status_t run_wg(struct osseg_model *m, struct osseg__step *s) {
   const struct wg_step *w = s->priv;
   const float *x = osseg__tensor_ptr(m, w->x);
   float *y = osseg__tensor_ptr(m, w->y);
-  const wg_in_fn fin = w->r == 3 ? wg_in_select() : wg_in2_select();
-  const wg_out_fn fout = w->r == 3 ? wg_out_select() : wg_out2_select();
+  const wg_in3_fn fin = w->r == 3 ? wg_in3_select() : wg_in2_select();
+  const wg_out3_fn fout = w->r == 3 ? wg_out3_select() : wg_out2_select();
   int failed = 0;
 #pragma omp parallel num_threads(w->nthreads)
   {
