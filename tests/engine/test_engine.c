@@ -99,17 +99,39 @@ static void test_model_parity(void **state) {
 
 /* Steps of a model loaded with the given options (0 on load failure) and
  * its arena size. */
-static int model_steps(const char *dir, const char *name, const struct osseg_engine_options *o,
-                       uint64_t *arena) {
+static int load_stats(const char *dir, const char *name, const struct osseg_engine_options *o,
+                      struct osseg_model_stats *st) {
   struct osseg_model *m = NULL;
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
-  if (osseg_model_load(&m, test_path("%s/%s.onnx", dir, name), o, &diag)) return 0;
-  struct osseg_model_stats st;
-  osseg_model_get_stats(m, &st);
+  int err = osseg_model_load(&m, test_path("%s/%s.onnx", dir, name), o, &diag);
+  if (err) return err;
+  osseg_model_get_stats(m, st);
   osseg_model_free(m);
+  return 0;
+}
+
+static int model_steps(const char *dir, const char *name, const struct osseg_engine_options *o,
+                       uint64_t *arena) {
+  struct osseg_model_stats st;
+  if (load_stats(dir, name, o, &st)) return 0;
   *arena = st.arena_bytes;
   return st.steps;
+}
+
+/* Parity of dir/name with its PyTorch output under o (which must run) and
+ * the stats of the compiled model. */
+static struct parity parity_stats(const char *dir, const char *name,
+                                  const struct osseg_engine_options *o,
+                                  struct osseg_model_stats *st) {
+  struct parity p;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  int err = engine_parity(dir, name, o, &p, &diag);
+  if (err) print_error("%s: %s\n", name, diag.message);
+  assert_int_equal(err, 0);
+  assert_int_equal(load_stats(dir, name, o, st), 0);
+  return p;
 }
 
 /* Conv over nearest-2x upsample (+ concat) is rewritten into phase convs
@@ -242,17 +264,8 @@ static void test_pad_folding(void **state) {
   snprintf(d, sizeof d, "%s", engine_dir());
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     struct osseg_engine_options o = engine_test_opts(cases[i].prec);
-    struct parity p;
-    struct osseg_diag diag;
-    osseg_diag_clear(&diag);
-    int err = engine_parity(d, cases[i].name, &o, &p, &diag);
-    if (err) print_error("%s: %s\n", cases[i].name, diag.message);
-    assert_int_equal(err, 0);
-    struct osseg_model *m = NULL;
-    assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", d, cases[i].name), &o, &diag), 0);
     struct osseg_model_stats st;
-    osseg_model_get_stats(m, &st);
-    osseg_model_free(m);
+    struct parity p = parity_stats(d, cases[i].name, &o, &st);
     print_message("%-18s %s rel %.2e, %d steps\n", cases[i].name, osseg_precision_name(cases[i].prec),
                   p.rel_err, st.steps);
     assert_true(p.rel_err <= 1e-5);
@@ -282,17 +295,8 @@ static void test_winograd(void **state) {
       struct osseg_engine_options o =
           engine_test_opts(mode == 3 ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
       if (mode == 1) o.threads = 1;
-      struct parity p;
-      struct osseg_diag diag;
-      osseg_diag_clear(&diag);
-      int err = engine_parity(d, cases[i].name, &o, &p, &diag);
-      if (err) print_error("%s: %s\n", cases[i].name, diag.message);
-      assert_int_equal(err, 0);
-      struct osseg_model *m = NULL;
-      assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", d, cases[i].name), &o, &diag), 0);
       struct osseg_model_stats st;
-      osseg_model_get_stats(m, &st);
-      osseg_model_free(m);
+      struct parity p = parity_stats(d, cases[i].name, &o, &st);
       unsetenv("OSSEG_NO_WINOGRAD");
       static const char *mode_name[] = {"winograd 2T", "winograd 1T", "direct", "bf16"};
       print_message("%-14s %-11s rel %.2e, %d Winograd convs\n", cases[i].name, mode_name[mode],
@@ -327,17 +331,8 @@ static void test_depthwise_fallback(void **state) {
         if (!own) setenv("OSSEG_NO_DWCONV", "1", 1);
         struct osseg_engine_options o =
             engine_test_opts(prec ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
-        struct parity p;
-        struct osseg_diag diag;
-        osseg_diag_clear(&diag);
-        int err = engine_parity(d, name, &o, &p, &diag);
-        if (err) print_error("%s: %s\n", name, diag.message);
-        assert_int_equal(err, 0);
-        struct osseg_model *m = NULL;
-        assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", d, name), &o, &diag), 0);
         struct osseg_model_stats st;
-        osseg_model_get_stats(m, &st);
-        osseg_model_free(m);
+        struct parity p = parity_stats(d, name, &o, &st);
         unsetenv("OSSEG_NO_DWCONV");
         print_message("%-24s %s %s: rel %.2e, %d slow steps\n", name, prec ? "bf16" : "fp32",
                       own ? "own loop" : "oneDNN  ", p.rel_err, st.slow_steps);
