@@ -8,7 +8,7 @@
  * nhwc; fp32 accumulation for both precisions. */
 #include "engine_internal.h"
 #include "isa_variants.h"
-#include "transformer.h" /* bf16 <-> f32 */
+#include "bf16.h"
 
 #include <omp.h>
 #include <string.h>
@@ -48,7 +48,7 @@ static inline __attribute__((always_inline)) void dw_rows_impl(const struct dw_s
             if (d->x_bf16) {
               const uint16_t *xr = (const uint16_t *)xp + ipix;
 #pragma omp simd
-              for (int64_t c = 0; c < nc; c++) acc[c] += wt[c] * osseg__bf16_f32_v(xr[c]);
+              for (int64_t c = 0; c < nc; c++) acc[c] += wt[c] * osseg__bf16_f32(xr[c]);
             } else {
               const float *xr = (const float *)xp + ipix;
 #pragma omp simd

@@ -2,6 +2,7 @@
  * subgraphs such as Shape -> Gather -> Unsqueeze -> Concat -> Resize sizes,
  * and weight preprocessing). Plain loops over small tensors; the output
  * tensor's shape and dtype were already set by shape inference. */
+#include "bf16.h"
 #include "engine_internal.h"
 
 #include <math.h>
@@ -40,13 +41,7 @@ static void set_f64(struct osseg__tensor *t, size_t i, double v) {
   switch (t->dtype) {
     case OSSEG__DT_FLOAT: ((float *)d)[i] = (float)v; return;
     case OSSEG__DT_DOUBLE: ((double *)d)[i] = v; return;
-    case OSSEG__DT_BFLOAT16: {
-      float f = (float)v;
-      uint32_t u;
-      memcpy(&u, &f, 4);
-      ((uint16_t *)d)[i] = (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
-      return;
-    }
+    case OSSEG__DT_BFLOAT16: ((uint16_t *)d)[i] = osseg__f32_bf16((float)v); return;
     default: break;
   }
   int64_t iv = sat_i64(v);

@@ -1,5 +1,6 @@
 /* Graph IR: storage, lookup, attribute access, constant element access. */
 #include "ir.h"
+#include "bf16.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -236,13 +237,6 @@ int64_t osseg__const_i64(const struct osseg__tensor *t, size_t i) {
   }
 }
 
-static float bf16_to_f32(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
 static float f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, u;
   if (exp == 0) {
@@ -269,7 +263,7 @@ double osseg__const_f64(const struct osseg__tensor *t, size_t i) {
     case OSSEG__DT_FLOAT: return ((const float *)d)[i];
     case OSSEG__DT_DOUBLE: return ((const double *)d)[i];
     case OSSEG__DT_FLOAT16: return f16_to_f32(((const uint16_t *)d)[i]);
-    case OSSEG__DT_BFLOAT16: return bf16_to_f32(((const uint16_t *)d)[i]);
+    case OSSEG__DT_BFLOAT16: return osseg__bf16_f32(((const uint16_t *)d)[i]);
     default: return (double)osseg__const_i64(t, i);
   }
 }

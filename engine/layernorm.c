@@ -51,17 +51,17 @@ static inline __attribute__((always_inline)) void ln_rows_impl(const struct ln_s
       uint16_t *yr = y + r * D;
       float sum = 0.f, sq = 0.f;
 #pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < D; i++) sum += osseg__bf16_f32_v(xr[i]);
+      for (int64_t i = 0; i < D; i++) sum += osseg__bf16_f32(xr[i]);
       const float mean = sum / (float)D;
 #pragma omp simd reduction(+ : sq)
       for (int64_t i = 0; i < D; i++) {
-        float d = osseg__bf16_f32_v(xr[i]) - mean;
+        float d = osseg__bf16_f32(xr[i]) - mean;
         sq += d * d;
       }
       const float inv = 1.f / sqrtf(sq / (float)D + eps);
 #pragma omp simd
       for (int64_t i = 0; i < D; i++)
-        yr[i] = osseg__f32_bf16_v((osseg__bf16_f32_v(xr[i]) - mean) * inv * w[i] + b[i]);
+        yr[i] = osseg__f32_bf16_v((osseg__bf16_f32(xr[i]) - mean) * inv * w[i] + b[i]);
     }
   }
 }

@@ -6,30 +6,17 @@
  * blends four pixels with per-row/column weights (half_pixel,
  * pytorch_half_pixel, align_corners, asymmetric). Memory-bound loops, split
  * across OpenMP threads by output row. */
+#include "bf16.h"
 #include "engine_internal.h"
 
 #include <math.h>
 #include <string.h>
 
-static float bf16_to_f32(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-static uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
 void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst) {
   const int64_t C = r->c;
   const size_t pix = (size_t)C * es, opix = (size_t)r->out_pix * es, coff = (size_t)r->out_coff * es;
   uint32_t fill32;
-  uint16_t fill16 = f32_to_bf16(r->value);
+  uint16_t fill16 = osseg__f32_bf16(r->value);
   memcpy(&fill32, &r->value, 4);
 #pragma omp parallel for schedule(static)
   for (int64_t y = 0; y < r->oh; y++) {
@@ -71,10 +58,10 @@ void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *sr
         const uint16_t *s = src;
         uint16_t *d = dst;
         for (int64_t c = 0; c < C; c++) {
-          float a = bf16_to_f32(s[p00 + c]), b = bf16_to_f32(s[p01 + c]);
-          float e = bf16_to_f32(s[p10 + c]), f = bf16_to_f32(s[p11 + c]);
+          float a = osseg__bf16_f32(s[p00 + c]), b = osseg__bf16_f32(s[p01 + c]);
+          float e = osseg__bf16_f32(s[p10 + c]), f = osseg__bf16_f32(s[p11 + c]);
           float top = a + (b - a) * wx, bot = e + (f - e) * wx;
-          d[o + c] = f32_to_bf16(top + (bot - top) * wy);
+          d[o + c] = osseg__f32_bf16(top + (bot - top) * wy);
         }
       }
     }

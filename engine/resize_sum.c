@@ -55,7 +55,7 @@ static inline __attribute__((always_inline)) void rs_rows_impl(const struct rs_s
           } else {
             const uint16_t *sp = (const uint16_t *)src[i] + p;
 #pragma omp simd
-            for (int64_t c = 0; c < C; c++) acc[c] += osseg__bf16_f32_v(sp[c]);
+            for (int64_t c = 0; c < C; c++) acc[c] += osseg__bf16_f32(sp[c]);
           }
           continue;
         }
@@ -75,8 +75,8 @@ static inline __attribute__((always_inline)) void rs_rows_impl(const struct rs_s
           const uint16_t *sp = src[i];
 #pragma omp simd
           for (int64_t c = 0; c < C; c++) {
-            float a = osseg__bf16_f32_v(sp[p00 + c]), bb = osseg__bf16_f32_v(sp[p01 + c]);
-            float e = osseg__bf16_f32_v(sp[p10 + c]), f = osseg__bf16_f32_v(sp[p11 + c]);
+            float a = osseg__bf16_f32(sp[p00 + c]), bb = osseg__bf16_f32(sp[p01 + c]);
+            float e = osseg__bf16_f32(sp[p10 + c]), f = osseg__bf16_f32(sp[p11 + c]);
             float top = a + (bb - a) * wx, bot = e + (f - e) * wx;
             acc[c] += top + (bot - top) * wy;
           }

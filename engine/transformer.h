@@ -4,6 +4,7 @@
 #ifndef OSSEG_ENGINE_TRANSFORMER_H
 #define OSSEG_ENGINE_TRANSFORMER_H
 
+#include "bf16.h"
 #include "engine_internal.h"
 
 /* Internal op names created by transformer_fuse.c (never in ONNX files). */
@@ -55,34 +56,5 @@ int osseg__tr_plain_out_done(struct osseg_model *m, int node, int tmp, int y,
                              struct osseg_diag *diag);
 /* Plain row-major md of dims with data type dt. */
 int osseg__tr_plain_md(dnnl_memory_desc_t *md, const int64_t *dims, int rank, dnnl_data_type_t dt);
-
-/* bf16 <-> f32 scalar conversions (round to nearest even). */
-static inline float osseg__bf16_f32(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
-static inline uint16_t osseg__f32_bf16(float f) {
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-/* Branch-free forms for vectorised loops (NaN handling of the rounding
- * form above is not needed for finite activations; NaN stays NaN as long as
- * its payload survives truncation, which it does for the default quiet NaN). */
-static inline float osseg__bf16_f32_v(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
-static inline uint16_t osseg__f32_bf16_v(float f) {
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 #endif
