@@ -29,6 +29,40 @@ static int prepare_sum(struct osseg_model *m, struct osseg__node *n, int y, stru
   return 0;
 }
 
+/* The primitive step of a conv whose descriptor pd is made: weights (plain
+ * f32 as wuser describes them) and bias reordered once into constant
+ * memory, then (sum_from_node) the node's residual addends moved into y,
+ * the step's arguments, and the addends of SUM entries of post kept alive
+ * until the step. Takes pd. */
+static int conv_prim_step(struct osseg_model *m, struct osseg__node *n, dnnl_primitive_desc_t pd,
+                          int x, int y, const dnnl_memory_desc_t *wuser, const float *w,
+                          const float *bias, const struct osseg__post *post, int npost,
+                          int sum_from_node, struct osseg_diag *diag) {
+  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  const dnnl_memory_desc_t *bmdp = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+  dnnl_memory_t wmem = NULL, bmem = NULL;
+  int err = osseg__const_memory(m, wmd, wuser, w, &wmem, diag);
+  if (!err && bias) {
+    dnnl_memory_desc_t bsrc; /* the caller's bias: plain f32 */
+    dnnl_memory_desc_init_by_tag(&bsrc, 1, bmdp->dims, dnnl_f32, dnnl_a);
+    err = osseg__const_memory(m, bmdp, &bsrc, bias, &bmem, diag);
+  }
+  if (!err && sum_from_node) err = prepare_sum(m, n, y, diag);
+  struct osseg__step *s = err ? NULL : osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
+  if (!s) {
+    dnnl_primitive_desc_destroy(pd);
+    return err ? err : osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, NULL);
+  osseg__step_arg_mem(s, DNNL_ARG_WEIGHTS, wmem);
+  if (bmem) osseg__step_arg_mem(s, DNNL_ARG_BIAS, bmem);
+  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, NULL);
+  for (int p = 0; p < npost; p++)
+    if (post[p].kind == OSSEG__POST_SUM && post[p].arg >= 0 && s->nuses < OSSEG__MAX_ARGS)
+      s->uses[s->nuses++] = post[p].arg; /* keep the addend alive until here */
+  return osseg__finish_prim(m, s, pd, n, diag);
+}
+
 /* Did oneDNN pick im2col + gemm or reference code? For a depthwise conv
  * that means a shape its direct kernels reject (dwconv.c runs it instead,
  * as it does every dilated depthwise conv: oneDNN's jit kernel ran the
@@ -129,31 +163,11 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
     dnnl_primitive_desc_destroy(pd);
     return osseg__compile_dwconv(m, n, wdata, wdims, bias, &w, diag);
   }
-  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  dnnl_memory_t wmem = NULL, bmem = NULL;
-  err = osseg__const_memory(m, wmd, &wuser, wdata, &wmem, diag);
-  if (!err && bias) err = osseg__const_memory(m, &bmd, &bmd, bias, &bmem, diag);
-  if (!err) err = prepare_sum(m, n, y, diag);
-  struct osseg__step *s = err ? NULL : osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - g->nodes));
-  if (!s) {
-    dnnl_primitive_desc_destroy(pd);
-    return err ? err : osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-  }
-  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, NULL);
-  osseg__step_arg_mem(s, DNNL_ARG_WEIGHTS, wmem);
-  if (bmem) osseg__step_arg_mem(s, DNNL_ARG_BIAS, bmem);
-  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, NULL);
-  for (int p = 0; p < n->npost; p++)
-    if (n->post[p].kind == OSSEG__POST_SUM) {
-      /* keep the addend alive until here */
-      int t = n->post[p].arg;
-      if (s->nuses < OSSEG__MAX_ARGS) s->uses[s->nuses++] = t;
-    }
   size_t welems = (size_t)(M * (deconv ? C : C / group) * k / (deconv ? group : 1));
   m->params += welems + (bias ? (size_t)M : 0);
   size_t spatial = deconv ? (size_t)(xt->dims[2] * xt->dims[3]) : (size_t)(yt->dims[2] * yt->dims[3]);
   m->flops += 2ull * spatial * (uint64_t)(deconv ? C * (M / group) : M * (C / group)) * (uint64_t)k;
-  return osseg__finish_prim(m, s, pd, n, diag);
+  return conv_prim_step(m, n, pd, x, y, &wuser, wdata, bias, n->post, n->npost, 1, diag);
 }
 
 int osseg__compile_conv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
@@ -222,20 +236,7 @@ static int plain_conv(struct osseg_model *m, struct osseg__node *n, int x, int y
   if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, m->eng, NULL);
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "convolution descriptor", n);
-  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  dnnl_memory_t wmem = NULL, bmem = NULL;
-  int err = osseg__const_memory(m, wmd, &wuser, w, &wmem, diag);
-  if (!err && bias) err = osseg__const_memory(m, &bmd, &bmd, bias, &bmem, diag);
-  struct osseg__step *s = err ? NULL : osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
-  if (!s) {
-    dnnl_primitive_desc_destroy(pd);
-    return err ? err : osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-  }
-  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, NULL);
-  osseg__step_arg_mem(s, DNNL_ARG_WEIGHTS, wmem);
-  if (bmem) osseg__step_arg_mem(s, DNNL_ARG_BIAS, bmem);
-  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, NULL);
-  return osseg__finish_prim(m, s, pd, n, diag);
+  return conv_prim_step(m, n, pd, x, y, &wuser, w, bias, post, npost, 0, diag);
 }
 
 /* osseg.UpConv2x (fuse.c): y = Conv3x3(Concat(Upsample2x(u), s1, s2, ...)),
