@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-static int eltwise_step(struct osseg_model *m, struct osseg__node *n, int x, int y,
+int osseg__eltwise_step(struct osseg_model *m, struct osseg__node *n, int x, int y,
                         dnnl_alg_kind_t alg, float alpha, float beta, struct osseg_diag *diag) {
   dnnl_eltwise_desc_t ed;
   dnnl_primitive_attr_t attr;
@@ -23,7 +23,8 @@ static int eltwise_step(struct osseg_model *m, struct osseg__node *n, int x, int
   }
   osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, &m->md[x]);
   osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, &m->md[x]);
-  m->flops += 0;
+  size_t e;
+  if (!osseg__tensor_elems(&m->g, &m->g.tensors[y], &e)) m->flops += e;
   return osseg__finish_prim(m, s, pd, n, diag);
 }
 
@@ -34,15 +35,15 @@ int osseg__compile_eltwise(struct osseg_model *m, struct osseg__node *n, struct 
   if (osseg__can_inplace(m, x)) osseg__alias(m, y, x);
   if (!strcmp(op, "Identity") || !strcmp(op, "Dropout"))
     return osseg__reorder_step(m, (int)(n - g->nodes), x, &m->md[x], y, &m->md[y], diag);
-  if (!strcmp(op, "Relu")) return eltwise_step(m, n, x, y, dnnl_eltwise_relu, 0, 0, diag);
+  if (!strcmp(op, "Relu")) return osseg__eltwise_step(m, n, x, y, dnnl_eltwise_relu, 0, 0, diag);
   if (!strcmp(op, "LeakyRelu"))
-    return eltwise_step(m, n, x, y, dnnl_eltwise_relu, osseg__attr_float(n, "alpha", 0.01f), 0, diag);
-  if (!strcmp(op, "Sigmoid")) return eltwise_step(m, n, x, y, dnnl_eltwise_logistic, 0, 0, diag);
-  if (!strcmp(op, "HardSwish")) return eltwise_step(m, n, x, y, dnnl_eltwise_hardswish, 0, 0, diag);
+    return osseg__eltwise_step(m, n, x, y, dnnl_eltwise_relu, osseg__attr_float(n, "alpha", 0.01f), 0, diag);
+  if (!strcmp(op, "Sigmoid")) return osseg__eltwise_step(m, n, x, y, dnnl_eltwise_logistic, 0, 0, diag);
+  if (!strcmp(op, "HardSwish")) return osseg__eltwise_step(m, n, x, y, dnnl_eltwise_hardswish, 0, 0, diag);
   if (!strcmp(op, "HardSigmoid")) {
-    int err = eltwise_step(m, n, x, y, dnnl_eltwise_linear, osseg__attr_float(n, "alpha", 0.2f),
+    int err = osseg__eltwise_step(m, n, x, y, dnnl_eltwise_linear, osseg__attr_float(n, "alpha", 0.2f),
                            osseg__attr_float(n, "beta", 0.5f), diag);
-    return err ? err : eltwise_step(m, n, y, y, dnnl_eltwise_clip, 0.f, 1.f, diag);
+    return err ? err : osseg__eltwise_step(m, n, y, y, dnnl_eltwise_clip, 0.f, 1.f, diag);
   }
   if (!strcmp(op, "Clip")) {
     float lo = -3e38f, hi = 3e38f;
@@ -61,7 +62,7 @@ int osseg__compile_eltwise(struct osseg_model *m, struct osseg__node *n, struct 
         else hi = v;
       }
     }
-    return eltwise_step(m, n, x, y, dnnl_eltwise_clip, lo, hi, diag);
+    return osseg__eltwise_step(m, n, x, y, dnnl_eltwise_clip, lo, hi, diag);
   }
   return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s': op %s", n->name, op);
 }

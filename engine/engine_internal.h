@@ -171,6 +171,9 @@ int osseg__tensor_md(struct osseg_model *m, int t, dnnl_data_type_t dt,
 void osseg__set_dims(dnnl_dims_t d, const int64_t *src, int rank);
 
 int osseg__compile_conv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+/* eltwise.c: one oneDNN eltwise step x -> y (layout of x). */
+int osseg__eltwise_step(struct osseg_model *m, struct osseg__node *n, int x, int y,
+                        dnnl_alg_kind_t alg, float alpha, float beta, struct osseg_diag *diag);
 /* dwconv.c: depthwise conv (weights [C, 1, kh, kw], optional bias, no
  * post-ops) of dense nhwc x into y as an own loop. */
 int osseg__compile_dwconv(struct osseg_model *m, struct osseg__node *n, const float *wdata,

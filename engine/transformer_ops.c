@@ -87,25 +87,7 @@ static int eltwise(struct osseg_model *m, struct osseg__node *n, dnnl_alg_kind_t
                    float beta, struct osseg_diag *diag) {
   int x = n->in[0], y = n->out[0];
   if (osseg__can_inplace(m, x)) osseg__alias(m, y, x);
-  dnnl_eltwise_desc_t ed;
-  dnnl_primitive_attr_t attr;
-  int sidx;
-  if (osseg__tr_attr(m, NULL, NULL, &attr, &sidx)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
-  dnnl_primitive_desc_t pd = NULL;
-  dnnl_status_t st = dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference, alg, &m->md[x], alpha, beta);
-  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &ed, attr, m->eng, NULL);
-  dnnl_primitive_attr_destroy(attr);
-  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "eltwise descriptor", n);
-  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
-  if (!s) {
-    dnnl_primitive_desc_destroy(pd);
-    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-  }
-  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, &m->md[x]);
-  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, &m->md[x]);
-  size_t e;
-  if (!osseg__tensor_elems(&m->g, &m->g.tensors[y], &e)) m->flops += e;
-  return osseg__finish_prim(m, s, pd, n, diag);
+  return osseg__eltwise_step(m, n, x, y, alg, alpha, beta, diag);
 }
 
 /* Copy of a strided view of x (element offset, dims, strides) into the
