@@ -250,9 +250,9 @@ static int build_var(struct osseg_model *m, const struct osseg__node *n, struct 
     return osseg__fail(diag, OSSEG_EBACKEND, "node '%s': attention memories", n->name);
   dnnl_primitive_attr_t attr;
   dnnl_primitive_desc_t pd = NULL;
-  int sidx, err;
+  int err;
   /* scores = scale * Q K^T */
-  if (osseg__tr_attr(m, NULL, NULL, &attr, &sidx)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
+  if (osseg__make_attr(m, NULL, &attr)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
   dnnl_status_t st = scale != 1.f ? dnnl_primitive_attr_set_output_scales(attr, 1, 0, &scale)
                                   : dnnl_success;
   dnnl_matmul_desc_t md;
@@ -266,7 +266,7 @@ static int build_var(struct osseg_model *m, const struct osseg__node *n, struct 
   if ((err = finish(m, v, PQK, pd, n, diag))) return err;
   /* probabilities = softmax(scores) along the keys (fp32: own exp pass) */
   if (a->own_sm) goto pv;
-  if (osseg__tr_attr(m, NULL, NULL, &attr, &sidx)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
+  if (osseg__make_attr(m, NULL, &attr)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
   dnnl_softmax_v2_desc_t sd;
   st = dnnl_softmax_v2_forward_desc_init(&sd, dnnl_forward_inference, dnnl_softmax_accurate, &smd,
                                          &pmd, 1);
@@ -278,7 +278,7 @@ static int build_var(struct osseg_model *m, const struct osseg__node *n, struct 
   if ((err = finish(m, v, PSM, pd, n, diag))) return err;
 pv:
   /* O rows = P V */
-  if (osseg__tr_attr(m, NULL, NULL, &attr, &sidx)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
+  if (osseg__make_attr(m, NULL, &attr)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
   st = dnnl_matmul_desc_init(&md, &pmd, &vmd, NULL, &omd);
   if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, m->eng, NULL);
   dnnl_primitive_attr_destroy(attr);

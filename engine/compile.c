@@ -476,7 +476,14 @@ void *osseg__tensor_ptr(const struct osseg_model *m, int t) {
 }
 
 int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_attr_t *attr) {
+  return osseg__make_attr_sum(m, n, NULL, attr, NULL);
+}
+
+int osseg__make_attr_sum(struct osseg_model *m, const struct osseg__node *n,
+                         const dnnl_memory_desc_t *sum_md, dnnl_primitive_attr_t *attr,
+                         int *sum_idx) {
   (void)m;
+  if (sum_idx) *sum_idx = -1;
   dnnl_status_t st = dnnl_primitive_attr_create(attr);
   if (st != dnnl_success) return OSSEG_EBACKEND;
   st = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
@@ -493,7 +500,14 @@ int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_pr
         case OSSEG__POST_CLIP: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip, lo, hi); break;
         case OSSEG__POST_LINEAR: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_linear, p->alpha, p->beta); break;
         case OSSEG__POST_HARDSWISH: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_hardswish, 0, 0); break;
-        case OSSEG__POST_SUM: st = dnnl_post_ops_append_sum(po, 1.f); break;
+        case OSSEG__POST_SUM:
+          if (!sum_md) {
+            st = dnnl_post_ops_append_sum(po, 1.f);
+          } else { /* residual as a binary add reading the addend: no copy into dst */
+            st = dnnl_post_ops_append_binary(po, dnnl_binary_add, sum_md);
+            if (sum_idx) *sum_idx = i;
+          }
+          break;
         case OSSEG__POST_GELU_ERF: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_gelu_erf, 0, 0); break;
         default: st = dnnl_invalid_arguments; break;
       }

@@ -158,6 +158,12 @@ int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_m
                         int dst_t, const dnnl_memory_desc_t *dmd, struct osseg_diag *diag);
 /* Attribute with user scratchpad and the node's fused post-ops. */
 int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_attr_t *attr);
+/* The same, but with sum_md a residual POST_SUM becomes a binary-add
+ * post-op reading tensor `arg` through sum_md (matmul), its index in the
+ * post-op list in *sum_idx (-1 if none). */
+int osseg__make_attr_sum(struct osseg_model *m, const struct osseg__node *n,
+                         const dnnl_memory_desc_t *sum_md, dnnl_primitive_attr_t *attr,
+                         int *sum_idx);
 /* Root of a tensor's storage; whether it may be overwritten in place by the
  * node consuming it (single use, not the graph input, not shared). */
 int osseg__root(const struct osseg_model *m, int t);

@@ -134,7 +134,7 @@ int osseg__compile_matmul(struct osseg_model *m, struct osseg__node *n, struct o
   }
   dnnl_primitive_attr_t attr;
   int sidx;
-  if (osseg__tr_attr(m, n, sum_t >= 0 ? &sum_md : NULL, &attr, &sidx)) {
+  if (osseg__make_attr_sum(m, n, sum_t >= 0 ? &sum_md : NULL, &attr, &sidx)) {
     osseg__free(bias);
     return FAILN(OSSEG_EBACKEND, "%s", "post-ops");
   }

@@ -34,8 +34,7 @@ int osseg__compile_softmax(struct osseg_model *m, struct osseg__node *n, struct 
   if (x_t == x && y_t == y && osseg__can_inplace(m, x)) osseg__alias(m, y, x);
   dnnl_softmax_v2_desc_t sd;
   dnnl_primitive_attr_t attr;
-  int sidx;
-  if (osseg__tr_attr(m, NULL, NULL, &attr, &sidx)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
+  if (osseg__make_attr(m, NULL, &attr)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
   dnnl_primitive_desc_t pd = NULL;
   dnnl_status_t st = dnnl_softmax_v2_forward_desc_init(&sd, dnnl_forward_inference,
                                                        dnnl_softmax_accurate, &xmd, &ymd, max);

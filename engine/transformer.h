@@ -40,12 +40,6 @@ int osseg__compile_resize_sum(struct osseg_model *m, struct osseg__node *n, stru
 int osseg__compile_resize_planar(struct osseg_model *m, struct osseg__node *n,
                                  struct osseg_diag *diag);
 
-/* Builds a primitive attr with user scratchpad and n's post-ops; a residual
- * POST_SUM becomes a binary-add post-op reading tensor `arg` through
- * `sum_md` (its index in the post-op list in *sum_idx, -1 if none). */
-int osseg__tr_attr(struct osseg_model *m, const struct osseg__node *n,
-                   const dnnl_memory_desc_t *sum_md, dnnl_primitive_attr_t *attr, int *sum_idx);
-
 /* Tensor t in plain row-major bytes: t itself, or a temporary filled by a
  * reorder step (rank-4 nhwc tensors with C > 1 and H*W > 1). <0 on error. */
 int osseg__tr_plain_in(struct osseg_model *m, int node, int t, struct osseg_diag *diag);

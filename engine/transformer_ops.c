@@ -1,45 +1,9 @@
 /* Compile dispatch of the transformer ops, plus the small ones: osseg.View
- * (shared storage), Gelu, runtime Sqrt and Pow, and the shared
- * primitive-attribute builder of matmul.c / attention.c. */
+ * (shared storage), Gelu, runtime Sqrt and Pow. */
 #include "transformer.h"
 
 #include <math.h>
 #include <string.h>
-
-int osseg__tr_attr(struct osseg_model *m, const struct osseg__node *n,
-                   const dnnl_memory_desc_t *sum_md, dnnl_primitive_attr_t *attr, int *sum_idx) {
-  (void)m;
-  *sum_idx = -1;
-  dnnl_status_t st = dnnl_primitive_attr_create(attr);
-  if (st != dnnl_success) return OSSEG_EBACKEND;
-  st = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
-  if (st == dnnl_success && n && n->npost) {
-    dnnl_post_ops_t po;
-    st = dnnl_post_ops_create(&po);
-    for (int i = 0; st == dnnl_success && i < n->npost; i++) {
-      const struct osseg__post *p = &n->post[i];
-      switch (p->kind) {
-        case OSSEG__POST_RELU: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, p->alpha, 0); break;
-        case OSSEG__POST_SIGMOID: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_logistic, 0, 0); break;
-        case OSSEG__POST_GELU_ERF: st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_gelu_erf, 0, 0); break;
-        case OSSEG__POST_SUM:
-          /* residual as a binary add reading the addend: no copy into dst */
-          st = sum_md ? dnnl_post_ops_append_binary(po, dnnl_binary_add, sum_md) : dnnl_invalid_arguments;
-          *sum_idx = i;
-          break;
-        default: st = dnnl_invalid_arguments; break;
-      }
-    }
-    if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(*attr, po);
-    dnnl_post_ops_destroy(po);
-  }
-  if (st != dnnl_success) {
-    dnnl_primitive_attr_destroy(*attr);
-    *attr = NULL;
-    return OSSEG_EBACKEND;
-  }
-  return 0;
-}
 
 int osseg__tr_plain_md(dnnl_memory_desc_t *md, const int64_t *dims, int rank, dnnl_data_type_t dt) {
   static const dnnl_format_tag_t plain[] = {dnnl_a, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd,
