@@ -36,11 +36,7 @@ const char *osseg__dtype_name(int dtype) {
   }
 }
 
-static void free_node(struct osseg__node *n) {
-  osseg__free(n->name);
-  osseg__free(n->op);
-  osseg__free(n->in);
-  osseg__free(n->out);
+void osseg__node_clear_attrs(struct osseg__node *n) {
   for (int a = 0; a < n->nattrs; a++) {
     osseg__free(n->attrs[a].name);
     osseg__free(n->attrs[a].s);
@@ -48,6 +44,16 @@ static void free_node(struct osseg__node *n) {
     osseg__free(n->attrs[a].floats);
   }
   osseg__free(n->attrs);
+  n->attrs = NULL;
+  n->nattrs = 0;
+}
+
+static void free_node(struct osseg__node *n) {
+  osseg__free(n->name);
+  osseg__free(n->op);
+  osseg__free(n->in);
+  osseg__free(n->out);
+  osseg__node_clear_attrs(n);
 }
 
 void osseg__graph_free(struct osseg__graph *g) {

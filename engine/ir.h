@@ -131,6 +131,8 @@ struct osseg__graph {
 };
 
 void osseg__graph_free(struct osseg__graph *g);
+/* Frees a node's attributes (the node then has none). */
+void osseg__node_clear_attrs(struct osseg__node *n);
 /* Makes room for `extra` more tensors without moving g->tensors; 0,
  * OSSEG_ENOMEM or OSSEG_ELIMIT. */
 int osseg__graph_reserve_tensors(struct osseg__graph *g, int extra);

@@ -186,18 +186,6 @@ static int set_op(struct osseg__node *n, const char *op) {
   return 0;
 }
 
-static void clear_attrs(struct osseg__node *n) {
-  for (int a = 0; a < n->nattrs; a++) {
-    osseg__free(n->attrs[a].name);
-    osseg__free(n->attrs[a].s);
-    osseg__free(n->attrs[a].ints);
-    osseg__free(n->attrs[a].floats);
-  }
-  osseg__free(n->attrs);
-  n->attrs = NULL;
-  n->nattrs = 0;
-}
-
 static struct osseg__attr *add_attr(struct osseg__node *n, const char *name, int type) {
   struct osseg__attr *a = osseg__realloc(n->attrs, (size_t)(n->nattrs + 1) * sizeof *a);
   if (!a) return NULL;
@@ -398,7 +386,7 @@ static int fuse_layernorm(struct osseg__graph *g, int si, struct osseg_diag *dia
   int in[3] = {X, W, B};
   int err = set_inputs(last, in, 3);
   if (!err) err = set_op(last, "LayerNormalization");
-  clear_attrs(last);
+  osseg__node_clear_attrs(last);
   if (!err) err = attr_int(last, "axis", axis);
   if (!err) err = attr_float(last, "epsilon", (float)eps);
   if (err) return osseg__fail(diag, err, "out of memory");
@@ -446,7 +434,7 @@ static int fuse_gelu(struct osseg__graph *g, struct osseg__node *erf, struct oss
   int in[1] = {x};
   int err = set_inputs(last, in, 1);
   if (!err) err = set_op(last, "Gelu");
-  clear_attrs(last);
+  osseg__node_clear_attrs(last);
   if (err) return osseg__fail(diag, err, "out of memory");
   pre->dead = erf->dead = add->dead = 1;
   if (m1 != last) m1->dead = 1;
@@ -571,7 +559,7 @@ static int fuse_attention(struct osseg__graph *g, struct osseg__node *sm, struct
   int in[3] = {qb, kb, vb};
   int err = set_inputs(an, in, 3);
   if (!err) err = set_op(an, OSSEG__OP_ATTENTION);
-  clear_attrs(an);
+  osseg__node_clear_attrs(an);
   if (!err) err = view_attr(an, "q", &qv);
   if (!err) err = view_attr(an, "k", &kv);
   if (!err) err = view_attr(an, "v", &vv);
@@ -602,7 +590,7 @@ static int collapse_views(struct osseg__graph *g, struct osseg_diag *diag) {
     int in[1] = {base};
     int err = set_inputs(n, in, 1);
     if (!err) err = set_op(n, OSSEG__OP_VIEW);
-    clear_attrs(n);
+    osseg__node_clear_attrs(n);
     if (err) return osseg__fail(diag, err, "out of memory");
   }
   return 0;
@@ -805,7 +793,7 @@ static int fuse_decoder(struct osseg__graph *g, struct osseg__node *cv, struct o
   int nbr = cat->nin;
   int err = set_inputs(cv, in, nbr + 1);
   if (!err) err = set_op(cv, "osseg.ResizeSum");
-  clear_attrs(cv);
+  osseg__node_clear_attrs(cv);
   int64_t md[8];
   for (int i = 0; i < nbr; i++) md[i] = modes[i];
   if (!err) err = attr_ints(cv, "modes", md, (size_t)nbr);
