@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 
 #include "test_support.h"
 
@@ -129,4 +130,36 @@ uint64_t engine_alloc_sweep(const char *buf, size_t size, uint64_t max_n) {
   }
   assert_true(ok);
   return n;
+}
+
+int engine_dir_parity(const char *dir) {
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  struct dirent *e;
+  int count = 0;
+  const char *suf = ".output.npy";
+  while ((e = readdir(d))) {
+    size_t l = strlen(e->d_name);
+    if (l <= strlen(suf) || strcmp(e->d_name + l - strlen(suf), suf)) continue;
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(l - strlen(suf)), e->d_name);
+    static const enum osseg_precision precs[2] = {OSSEG_PRECISION_FP32, OSSEG_PRECISION_BF16};
+    static const double tol[2] = {1e-4, 0.1};
+    for (int i = 0; i < 2; i++) {
+      struct osseg_engine_options o = engine_test_opts(precs[i]);
+      if (!strcmp(name, "symbolic_size")) o.input_size = 16;
+      struct parity p;
+      struct osseg_diag diag;
+      osseg_diag_clear(&diag);
+      int err = engine_parity(dir, name, &o, &p, &diag);
+      if (err || p.rel_err > tol[i])
+        print_error("%s %s: err %d (%s) rel %.3g\n", name, osseg_precision_name(precs[i]), err,
+                    diag.message, err ? -1.0 : p.rel_err);
+      assert_int_equal(err, 0);
+      assert_true(p.rel_err <= tol[i]);
+    }
+    count++;
+  }
+  closedir(d);
+  return count;
 }

@@ -19,6 +19,12 @@ struct parity {
 int engine_parity(const char *dir, const char *name, const struct osseg_engine_options *o,
                   struct parity *p, struct osseg_diag *diag);
 
+/* Every fixture NAME.onnx in dir with a NAME.output.npy: fp32 within
+ * 1e-4 of max|ref|, bf16 within 0.1 (it must run and stay close on these
+ * small graphs). The fixture "symbolic_size" runs with input size 16.
+ * Returns how many were checked. */
+int engine_dir_parity(const char *dir);
+
 /* Engine options of the tests: precision p, 2 threads, other defaults. */
 struct osseg_engine_options engine_test_opts(enum osseg_precision p);
 

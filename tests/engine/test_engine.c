@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <dirent.h>
 #include <pthread.h>
 
 #include "engine_test_util.h"
@@ -23,40 +22,12 @@
 
 static const char *engine_dir(void) { return test_path("%s/tests/data/engine", test_source_dir()); }
 
-/* Every per-op graph: fp32 within 1e-4 of max|ref|. */
+/* Every per-op graph (engine_dir_parity: fp32 and bf16). */
 static void test_op_parity(void **state) {
   (void)state;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  struct dirent *e;
-  int count = 0;
-  while ((e = readdir(d))) {
-    size_t l = strlen(e->d_name);
-    const char *suf = ".output.npy";
-    if (l <= strlen(suf) || strcmp(e->d_name + l - strlen(suf), suf)) continue;
-    char name[256];
-    snprintf(name, sizeof name, "%.*s", (int)(l - strlen(suf)), e->d_name);
-    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
-    if (!strcmp(name, "symbolic_size")) o.input_size = 16;
-    struct parity p;
-    struct osseg_diag diag;
-    osseg_diag_clear(&diag);
-    int err = engine_parity(dir, name, &o, &p, &diag);
-    if (err || p.rel_err > 1e-4)
-      print_error("%s: err %d (%s) rel %.3g\n", name, err, diag.message, err ? -1.0 : p.rel_err);
-    assert_int_equal(err, 0);
-    assert_true(p.rel_err <= 1e-4);
-    /* bf16 must run and stay close on these small graphs */
-    o.precision = OSSEG_PRECISION_BF16;
-    err = engine_parity(dir, name, &o, &p, &diag);
-    assert_int_equal(err, 0);
-    if (p.rel_err > 0.1) print_error("%s: bf16 rel %.3g\n", name, p.rel_err);
-    assert_true(p.rel_err <= 0.1);
-    count++;
-  }
-  closedir(d);
+  int count = engine_dir_parity(dir);
   assert_true(count >= 40);
 }
 

@@ -15,7 +15,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <dirent.h>
 
 #include "engine_test_util.h"
 #include "osseg_base.h"
@@ -30,34 +29,7 @@ static void test_transformer_op_parity(void **state) {
   (void)state;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", tr_dir());
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  struct dirent *e;
-  int count = 0;
-  while ((e = readdir(d))) {
-    size_t l = strlen(e->d_name);
-    const char *suf = ".output.npy";
-    if (l <= strlen(suf) || strcmp(e->d_name + l - strlen(suf), suf)) continue;
-    char name[256];
-    snprintf(name, sizeof name, "%.*s", (int)(l - strlen(suf)), e->d_name);
-    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
-    struct parity p;
-    struct osseg_diag diag;
-    osseg_diag_clear(&diag);
-    int err = engine_parity(dir, name, &o, &p, &diag);
-    if (err || p.rel_err > 1e-4)
-      print_error("%s: err %d (%s) rel %.3g\n", name, err, diag.message, err ? -1.0 : p.rel_err);
-    assert_int_equal(err, 0);
-    assert_true(p.rel_err <= 1e-4);
-    o.precision = OSSEG_PRECISION_BF16;
-    err = engine_parity(dir, name, &o, &p, &diag);
-    if (err || p.rel_err > 0.1)
-      print_error("%s: bf16 err %d (%s) rel %.3g\n", name, err, diag.message, err ? -1.0 : p.rel_err);
-    assert_int_equal(err, 0);
-    assert_true(p.rel_err <= 0.1);
-    count++;
-  }
-  closedir(d);
+  int count = engine_dir_parity(dir);
   assert_true(count >= 29);
 }
 
