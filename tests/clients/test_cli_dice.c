@@ -98,25 +98,7 @@ static void test_json(void **state) {
   free(err);
 }
 
-static void expect_fail(int code, const char *msg, ...) {
-  const char *argv[20];
-  int n = 0;
-  argv[n++] = test_osseg_bin();
-  argv[n++] = "dice";
-  va_list ap;
-  va_start(ap, msg);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL) argv[n++] = a;
-  va_end(ap);
-  argv[n] = NULL;
-  char *out, *err;
-  int rc = test_run(argv, &out, &err, 60);
-  if (rc != code || strcmp(err, msg) != 0)
-    fail_msg("exit %d, stderr '%s', expected %d '%s'", rc, err, code, msg);
-  assert_string_equal(out, "");
-  free(out);
-  free(err);
-}
+#define expect_fail(code, msg, ...) test_osseg_expect_fail(code, msg, "dice", __VA_ARGS__)
 
 static void test_errors(void **state) {
   (void)state;

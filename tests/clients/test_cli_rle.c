@@ -73,24 +73,7 @@ static void test_encode_csv_form(void **state) {
   free(err);
 }
 
-static void expect_fail(int code, const char *msg, ...) {
-  const char *argv[20];
-  int n = 0;
-  argv[n++] = test_osseg_bin();
-  argv[n++] = "rle";
-  va_list ap;
-  va_start(ap, msg);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL) argv[n++] = a;
-  va_end(ap);
-  argv[n] = NULL;
-  char *out, *err;
-  int rc = test_run(argv, &out, &err, 60);
-  if (rc != code || strcmp(err, msg) != 0)
-    fail_msg("exit %d, stderr '%s', expected %d '%s'", rc, err, code, msg);
-  free(out);
-  free(err);
-}
+#define expect_fail(code, msg, ...) test_osseg_expect_fail(code, msg, "rle", __VA_ARGS__)
 
 static void test_errors(void **state) {
   (void)state;

@@ -3,8 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +16,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cmocka.h>
 
 static uint64_t splitmix64(uint64_t *x) {
   uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
@@ -221,15 +226,33 @@ const char *test_osseg_bin(void) {
   return path;
 }
 
-int test_osseg_run(char **out, char **err, ...) {
+static int osseg_runv(char **out, char **err, va_list ap) {
   const char *argv[32];
   int n = 0;
   argv[n++] = test_osseg_bin();
-  va_list ap;
-  va_start(ap, err);
   const char *a;
   while ((a = va_arg(ap, const char *)) != NULL && n < 31) argv[n++] = a;
-  va_end(ap);
   argv[n] = NULL;
   return test_run(argv, out, err, 120);
+}
+
+int test_osseg_run(char **out, char **err, ...) {
+  va_list ap;
+  va_start(ap, err);
+  int rc = osseg_runv(out, err, ap);
+  va_end(ap);
+  return rc;
+}
+
+void test_osseg_expect_fail(int code, const char *msg, ...) {
+  char *out, *err;
+  va_list ap;
+  va_start(ap, msg);
+  int rc = osseg_runv(&out, &err, ap);
+  va_end(ap);
+  if (rc != code || strcmp(err, msg) != 0)
+    fail_msg("exit %d, stderr '%s', expected %d '%s'", rc, err, code, msg);
+  assert_string_equal(out, "");
+  free(out);
+  free(err);
 }

@@ -48,5 +48,8 @@ const char *test_osseg_bin(void);
 /* Runs the osseg tool with a NULL-terminated list of at most 30 arguments,
  * capturing output as test_run does, with a 120 s timeout. */
 int test_osseg_run(char **out, char **err, ...);
+/* Runs the osseg tool like test_osseg_run and fails the test unless it
+ * exits with `code`, prints exactly `msg` on stderr and nothing on stdout. */
+void test_osseg_expect_fail(int code, const char *msg, ...);
 
 #endif
