@@ -106,6 +106,34 @@ static inline int osseg__mul_i64(int64_t a, int64_t b, int64_t *out) {
 /* Monotonic clock in nanoseconds, for timings reported to users. */
 uint64_t osseg_now_ns(void);
 
+/* Logging. Libraries never print: what they have to say (warnings about slow
+ * kernels, profiles, progress) goes to a callback the caller supplies in its
+ * options. The message is one line without a trailing newline, valid only
+ * during the call; the callback runs on the thread doing the work, so it must
+ * be thread-safe if the library is used from several threads. */
+enum osseg_log_level {
+  OSSEG_LOG_ERROR = 0,
+  OSSEG_LOG_WARN = 1,
+  OSSEG_LOG_INFO = 2,
+  OSSEG_LOG_DEBUG = 3 /* per-step detail, e.g. profiles */
+};
+typedef void (*osseg_log_fn)(void *ctx, enum osseg_log_level level, const char *message);
+struct osseg_log {
+  osseg_log_fn fn; /* NULL: messages are dropped */
+  void *ctx;
+  enum osseg_log_level max_level; /* messages above this level are dropped */
+};
+/* "error", "warning", "info", "debug". */
+const char *osseg_log_level_name(enum osseg_log_level level);
+/* Formats and delivers a message if log, log->fn are set and level <=
+ * log->max_level. Long messages are cut at 1023 bytes. */
+void osseg__log(const struct osseg_log *log, enum osseg_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Whether a message at level would be delivered (skip costly formatting). */
+static inline int osseg__log_on(const struct osseg_log *log, enum osseg_log_level level) {
+  return log && log->fn && level <= log->max_level;
+}
+
 #ifdef __cplusplus
 }
 #endif
