@@ -225,6 +225,12 @@ int osseg_upsample_plan_init(struct osseg_upsample_plan *plan, uint32_t in_heigh
                              uint32_t in_width, uint32_t out_height,
                              uint32_t out_width);
 void osseg_upsample_plan_free(struct osseg_upsample_plan *plan);
+/* Reserves scratch memory in the plan for calls with up to k models (1 for
+ * osseg_upsample_threshold), so that those calls allocate nothing. A plan
+ * with a reservation is no longer read-only: calls through it must not run
+ * on two threads at once (give each thread its own plan). OSSEG_EINVAL for
+ * k outside 1..64, OSSEG_ENOMEM. */
+int osseg_upsample_plan_reserve(struct osseg_upsample_plan *plan, size_t k);
 
 /* One class: logits is the in_height x in_width plane, row i at
  * logits + i * row_stride (row_stride >= in_width floats). For a
@@ -232,7 +238,7 @@ void osseg_upsample_plan_free(struct osseg_upsample_plan *plan);
  * out must be initialised with out_height x out_width (OSSEG_ESHAPE); its
  * contents are replaced. OSSEG_EINVAL for a NULL pointer or a short stride,
  * OSSEG_EOVERFLOW if the plane's extent overflows, OSSEG_ENOMEM for scratch
- * memory (one allocation per call). */
+ * memory (one allocation per call unless the plan has a reservation). */
 int osseg_upsample_threshold(const struct osseg_upsample_plan *plan,
                              const float *logits, size_t row_stride,
                              float threshold_logit, struct osseg_bitmask *out);

@@ -127,11 +127,15 @@ int osseg_upsample_plan_init(struct osseg_upsample_plan *plan, uint32_t in_heigh
   plan->in_width = in_width;
   plan->out_height = out_height;
   plan->out_width = out_width;
+  t->scratch = NULL;
+  t->scratch_k = 0;
   plan->impl_ = t;
   return 0;
 }
 
 void osseg_upsample_plan_free(struct osseg_upsample_plan *plan) {
+  struct osseg__ut_tables *t = plan->impl_;
+  if (t) osseg__free(t->scratch);
   osseg__free(plan->impl_);
   memset(plan, 0, sizeof *plan);
 }
@@ -214,24 +218,44 @@ struct scratch {
   void *mem;
 };
 
+/* Bytes of scratch for k models on plan's geometry. */
+static int scratch_bytes(const struct osseg_upsample_plan *plan, size_t k, size_t *out,
+                         size_t *off_h, size_t *off_r) {
+  size_t cw = ((size_t)plan->in_width + 63) / 64, rw = ((size_t)plan->out_width + 63) / 64;
+  /* k <= 64 and cw <= 256, so the feature words cannot overflow. */
+  size_t words = 4 * cw + 2 * rw + 2 * (2 * k * cw);
+  size_t nranges = 2 * ((size_t)plan->in_width + 1);
+  size_t hfloats, bytes;
+  if (osseg__mul_size(2 * k, plan->out_width, &hfloats) != 0) return OSSEG_EOVERFLOW;
+  /* Layout: words (8-byte), then floats (64-byte aligned for full-line
+   * loads), then ranges. */
+  *off_h = (words * 8 + 63) & ~(size_t)63;
+  if (osseg__mul_size(hfloats, sizeof(float), &bytes) != 0) return OSSEG_EOVERFLOW;
+  if (osseg__add_size(*off_h, bytes, &bytes) != 0) return OSSEG_EOVERFLOW;
+  *off_r = bytes;
+  if (osseg__add_size(bytes, nranges * sizeof(uint32_t), out) != 0) return OSSEG_EOVERFLOW;
+  return 0;
+}
+
+/* Carves the call's scratch from the plan's reservation when it is large
+ * enough, else from one new allocation (s->mem, freed by the caller). */
 static int scratch_alloc(struct scratch *s, const struct osseg_upsample_plan *plan,
                          size_t k) {
   s->cw = ((size_t)plan->in_width + 63) / 64;
   s->rw = ((size_t)plan->out_width + 63) / 64;
-  /* k <= 64 and cw <= 256, so the feature words cannot overflow. */
-  size_t words = 4 * s->cw + 2 * s->rw + 2 * (2 * k * s->cw);
-  size_t nranges = 2 * ((size_t)plan->in_width + 1);
-  size_t hfloats, bytes, b2;
-  if (osseg__mul_size(2 * k, plan->out_width, &hfloats) != 0) return OSSEG_EOVERFLOW;
-  /* Layout: words (8-byte), then floats (64-byte aligned for full-line
-   * loads), then ranges. */
-  size_t off_h = (words * 8 + 63) & ~(size_t)63;
-  if (osseg__mul_size(hfloats, sizeof(float), &bytes) != 0) return OSSEG_EOVERFLOW;
-  if (osseg__add_size(off_h, bytes, &bytes) != 0) return OSSEG_EOVERFLOW;
-  size_t off_r = bytes;
-  if (osseg__add_size(bytes, nranges * sizeof(uint32_t), &b2) != 0) return OSSEG_EOVERFLOW;
-  char *mem = osseg__aligned_alloc(64, b2);
-  if (!mem) return OSSEG_ENOMEM;
+  size_t bytes, off_h, off_r;
+  int rc = scratch_bytes(plan, k, &bytes, &off_h, &off_r);
+  if (rc) return rc;
+  const struct osseg__ut_tables *t = plan->impl_;
+  char *mem;
+  s->mem = NULL;
+  if (t->scratch && k <= t->scratch_k) {
+    mem = t->scratch;
+  } else {
+    mem = osseg__aligned_alloc(64, bytes);
+    if (!mem) return OSSEG_ENOMEM;
+    s->mem = mem;
+  }
   uint64_t *w = (uint64_t *)(void *)mem;
   s->on = w, w += s->cw;
   s->mixed = w, w += s->cw;
@@ -246,7 +270,6 @@ static int scratch_alloc(struct scratch *s, const struct osseg_upsample_plan *pl
   }
   s->h = (float *)(void *)(mem + off_h);
   s->ranges = (uint32_t *)(void *)(mem + off_r);
-  s->mem = mem;
   return 0;
 }
 
@@ -400,6 +423,21 @@ static void run_driver(const struct osseg__ut_ops *ops,
       blit_row(out, s->row, s->rw, y);
     }
   }
+}
+
+int osseg_upsample_plan_reserve(struct osseg_upsample_plan *plan, size_t k) {
+  struct osseg__ut_tables *t = plan->impl_;
+  if (!t || k == 0 || k > UT_MAX_K) return OSSEG_EINVAL;
+  if (t->scratch && t->scratch_k >= k) return 0;
+  size_t bytes, off_h, off_r;
+  int rc = scratch_bytes(plan, k, &bytes, &off_h, &off_r);
+  if (rc) return rc;
+  void *mem = osseg__aligned_alloc(64, bytes);
+  if (!mem) return OSSEG_ENOMEM;
+  osseg__free(t->scratch);
+  t->scratch = mem;
+  t->scratch_k = k;
+  return 0;
 }
 
 int osseg__upsample_threshold_ops(const struct osseg__ut_ops *ops,

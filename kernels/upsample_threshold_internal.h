@@ -21,6 +21,10 @@ struct osseg__ut_tables {
   float *wx0, *wx1, *wy0, *wy1;
   uint32_t *xs; /* in_width + 1 entries */
   uint32_t *ys; /* in_height + 1 entries */
+  /* Scratch reserved by osseg_upsample_plan_reserve for calls with up to
+   * scratch_k models (NULL: each call allocates its own). */
+  void *scratch;
+  size_t scratch_k;
 };
 
 struct osseg__ut_ops {

@@ -536,6 +536,57 @@ static void test_soft_vote(void **state) {
   check_soft(pl, 2, 2, 2, 2, 8, 8, 0.6f);
 }
 
+/* A plan with reserved scratch gives the same masks as one without and
+ * allocates nothing per call; a reservation for k models serves any k' <= k
+ * and a larger k' still works (allocating for that call). */
+static void test_reserved_scratch(void **state) {
+  (void)state;
+  struct test_rng rng;
+  test_rng_seed(&rng, 45);
+  const uint32_t ih = 37, iw = 41, oh = 300, ow = 257;
+  float *buf[3];
+  const float *planes[3];
+  for (int j = 0; j < 3; j++) {
+    buf[j] = malloc((size_t)ih * iw * sizeof(float));
+    assert_non_null(buf[j]);
+    fill_blobs(&rng, buf[j], iw, ih, iw, 3, 2.0f);
+    planes[j] = buf[j];
+  }
+  struct osseg_upsample_plan plain, reserved;
+  assert_int_equal(osseg_upsample_plan_init(&plain, ih, iw, oh, ow), 0);
+  assert_int_equal(osseg_upsample_plan_init(&reserved, ih, iw, oh, ow), 0);
+  assert_int_equal(osseg_upsample_plan_reserve(&reserved, 0), OSSEG_EINVAL);
+  assert_int_equal(osseg_upsample_plan_reserve(&reserved, 65), OSSEG_EINVAL);
+  assert_int_equal(osseg_upsample_plan_reserve(&reserved, 2), 0);
+  struct osseg_bitmask a, b;
+  assert_int_equal(osseg_bitmask_init(&a, oh, ow), 0);
+  assert_int_equal(osseg_bitmask_init(&b, oh, ow), 0);
+  for (int round = 0; round < 2; round++) {
+    assert_int_equal(osseg_upsample_threshold(&plain, planes[0], iw, 0.3f, &a), 0);
+    osseg__alloc_fail_at(0);
+    assert_int_equal(osseg_upsample_threshold(&reserved, planes[0], iw, 0.3f, &b), 0);
+    assert_int_equal(osseg__alloc_fail_at(0), 0);
+    assert_memory_equal(a.bits, b.bits, a.nwords * sizeof *a.bits);
+
+    assert_int_equal(osseg_upsample_soft_vote(&plain, planes, 2, iw, 0.4f, &a), 0);
+    osseg__alloc_fail_at(0);
+    assert_int_equal(osseg_upsample_soft_vote(&reserved, planes, 2, iw, 0.4f, &b), 0);
+    assert_int_equal(osseg__alloc_fail_at(0), 0);
+    assert_memory_equal(a.bits, b.bits, a.nwords * sizeof *a.bits);
+  }
+  /* Three models exceed the reservation: one allocation, same result. */
+  assert_int_equal(osseg_upsample_soft_vote(&plain, planes, 3, iw, 0.5f, &a), 0);
+  osseg__alloc_fail_at(0);
+  assert_int_equal(osseg_upsample_soft_vote(&reserved, planes, 3, iw, 0.5f, &b), 0);
+  assert_int_equal(osseg__alloc_fail_at(0), 1);
+  assert_memory_equal(a.bits, b.bits, a.nwords * sizeof *a.bits);
+  osseg_bitmask_free(&a);
+  osseg_bitmask_free(&b);
+  osseg_upsample_plan_free(&plain);
+  osseg_upsample_plan_free(&reserved);
+  for (int j = 0; j < 3; j++) free(buf[j]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_golden_2x2),
@@ -547,6 +598,7 @@ int main(void) {
       cmocka_unit_test(test_near_threshold),
       cmocka_unit_test(test_errors_and_alloc_failures),
       cmocka_unit_test(test_soft_vote),
+      cmocka_unit_test(test_reserved_scratch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
