@@ -35,6 +35,7 @@ extern "C" {
   XX(DUPLICATE, "duplicate entry")                                 \
   XX(BACKEND, "compute backend error")                             \
   XX(CANCELED, "operation canceled")                               \
+  XX(TIMEDOUT, "deadline exceeded")                                \
   XX(INTERNAL, "internal error")
 
 enum osseg__errno_index {
@@ -102,6 +103,13 @@ static inline int osseg__add_size(size_t a, size_t b, size_t *out) {
 static inline int osseg__mul_i64(int64_t a, int64_t b, int64_t *out) {
   return __builtin_mul_overflow(a, b, out) ? OSSEG_EOVERFLOW : 0;
 }
+
+/* Maps a whole regular, non-empty file read-only: OSSEG_EIO (open, not a
+ * regular file, mmap), OSSEG_EPARSE (empty), OSSEG_ELIMIT (over max_bytes,
+ * checked before mapping; 0 = no limit). Messages name the path. */
+int osseg__map_file(const char *path, uint64_t max_bytes, void **map, size_t *size,
+                    struct osseg_diag *diag);
+void osseg__unmap_file(void *map, size_t size);
 
 /* Monotonic clock in nanoseconds, for timings reported to users. */
 uint64_t osseg_now_ns(void);

@@ -315,8 +315,11 @@ static int write_overlay(struct overlay_opts *o, const struct osseg_pipeline *p,
 /* --------------------------------------------------------------- main --- */
 
 int osseg_cmd_predict(int argc, char **argv) {
-  struct osseg_pipeline_config cfg;
-  osseg_pipeline_config_default(&cfg);
+  struct osseg_pipeline_options cfg;
+  osseg_pipeline_options_default(&cfg);
+  struct osseg_model_spec specs[OSSEG_MAX_MODELS];
+  memset(specs, 0, sizeof specs);
+  int verbose = 0;
   const char *output = NULL, *classes_file = NULL, *normalize = NULL, *gt_path = NULL;
   struct overlay_opts ov = {0};
   enum osseg_precision precision = OSSEG_PRECISION_FP32;
@@ -358,7 +361,7 @@ int osseg_cmd_predict(int argc, char **argv) {
           cli_error(CMD, "at most %d models", OSSEG_MAX_MODELS);
           return CLI_USAGE;
         }
-        cfg.models[cfg.nmodels++].path = optarg;
+        specs[cfg.nmodels++].path = optarg;
         break;
       case O_PRECISION:
         if (osseg_precision_parse(optarg, &precision) != 0) {
@@ -447,7 +450,7 @@ int osseg_cmd_predict(int argc, char **argv) {
         }
         break;
       case O_JSON: json = 1; break;
-      case 'v': cfg.verbose = 1; break;
+      case 'v': verbose = 1; break;
       case 'o': output = optarg; break;
       case 'h': usage(stdout); return CLI_OK;
       case ':':
@@ -473,6 +476,7 @@ int osseg_cmd_predict(int argc, char **argv) {
 
   int status = CLI_FAILED;
   char *classes = NULL;
+  struct osseg_registry *reg = NULL;
   struct osseg_pipeline *p = NULL;
   struct osseg_workspace *ws = NULL;
   struct osseg_csv_writer *w = NULL;
@@ -485,13 +489,21 @@ int osseg_cmd_predict(int argc, char **argv) {
   osseg_diag_clear(&diag);
 
   if (classes_file && !(classes = read_classes(classes_file))) goto done;
+  /* Models are registered as "1", "2", ... so that one file given twice,
+   * or two files of the same name, stay apart; messages name the files. */
+  char names[OSSEG_MAX_MODELS][8];
   for (size_t i = 0; i < cfg.nmodels; i++) {
-    cfg.models[i].precision = precision;
-    cfg.models[i].input_size = size;
-    cfg.models[i].normalize = normalize;
-    cfg.models[i].classes = classes;
+    snprintf(names[i], sizeof names[i], "%zu", i + 1);
+    specs[i].name = cfg.models[i] = names[i];
+    specs[i].precision = precision;
+    specs[i].input_size = size;
+    specs[i].normalize = normalize;
+    specs[i].classes = classes;
   }
-  cfg.threads = (int)threads;
+  struct osseg_engine_options eo;
+  osseg_engine_options_default(&eo);
+  eo.threads = (int)threads;
+  eo.verbose = verbose;
 
   for (int i = optind; i < argc; i++)
     if (collect(&images, argv[i]) != 0) goto done;
@@ -522,7 +534,16 @@ int osseg_cmd_predict(int argc, char **argv) {
   }
 
   uint64_t t_load = osseg_now_ns();
-  if (osseg_pipeline_create(&p, &cfg, &diag) != 0) {
+  if (osseg_registry_create(&reg, &eo) != 0) {
+    cli_error(CMD, "out of memory");
+    goto done;
+  }
+  for (size_t i = 0; i < cfg.nmodels; i++)
+    if (osseg_registry_load(reg, &specs[i], NULL, &diag) != 0) {
+      cli_error(CMD, "%s", diag.message);
+      goto done;
+    }
+  if (osseg_pipeline_create(&p, reg, &cfg, &diag) != 0) {
     cli_error(CMD, "%s", diag.message);
     goto done;
   }
@@ -532,7 +553,7 @@ int osseg_cmd_predict(int argc, char **argv) {
   if (!json)
     fprintf(stderr, "osseg predict: %zu model(s) loaded in %.0f ms, %zu classes, %zu image(s)\n",
             osseg_pipeline_model_count(p), load_ms, osseg_pipeline_class_count(p), images.n);
-  if (osseg_workspace_create(&ws, p) != 0 || osseg_csv_writer_open(&w, output, &diag) != 0) {
+  if (osseg_workspace_create(&ws, 0) != 0 || osseg_csv_writer_open(&w, output, &diag) != 0) {
     cli_error(CMD, "%s", diag.message[0] ? diag.message : "out of memory");
     goto done;
   }
@@ -545,6 +566,7 @@ int osseg_cmd_predict(int argc, char **argv) {
     int dup = 0;
     for (size_t j = 0; j < i && !dup; j++) dup = strcmp(base_name(images.paths[j]), name) == 0;
     struct osseg_timings t = {0};
+    struct osseg_run_request rq = {.on_class = on_class, .ctx = &ctx, .timings = &t};
     osseg_diag_clear(&diag);
     ctx.image_name = name;
     ctx.rows.len = 0;
@@ -554,7 +576,7 @@ int osseg_cmd_predict(int argc, char **argv) {
       rc = osseg__fail(&diag, OSSEG_EDUPLICATE,
                        "another image has the same file name; image_name would repeat");
     else
-      rc = osseg_pipeline_run_file(p, ws, path, on_class, &ctx, &t, &diag);
+      rc = osseg_pipeline_run_file(p, ws, path, &rq, &diag);
     if (rc == 0) rc = osseg_csv_write_raw(w, ctx.rows.data, ctx.rows.len);
     if (rc == 0 && ov.dir) rc = write_overlay(&ov, p, osseg_workspace_image(ws), &ctx, &diag);
     if (rc) {
@@ -603,6 +625,7 @@ done:
   osseg_csv_writer_abort(w);
   osseg_workspace_free(ws);
   osseg_pipeline_free(p);
+  osseg_registry_free(reg);
   csv_index_free(&gt_index);
   osseg_csv_close(&gt);
   for (size_t i = 0; i < OSSEG_MAX_CLASSES; i++) {

@@ -11,8 +11,7 @@
 #include "osseg_engine.h"
 
 /* loader.c */
-int osseg__read_file(const char *path, uint64_t max_bytes, void **map, size_t *size,
-                     struct osseg_diag *diag);
+
 int osseg__load_graph(struct osseg__graph *g, const void *data, size_t size,
                       const struct osseg_engine_options *o, struct osseg_diag *diag);
 

@@ -150,10 +150,10 @@ int osseg_model_load(struct osseg_model **out, const char *path,
   }
   void *map;
   size_t size;
-  int err = osseg__read_file(path, o->max_model_bytes, &map, &size, diag);
+  int err = osseg__map_file(path, o->max_model_bytes, &map, &size, diag);
   if (err) return err;
   err = osseg_model_load_buffer(out, map, size, o, diag);
-  munmap(map, size);
+  osseg__unmap_file(map, size);
   return err;
 }
 

@@ -97,12 +97,23 @@ int osseg_preprocess_gray(const struct osseg_image *img, uint32_t size,
     }
   }
   uint32_t ih = img->height, iw = img->width, ow = size, oh = size;
-  struct tap *xs = osseg__malloc((size_t)ow * sizeof *xs);
-  float *slots = osseg__malloc((size_t)2 * ow * sizeof *slots);
-  if (!xs || !slots) {
-    osseg__free(xs);
-    osseg__free(slots);
-    return OSSEG_ENOMEM;
+  /* The column taps and the two row slots live in channels 1 and 2 of out,
+   * which are written only after channel 0 is complete: no allocation per
+   * image. They need 20 bytes per column, so sizes below 3 (where the two
+   * channels hold less) allocate. */
+  size_t ss = (size_t)size * size;
+  size_t scratch = (size_t)ow * (sizeof(struct tap) + 2 * sizeof(float));
+  struct tap *xs;
+  float *slots;
+  void *heap = NULL;
+  if (scratch <= 2 * ss * sizeof *out) {
+    slots = out + ss;
+    xs = (struct tap *)(void *)(slots + 2 * (size_t)ow);
+  } else {
+    heap = osseg__malloc(scratch);
+    if (!heap) return OSSEG_ENOMEM;
+    xs = heap;
+    slots = (float *)(void *)(xs + ow);
   }
   /* (float)v / 255.0f for every 8-bit value: the same correctly rounded
    * quotients the per-pixel division gives. */
@@ -137,9 +148,7 @@ int osseg_preprocess_gray(const struct osseg_image *img, uint32_t size,
     float *o = out + (size_t)y * ow;
     for (uint32_t x = 0; x < ow; x++) o[x] = wy0 * h0[x] + wy1 * h1[x];
   }
-  osseg__free(xs);
-  osseg__free(slots);
-  size_t ss = (size_t)size * size;
+  osseg__free(heap);
   /* Channels 1 and 2 are copies of channel 0, each normalised. */
   for (int c = 2; c >= 0; c--) {
     float *dst = out + (size_t)c * ss;

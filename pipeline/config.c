@@ -1,5 +1,5 @@
-/* Pipeline configuration: defaults, canonical classes, and the parsing of
- * model metadata values (class lists, normalisation). */
+/* Canonical classes, and the parsing of model metadata values (class
+ * lists, normalisation). */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -18,14 +18,6 @@ static const char *const canonical_classes[OSSEG_CANONICAL_CLASSES] = {
 
 const char *osseg_canonical_class(unsigned i) {
   return i < OSSEG_CANONICAL_CLASSES ? canonical_classes[i] : NULL;
-}
-
-void osseg_pipeline_config_default(struct osseg_pipeline_config *cfg) {
-  memset(cfg, 0, sizeof *cfg);
-  cfg->vote = OSSEG_VOTE_HARD;
-  cfg->vote_threshold = -1.0;
-  cfg->threshold = 0.5f;
-  osseg_png_limits_default(&cfg->png);
 }
 
 /* Parses 1 or 3 comma-separated floats; one value applies to all channels. */

@@ -1,26 +1,47 @@
-/* osseg pipeline: one image in, masks out.
+/* osseg pipeline: a model registry, and one image in, masks out.
  *
  *   PNG decode -> gray image -> per model: resize to the model's input size
  *   and normalise -> engine -> logits (C, s, s) -> per class: fused bilinear
  *   upsample + threshold straight to a full-resolution bitmask (hard voting
- *   over models, or soft voting of their probabilities) -> canonical runs.
+ *   over models, or soft voting of their probabilities) -> canonical runs
+ *   -> Dice against ground truth, if given.
  *
- * The same code serves `osseg predict` and the daemon. A pipeline holds the
- * loaded models and is read-only after creation: any number of threads may
- * run images through it at once, each with its own workspace (the engine
- * serialises the inference itself, one model at a time on all cores).
+ * The same code serves `osseg predict` and the daemon. Three objects:
+ *
+ *   - The registry loads each model once, by name, hashes its bytes
+ *     (SHA-256) and keeps it reference-counted. Loading a model under a name
+ *     that is taken replaces it: runs that started with the old model finish
+ *     on it, and it is freed when the last of them releases it (a reload).
+ *   - A pipeline is one set of per-request options: which registered models,
+ *     how they vote, the thresholds, the classes to produce. Creating one is
+ *     cheap (no loading: it takes references to the registry's current
+ *     models and validates the combination), so the daemon makes one per
+ *     request and `osseg predict` one per invocation. Read-only after
+ *     creation; any number of threads may run images through it.
+ *   - A workspace is one thread's scratch memory. It serves any pipeline:
+ *     buffers grow to the largest model and image seen and are then reused,
+ *     so after the first image of a size a run allocates nothing (within
+ *     the workspace's memory cap; past it a run fails with OSSEG_ELIMIT).
+ *
+ * Inference itself goes through the engine's one executor per process: one
+ * oneDNN graph at a time on all cores, whichever thread asks; decoding,
+ * preprocessing and post-processing of other threads proceed meanwhile.
  *
  * Model preprocessing comes from the model's ONNX metadata_props when
  * present ("osseg.classes": comma-separated class names in output-channel
  * order; "osseg.input_size": S; "osseg.normalize": "div255", "imagenet" or
- * "mean=a,b,c;std=d,e,f"), else from the per-model overrides in the
- * configuration, else from the graph: input size from the input shape,
- * normalisation div255 (image / max value, 3 identical channels), and the
- * 29 canonical classes when the model has 29 output channels.
+ * "mean=a,b,c;std=d,e,f"), else from the overrides in its load spec, else
+ * from the graph: input size from the input shape, normalisation div255
+ * (image / max value, 3 identical channels), and the 29 canonical classes
+ * when the model has 29 output channels.
+ *
+ * The library never prints and never reads the environment; engine
+ * messages go to the log callback in the registry's engine options.
  */
 #ifndef OSSEG_PIPELINE_H
 #define OSSEG_PIPELINE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,10 +56,74 @@ extern "C" {
 
 #define OSSEG_MAX_CLASSES 64
 #define OSSEG_MAX_MODELS 8
+#define OSSEG_MAX_MODEL_NAME 128 /* bytes of a registry name */
 
 /* The 29 hand-bone classes in canonical order (index 0..28). */
 #define OSSEG_CANONICAL_CLASSES 29
 const char *osseg_canonical_class(unsigned i); /* NULL past the end */
+
+/* ------------------------------------------------------------ registry --- */
+
+/* How to load one model. */
+struct osseg_model_spec {
+  const char *name;      /* registry key: 1..127 bytes of [A-Za-z0-9._+-];
+                            NULL = the file's base name */
+  const char *path;      /* ONNX file; or NULL and data/size below */
+  const void *data;      /* ONNX bytes in memory (read during the call) */
+  size_t size;
+  enum osseg_precision precision;
+  int64_t input_size;    /* 0: metadata, else the graph's */
+  const char *normalize; /* NULL: metadata, else div255 */
+  const char *classes;   /* NULL: metadata, else canonical; a
+                            comma-separated list of names */
+};
+
+struct osseg_registry;
+/* A model as the registry loaded it: engine model, preprocessing, classes,
+ * hash. Immutable; valid while the caller holds a reference. */
+struct osseg_loaded_model;
+
+/* engine: options applied to every model (threads, limits, log, A/B
+ * switches); each spec sets its own precision and input size. NULL =
+ * defaults. The registry keeps a copy. */
+int osseg_registry_create(struct osseg_registry **out,
+                          const struct osseg_engine_options *engine);
+/* Drops the registry's references; models still held elsewhere live on. */
+void osseg_registry_free(struct osseg_registry *r);
+
+/* Loads, checks and registers a model (errors name the file or "model
+ * NAME"). The registry lock is held only to install the model: loading
+ * does not block runs or other lookups. Replaces a model of the same name;
+ * *replaced (if not NULL) says whether it did. */
+int osseg_registry_load(struct osseg_registry *r, const struct osseg_model_spec *spec,
+                        int *replaced, struct osseg_diag *diag);
+/* Removes a name (OSSEG_ENOTFOUND if absent); holders keep the model. */
+int osseg_registry_unload(struct osseg_registry *r, const char *name);
+size_t osseg_registry_count(const struct osseg_registry *r);
+
+/* A new reference to the model registered under name (OSSEG_ENOTFOUND), or
+ * to the i-th in name order (for listings; OSSEG_ENOTFOUND past the end). */
+int osseg_registry_get(struct osseg_registry *r, const char *name,
+                       struct osseg_loaded_model **out);
+int osseg_registry_get_at(struct osseg_registry *r, size_t i,
+                          struct osseg_loaded_model **out);
+/* Takes another reference / drops one (the last frees the model). */
+struct osseg_loaded_model *osseg_loaded_model_ref(struct osseg_loaded_model *m);
+void osseg_loaded_model_unref(struct osseg_loaded_model *m);
+
+const char *osseg_loaded_model_name(const struct osseg_loaded_model *m);
+const char *osseg_loaded_model_path(const struct osseg_loaded_model *m); /* "" from memory */
+/* SHA-256 of the ONNX bytes, as 64 lowercase hex digits. */
+const char *osseg_loaded_model_sha256(const struct osseg_loaded_model *m);
+struct osseg_model *osseg_loaded_model_engine(const struct osseg_loaded_model *m);
+uint32_t osseg_loaded_model_input_size(const struct osseg_loaded_model *m);
+size_t osseg_loaded_model_class_count(const struct osseg_loaded_model *m);
+const char *osseg_loaded_model_class_name(const struct osseg_loaded_model *m, size_t i);
+/* Increases by one with every load into the registry (1, 2, ...): tells a
+ * reloaded model from its predecessor. */
+uint64_t osseg_loaded_model_generation(const struct osseg_loaded_model *m);
+
+/* ------------------------------------------------------------ pipeline --- */
 
 /* How the outputs of several models are combined. */
 enum osseg_vote {
@@ -48,101 +133,132 @@ enum osseg_vote {
                           class threshold; needs equal logit sizes */
 };
 
-struct osseg_pipeline_model {
-  const char *path;              /* ONNX file */
-  enum osseg_precision precision;
-  int64_t input_size;            /* 0: metadata, else the graph's */
-  const char *normalize;         /* NULL: metadata, else div255 */
-  const char *classes;           /* NULL: metadata, else canonical; a
-                                    comma-separated list of names */
-};
-
 /* A threshold for one class, by name. */
 struct osseg_class_threshold {
   const char *name;
   float threshold; /* probability in (0, 1) */
 };
 
-struct osseg_pipeline_config {
-  struct osseg_pipeline_model models[OSSEG_MAX_MODELS];
+/* One request's options. Strings are only read during
+ * osseg_pipeline_create. */
+struct osseg_pipeline_options {
+  const char *models[OSSEG_MAX_MODELS]; /* registry names */
   size_t nmodels;
-  int threads;                   /* engine threads, 0 = all cores */
   enum osseg_vote vote;
-  double vote_threshold;         /* hard voting: count > T; < 0 = nmodels/2 */
+  double vote_threshold;         /* hard voting: count > T, 0 <= T < nmodels;
+                                    < 0 = nmodels/2 rounded down */
   float threshold;               /* probability threshold, default 0.5 */
   /* Per-class overrides of `threshold`; an unknown name is an error. */
   struct osseg_class_threshold class_thresholds[OSSEG_MAX_CLASSES];
   size_t nclass_thresholds;
+  /* Produce only these classes (names; results come in the models' class
+   * order whatever the order here); 0 = all. */
+  const char *classes[OSSEG_MAX_CLASSES];
+  size_t nclasses;
   struct osseg_png_limits png;   /* image limits, checked before decoding */
-  uint64_t max_model_bytes;      /* 0 = engine default */
-  int verbose;                   /* engine warnings to stderr */
 };
 
-/* Defaults: no models, hard voting with T = nmodels/2, threshold 0.5,
- * default PNG limits. */
-void osseg_pipeline_config_default(struct osseg_pipeline_config *cfg);
+/* Defaults: no models, hard voting with T = nmodels/2, threshold 0.5, all
+ * classes, default PNG limits. */
+void osseg_pipeline_options_default(struct osseg_pipeline_options *o);
 
 struct osseg_pipeline;
 
-/* Loads and checks every model (classes agree across models and with the
- * output channels; input is (1,3,S,S); soft voting needs equal output
- * sizes). Errors name the model file. */
-int osseg_pipeline_create(struct osseg_pipeline **out,
-                          const struct osseg_pipeline_config *cfg,
-                          struct osseg_diag *diag);
-void osseg_pipeline_free(struct osseg_pipeline *p);
+/* Takes references to the named models and checks the combination (classes
+ * agree across models; soft voting needs equal output sizes; thresholds in
+ * (0, 1); 0 <= vote_threshold < nmodels). Errors name the model. */
+int osseg_pipeline_create(struct osseg_pipeline **out, struct osseg_registry *r,
+                          const struct osseg_pipeline_options *o, struct osseg_diag *diag);
+void osseg_pipeline_free(struct osseg_pipeline *p); /* releases the models */
 
+/* All classes of the models, in output-channel order; results use these
+ * indices. */
 size_t osseg_pipeline_class_count(const struct osseg_pipeline *p);
 const char *osseg_pipeline_class_name(const struct osseg_pipeline *p, size_t i);
+/* Whether class i is produced (options.classes). */
+int osseg_pipeline_class_selected(const struct osseg_pipeline *p, size_t i);
 size_t osseg_pipeline_model_count(const struct osseg_pipeline *p);
-struct osseg_model *osseg_pipeline_model(const struct osseg_pipeline *p, size_t i);
-/* Input side S of model i after metadata/overrides. */
-uint32_t osseg_pipeline_model_input_size(const struct osseg_pipeline *p, size_t i);
+const struct osseg_loaded_model *osseg_pipeline_model(const struct osseg_pipeline *p,
+                                                      size_t i);
 
-/* Per-thread scratch: model inputs, logits, bitmasks, runs. Sized for the
- * pipeline at creation; image-size dependent parts grow on first use of a
- * larger image and are then kept. */
+/* ----------------------------------------------------------- workspace --- */
+
+/* Per-thread scratch: decoded image, model inputs, logits, bitmasks, runs,
+ * upsampling plans. max_bytes caps what it may hold (0 = no cap). */
 struct osseg_workspace;
-int osseg_workspace_create(struct osseg_workspace **out,
-                           const struct osseg_pipeline *p);
+int osseg_workspace_create(struct osseg_workspace **out, uint64_t max_bytes);
 void osseg_workspace_free(struct osseg_workspace *ws);
+/* Bytes the workspace holds now. */
+uint64_t osseg_workspace_bytes(const struct osseg_workspace *ws);
+
+/* ----------------------------------------------------------------- run --- */
 
 struct osseg_timings {
   double decode_ms;      /* PNG decode */
   double preprocess_ms;  /* resize + normalise, all models */
-  double inference_ms;   /* engine, all models */
-  double postprocess_ms; /* upsample + threshold + vote + runs, all classes */
+  double inference_ms;   /* engine, all models (includes waiting for the
+                            executor while another thread's model runs) */
+  double postprocess_ms; /* upsample + threshold + vote + runs + Dice */
   double total_ms;
 };
 
-/* Called once per class, in class order, on the calling thread. mask and
- * runs are owned by the workspace and valid only during the call. A
- * non-zero return cancels the rest of the image and becomes the result of
- * osseg_pipeline_run (use a negative OSSEG_E* code, e.g. OSSEG_ECANCELED). */
+/* Called once per produced class, in class order, on the calling thread.
+ * mask and runs are owned by the workspace and valid only during the call.
+ * A non-zero return stops the image and becomes the result of the run (use
+ * a negative OSSEG_E* code, e.g. OSSEG_ECANCELED). */
 typedef int (*osseg_class_cb)(void *ctx, size_t cls, const char *name,
                               const struct osseg_bitmask *mask,
                               const struct osseg_run *runs, size_t nruns);
 
-/* Runs one decoded gray image through the pipeline. */
-int osseg_pipeline_run_image(const struct osseg_pipeline *p,
-                             struct osseg_workspace *ws,
-                             const struct osseg_image *img, osseg_class_cb cb,
-                             void *ctx, struct osseg_timings *timings,
-                             struct osseg_diag *diag);
+/* Ground truth for Dice, per class index of the pipeline: canonical runs
+ * (sorted, non-overlapping, as osseg_rle_parse gives) of a mask of the
+ * image's size. A produced class without runs (nruns 0) is an empty mask. */
+struct osseg_ground_truth {
+  const struct osseg_run *runs[OSSEG_MAX_CLASSES];
+  size_t nruns[OSSEG_MAX_CLASSES];
+};
 
-/* Decodes an encoded PNG (from memory), then runs it. The decoded image is
- * kept in the workspace until the next run (osseg_workspace_image). */
-int osseg_pipeline_run_png(const struct osseg_pipeline *p,
-                           struct osseg_workspace *ws, const void *png,
-                           size_t png_size, osseg_class_cb cb, void *ctx,
-                           struct osseg_timings *timings,
-                           struct osseg_diag *diag);
+/* Dice per produced class, (2|A∩B| + 1e-4) / (|A| + |B| + 1e-4), and their
+ * mean: the same numbers `osseg dice` computes from the two CSVs. */
+struct osseg_dice_report {
+  size_t n;                         /* produced classes */
+  size_t cls[OSSEG_MAX_CLASSES];    /* their class indices */
+  double dice[OSSEG_MAX_CLASSES];
+  double mean;
+};
+/* Called once after the last class when ground truth was given. */
+typedef int (*osseg_dice_cb)(void *ctx, const struct osseg_dice_report *report);
+
+/* What one run takes besides the image. Zero-initialise; every field is
+ * optional. */
+struct osseg_run_request {
+  osseg_class_cb on_class;
+  osseg_dice_cb on_dice;
+  void *ctx;                            /* for both callbacks */
+  const struct osseg_ground_truth *gt;  /* NULL: no Dice */
+  /* Interrupts, checked between engine steps (and inside long own loops),
+   * between models and between classes: a set flag ends the run with
+   * OSSEG_ECANCELED, a passed deadline (osseg_now_ns() clock) with
+   * OSSEG_ETIMEDOUT. The workspace stays usable. */
+  const _Atomic int *cancel;
+  uint64_t deadline_ns;
+  struct osseg_timings *timings;
+};
+
+/* Runs one decoded gray image through the pipeline. */
+int osseg_pipeline_run_image(const struct osseg_pipeline *p, struct osseg_workspace *ws,
+                             const struct osseg_image *img,
+                             const struct osseg_run_request *rq, struct osseg_diag *diag);
+/* Decodes an encoded PNG (from memory) into the workspace, then runs it.
+ * The decoded image stays in the workspace until the next run
+ * (osseg_workspace_image). */
+int osseg_pipeline_run_png(const struct osseg_pipeline *p, struct osseg_workspace *ws,
+                           const void *png, size_t png_size,
+                           const struct osseg_run_request *rq, struct osseg_diag *diag);
 /* The same from a file; the file's size is checked against the PNG limits
  * before reading it. */
-int osseg_pipeline_run_file(const struct osseg_pipeline *p,
-                            struct osseg_workspace *ws, const char *path,
-                            osseg_class_cb cb, void *ctx,
-                            struct osseg_timings *timings,
+int osseg_pipeline_run_file(const struct osseg_pipeline *p, struct osseg_workspace *ws,
+                            const char *path, const struct osseg_run_request *rq,
                             struct osseg_diag *diag);
 
 /* The image decoded by the last run_png/run_file (NULL before). */

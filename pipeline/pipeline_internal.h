@@ -2,26 +2,41 @@
 #ifndef OSSEG_PIPELINE_INTERNAL_H
 #define OSSEG_PIPELINE_INTERNAL_H
 
+#include <pthread.h>
+
 #include "osseg_pipeline.h"
 
-/* One loaded model with everything needed to feed it and read it. */
-struct osseg__pmodel {
+/* One loaded model with everything needed to feed it and read it.
+ * Immutable after loading except for the reference count. */
+struct osseg_loaded_model {
+  _Atomic size_t refs;
+  char *name;
+  char *path;                /* "" when loaded from memory */
+  char sha256[65];           /* hex of the ONNX bytes */
+  uint64_t generation;
   struct osseg_model *model;
-  char *path;
   uint32_t input_size;       /* S: input is (1, 3, S, S) */
   uint32_t out_height;       /* logits (1, C, out_height, out_width) */
   uint32_t out_width;
   struct osseg_normalize norm;
-  int same_input_as;         /* index of an earlier model with the same S and
-                                normalisation whose input tensor can be
-                                reused, or -1 */
-};
-
-struct osseg_pipeline {
-  struct osseg__pmodel models[OSSEG_MAX_MODELS];
-  size_t nmodels;
   char *class_names[OSSEG_MAX_CLASSES];
   size_t nclasses;
+};
+
+/* Loads and describes one model (registry.c's worker; no registry state). */
+int osseg__loaded_model_create(struct osseg_loaded_model **out,
+                               const struct osseg_model_spec *spec,
+                               const struct osseg_engine_options *engine,
+                               struct osseg_diag *diag);
+
+struct osseg_pipeline {
+  struct osseg_loaded_model *models[OSSEG_MAX_MODELS]; /* one reference each */
+  size_t nmodels;
+  int same_input_as[OSSEG_MAX_MODELS]; /* index of an earlier model with the
+                                          same S and normalisation whose input
+                                          tensor is reused, or -1 */
+  size_t nclasses;                       /* models[0]'s classes */
+  unsigned char selected[OSSEG_MAX_CLASSES];
   enum osseg_vote vote;
   unsigned min_votes;                    /* hard voting: count >= min_votes */
   float prob_threshold[OSSEG_MAX_CLASSES];

@@ -5,22 +5,35 @@
 
 static double ms_since(uint64_t t0) { return (double)(osseg_now_ns() - t0) / 1e6; }
 
+/* OSSEG_ECANCELED / OSSEG_ETIMEDOUT when the request was interrupted. */
+static int interrupted(const struct osseg_run_request *rq, struct osseg_diag *diag,
+                       const char *where) {
+  if (rq->cancel && atomic_load_explicit(rq->cancel, memory_order_relaxed))
+    return osseg__fail(diag, OSSEG_ECANCELED, "canceled %s", where);
+  if (rq->deadline_ns && osseg_now_ns() >= rq->deadline_ns)
+    return osseg__fail(diag, OSSEG_ETIMEDOUT, "deadline passed %s", where);
+  return 0;
+}
+
 /* Feeds every model: preprocess (once per distinct input) and infer. */
 static int infer_all(const struct osseg_pipeline *p, struct osseg_workspace *ws,
-                     const struct osseg_image *img, struct osseg_timings *t,
-                     struct osseg_diag *diag) {
+                     const struct osseg_image *img, const struct osseg_run_request *rq,
+                     struct osseg_timings *t, struct osseg_diag *diag) {
   for (size_t i = 0; i < p->nmodels; i++) {
-    const struct osseg__pmodel *pm = &p->models[i];
-    float *input = ws->input[pm->same_input_as < 0 ? i : (size_t)pm->same_input_as];
-    if (pm->same_input_as < 0) {
+    const struct osseg_loaded_model *m = p->models[i];
+    int rc = interrupted(rq, diag, "before a model ran");
+    if (rc) return rc;
+    size_t src = p->same_input_as[i] < 0 ? i : (size_t)p->same_input_as[i];
+    float *input = ws->input[src].v;
+    if (p->same_input_as[i] < 0) {
       uint64_t t0 = osseg_now_ns();
-      int rc = osseg_preprocess_gray(img, pm->input_size, &pm->norm, input);
-      if (rc) return osseg__fail(diag, rc, "preprocessing for %s failed: %s", pm->path,
+      rc = osseg_preprocess_gray(img, m->input_size, &m->norm, input);
+      if (rc) return osseg__fail(diag, rc, "preprocessing for model %s failed: %s", m->name,
                                  osseg_strerror(rc));
       t->preprocess_ms += ms_since(t0);
     }
     uint64_t t0 = osseg_now_ns();
-    int rc = osseg_model_run(pm->model, input, ws->logits[i], diag);
+    rc = osseg_model_run(m->model, input, ws->logits[i].v, diag);
     if (rc) return rc;
     t->inference_ms += ms_since(t0);
   }
@@ -31,65 +44,105 @@ static int infer_all(const struct osseg_pipeline *p, struct osseg_workspace *ws,
 static int class_mask(const struct osseg_pipeline *p, struct osseg_workspace *ws, size_t c,
                       struct osseg_bitmask **mask) {
   size_t k = p->nmodels;
-  struct osseg_bitmask *result = &ws->masks[k];
   int rc;
   if (k == 1) {
-    const struct osseg__pmodel *pm = &p->models[0];
-    size_t plane = (size_t)pm->out_height * pm->out_width;
-    rc = osseg_upsample_threshold(&ws->plans[0], ws->logits[0] + c * plane, pm->out_width,
-                                  p->logit_threshold[c], result);
+    const struct osseg_loaded_model *m = p->models[0];
+    size_t plane = (size_t)m->out_height * m->out_width;
+    *mask = &ws->masks[0].mask;
+    rc = osseg_upsample_threshold(&ws->plans[0], ws->logits[0].v + c * plane, m->out_width,
+                                  p->logit_threshold[c], *mask);
   } else if (p->vote == OSSEG_VOTE_SOFT) {
     const float *planes[OSSEG_MAX_MODELS];
-    size_t plane = (size_t)p->models[0].out_height * p->models[0].out_width;
-    for (size_t i = 0; i < k; i++) planes[i] = ws->logits[i] + c * plane;
-    rc = osseg_upsample_soft_vote(&ws->plans[0], planes, k, p->models[0].out_width,
-                                  p->prob_threshold[c], result);
+    size_t plane = (size_t)p->models[0]->out_height * p->models[0]->out_width;
+    for (size_t i = 0; i < k; i++) planes[i] = ws->logits[i].v + c * plane;
+    *mask = &ws->masks[0].mask;
+    rc = osseg_upsample_soft_vote(&ws->plans[0], planes, k, p->models[0]->out_width,
+                                  p->prob_threshold[c], *mask);
   } else {
     const struct osseg_bitmask *votes[OSSEG_MAX_MODELS];
     rc = 0;
     for (size_t i = 0; i < k && rc == 0; i++) {
-      const struct osseg__pmodel *pm = &p->models[i];
-      size_t plane = (size_t)pm->out_height * pm->out_width;
-      rc = osseg_upsample_threshold(&ws->plans[i], ws->logits[i] + c * plane, pm->out_width,
-                                    p->logit_threshold[c], &ws->masks[i]);
-      votes[i] = &ws->masks[i];
+      const struct osseg_loaded_model *m = p->models[i];
+      size_t plane = (size_t)m->out_height * m->out_width;
+      rc = osseg_upsample_threshold(&ws->plans[i], ws->logits[i].v + c * plane, m->out_width,
+                                    p->logit_threshold[c], &ws->masks[i].mask);
+      votes[i] = &ws->masks[i].mask;
     }
-    if (rc == 0) rc = osseg_vote_masks(votes, k, p->min_votes, result);
+    *mask = &ws->masks[k].mask;
+    if (rc == 0) rc = osseg_vote_masks(votes, k, p->min_votes, *mask);
   }
-  *mask = result;
   return rc;
+}
+
+/* Ground truth runs must lie inside the image, or Dice would be wrong
+ * without anyone noticing. */
+static int check_gt(const struct osseg_pipeline *p, const struct osseg_ground_truth *gt,
+                    uint64_t npixels, struct osseg_diag *diag) {
+  for (size_t c = 0; c < p->nclasses; c++) {
+    if (!p->selected[c] || gt->nruns[c] == 0) continue;
+    if (!gt->runs[c])
+      return osseg__fail(diag, OSSEG_EINVAL, "ground truth of class %s has no runs",
+                         osseg_pipeline_class_name(p, c));
+    const struct osseg_run *last = &gt->runs[c][gt->nruns[c] - 1];
+    if ((uint64_t)last->start + last->len > npixels)
+      return osseg__fail(diag, OSSEG_ERANGE,
+                         "ground truth of class %s runs past the image's %llu pixels",
+                         osseg_pipeline_class_name(p, c), (unsigned long long)npixels);
+  }
+  return 0;
 }
 
 /* Runs a decoded image; decode_ms is what decoding it took, if anything. */
 static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *ws,
-                       const struct osseg_image *img, osseg_class_cb cb, void *ctx,
-                       struct osseg_timings *timings, double decode_ms,
-                       struct osseg_diag *diag) {
+                       const struct osseg_image *img, const struct osseg_run_request *rq,
+                       double decode_ms, struct osseg_diag *diag) {
+  static const struct osseg_run_request none;
+  if (!rq) rq = &none;
   struct osseg_timings local;
-  struct osseg_timings *t = timings ? timings : &local;
+  struct osseg_timings *t = rq->timings ? rq->timings : &local;
   memset(t, 0, sizeof *t);
   t->decode_ms = decode_ms;
   uint64_t start = osseg_now_ns();
 
-  if (ws->nmodels != p->nmodels)
-    return osseg__fail(diag, OSSEG_EINVAL, "workspace was made for another pipeline");
-  if (!img || !img->data || img->channels != 1)
+  if (!img || !img->data || img->channels != 1 || img->width == 0 || img->height == 0)
     return osseg__fail(diag, OSSEG_EINVAL, "the pipeline takes a decoded gray image");
-  int rc = osseg__workspace_fit(ws, p, img->height, img->width);
-  if (rc) return osseg__fail(diag, rc, "no memory for %ux%u masks", img->width, img->height);
-  rc = infer_all(p, ws, img, t, diag);
+  uint64_t npixels = (uint64_t)img->height * img->width;
+  int rc = rq->gt ? check_gt(p, rq->gt, npixels, diag) : 0;
+  if (rc == 0) rc = osseg__workspace_fit(ws, p, img->height, img->width, diag);
+  if (rc == 0) rc = infer_all(p, ws, img, rq, t, diag);
   if (rc) return rc;
 
   uint64_t t0 = osseg_now_ns();
+  struct osseg_dice_report dice = {0};
+  double sum = 0;
   for (size_t c = 0; c < p->nclasses; c++) {
+    if (!p->selected[c]) continue;
+    const char *name = osseg_pipeline_class_name(p, c);
+    rc = interrupted(rq, diag, "between classes");
+    if (rc) return rc;
     struct osseg_bitmask *mask;
     rc = class_mask(p, ws, c, &mask);
     if (rc == 0) rc = osseg_bitmask_to_runs(mask, &ws->runs);
-    if (rc) return osseg__fail(diag, rc, "post-processing class %s failed: %s",
-                               p->class_names[c], osseg_strerror(rc));
-    if (cb) {
-      rc = cb(ctx, c, p->class_names[c], mask, ws->runs.v, ws->runs.n);
-      if (rc) return osseg__fail(diag, rc, "stopped at class %s", p->class_names[c]);
+    if (rc)
+      return osseg__fail(diag, rc, "post-processing class %s failed: %s", name,
+                         osseg_strerror(rc));
+    if (rq->gt) {
+      double d = osseg_dice_runs(ws->runs.v, ws->runs.n, rq->gt->runs[c], rq->gt->nruns[c]);
+      dice.cls[dice.n] = c;
+      dice.dice[dice.n++] = d;
+      sum += d;
+    }
+    if (rq->on_class) {
+      rc = rq->on_class(rq->ctx, c, name, mask, ws->runs.v, ws->runs.n);
+      if (rc) return osseg__fail(diag, rc, "stopped at class %s", name);
+    }
+  }
+  if (rq->gt) {
+    /* Summed in class order, as `osseg dice` averages its columns. */
+    dice.mean = dice.n ? sum / (double)dice.n : 0.0;
+    if (rq->on_dice) {
+      rc = rq->on_dice(rq->ctx, &dice);
+      if (rc) return osseg__fail(diag, rc, "stopped at the Dice report");
     }
   }
   t->postprocess_ms = ms_since(t0);
@@ -98,27 +151,27 @@ static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *w
 }
 
 int osseg_pipeline_run_image(const struct osseg_pipeline *p, struct osseg_workspace *ws,
-                             const struct osseg_image *img, osseg_class_cb cb, void *ctx,
-                             struct osseg_timings *timings, struct osseg_diag *diag) {
-  return run_decoded(p, ws, img, cb, ctx, timings, 0.0, diag);
+                             const struct osseg_image *img, const struct osseg_run_request *rq,
+                             struct osseg_diag *diag) {
+  return run_decoded(p, ws, img, rq, 0.0, diag);
 }
 
 int osseg_pipeline_run_png(const struct osseg_pipeline *p, struct osseg_workspace *ws,
-                           const void *png, size_t png_size, osseg_class_cb cb, void *ctx,
-                           struct osseg_timings *timings, struct osseg_diag *diag) {
+                           const void *png, size_t png_size, const struct osseg_run_request *rq,
+                           struct osseg_diag *diag) {
   osseg_image_free(&ws->image);
   uint64_t t0 = osseg_now_ns();
   int rc = osseg_png_decode_mem(png, png_size, &p->png, &ws->image, diag);
   if (rc) return rc;
-  return run_decoded(p, ws, &ws->image, cb, ctx, timings, ms_since(t0), diag);
+  return run_decoded(p, ws, &ws->image, rq, ms_since(t0), diag);
 }
 
 int osseg_pipeline_run_file(const struct osseg_pipeline *p, struct osseg_workspace *ws,
-                            const char *path, osseg_class_cb cb, void *ctx,
-                            struct osseg_timings *timings, struct osseg_diag *diag) {
+                            const char *path, const struct osseg_run_request *rq,
+                            struct osseg_diag *diag) {
   osseg_image_free(&ws->image);
   uint64_t t0 = osseg_now_ns();
   int rc = osseg_png_decode_file(path, &p->png, &ws->image, diag);
   if (rc) return rc;
-  return run_decoded(p, ws, &ws->image, cb, ctx, timings, ms_since(t0), diag);
+  return run_decoded(p, ws, &ws->image, rq, ms_since(t0), diag);
 }

@@ -4,20 +4,38 @@
 
 #include "pipeline_internal.h"
 
+/* A float buffer that only grows. */
+struct osseg__fbuf {
+  float *v;
+  size_t cap; /* floats */
+};
+
+/* A bitmask whose bit buffer only grows: the mask header is set to the
+ * current image size. */
+struct osseg__mask_slot {
+  struct osseg_bitmask mask;
+  size_t cap_words;
+};
+
 struct osseg_workspace {
-  size_t nmodels;
-  float *input[OSSEG_MAX_MODELS];  /* NULL where the model shares an input */
-  float *logits[OSSEG_MAX_MODELS];
-  /* Image-size dependent; valid when height/width are non-zero. */
-  uint32_t height, width;
-  struct osseg_bitmask masks[OSSEG_MAX_MODELS + 1];
-  struct osseg_upsample_plan plans[OSSEG_MAX_MODELS];
-  struct osseg_runs runs;
+  uint64_t max_bytes; /* 0 = no cap */
+  uint64_t bytes;     /* held now */
+  /* One slot per model position of the pipeline being run. */
+  struct osseg__fbuf input[OSSEG_MAX_MODELS];
+  struct osseg__fbuf logits[OSSEG_MAX_MODELS];
+  struct osseg_upsample_plan plans[OSSEG_MAX_MODELS]; /* reserved scratch */
+  size_t plan_k[OSSEG_MAX_MODELS];                    /* models it reserves for */
+  size_t plan_bytes[OSSEG_MAX_MODELS];
+  /* masks[0..k-1] take each model's vote; masks[k] (or masks[0] for one
+   * model) the result. */
+  struct osseg__mask_slot masks[OSSEG_MAX_MODELS + 1];
+  struct osseg_runs runs;  /* reserved for the worst case of the image */
   struct osseg_image image; /* last decoded image */
 };
 
-/* Makes the image-size dependent buffers fit height x width. */
+/* Makes the workspace fit pipeline p and an image of height x width:
+ * OSSEG_ENOMEM, or OSSEG_ELIMIT past max_bytes (diag names the sizes). */
 int osseg__workspace_fit(struct osseg_workspace *ws, const struct osseg_pipeline *p,
-                         uint32_t height, uint32_t width);
+                         uint32_t height, uint32_t width, struct osseg_diag *diag);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,26 @@
 static const char *fixture(const char *name) {
   return test_path("%s/tests/data/models/%s.onnx", test_source_dir(), name);
 }
+
+/* Loads a fixture model into r under the fixture's name. */
+static void load_fixture(struct osseg_registry *r, const char *name) {
+  struct osseg_model_spec spec = {.name = name, .path = fixture(name)};
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  if (osseg_registry_load(r, &spec, NULL, &d) != 0) fail_msg("%s: %s", name, d.message);
+}
+
+static struct osseg_registry *new_registry(void) {
+  struct osseg_registry *r;
+  assert_int_equal(osseg_registry_create(&r, NULL), 0);
+  return r;
+}
+
+/* Runs img with on_class = collect_cb into got. */
+struct collected;
+static int run_collect(const struct osseg_pipeline *p, struct osseg_workspace *ws,
+                       const struct osseg_image *img, struct collected *got,
+                       struct osseg_timings *t, struct osseg_diag *d);
 
 /* A smooth gray test image with some structure, deterministic. */
 static void make_image(struct osseg_image *img, uint32_t h, uint32_t w, uint64_t seed) {
@@ -86,6 +107,13 @@ static int collect_cb(void *vctx, size_t cls, const char *name, const struct oss
   return 0;
 }
 
+static int run_collect(const struct osseg_pipeline *p, struct osseg_workspace *ws,
+                       const struct osseg_image *img, struct collected *got,
+                       struct osseg_timings *t, struct osseg_diag *d) {
+  struct osseg_run_request rq = {.on_class = collect_cb, .ctx = got, .timings = t};
+  return osseg_pipeline_run_image(p, ws, img, &rq, d);
+}
+
 static void collected_free(struct collected *c) {
   for (size_t i = 0; i < OSSEG_MAX_CLASSES; i++) osseg_runs_free(&c->runs[i]);
 }
@@ -140,9 +168,11 @@ static void test_single_model_matches_reference(void **state) {
   (void)state;
   struct osseg_image img = {0};
   make_image(&img, IMG_H, IMG_W, 1);
-  struct osseg_pipeline_config cfg;
-  osseg_pipeline_config_default(&cfg);
-  cfg.models[0].path = fixture("unetpp_r18_tiny_op13");
+  struct osseg_registry *r = new_registry();
+  load_fixture(r, "unetpp_r18_tiny_op13");
+  struct osseg_pipeline_options cfg;
+  osseg_pipeline_options_default(&cfg);
+  cfg.models[0] = "unetpp_r18_tiny_op13";
   cfg.nmodels = 1;
   cfg.threshold = 0.5f;
   cfg.class_thresholds[0].name = "Radius";
@@ -151,23 +181,23 @@ static void test_single_model_matches_reference(void **state) {
   struct osseg_pipeline *p;
   struct osseg_diag d;
   osseg_diag_clear(&d);
-  assert_int_equal(osseg_pipeline_create(&p, &cfg, &d), 0);
+  assert_int_equal(osseg_pipeline_create(&p, r, &cfg, &d), 0);
   assert_int_equal(osseg_pipeline_class_count(p), 29);
   assert_string_equal(osseg_pipeline_class_name(p, 0), "finger-1");
   assert_string_equal(osseg_pipeline_class_name(p, 28), "Ulna");
-  assert_int_equal(osseg_pipeline_model_input_size(p, 0), 64);
+  assert_int_equal(osseg_loaded_model_input_size(osseg_pipeline_model(p, 0)), 64);
 
   struct osseg_workspace *ws;
-  assert_int_equal(osseg_workspace_create(&ws, p), 0);
+  assert_int_equal(osseg_workspace_create(&ws, 0), 0);
   struct collected got = {.cancel_at = -1};
   struct osseg_timings t;
-  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, collect_cb, &got, &t, &d), 0);
+  assert_int_equal(run_collect(p, ws, &img, &got, &t, &d), 0);
   assert_int_equal(got.calls, 29);
   assert_true(t.total_ms >= t.inference_ms && t.inference_ms > 0);
 
   uint32_t oh, ow;
   size_t nc;
-  float *logits = reference_logits(cfg.models[0].path, &img, &oh, &ow, &nc);
+  float *logits = reference_logits(fixture("unetpp_r18_tiny_op13"), &img, &oh, &ow, &nc);
   size_t nonempty = 0;
   for (size_t c = 0; c < nc; c++) {
     float thr = c == 27 ? logf(0.3f / 0.7f) : 0.0f;
@@ -181,7 +211,7 @@ static void test_single_model_matches_reference(void **state) {
 
   /* A second run through the same workspace gives the same answer. */
   struct collected again = {.cancel_at = -1};
-  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, collect_cb, &again, NULL, &d), 0);
+  assert_int_equal(run_collect(p, ws, &img, &again, NULL, &d), 0);
   for (size_t c = 0; c < nc; c++) assert_runs_equal(&got.runs[c], &again.runs[c]);
 
   free(logits);
@@ -189,6 +219,7 @@ static void test_single_model_matches_reference(void **state) {
   collected_free(&again);
   osseg_workspace_free(ws);
   osseg_pipeline_free(p);
+  osseg_registry_free(r);
   osseg_image_free(&img);
 }
 
@@ -204,20 +235,23 @@ static void test_hard_and_soft_voting(void **state) {
   size_t nc = 0;
   for (int i = 0; i < 3; i++) logits[i] = reference_logits(fixture(names[i]), &img, &oh, &ow, &nc);
 
+  struct osseg_registry *r = new_registry();
+  for (int i = 0; i < 3; i++) load_fixture(r, names[i]);
+  /* One workspace serves both pipelines, one after the other. */
+  struct osseg_workspace *ws;
+  assert_int_equal(osseg_workspace_create(&ws, 0), 0);
   for (int mode = 0; mode < 2; mode++) {
-    struct osseg_pipeline_config cfg;
-    osseg_pipeline_config_default(&cfg);
-    for (int i = 0; i < 3; i++) cfg.models[i].path = fixture(names[i]);
+    struct osseg_pipeline_options cfg;
+    osseg_pipeline_options_default(&cfg);
+    for (int i = 0; i < 3; i++) cfg.models[i] = names[i];
     cfg.nmodels = 3;
     cfg.vote = mode == 0 ? OSSEG_VOTE_HARD : OSSEG_VOTE_SOFT;
     struct osseg_pipeline *p;
     struct osseg_diag d;
     osseg_diag_clear(&d);
-    assert_int_equal(osseg_pipeline_create(&p, &cfg, &d), 0);
-    struct osseg_workspace *ws;
-    assert_int_equal(osseg_workspace_create(&ws, p), 0);
+    assert_int_equal(osseg_pipeline_create(&p, r, &cfg, &d), 0);
     struct collected got = {.cancel_at = -1};
-    assert_int_equal(osseg_pipeline_run_image(p, ws, &img, collect_cb, &got, NULL, &d), 0);
+    assert_int_equal(run_collect(p, ws, &img, &got, NULL, &d), 0);
     size_t nonempty = 0;
     for (size_t c = 0; c < nc; c++) {
       struct osseg_bitmask m;
@@ -254,31 +288,33 @@ static void test_hard_and_soft_voting(void **state) {
     }
     assert_true(nonempty > 0);
     collected_free(&got);
-    osseg_workspace_free(ws);
     osseg_pipeline_free(p);
   }
+  osseg_workspace_free(ws);
+  osseg_registry_free(r);
   for (int i = 0; i < 3; i++) free(logits[i]);
   osseg_image_free(&img);
 }
 
 static void test_callback_cancel_and_bad_png(void **state) {
   (void)state;
-  struct osseg_pipeline_config cfg;
-  osseg_pipeline_config_default(&cfg);
-  cfg.models[0].path = fixture("unetpp_r18_tiny_op13");
+  struct osseg_registry *r = new_registry();
+  load_fixture(r, "unetpp_r18_tiny_op13");
+  struct osseg_pipeline_options cfg;
+  osseg_pipeline_options_default(&cfg);
+  cfg.models[0] = "unetpp_r18_tiny_op13";
   cfg.nmodels = 1;
   struct osseg_pipeline *p;
   struct osseg_diag d;
   osseg_diag_clear(&d);
-  assert_int_equal(osseg_pipeline_create(&p, &cfg, &d), 0);
+  assert_int_equal(osseg_pipeline_create(&p, r, &cfg, &d), 0);
   struct osseg_workspace *ws;
-  assert_int_equal(osseg_workspace_create(&ws, p), 0);
+  assert_int_equal(osseg_workspace_create(&ws, 0), 0);
 
   struct osseg_image img = {0};
   make_image(&img, 70, 90, 3);
   struct collected got = {.cancel_at = 5};
-  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, collect_cb, &got, NULL, &d),
-                   OSSEG_ECANCELED);
+  assert_int_equal(run_collect(p, ws, &img, &got, NULL, &d), OSSEG_ECANCELED);
   assert_int_equal(got.calls, 6);
 
   /* A valid PNG runs; every truncation of it fails cleanly. */
@@ -286,86 +322,128 @@ static void test_callback_cancel_and_bad_png(void **state) {
   size_t png_size;
   assert_int_equal(osseg_png_encode_mem(&img, 6, &png, &png_size, &d), 0);
   struct collected ok = {.cancel_at = -1};
-  assert_int_equal(osseg_pipeline_run_png(p, ws, png, png_size, collect_cb, &ok, NULL, &d), 0);
+  struct osseg_run_request rq = {.on_class = collect_cb, .ctx = &ok};
+  assert_int_equal(osseg_pipeline_run_png(p, ws, png, png_size, &rq, &d), 0);
   assert_int_equal(ok.calls, 29);
   assert_non_null(osseg_workspace_image(ws));
   for (size_t cut = 0; cut < png_size; cut += 1 + cut / 4) {
     osseg_diag_clear(&d);
-    int rc = osseg_pipeline_run_png(p, ws, png, cut, NULL, NULL, NULL, &d);
+    int rc = osseg_pipeline_run_png(p, ws, png, cut, NULL, &d);
     assert_true(rc < 0);
     assert_true(d.message[0] != '\0');
   }
   /* Size limits are checked before decoding. */
   osseg_pipeline_free(p);
-  osseg_workspace_free(ws);
   cfg.png.max_pixels = 1000;
-  assert_int_equal(osseg_pipeline_create(&p, &cfg, &d), 0);
-  assert_int_equal(osseg_workspace_create(&ws, p), 0);
+  assert_int_equal(osseg_pipeline_create(&p, r, &cfg, &d), 0);
   osseg_diag_clear(&d);
-  assert_int_equal(osseg_pipeline_run_png(p, ws, png, png_size, NULL, NULL, NULL, &d),
-                   OSSEG_ELIMIT);
+  assert_int_equal(osseg_pipeline_run_png(p, ws, png, png_size, NULL, &d), OSSEG_ELIMIT);
   osseg__free(png);
   collected_free(&got);
   collected_free(&ok);
   osseg_workspace_free(ws);
   osseg_pipeline_free(p);
+  osseg_registry_free(r);
   osseg_image_free(&img);
 }
 
-static void expect_create_error(struct osseg_pipeline_config *cfg, int code, const char *needle) {
+static void expect_create_error(struct osseg_registry *r, struct osseg_pipeline_options *cfg,
+                                int code, const char *needle) {
   struct osseg_pipeline *p = (struct osseg_pipeline *)(uintptr_t)1;
   struct osseg_diag d;
   osseg_diag_clear(&d);
-  assert_int_equal(osseg_pipeline_create(&p, cfg, &d), code);
+  assert_int_equal(osseg_pipeline_create(&p, r, cfg, &d), code);
   assert_null(p);
+  if (!strstr(d.message, needle)) fail_msg("message '%s' lacks '%s'", d.message, needle);
+}
+
+static void expect_load_error(struct osseg_registry *r, const struct osseg_model_spec *spec,
+                              int code, const char *needle) {
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  size_t before = osseg_registry_count(r);
+  assert_int_equal(osseg_registry_load(r, spec, NULL, &d), code);
+  assert_int_equal(osseg_registry_count(r), before);
   if (!strstr(d.message, needle)) fail_msg("message '%s' lacks '%s'", d.message, needle);
 }
 
 static void test_config_errors(void **state) {
   (void)state;
-  struct osseg_pipeline_config cfg;
-  osseg_pipeline_config_default(&cfg);
-  expect_create_error(&cfg, OSSEG_EINVAL, "no model");
-
-  cfg.models[0].path = fixture("unetpp_r18_tiny_op13");
+  struct osseg_registry *r = new_registry();
+  struct osseg_pipeline_options cfg;
+  osseg_pipeline_options_default(&cfg);
+  expect_create_error(r, &cfg, OSSEG_EINVAL, "no model");
+  cfg.models[0] = "m";
   cfg.nmodels = 1;
+  expect_create_error(r, &cfg, OSSEG_ENOTFOUND, "model 'm' is not loaded");
+
+  /* Load-time errors name the file. */
+  struct osseg_model_spec spec = {.name = "m", .path = fixture("unetpp_r18_tiny_op13")};
+  spec.classes = "a,b,c";
+  expect_load_error(r, &spec, OSSEG_EINVAL, "3 class names for 29 output channels");
+  spec.classes = NULL;
+  spec.normalize = "mean=0.5;std=0";
+  expect_load_error(r, &spec, OSSEG_EINVAL, "std <= 0");
+  spec.normalize = "gamma";
+  expect_load_error(r, &spec, OSSEG_EINVAL, "normalisation 'gamma'");
+  spec.normalize = NULL;
+  spec.name = "bad/name";
+  expect_load_error(r, &spec, OSSEG_EINVAL, "model name 'bad/name'");
+  spec.name = "m";
+  spec.path = test_path("%s/no/such/model.onnx", test_source_dir());
+  expect_load_error(r, &spec, OSSEG_EIO, "model.onnx");
+  /* Not a model: the message names the file once. */
+  spec.path = test_path("%s/data/samples/images/phantom_1000100.png", test_source_dir());
+  {
+    struct osseg_diag d;
+    osseg_diag_clear(&d);
+    assert_true(osseg_registry_load(r, &spec, NULL, &d) < 0);
+    const char *first = strstr(d.message, "phantom_1000100.png");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "phantom_1000100.png"));
+  }
+  spec.path = fixture("unetpp_r18_tiny_op13_96x64");
+  spec.name = "rect";
+  expect_load_error(r, &spec, OSSEG_EUNSUPPORTED, "(1, 3, S, S)");
+
+  load_fixture(r, "unetpp_r18_tiny_op13");
+  cfg.models[0] = "unetpp_r18_tiny_op13";
   cfg.threshold = 1.0f;
-  expect_create_error(&cfg, OSSEG_EINVAL, "not in (0, 1)");
+  expect_create_error(r, &cfg, OSSEG_EINVAL, "not in (0, 1)");
   cfg.threshold = 0.5f;
 
   cfg.class_thresholds[0].name = "Femur";
   cfg.class_thresholds[0].threshold = 0.4f;
   cfg.nclass_thresholds = 1;
-  expect_create_error(&cfg, OSSEG_EINVAL, "no such class");
+  expect_create_error(r, &cfg, OSSEG_EINVAL, "no such class");
   cfg.nclass_thresholds = 0;
+  cfg.classes[0] = "Femur";
+  cfg.nclasses = 1;
+  expect_create_error(r, &cfg, OSSEG_EINVAL, "class 'Femur'");
+  cfg.nclasses = 0;
 
-  cfg.models[0].classes = "a,b,c";
-  expect_create_error(&cfg, OSSEG_EINVAL, "3 class names for 29 output channels");
-  cfg.models[0].classes = NULL;
-
-  cfg.models[0].normalize = "mean=0.5;std=0";
-  expect_create_error(&cfg, OSSEG_EINVAL, "std <= 0");
-  cfg.models[0].normalize = "gamma";
-  expect_create_error(&cfg, OSSEG_EINVAL, "normalisation 'gamma'");
-  cfg.models[0].normalize = NULL;
-
-  cfg.models[1].path = fixture("unetpp_r18_tiny_op13");
+  /* A vote threshold must be possible, with one model too. */
+  cfg.vote_threshold = 1;
+  expect_create_error(r, &cfg, OSSEG_EINVAL, "every mask would be empty");
+  cfg.models[1] = "unetpp_r18_tiny_op13";
   cfg.nmodels = 2;
   cfg.vote_threshold = 2;
-  expect_create_error(&cfg, OSSEG_EINVAL, "every mask would be empty");
+  expect_create_error(r, &cfg, OSSEG_EINVAL, "every mask would be empty");
   cfg.vote_threshold = -1;
 
-  cfg.models[1].path = fixture("unetpp_r18_tiny_op13_96x64");
-  expect_create_error(&cfg, OSSEG_EUNSUPPORTED, "(1, 3, S, S)");
-
-  cfg.models[1].path = test_path("%s/no/such/model.onnx", test_source_dir());
-  struct osseg_pipeline *p;
+  /* Models whose classes differ cannot be combined. */
+  spec = (struct osseg_model_spec){.name = "renamed", .path = fixture("unetpp_r18_tiny_op13")};
+  char list[1024] = "";
+  for (int c = 0; c < 29; c++)
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%sc%d", c ? "," : "", c);
+  spec.classes = list;
   struct osseg_diag d;
   osseg_diag_clear(&d);
-  assert_true(osseg_pipeline_create(&p, &cfg, &d) < 0);
-  assert_true(strstr(d.message, "model.onnx") != NULL);
+  assert_int_equal(osseg_registry_load(r, &spec, NULL, &d), 0);
+  cfg.models[1] = "renamed";
+  expect_create_error(r, &cfg, OSSEG_EINVAL, "classes differ");
+  osseg_registry_free(r);
 }
-
 static void test_metadata_parsers(void **state) {
   (void)state;
   struct osseg_normalize n;
@@ -399,36 +477,43 @@ static void test_allocation_failure_sweep(void **state) {
   (void)state;
   struct osseg_image img = {0};
   make_image(&img, 40, 50, 4);
-  struct osseg_pipeline_config cfg;
-  osseg_pipeline_config_default(&cfg);
-  cfg.models[0].path = fixture("unetpp_r18_tiny_op13");
-  cfg.nmodels = 1;
-  struct osseg_pipeline *p = NULL;
+  struct osseg_registry *r = NULL;
   int failures = 0;
-  for (uint64_t nth = 1; p == NULL; nth = nth * 3 / 2 + 1) {
+  for (uint64_t nth = 1; r == NULL; nth = nth * 3 / 2 + 1) {
     osseg__alloc_fail_at(nth);
-    int rc = osseg_pipeline_create(&p, &cfg, NULL);
+    int rc = osseg_registry_create(&r, NULL);
+    struct osseg_model_spec spec = {.name = "m", .path = fixture("unetpp_r18_tiny_op13")};
+    if (rc == 0) rc = osseg_registry_load(r, &spec, NULL, NULL);
     osseg__alloc_fail_at(0);
     if (rc) {
       assert_true(rc < 0);
-      assert_null(p);
+      assert_int_equal(r ? osseg_registry_count(r) : 0, 0);
+      osseg_registry_free(r);
+      r = NULL;
       failures++;
     }
   }
   assert_true(failures > 0);
 
+  struct osseg_pipeline_options cfg;
+  osseg_pipeline_options_default(&cfg);
+  cfg.models[0] = "m";
+  cfg.nmodels = 1;
   int succeeded = 0;
   for (uint64_t nth = 1; !succeeded; nth++) {
     struct osseg_workspace *ws = NULL;
+    struct osseg_pipeline *p = NULL;
     osseg__alloc_fail_at(nth);
-    int rc = osseg_workspace_create(&ws, p);
-    if (rc == 0) rc = osseg_pipeline_run_image(p, ws, &img, NULL, NULL, NULL, NULL);
+    int rc = osseg_pipeline_create(&p, r, &cfg, NULL);
+    if (rc == 0) rc = osseg_workspace_create(&ws, 0);
+    if (rc == 0) rc = osseg_pipeline_run_image(p, ws, &img, NULL, NULL);
     osseg__alloc_fail_at(0);
     if (rc == 0) succeeded = 1;
     else assert_int_equal(rc, OSSEG_ENOMEM);
     osseg_workspace_free(ws);
+    osseg_pipeline_free(p);
   }
-  osseg_pipeline_free(p);
+  osseg_registry_free(r);
   osseg_image_free(&img);
 }
 
