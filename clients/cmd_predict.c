@@ -47,7 +47,9 @@ static void usage(FILE *f) {
           "  --max-pixels N        refuse images with more than N pixels\n"
           "  --overlay-dir DIR     write DIR/<image>.overlay.png: image | [ground truth |]\n"
           "                        prediction, one colour per class\n"
-          "  --gt GT.csv           ground truth for the overlays' middle panel\n"
+          "  --gt GT.csv           ground truth: Dice per image and over all images\n"
+          "                        (the numbers osseg dice OUT.csv GT.csv gives), and\n"
+          "                        the overlays' middle panel\n"
           "  --overlay-shrink N    downscale overlay panels N times (default: to <= 1024)\n"
           "  --json                one JSON object per image on stdout, with timings\n"
           "  -v, --verbose         engine warnings (e.g. slow reference kernels)\n"
@@ -200,6 +202,7 @@ struct predict_ctx {
   struct osseg_bitmask masks[OSSEG_MAX_CLASSES];
   struct osseg_bitmask *mask_ptrs[OSSEG_MAX_CLASSES];
   size_t nmasks;
+  struct dice_sums *dice;          /* with --gt */
 };
 
 static int on_class(void *vctx, size_t cls, const char *name, const struct osseg_bitmask *mask,
@@ -232,51 +235,124 @@ static int on_class(void *vctx, size_t cls, const char *name, const struct osseg
   return 0;
 }
 
-/* Ground truth masks of one image from the GT CSV, for overlays. Missing
- * rows leave the class empty. */
-static int load_gt_masks(const struct osseg_csv *gt, const struct csv_index *ix,
-                         const struct osseg_pipeline *p, const char *image, uint32_t h,
-                         uint32_t w, struct osseg_bitmask *masks, struct osseg_bitmask **ptrs,
-                         struct osseg_diag *diag) {
-  struct osseg_runs runs = {0};
-  int rc = 0;
+/* Ground truth of one image from the GT CSV: runs per class, for Dice in
+ * the pipeline and the overlays' middle panel. */
+struct gt_image {
+  struct osseg_runs runs[OSSEG_MAX_CLASSES];
+  unsigned line[OSSEG_MAX_CLASSES]; /* GT line of each class's row */
+  struct osseg_ground_truth gt;
+};
+
+/* Parses the image's GT rows. The image is not decoded yet, so runs are
+ * bounded by the largest image here; the pipeline rejects runs past the
+ * image's end (reported with the GT line by gt_past_end). A class without
+ * a row is not scored, as in `osseg dice`. */
+static int load_gt(const struct osseg_csv *gt, const struct csv_index *ix,
+                   const struct osseg_pipeline *p, const char *image, struct gt_image *out,
+                   struct osseg_diag *diag) {
   size_t ilen = strlen(image);
-  for (size_t c = 0; c < osseg_pipeline_class_count(p) && rc == 0; c++) {
-    ptrs[c] = NULL;
+  memset(&out->gt, 0, sizeof out->gt);
+  for (size_t c = 0; c < osseg_pipeline_class_count(p); c++) {
     const char *cls = osseg_pipeline_class_name(p, c);
     size_t clen = strlen(cls);
     size_t row = csv_index_find(ix, csv_index_hash(image, ilen, cls, clen), image, ilen, cls,
                                 clen);
     if (row == CSV_INDEX_NONE) continue;
     const struct osseg_csv_row *r = &gt->rows[row];
-    runs.n = 0;
-    rc = osseg_rle_parse(r->rle, r->rle_len, (uint64_t)h * w, &runs, diag);
+    struct osseg_runs *runs = &out->runs[c];
+    runs->n = 0;
+    int rc = osseg_rle_parse(r->rle, r->rle_len, OSSEG_MAX_PIXELS, runs, diag);
     if (rc) {
       char msg[sizeof diag->message];
       snprintf(msg, sizeof msg, "%s", diag ? diag->message : "");
       osseg_diag_clear(diag);
-      rc = osseg__fail(diag, rc, "%s:%u: %s", gt->path, r->line, msg);
-      break;
+      return osseg__fail(diag, rc, "%s:%u: %s", gt->path, r->line, msg);
     }
+    out->line[c] = r->line;
+    out->gt.has[c] = 1;
+    out->gt.runs[c] = runs->v;
+    out->gt.nruns[c] = runs->n;
+  }
+  return 0;
+}
+
+/* After the pipeline refused the ground truth: names the GT row whose runs
+ * pass the end of the image. */
+static void gt_past_end(const struct gt_image *g, const char *gt_path,
+                        const struct osseg_image *img, struct osseg_diag *diag) {
+  uint64_t npixels = (uint64_t)img->width * img->height;
+  for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++) {
+    if (!g->gt.has[c] || g->gt.nruns[c] == 0) continue;
+    const struct osseg_run *last = &g->gt.runs[c][g->gt.nruns[c] - 1];
+    if ((uint64_t)last->start + last->len <= npixels) continue;
+    osseg_diag_clear(diag);
+    osseg__fail(diag, OSSEG_ERANGE, "%s:%u: run past the end of the %ux%u image", gt_path,
+                g->line[c], img->width, img->height);
+    return;
+  }
+}
+
+/* Ground truth masks for the overlays; classes without a row stay empty. */
+static int gt_masks(const struct gt_image *g, size_t nclasses, uint32_t h, uint32_t w,
+                    struct osseg_bitmask *masks, struct osseg_bitmask **ptrs) {
+  for (size_t c = 0; c < nclasses; c++) {
+    ptrs[c] = NULL;
+    if (!g->gt.has[c]) continue;
+    int rc = 0;
     if (masks[c].height != h || masks[c].width != w) {
       osseg_bitmask_free(&masks[c]);
       rc = osseg_bitmask_init(&masks[c], h, w);
-      if (rc) break;
     } else {
       osseg_bitmask_clear(&masks[c]);
     }
-    rc = osseg_bitmask_paint_runs(&masks[c], runs.v, runs.n);
+    if (rc == 0) rc = osseg_bitmask_paint_runs(&masks[c], g->gt.runs[c], g->gt.nruns[c]);
+    if (rc) return rc;
     ptrs[c] = &masks[c];
   }
-  osseg_runs_free(&runs);
-  return rc;
+  return 0;
+}
+
+/* Dice of every image, summed per class, to report the same mean as
+ * `osseg dice PRED.csv GT.csv` (per class over images, then over
+ * classes). */
+struct dice_sums {
+  double sum[OSSEG_MAX_CLASSES];
+  size_t count[OSSEG_MAX_CLASSES];
+  struct osseg_dice_report last; /* this image's */
+  int have_last;
+};
+
+static int on_dice(void *vctx, const struct osseg_dice_report *r) {
+  struct predict_ctx *ctx = vctx;
+  ctx->dice->last = *r;
+  ctx->dice->have_last = 1;
+  return 0;
+}
+
+static void dice_add(struct dice_sums *d) {
+  for (size_t i = 0; i < d->last.n; i++) {
+    d->sum[d->last.cls[i]] += d->last.dice[i];
+    d->count[d->last.cls[i]]++;
+  }
+}
+
+/* Mean over classes of each class's mean over images; -1 if none. */
+static double dice_mean(const struct dice_sums *d, size_t *nclasses) {
+  double total = 0;
+  size_t n = 0;
+  for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++)
+    if (d->count[c]) {
+      total += d->sum[c] / (double)d->count[c];
+      n++;
+    }
+  *nclasses = n;
+  return n ? total / (double)n : -1.0;
 }
 
 struct overlay_opts {
   const char *dir;
   uint32_t shrink; /* 0 = automatic */
-  const struct osseg_csv *gt;
-  const struct csv_index *gt_index;
+  const struct gt_image *gt; /* this image's ground truth, or NULL */
   struct osseg_bitmask gt_masks[OSSEG_MAX_CLASSES];
 };
 
@@ -287,9 +363,8 @@ static int write_overlay(struct overlay_opts *o, const struct osseg_pipeline *p,
   size_t ncls = osseg_pipeline_class_count(p);
   int rc = 0;
   if (o->gt) {
-    rc = load_gt_masks(o->gt, o->gt_index, p, ctx->image_name, img->height, img->width,
-                       o->gt_masks, gt_ptrs, diag);
-    if (rc) return rc;
+    rc = gt_masks(o->gt, ncls, img->height, img->width, o->gt_masks, gt_ptrs);
+    if (rc) return osseg__fail(diag, rc, "overlay: %s", osseg_strerror(rc));
   }
   uint32_t shrink = o->shrink;
   if (shrink == 0) {
@@ -469,10 +544,6 @@ int osseg_cmd_predict(int argc, char **argv) {
     usage(stderr);
     return CLI_USAGE;
   }
-  if (gt_path && !ov.dir) {
-    cli_error(CMD, "--gt is used for overlays: give --overlay-dir too");
-    return CLI_USAGE;
-  }
 
   int status = CLI_FAILED;
   char *classes = NULL;
@@ -484,6 +555,9 @@ int osseg_cmd_predict(int argc, char **argv) {
   struct csv_index gt_index = {0};
   struct image_list images = {0};
   struct predict_ctx ctx = {0};
+  struct dice_sums dice = {0};
+  struct gt_image gti = {0};
+  ctx.dice = &dice;
   struct buf line = {0};
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
@@ -529,8 +603,6 @@ int osseg_cmd_predict(int argc, char **argv) {
       cli_error(CMD, "%s: %s", gt_path, osseg_strerror(rc));
       goto done;
     }
-    ov.gt = &gt;
-    ov.gt_index = &gt_index;
   }
 
   uint64_t t_load = osseg_now_ns();
@@ -567,6 +639,12 @@ int osseg_cmd_predict(int argc, char **argv) {
     for (size_t j = 0; j < i && !dup; j++) dup = strcmp(base_name(images.paths[j]), name) == 0;
     struct osseg_timings t = {0};
     struct osseg_run_request rq = {.on_class = on_class, .ctx = &ctx, .timings = &t};
+    if (gt_path) {
+      rq.gt = &gti.gt;
+      rq.on_dice = on_dice;
+    }
+    ov.gt = gt_path ? &gti : NULL;
+    dice.have_last = 0;
     osseg_diag_clear(&diag);
     ctx.image_name = name;
     ctx.rows.len = 0;
@@ -575,9 +653,12 @@ int osseg_cmd_predict(int argc, char **argv) {
     if (dup)
       rc = osseg__fail(&diag, OSSEG_EDUPLICATE,
                        "another image has the same file name; image_name would repeat");
-    else
-      rc = osseg_pipeline_run_file(p, ws, path, &rq, &diag);
+    else if (gt_path && (rc = load_gt(&gt, &gt_index, p, name, &gti, &diag)) != 0)
+      ;
+    else if ((rc = osseg_pipeline_run_file(p, ws, path, &rq, &diag)) == OSSEG_ERANGE && gt_path)
+      gt_past_end(&gti, gt_path, osseg_workspace_image(ws), &diag);
     if (rc == 0) rc = osseg_csv_write_raw(w, ctx.rows.data, ctx.rows.len);
+    if (rc == 0 && dice.have_last) dice_add(&dice);
     if (rc == 0 && ov.dir) rc = write_overlay(&ov, p, osseg_workspace_image(ws), &ctx, &diag);
     if (rc) {
       failed++;
@@ -592,10 +673,15 @@ int osseg_cmd_predict(int argc, char **argv) {
         snprintf(num, sizeof num,
                  ",\"status\":\"ok\",\"width\":%u,\"height\":%u,\"decode_ms\":%.3f,"
                  "\"preprocess_ms\":%.3f,\"inference_ms\":%.3f,\"postprocess_ms\":%.3f,"
-                 "\"total_ms\":%.3f}\n",
+                 "\"total_ms\":%.3f",
                  img->width, img->height, t.decode_ms, t.preprocess_ms, t.inference_ms,
                  t.postprocess_ms, t.total_ms);
         ok = ok && buf_append(&line, num, strlen(num)) == 0;
+        if (dice.have_last) {
+          snprintf(num, sizeof num, ",\"dice\":%.9g", dice.last.mean);
+          ok = ok && buf_append(&line, num, strlen(num)) == 0;
+        }
+        ok = ok && buf_append(&line, "}\n", 2) == 0;
       } else {
         ok = ok && buf_append(&line, ",\"status\":\"error\",\"error\":", 26) == 0 &&
              buf_json_string(&line, diag.message[0] ? diag.message : osseg_strerror(rc)) == 0 &&
@@ -604,10 +690,13 @@ int osseg_cmd_predict(int argc, char **argv) {
       if (ok) fwrite(line.data, 1, line.len, stdout);
       fflush(stdout);
     } else if (rc == 0) {
+      char dice_text[32] = "";
+      if (dice.have_last) snprintf(dice_text, sizeof dice_text, ", Dice %.4f", dice.last.mean);
       fprintf(stderr,
               "osseg predict: %s: %.1f ms (decode %.1f, preprocess %.1f, inference %.1f, "
-              "postprocess %.1f)\n",
-              name, t.total_ms, t.decode_ms, t.preprocess_ms, t.inference_ms, t.postprocess_ms);
+              "postprocess %.1f)%s\n",
+              name, t.total_ms, t.decode_ms, t.preprocess_ms, t.inference_ms, t.postprocess_ms,
+              dice_text);
     }
   }
   int rc = osseg_csv_writer_close(w, &diag);
@@ -616,6 +705,11 @@ int osseg_cmd_predict(int argc, char **argv) {
     cli_error(CMD, "%s", diag.message);
     goto done;
   }
+  size_t scored;
+  double mean = dice_mean(&dice, &scored);
+  if (gt_path && scored)
+    fprintf(stderr, "osseg predict: mean Dice %.6f over %zu class(es) against %s\n", mean,
+            scored, gt_path);
   if (failed)
     cli_error(CMD, "%zu of %zu image(s) failed; %s has the rows of the others", failed,
               images.n, output);
@@ -631,6 +725,7 @@ done:
   for (size_t i = 0; i < OSSEG_MAX_CLASSES; i++) {
     osseg_bitmask_free(&ctx.masks[i]);
     osseg_bitmask_free(&ov.gt_masks[i]);
+    osseg_runs_free(&gti.runs[i]);
   }
   for (size_t i = 0; i < images.n; i++) free(images.paths[i]);
   free(images.paths);

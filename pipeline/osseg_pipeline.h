@@ -212,16 +212,19 @@ typedef int (*osseg_class_cb)(void *ctx, size_t cls, const char *name,
 
 /* Ground truth for Dice, per class index of the pipeline: canonical runs
  * (sorted, non-overlapping, as osseg_rle_parse gives) of a mask of the
- * image's size. A produced class without runs (nruns 0) is an empty mask. */
+ * image's size. Only produced classes with has[c] set are scored (as
+ * `osseg dice` scores only the rows its ground truth has); nruns 0 is an
+ * empty mask. */
 struct osseg_ground_truth {
+  unsigned char has[OSSEG_MAX_CLASSES];
   const struct osseg_run *runs[OSSEG_MAX_CLASSES];
   size_t nruns[OSSEG_MAX_CLASSES];
 };
 
-/* Dice per produced class, (2|A∩B| + 1e-4) / (|A| + |B| + 1e-4), and their
+/* Dice per scored class, (2|A∩B| + 1e-4) / (|A| + |B| + 1e-4), and their
  * mean: the same numbers `osseg dice` computes from the two CSVs. */
 struct osseg_dice_report {
-  size_t n;                         /* produced classes */
+  size_t n;                         /* scored classes */
   size_t cls[OSSEG_MAX_CLASSES];    /* their class indices */
   double dice[OSSEG_MAX_CLASSES];
   double mean;

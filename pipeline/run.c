@@ -79,7 +79,7 @@ static int class_mask(const struct osseg_pipeline *p, struct osseg_workspace *ws
 static int check_gt(const struct osseg_pipeline *p, const struct osseg_ground_truth *gt,
                     uint64_t npixels, struct osseg_diag *diag) {
   for (size_t c = 0; c < p->nclasses; c++) {
-    if (!p->selected[c] || gt->nruns[c] == 0) continue;
+    if (!p->selected[c] || !gt->has[c] || gt->nruns[c] == 0) continue;
     if (!gt->runs[c])
       return osseg__fail(diag, OSSEG_EINVAL, "ground truth of class %s has no runs",
                          osseg_pipeline_class_name(p, c));
@@ -126,7 +126,7 @@ static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *w
     if (rc)
       return osseg__fail(diag, rc, "post-processing class %s failed: %s", name,
                          osseg_strerror(rc));
-    if (rq->gt) {
+    if (rq->gt && rq->gt->has[c]) {
       double d = osseg_dice_runs(ws->runs.v, ws->runs.n, rq->gt->runs[c], rq->gt->nruns[c]);
       dice.cls[dice.n] = c;
       dice.dice[dice.n++] = d;
