@@ -2,6 +2,7 @@
  * upsample + threshold and voting, checked against a straightforward
  * per-pixel evaluation of the reference pipeline; configuration errors. */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -517,6 +518,301 @@ static void test_allocation_failure_sweep(void **state) {
   osseg_image_free(&img);
 }
 
+/* Two models of different input sizes in one hard vote: the result is the
+ * vote of what each model gives alone. */
+static void test_models_of_different_sizes(void **state) {
+  (void)state;
+  struct osseg_registry *r = new_registry();
+  load_fixture(r, "unetpp_r18_tiny_op13");
+  struct osseg_model_spec big = {
+      .name = "big", .path = test_path("%s/data/models/unetpp_demo.onnx", test_source_dir())};
+  assert_int_equal(osseg_registry_load(r, &big, NULL, NULL), 0);
+  struct osseg_image img = {0};
+  make_image(&img, IMG_H, IMG_W, 7);
+  const char *names[2] = {"unetpp_r18_tiny_op13", "big"};
+  struct collected single[2] = {{.cancel_at = -1}, {.cancel_at = -1}};
+  struct osseg_workspace *ws;
+  assert_int_equal(osseg_workspace_create(&ws, 0), 0);
+  for (int i = 0; i < 2; i++) {
+    struct osseg_pipeline_options o;
+    osseg_pipeline_options_default(&o);
+    o.models[0] = names[i];
+    o.nmodels = 1;
+    struct osseg_pipeline *p;
+    assert_int_equal(osseg_pipeline_create(&p, r, &o, NULL), 0);
+    assert_int_equal(run_collect(p, ws, &img, &single[i], NULL, NULL), 0);
+    osseg_pipeline_free(p);
+  }
+  for (int t = 0; t < 2; t++) {
+    /* T = 0: either model (union); T = 1: both (intersection) */
+    struct osseg_pipeline_options o;
+    osseg_pipeline_options_default(&o);
+    o.models[0] = names[0];
+    o.models[1] = names[1];
+    o.nmodels = 2;
+    o.vote_threshold = t;
+    struct osseg_pipeline *p;
+    assert_int_equal(osseg_pipeline_create(&p, r, &o, NULL), 0);
+    struct collected got = {.cancel_at = -1};
+    assert_int_equal(run_collect(p, ws, &img, &got, NULL, NULL), 0);
+    size_t differ = 0;
+    for (size_t c = 0; c < 29; c++) {
+      struct osseg_bitmask m[2], want;
+      for (int i = 0; i < 2; i++) {
+        assert_int_equal(osseg_bitmask_init(&m[i], IMG_H, IMG_W), 0);
+        assert_int_equal(osseg_bitmask_paint_runs(&m[i], single[i].runs[c].v, single[i].runs[c].n), 0);
+      }
+      assert_int_equal(osseg_bitmask_init(&want, IMG_H, IMG_W), 0);
+      for (size_t w = 0; w < want.nwords; w++)
+        want.bits[w] = t == 0 ? m[0].bits[w] | m[1].bits[w] : m[0].bits[w] & m[1].bits[w];
+      struct osseg_runs ref = {0};
+      assert_int_equal(osseg_bitmask_to_runs(&want, &ref), 0);
+      assert_runs_equal(&got.runs[c], &ref);
+      differ += osseg_runs_area(single[0].runs[c].v, single[0].runs[c].n) !=
+                osseg_runs_area(single[1].runs[c].v, single[1].runs[c].n);
+      osseg_runs_free(&ref);
+      osseg_bitmask_free(&want);
+      for (int i = 0; i < 2; i++) osseg_bitmask_free(&m[i]);
+    }
+    assert_true(differ > 0); /* the two models do disagree somewhere */
+    collected_free(&got);
+    osseg_pipeline_free(p);
+  }
+  for (int i = 0; i < 2; i++) collected_free(&single[i]);
+  osseg_workspace_free(ws);
+  osseg_registry_free(r);
+  osseg_image_free(&img);
+}
+
+/* Dice in the pipeline: against a ground truth that is another model's
+ * prediction, per scored class equal to osseg_dice_runs of the two run
+ * lists (what `osseg dice` computes per row), only for the classes that
+ * have ground truth and are produced, and after the class results. */
+struct dice_seen {
+  struct collected c;
+  struct osseg_dice_report report;
+  int reports;
+  size_t classes_before_report;
+};
+
+static int dice_class_cb(void *vctx, size_t cls, const char *name, const struct osseg_bitmask *mask,
+                         const struct osseg_run *runs, size_t nruns) {
+  struct dice_seen *s = vctx;
+  assert_int_equal(s->reports, 0); /* Dice comes after every class */
+  s->c.next_class = cls;
+  return collect_cb(&s->c, cls, name, mask, runs, nruns);
+}
+
+static int dice_cb(void *vctx, const struct osseg_dice_report *r) {
+  struct dice_seen *s = vctx;
+  s->report = *r;
+  s->reports++;
+  s->classes_before_report = s->c.calls;
+  return 0;
+}
+
+static void test_dice_and_class_subset(void **state) {
+  (void)state;
+  struct osseg_registry *r = new_registry();
+  load_fixture(r, "unetpp_r18_tiny_op13");
+  load_fixture(r, "unet_effb0_tiny_op13");
+  struct osseg_image img = {0};
+  make_image(&img, IMG_H, IMG_W, 8);
+  struct osseg_workspace *ws;
+  assert_int_equal(osseg_workspace_create(&ws, 0), 0);
+
+  /* Ground truth: the second model's masks. */
+  struct osseg_pipeline_options o;
+  osseg_pipeline_options_default(&o);
+  o.models[0] = "unet_effb0_tiny_op13";
+  o.nmodels = 1;
+  struct osseg_pipeline *p;
+  assert_int_equal(osseg_pipeline_create(&p, r, &o, NULL), 0);
+  struct collected truth = {.cancel_at = -1};
+  assert_int_equal(run_collect(p, ws, &img, &truth, NULL, NULL), 0);
+  osseg_pipeline_free(p);
+  struct osseg_ground_truth gt;
+  memset(&gt, 0, sizeof gt);
+  for (size_t c = 0; c < 29; c++)
+    if (c != 3) { /* class 3 has no ground truth: not scored */
+      gt.has[c] = 1;
+      gt.runs[c] = truth.runs[c].v;
+      gt.nruns[c] = truth.runs[c].n;
+    }
+
+  o.models[0] = "unetpp_r18_tiny_op13";
+  const char *wanted[] = {"Ulna", "finger-4", "finger-2", "Radius", "Capitate"};
+  for (size_t i = 0; i < 5; i++) o.classes[i] = wanted[i];
+  o.nclasses = 5;
+  assert_int_equal(osseg_pipeline_create(&p, r, &o, NULL), 0);
+  assert_true(osseg_pipeline_class_selected(p, 28));
+  assert_false(osseg_pipeline_class_selected(p, 0));
+  struct dice_seen seen = {.c = {.cancel_at = -1}};
+  struct osseg_run_request rq = {.on_class = dice_class_cb, .on_dice = dice_cb, .ctx = &seen, .gt = &gt};
+  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, &rq, NULL), 0);
+  assert_int_equal(seen.c.calls, 5);
+  assert_int_equal(seen.reports, 1);
+  assert_int_equal(seen.classes_before_report, 5);
+  /* Produced in class order: finger-2 (1), finger-4 (3), Capitate (21),
+   * Radius (27), Ulna (28); finger-4 has no ground truth. */
+  static const size_t scored[] = {1, 21, 27, 28};
+  assert_int_equal(seen.report.n, 4);
+  double sum = 0;
+  int imperfect = 0;
+  for (size_t i = 0; i < 4; i++) {
+    size_t c = scored[i];
+    assert_int_equal(seen.report.cls[i], c);
+    double want = osseg_dice_runs(seen.c.runs[c].v, seen.c.runs[c].n, truth.runs[c].v,
+                                  truth.runs[c].n);
+    assert_true(seen.report.dice[i] == want);
+    imperfect += want < 1.0;
+    sum += want;
+  }
+  assert_true(imperfect > 0);
+  assert_true(fabs(seen.report.mean - sum / 4) < 1e-15);
+
+  /* Ground truth past the image's end is refused, not scored. */
+  struct osseg_run past = {(uint32_t)(IMG_H * IMG_W) - 2, 5};
+  gt.runs[27] = &past;
+  gt.nruns[27] = 1;
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, &rq, &d), OSSEG_ERANGE);
+  assert_non_null(strstr(d.message, "Radius"));
+
+  collected_free(&seen.c);
+  collected_free(&truth);
+  osseg_pipeline_free(p);
+  osseg_workspace_free(ws);
+  osseg_registry_free(r);
+  osseg_image_free(&img);
+}
+
+/* A set cancel flag or a passed deadline ends the run with its code, and
+ * the workspace gives the right answer on the next run. */
+static void test_cancel_and_deadline(void **state) {
+  (void)state;
+  struct osseg_registry *r = new_registry();
+  load_fixture(r, "unetpp_r18_tiny_op13");
+  load_fixture(r, "unet_effb0_tiny_op13");
+  struct osseg_pipeline_options o;
+  osseg_pipeline_options_default(&o);
+  o.models[0] = "unetpp_r18_tiny_op13";
+  o.models[1] = "unet_effb0_tiny_op13";
+  o.nmodels = 2;
+  struct osseg_pipeline *p;
+  assert_int_equal(osseg_pipeline_create(&p, r, &o, NULL), 0);
+  struct osseg_image img = {0};
+  make_image(&img, 90, 70, 9);
+  struct osseg_workspace *ws;
+  assert_int_equal(osseg_workspace_create(&ws, 0), 0);
+  struct collected ref = {.cancel_at = -1};
+  assert_int_equal(run_collect(p, ws, &img, &ref, NULL, NULL), 0);
+
+  _Atomic int cancel = 1;
+  struct collected got = {.cancel_at = -1};
+  struct osseg_run_request rq = {.on_class = collect_cb, .ctx = &got, .cancel = &cancel};
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, &rq, &d), OSSEG_ECANCELED);
+  assert_int_equal(got.calls, 0);
+  assert_non_null(strstr(d.message, "cancel"));
+  atomic_store(&cancel, 0);
+  rq.deadline_ns = osseg_now_ns() - 1;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, &rq, &d), OSSEG_ETIMEDOUT);
+  assert_int_equal(got.calls, 0);
+  /* A deadline far away does not fire. */
+  rq.deadline_ns = osseg_now_ns() + 60ull * 1000000000ull;
+  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, &rq, NULL), 0);
+  assert_int_equal(got.calls, 29);
+  for (size_t c = 0; c < 29; c++) assert_runs_equal(&got.runs[c], &ref.runs[c]);
+  collected_free(&got);
+  collected_free(&ref);
+  osseg_workspace_free(ws);
+  osseg_pipeline_free(p);
+  osseg_registry_free(r);
+  osseg_image_free(&img);
+}
+
+/* Several threads, each with its own workspace, run images through shared
+ * models (one pipeline shared, and pipelines of their own) at once: every
+ * result equals the one-thread result. */
+#define NTHREADS 3
+#define NIMAGES 4
+struct thread_job {
+  struct osseg_registry *r;
+  const struct osseg_pipeline *shared;
+  const struct osseg_image *imgs;
+  struct collected out[NIMAGES];
+  int rc;
+};
+
+static void *thread_run(void *arg) {
+  struct thread_job *j = arg;
+  struct osseg_workspace *ws;
+  if ((j->rc = osseg_workspace_create(&ws, 0)) != 0) return NULL;
+  struct osseg_pipeline_options o;
+  osseg_pipeline_options_default(&o);
+  o.models[0] = "unetpp_r18_tiny_op13";
+  o.models[1] = "segformer_tiny_op13";
+  o.nmodels = 2;
+  o.vote = OSSEG_VOTE_SOFT;
+  for (int i = 0; i < NIMAGES && j->rc == 0; i++) {
+    /* odd images through a pipeline made by this thread */
+    struct osseg_pipeline *own = NULL;
+    if (i % 2 && (j->rc = osseg_pipeline_create(&own, j->r, &o, NULL)) != 0) break;
+    j->out[i].cancel_at = -1;
+    struct osseg_run_request rq = {.on_class = collect_cb, .ctx = &j->out[i]};
+    j->rc = osseg_pipeline_run_image(own ? own : j->shared, ws, &j->imgs[i], &rq, NULL);
+    osseg_pipeline_free(own);
+  }
+  osseg_workspace_free(ws);
+  return NULL;
+}
+
+static void test_threads_share_models(void **state) {
+  (void)state;
+  struct osseg_registry *r = new_registry();
+  load_fixture(r, "unetpp_r18_tiny_op13");
+  load_fixture(r, "segformer_tiny_op13");
+  struct osseg_pipeline_options o;
+  osseg_pipeline_options_default(&o);
+  o.models[0] = "unetpp_r18_tiny_op13";
+  o.models[1] = "segformer_tiny_op13";
+  o.nmodels = 2;
+  o.vote = OSSEG_VOTE_SOFT;
+  struct osseg_pipeline *shared;
+  assert_int_equal(osseg_pipeline_create(&shared, r, &o, NULL), 0);
+  struct osseg_image imgs[NIMAGES] = {{0}};
+  for (int i = 0; i < NIMAGES; i++) make_image(&imgs[i], 100 + 13 * (uint32_t)i, 120, 20 + (uint64_t)i);
+
+  struct thread_job ref = {r, shared, imgs, {{0}}, 0};
+  thread_run(&ref);
+  assert_int_equal(ref.rc, 0);
+  struct thread_job jobs[NTHREADS];
+  pthread_t th[NTHREADS];
+  for (int t = 0; t < NTHREADS; t++) {
+    jobs[t] = (struct thread_job){r, shared, imgs, {{0}}, 0};
+    assert_int_equal(pthread_create(&th[t], NULL, thread_run, &jobs[t]), 0);
+  }
+  for (int t = 0; t < NTHREADS; t++) {
+    pthread_join(th[t], NULL);
+    assert_int_equal(jobs[t].rc, 0);
+    for (int i = 0; i < NIMAGES; i++) {
+      assert_int_equal(jobs[t].out[i].calls, 29);
+      for (size_t c = 0; c < 29; c++) assert_runs_equal(&jobs[t].out[i].runs[c], &ref.out[i].runs[c]);
+      collected_free(&jobs[t].out[i]);
+    }
+  }
+  for (int i = 0; i < NIMAGES; i++) {
+    collected_free(&ref.out[i]);
+    osseg_image_free(&imgs[i]);
+  }
+  osseg_pipeline_free(shared);
+  osseg_registry_free(r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_single_model_matches_reference),
@@ -525,6 +821,10 @@ int main(void) {
       cmocka_unit_test(test_config_errors),
       cmocka_unit_test(test_metadata_parsers),
       cmocka_unit_test(test_allocation_failure_sweep),
+      cmocka_unit_test(test_models_of_different_sizes),
+      cmocka_unit_test(test_dice_and_class_subset),
+      cmocka_unit_test(test_cancel_and_deadline),
+      cmocka_unit_test(test_threads_share_models),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
