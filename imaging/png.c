@@ -413,6 +413,44 @@ int osseg__png_decode_libpng(const void *data, size_t size,
                          out);
 }
 
+/* ------------------------------------------------------ reusable decode --- */
+
+int osseg_png_decoder_create(struct osseg_png_decoder **out) {
+  if (!out) return OSSEG_EINVAL;
+  *out = osseg__calloc(1, sizeof **out);
+  return *out ? 0 : OSSEG_ENOMEM;
+}
+
+void osseg_png_decoder_free(struct osseg_png_decoder *d) {
+  if (!d) return;
+  osseg__png_decoder_release(d);
+  osseg__free(d);
+}
+
+int osseg_png_decoder_decode_mem(struct osseg_png_decoder *d, const void *data, size_t size,
+                                 const struct osseg_png_limits *lim, struct osseg_image *out,
+                                 struct osseg_diag *diag) {
+  if (!d) {
+    if (out) memset(out, 0, sizeof *out);
+    return OSSEG_EINVAL;
+  }
+  int rc = decode_mem(d, data, size, lim, out, diag);
+  if (rc != 0 && out) memset(out, 0, sizeof *out);
+  return rc;
+}
+
+int osseg_png_decoder_decode_file(struct osseg_png_decoder *d, const char *path,
+                                  const struct osseg_png_limits *lim, struct osseg_image *out,
+                                  struct osseg_diag *diag) {
+  if (!d) {
+    if (out) memset(out, 0, sizeof *out);
+    return OSSEG_EINVAL;
+  }
+  int rc = decode_file(d, path, lim, out, diag);
+  if (rc != 0 && out) memset(out, 0, sizeof *out);
+  return rc;
+}
+
 /* ------------------------------------------------------------- encode --- */
 
 static void on_write(png_structp png, png_bytep data, size_t n) {
