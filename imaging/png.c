@@ -327,6 +327,19 @@ done:
   return rc;
 }
 
+/* Reads up to n bytes; returns how many were read (fewer at end of file or
+ * on an error). */
+static size_t read_full(int fd, uint8_t *buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  return got;
+}
+
 /* Reads path whole into d->file and decodes it. Every error names the path
  * once, here: the layers below never see it. */
 static int decode_file(struct osseg_png_decoder *d, const char *path,
@@ -351,25 +364,37 @@ static int decode_file(struct osseg_png_decoder *d, const char *path,
     return osseg__fail(diag, OSSEG_ELIMIT, "%s: %lld bytes, above the limit of %llu", path,
                        (long long)st.st_size, (unsigned long long)lim.max_bytes);
   }
+  /* The signature and IHDR are read and checked first, so that a header
+   * above the limits is refused before the file buffer is allocated. */
   size_t size = (size_t)st.st_size;
-  if (osseg__png_reserve(&d->file, size)) {
-    close(fd);
-    return osseg__fail(diag, OSSEG_ENOMEM, "%s: out of memory for %zu bytes", path, size);
-  }
-  uint8_t *buf = d->file.p;
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = read(fd, buf + got, size - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += (size_t)n;
-  }
-  close(fd);
-  if (got != size) return osseg__fail(diag, OSSEG_EIO, "%s: short read", path);
+  uint8_t head[33];
+  size_t head_len = size < sizeof head ? size : sizeof head;
   struct osseg_diag local;
   osseg_diag_clear(&local);
-  int rc = decode_mem(d, buf, size, &lim, out, &local);
+  int rc = 0;
+  if (read_full(fd, head, head_len) != head_len) {
+    rc = osseg__fail(&local, OSSEG_EIO, "short read");
+    goto out;
+  }
+  rc = precheck(head, head_len, &lim, &local);
+  if (rc < 0) goto out;
+  if (osseg__png_reserve(&d->file, size)) {
+    rc = osseg__fail(&local, OSSEG_ENOMEM, "out of memory for %zu bytes", size);
+    goto out;
+  }
+  uint8_t *buf = d->file.p;
+  memcpy(buf, head, head_len);
+  if (read_full(fd, buf + head_len, size - head_len) != size - head_len) {
+    rc = osseg__fail(&local, OSSEG_EIO, "short read");
+    goto out;
+  }
+  close(fd);
+  fd = -1;
+  rc = decode_mem(d, buf, size, &lim, out, &local);
+out:
+  if (fd >= 0) close(fd);
   if (rc < 0) {
+    /* Messages from here and from below carry no path: name it once. */
     if (local.message[0])
       osseg__fail(diag, rc, "%s: %s", path, local.message);
     else
