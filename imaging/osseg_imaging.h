@@ -3,8 +3,8 @@
  * Depends on libpng, the base layer and kernels/ (bitmasks for overlays).
  * All functions are reentrant; an image is owned by whoever initialised it
  * and freed with osseg_image_free, except an image from a reusable PNG
- * decoder, which the decoder owns (osseg_png_decoder_decode_mem). Errors are OSSEG_E* codes with detail in
- * the optional struct osseg_diag.
+ * decoder, which the decoder owns (see osseg_png_decoder_decode_mem).
+ * Errors are OSSEG_E* codes with detail in the optional struct osseg_diag.
  */
 #ifndef OSSEG_IMAGING_H
 #define OSSEG_IMAGING_H
