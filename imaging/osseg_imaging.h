@@ -2,8 +2,9 @@
  *
  * Depends on libpng, the base layer and kernels/ (bitmasks for overlays).
  * All functions are reentrant; an image is owned by whoever initialised it
- * and freed with osseg_image_free. Errors are OSSEG_E* codes with detail in
- * the optional struct osseg_diag.
+ * and freed with osseg_image_free, except an image from a reusable PNG
+ * decoder, which the decoder owns (see osseg_png_decoder_decode_mem).
+ * Errors are OSSEG_E* codes with detail in the optional struct osseg_diag.
  */
 #ifndef OSSEG_IMAGING_H
 #define OSSEG_IMAGING_H
@@ -70,6 +71,46 @@ int osseg_png_decode_file(const char *path, const struct osseg_png_limits *lim,
 int osseg_png_decode_mem(const void *data, size_t size,
                          const struct osseg_png_limits *lim,
                          struct osseg_image *out, struct osseg_diag *diag);
+
+/* A reusable PNG decoder, for a server that decodes one PNG per request.
+ * It keeps its buffers between calls (the file read by decode_file, the
+ * image data gathered from split IDAT chunks, the pixels, and the inflate
+ * state) and grows one only when a larger file or image arrives (to at least
+ * 1.5 times its old size, since compressed sizes vary); buffers never
+ * shrink: free the decoder to give the memory back.
+ *
+ * Allocation: decoding a plain 8- or 16-bit gray, non-interlaced PNG (the
+ * radiographs) allocates nothing once the decoder has decoded a file and an
+ * image at least as large. Every other layout (palette, RGB, alpha, 1/2/4-bit
+ * gray, interlaced, or a file the fast path leaves to libpng, such as one
+ * with a bad ancillary CRC) is decoded by libpng, which allocates and frees
+ * its own state on every call; the pixels still land in the decoder's
+ * buffer.
+ *
+ * A decoder is not thread-safe: one per thread or worker. */
+struct osseg_png_decoder;
+
+/* *out gets a new empty decoder. OSSEG_EINVAL (NULL out), OSSEG_ENOMEM. */
+int osseg_png_decoder_create(struct osseg_png_decoder **out);
+/* Frees the decoder and its buffers, which ends the last image. NULL is
+ * allowed. */
+void osseg_png_decoder_free(struct osseg_png_decoder *d);
+
+/* Decode like osseg_png_decode_mem / osseg_png_decode_file: the same
+ * conversion rule, limits (checked before anything is allocated), error
+ * codes and messages. The difference is ownership: out->data points into
+ * the decoder. The image is valid until the next decode on d or
+ * osseg_png_decoder_free(d), and must not be passed to osseg_image_free
+ * (copy it to keep it). `data` must not point into d's image. On error *out
+ * is empty; the decoder stays usable (an allocation failure may have freed
+ * a buffer, which is allocated again by the next decode that needs it).
+ * OSSEG_EINVAL for a NULL d or out. */
+int osseg_png_decoder_decode_mem(struct osseg_png_decoder *d, const void *data, size_t size,
+                                 const struct osseg_png_limits *lim, struct osseg_image *out,
+                                 struct osseg_diag *diag);
+int osseg_png_decoder_decode_file(struct osseg_png_decoder *d, const char *path,
+                                  const struct osseg_png_limits *lim, struct osseg_image *out,
+                                  struct osseg_diag *diag);
 
 /* Encodes an 8- or 16-bit gray or RGB image. level is the zlib level 0..9
  * (-1 = libpng's default). The bytes depend only on the image and level.

@@ -9,9 +9,16 @@
  * Limits: the IHDR is parsed by hand before libpng sees the data, so a
  * header that claims absurd dimensions is rejected without allocating; the
  * same limits are also handed to libpng (png_set_user_limits) as a second
- * line of defence. */
+ * line of defence.
+ *
+ * Buffers: every decode runs on a struct osseg_png_decoder
+ * (imaging_internal.h) whose buffers it grows as needed. The reusable
+ * decoder keeps them across calls; the one-shot functions decode with a
+ * zeroed one on the stack, hand its pixel buffer to the caller and free the
+ * rest, so both share one decode path. */
 #include <errno.h>
 #include <fcntl.h>
+#include <libdeflate.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -70,9 +77,6 @@ struct png_ctx {
   const uint8_t *src;
   size_t src_size;
   size_t src_pos;
-  /* decode destination and its row pointers */
-  uint8_t *pixels;
-  png_bytep *rows;
   /* encode destination */
   uint8_t *buf;
   size_t buf_len;
@@ -169,9 +173,49 @@ static void rgb_to_gray(struct osseg_image *img) {
             img->stride);
 }
 
-int osseg_png_decode_mem(const void *data, size_t size,
-                         const struct osseg_png_limits *lim_in,
-                         struct osseg_image *out, struct osseg_diag *diag) {
+/* ------------------------------------------------------ decoder state --- */
+
+int osseg__png_reserve(struct osseg__png_buf *b, size_t need) {
+  if (need == 0) need = 1;
+  if (need <= b->cap) return 0;
+  size_t grown = b->cap + b->cap / 2;
+  if (grown < b->cap || grown < need) grown = need;
+  /* The contents are not needed: free first, so that peak memory is the new
+   * buffer alone, and nothing is copied. */
+  osseg__free(b->p);
+  b->p = osseg__malloc(grown);
+  b->cap = b->p ? grown : 0;
+  return b->p ? 0 : OSSEG_ENOMEM;
+}
+
+void osseg__png_decoder_release(struct osseg_png_decoder *d) {
+  libdeflate_free_decompressor(d->inflater);
+  osseg__free(d->file.p);
+  osseg__free(d->idat.p);
+  osseg__free(d->pixels.p);
+  osseg__free(d->rows.p);
+  memset(d, 0, sizeof *d);
+}
+
+/* Ends a one-shot decode on the stack decoder d: on success the pixel
+ * buffer moves to *out (the caller's, freed with osseg_image_free), and
+ * everything else is freed. */
+static int one_shot_finish(struct osseg_png_decoder *d, int rc, struct osseg_image *out) {
+  if (rc == 0) {
+    d->pixels.p = NULL;
+    d->pixels.cap = 0;
+  } else if (out) {
+    memset(out, 0, sizeof *out);
+  }
+  osseg__png_decoder_release(d);
+  return rc;
+}
+
+/* ------------------------------------------------------------- decode --- */
+
+static int decode_mem(struct osseg_png_decoder *d, const void *data, size_t size,
+                      const struct osseg_png_limits *lim_in, struct osseg_image *out,
+                      struct osseg_diag *diag) {
   struct osseg_png_limits lim;
   if (lim_in)
     lim = *lim_in;
@@ -186,14 +230,14 @@ int osseg_png_decode_mem(const void *data, size_t size,
   if (rc < 0) return rc;
   /* Plain 8/16-bit gray files (the radiographs) take the fast path in
    * png_fast.c; it hands everything else back to libpng. */
-  rc = osseg__png_fast_decode(data, size, &lim, out, diag);
+  rc = osseg__png_fast_decode_into(d, data, size, &lim, out, diag);
   if (rc != OSSEG__PNG_FALLBACK) return rc;
-  return osseg__png_decode_libpng(data, size, &lim, out, diag);
+  return osseg__png_libpng_decode_into(d, data, size, &lim, out, diag);
 }
 
-int osseg__png_decode_libpng(const void *data, size_t size,
-                             const struct osseg_png_limits *lim_in,
-                             struct osseg_image *out, struct osseg_diag *diag) {
+int osseg__png_libpng_decode_into(struct osseg_png_decoder *d, const void *data,
+                                  size_t size, const struct osseg_png_limits *lim_in,
+                                  struct osseg_image *out, struct osseg_diag *diag) {
   struct osseg_png_limits lim;
   if (lim_in)
     lim = *lim_in;
@@ -248,19 +292,23 @@ int osseg__png_decode_libpng(const void *data, size_t size,
                      channels, out_depth);
     goto done;
   }
-  size_t stride = (size_t)w * channels * (out_depth / 8), total;
-  if (png_get_rowbytes(png, info) != stride || osseg__mul_size(stride, h, &total)) {
+  size_t stride = (size_t)w * channels * (out_depth / 8), total, rows_size;
+  if (png_get_rowbytes(png, info) != stride || osseg__mul_size(stride, h, &total) ||
+      osseg__mul_size(h, sizeof(png_bytep), &rows_size)) {
     rc = osseg__fail(diag, OSSEG_EPARSE, "PNG row size is inconsistent");
     goto done;
   }
-  ctx->pixels = osseg__malloc(total ? total : 1);
-  ctx->rows = osseg__malloc((size_t)h * sizeof *ctx->rows);
-  if (!ctx->pixels || !ctx->rows) {
+  /* The pixels and row pointers live in the decoder (d is not changed after
+   * setjmp, and its buffers are reached through it, so a longjmp from
+   * png_read_image leaves them owned and consistent). */
+  if (osseg__png_reserve(&d->pixels, total) || osseg__png_reserve(&d->rows, rows_size)) {
     rc = osseg__fail(diag, OSSEG_ENOMEM, "out of memory for a %ux%u PNG", w, h);
     goto done;
   }
-  for (png_uint_32 y = 0; y < h; y++) ctx->rows[y] = ctx->pixels + (size_t)y * stride;
-  png_read_image(png, ctx->rows);
+  uint8_t *pixels = d->pixels.p;
+  png_bytep *rows = d->rows.p;
+  for (png_uint_32 y = 0; y < h; y++) rows[y] = pixels + (size_t)y * stride;
+  png_read_image(png, rows);
   png_read_end(png, NULL);
 
   out->width = w;
@@ -268,21 +316,35 @@ int osseg__png_decode_libpng(const void *data, size_t size,
   out->channels = channels;
   out->bit_depth = out_depth;
   out->stride = stride;
-  out->data = ctx->pixels;
-  ctx->pixels = NULL;
+  out->data = pixels;
   if (channels == 3) rgb_to_gray(out);
   rc = 0;
 
 done:
   png_destroy_read_struct(&png, &info, NULL);
-  osseg__free(ctx->pixels);
-  osseg__free(ctx->rows);
   osseg__free(ctx);
+  if (rc != 0) memset(out, 0, sizeof *out);
   return rc;
 }
 
-int osseg_png_decode_file(const char *path, const struct osseg_png_limits *lim_in,
-                          struct osseg_image *out, struct osseg_diag *diag) {
+/* Reads up to n bytes; returns how many were read (fewer at end of file or
+ * on an error). */
+static size_t read_full(int fd, uint8_t *buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  return got;
+}
+
+/* Reads path whole into d->file and decodes it. Every error names the path
+ * once, here: the layers below never see it. */
+static int decode_file(struct osseg_png_decoder *d, const char *path,
+                       const struct osseg_png_limits *lim_in, struct osseg_image *out,
+                       struct osseg_diag *diag) {
   struct osseg_png_limits lim;
   if (lim_in)
     lim = *lim_in;
@@ -302,34 +364,115 @@ int osseg_png_decode_file(const char *path, const struct osseg_png_limits *lim_i
     return osseg__fail(diag, OSSEG_ELIMIT, "%s: %lld bytes, above the limit of %llu", path,
                        (long long)st.st_size, (unsigned long long)lim.max_bytes);
   }
+  /* The signature and IHDR are read and checked first, so that a header
+   * above the limits is refused before the file buffer is allocated. */
   size_t size = (size_t)st.st_size;
-  uint8_t *buf = osseg__malloc(size ? size : 1);
-  if (!buf) {
-    close(fd);
-    return OSSEG_ENOMEM;
-  }
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = read(fd, buf + got, size - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += (size_t)n;
-  }
-  close(fd);
-  if (got != size) {
-    osseg__free(buf);
-    return osseg__fail(diag, OSSEG_EIO, "%s: short read", path);
-  }
+  uint8_t head[33];
+  size_t head_len = size < sizeof head ? size : sizeof head;
   struct osseg_diag local;
   osseg_diag_clear(&local);
-  int rc = osseg_png_decode_mem(buf, size, &lim, out, &local);
-  osseg__free(buf);
+  int rc = 0;
+  if (read_full(fd, head, head_len) != head_len) {
+    rc = osseg__fail(&local, OSSEG_EIO, "short read");
+    goto out;
+  }
+  rc = precheck(head, head_len, &lim, &local);
+  if (rc < 0) goto out;
+  if (osseg__png_reserve(&d->file, size)) {
+    rc = osseg__fail(&local, OSSEG_ENOMEM, "out of memory for %zu bytes", size);
+    goto out;
+  }
+  uint8_t *buf = d->file.p;
+  memcpy(buf, head, head_len);
+  if (read_full(fd, buf + head_len, size - head_len) != size - head_len) {
+    rc = osseg__fail(&local, OSSEG_EIO, "short read");
+    goto out;
+  }
+  close(fd);
+  fd = -1;
+  rc = decode_mem(d, buf, size, &lim, out, &local);
+out:
+  if (fd >= 0) close(fd);
   if (rc < 0) {
+    /* Messages from here and from below carry no path: name it once. */
     if (local.message[0])
       osseg__fail(diag, rc, "%s: %s", path, local.message);
     else
       osseg__fail(diag, rc, "%s: %s", path, osseg_strerror(rc));
   }
+  return rc;
+}
+
+/* ---------------------------------------------------- one-shot decode --- */
+
+int osseg_png_decode_mem(const void *data, size_t size, const struct osseg_png_limits *lim,
+                         struct osseg_image *out, struct osseg_diag *diag) {
+  struct osseg_png_decoder d = {0};
+  return one_shot_finish(&d, decode_mem(&d, data, size, lim, out, diag), out);
+}
+
+int osseg_png_decode_file(const char *path, const struct osseg_png_limits *lim,
+                          struct osseg_image *out, struct osseg_diag *diag) {
+  struct osseg_png_decoder d = {0};
+  return one_shot_finish(&d, decode_file(&d, path, lim, out, diag), out);
+}
+
+int osseg__png_fast_decode(const uint8_t *data, size_t size,
+                           const struct osseg_png_limits *lim, struct osseg_image *out,
+                           struct osseg_diag *diag) {
+  struct osseg_png_decoder d = {0};
+  int rc = osseg__png_fast_decode_into(&d, data, size, lim, out, diag);
+  /* OSSEG__PNG_FALLBACK leaves *out untouched, as documented. */
+  if (rc == OSSEG__PNG_FALLBACK) {
+    osseg__png_decoder_release(&d);
+    return rc;
+  }
+  return one_shot_finish(&d, rc, out);
+}
+
+int osseg__png_decode_libpng(const void *data, size_t size,
+                             const struct osseg_png_limits *lim, struct osseg_image *out,
+                             struct osseg_diag *diag) {
+  struct osseg_png_decoder d = {0};
+  return one_shot_finish(&d, osseg__png_libpng_decode_into(&d, data, size, lim, out, diag),
+                         out);
+}
+
+/* ------------------------------------------------------ reusable decode --- */
+
+int osseg_png_decoder_create(struct osseg_png_decoder **out) {
+  if (!out) return OSSEG_EINVAL;
+  *out = osseg__calloc(1, sizeof **out);
+  return *out ? 0 : OSSEG_ENOMEM;
+}
+
+void osseg_png_decoder_free(struct osseg_png_decoder *d) {
+  if (!d) return;
+  osseg__png_decoder_release(d);
+  osseg__free(d);
+}
+
+int osseg_png_decoder_decode_mem(struct osseg_png_decoder *d, const void *data, size_t size,
+                                 const struct osseg_png_limits *lim, struct osseg_image *out,
+                                 struct osseg_diag *diag) {
+  if (!d) {
+    if (out) memset(out, 0, sizeof *out);
+    return OSSEG_EINVAL;
+  }
+  int rc = decode_mem(d, data, size, lim, out, diag);
+  if (rc != 0 && out) memset(out, 0, sizeof *out);
+  return rc;
+}
+
+int osseg_png_decoder_decode_file(struct osseg_png_decoder *d, const char *path,
+                                  const struct osseg_png_limits *lim, struct osseg_image *out,
+                                  struct osseg_diag *diag) {
+  if (!d) {
+    if (out) memset(out, 0, sizeof *out);
+    return OSSEG_EINVAL;
+  }
+  int rc = decode_file(d, path, lim, out, diag);
+  if (rc != 0 && out) memset(out, 0, sizeof *out);
   return rc;
 }
 

@@ -168,8 +168,9 @@ static int host_is_little_endian(void) {
   return *(const uint8_t *)&one == 1;
 }
 
-int osseg__png_fast_decode(const uint8_t *d, size_t size, const struct osseg_png_limits *lim,
-                           struct osseg_image *out, struct osseg_diag *diag) {
+int osseg__png_fast_decode_into(struct osseg_png_decoder *dec, const uint8_t *d,
+                                size_t size, const struct osseg_png_limits *lim,
+                                struct osseg_image *out, struct osseg_diag *diag) {
   static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   /* Signature, IHDR header and body, IHDR CRC. */
   if (!d || size < 33 || memcmp(d, sig, 8) != 0 || be32(d + 8) != 13 ||
@@ -233,16 +234,14 @@ int osseg__png_fast_decode(const uint8_t *d, size_t size, const struct osseg_png
                        "corrupt PNG: %zu bytes of image data cannot hold a %ux%u image",
                        idat_bytes, w, h);
 
-  int rc = 0;
-  uint8_t *gathered = NULL, *pix = NULL;
-  struct libdeflate_decompressor *dec = NULL;
+  /* Every buffer comes from dec and stays there, so the error paths below
+   * have nothing to free, and a decoder that already holds buffers this
+   * large allocates nothing. */
   const uint8_t *zin = d + idat_first + 8;
   if (idat_count > 1) {
-    gathered = osseg__malloc(idat_bytes ? idat_bytes : 1);
-    if (!gathered) {
-      rc = osseg__fail(diag, OSSEG_ENOMEM, "out of memory for a %ux%u PNG", w, h);
-      goto done;
-    }
+    if (osseg__png_reserve(&dec->idat, idat_bytes))
+      return osseg__fail(diag, OSSEG_ENOMEM, "out of memory for a %ux%u PNG", w, h);
+    uint8_t *gathered = dec->idat.p;
     size_t p = idat_first, o = 0;
     for (size_t i = 0; i < idat_count; i++) {
       uint32_t len = be32(d + p);
@@ -256,36 +255,29 @@ int osseg__png_fast_decode(const uint8_t *d, size_t size, const struct osseg_png
    * the rows are then unfiltered forward in place, to stride = rowbytes.
    * One more row at the end is scratch for avg_pair_bpp1. */
   size_t alloc;
-  if (osseg__add_size(need, rowbytes, &alloc)) {
-    rc = OSSEG__PNG_FALLBACK;
-    goto done;
-  }
-  pix = osseg__malloc(alloc);
-  dec = libdeflate_alloc_decompressor();
-  if (!pix || !dec) {
-    rc = osseg__fail(diag, OSSEG_ENOMEM, "out of memory for a %ux%u PNG", w, h);
-    goto done;
-  }
+  if (osseg__add_size(need, rowbytes, &alloc)) return OSSEG__PNG_FALLBACK;
+  if (osseg__png_reserve(&dec->pixels, alloc))
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory for a %ux%u PNG", w, h);
+  /* libdeflate 1.14 allocates with malloc (its allocator hook is global),
+   * so this one allocation is not seen by osseg__malloc's counters; it is
+   * made once per decoder. */
+  if (!dec->inflater && !(dec->inflater = libdeflate_alloc_decompressor()))
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory for a %ux%u PNG", w, h);
+  uint8_t *pix = dec->pixels.p;
   /* With no actual-size pointer libdeflate insists on exactly `need` bytes
    * and verifies the zlib header and the Adler-32. */
-  enum libdeflate_result zr = libdeflate_zlib_decompress(dec, zin, idat_bytes, pix, need, NULL);
-  if (zr == LIBDEFLATE_SHORT_OUTPUT) {
-    rc = osseg__fail(diag, OSSEG_EPARSE,
-                     "corrupt PNG: not enough image data for a %ux%u image", w, h);
-    goto done;
-  }
-  if (zr == LIBDEFLATE_INSUFFICIENT_SPACE) {
-    /* More data than the image needs: libpng ignores the excess with a
-     * warning, so leave the file to it. */
-    rc = OSSEG__PNG_FALLBACK;
-    goto done;
-  }
-  if (zr != LIBDEFLATE_SUCCESS) {
-    rc = osseg__fail(diag, OSSEG_EPARSE,
-                     "corrupt PNG: image data is not a valid zlib stream (bad header, "
-                     "DEFLATE data or Adler-32)");
-    goto done;
-  }
+  enum libdeflate_result zr =
+      libdeflate_zlib_decompress(dec->inflater, zin, idat_bytes, pix, need, NULL);
+  if (zr == LIBDEFLATE_SHORT_OUTPUT)
+    return osseg__fail(diag, OSSEG_EPARSE,
+                       "corrupt PNG: not enough image data for a %ux%u image", w, h);
+  /* More data than the image needs: libpng ignores the excess with a
+   * warning, so leave the file to it. */
+  if (zr == LIBDEFLATE_INSUFFICIENT_SPACE) return OSSEG__PNG_FALLBACK;
+  if (zr != LIBDEFLATE_SUCCESS)
+    return osseg__fail(diag, OSSEG_EPARSE,
+                       "corrupt PNG: image data is not a valid zlib stream (bad header, "
+                       "DEFLATE data or Adler-32)");
 
   int swap = depth == 16 && host_is_little_endian();
   for (uint32_t y = 0; y < h; y++) {
@@ -302,11 +294,9 @@ int osseg__png_fast_decode(const uint8_t *d, size_t size, const struct osseg_png
     }
     int bad = depth == 8 ? unfilter_row_bpp1(dst, src + 1, prior, rowbytes, ft)
                          : unfilter_row_bpp2(dst, src + 1, prior, rowbytes, ft);
-    if (bad) {
-      rc = osseg__fail(diag, OSSEG_EPARSE, "corrupt PNG: invalid filter type %u in row %u",
-                       ft, y);
-      goto done;
-    }
+    if (bad)
+      return osseg__fail(diag, OSSEG_EPARSE, "corrupt PNG: invalid filter type %u in row %u",
+                         ft, y);
     /* The previous row served as `prior` in the file's big-endian order;
      * now it can take the host's. */
     if (swap && y) swap16_row(dst - rowbytes, rowbytes);
@@ -320,11 +310,5 @@ int osseg__png_fast_decode(const uint8_t *d, size_t size, const struct osseg_png
   out->bit_depth = depth;
   out->stride = rowbytes;
   out->data = pix;
-  pix = NULL;
-
-done:
-  if (dec) libdeflate_free_decompressor(dec);
-  osseg__free(gathered);
-  osseg__free(pix);
-  return rc;
+  return 0;
 }
