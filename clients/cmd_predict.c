@@ -565,7 +565,7 @@ int osseg_cmd_predict(int argc, char **argv) {
   if (classes_file && !(classes = read_classes(classes_file))) goto done;
   /* Models are registered as "1", "2", ... so that one file given twice,
    * or two files of the same name, stay apart; messages name the files. */
-  char names[OSSEG_MAX_MODELS][8];
+  char names[OSSEG_MAX_MODELS][24];
   for (size_t i = 0; i < cfg.nmodels; i++) {
     snprintf(names[i], sizeof names[i], "%zu", i + 1);
     specs[i].name = cfg.models[i] = names[i];

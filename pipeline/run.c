@@ -156,22 +156,36 @@ int osseg_pipeline_run_image(const struct osseg_pipeline *p, struct osseg_worksp
   return run_decoded(p, ws, img, rq, 0.0, diag);
 }
 
+/* Decodes into the workspace's decoder (made on first use), which keeps
+ * its buffers: after the first image of a size, decoding a plain gray PNG
+ * allocates nothing. */
+static int decode(const struct osseg_pipeline *p, struct osseg_workspace *ws, const void *png,
+                  size_t png_size, const char *path, double *ms, struct osseg_diag *diag) {
+  memset(&ws->image, 0, sizeof ws->image);
+  if (!ws->decoder) {
+    int rc = osseg_png_decoder_create(&ws->decoder);
+    if (rc) return osseg__fail(diag, rc, "no memory for a PNG decoder");
+  }
+  uint64_t t0 = osseg_now_ns();
+  int rc = path ? osseg_png_decoder_decode_file(ws->decoder, path, &p->png, &ws->image, diag)
+                : osseg_png_decoder_decode_mem(ws->decoder, png, png_size, &p->png, &ws->image,
+                                               diag);
+  *ms = ms_since(t0);
+  return rc;
+}
+
 int osseg_pipeline_run_png(const struct osseg_pipeline *p, struct osseg_workspace *ws,
                            const void *png, size_t png_size, const struct osseg_run_request *rq,
                            struct osseg_diag *diag) {
-  osseg_image_free(&ws->image);
-  uint64_t t0 = osseg_now_ns();
-  int rc = osseg_png_decode_mem(png, png_size, &p->png, &ws->image, diag);
-  if (rc) return rc;
-  return run_decoded(p, ws, &ws->image, rq, ms_since(t0), diag);
+  double ms;
+  int rc = decode(p, ws, png, png_size, NULL, &ms, diag);
+  return rc ? rc : run_decoded(p, ws, &ws->image, rq, ms, diag);
 }
 
 int osseg_pipeline_run_file(const struct osseg_pipeline *p, struct osseg_workspace *ws,
                             const char *path, const struct osseg_run_request *rq,
                             struct osseg_diag *diag) {
-  osseg_image_free(&ws->image);
-  uint64_t t0 = osseg_now_ns();
-  int rc = osseg_png_decode_file(path, &p->png, &ws->image, diag);
-  if (rc) return rc;
-  return run_decoded(p, ws, &ws->image, rq, ms_since(t0), diag);
+  double ms;
+  int rc = decode(p, ws, NULL, 0, path, &ms, diag);
+  return rc ? rc : run_decoded(p, ws, &ws->image, rq, ms, diag);
 }

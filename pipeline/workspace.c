@@ -22,7 +22,7 @@ void osseg_workspace_free(struct osseg_workspace *ws) {
   }
   for (size_t i = 0; i < OSSEG_MAX_MODELS + 1; i++) osseg__free(ws->masks[i].mask.bits);
   osseg_runs_free(&ws->runs);
-  osseg_image_free(&ws->image);
+  osseg_png_decoder_free(ws->decoder);
   osseg__free(ws);
 }
 

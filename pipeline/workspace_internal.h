@@ -30,7 +30,8 @@ struct osseg_workspace {
    * model) the result. */
   struct osseg__mask_slot masks[OSSEG_MAX_MODELS + 1];
   struct osseg_runs runs;  /* reserved for the worst case of the image */
-  struct osseg_image image; /* last decoded image */
+  struct osseg_png_decoder *decoder; /* made on the first PNG */
+  struct osseg_image image;          /* last decoded image: the decoder's */
 };
 
 /* Makes the workspace fit pipeline p and an image of height x width:

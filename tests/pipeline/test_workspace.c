@@ -183,6 +183,15 @@ static void test_no_allocation_after_warm_up(void **state) {
     assert_true(n <= 2 * osseg_pipeline_model_count(ps[k]));
     assert_int_equal(run(ps[k], ws, &smaller, NULL, NULL), 0);
     assert_int_equal(osseg__alloc_fail_at(0), 0);
+    /* From PNG bytes: the workspace's decoder keeps its buffers too. */
+    uint8_t *png;
+    size_t png_size;
+    assert_int_equal(osseg_png_encode_mem(&img2, 6, &png, &png_size, NULL), 0);
+    assert_int_equal(osseg_pipeline_run_png(ps[k], ws, png, png_size, NULL, NULL), 0);
+    osseg__alloc_fail_at(0);
+    assert_int_equal(osseg_pipeline_run_png(ps[k], ws, png, png_size, NULL, NULL), 0);
+    assert_int_equal(osseg__alloc_fail_at(0), 0);
+    osseg__free(png);
     osseg_workspace_free(ws);
   }
   for (int k = 0; k < 3; k++) osseg_pipeline_free(ps[k]);
