@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -209,7 +210,18 @@ static void test_char_device_written_through(void **state) {
   struct stat st;
   assert_int_equal(lstat(link, &st), 0);
   assert_true(S_ISLNK(st.st_mode));
-  assert_int_equal(count_entries(dir), 2);
+
+  /* A write error on a device (1, 7 is /dev/full) names the path and why. */
+  char full[4096], want[4200];
+  snprintf(full, sizeof full, "%s/full", dir);
+  assert_int_equal(mknod(full, S_IFCHR | 0666, makedev(1, 7)), 0);
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_output_write_file(full, "x", 1, &d), OSSEG_EIO);
+  snprintf(want, sizeof want, "%s: write failed: %s", full, strerror(ENOSPC));
+  assert_string_equal(d.message, want);
+  assert_int_equal(lstat(full, &st), 0);
+  assert_true(S_ISCHR(st.st_mode));
+  assert_int_equal(count_entries(dir), 3);
   remove_dir(dir);
 }
 
