@@ -1,4 +1,5 @@
-/* osseg base layer: error codes, diagnostics, checked allocation.
+/* osseg base layer: error codes, diagnostics, checked allocation, logging,
+ * writing output files.
  *
  * Every other layer depends on this one and on libc only through it. The
  * rules it encodes:
@@ -15,6 +16,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -141,6 +143,57 @@ void osseg__log(const struct osseg_log *log, enum osseg_log_level level, const c
 static inline int osseg__log_on(const struct osseg_log *log, enum osseg_log_level level) {
   return log && log->fn && level <= log->max_level;
 }
+
+/* Writing an output file (output_file.c). Every file the project writes
+ * goes through this, so that:
+ *   - a regular file, or a path where nothing exists yet, is replaced
+ *     atomically: the bytes go to a temporary file with an unpredictable
+ *     name in the same folder (created with O_CREAT|O_EXCL|O_NOFOLLOW, so a
+ *     planted symlink is never followed), fsync'ed and renamed over the
+ *     destination on commit. Readers see the old file or the complete new
+ *     one. A replaced file keeps its mode (and, for root, its owner); a new
+ *     one gets 0666 less the umask.
+ *   - a symlink is followed and its target decides; the link stays a link
+ *     and the file it points at gets the new contents (a dangling link
+ *     creates its target).
+ *   - a character or block device, FIFO or socket is opened O_WRONLY and
+ *     written through, never replaced (`-o /dev/null` keeps /dev/null).
+ *     Opening a FIFO waits for a reader, as a shell redirection does.
+ *   - a folder is an OSSEG_EINVAL error "PATH: is a directory".
+ * Errors name the path as given. A struct osseg_output is used by one
+ * thread; it owns the descriptor and the strings until commit or abort. */
+struct osseg_output {
+  int fd;        /* write here (or through osseg_output_stream, not both) */
+  int atomic;    /* 1: fd is the temporary file, renamed over target on commit */
+  FILE *stream;  /* set by osseg_output_stream */
+  char *path;    /* as given, for messages */
+  char *target;  /* path with symlinks at its end followed */
+  char *tmp;     /* the temporary file while there is one */
+};
+/* Opens path for writing as above. On failure o is left released (abort is
+ * a no-op on it). */
+int osseg_output_open(struct osseg_output *o, const char *path, struct osseg_diag *diag);
+/* Writes all of data (retrying short writes); "PATH: write failed: ...". */
+int osseg_output_write(struct osseg_output *o, const void *data, size_t size,
+                       struct osseg_diag *diag);
+/* A stdio stream on the output, for formatted writing; created on the first
+ * call and owned by o (do not fclose it). Do not mix with osseg_output_write. */
+int osseg_output_stream(struct osseg_output *o, FILE **f, struct osseg_diag *diag);
+/* Flushes, fsyncs (atomic case), closes and renames onto the destination.
+ * Always releases o; on failure the temporary file is removed and the
+ * destination is untouched. */
+int osseg_output_commit(struct osseg_output *o, struct osseg_diag *diag);
+/* Gives up: closes, removes the temporary file, releases o. A no-op on a
+ * zeroed o or one already released by open, commit or abort. */
+void osseg_output_abort(struct osseg_output *o);
+/* open + write + commit of one buffer. */
+int osseg_output_write_file(const char *path, const void *data, size_t size,
+                            struct osseg_diag *diag);
+/* Test hook: while fn is set, the temporary name's random part for the
+ * given attempt (0, 1, ... on EEXIST) is fn(ctx, attempt) instead, so a
+ * test can plant files at the names that will be tried. NULL restores
+ * random names. Not thread-safe; tests call it between runs. */
+void osseg__output_name_hook(const char *(*fn)(void *ctx, unsigned attempt), void *ctx);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "osseg_base.h"
+
 #define NCLASSES 29
 #define MAX_MODELS 16
 
@@ -184,9 +186,10 @@ static void append_rle(struct text *t, const struct bone *b, const struct model_
 static void write_file(const char *dir, const char *name, const struct text *t) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "wb");
-  if (!f || fwrite(t->p, 1, t->len, f) != t->len || fclose(f) != 0) {
-    fprintf(stderr, "gen_predictions: cannot write %s\n", path);
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  if (osseg_output_write_file(path, t->p, t->len, &diag) != 0) {
+    fprintf(stderr, "gen_predictions: %s\n", diag.message);
     exit(1);
   }
 }

@@ -10,8 +10,9 @@
  * Speed: the CSVs are mapped and indexed one file per thread; the rows of
  * the first one are cut into chunks that the threads parse, vote and format
  * into chunk buffers with reused run lists (no allocation per row), written
- * in row order as they complete (see CHUNKS_PER_THREAD) to a temporary file
- * that is renamed onto OUT.csv only when everything succeeded.
+ * in row order as they complete (see CHUNKS_PER_THREAD) through the CSV
+ * writer: a regular OUT.csv is replaced (from a temporary file) only when
+ * everything succeeded; a device, FIFO or symlink is written through.
  *
  * Reporting: a row missing from another file is counted (one warning per
  * file); an empty rle is the format's empty mask and is not reported. */
@@ -40,8 +41,8 @@ static const char usage_text[] =
     "For each row of A.csv, in A's order, the masks of that (image, class) in\n"
     "all K files are summed and the pixels voted by more than T files are kept.\n"
     "\n"
-    "  -o, --output OUT.csv  where to write the ensemble (written to a temporary\n"
-    "                        file beside it, renamed when complete)\n"
+    "  -o, --output OUT.csv  where to write the ensemble (a file is replaced only\n"
+    "                        when complete; a device or FIFO is written to)\n"
     "  -t, --threshold T     keep pixels whose vote count is > T; T >= 0, may be\n"
     "                        fractional. Default floor(K/2): a strict majority\n"
     "                        (2 of 3, 3 of 4, both of 2)\n"

@@ -1,19 +1,17 @@
 /* osseg rle: between prediction CSV rows and PNG masks.
  *
  *   decode: one (image, class) row of a CSV -> an 8-bit gray PNG, 255 inside
- *           the mask and 0 outside (written to a temporary file beside the
- *           destination and renamed, like every output of the tool);
+ *           the mask and 0 outside (written through osseg_output like every
+ *           output of the tool: a file is replaced atomically, a device,
+ *           FIFO or symlink written through);
  *   encode: the non-zero pixels of a PNG (8- or 16-bit, any colour type
  *           imaging/ reads) -> the competition RLE text, or a CSV row.
  * Runs come from kernels/ (osseg_rle_parse / osseg_rle_format), so the text
  * is exactly what `osseg ensemble` would write for the same mask. */
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli_util.h"
 #include "commands.h"
@@ -31,48 +29,6 @@ static const char usage_text[] =
     "non-zero pixels of MASK.png; with --image and --class it prints a CSV\n"
     "(header and one row) instead.\n"
     "Exit status: 0 done, 1 bad input, 2 usage error.\n";
-
-/* Writes data to path through a temporary file in the same folder. */
-static int write_atomic(const char *path, const void *data, size_t size) {
-  size_t n = strlen(path) + 64;
-  char *tmp = malloc(n);
-  if (!tmp) {
-    cli_error(CMD, "out of memory");
-    return -1;
-  }
-  const char *slash = strrchr(path, '/');
-  int dirlen = slash ? (int)(slash - path + 1) : 0;
-  snprintf(tmp, n, "%.*s.%s.tmp.%ld", dirlen, path, slash ? slash + 1 : path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  int rc = -1;
-  if (fd < 0) {
-    cli_error(CMD, "%s: cannot create a file in its folder: %s", path, strerror(errno));
-    free(tmp);
-    return -1;
-  }
-  const char *p = data;
-  size_t left = size;
-  while (left > 0) {
-    ssize_t w = write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) break;
-    p += w;
-    left -= (size_t)w;
-  }
-  if (left == 0 && close(fd) == 0) {
-    fd = -1;
-    if (rename(tmp, path) == 0)
-      rc = 0;
-    else
-      cli_error(CMD, "%s: cannot replace: %s", path, strerror(errno));
-  } else {
-    cli_error(CMD, "%s: write failed: %s", path, strerror(errno));
-  }
-  if (fd >= 0) close(fd);
-  if (rc != 0) unlink(tmp);
-  free(tmp);
-  return rc;
-}
 
 static int parse_size(int argc, char **argv, int allow_size, uint32_t *height, uint32_t *width,
                       const char **out, const char **image, const char **cls) {
@@ -141,8 +97,6 @@ static int cmd_decode(int argc, char **argv) {
   int status = CLI_FAILED;
   struct osseg_runs runs = {0};
   struct osseg_image img = {0};
-  uint8_t *png = NULL;
-  size_t png_size = 0;
   const struct osseg_csv_row *row = NULL;
   for (size_t r = 0; r < csv.nrows && !row; r++) {
     const struct osseg_csv_row *x = &csv.rows[r];
@@ -168,13 +122,12 @@ static int cmd_decode(int argc, char **argv) {
   }
   /* Rows are not padded (stride = width), so a run is one memset. */
   for (size_t i = 0; i < runs.n; i++) memset(img.data + runs.v[i].start, 255, runs.v[i].len);
-  if (osseg_png_encode_mem(&img, 6, &png, &png_size, &diag) != 0) {
-    cli_error(CMD, "%s: %s", out, diag.message);
+  if (osseg_png_encode_file(out, &img, 6, &diag) != 0) {
+    cli_error(CMD, "%s", diag.message);
     goto out;
   }
-  if (write_atomic(out, png, png_size) == 0) status = CLI_OK;
+  status = CLI_OK;
 out:
-  osseg__free(png);
   osseg_image_free(&img);
   osseg_runs_free(&runs);
   osseg_csv_close(&csv);

@@ -127,8 +127,15 @@ int npy_write(const char *path, const float *data, const int64_t *dims, int rank
   int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }", sh);
   size_t total = 10 + (size_t)n + 1;
   size_t pad = (64 - total % 64) % 64;
-  FILE *fp = fopen(path, "wb");
-  if (!fp) return osseg__fail(diag, OSSEG_EIO, "%s: %s", path, strerror(errno));
+  struct osseg_output out;
+  FILE *fp;
+  int rc = osseg_output_open(&out, path, diag);
+  if (rc) return rc;
+  rc = osseg_output_stream(&out, &fp, diag);
+  if (rc) {
+    osseg_output_abort(&out);
+    return rc;
+  }
   unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
   size_t hl = (size_t)n + pad + 1;
   pre[8] = (unsigned char)(hl & 0xff);
@@ -137,7 +144,10 @@ int npy_write(const char *path, const float *data, const int64_t *dims, int rank
   for (size_t i = 0; ok && i < pad; i++) ok = fputc(' ', fp) != EOF;
   ok = ok && fputc('\n', fp) != EOF;
   ok = ok && fwrite(data, sizeof(float), count, fp) == count;
-  if (fclose(fp) != 0) ok = 0;
-  if (!ok) return osseg__fail(diag, OSSEG_EIO, "%s: write failed", path);
-  return 0;
+  if (!ok) {
+    int e = errno;
+    osseg_output_abort(&out);
+    return osseg__fail(diag, OSSEG_EIO, "%s: write failed: %s", path, strerror(e));
+  }
+  return osseg_output_commit(&out, diag);
 }

@@ -114,7 +114,9 @@ int osseg_png_decoder_decode_file(struct osseg_png_decoder *d, const char *path,
 
 /* Encodes an 8- or 16-bit gray or RGB image. level is the zlib level 0..9
  * (-1 = libpng's default). The bytes depend only on the image and level.
- * encode_mem returns a buffer the caller frees with osseg__free. */
+ * encode_mem returns a buffer the caller frees with osseg__free; encode_file
+ * writes it through osseg_output (a regular file is replaced atomically, a
+ * device, FIFO or symlink written through). */
 int osseg_png_encode_file(const char *path, const struct osseg_image *img,
                           int level, struct osseg_diag *diag);
 int osseg_png_encode_mem(const struct osseg_image *img, int level,

@@ -550,17 +550,11 @@ int osseg_png_encode_file(const char *path, const struct osseg_image *img, int l
                           struct osseg_diag *diag) {
   uint8_t *buf;
   size_t size;
-  int rc = osseg_png_encode_mem(img, level, &buf, &size, diag);
-  if (rc < 0) return rc;
-  FILE *f = fopen(path, "wb");
-  if (!f) {
-    osseg__free(buf);
-    return osseg__fail(diag, OSSEG_EIO, "%s: %s", path, strerror(errno));
-  }
-  size_t n = fwrite(buf, 1, size, f);
-  int close_rc = fclose(f);
+  struct osseg_diag why;
+  osseg_diag_clear(&why);
+  int rc = osseg_png_encode_mem(img, level, &buf, &size, &why);
+  if (rc < 0) return osseg__fail(diag, rc, "%s: %s", path, why.message);
+  rc = osseg_output_write_file(path, buf, size, diag);
   osseg__free(buf);
-  if (n != size || close_rc != 0)
-    return osseg__fail(diag, OSSEG_EIO, "%s: write failed", path);
-  return 0;
+  return rc;
 }

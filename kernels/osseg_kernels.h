@@ -316,11 +316,13 @@ void osseg_csv_split(const struct osseg_csv *csv, size_t nparts, size_t *bounds)
 size_t osseg_csv_field_bound(size_t len);
 char *osseg_csv_put_field(char *out, const char *s, size_t len);
 
-/* A buffered CSV writer that quotes fields when they need it. It writes to a
- * temporary file in the destination's folder and renames it over path only
- * in osseg_csv_writer_close, so an interrupted or failed run never leaves a
- * partial file under the final name. open writes the header; rows end in LF.
- * One writer is used by one thread. */
+/* A buffered CSV writer that quotes fields when they need it. The file is
+ * written through osseg_output (osseg_base.h): a regular destination is
+ * replaced only in osseg_csv_writer_close, from a temporary file in its
+ * folder, so an interrupted or failed run never leaves a partial file under
+ * the final name; a device, FIFO or symlink is written through, not
+ * replaced. open writes the header; rows end in LF. One writer is used by
+ * one thread. */
 struct osseg_csv_writer;
 int osseg_csv_writer_open(struct osseg_csv_writer **w, const char *path,
                           struct osseg_diag *diag);
@@ -329,8 +331,9 @@ int osseg_csv_write_row(struct osseg_csv_writer *w, const char *image,
                         const char *rle, size_t rle_len);
 /* Appends bytes that already are complete CSV rows. */
 int osseg_csv_write_raw(struct osseg_csv_writer *w, const char *data, size_t len);
-/* Flushes, closes, renames onto the final path, reports any deferred write
- * error (then the temporary file is removed); frees w. */
+/* Flushes and commits the output (fsync and rename for a regular file),
+ * reports any deferred write error (then the temporary file is removed and
+ * the destination is untouched); frees w. */
 int osseg_csv_writer_close(struct osseg_csv_writer *w, struct osseg_diag *diag);
 /* Gives up: removes the temporary file and frees w. NULL is a no-op. */
 void osseg_csv_writer_abort(struct osseg_csv_writer *w);

@@ -99,6 +99,42 @@ static void test_golden_majority(void **state) {
   assert_int_equal(count_hidden(), 0);
 }
 
+/* -o at a device node writes through it (the node stays, as /dev/null
+ * must); -o at a symlink writes the file it points at and keeps the link. */
+static void test_output_device_and_symlink(void **state) {
+  (void)state;
+  const char *a = put("a.csv", A), *b = put("b.csv", B), *c = put("c.csv", C);
+  char dev[4096], real[4096], link[4096];
+  snprintf(dev, sizeof dev, "%s/null", dir);
+  snprintf(real, sizeof real, "%s/real.csv", dir);
+  snprintf(link, sizeof link, "%s/link.csv", dir);
+  test_mknod_null(dev);
+  assert_int_equal(test_osseg_run(NULL, NULL, "ensemble", "--height", "4", "--width", "4", "-o",
+                                  dev, a, b, c, NULL),
+                   0);
+  assert_true(test_is_null_device(dev));
+  put("real.csv", "old");
+  assert_int_equal(symlink("real.csv", link), 0);
+  assert_int_equal(test_osseg_run(NULL, NULL, "ensemble", "--height", "4", "--width", "4", "-o",
+                                  link, a, b, c, NULL),
+                   0);
+  struct stat st;
+  assert_int_equal(lstat(link, &st), 0);
+  assert_true(S_ISLNK(st.st_mode));
+  char *got = slurp(real);
+  assert_string_equal(got,
+                      "image_name,class,rle\n"
+                      "ID001_img_1.png,finger-1,1 3 11 1\n"
+                      "ID001_img_1.png,finger-2,\n"
+                      "\"a,b\"\"c.png\",finger-1,6 4\n"
+                      "ID001_img_2.png,Radius,16 1\n");
+  free(got);
+  assert_int_equal(count_hidden(), 0);
+  unlink(dev);
+  unlink(link);
+  unlink(real);
+}
+
 static void test_thresholds(void **state) {
   (void)state;
   const char *a = put("a.csv", A), *b = put("b.csv", B), *c = put("c.csv", C);
@@ -407,6 +443,7 @@ int main(void) {
   dir = strdup(test_tmpdir());
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_golden_majority),
+      cmocka_unit_test(test_output_device_and_symlink),
       cmocka_unit_test(test_thresholds),
       cmocka_unit_test(test_usage_errors),
       cmocka_unit_test(test_malformed_inputs),

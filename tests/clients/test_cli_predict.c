@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -164,6 +165,39 @@ static void test_predict_overlays(void **state) {
   osseg_image_free(&img);
 }
 
+/* -o at a device node writes through it (the node stays, as /dev/null
+ * must); -o at a symlink writes the file it points at and keeps the link. */
+static void test_predict_output_device_and_symlink(void **state) {
+  (void)state;
+  const char *img = test_path("%s/imgs/a_2.png", dir);
+  char ref[4096], dev[4096], real[4096], link[4096];
+  snprintf(ref, sizeof ref, "%s/ref.csv", dir);
+  snprintf(dev, sizeof dev, "%s/null", dir);
+  snprintf(real, sizeof real, "%s/real.csv", dir);
+  snprintf(link, sizeof link, "%s/link.csv", dir);
+  test_mknod_null(dev);
+  assert_int_equal(test_osseg_run(NULL, NULL, "predict", "--model", model, "-o", ref, img, NULL), 0);
+  assert_int_equal(test_osseg_run(NULL, NULL, "predict", "--model", model, "-o", dev, img, NULL), 0);
+  assert_true(test_is_null_device(dev));
+  assert_int_equal(test_write_file(real, "old", 3), 0);
+  assert_int_equal(symlink("real.csv", link), 0);
+  assert_int_equal(test_osseg_run(NULL, NULL, "predict", "--model", model, "-o", link, img, NULL),
+                   0);
+  struct stat st;
+  assert_int_equal(lstat(link, &st), 0);
+  assert_true(S_ISLNK(st.st_mode));
+  char *want = test_read_file(ref, NULL), *got = test_read_file(real, NULL);
+  assert_non_null(want);
+  assert_non_null(got);
+  assert_string_equal(got, want);
+  free(want);
+  free(got);
+  unlink(dev);
+  unlink(link);
+  unlink(real);
+  unlink(ref);
+}
+
 static void test_predict_usage_errors(void **state) {
   (void)state;
   char *err;
@@ -210,6 +244,7 @@ int main(void) {
       cmocka_unit_test(test_predict_directory),
       cmocka_unit_test(test_predict_bad_image_among_good),
       cmocka_unit_test(test_predict_overlays),
+      cmocka_unit_test(test_predict_output_device_and_symlink),
       cmocka_unit_test(test_predict_usage_errors),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

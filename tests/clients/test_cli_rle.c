@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -73,6 +74,37 @@ static void test_encode_csv_form(void **state) {
   free(err);
 }
 
+/* -o at a device node writes through it (the node stays, as /dev/null
+ * must); -o at a symlink writes the file it points at and keeps the link. */
+static void test_decode_to_device_and_symlink(void **state) {
+  (void)state;
+  const char *csv = put("in.csv", CSV);
+  char dev[4096], real[4096], link[4096];
+  snprintf(dev, sizeof dev, "%s/null", dir);
+  snprintf(real, sizeof real, "%s/real.png", dir);
+  snprintf(link, sizeof link, "%s/link.png", dir);
+  test_mknod_null(dev);
+  assert_int_equal(test_osseg_run(NULL, NULL, "rle", "decode", "--height", "4", "--width", "4",
+                                  "-o", dev, csv, "img_1.png", "finger-1", NULL),
+                   0);
+  assert_true(test_is_null_device(dev));
+  put("real.png", "old");
+  assert_int_equal(symlink("real.png", link), 0);
+  assert_int_equal(test_osseg_run(NULL, NULL, "rle", "decode", "--height", "4", "--width", "4",
+                                  "-o", link, csv, "img_1.png", "finger-1", NULL),
+                   0);
+  struct stat st;
+  assert_int_equal(lstat(link, &st), 0);
+  assert_true(S_ISLNK(st.st_mode));
+  char *out;
+  assert_int_equal(test_osseg_run(&out, NULL, "rle", "encode", real, NULL), 0);
+  assert_string_equal(out, "2 3 11 2 16 1\n");
+  free(out);
+  unlink(dev);
+  unlink(link);
+  unlink(real);
+}
+
 #define expect_fail(code, msg, ...) test_osseg_expect_fail(code, msg, "rle", __VA_ARGS__)
 
 static void test_errors(void **state) {
@@ -116,6 +148,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip),
       cmocka_unit_test(test_encode_csv_form),
+      cmocka_unit_test(test_decode_to_device_and_symlink),
       cmocka_unit_test(test_errors),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

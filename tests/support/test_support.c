@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -111,6 +112,18 @@ const char *test_tmpdir(void) {
   snprintf(path, sizeof path, "%s/osseg-test-XXXXXX", base ? base : "/tmp");
   if (!mkdtemp(path)) return NULL;
   return path;
+}
+
+void test_mknod_null(const char *path) {
+  if (mknod(path, S_IFCHR | 0666, makedev(1, 3)) == 0) return;
+  if (errno == EPERM) skip();
+  fail_msg("mknod %s: %s", path, strerror(errno));
+}
+
+int test_is_null_device(const char *path) {
+  struct stat st;
+  return lstat(path, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 &&
+         minor(st.st_rdev) == 3;
 }
 
 int test_write_file(const char *path, const void *data, size_t size) {

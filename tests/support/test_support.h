@@ -37,6 +37,14 @@ int test_write_file(const char *path, const void *data, size_t size);
 /* Reads a whole file; *size gets its length; NULL on error. free() it. */
 char *test_read_file(const char *path, size_t *size);
 
+/* Makes path a character device node with the numbers of /dev/null (1, 3),
+ * mode 0666: a stand-in for /dev/null that a test can afford to lose.
+ * Skips the test (cmocka's skip()) where mknod is not permitted (EPERM: not
+ * root or no CAP_MKNOD) and fails it on any other error. */
+void test_mknod_null(const char *path);
+/* Whether path itself (symlinks not followed) is such a device node. */
+int test_is_null_device(const char *path);
+
 /* Runs argv (argv[0] a path) with stdout and stderr captured into malloc'ed
  * NUL-terminated strings (either out pointer may be NULL). Returns the exit
  * status, or 128+signal if it was killed, or -1 if it could not start.

@@ -89,9 +89,16 @@ static size_t format_rle(const struct osseg_runs *runs, char **buf, size_t *cap)
   return len;
 }
 
-static int write_json(const char *path, const struct phantom_scene *sc) {
-  FILE *f = fopen(path, "w");
-  if (!f) return -1;
+static int write_json(const char *path, const struct phantom_scene *sc,
+                      struct osseg_diag *diag) {
+  struct osseg_output out;
+  FILE *f;
+  int rc = osseg_output_open(&out, path, diag);
+  if (rc == 0) rc = osseg_output_stream(&out, &f, diag);
+  if (rc) {
+    osseg_output_abort(&out);
+    return rc;
+  }
   fputs("{\"annotations\":[", f);
   int first = 1;
   for (int c = 0; c < PHANTOM_NCLASSES; c++) {
@@ -104,8 +111,7 @@ static int write_json(const char *path, const struct phantom_scene *sc) {
     first = 0;
   }
   fputs("]}\n", f);
-  int err = ferror(f);
-  return fclose(f) == 0 && !err ? 0 : -1;
+  return osseg_output_commit(&out, diag); /* checks the stream's errors */
 }
 
 int main(int argc, char **argv) {
@@ -169,11 +175,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "osseg-phantom: --out must not be empty\n");
     return 2;
   }
-  char images[4096], labels[4096], csv_path[4096], tmp_path[4096], path[4400];
+  char images[4096], labels[4096], csv_path[4096], path[4400];
   if (snprintf(images, sizeof images, "%s/images", out) >= (int)sizeof images ||
       snprintf(labels, sizeof labels, "%s/labels", out) >= (int)sizeof labels ||
-      snprintf(csv_path, sizeof csv_path, "%s/gt.csv", out) >= (int)sizeof csv_path ||
-      snprintf(tmp_path, sizeof tmp_path, "%s/.gt.csv.tmp", out) >= (int)sizeof tmp_path) {
+      snprintf(csv_path, sizeof csv_path, "%s/gt.csv", out) >= (int)sizeof csv_path) {
     fprintf(stderr, "osseg-phantom: --out path is too long\n");
     return 2;
   }
@@ -183,17 +188,19 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  FILE *csv = fopen(tmp_path, "w");
-  if (!csv) {
-    fprintf(stderr, "osseg-phantom: %s: %s\n", tmp_path, strerror(errno));
+  /* gt.csv appears (or is replaced) only once every image is done. */
+  struct osseg_csv_writer *csv;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  if (osseg_csv_writer_open(&csv, csv_path, &diag) != 0) {
+    fprintf(stderr, "osseg-phantom: %s\n", diag.message);
     return 1;
   }
-  fputs("image_name,class,rle\n", csv);
   struct phantom_scene *sc = malloc(sizeof *sc);
   char *rle = NULL;
   size_t rle_cap = 0;
   struct osseg_runs runs = {0};
-  int status = 0;
+  int status = 0, write_failed = 0;
   if (!sc) {
     fprintf(stderr, "osseg-phantom: out of memory\n");
     status = 1;
@@ -211,7 +218,6 @@ int main(int argc, char **argv) {
       status = 1;
       break;
     }
-    struct osseg_diag diag;
     osseg_diag_clear(&diag);
     snprintf(path, sizeof path, "%s/%s.png", images, name);
     rc = osseg_png_encode_file(path, &img, 3, &diag);
@@ -220,8 +226,8 @@ int main(int argc, char **argv) {
       status = 1;
     }
     snprintf(path, sizeof path, "%s/%s.json", labels, name);
-    if (status == 0 && write_json(path, sc) != 0) {
-      fprintf(stderr, "osseg-phantom: %s: write failed\n", path);
+    if (status == 0 && write_json(path, sc, &diag) != 0) {
+      fprintf(stderr, "osseg-phantom: %s\n", diag.message);
       status = 1;
     }
     for (int c = 0; c < PHANTOM_NCLASSES && status == 0; c++) {
@@ -234,20 +240,29 @@ int main(int argc, char **argv) {
       }
       /* image_name is the image's file name, as in the dataset's
        * submissions and in `osseg predict` output. */
-      fprintf(csv, "%s.png,%s,%s\n", name, phantom_class_names[c], rle);
+      char image_name[80];
+      int ilen = snprintf(image_name, sizeof image_name, "%s.png", name);
+      const char *cls = phantom_class_names[c];
+      rc = osseg_csv_write_row(csv, image_name, (size_t)ilen, cls, strlen(cls), rle, len);
+      if (rc == OSSEG_ENOMEM) fprintf(stderr, "osseg-phantom: out of memory\n");
+      write_failed = rc == OSSEG_EIO; /* osseg_csv_writer_close tells why */
+      if (rc) {
+        status = 1;
+        break;
+      }
     }
     for (int c = 0; c < PHANTOM_NCLASSES; c++) osseg_bitmask_free(&masks[c]);
     osseg_image_free(&img);
   }
-  if (fclose(csv) != 0 && status == 0) {
-    fprintf(stderr, "osseg-phantom: %s: write failed\n", tmp_path);
-    status = 1;
+  if (status == 0 || write_failed) {
+    osseg_diag_clear(&diag);
+    if (osseg_csv_writer_close(csv, &diag) != 0) {
+      fprintf(stderr, "osseg-phantom: %s\n", diag.message);
+      status = 1;
+    }
+  } else {
+    osseg_csv_writer_abort(csv);
   }
-  if (status == 0 && rename(tmp_path, csv_path) != 0) {
-    fprintf(stderr, "osseg-phantom: %s: %s\n", csv_path, strerror(errno));
-    status = 1;
-  }
-  if (status != 0) unlink(tmp_path);
   osseg_runs_free(&runs);
   free(rle);
   free(sc);
