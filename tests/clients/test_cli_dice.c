@@ -70,6 +70,33 @@ static void test_table(void **state) {
   free(err);
 }
 
+/* Trailing blank lines (LF or CRLF, as editors and pandas leave them) are
+ * accepted; a blank line between rows is an error naming file and line. */
+static void test_blank_lines(void **state) {
+  (void)state;
+  char gt_text[512], pred_text[512];
+  snprintf(gt_text, sizeof gt_text, "%s\n\n", GT);
+  snprintf(pred_text, sizeof pred_text, "%s\r\n\r\n", PRED);
+  const char *gt = put("gt.csv", gt_text), *pred = put("pred.csv", pred_text);
+  char *out, *err;
+  int rc = test_osseg_run(&out, &err, "dice", "--json", "--height", "4", "--width", "4", pred, gt,
+                          NULL);
+  if (rc != 0) fail_msg("exit %d, stderr '%s'", rc, err);
+  char expected[1024];
+  snprintf(expected, sizeof expected,
+           "{\"mean\":%.10g,\"per_class\":{\"finger-2\":%.10g,\"finger-1\":%.10g},\"images\":2}\n",
+           (f2() + f1()) / 2, f2(), f1());
+  assert_string_equal(out, expected);
+  free(out);
+  free(err);
+
+  const char *bad = put("bad.csv", "image_name,class,rle\nimg_a.png,finger-1,1 1\n\n\n"
+                                   "img_b.png,finger-1,\n");
+  char msg[1024];
+  snprintf(msg, sizeof msg, "osseg dice: %s:3: blank line\n", bad);
+  test_osseg_expect_fail(1, msg, "dice", bad, gt, NULL);
+}
+
 static void test_json(void **state) {
   (void)state;
   const char *gt = put("gt.csv", GT), *pred = put("pred.csv", PRED);
@@ -154,6 +181,7 @@ int main(void) {
   dir = strdup(test_tmpdir());
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_table),
+      cmocka_unit_test(test_blank_lines),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_errors),
   };
