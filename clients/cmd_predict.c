@@ -15,6 +15,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "csv_index.h"
+#include "csv_input.h"
 #include "osseg_pipeline.h"
 
 static const char *const CMD = "predict";
@@ -317,7 +318,8 @@ static int write_overlay(struct overlay_opts *o, const struct osseg_pipeline *p,
 int osseg_cmd_predict(int argc, char **argv) {
   struct osseg_pipeline_config cfg;
   osseg_pipeline_config_default(&cfg);
-  const char *output = NULL, *classes_file = NULL, *normalize = NULL, *gt_path = NULL;
+  const char *output = NULL, *classes_file = NULL, *normalize = NULL;
+  char *gt_path = NULL;
   struct overlay_opts ov = {0};
   enum osseg_precision precision = OSSEG_PRECISION_FP32;
   uint32_t size = 0, threads = 0;
@@ -502,21 +504,9 @@ int osseg_cmd_predict(int argc, char **argv) {
     goto done;
   }
   if (gt_path) {
-    if (osseg_csv_open(&gt, gt_path, NULL, &diag) != 0) {
-      cli_error(CMD, "%s", diag.message);
-      goto done;
-    }
-    size_t dup, first;
-    int rc = csv_index_build(&gt_index, &gt, &dup, &first);
-    if (rc == OSSEG_EDUPLICATE) {
-      cli_error(CMD, "%s:%u: duplicate (image, class) row; first at line %u", gt_path,
-                gt.rows[dup].line, gt.rows[first].line);
-      goto done;
-    }
-    if (rc) {
-      cli_error(CMD, "%s: %s", gt_path, osseg_strerror(rc));
-      goto done;
-    }
+    /* Parsed and indexed like the inputs of dice and ensemble: the same
+     * errors, duplicates included. */
+    if (csv_input_load_all(CMD, &gt_path, 1, 1, &gt, &gt_index) != 0) goto done;
     ov.gt = &gt;
     ov.gt_index = &gt_index;
   }

@@ -162,6 +162,25 @@ static void test_predict_overlays(void **state) {
   assert_int_equal(img.width, 3 * 100 + 2 * 8);
   assert_int_equal(img.height, 120);
   osseg_image_free(&img);
+
+  /* A ground truth with two rows for one (image, class) is refused as
+   * dice and ensemble refuse it, naming both lines. */
+  const char *dup = test_path("%s/gt_dup.csv", dir);
+  const char dup_text[] =
+      "image_name,class,rle\nb_1.png,Radius,1 500\nb_1.png,Ulna,\nb_1.png,Radius,1 5\n";
+  assert_int_equal(test_write_file(dup, dup_text, sizeof dup_text - 1), 0);
+  char *err;
+  assert_int_equal(test_osseg_run(NULL, &err, "predict", "--model", model, "-o",
+                                  test_path("%s/ov_dup.csv", dir), "--overlay-dir", ovdir, "--gt",
+                                  dup, test_path("%s/imgs/b_1.png", dir), NULL),
+                   1);
+  char expected[8192];
+  snprintf(expected, sizeof expected,
+           "osseg predict: %s:4: duplicate row for image 'b_1.png', class 'Radius' (first at line "
+           "2)\n",
+           dup);
+  assert_string_equal(err, expected);
+  free(err);
 }
 
 static void test_predict_usage_errors(void **state) {
