@@ -203,8 +203,14 @@ static void test_usage_errors(void **state) {
   const char *o = test_path("%s/out.csv", dir);
   unlink(o);
   expect_usage("osseg ensemble: no output file: give -o OUT.csv", a, b, NULL);
-  expect_usage("osseg ensemble: expected 2 to 64 input CSVs, got 1", "-o", o, a, NULL);
-  expect_usage("osseg ensemble: expected 2 to 64 input CSVs, got 0", "-o", o, NULL);
+  expect_usage("osseg ensemble: expected 2 to 8 input CSVs (at most 8 models per ensemble), got 1",
+               "-o", o, a, NULL);
+  expect_usage("osseg ensemble: expected 2 to 8 input CSVs (at most 8 models per ensemble), got 0",
+               "-o", o, NULL);
+  /* The README's limit of 8 models per ensemble (OSSEG_MAX_MODELS, as for
+   * predict --model): 9 CSVs are refused, 8 accepted. */
+  expect_usage("osseg ensemble: expected 2 to 8 input CSVs (at most 8 models per ensemble), got 9",
+               "-o", o, a, a, a, a, a, a, a, a, a, NULL);
   expect_usage("osseg ensemble: --threshold: expected a number >= 0, got '-1'", "-t", "-1", "-o",
                o, a, b, NULL);
   expect_usage("osseg ensemble: --threshold: expected a number >= 0, got 'nan'", "-t", "nan",
@@ -226,9 +232,20 @@ static void test_usage_errors(void **state) {
   assert_false(exists(o));
 
   char *out, *err;
+  assert_int_equal(test_osseg_run(NULL, &err, "ensemble", "--height", "4", "--width", "4", "-o", o,
+                                  a, a, a, a, a, a, a, a, NULL),
+                   0);
+  assert_string_equal(err, "");
+  free(err);
+  char *got = slurp(o);
+  assert_string_equal(got, A); /* 8 identical votes keep every pixel */
+  free(got);
+  unlink(o);
+
   assert_int_equal(test_osseg_run(&out, &err, "ensemble", "--help", NULL), 0);
   assert_non_null(strstr(out, "usage: osseg ensemble"));
   assert_non_null(strstr(out, "--threshold"));
+  assert_non_null(strstr(out, "2 <= K <= 8"));
   assert_string_equal(err, "");
   free(out);
   free(err);
