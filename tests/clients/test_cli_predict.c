@@ -163,6 +163,23 @@ static void test_predict_overlays(void **state) {
   assert_int_equal(img.height, 120);
   osseg_image_free(&img);
 
+  /* A valid very wide image: the automatic shrink (3) is more than its
+   * height, and the panels are one row high rather than an error. */
+  const char *wide = test_path("%s/wide.png", dir);
+  char widepath[4096];
+  snprintf(widepath, sizeof widepath, "%s", wide);
+  write_png(widepath, 2, 3000, 4);
+  char *werr;
+  int wrc = test_osseg_run(NULL, &werr, "predict", "--model", model, "-o",
+                           test_path("%s/wide.csv", dir), "--overlay-dir", ovdir, widepath, NULL);
+  if (wrc != 0) fail_msg("exit %d: %s", wrc, werr);
+  free(werr);
+  assert_int_equal(
+      osseg_png_decode_file(test_path("%s/wide.png.overlay.png", ovdir), NULL, &img, NULL), 0);
+  assert_int_equal(img.width, 2 * 1000 + 8);
+  assert_int_equal(img.height, 1);
+  osseg_image_free(&img);
+
   /* A ground truth with two rows for one (image, class) is refused as
    * dice and ensemble refuse it, naming both lines. */
   const char *dup = test_path("%s/gt_dup.csv", dir);
