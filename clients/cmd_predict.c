@@ -1,9 +1,11 @@
 /* osseg predict: segment PNG images in-process with one or more ONNX models
  * into a submission CSV (image_name,class,rle), optionally with overlays.
  *
- * Each image's rows reach the CSV only once the whole image succeeded, so a
+ * Each image's rows reach the CSV only once its prediction succeeded, so a
  * failed image leaves no partial rows; the other images are still
- * processed and the exit status is 1 at the end. */
+ * processed and the exit status is 1 at the end. An overlay is written
+ * after the image's rows: when it fails, the rows stay (the prediction is
+ * good) and the failure is reported as an overlay failure, also exit 1. */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -527,7 +529,7 @@ int osseg_cmd_predict(int argc, char **argv) {
     goto done;
   }
 
-  size_t failed = 0;
+  size_t failed = 0, overlays_failed = 0;
   ctx.keep_masks = ov.dir != NULL;
   for (size_t i = 0; i < images.n; i++) {
     const char *path = images.paths[i];
@@ -546,10 +548,20 @@ int osseg_cmd_predict(int argc, char **argv) {
     else
       rc = osseg_pipeline_run_file(p, ws, path, on_class, &ctx, &t, &diag);
     if (rc == 0) rc = osseg_csv_write_raw(w, ctx.rows.data, ctx.rows.len);
-    if (rc == 0 && ov.dir) rc = write_overlay(&ov, p, osseg_workspace_image(ws), &ctx, &diag);
     if (rc) {
       failed++;
       cli_error(CMD, "%s: %s", path, diag.message[0] ? diag.message : osseg_strerror(rc));
+    }
+    struct osseg_diag ov_diag;
+    osseg_diag_clear(&ov_diag);
+    int ov_rc = 0;
+    if (rc == 0 && ov.dir) {
+      ov_rc = write_overlay(&ov, p, osseg_workspace_image(ws), &ctx, &ov_diag);
+      if (ov_rc) {
+        overlays_failed++;
+        if (!ov_diag.message[0]) osseg__fail(&ov_diag, ov_rc, "%s", osseg_strerror(ov_rc));
+        cli_error(CMD, "overlay for %s failed: %s", path, ov_diag.message);
+      }
     }
     if (json) {
       line.len = 0;
@@ -560,10 +572,14 @@ int osseg_cmd_predict(int argc, char **argv) {
         snprintf(num, sizeof num,
                  ",\"status\":\"ok\",\"width\":%u,\"height\":%u,\"decode_ms\":%.3f,"
                  "\"preprocess_ms\":%.3f,\"inference_ms\":%.3f,\"postprocess_ms\":%.3f,"
-                 "\"total_ms\":%.3f}\n",
+                 "\"total_ms\":%.3f",
                  img->width, img->height, t.decode_ms, t.preprocess_ms, t.inference_ms,
                  t.postprocess_ms, t.total_ms);
         ok = ok && buf_append(&line, num, strlen(num)) == 0;
+        if (ov_rc)
+          ok = ok && buf_append(&line, ",\"overlay_error\":", 17) == 0 &&
+               buf_json_string(&line, ov_diag.message) == 0;
+        ok = ok && buf_append(&line, "}\n", 2) == 0;
       } else {
         ok = ok && buf_append(&line, ",\"status\":\"error\",\"error\":", 26) == 0 &&
              buf_json_string(&line, diag.message[0] ? diag.message : osseg_strerror(rc)) == 0 &&
@@ -587,7 +603,10 @@ int osseg_cmd_predict(int argc, char **argv) {
   if (failed)
     cli_error(CMD, "%zu of %zu image(s) failed; %s has the rows of the others", failed,
               images.n, output);
-  status = failed ? CLI_FAILED : CLI_OK;
+  if (overlays_failed)
+    cli_error(CMD, "%zu of %zu overlay(s) failed; the rows of those images are in %s",
+              overlays_failed, images.n - failed, output);
+  status = failed || overlays_failed ? CLI_FAILED : CLI_OK;
 
 done:
   osseg_csv_writer_abort(w);

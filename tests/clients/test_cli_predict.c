@@ -200,6 +200,54 @@ static void test_predict_overlays(void **state) {
   free(err);
 }
 
+/* An overlay that cannot be written does not undo a good prediction: the
+ * image's rows stay in the CSV, and the run reports an overlay failure (not
+ * a failed image) and exits 1. */
+static void test_predict_overlay_failure(void **state) {
+  (void)state;
+  char ovdir[4096], csv[4096];
+  snprintf(ovdir, sizeof ovdir, "%s/ovfail", dir);
+  snprintf(csv, sizeof csv, "%s/ovfail.csv", dir);
+  assert_int_equal(mkdir(ovdir, 0777), 0);
+  /* A directory where a_2's overlay file should go. */
+  assert_int_equal(mkdir(test_path("%s/a_2.png.overlay.png", ovdir), 0777), 0);
+  const char *a = test_path("%s/imgs/a_2.png", dir);
+  char apath[4096];
+  snprintf(apath, sizeof apath, "%s", a);
+  char *out, *err;
+  int rc = test_osseg_run(&out, &err, "predict", "--model", model, "-o", csv, "--json",
+                          "--overlay-dir", ovdir, apath, test_path("%s/imgs/b_1.png", dir), NULL);
+  assert_int_equal(rc, 1);
+  char expected[8192];
+  snprintf(expected, sizeof expected, "osseg predict: overlay for %s failed: ", apath);
+  const char *at = strstr(err, expected);
+  if (!at) fail_msg("stderr '%s' lacks '%s'", err, expected);
+  assert_ptr_equal(strchr(at, '\n'), strstr(at, "\nosseg predict: 1 of 2 overlay(s) failed"));
+  snprintf(expected, sizeof expected,
+           "osseg predict: 1 of 2 overlay(s) failed; the rows of those images are in %s\n", csv);
+  assert_non_null(strstr(err, expected));
+  assert_null(strstr(err, "image(s) failed"));
+  /* The prediction itself is reported as good, with the overlay error. */
+  assert_true(strstr(out, "{\"image\":\"a_2.png\",\"status\":\"ok\"") == out);
+  const char *ov_err = strstr(out, "\"overlay_error\":\"");
+  assert_non_null(ov_err);
+  assert_true(ov_err < strchr(out, '\n'));                 /* on a_2's line */
+  assert_null(strstr(strchr(out, '\n'), "overlay_error")); /* b_1 is fine */
+  /* Both images' rows are in the CSV; b_1's overlay was written. */
+  char *text = test_read_file(csv, NULL);
+  assert_non_null(text);
+  assert_int_equal(count_lines(text), 1 + 2 * 29);
+  assert_non_null(strstr(text, "\na_2.png,finger-1,"));
+  assert_non_null(strstr(text, "\nb_1.png,finger-1,"));
+  free(text);
+  struct osseg_image img = {0};
+  assert_int_equal(
+      osseg_png_decode_file(test_path("%s/b_1.png.overlay.png", ovdir), NULL, &img, NULL), 0);
+  osseg_image_free(&img);
+  free(out);
+  free(err);
+}
+
 static void test_predict_usage_errors(void **state) {
   (void)state;
   char *err;
@@ -246,6 +294,7 @@ int main(void) {
       cmocka_unit_test(test_predict_directory),
       cmocka_unit_test(test_predict_bad_image_among_good),
       cmocka_unit_test(test_predict_overlays),
+      cmocka_unit_test(test_predict_overlay_failure),
       cmocka_unit_test(test_predict_usage_errors),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
