@@ -97,6 +97,32 @@ static void test_blank_lines(void **state) {
   test_osseg_expect_fail(1, msg, "dice", bad, gt, NULL);
 }
 
+/* Class names in UTF-8 (from the CSVs) are padded by terminal columns,
+ * not bytes: accented (precomposed and with a combining mark), CJK (two
+ * columns a character) and ASCII names line up. */
+static void test_table_utf8_names(void **state) {
+  (void)state;
+  const char *csv = put("utf8.csv",
+                        "image_name,class,rle\n"
+                        "img.png,Trap\xc3\xa8ze,1 1\n"                  /* 7 columns, 8 bytes */
+                        "img.png,\xe6\x9c\x88\xe7\x8a\xb6\xe9\xaa\xa8,\n" /* 6 columns, 9 bytes */
+                        "img.png,Scapho\x69\xcc\x88\x64\x65,2 2\n"       /* 9 columns, 11 bytes */
+                        "img.png,finger-1,5 1\n");
+  char *out, *err;
+  assert_int_equal(test_osseg_run(&out, &err, "dice", "--height", "4", "--width", "4", csv, csv,
+                                  NULL),
+                   0);
+  assert_string_equal(out,
+                      "class        dice  images\n"
+                      "Trap\xc3\xa8ze    1.0000       1\n"
+                      "\xe6\x9c\x88\xe7\x8a\xb6\xe9\xaa\xa8     1.0000       1\n"
+                      "Scapho\x69\xcc\x88\x64\x65  1.0000       1\n"
+                      "finger-1   1.0000       1\n"
+                      "mean       1.0000       1\n");
+  free(out);
+  free(err);
+}
+
 static void test_json(void **state) {
   (void)state;
   const char *gt = put("gt.csv", GT), *pred = put("pred.csv", PRED);
@@ -182,6 +208,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_table),
       cmocka_unit_test(test_blank_lines),
+      cmocka_unit_test(test_table_utf8_names),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_errors),
   };
