@@ -1,7 +1,9 @@
 /* Tests of `osseg predict`, run as a program on a fixture model: rows per
- * image in class order, image names, the CSV matching the pipeline's masks
- * run twice, JSON timings, overlays, and the error paths (a corrupt image
- * among good ones, duplicate names, bad options). */
+ * image in class order, image names, the CSV's RLE decoded and compared run
+ * for run and pixel for pixel with the masks the pipeline library gives for
+ * the same image and model, determinism, JSON timings, overlays, and the
+ * error paths (a corrupt image among good ones, duplicate names, bad
+ * options, overlay failures). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 #include <cmocka.h>
 
 #include "osseg_imaging.h"
+#include "osseg_pipeline.h"
 #include "test_support.h"
 
 static const char *dir;
@@ -37,6 +40,124 @@ static size_t count_lines(const char *s) {
   size_t n = 0;
   for (; *s; s++) n += *s == '\n';
   return n;
+}
+
+/* ------------------------------------------- CSV against the pipeline --- */
+
+struct compare {
+  const struct osseg_csv *csv;
+  const char *image;  /* image_name of the rows to compare */
+  size_t first_row;   /* the image's rows start here, one per class in order */
+  size_t classes;     /* classes seen */
+  uint64_t set, total; /* foreground and all pixels over the classes */
+  struct osseg_runs runs;
+  struct osseg_bitmask mask;
+  char error[512];
+};
+
+static int compare_fail(struct compare *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int compare_fail(struct compare *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->error, sizeof c->error, fmt, ap);
+  va_end(ap);
+  return OSSEG_ECANCELED;
+}
+
+static int mask_bit(const struct osseg_bitmask *m, uint64_t p) {
+  return (int)((m->bits[p >> 6] >> (p & 63)) & 1);
+}
+
+/* Pipeline callback: the CSV row of (image, class) must be the class-th row
+ * of the image, and its RLE must decode to exactly the pipeline's runs and
+ * mask. */
+static int compare_class(void *vctx, size_t cls, const char *name,
+                         const struct osseg_bitmask *mask, const struct osseg_run *runs,
+                         size_t nruns) {
+  struct compare *c = vctx;
+  size_t r = c->first_row + cls;
+  if (r >= c->csv->nrows) return compare_fail(c, "%s %s: no row %zu", c->image, name, r);
+  const struct osseg_csv_row *row = &c->csv->rows[r];
+  if (row->image_len != strlen(c->image) || memcmp(row->image, c->image, row->image_len) != 0 ||
+      row->cls_len != strlen(name) || memcmp(row->cls, name, row->cls_len) != 0)
+    return compare_fail(c, "line %u is '%.*s,%.*s', expected '%s,%s'", row->line,
+                        (int)row->image_len, row->image, (int)row->cls_len, row->cls, c->image,
+                        name);
+  uint64_t npix = (uint64_t)mask->height * mask->width;
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  c->runs.n = 0;
+  if (osseg_rle_parse(row->rle, row->rle_len, npix, &c->runs, &d) != 0)
+    return compare_fail(c, "line %u: %s", row->line, d.message);
+  /* Run for run. */
+  if (c->runs.n != nruns)
+    return compare_fail(c, "line %u: %zu runs, the pipeline has %zu", row->line, c->runs.n,
+                        nruns);
+  for (size_t i = 0; i < nruns; i++)
+    if (c->runs.v[i].start != runs[i].start || c->runs.v[i].len != runs[i].len)
+      return compare_fail(c, "line %u: run %zu is %u+%u, the pipeline's %u+%u", row->line, i,
+                          c->runs.v[i].start, c->runs.v[i].len, runs[i].start, runs[i].len);
+  /* Pixel for pixel: the decoded row painted into a mask against the
+   * pipeline's own bitmask. */
+  osseg_bitmask_free(&c->mask);
+  if (osseg_bitmask_init(&c->mask, mask->height, mask->width) != 0 ||
+      osseg_bitmask_paint_runs(&c->mask, c->runs.v, c->runs.n) != 0)
+    return compare_fail(c, "out of memory");
+  for (uint64_t p = 0; p < npix; p++) {
+    int want = mask_bit(mask, p);
+    if (mask_bit(&c->mask, p) != want)
+      return compare_fail(c, "line %u: pixel (%llu, %llu) is %d in the CSV, %d in the mask",
+                          row->line, (unsigned long long)(p % mask->width),
+                          (unsigned long long)(p / mask->width), !want, want);
+    c->set += (uint64_t)want;
+  }
+  c->total += npix;
+  c->classes++;
+  return 0;
+}
+
+/* Runs the pipeline library with `model` (predict's defaults, and
+ * threshold) on each of images[0..n) and checks that csv_path holds exactly
+ * their rows, in that order, equal to the pipeline's masks. */
+static void expect_csv_matches_pipeline(const char *csv_path, float threshold,
+                                        const char *const *images, size_t n) {
+  struct osseg_csv csv;
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  if (osseg_csv_open(&csv, csv_path, NULL, &d) != 0) fail_msg("%s", d.message);
+  struct osseg_pipeline_config cfg;
+  osseg_pipeline_config_default(&cfg);
+  cfg.models[0].path = model;
+  cfg.nmodels = 1;
+  cfg.threshold = threshold;
+  struct osseg_pipeline *p = NULL;
+  struct osseg_workspace *ws = NULL;
+  if (osseg_pipeline_create(&p, &cfg, &d) != 0) fail_msg("%s", d.message);
+  assert_int_equal(osseg_workspace_create(&ws, p), 0);
+  size_t ncls = osseg_pipeline_class_count(p);
+  assert_int_equal(ncls, 29);
+  assert_int_equal(csv.nrows, n * ncls);
+  struct compare c = {.csv = &csv};
+  for (size_t i = 0; i < n; i++) {
+    const char *slash = strrchr(images[i], '/');
+    c.image = slash ? slash + 1 : images[i];
+    c.first_row = i * ncls;
+    c.classes = 0;
+    struct osseg_timings t;
+    osseg_diag_clear(&d);
+    int rc = osseg_pipeline_run_file(p, ws, images[i], compare_class, &c, &t, &d);
+    if (rc != 0) fail_msg("%s: %s", images[i], c.error[0] ? c.error : d.message);
+    assert_int_equal(c.classes, ncls);
+  }
+  /* The comparison means something only if the masks are neither all
+   * empty nor all full. */
+  assert_true(c.set > 0 && c.set < c.total);
+  osseg_runs_free(&c.runs);
+  osseg_bitmask_free(&c.mask);
+  osseg_workspace_free(ws);
+  osseg_pipeline_free(p);
+  osseg_csv_close(&csv);
 }
 
 static int setup(void **state) {
@@ -72,6 +193,12 @@ static void test_predict_directory(void **state) {
   assert_true(strncmp(text, "image_name,class,rle\na_2.png,finger-1,", 38) == 0);
   assert_non_null(strstr(text, "\nb_1.png,Ulna,"));
   assert_non_null(strstr(text, "\na_2.png,Trapezium,"));
+  /* The rows are the pipeline's masks, decoded and compared. */
+  char a2[4096], b1[4096];
+  snprintf(a2, sizeof a2, "%s/imgs/a_2.png", dir);
+  snprintf(b1, sizeof b1, "%s/imgs/b_1.png", dir);
+  const char *const both[] = {a2, b1};
+  expect_csv_matches_pipeline(csv, 0.5f, both, 2);
 
   /* Same input, same bytes; a threshold change changes the result. */
   const char *csv2 = test_path("%s/pred2.csv", dir);
@@ -87,6 +214,7 @@ static void test_predict_directory(void **state) {
                    0);
   char *text3 = test_read_file(csv3, NULL);
   assert_string_not_equal(text, text3);
+  expect_csv_matches_pipeline(csv3, 0.2f, both, 2);
 
   /* An ensemble of the same model three times equals the model alone. */
   const char *csv4 = test_path("%s/pred4.csv", dir);
