@@ -123,6 +123,51 @@ struct class_stat {
   size_t n;
 };
 
+/* Terminal columns taken by a UTF-8 string, for aligning the table (class
+ * names come from CSVs and may be in any script): one per code point,
+ * except combining marks (0) and East Asian wide characters and emoji (2).
+ * A byte that does not start a valid sequence counts as one column, as the
+ * replacement character a terminal shows for it does. */
+static size_t display_width(const char *str) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t w = 0;
+  while (*s) {
+    unsigned c = *s, n = c >= 0xF0 && c < 0xF5 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 ? 1 : 0;
+    if (c < 0x80 || n == 0) {
+      w++;
+      s++;
+      continue;
+    }
+    uint32_t cp = c & (0x3Fu >> n);
+    unsigned i = 1;
+    for (; i <= n && (s[i] & 0xC0) == 0x80; i++) cp = cp << 6 | (s[i] & 0x3Fu);
+    if (i <= n) { /* truncated sequence */
+      w++;
+      s++;
+      continue;
+    }
+    s += n + 1;
+    if ((cp >= 0x300 && cp <= 0x36F) || (cp >= 0x1AB0 && cp <= 0x1AFF) ||
+        (cp >= 0x1DC0 && cp <= 0x1DFF) || (cp >= 0x20D0 && cp <= 0x20FF) ||
+        (cp >= 0xFE20 && cp <= 0xFE2F) || cp == 0x200B || cp == 0x200D)
+      continue;
+    w += (cp >= 0x1100 && cp <= 0x115F) || (cp >= 0x2E80 && cp <= 0xA4CF && cp != 0x303F) ||
+                 (cp >= 0xAC00 && cp <= 0xD7A3) || (cp >= 0xF900 && cp <= 0xFAFF) ||
+                 (cp >= 0xFE30 && cp <= 0xFE4F) || (cp >= 0xFF00 && cp <= 0xFF60) ||
+                 (cp >= 0xFFE0 && cp <= 0xFFE6) || (cp >= 0x1F300 && cp <= 0x1F64F) ||
+                 (cp >= 0x1F900 && cp <= 0x1F9FF) || (cp >= 0x20000 && cp <= 0x3FFFD)
+             ? 2
+             : 1;
+  }
+  return w;
+}
+
+/* Prints s left-aligned in a field of `width` terminal columns. */
+static void put_padded(const char *s, size_t width) {
+  fputs(s, stdout);
+  for (size_t w = display_width(s); w < width; w++) putchar(' ');
+}
+
 static int report(const struct osseg_csv *gt, const double *dice, int json) {
   struct csv_index classes, images;
   int status = CLI_FAILED;
@@ -166,17 +211,25 @@ static int report(const struct osseg_csv *gt, const double *dice, int json) {
     }
     printf("},\"images\":%zu}\n", images.count);
   } else {
-    int width = 5;
-    for (size_t i = 0; i < nclasses; i++)
-      if ((int)st[i].first->cls_len > width) width = (int)st[i].first->cls_len;
-    if (width > 40) width = 40;
-    printf("%-*s  %6s  %6s\n", width, "class", "dice", "images");
+    /* Padding counts terminal columns, not bytes, so that names in UTF-8
+     * keep the columns aligned. */
+    size_t width = 5;
+    char name[160];
     for (size_t i = 0; i < nclasses; i++) {
-      char name[160];
       cli_printable(name, sizeof name, st[i].first->cls, st[i].first->cls_len);
-      printf("%-*s  %6.4f  %6zu\n", width, name, st[i].sum / (double)st[i].n, st[i].n);
+      size_t w = display_width(name);
+      if (w > width) width = w;
     }
-    printf("%-*s  %6.4f  %6zu\n", width, "mean", mean, images.count);
+    if (width > 40) width = 40;
+    put_padded("class", width);
+    printf("  %6s  %6s\n", "dice", "images");
+    for (size_t i = 0; i < nclasses; i++) {
+      cli_printable(name, sizeof name, st[i].first->cls, st[i].first->cls_len);
+      put_padded(name, width);
+      printf("  %6.4f  %6zu\n", st[i].sum / (double)st[i].n, st[i].n);
+    }
+    put_padded("mean", width);
+    printf("  %6.4f  %6zu\n", mean, images.count);
   }
   status = fflush(stdout) == 0 ? CLI_OK : CLI_FAILED;
 out:

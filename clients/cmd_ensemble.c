@@ -28,16 +28,21 @@
 #include "commands.h"
 #include "csv_index.h"
 #include "csv_input.h"
+#include "osseg_pipeline.h"
 
 #define CMD "ensemble"
-#define MAX_INPUTS 64
+/* At most OSSEG_MAX_MODELS input CSVs: the same "at most 8 models per
+ * ensemble" as `osseg predict --model` (README, Limits). */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 #define MAX_THREADS 64
 
 static const char usage_text[] =
     "usage: osseg ensemble [--threshold T] [--height H --width W] [--threads N]\n"
     "                      -o OUT.csv A.csv B.csv [C.csv ...]\n"
     "\n"
-    "Hard-voting ensemble of K >= 2 prediction CSVs (image_name,class,rle).\n"
+    "Hard-voting ensemble of K prediction CSVs (image_name,class,rle), one per\n"
+    "model: 2 <= K <= " STRINGIFY(OSSEG_MAX_MODELS) ", the models per ensemble of osseg predict.\n"
     "For each row of A.csv, in A's order, the masks of that (image, class) in\n"
     "all K files are summed and the pixels voted by more than T files are kept.\n"
     "\n"
@@ -102,7 +107,7 @@ struct ctx {
 
 struct worker {
   struct ctx *ctx;
-  size_t missing[MAX_INPUTS];
+  size_t missing[OSSEG_MAX_MODELS];
 };
 
 static int reserve(struct chunk *ch, size_t extra) {
@@ -119,7 +124,7 @@ static int reserve(struct chunk *ch, size_t extra) {
 /* Votes the rows of one chunk into its buffer. */
 static void run_chunk(struct ctx *c, struct worker *wk, struct chunk *ch,
                       struct osseg_runs *in, struct osseg_runs *out) {
-  const struct osseg_runs *lists[MAX_INPUTS];
+  const struct osseg_runs *lists[OSSEG_MAX_MODELS];
   for (size_t i = 0; i < c->k; i++) lists[i] = &in[i];
   /* The output is about as large as the first input. */
   size_t guess = 0;
@@ -145,7 +150,7 @@ static void run_chunk(struct ctx *c, struct worker *wk, struct chunk *ch,
     }
     /* Find the row in every file first and start fetching their texts,
      * so that parsing one overlaps the memory latency of the others. */
-    const struct osseg_csv_row *rows[MAX_INPUTS];
+    const struct osseg_csv_row *rows[OSSEG_MAX_MODELS];
     rows[0] = a;
     for (size_t i = 1; i < c->k; i++) {
       size_t found = csv_index_find(&c->ix[i], h, a->image, a->image_len, a->cls, a->cls_len);
@@ -229,7 +234,7 @@ static void finish_chunk(struct ctx *c, size_t i) {
 static void *worker_main(void *arg) {
   struct worker *wk = arg;
   struct ctx *c = wk->ctx;
-  struct osseg_runs in[MAX_INPUTS], out = {0};
+  struct osseg_runs in[OSSEG_MAX_MODELS], out = {0};
   memset(in, 0, sizeof in);
   for (;;) {
     if (atomic_load(&c->stop)) break;
@@ -308,9 +313,9 @@ int osseg_cmd_ensemble(int argc, char **argv) {
     cli_error(CMD, "no output file: give -o OUT.csv (see 'osseg ensemble --help')");
     return CLI_USAGE;
   }
-  if (k < 2 || k > MAX_INPUTS) {
-    cli_error(CMD, "expected 2 to %d input CSVs, got %zu (see 'osseg ensemble --help')",
-              MAX_INPUTS, k);
+  if (k < 2 || k > OSSEG_MAX_MODELS) {
+    cli_error(CMD, "expected 2 to %d input CSVs (at most %d models per ensemble), got %zu "
+              "(see 'osseg ensemble --help')", OSSEG_MAX_MODELS, OSSEG_MAX_MODELS, k);
     return CLI_USAGE;
   }
   char **paths = argv + optind;
@@ -322,9 +327,9 @@ int osseg_cmd_ensemble(int argc, char **argv) {
               k);
 
   int status = CLI_FAILED;
-  struct osseg_csv csv[MAX_INPUTS];
-  struct csv_index ix[MAX_INPUTS];
-  unsigned char *used[MAX_INPUTS];
+  struct osseg_csv csv[OSSEG_MAX_MODELS];
+  struct csv_index ix[OSSEG_MAX_MODELS];
+  unsigned char *used[OSSEG_MAX_MODELS];
   struct worker workers[MAX_THREADS];
   memset(csv, 0, sizeof csv);
   memset(ix, 0, sizeof ix);

@@ -1,9 +1,11 @@
 /* osseg predict: segment PNG images in-process with one or more ONNX models
  * into a submission CSV (image_name,class,rle), optionally with overlays.
  *
- * Each image's rows reach the CSV only once the whole image succeeded, so a
+ * Each image's rows reach the CSV only once its prediction succeeded, so a
  * failed image leaves no partial rows; the other images are still
- * processed and the exit status is 1 at the end. */
+ * processed and the exit status is 1 at the end. An overlay is written
+ * after the image's rows: when it fails, the rows stay (the prediction is
+ * good) and the failure is reported as an overlay failure, also exit 1. */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -15,6 +17,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "csv_index.h"
+#include "csv_input.h"
 #include "osseg_pipeline.h"
 
 static const char *const CMD = "predict";
@@ -395,7 +398,8 @@ int osseg_cmd_predict(int argc, char **argv) {
   struct osseg_model_spec specs[OSSEG_MAX_MODELS];
   memset(specs, 0, sizeof specs);
   int verbose = 0;
-  const char *output = NULL, *classes_file = NULL, *normalize = NULL, *gt_path = NULL;
+  const char *output = NULL, *classes_file = NULL, *normalize = NULL;
+  char *gt_path = NULL;
   struct overlay_opts ov = {0};
   enum osseg_precision precision = OSSEG_PRECISION_FP32;
   uint32_t size = 0, threads = 0;
@@ -588,21 +592,9 @@ int osseg_cmd_predict(int argc, char **argv) {
     goto done;
   }
   if (gt_path) {
-    if (osseg_csv_open(&gt, gt_path, NULL, &diag) != 0) {
-      cli_error(CMD, "%s", diag.message);
-      goto done;
-    }
-    size_t dup, first;
-    int rc = csv_index_build(&gt_index, &gt, &dup, &first);
-    if (rc == OSSEG_EDUPLICATE) {
-      cli_error(CMD, "%s:%u: duplicate (image, class) row; first at line %u", gt_path,
-                gt.rows[dup].line, gt.rows[first].line);
-      goto done;
-    }
-    if (rc) {
-      cli_error(CMD, "%s: %s", gt_path, osseg_strerror(rc));
-      goto done;
-    }
+    /* Parsed and indexed like the inputs of dice and ensemble: the same
+     * errors, duplicates included. */
+    if (csv_input_load_all(CMD, &gt_path, 1, 1, &gt, &gt_index) != 0) goto done;
   }
 
   uint64_t t_load = osseg_now_ns();
@@ -630,7 +622,7 @@ int osseg_cmd_predict(int argc, char **argv) {
     goto done;
   }
 
-  size_t failed = 0;
+  size_t failed = 0, overlays_failed = 0;
   ctx.keep_masks = ov.dir != NULL;
   for (size_t i = 0; i < images.n; i++) {
     const char *path = images.paths[i];
@@ -659,10 +651,20 @@ int osseg_cmd_predict(int argc, char **argv) {
       gt_past_end(&gti, gt_path, osseg_workspace_image(ws), &diag);
     if (rc == 0) rc = osseg_csv_write_raw(w, ctx.rows.data, ctx.rows.len);
     if (rc == 0 && dice.have_last) dice_add(&dice);
-    if (rc == 0 && ov.dir) rc = write_overlay(&ov, p, osseg_workspace_image(ws), &ctx, &diag);
     if (rc) {
       failed++;
       cli_error(CMD, "%s: %s", path, diag.message[0] ? diag.message : osseg_strerror(rc));
+    }
+    struct osseg_diag ov_diag;
+    osseg_diag_clear(&ov_diag);
+    int ov_rc = 0;
+    if (rc == 0 && ov.dir) {
+      ov_rc = write_overlay(&ov, p, osseg_workspace_image(ws), &ctx, &ov_diag);
+      if (ov_rc) {
+        overlays_failed++;
+        if (!ov_diag.message[0]) osseg__fail(&ov_diag, ov_rc, "%s", osseg_strerror(ov_rc));
+        cli_error(CMD, "overlay for %s failed: %s", path, ov_diag.message);
+      }
     }
     if (json) {
       line.len = 0;
@@ -681,6 +683,9 @@ int osseg_cmd_predict(int argc, char **argv) {
           snprintf(num, sizeof num, ",\"dice\":%.9g", dice.last.mean);
           ok = ok && buf_append(&line, num, strlen(num)) == 0;
         }
+        if (ov_rc)
+          ok = ok && buf_append(&line, ",\"overlay_error\":", 17) == 0 &&
+               buf_json_string(&line, ov_diag.message) == 0;
         ok = ok && buf_append(&line, "}\n", 2) == 0;
       } else {
         ok = ok && buf_append(&line, ",\"status\":\"error\",\"error\":", 26) == 0 &&
@@ -713,7 +718,10 @@ int osseg_cmd_predict(int argc, char **argv) {
   if (failed)
     cli_error(CMD, "%zu of %zu image(s) failed; %s has the rows of the others", failed,
               images.n, output);
-  status = failed ? CLI_FAILED : CLI_OK;
+  if (overlays_failed)
+    cli_error(CMD, "%zu of %zu overlay(s) failed; the rows of those images are in %s",
+              overlays_failed, images.n - failed, output);
+  status = failed || overlays_failed ? CLI_FAILED : CLI_OK;
 
 done:
   osseg_csv_writer_abort(w);

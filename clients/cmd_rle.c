@@ -15,6 +15,8 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "csv_index.h"
+#include "csv_input.h"
 #include "osseg_imaging.h"
 
 #define CMD "rle"
@@ -87,23 +89,21 @@ static int cmd_decode(int argc, char **argv) {
     return CLI_USAGE;
   }
   const char *path = argv[optind], *image = argv[optind + 1], *cls = argv[optind + 2];
-  struct osseg_csv csv;
+  /* Loaded and indexed like the inputs of dice and ensemble, so a file
+   * with two rows for one (image, class) is rejected here as well (naming
+   * both lines) instead of silently decoding the first. */
+  struct osseg_csv csv = {0};
+  struct csv_index ix = {0};
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
-  if (osseg_csv_open(&csv, path, NULL, &diag) != 0) {
-    cli_error(CMD, "%s", diag.message);
-    return CLI_FAILED;
-  }
   int status = CLI_FAILED;
   struct osseg_runs runs = {0};
   struct osseg_image img = {0};
   const struct osseg_csv_row *row = NULL;
-  for (size_t r = 0; r < csv.nrows && !row; r++) {
-    const struct osseg_csv_row *x = &csv.rows[r];
-    if (x->image_len == strlen(image) && x->cls_len == strlen(cls) &&
-        memcmp(x->image, image, x->image_len) == 0 && memcmp(x->cls, cls, x->cls_len) == 0)
-      row = x;
-  }
+  if (csv_input_load_all(CMD, &argv[optind], 1, 1, &csv, &ix) != 0) goto out;
+  size_t ilen = strlen(image), clen = strlen(cls);
+  size_t found = csv_index_find(&ix, csv_index_hash(image, ilen, cls, clen), image, ilen, cls, clen);
+  if (found != CSV_INDEX_NONE) row = &csv.rows[found];
   if (!row) {
     char a[256], b[128];
     cli_error(CMD, "%s: no row for image '%s', class '%s'", path,
@@ -130,7 +130,7 @@ static int cmd_decode(int argc, char **argv) {
 out:
   osseg_image_free(&img);
   osseg_runs_free(&runs);
-  osseg_csv_close(&csv);
+  csv_input_free(1, &csv, &ix);
   return status;
 }
 

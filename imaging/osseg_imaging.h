@@ -175,7 +175,8 @@ int osseg_overlay_masks(const struct osseg_image *gray,
 /* Side-by-side panels image | ground truth | prediction (each panel an
  * overlay as above; gt or pred may be NULL to leave the panel out), each
  * downscaled by an integer factor `shrink` >= 1 (box average) to keep
- * demo files small, separated by 8 black pixels. */
+ * demo files small, separated by 8 black pixels. A panel is at least one
+ * pixel wide and high: a side shorter than `shrink` is averaged whole. */
 int osseg_overlay_panels(const struct osseg_image *gray,
                          const struct osseg_bitmask *const *gt,
                          const struct osseg_bitmask *const *pred, size_t nmasks,

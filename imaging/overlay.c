@@ -87,23 +87,27 @@ int osseg_overlay_masks(const struct osseg_image *gray, const struct osseg_bitma
   return 0;
 }
 
-/* Box-average downscale of an 8-bit RGB image by an integer factor. */
-static void shrink_into(const struct osseg_image *src, uint32_t f, struct osseg_image *dst,
-                        uint32_t ox) {
-  uint32_t w = src->width / f, h = src->height / f;
-  for (uint32_t y = 0; y < h; y++) {
+/* Box-average downscale of an 8-bit RGB image by an integer factor into a
+ * panel of pw x ph pixels at column ox of dst. A side shorter than the
+ * factor still gives one pixel (pw or ph = 1) that averages the whole side,
+ * so boxes in the last row or column may hold fewer pixels than f x f. */
+static void shrink_into(const struct osseg_image *src, uint32_t f, uint32_t pw, uint32_t ph,
+                        struct osseg_image *dst, uint32_t ox) {
+  for (uint32_t y = 0; y < ph; y++) {
+    uint64_t y0 = (uint64_t)y * f, y1 = y0 + f < src->height ? y0 + f : src->height;
     uint8_t *o = dst->data + (size_t)y * dst->stride + (size_t)ox * 3;
-    for (uint32_t x = 0; x < w; x++) {
-      uint32_t sum[3] = {0, 0, 0};
-      for (uint32_t j = 0; j < f; j++) {
-        const uint8_t *r = src->data + (size_t)(y * f + j) * src->stride + (size_t)x * f * 3;
-        for (uint32_t i = 0; i < f * 3; i += 3) {
+    for (uint32_t x = 0; x < pw; x++) {
+      uint64_t x0 = (uint64_t)x * f, x1 = x0 + f < src->width ? x0 + f : src->width;
+      uint64_t sum[3] = {0, 0, 0}, count = (y1 - y0) * (x1 - x0);
+      for (uint64_t j = y0; j < y1; j++) {
+        const uint8_t *r = src->data + (size_t)j * src->stride;
+        for (uint64_t i = x0 * 3; i < x1 * 3; i += 3) {
           sum[0] += r[i];
           sum[1] += r[i + 1];
           sum[2] += r[i + 2];
         }
       }
-      for (int k = 0; k < 3; k++) o[3 * x + k] = (uint8_t)((sum[k] + f * f / 2) / (f * f));
+      for (int k = 0; k < 3; k++) o[3 * x + k] = (uint8_t)((sum[k] + count / 2) / count);
     }
   }
 }
@@ -112,7 +116,7 @@ int osseg_overlay_panels(const struct osseg_image *gray, const struct osseg_bitm
                          const struct osseg_bitmask *const *pred, size_t nmasks, float alpha,
                          uint32_t shrink, struct osseg_image *out) {
   if (!gray || !gray->data || gray->channels != 1 || !out || shrink == 0 ||
-      shrink > gray->width || shrink > gray->height || !(alpha >= 0 && alpha <= 1))
+      !(alpha >= 0 && alpha <= 1))
     return OSSEG_EINVAL;
   int rc;
   if ((gt && (rc = check_masks(gray, gt, nmasks)) < 0) ||
@@ -121,7 +125,11 @@ int osseg_overlay_panels(const struct osseg_image *gray, const struct osseg_bitm
   const struct osseg_bitmask *const *sets[3] = {NULL, gt, pred};
   int use[3] = {1, gt != NULL, pred != NULL};
   uint32_t npanels = (uint32_t)(use[0] + use[1] + use[2]);
+  /* At least one pixel each way: a valid 3000x2 image shrunk 3 times is
+   * 1000x1, not an error. */
   uint32_t pw = gray->width / shrink, ph = gray->height / shrink, gap = 8;
+  if (pw == 0) pw = 1;
+  if (ph == 0) ph = 1;
   uint64_t total_w = (uint64_t)pw * npanels + (uint64_t)gap * (npanels - 1);
   if (total_w > OSSEG_MAX_SIDE) return OSSEG_ERANGE;
   struct osseg_image full = {0};
@@ -131,7 +139,7 @@ int osseg_overlay_panels(const struct osseg_image *gray, const struct osseg_bitm
   for (int k = 0; k < 3 && rc == 0; k++) {
     if (!use[k]) continue;
     draw_overlay(gray, sets[k], sets[k] ? nmasks : 0, alpha, &full, 0);
-    shrink_into(&full, shrink, out, ox);
+    shrink_into(&full, shrink, pw, ph, out, ox);
     ox += pw + gap;
   }
   osseg_image_free(&full);

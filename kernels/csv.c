@@ -174,6 +174,20 @@ static int parse_record(struct parser *ps, struct field f[3], uint64_t *first_li
   }
 }
 
+/* Whether [p, end) is nothing but line ends (LF or CRLF): the blank lines
+ * that editors and pandas leave at the end of a file. */
+static int only_line_ends(const char *p, const char *end) {
+  while (p < end) {
+    if (*p == '\r' && p + 1 < end && p[1] == '\n')
+      p += 2;
+    else if (*p == '\n')
+      p++;
+    else
+      return 0;
+  }
+  return 1;
+}
+
 static int field_is(const struct field *f, const char *s) {
   size_t n = strlen(s);
   return f->len == n && memcmp(f->s, s, n) == 0;
@@ -230,6 +244,9 @@ static int parse_into(struct osseg_csv *csv, const char *data, size_t size,
 
   size_t cap = 0;
   while (ps.p < ps.end) {
+    /* Trailing blank lines end the file; a blank line followed by more
+     * text is still an error (parse_record reports it with its line). */
+    if ((*ps.p == '\n' || *ps.p == '\r') && only_line_ends(ps.p, ps.end)) break;
     rc = parse_record(&ps, f, &line);
     if (rc < 0) return rc;
     if (f[0].len == 0) return fail_at(&ps, line, OSSEG_EPARSE, "empty image_name");

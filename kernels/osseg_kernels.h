@@ -263,9 +263,11 @@ int osseg_upsample_soft_vote(const struct osseg_upsample_plan *plan,
  * (image, class). Fields follow RFC 4180 (quotes, doubled quotes inside
  * quotes); CRLF and LF line ends are accepted, a final newline is optional.
  * The parser is strict: wrong header, wrong field count, stray quotes, NUL
- * bytes, blank lines, a bare CR, an empty image_name or class, or a field
- * over the limit are errors naming file, line and problem ("a.csv:17: ...").
- * A UTF-8 byte order mark before the header is skipped. The rle field is
+ * bytes, a blank line before another row, a bare CR, an empty image_name or
+ * class, or a field over the limit are errors naming file, line and problem
+ * ("a.csv:17: ..."). Blank lines at the end of the file (LF or CRLF, as
+ * editors and pandas leave them) are ignored, and a UTF-8 byte order mark
+ * before the header is skipped. The rle field is
  * not interpreted here: osseg_rle_parse() checks it when it is used.
  */
 struct osseg_csv_limits {

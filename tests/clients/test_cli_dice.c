@@ -70,6 +70,59 @@ static void test_table(void **state) {
   free(err);
 }
 
+/* Trailing blank lines (LF or CRLF, as editors and pandas leave them) are
+ * accepted; a blank line between rows is an error naming file and line. */
+static void test_blank_lines(void **state) {
+  (void)state;
+  char gt_text[512], pred_text[512];
+  snprintf(gt_text, sizeof gt_text, "%s\n\n", GT);
+  snprintf(pred_text, sizeof pred_text, "%s\r\n\r\n", PRED);
+  const char *gt = put("gt.csv", gt_text), *pred = put("pred.csv", pred_text);
+  char *out, *err;
+  int rc = test_osseg_run(&out, &err, "dice", "--json", "--height", "4", "--width", "4", pred, gt,
+                          NULL);
+  if (rc != 0) fail_msg("exit %d, stderr '%s'", rc, err);
+  char expected[1024];
+  snprintf(expected, sizeof expected,
+           "{\"mean\":%.10g,\"per_class\":{\"finger-2\":%.10g,\"finger-1\":%.10g},\"images\":2}\n",
+           (f2() + f1()) / 2, f2(), f1());
+  assert_string_equal(out, expected);
+  free(out);
+  free(err);
+
+  const char *bad = put("bad.csv", "image_name,class,rle\nimg_a.png,finger-1,1 1\n\n\n"
+                                   "img_b.png,finger-1,\n");
+  char msg[1024];
+  snprintf(msg, sizeof msg, "osseg dice: %s:3: blank line\n", bad);
+  test_osseg_expect_fail(1, msg, "dice", bad, gt, NULL);
+}
+
+/* Class names in UTF-8 (from the CSVs) are padded by terminal columns,
+ * not bytes: accented (precomposed and with a combining mark), CJK (two
+ * columns a character) and ASCII names line up. */
+static void test_table_utf8_names(void **state) {
+  (void)state;
+  const char *csv = put("utf8.csv",
+                        "image_name,class,rle\n"
+                        "img.png,Trap\xc3\xa8ze,1 1\n"                  /* 7 columns, 8 bytes */
+                        "img.png,\xe6\x9c\x88\xe7\x8a\xb6\xe9\xaa\xa8,\n" /* 6 columns, 9 bytes */
+                        "img.png,Scapho\x69\xcc\x88\x64\x65,2 2\n"       /* 9 columns, 11 bytes */
+                        "img.png,finger-1,5 1\n");
+  char *out, *err;
+  assert_int_equal(test_osseg_run(&out, &err, "dice", "--height", "4", "--width", "4", csv, csv,
+                                  NULL),
+                   0);
+  assert_string_equal(out,
+                      "class        dice  images\n"
+                      "Trap\xc3\xa8ze    1.0000       1\n"
+                      "\xe6\x9c\x88\xe7\x8a\xb6\xe9\xaa\xa8     1.0000       1\n"
+                      "Scapho\x69\xcc\x88\x64\x65  1.0000       1\n"
+                      "finger-1   1.0000       1\n"
+                      "mean       1.0000       1\n");
+  free(out);
+  free(err);
+}
+
 static void test_json(void **state) {
   (void)state;
   const char *gt = put("gt.csv", GT), *pred = put("pred.csv", PRED);
@@ -154,6 +207,8 @@ int main(void) {
   dir = strdup(test_tmpdir());
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_table),
+      cmocka_unit_test(test_blank_lines),
+      cmocka_unit_test(test_table_utf8_names),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_errors),
   };

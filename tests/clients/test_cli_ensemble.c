@@ -135,6 +135,31 @@ static void test_output_device_and_symlink(void **state) {
   unlink(real);
 }
 
+/* Blank lines at the end of a file (LF or CRLF, one or several, as editors
+ * and pandas leave them) are accepted and change nothing. */
+static void test_trailing_blank_lines(void **state) {
+  (void)state;
+  char a_text[512], b_text[512], c_text[512];
+  snprintf(a_text, sizeof a_text, "%s\n", A);
+  snprintf(b_text, sizeof b_text, "%s\r\n\r\n", B);
+  snprintf(c_text, sizeof c_text, "%s\n\n\n", C);
+  const char *a = put("a.csv", a_text), *b = put("b.csv", b_text), *c = put("c.csv", c_text);
+  const char *o = test_path("%s/out.csv", dir);
+  char *err;
+  int rc = test_osseg_run(NULL, &err, "ensemble", "--height", "4", "--width", "4", "-o", o, a, b,
+                          c, NULL);
+  if (rc != 0) fail_msg("exit %d, stderr '%s'", rc, err);
+  free(err);
+  char *got = slurp(o);
+  assert_string_equal(got,
+                      "image_name,class,rle\n"
+                      "ID001_img_1.png,finger-1,1 3 11 1\n"
+                      "ID001_img_1.png,finger-2,\n"
+                      "\"a,b\"\"c.png\",finger-1,6 4\n"
+                      "ID001_img_2.png,Radius,16 1\n");
+  free(got);
+}
+
 static void test_thresholds(void **state) {
   (void)state;
   const char *a = put("a.csv", A), *b = put("b.csv", B), *c = put("c.csv", C);
@@ -214,8 +239,14 @@ static void test_usage_errors(void **state) {
   const char *o = test_path("%s/out.csv", dir);
   unlink(o);
   expect_usage("osseg ensemble: no output file: give -o OUT.csv", a, b, NULL);
-  expect_usage("osseg ensemble: expected 2 to 64 input CSVs, got 1", "-o", o, a, NULL);
-  expect_usage("osseg ensemble: expected 2 to 64 input CSVs, got 0", "-o", o, NULL);
+  expect_usage("osseg ensemble: expected 2 to 8 input CSVs (at most 8 models per ensemble), got 1",
+               "-o", o, a, NULL);
+  expect_usage("osseg ensemble: expected 2 to 8 input CSVs (at most 8 models per ensemble), got 0",
+               "-o", o, NULL);
+  /* The README's limit of 8 models per ensemble (OSSEG_MAX_MODELS, as for
+   * predict --model): 9 CSVs are refused, 8 accepted. */
+  expect_usage("osseg ensemble: expected 2 to 8 input CSVs (at most 8 models per ensemble), got 9",
+               "-o", o, a, a, a, a, a, a, a, a, a, NULL);
   expect_usage("osseg ensemble: --threshold: expected a number >= 0, got '-1'", "-t", "-1", "-o",
                o, a, b, NULL);
   expect_usage("osseg ensemble: --threshold: expected a number >= 0, got 'nan'", "-t", "nan",
@@ -237,9 +268,20 @@ static void test_usage_errors(void **state) {
   assert_false(exists(o));
 
   char *out, *err;
+  assert_int_equal(test_osseg_run(NULL, &err, "ensemble", "--height", "4", "--width", "4", "-o", o,
+                                  a, a, a, a, a, a, a, a, NULL),
+                   0);
+  assert_string_equal(err, "");
+  free(err);
+  char *got = slurp(o);
+  assert_string_equal(got, A); /* 8 identical votes keep every pixel */
+  free(got);
+  unlink(o);
+
   assert_int_equal(test_osseg_run(&out, &err, "ensemble", "--help", NULL), 0);
   assert_non_null(strstr(out, "usage: osseg ensemble"));
   assert_non_null(strstr(out, "--threshold"));
+  assert_non_null(strstr(out, "2 <= K <= 8"));
   assert_string_equal(err, "");
   free(out);
   free(err);
@@ -290,7 +332,10 @@ static void test_malformed_inputs(void **state) {
              ":2: quote inside an unquoted field", 0);
   expect_bad("image_name,class,rle\n\"ID001.png\"x,finger-1,1 2\n",
              ":2: character after a closing quote", 0);
-  expect_bad("image_name,class,rle\n" ROW1 "1 2\n\n", ":3: blank line", 0);
+  expect_bad("image_name,class,rle\n" ROW1 "1 2\n\nID001_img_2.png,Radius,1 1\n", ":3: blank line",
+             0);
+  expect_bad("image_name,class,rle\r\n" ROW1 "1 2\r\n\r\n\r\nID001_img_2.png,Radius,1 1\r\n",
+             ":3: blank line", 1);
   expect_bad("image_name,class,rle\n" ROW1 "1 2 3\n",
              ":2: rle: offset 5: odd number of numbers (3): the last start has no length", 0);
   expect_bad("image_name,class,rle\n" ROW1 "0 2\n",
@@ -444,6 +489,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_golden_majority),
       cmocka_unit_test(test_output_device_and_symlink),
+      cmocka_unit_test(test_trailing_blank_lines),
       cmocka_unit_test(test_thresholds),
       cmocka_unit_test(test_usage_errors),
       cmocka_unit_test(test_malformed_inputs),

@@ -129,6 +129,20 @@ static void test_errors(void **state) {
            "osseg rle: %s:4: rle: offset 0: run '1 16' ends past the image end (9 pixels)\n", csv);
   expect_fail(1, msg, "decode", "--height", "3", "--width", "3", "-o", png, csv, "full.png",
               "Radius", NULL);
+  /* Two rows for one (image, class) are an error naming both lines, as in
+   * dice and ensemble, also when the duplicate is not the row asked for. */
+  const char *dup = put("dup.csv", "image_name,class,rle\n"
+                                   "img_1.png,finger-1,1 2\n"
+                                   "img_1.png,Ulna,\n"
+                                   "img_1.png,finger-1,5 1\n");
+  snprintf(msg, sizeof msg,
+           "osseg rle: %s:4: duplicate row for image 'img_1.png', class 'finger-1' (first at "
+           "line 2)\n",
+           dup);
+  expect_fail(1, msg, "decode", "--height", "4", "--width", "4", "-o", png, dup, "img_1.png",
+              "finger-1", NULL);
+  expect_fail(1, msg, "decode", "--height", "4", "--width", "4", "-o", png, dup, "img_1.png",
+              "Ulna", NULL);
   struct stat st;
   assert_int_not_equal(stat(png, &st), 0); /* nothing written on failure */
   char *out, *err;

@@ -85,10 +85,56 @@ static void test_panels(void **state) {
   osseg_image_free(&g);
 }
 
+/* A valid very wide (or tall) image whose short side is below the shrink
+ * factor gives panels one pixel high (wide) that average the whole short
+ * side, not an error. */
+static void test_panels_thin_images(void **state) {
+  (void)state;
+  struct osseg_image g, out;
+  assert_int_equal(osseg_image_init(&g, 3000, 2, 1, 8), 0);
+  for (uint32_t x = 0; x < 3000; x++) {
+    g.data[x] = 10;
+    g.data[g.stride + x] = 30;
+  }
+  struct osseg_bitmask m;
+  assert_int_equal(osseg_bitmask_init(&m, 2, 3000), 0);
+  const struct osseg_bitmask *pred[1] = {&m};
+  assert_int_equal(osseg_overlay_panels(&g, NULL, pred, 1, 0.4f, 3, &out), 0);
+  assert_int_equal(out.width, 2 * 1000 + 8);
+  assert_int_equal(out.height, 1);
+  /* Rows 10 and 30 averaged over 3x2 boxes: 20 in both panels. */
+  assert_memory_equal(rgb_at(&out, 0, 0), ((uint8_t[]){20, 20, 20}), 3);
+  assert_memory_equal(rgb_at(&out, 999, 0), ((uint8_t[]){20, 20, 20}), 3);
+  assert_memory_equal(rgb_at(&out, 1008, 0), ((uint8_t[]){20, 20, 20}), 3);
+  assert_memory_equal(rgb_at(&out, 1003, 0), ((uint8_t[]){0, 0, 0}), 3); /* gap */
+  osseg_image_free(&out);
+  /* Shrink larger than both sides: one pixel per panel, the mean of all. */
+  assert_int_equal(osseg_overlay_panels(&g, NULL, NULL, 0, 0.4f, 5000, &out), 0);
+  assert_int_equal(out.width, 1);
+  assert_int_equal(out.height, 1);
+  assert_memory_equal(rgb_at(&out, 0, 0), ((uint8_t[]){20, 20, 20}), 3);
+  osseg_image_free(&out);
+  osseg_bitmask_free(&m);
+  osseg_image_free(&g);
+
+  /* Tall and thin: 1 x 7 shrunk by 2 is 1 x 3 (the last row of 7 is
+   * dropped, as for any side not a multiple of the factor). */
+  assert_int_equal(osseg_image_init(&g, 1, 7, 1, 8), 0);
+  for (uint32_t y = 0; y < 7; y++) g.data[(size_t)y * g.stride] = (uint8_t)(y * 10);
+  assert_int_equal(osseg_overlay_panels(&g, NULL, NULL, 0, 0.4f, 2, &out), 0);
+  assert_int_equal(out.width, 1);
+  assert_int_equal(out.height, 3);
+  assert_int_equal(rgb_at(&out, 0, 0)[0], 5);
+  assert_int_equal(rgb_at(&out, 0, 2)[0], 45);
+  osseg_image_free(&out);
+  osseg_image_free(&g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_blend_and_outline),
       cmocka_unit_test(test_panels),
+      cmocka_unit_test(test_panels_thin_images),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,6 +80,25 @@ static void test_golden(void **state) {
   osseg_csv_close(&csv);
   /* Close is idempotent on an emptied csv. */
   osseg_csv_close(&csv);
+
+  /* Blank lines at the end (an editor's or pandas' extra newlines), LF or
+   * CRLF, one or several, also after the header alone. */
+  static const char *const trailing[] = {
+      "image_name,class,rle\na,b,1 1\n\n",
+      "image_name,class,rle\na,b,1 1\n\n\n\n",
+      "image_name,class,rle\r\na,b,1 1\r\n\r\n",
+      "image_name,class,rle\r\na,b,1 1\r\n\r\n\n\r\n",
+      "image_name,class,rle\na,b,1 1\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof trailing / sizeof trailing[0]; i++) {
+    if (parse(&csv, trailing[i], &d) != 0) fail_msg("case %zu: %s", i, d.message);
+    assert_int_equal(csv.nrows, 1);
+    expect_row(&csv.rows[0], "a", "b", "1 1", 2);
+    osseg_csv_close(&csv);
+  }
+  assert_int_equal(parse(&csv, "image_name,class,rle\n\n\n", &d), 0);
+  assert_int_equal(csv.nrows, 0);
+  osseg_csv_close(&csv);
 }
 
 static void test_errors(void **state) {
@@ -103,7 +122,15 @@ static void test_errors(void **state) {
   EXPECT_ERROR("image_name,class,rle\na,b,1 1,\n", OSSEG_EPARSE,
                "t.csv:2: more than 3 fields (expected image_name,class,rle)");
   EXPECT_ERROR("image_name,class,rle\na,b,1 1\n\nc,d,\n", OSSEG_EPARSE, "t.csv:3: blank line");
-  EXPECT_ERROR("image_name,class,rle\na,b,1 1\r\n\r\n", OSSEG_EPARSE, "t.csv:3: blank line");
+  /* A blank line with a row after it is an error at the blank line,
+   * however many there are and whatever the line ends. */
+  EXPECT_ERROR("image_name,class,rle\r\na,b,1 1\r\n\r\nc,d,\r\n", OSSEG_EPARSE,
+               "t.csv:3: blank line");
+  EXPECT_ERROR("image_name,class,rle\na,b,1 1\n\n\n\nc,d,", OSSEG_EPARSE, "t.csv:3: blank line");
+  EXPECT_ERROR("image_name,class,rle\n\na,b,1 1\n", OSSEG_EPARSE, "t.csv:2: blank line");
+  /* Only line ends count as blank: trailing spaces or a bare CR do not. */
+  EXPECT_ERROR("image_name,class,rle\na,b,1 1\n\n \n", OSSEG_EPARSE, "t.csv:3: blank line");
+  EXPECT_ERROR("image_name,class,rle\na,b,1 1\n\n\r", OSSEG_EPARSE, "t.csv:3: blank line");
   EXPECT_ERROR("image_name,class,rle\na,b,1 1\rc,d,\n", OSSEG_EPARSE,
                "t.csv:2: carriage return without line feed");
   EXPECT_ERROR("image_name,class,rle\na,b,1 1\r", OSSEG_EPARSE,
@@ -262,6 +289,8 @@ static void test_parse_same_at_every_level(void **state) {
     for (size_t i = 0; i < len; i++) text[n++] = (char)('0' + test_rng_below(&rng, 10));
     n += (size_t)sprintf(text + n, row % 3 ? "\n" : "\r\n");
   }
+  /* Trailing blank lines, as pandas and editors leave them. */
+  n += (size_t)sprintf(text + n, "\r\n\n\n");
   struct osseg_csv csv;
   struct osseg_diag d;
   osseg_diag_clear(&d);
