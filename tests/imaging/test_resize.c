@@ -156,10 +156,19 @@ static void test_preprocess(void **state) {
   struct osseg_image rgb;
   assert_int_equal(osseg_image_init(&rgb, 2, 2, 3, 8), 0);
   assert_int_equal(osseg_preprocess_gray(&rgb, S, NULL, a), OSSEG_EINVAL);
+  /* Its scratch lives in channels 1 and 2 of the output: no allocation,
+   * except for sides below 3, where those channels are too small. */
+  osseg__alloc_fail_at(0);
+  assert_int_equal(osseg_preprocess_gray(&im8, S, NULL, a), 0);
+  assert_int_equal(osseg__alloc_fail_at(0), 0);
+  assert_int_equal(osseg_preprocess_gray(&im8, 3, NULL, a), 0);
+  assert_int_equal(osseg__alloc_fail_at(0), 0);
   osseg__alloc_fail_at(1);
-  int rc = osseg_preprocess_gray(&im8, S, NULL, a);
+  int rc = osseg_preprocess_gray(&im8, 2, NULL, a);
   osseg__alloc_fail_at(0);
   assert_int_equal(rc, OSSEG_ENOMEM);
+  assert_int_equal(osseg_preprocess_gray(&im8, 2, NULL, a), 0);
+  assert_int_equal(osseg__alloc_fail_at(0), 1);
   osseg_image_free(&rgb);
   osseg_image_free(&im8);
   osseg_image_free(&im16);
