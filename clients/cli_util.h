@@ -12,6 +12,10 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 
 /* Prints "osseg CMD: message" and a newline on stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "osseg CMD: PATH: message" for an error about the file PATH.
+ * Library functions that open a file put its path at the start of their
+ * messages; then PATH is printed once, not twice. */
+void cli_error_file(const char *cmd, const char *path, const char *msg);
 /* A note on stderr when bf16 was asked for on a CPU where it is slower than
  * fp32 (no AMX); precision_note.c, the one helper here that needs the
  * engine. */

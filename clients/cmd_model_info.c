@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "osseg_engine.h"
 
@@ -54,7 +55,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
   struct osseg_model *m = NULL;
   opt.threads = 1;
   if (osseg_model_load(&m, model, &opt, &diag)) {
-    fprintf(stderr, "osseg model-info: %s: %s\n", model, diag.message);
+    cli_error_file("model-info", model, diag.message);
     return 1;
   }
   struct osseg_model_stats st;

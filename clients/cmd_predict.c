@@ -559,7 +559,7 @@ int osseg_cmd_predict(int argc, char **argv) {
     if (rc == 0 && ov.dir) rc = write_overlay(&ov, p, osseg_workspace_image(ws), &ctx, &diag);
     if (rc) {
       failed++;
-      cli_error(CMD, "%s: %s", path, diag.message[0] ? diag.message : osseg_strerror(rc));
+      cli_error_file(CMD, path, diag.message[0] ? diag.message : osseg_strerror(rc));
     }
     if (json) {
       line.len = 0;

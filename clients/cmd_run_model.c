@@ -119,7 +119,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
   /* Read the input first when its shape can fix a symbolic model size. */
   if (in_path) {
     if (npy_read(in_path, 1ull << 32, &in, &diag)) {
-      fprintf(stderr, "osseg run-model: --input %s: %s\n", in_path, diag.message);
+      cli_error_file("run-model", in_path, diag.message);
       return 1;
     }
     if (in.rank == 4 && !opt.input_size && in.dims[2] == in.dims[3]) opt.input_size = 0;
@@ -136,7 +136,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
   }
   double load_ms = (double)(osseg_now_ns() - t0) / 1e6;
   if (err) {
-    fprintf(stderr, "osseg run-model: %s: %s\n", model, diag.message);
+    cli_error_file("run-model", model, diag.message);
     npy_free(&in);
     return 1;
   }

@@ -3,6 +3,7 @@
 #include "engine_internal.h"
 
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -154,6 +155,21 @@ int osseg_model_load(struct osseg_model **out, const char *path,
   if (err) return err;
   err = osseg_model_load_buffer(out, map, size, o, diag);
   munmap(map, size);
+  if (err && diag) {
+    /* Messages from the buffer loader know no file; with several models
+     * (an ensemble) the user must see which one is bad. Shift the message
+     * right and put "PATH: " in front (a long one is cut at its end). */
+    char *msg = diag->message;
+    const size_t cap = sizeof diag->message;
+    if (!msg[0]) snprintf(msg, cap, "%s", osseg_strerror(err));
+    size_t pl = strlen(path), ml = strlen(msg);
+    if (pl > cap / 2) pl = cap / 2;
+    if (pl + 2 + ml > cap - 1) ml = cap - 1 - pl - 2;
+    memmove(msg + pl + 2, msg, ml);
+    memcpy(msg, path, pl);
+    memcpy(msg + pl, ": ", 2);
+    msg[pl + 2 + ml] = '\0';
+  }
   return err;
 }
 

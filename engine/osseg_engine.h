@@ -99,7 +99,8 @@ void osseg_engine_options_default(struct osseg_engine_options *o);
 
 struct osseg_model; /* opaque; loaded once, then run many times */
 
-/* Loads an ONNX model file. *out is set only on success. */
+/* Loads an ONNX model file. *out is set only on success. Every message in
+ * diag starts with "PATH: ", so callers print it as it is. */
 int osseg_model_load(struct osseg_model **out, const char *path,
                      const struct osseg_engine_options *o, struct osseg_diag *diag);
 /* Same from memory; `data` is only read during the call. */

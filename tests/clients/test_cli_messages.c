@@ -1,0 +1,130 @@
+/* Messages and exit statuses of the osseg tool's subcommands (issue 9,
+ * section 3), run as a program: every model error names the model file, a
+ * file is named once, bad option values are usage errors (exit 2) that
+ * quote what was typed, and an option a subcommand does not take is named
+ * as such. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "osseg_imaging.h"
+#include "test_support.h"
+
+static char *dir;
+static char model[4096], image[4096];
+
+/* The text of a message naming `path`, then `msg`: "osseg CMD: PATH: MSG\n". */
+static const char *msg_for(const char *cmd, const char *path, const char *msg) {
+  return test_path("osseg %s: %s: %s\n", cmd, path, msg);
+}
+
+static size_t count(const char *haystack, const char *needle) {
+  size_t n = 0;
+  for (const char *p = haystack; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+  return n;
+}
+
+static int setup(void **state) {
+  (void)state;
+  dir = strdup(test_tmpdir());
+  if (!dir) return -1;
+  snprintf(model, sizeof model, "%s/tests/data/models/unetpp_r18_tiny_op13.onnx",
+           test_source_dir());
+  snprintf(image, sizeof image, "%s/img.png", dir);
+  struct osseg_image img = {0};
+  if (osseg_image_init(&img, 40, 30, 1, 8) != 0) return -1;
+  for (size_t i = 0; i < (size_t)img.stride * img.height; i++) img.data[i] = (uint8_t)(i * 7);
+  int rc = osseg_png_encode_file(image, &img, 1, NULL);
+  osseg_image_free(&img);
+  return rc;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  const char *argv[] = {"/bin/rm", "-rf", dir, NULL};
+  test_run(argv, NULL, NULL, 30);
+  free(dir);
+  return 0;
+}
+
+/* A bad model file among several: the message says which one. */
+static void test_model_errors_name_the_model(void **state) {
+  (void)state;
+  size_t size;
+  char *onnx = test_read_file(model, &size);
+  assert_non_null(onnx);
+  char truncated[4096], garbage[4096], png[4096];
+  snprintf(truncated, sizeof truncated, "%s/truncated.onnx", dir);
+  snprintf(garbage, sizeof garbage, "%s/garbage.onnx", dir);
+  snprintf(png, sizeof png, "%s/picture.onnx", dir);
+  assert_int_equal(test_write_file(truncated, onnx, size / 2), 0);
+  assert_int_equal(test_write_file(garbage, "not a model\n", 12), 0);
+  char *pic = test_read_file(image, &size);
+  assert_non_null(pic);
+  assert_int_equal(test_write_file(png, pic, size), 0);
+  free(pic);
+  free(onnx);
+  const char *csv = test_path("%s/out.csv", dir);
+  char out_csv[4096];
+  snprintf(out_csv, sizeof out_csv, "%s", csv);
+  const char *bad[] = {truncated, garbage, png};
+  for (size_t i = 0; i < 3; i++) {
+    const char *want = msg_for("predict", bad[i],
+                               "not a valid ONNX model (protobuf parse failed: truncated or "
+                               "corrupted, or out of memory)");
+    char msg[8192];
+    snprintf(msg, sizeof msg, "%s", want);
+    test_osseg_expect_fail(1, msg, "predict", "--model", model, "--model", bad[i], "-o", out_csv,
+                           image, NULL);
+    test_osseg_expect_fail(1, msg_for("run-model", bad[i],
+                                      "not a valid ONNX model (protobuf parse failed: truncated "
+                                      "or corrupted, or out of memory)"),
+                           "run-model", bad[i], NULL);
+    test_osseg_expect_fail(1, msg_for("model-info", bad[i],
+                                      "not a valid ONNX model (protobuf parse failed: truncated "
+                                      "or corrupted, or out of memory)"),
+                           "model-info", bad[i], NULL);
+  }
+  /* --size that the model's fixed input size contradicts */
+  test_osseg_expect_fail(1, msg_for("predict", model,
+                                    "graph input 'input' is fixed at 64, requested size 32 "
+                                    "differs (re-export the model for that size)"),
+                         "predict", "--model", model, "--size", "32", "-o", out_csv, image, NULL);
+  /* a file the engine cannot open is named once too */
+  char missing[4096];
+  snprintf(missing, sizeof missing, "%s/missing.onnx", dir);
+  test_osseg_expect_fail(1, msg_for("run-model", missing, "No such file or directory"),
+                         "run-model", missing, NULL);
+  test_osseg_expect_fail(1, msg_for("model-info", missing, "No such file or directory"),
+                         "model-info", missing, NULL);
+}
+
+/* A corrupt image is named once in predict's message. */
+static void test_png_error_names_the_file_once(void **state) {
+  (void)state;
+  char bad[4096];
+  snprintf(bad, sizeof bad, "%s/broken.png", dir);
+  assert_int_equal(test_write_file(bad, "\x89PNG\r\n\x1a\n garbage", 17), 0);
+  char *out, *err;
+  assert_int_equal(test_osseg_run(&out, &err, "predict", "--model", model, "-o",
+                                  test_path("%s/p.csv", dir), bad, NULL),
+                   1);
+  const char *want = msg_for("predict", bad, "PNG is truncated inside its header");
+  if (!strstr(err, want) || count(err, bad) != 1) fail_msg("stderr: %s", err);
+  free(out);
+  free(err);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_model_errors_name_the_model),
+      cmocka_unit_test(test_png_error_names_the_file_once),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
