@@ -63,6 +63,13 @@ int cli_parse_nonneg_double(const char *s, double *out) {
   return 0;
 }
 
+int cli_parse_probability(const char *s, float *out) {
+  double d;
+  if (cli_parse_nonneg_double(s, &d) != 0 || !(d > 0 && d < 1)) return -1;
+  *out = (float)d;
+  return *out > 0.0f && *out < 1.0f ? 0 : -2;
+}
+
 unsigned cli_default_threads(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   if (n < 1) n = 1;

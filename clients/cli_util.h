@@ -30,6 +30,12 @@ int cli_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out);
 /* A finite number >= 0; 0 or -1 (NaN, infinity, negative, junk). */
 int cli_parse_nonneg_double(const char *s, double *out);
 
+/* A probability threshold in (0, 1) as the pipeline uses it (a float):
+ * 0, -1 when s is not a number in (0, 1), or -2 when it is but rounds to
+ * 0 or 1 in single precision (1e-300, 0.99999999999); *out then gets that
+ * 0 or 1. */
+int cli_parse_probability(const char *s, float *out);
+
 /* Worker threads to use: the online CPUs, capped at 64. */
 unsigned cli_default_threads(void);
 

@@ -314,6 +314,18 @@ static int write_overlay(struct overlay_opts *o, const struct osseg_pipeline *p,
 
 /* --------------------------------------------------------------- main --- */
 
+/* Parses a probability threshold into *t; a value that is no number in
+ * (0, 1), or one that rounds to 0 or 1 as a float, is reported quoting the
+ * text as typed (what: "--threshold must be", ...). Returns 0 or -1. */
+static int parse_threshold(const char *typed, float *t, const char *what) {
+  int rc = cli_parse_probability(typed, t);
+  if (rc == -1) cli_error(CMD, "%s a number in (0, 1), not '%s'", what, typed);
+  if (rc == -2)
+    cli_error(CMD, "%s a number in (0, 1), not '%s' (it rounds to %g in single precision)", what,
+              typed, (double)*t);
+  return rc ? -1 : 0;
+}
+
 int osseg_cmd_predict(int argc, char **argv) {
   struct osseg_pipeline_config cfg;
   osseg_pipeline_config_default(&cfg);
@@ -350,7 +362,6 @@ int osseg_cmd_predict(int argc, char **argv) {
   optind = 1;
   opterr = 0;
   int o;
-  double d;
   while ((o = getopt_long(argc, argv, ":o:vh", opts, NULL)) != -1) {
     switch (o) {
       case O_MODEL:
@@ -367,11 +378,7 @@ int osseg_cmd_predict(int argc, char **argv) {
         }
         break;
       case O_THRESHOLD:
-        if (cli_parse_nonneg_double(optarg, &d) != 0 || !(d > 0 && d < 1)) {
-          cli_error(CMD, "--threshold must be a number in (0, 1), not '%s'", optarg);
-          return CLI_USAGE;
-        }
-        cfg.threshold = (float)d;
+        if (parse_threshold(optarg, &cfg.threshold, "--threshold must be") != 0) return CLI_USAGE;
         break;
       case O_CLASS_THR:
         if (cfg.nclass_thresholds == OSSEG_MAX_CLASSES || !strchr(optarg, '=')) {
@@ -381,13 +388,12 @@ int osseg_cmd_predict(int argc, char **argv) {
         {
           char *eq = strchr(optarg, '=');
           *eq = '\0'; /* argv strings are ours to modify */
-          if (cli_parse_nonneg_double(eq + 1, &d) != 0 || !(d > 0 && d < 1)) {
-            cli_error(CMD, "--class-threshold %s: the threshold must be in (0, 1), not '%s'",
-                      optarg, eq + 1);
-            return CLI_USAGE;
-          }
-          cfg.class_thresholds[cfg.nclass_thresholds].name = optarg;
-          cfg.class_thresholds[cfg.nclass_thresholds++].threshold = (float)d;
+          char what[160];
+          snprintf(what, sizeof what, "--class-threshold %.100s: the threshold must be", optarg);
+          struct osseg_class_threshold *ct = &cfg.class_thresholds[cfg.nclass_thresholds];
+          if (parse_threshold(eq + 1, &ct->threshold, what) != 0) return CLI_USAGE;
+          ct->name = optarg;
+          cfg.nclass_thresholds++;
         }
         break;
       case O_VOTE:

@@ -121,10 +121,48 @@ static void test_png_error_names_the_file_once(void **state) {
   free(err);
 }
 
+/* A threshold the pipeline cannot use is a usage error quoting the text as
+ * typed, also when it is in (0, 1) as a double but rounds to 0 or 1 as the
+ * float the pipeline keeps. */
+static void test_threshold_usage_errors(void **state) {
+  (void)state;
+  static const struct {
+    const char *typed, *why;
+  } cases[] = {
+      {"1e-300", " (it rounds to 0 in single precision)"},
+      {"0.99999999999", " (it rounds to 1 in single precision)"},
+      {"0", ""},
+      {"1", ""},
+      {"-0.5", ""},
+      {"0.5x", ""},
+      {"nan", ""},
+  };
+  char csv[4096], msg[8192], arg[256];
+  snprintf(csv, sizeof csv, "%s/t.csv", dir);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    snprintf(msg, sizeof msg, "osseg predict: --threshold must be a number in (0, 1), not '%s'%s\n",
+             cases[i].typed, cases[i].why);
+    test_osseg_expect_fail(2, msg, "predict", "--model", model, "--threshold", cases[i].typed,
+                           "-o", csv, image, NULL);
+    snprintf(msg, sizeof msg,
+             "osseg predict: --class-threshold Radius: the threshold must be a number in (0, 1), "
+             "not '%s'%s\n",
+             cases[i].typed, cases[i].why);
+    snprintf(arg, sizeof arg, "Radius=%s", cases[i].typed);
+    test_osseg_expect_fail(2, msg, "predict", "--model", model, "--class-threshold", arg, "-o",
+                           csv, image, NULL);
+  }
+  /* thresholds near 0 or 1 that a float still tells apart from them are fine */
+  assert_int_equal(test_osseg_run(NULL, NULL, "predict", "--model", model, "--threshold", "1e-40",
+                                  "--class-threshold", "Radius=0.99999994", "-o", csv, image, NULL),
+                   0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_model_errors_name_the_model),
       cmocka_unit_test(test_png_error_names_the_file_once),
+      cmocka_unit_test(test_threshold_usage_errors),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
