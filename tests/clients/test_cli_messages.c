@@ -158,11 +158,41 @@ static void test_threshold_usage_errors(void **state) {
                    0);
 }
 
+/* An option the rle subcommand does not take is named, not its value, and
+ * not mistaken for a bad value of an option the other subcommand takes. */
+static void test_rle_names_the_option(void **state) {
+  (void)state;
+#define RLE_HELP " (see 'osseg rle --help')\n"
+  test_osseg_expect_fail(2, "osseg rle: decode does not take --image" RLE_HELP, "rle", "decode",
+                         "--image", "x", NULL);
+  test_osseg_expect_fail(2, "osseg rle: decode does not take --class" RLE_HELP, "rle", "decode",
+                         "--class=Ulna", NULL);
+  test_osseg_expect_fail(2, "osseg rle: encode does not take --height" RLE_HELP, "rle", "encode",
+                         "--height", "5", NULL);
+  test_osseg_expect_fail(2, "osseg rle: encode does not take --width" RLE_HELP, "rle", "encode",
+                         "--width", "5000000", NULL);
+  test_osseg_expect_fail(2, "osseg rle: encode does not take -o" RLE_HELP, "rle", "encode", "-o",
+                         "m.png", NULL);
+  test_osseg_expect_fail(2, "osseg rle: encode does not take --output" RLE_HELP, "rle", "encode",
+                         "--output", "m.png", NULL);
+  test_osseg_expect_fail(2, "osseg rle: unknown option '--bogus'" RLE_HELP, "rle", "encode",
+                         "--bogus", NULL);
+  test_osseg_expect_fail(2, "osseg rle: unknown option '-x'" RLE_HELP, "rle", "decode", "-xo",
+                         "m.png", NULL);
+  test_osseg_expect_fail(2, "osseg rle: option '--height' needs a value" RLE_HELP, "rle", "decode",
+                         "--height", NULL);
+  /* a bad value of an option the subcommand does take still says so */
+  test_osseg_expect_fail(2, "osseg rle: --height: expected an integer in 1..16384, got '0'\n", "rle",
+                         "decode", "--height", "0", NULL);
+#undef RLE_HELP
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_model_errors_name_the_model),
       cmocka_unit_test(test_png_error_names_the_file_once),
       cmocka_unit_test(test_threshold_usage_errors),
+      cmocka_unit_test(test_rle_names_the_option),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
