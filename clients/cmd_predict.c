@@ -35,8 +35,9 @@ static void usage(FILE *f) {
           "  --class-threshold C=T threshold for class C only (repeatable)\n"
           "  --vote hard|soft      combine models by hard votes (default) or mean\n"
           "                        probability\n"
-          "  --vote-threshold T    hard voting keeps pixels with more than T votes\n"
-          "                        (default: number of models / 2, rounded down)\n"
+          "  --vote-threshold T    hard voting keeps pixels with more than T votes,\n"
+          "                        0 <= T < number of models (default: number of\n"
+          "                        models / 2, rounded down)\n"
           "  --size S              model input size (for models with a symbolic size)\n"
           "  --normalize SPEC      div255 | imagenet | mean=a[,b,c];std=d[,e,f]\n"
           "                        (default: the model's metadata, else div255)\n"
@@ -330,6 +331,7 @@ int osseg_cmd_predict(int argc, char **argv) {
   struct osseg_pipeline_config cfg;
   osseg_pipeline_config_default(&cfg);
   const char *output = NULL, *classes_file = NULL, *normalize = NULL, *gt_path = NULL;
+  const char *vote_thr_text = NULL;
   struct overlay_opts ov = {0};
   enum osseg_precision precision = OSSEG_PRECISION_FP32;
   uint32_t size = 0, threads = 0;
@@ -405,6 +407,7 @@ int osseg_cmd_predict(int argc, char **argv) {
         }
         break;
       case O_VOTE_THR:
+        vote_thr_text = optarg;
         if (cli_parse_nonneg_double(optarg, &cfg.vote_threshold) != 0) {
           cli_error(CMD, "--vote-threshold must be a number >= 0, not '%s'", optarg);
           return CLI_USAGE;
@@ -470,6 +473,15 @@ int osseg_cmd_predict(int argc, char **argv) {
                          : !output        ? "-o OUT.csv is required"
                                           : "no images given");
     usage(stderr);
+    return CLI_USAGE;
+  }
+  /* Checked against the number of models whatever that number is: with one
+   * model a threshold of 1 or more would empty every mask, as with two. */
+  if (vote_thr_text && cfg.vote_threshold >= (double)cfg.nmodels) {
+    cli_error(CMD,
+              "--vote-threshold %s: a pixel would need more than %s votes of %zu model(s), "
+              "so every mask would be empty; give a number below %zu",
+              vote_thr_text, vote_thr_text, cfg.nmodels, cfg.nmodels);
     return CLI_USAGE;
   }
   if (gt_path && !ov.dir) {

@@ -68,7 +68,8 @@ struct osseg_pipeline_config {
   size_t nmodels;
   int threads;                   /* engine threads, 0 = all cores */
   enum osseg_vote vote;
-  double vote_threshold;         /* hard voting: count > T; < 0 = nmodels/2 */
+  double vote_threshold;         /* hard voting: count > T; < 0 = nmodels/2;
+                                    T >= nmodels is an error, for one model too */
   float threshold;               /* probability threshold, default 0.5 */
   /* Per-class overrides of `threshold`; an unknown name is an error. */
   struct osseg_class_threshold class_thresholds[OSSEG_MAX_CLASSES];

@@ -173,8 +173,9 @@ int osseg_pipeline_create(struct osseg_pipeline **out, const struct osseg_pipeli
   }
   for (size_t c = 0; c < p->nclasses; c++) p->logit_threshold[c] = logit_of(p->prob_threshold[c]);
 
+  /* Checked for one model too (its own mask when vt < 1): a threshold
+   * that is ignored for one model but refused for two misleads. */
   double vt = cfg->vote_threshold < 0 ? (double)(p->nmodels / 2) : cfg->vote_threshold;
-  if (p->nmodels == 1) vt = 0; /* one model: its own mask */
   if (vt >= (double)p->nmodels) {
     rc = osseg__fail(diag, OSSEG_EINVAL,
                      "vote threshold %g needs more than %g of %zu models: every mask "

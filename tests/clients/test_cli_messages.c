@@ -187,12 +187,36 @@ static void test_rle_names_the_option(void **state) {
 #undef RLE_HELP
 }
 
+/* --vote-threshold is checked against the number of models, one as well
+ * as several: a usage error quoting the value as typed. */
+static void test_vote_threshold_against_models(void **state) {
+  (void)state;
+  char csv[4096];
+  snprintf(csv, sizeof csv, "%s/v.csv", dir);
+  test_osseg_expect_fail(2,
+                         "osseg predict: --vote-threshold 5: a pixel would need more than 5 votes "
+                         "of 1 model(s), so every mask would be empty; give a number below 1\n",
+                         "predict", "--model", model, "--vote-threshold", "5", "-o", csv, image,
+                         NULL);
+  test_osseg_expect_fail(2,
+                         "osseg predict: --vote-threshold 2.0: a pixel would need more than 2.0 "
+                         "votes of 2 model(s), so every mask would be empty; give a number below "
+                         "2\n",
+                         "predict", "--model", model, "--model", model, "--vote-threshold", "2.0",
+                         "-o", csv, image, NULL);
+  /* below the number of models it is used, with one model too */
+  assert_int_equal(test_osseg_run(NULL, NULL, "predict", "--model", model, "--vote-threshold",
+                                  "0.5", "-o", csv, image, NULL),
+                   0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_model_errors_name_the_model),
       cmocka_unit_test(test_png_error_names_the_file_once),
       cmocka_unit_test(test_threshold_usage_errors),
       cmocka_unit_test(test_rle_names_the_option),
+      cmocka_unit_test(test_vote_threshold_against_models),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

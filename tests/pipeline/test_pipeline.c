@@ -353,6 +353,10 @@ static void test_config_errors(void **state) {
   cfg.nmodels = 2;
   cfg.vote_threshold = 2;
   expect_create_error(&cfg, OSSEG_EINVAL, "every mask would be empty");
+  cfg.nmodels = 1; /* not ignored for one model */
+  cfg.vote_threshold = 1;
+  expect_create_error(&cfg, OSSEG_EINVAL, "every mask would be empty");
+  cfg.nmodels = 2;
   cfg.vote_threshold = -1;
 
   cfg.models[1].path = fixture("unetpp_r18_tiny_op13_96x64");
