@@ -210,6 +210,19 @@ static void test_vote_threshold_against_models(void **state) {
                    0);
 }
 
+/* model-info --help explains its options, --size among them. */
+static void test_model_info_help(void **state) {
+  (void)state;
+  char *out, *err;
+  assert_int_equal(test_osseg_run(&out, &err, "model-info", "--help", NULL), 0);
+  if (!strstr(out, "\n  --size S ") || !strstr(out, "symbolic input size") ||
+      !strstr(out, "\n  --precision P "))
+    fail_msg("help: %s", out);
+  assert_string_equal(err, "");
+  free(out);
+  free(err);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_model_errors_name_the_model),
@@ -217,6 +230,7 @@ int main(void) {
       cmocka_unit_test(test_threshold_usage_errors),
       cmocka_unit_test(test_rle_names_the_option),
       cmocka_unit_test(test_vote_threshold_against_models),
+      cmocka_unit_test(test_model_info_help),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
