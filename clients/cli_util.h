@@ -16,9 +16,9 @@ void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(prin
  * Library functions that open a file put its path at the start of their
  * messages; then PATH is printed once, not twice. */
 void cli_error_file(const char *cmd, const char *path, const char *msg);
-/* A note on stderr when bf16 was asked for on a CPU where it is slower than
- * fp32 (no AMX); precision_note.c, the one helper here that needs the
- * engine. */
+/* A note on stderr when bf16 was asked for on a CPU without native bf16
+ * (oneDNN emulates it there, slower than fp32); precision_note.c, the one
+ * helper here that needs the engine. */
 void cli_note_bf16(const char *cmd, int bf16);
 
 /* Copies s[0, len) into buf (size > 4) for a one-line message: control

@@ -22,7 +22,9 @@ static void usage(FILE *f) {
           "Runs the model on a float32 NCHW .npy (default: seeded random input of the\n"
           "model's input shape), writes the float32 output, prints load time, median/min\n"
           "latency over R runs and peak resident memory. --verbose warns about every\n"
-          "step oneDNN runs on reference code and, under bf16, every conv not on AMX.\n");
+          "step oneDNN runs on reference code and, under bf16, every conv not on the\n"
+          "CPU's native bf16 unit (AMX, else AVX512_BF16). Under bf16 on a CPU without\n"
+          "native bf16 a note says that bf16 is emulated there, slower than fp32.\n");
 }
 
 static double peak_rss_mb(void) {

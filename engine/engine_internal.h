@@ -11,6 +11,11 @@
 #include "osseg_engine.h"
 
 /* loader.c */
+/* The part of a oneDNN implementation name (dnnl_query_impl_info_str) that
+ * marks a bf16 kernel on this CPU's best native bf16 unit: "amx" on AMX
+ * machines, "avx512_core_bf16" with AVX512_BF16 alone; NULL when bf16 has
+ * no native support here (oneDNN emulates it). */
+const char *osseg__bf16_kernel_tag(void);
 int osseg__read_file(const char *path, uint64_t max_bytes, void **map, size_t *size,
                      struct osseg_diag *diag);
 int osseg__load_graph(struct osseg__graph *g, const void *data, size_t size,

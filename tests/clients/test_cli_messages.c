@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "osseg_engine.h"
 #include "osseg_imaging.h"
 #include "test_support.h"
 
@@ -223,6 +224,56 @@ static void test_model_info_help(void **state) {
   free(err);
 }
 
+/* Runs `osseg run-model` and `osseg predict` on the tiny model with the
+ * precision given and checks that each prints the note about emulated bf16
+ * exactly when `want_note`, naming the ISA `isa`. */
+static void check_bf16_note(const char *precision, int want_note, const char *isa) {
+  char note[256];
+  snprintf(note, sizeof note,
+           ": note: this CPU has no native bf16 (oneDNN ISA %s, below avx512_core_bf16): "
+           "emulated, bf16 runs slower than fp32 here\n",
+           isa);
+  char *out, *err;
+  assert_int_equal(test_osseg_run(&out, &err, "run-model", model, "--precision", precision, NULL),
+                   0);
+  if ((strstr(err, note) != NULL) != want_note || count(err, "note:") != (size_t)want_note)
+    fail_msg("run-model --precision %s, note expected: %d, stderr: %s", precision, want_note, err);
+  free(out);
+  free(err);
+  assert_int_equal(test_osseg_run(&out, &err, "predict", "--model", model, "--precision", precision,
+                                  "-o", test_path("%s/bf16.csv", dir), image, NULL),
+                   0);
+  if ((strstr(err, note) != NULL) != want_note || count(err, "note:") != (size_t)want_note)
+    fail_msg("predict --precision %s, note expected: %d, stderr: %s", precision, want_note, err);
+  free(out);
+  free(err);
+}
+
+/* The bf16 note is printed iff bf16 is not native here; a CPU with
+ * AVX512_BF16 (no AMX needed) is native, and bf16 is faster than fp32 on
+ * it. Capping oneDNN's ISA below avx512_core_bf16 makes it emulated. */
+static void test_bf16_note_only_without_native_bf16(void **state) {
+  (void)state;
+  const char *isa;
+  int native = osseg_engine_bf16_native(&isa);
+  const char *cap = getenv("ONEDNN_MAX_CPU_ISA") ? getenv("ONEDNN_MAX_CPU_ISA")
+                                                 : getenv("DNNL_MAX_CPU_ISA");
+  __builtin_cpu_init();
+  if (!cap && __builtin_cpu_supports("avx512bf16")) assert_true(native);
+  if (native) assert_true(strcmp(isa, "avx512_core_bf16") == 0 || strcmp(isa, "avx512_core_amx") == 0);
+  check_bf16_note("bf16", !native, isa);
+  check_bf16_note("bf16-mixed", !native, isa);
+  check_bf16_note("fp32", 0, isa);
+  if (cap || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl") ||
+      !__builtin_cpu_supports("avx512dq"))
+    return;
+  /* The same machine with oneDNN held to avx512_core: emulated bf16. */
+  setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE", 1);
+  check_bf16_note("bf16", 1, "avx512_core");
+  check_bf16_note("fp32", 0, "avx512_core");
+  unsetenv("ONEDNN_MAX_CPU_ISA");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_model_errors_name_the_model),
@@ -231,6 +282,7 @@ int main(void) {
       cmocka_unit_test(test_rle_names_the_option),
       cmocka_unit_test(test_vote_threshold_against_models),
       cmocka_unit_test(test_model_info_help),
+      cmocka_unit_test(test_bf16_note_only_without_native_bf16),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
