@@ -20,6 +20,14 @@ void cli_error(const char *cmd, const char *fmt, ...) {
   fprintf(stderr, "osseg %s: %s\n", cmd, msg);
 }
 
+void cli_error_file(const char *cmd, const char *path, const char *msg) {
+  size_t n = strlen(path);
+  if (strncmp(msg, path, n) == 0 && msg[n] == ':')
+    cli_error(cmd, "%s", msg);
+  else
+    cli_error(cmd, "%s: %s", path, msg);
+}
+
 const char *cli_printable(char *buf, size_t size, const char *s, size_t len) {
   size_t n = 0;
   for (size_t i = 0; i < len; i++) {
@@ -53,6 +61,13 @@ int cli_parse_nonneg_double(const char *s, double *out) {
   if (errno || *end != '\0' || !isfinite(v) || v < 0) return -1;
   *out = v;
   return 0;
+}
+
+int cli_parse_probability(const char *s, float *out) {
+  double d;
+  if (cli_parse_nonneg_double(s, &d) != 0 || !(d > 0 && d < 1)) return -1;
+  *out = (float)d;
+  return *out > 0.0f && *out < 1.0f ? 0 : -2;
 }
 
 unsigned cli_default_threads(void) {

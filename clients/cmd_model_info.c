@@ -4,11 +4,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "osseg_engine.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16|bf16-mixed]\n");
+  fprintf(f,
+          "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16|bf16-mixed]\n"
+          "\n"
+          "Loads the model through the engine and prints its input and output shapes,\n"
+          "op histogram, parameters, FLOPs and planned arena.\n"
+          "\n"
+          "options:\n"
+          "  --size S        input height and width (1..65536) for a model exported with\n"
+          "                  a symbolic input size, which cannot be loaded without it;\n"
+          "                  a model with a fixed size accepts only that size\n"
+          "  --precision P   plan for fp32 (default), bf16 or bf16-mixed: the arena and\n"
+          "                  weight sizes depend on it\n"
+          "Exit status: 0 done, 1 bad model, 2 usage error.\n");
 }
 
 static void print_dims(const struct osseg_tensor_info *t) {
@@ -54,7 +67,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
   struct osseg_model *m = NULL;
   opt.threads = 1;
   if (osseg_model_load(&m, model, &opt, &diag)) {
-    fprintf(stderr, "osseg model-info: %s: %s\n", model, diag.message);
+    cli_error_file("model-info", model, diag.message);
     return 1;
   }
   struct osseg_model_stats st;

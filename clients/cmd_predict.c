@@ -33,13 +33,15 @@ static void usage(FILE *f) {
           "\n"
           "options:\n"
           "  --model FILE          ONNX model (repeat to ensemble up to %d models)\n"
-          "  --precision P         fp32 (default), bf16 (AMX) or bf16-mixed\n"
+          "  --precision P         fp32 (default), bf16 (fast on CPUs with AMX or\n"
+          "                        AVX512_BF16) or bf16-mixed\n"
           "  --threshold T         probability threshold in (0, 1), default 0.5\n"
           "  --class-threshold C=T threshold for class C only (repeatable)\n"
           "  --vote hard|soft      combine models by hard votes (default) or mean\n"
           "                        probability\n"
-          "  --vote-threshold T    hard voting keeps pixels with more than T votes\n"
-          "                        (default: number of models / 2, rounded down)\n"
+          "  --vote-threshold T    hard voting keeps pixels with more than T votes,\n"
+          "                        0 <= T < number of models (default: number of\n"
+          "                        models / 2, rounded down)\n"
           "  --size S              model input size (for models with a symbolic size)\n"
           "  --normalize SPEC      div255 | imagenet | mean=a[,b,c];std=d[,e,f]\n"
           "                        (default: the model's metadata, else div255)\n"
@@ -392,6 +394,18 @@ static int write_overlay(struct overlay_opts *o, const struct osseg_pipeline *p,
 
 /* --------------------------------------------------------------- main --- */
 
+/* Parses a probability threshold into *t; a value that is no number in
+ * (0, 1), or one that rounds to 0 or 1 as a float, is reported quoting the
+ * text as typed (what: "--threshold must be", ...). Returns 0 or -1. */
+static int parse_threshold(const char *typed, float *t, const char *what) {
+  int rc = cli_parse_probability(typed, t);
+  if (rc == -1) cli_error(CMD, "%s a number in (0, 1), not '%s'", what, typed);
+  if (rc == -2)
+    cli_error(CMD, "%s a number in (0, 1), not '%s' (it rounds to %g in single precision)", what,
+              typed, (double)*t);
+  return rc ? -1 : 0;
+}
+
 int osseg_cmd_predict(int argc, char **argv) {
   struct osseg_pipeline_options cfg;
   osseg_pipeline_options_default(&cfg);
@@ -400,6 +414,7 @@ int osseg_cmd_predict(int argc, char **argv) {
   int verbose = 0;
   const char *output = NULL, *classes_file = NULL, *normalize = NULL;
   char *gt_path = NULL;
+  const char *vote_thr_text = NULL;
   struct overlay_opts ov = {0};
   enum osseg_precision precision = OSSEG_PRECISION_FP32;
   uint32_t size = 0, threads = 0;
@@ -432,7 +447,6 @@ int osseg_cmd_predict(int argc, char **argv) {
   optind = 1;
   opterr = 0;
   int o;
-  double d;
   while ((o = getopt_long(argc, argv, ":o:vh", opts, NULL)) != -1) {
     switch (o) {
       case O_MODEL:
@@ -449,11 +463,7 @@ int osseg_cmd_predict(int argc, char **argv) {
         }
         break;
       case O_THRESHOLD:
-        if (cli_parse_nonneg_double(optarg, &d) != 0 || !(d > 0 && d < 1)) {
-          cli_error(CMD, "--threshold must be a number in (0, 1), not '%s'", optarg);
-          return CLI_USAGE;
-        }
-        cfg.threshold = (float)d;
+        if (parse_threshold(optarg, &cfg.threshold, "--threshold must be") != 0) return CLI_USAGE;
         break;
       case O_CLASS_THR:
         if (cfg.nclass_thresholds == OSSEG_MAX_CLASSES || !strchr(optarg, '=')) {
@@ -463,13 +473,12 @@ int osseg_cmd_predict(int argc, char **argv) {
         {
           char *eq = strchr(optarg, '=');
           *eq = '\0'; /* argv strings are ours to modify */
-          if (cli_parse_nonneg_double(eq + 1, &d) != 0 || !(d > 0 && d < 1)) {
-            cli_error(CMD, "--class-threshold %s: the threshold must be in (0, 1), not '%s'",
-                      optarg, eq + 1);
-            return CLI_USAGE;
-          }
-          cfg.class_thresholds[cfg.nclass_thresholds].name = optarg;
-          cfg.class_thresholds[cfg.nclass_thresholds++].threshold = (float)d;
+          char what[160];
+          snprintf(what, sizeof what, "--class-threshold %.100s: the threshold must be", optarg);
+          struct osseg_class_threshold *ct = &cfg.class_thresholds[cfg.nclass_thresholds];
+          if (parse_threshold(eq + 1, &ct->threshold, what) != 0) return CLI_USAGE;
+          ct->name = optarg;
+          cfg.nclass_thresholds++;
         }
         break;
       case O_VOTE:
@@ -481,6 +490,7 @@ int osseg_cmd_predict(int argc, char **argv) {
         }
         break;
       case O_VOTE_THR:
+        vote_thr_text = optarg;
         if (cli_parse_nonneg_double(optarg, &cfg.vote_threshold) != 0) {
           cli_error(CMD, "--vote-threshold must be a number >= 0, not '%s'", optarg);
           return CLI_USAGE;
@@ -546,6 +556,15 @@ int osseg_cmd_predict(int argc, char **argv) {
                          : !output        ? "-o OUT.csv is required"
                                           : "no images given");
     usage(stderr);
+    return CLI_USAGE;
+  }
+  /* Checked against the number of models whatever that number is: with one
+   * model a threshold of 1 or more would empty every mask, as with two. */
+  if (vote_thr_text && cfg.vote_threshold >= (double)cfg.nmodels) {
+    cli_error(CMD,
+              "--vote-threshold %s: a pixel would need more than %s votes of %zu model(s), "
+              "so every mask would be empty; give a number below %zu",
+              vote_thr_text, vote_thr_text, cfg.nmodels, cfg.nmodels);
     return CLI_USAGE;
   }
 
@@ -653,7 +672,7 @@ int osseg_cmd_predict(int argc, char **argv) {
     if (rc == 0 && dice.have_last) dice_add(&dice);
     if (rc) {
       failed++;
-      cli_error(CMD, "%s: %s", path, diag.message[0] ? diag.message : osseg_strerror(rc));
+      cli_error_file(CMD, path, diag.message[0] ? diag.message : osseg_strerror(rc));
     }
     struct osseg_diag ov_diag;
     osseg_diag_clear(&ov_diag);

@@ -41,27 +41,36 @@ static int parse_size(int argc, char **argv, int allow_size, uint32_t *height, u
                                        {"class", required_argument, NULL, 'C'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
+  const char *sub = allow_size ? "decode" : "encode";
   opterr = 0;
   optind = 1;
-  int o;
-  while ((o = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+  int o, li = -1;
+  while ((o = getopt_long(argc, argv, ":o:h", opts, &li)) != -1) {
+    /* The option as named on the command line: its long name, or -o. */
+    const char *name = li >= 0 ? opts[li].name : NULL;
+    li = -1;
+    int taken = (o == 'H' || o == 'W' || o == 'o') ? allow_size
+                : (o == 'I' || o == 'C')           ? !allow_size
+                                                   : 1;
+    if (!taken) {
+      cli_error(CMD, "%s does not take %s%s (see 'osseg rle --help')", sub, name ? "--" : "-o",
+                name ? name : "");
+      return CLI_USAGE;
+    }
     switch (o) {
       case 'H':
       case 'W':
-        if (!allow_size ||
-            cli_parse_u32(optarg, 1, OSSEG_MAX_SIDE, o == 'H' ? height : width) != 0) {
+        if (cli_parse_u32(optarg, 1, OSSEG_MAX_SIDE, o == 'H' ? height : width) != 0) {
           cli_error(CMD, "--%s: expected an integer in 1..%u, got '%s'",
                     o == 'H' ? "height" : "width", OSSEG_MAX_SIDE, optarg);
           return CLI_USAGE;
         }
         break;
       case 'o':
-        if (!allow_size) goto unknown;
         *out = optarg;
         break;
       case 'I':
       case 'C':
-        if (allow_size) goto unknown;
         *(o == 'I' ? image : cls) = optarg;
         break;
       case 'h':
@@ -71,8 +80,12 @@ static int parse_size(int argc, char **argv, int allow_size, uint32_t *height, u
         cli_error(CMD, "option '%s' needs a value (see 'osseg rle --help')", argv[optind - 1]);
         return CLI_USAGE;
       default:
-      unknown:
-        cli_error(CMD, "unknown option '%s' (see 'osseg rle --help')", argv[optind - 1]);
+        /* optopt is the letter of an unknown short option (which may sit
+         * inside a group such as -xo), 0 for an unknown long one. */
+        if (optopt)
+          cli_error(CMD, "unknown option '-%c' (see 'osseg rle --help')", optopt);
+        else
+          cli_error(CMD, "unknown option '%s' (see 'osseg rle --help')", argv[optind - 1]);
         return CLI_USAGE;
     }
   }

@@ -22,7 +22,9 @@ static void usage(FILE *f) {
           "Runs the model on a float32 NCHW .npy (default: seeded random input of the\n"
           "model's input shape), writes the float32 output, prints load time, median/min\n"
           "latency over R runs and peak resident memory. --verbose warns about every\n"
-          "step oneDNN runs on reference code and, under bf16, every conv not on AMX.\n");
+          "step oneDNN runs on reference code and, under bf16, every conv not on the\n"
+          "CPU's native bf16 unit (AMX, else AVX512_BF16). Under bf16 on a CPU without\n"
+          "native bf16 a note says that bf16 is emulated there, slower than fp32.\n");
 }
 
 static double peak_rss_mb(void) {
@@ -119,7 +121,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
   /* Read the input first when its shape can fix a symbolic model size. */
   if (in_path) {
     if (npy_read(in_path, 1ull << 32, &in, &diag)) {
-      fprintf(stderr, "osseg run-model: --input %s: %s\n", in_path, diag.message);
+      cli_error_file("run-model", in_path, diag.message);
       return 1;
     }
     if (in.rank == 4 && !opt.input_size && in.dims[2] == in.dims[3]) opt.input_size = 0;
@@ -136,7 +138,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
   }
   double load_ms = (double)(osseg_now_ns() - t0) / 1e6;
   if (err) {
-    fprintf(stderr, "osseg run-model: %s: %s\n", model, diag.message);
+    cli_error_file("run-model", model, diag.message);
     npy_free(&in);
     return 1;
   }

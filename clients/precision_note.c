@@ -6,8 +6,9 @@
 
 void cli_note_bf16(const char *cmd, int bf16) {
   const char *isa;
-  if (!bf16 || osseg_engine_bf16_fast(&isa)) return;
+  if (!bf16 || osseg_engine_bf16_native(&isa)) return;
   fprintf(stderr,
-          "osseg %s: note: this CPU has no AMX (oneDNN ISA %s): bf16 runs slower than fp32 here\n",
+          "osseg %s: note: this CPU has no native bf16 (oneDNN ISA %s, below avx512_core_bf16): "
+          "emulated, bf16 runs slower than fp32 here\n",
           cmd, isa);
 }

@@ -145,10 +145,13 @@ int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primit
   dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind);
   const int conv = kind == dnnl_convolution || kind == dnnl_deconvolution;
   /* with verbose: reference code anywhere, and under bf16 a convolution
-   * (not the reorders around it) that does not run on AMX */
+   * (not the reorders around it) that does not run on the CPU's best
+   * native bf16 unit (AMX where there is AMX, else AVX512_BF16; every one
+   * where bf16 is emulated) */
+  const char *bf16_tag = conv && m->act_dt == dnnl_bf16 ? osseg__bf16_kernel_tag() : NULL;
   if (impl && m->opt.verbose &&
       (strncmp(impl, "ref", 3) == 0 || strstr(impl, ":ref") ||
-       (conv && m->act_dt == dnnl_bf16 && !strstr(impl, "amx"))))
+       (conv && m->act_dt == dnnl_bf16 && !(bf16_tag && strstr(impl, bf16_tag)))))
     fprintf(stderr, "osseg: warning: node '%s' (%s) runs on oneDNN '%s'\n", n ? n->name : "-",
             n ? n->op : "reorder", impl);
   if (impl && strncmp(impl, "ref", 3) == 0) m->warned_ref++;

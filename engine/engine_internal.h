@@ -12,6 +12,11 @@
 
 /* loader.c */
 
+/* The part of a oneDNN implementation name (dnnl_query_impl_info_str) that
+ * marks a bf16 kernel on this CPU's best native bf16 unit: "amx" on AMX
+ * machines, "avx512_core_bf16" with AVX512_BF16 alone; NULL when bf16 has
+ * no native support here (oneDNN emulates it). */
+const char *osseg__bf16_kernel_tag(void);
 int osseg__load_graph(struct osseg__graph *g, const void *data, size_t size,
                       const struct osseg_engine_options *o, struct osseg_diag *diag);
 

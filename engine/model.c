@@ -3,6 +3,7 @@
 #include "engine_internal.h"
 
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -13,7 +14,7 @@ const char *osseg_precision_name(enum osseg_precision p) {
   return p == OSSEG_PRECISION_BF16 ? "bf16" : p == OSSEG_PRECISION_BF16_MIXED ? "bf16-mixed" : "fp32";
 }
 
-int osseg_engine_bf16_fast(const char **isa) {
+int osseg_engine_bf16_native(const char **isa) {
   dnnl_cpu_isa_t i = dnnl_get_effective_cpu_isa();
   if (isa) {
     *isa = (i & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx ? "avx512_core_amx"
@@ -22,7 +23,16 @@ int osseg_engine_bf16_fast(const char **isa) {
            : (i & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2 ? "avx2"
                                                             : "older";
   }
-  return (i & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx;
+  /* avx512_core_amx contains the avx512_core_bf16 bits */
+  return (i & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+}
+
+const char *osseg__bf16_kernel_tag(void) {
+  dnnl_cpu_isa_t i = dnnl_get_effective_cpu_isa();
+  if ((i & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx) return "amx";
+  if ((i & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16)
+    return "avx512_core_bf16";
+  return NULL;
 }
 
 int osseg_precision_parse(const char *s, enum osseg_precision *out) {
@@ -154,6 +164,21 @@ int osseg_model_load(struct osseg_model **out, const char *path,
   if (err) return err;
   err = osseg_model_load_buffer(out, map, size, o, diag);
   osseg__unmap_file(map, size);
+  if (err && diag) {
+    /* Messages from the buffer loader know no file; with several models
+     * (an ensemble) the user must see which one is bad. Shift the message
+     * right and put "PATH: " in front (a long one is cut at its end). */
+    char *msg = diag->message;
+    const size_t cap = sizeof diag->message;
+    if (!msg[0]) snprintf(msg, cap, "%s", osseg_strerror(err));
+    size_t pl = strlen(path), ml = strlen(msg);
+    if (pl > cap / 2) pl = cap / 2;
+    if (pl + 2 + ml > cap - 1) ml = cap - 1 - pl - 2;
+    memmove(msg + pl + 2, msg, ml);
+    memcpy(msg, path, pl);
+    memcpy(msg + pl, ": ", 2);
+    msg[pl + 2 + ml] = '\0';
+  }
   return err;
 }
 

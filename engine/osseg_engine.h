@@ -30,11 +30,12 @@ extern "C" {
 enum osseg_precision {
   OSSEG_PRECISION_FP32 = 0, /* default: matches PyTorch within 1e-4 relative */
   OSSEG_PRECISION_BF16 = 1, /* bf16 activations + weights with fp32
-                               accumulation (AMX), like PyTorch's autocast;
-                               a few cheap nodes stay fp32 (below) */
+                               accumulation (AMX or AVX512_BF16), like
+                               PyTorch's autocast; a few cheap nodes stay
+                               fp32 (below) */
   OSSEG_PRECISION_BF16_MIXED = 2, /* bf16 for the low-resolution body only,
                                      fp32 from 1/8 of the output size up:
-                                     closer to fp32, less AMX speed-up */
+                                     closer to fp32, less bf16 speed-up */
 };                                /* input and output stay float32 */
 /* What runs in fp32 under the bf16 modes, and why:
  *  - both: the input image and the nodes reading it (the stem conv: 3 input
@@ -65,17 +66,28 @@ enum osseg_precision {
  *   DeepLabV3+ @512   82.34 %   85.42 %    99.996 %      100 %
  * These exports are harsh on purpose (many logits near 0); on trained
  * models (the demo UNet++ and SegFormer) bf16 and fp32 masks agree to a
- * mean Dice of 0.9995 and 0.9987. bf16 is the mode to use on AMX machines;
- * bf16-mixed buys accuracy with nearly all of the AMX speed-up, since the
- * high-resolution levels hold most of a UNet's FLOPs: it is for checking
- * how much bf16 costs a model, not for speed. Without AMX
- * (AVX512_BF16 only) bf16 convs are slower than fp32 and fp32 is faster
- * than either mode. */
+ * mean Dice of 0.9995 and 0.9987. bf16 is the mode to use for speed on
+ * CPUs with native bf16 (below); bf16-mixed buys accuracy with nearly all
+ * of the bf16 speed-up, since the high-resolution levels hold most of a
+ * UNet's FLOPs: it is for checking how much bf16 costs a model, not for
+ * speed.
+ * Speed: bf16 is faster than fp32 where the CPU has native bf16 (AMX or
+ * AVX512_BF16). Measured with `osseg run-model --repeat 3` (medians, 2
+ * threads) on an AMD EPYC Zen 4 (AVX512_BF16 and AVX512_VNNI, no AMX;
+ * oneDNN ISA avx512_core_bf16), fp32 vs bf16:
+ *   UNet++ ResNet-50  @1024   2867 ms   1905 ms
+ *   UNet++ ResNet-18  @1024    888 ms    550 ms
+ *   SegFormer-b0      @1024    224 ms    182 ms
+ *   DeepLabV3+ R50    @512     171 ms     95 ms
+ * Single convs there run ~2x fp32 in bf16; with AMX (Intel Sapphire
+ * Rapids) 3-10x. Only without native bf16 (oneDNN's effective ISA below
+ * avx512_core_bf16) is bf16 emulated, and slower than fp32. */
 
-/* Whether bf16 is faster than fp32 on this CPU: oneDNN's effective ISA has
- * AMX. Without it (AVX512_BF16 alone, or less) bf16 convs are slower than
- * fp32 ones; tools tell the user. Writes the ISA's name to *isa if not NULL. */
-int osseg_engine_bf16_fast(const char **isa);
+/* Whether this CPU runs bf16 natively: oneDNN's effective ISA is
+ * avx512_core_bf16 or avx512_core_amx. Below that, bf16 is emulated and
+ * slower than fp32; tools tell the user. Writes the ISA's name to *isa if
+ * not NULL. */
+int osseg_engine_bf16_native(const char **isa);
 
 /* Name "fp32"/"bf16"/"bf16-mixed"; parse returns 0 or OSSEG_EINVAL. */
 const char *osseg_precision_name(enum osseg_precision p);
@@ -99,7 +111,8 @@ void osseg_engine_options_default(struct osseg_engine_options *o);
 
 struct osseg_model; /* opaque; loaded once, then run many times */
 
-/* Loads an ONNX model file. *out is set only on success. */
+/* Loads an ONNX model file. *out is set only on success. Every message in
+ * diag starts with "PATH: ", so callers print it as it is. */
 int osseg_model_load(struct osseg_model **out, const char *path,
                      const struct osseg_engine_options *o, struct osseg_diag *diag);
 /* Same from memory; `data` is only read during the call. */

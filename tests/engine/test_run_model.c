@@ -52,15 +52,15 @@ static void test_run_model_json_and_output(void **state) {
   rc = run(argv2, &out, &err);
   assert_int_equal(rc, 0);
   assert_non_null(strstr(out, "\"precision\": \"bf16\""));
-  /* the note about bf16 without AMX appears exactly when oneDNN has no AMX */
-  assert_int_equal(strstr(err, "bf16 runs slower than fp32") != NULL, !osseg_engine_bf16_fast(NULL));
+  /* the note about emulated bf16 appears exactly when bf16 is not native */
+  assert_int_equal(strstr(err, "bf16 runs slower than fp32") != NULL, !osseg_engine_bf16_native(NULL));
   free(out);
   free(err);
-  /* --verbose names every bf16 conv that does not run on AMX */
+  /* --verbose names every bf16 conv that does not run on native bf16 */
   const char *argv4[] = {bin, "run-model", model, "--precision", "bf16", "--verbose", NULL};
   rc = run(argv4, &out, &err);
   assert_int_equal(rc, 0);
-  assert_int_equal(strstr(err, "warning: node") != NULL, !osseg_engine_bf16_fast(NULL));
+  assert_int_equal(strstr(err, "warning: node") != NULL, !osseg_engine_bf16_native(NULL));
   free(out);
   free(err);
   const char *argv3[] = {bin, "run-model", model, "--precision", "bf16-mixed", "--json", NULL};
