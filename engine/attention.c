@@ -314,8 +314,8 @@ int osseg__compile_attention(struct osseg_model *m, struct osseg__node *n, struc
   if (T < 16) T = 16;
   if (T > a->N) T = a->N;
   a->own_sm = m->act_dt == dnnl_f32;
-  /* The kernels' CPU detection honours OSSEG_DISABLE_CPU_FEATURES, so the
-   * test suite covers the generic exp loop on this machine too. */
+  /* The base layer's CPU detection honours osseg_cpu_features_disable(), so
+   * the test suite covers the generic exp loop on this machine too. */
   a->avx512 = (osseg_cpu_features() & OSSEG_CPU_AVX512) != 0;
   a->ts = osseg__add_temp(m, -1, diag);
   if (a->ts < 0) return a->ts;
