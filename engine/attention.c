@@ -194,9 +194,9 @@ static int finish(struct osseg_model *m, struct attn_var *v, int p, dnnl_primiti
                   const struct osseg__node *n, struct osseg_diag *diag) {
   const char *impl = NULL;
   dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-  if (impl && m->opt.verbose && (!strncmp(impl, "ref", 3) || strstr(impl, ":ref")))
-    fprintf(stderr, "osseg: warning: node '%s' (attention part %d) runs on oneDNN '%s'\n",
-            n->name, p, impl);
+  if (impl && (!strncmp(impl, "ref", 3) || strstr(impl, ":ref")))
+    osseg__log(&m->opt.log, OSSEG_LOG_WARN, "node '%s' (attention part %d) runs on oneDNN '%s'",
+               n->name, p, impl);
   if (impl && !strncmp(impl, "ref", 3)) m->warned_ref++;
   const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
   if (smd && dnnl_memory_desc_get_size(smd)) {

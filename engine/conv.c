@@ -74,11 +74,6 @@ static int slow_impl(const_dnnl_primitive_desc_t pd) {
   return strstr(impl, "gemm") != NULL || strncmp(impl, "ref", 3) == 0 || strstr(impl, ":ref") != NULL;
 }
 
-/* OSSEG_NO_DWCONV=1 keeps oneDNN's choice (A/B measurements). */
-static int slow_impl_off(void) {
-  const char *e = getenv("OSSEG_NO_DWCONV");
-  return e && *e && strcmp(e, "0") != 0;
-}
 
 static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
                        const float *wdata, const int64_t *wdims, const float *bias, int64_t group,
@@ -155,7 +150,8 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
   }
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "convolution descriptor", n);
-  if (!deconv && group == C && M == C && wdims[1] == 1 && n->npost == 0 && !slow_impl_off() &&
+  /* (the option no_dwconv keeps oneDNN's choice: A/B measurements) */
+  if (!deconv && group == C && M == C && wdims[1] == 1 && n->npost == 0 && !m->opt.no_dwconv &&
       (slow_impl(pd) || w.d[0] > 1 || w.d[1] > 1) && osseg__md_dense_nhwc(&m->md[x]) &&
       osseg__md_dense_nhwc(&m->md[y]) &&
       (m->md[x].data_type == dnnl_f32 || m->md[x].data_type == dnnl_bf16) &&

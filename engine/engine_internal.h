@@ -39,8 +39,9 @@ int osseg__fold_node(struct osseg__graph *g, struct osseg__node *n, struct osseg
 int osseg__can_fold(const char *op);
 
 /* fuse.c: removes Identity/Dropout, folds BatchNormalization into Conv,
- * fuses activations and residual adds into conv epilogues, recounts uses. */
-int osseg__fuse(struct osseg__graph *g, struct osseg_diag *diag);
+ * fuses activations and residual adds into conv epilogues, with `upconv`
+ * rewrites conv-of-nearest-2x-upsample into phase convs, recounts uses. */
+int osseg__fuse(struct osseg__graph *g, int upconv, struct osseg_diag *diag);
 void osseg__count_uses(struct osseg__graph *g);
 
 /* One executable step. Most steps are oneDNN primitives; a few ops are own

@@ -66,17 +66,13 @@ static const char *step_kind_name(int k) {
   }
 }
 
-/* OSSEG_PROFILE=1: one table per inference on stderr, wall and process CPU
- * milliseconds per step (the stream is waited on after every step, so the
- * numbers are per step; CPU time includes OpenMP spin-waiting, which is what
- * the shared machine charges us for). Read once; off costs one branch. */
-static int profile_enabled(void) {
-  static int on = -1;
-  if (on < 0) {
-    const char *e = getenv("OSSEG_PROFILE");
-    on = e && *e && strcmp(e, "0") != 0;
-  }
-  return on;
+/* The option `profile`: one table per inference through the log at
+ * OSSEG_LOG_INFO, wall and process CPU milliseconds per step (the stream is
+ * waited on after every step, so the numbers are per step; CPU time
+ * includes OpenMP spin-waiting, which is what the shared machine charges
+ * us for). Off costs one branch. */
+static int profile_enabled(const struct osseg_model *m) {
+  return m->opt.profile && osseg__log_on(&m->opt.log, OSSEG_LOG_INFO);
 }
 
 /* Profile detail of a primitive step: oneDNN's implementation name (a "ref"
@@ -106,13 +102,14 @@ static void prim_profile(const struct osseg__step *s, const char **impl, double 
 
 int osseg__execute(struct osseg_model *m, const float *input, float *output,
                    struct osseg_diag *diag) {
-  const int prof = profile_enabled();
+  const int prof = profile_enabled(m);
+  const struct osseg_log *log = &m->opt.log;
   double tw0 = 0, tc0 = 0, sum_w = 0, sum_c = 0;
   if (m->opt.threads > 0) omp_set_num_threads(m->opt.threads);
   if (dnnl_memory_set_data_handle(m->user_in, (void *)input) != dnnl_success ||
       dnnl_memory_set_data_handle(m->user_out, output) != dnnl_success)
     return osseg__fail(diag, OSSEG_EBACKEND, "binding input/output");
-  if (prof) fprintf(stderr, "osseg profile: step kind node op wall_ms cpu_ms gflop gflop/s impl\n");
+  if (prof) osseg__log(log, OSSEG_LOG_INFO, "step kind node op wall_ms cpu_ms gflop gflop/s impl");
   for (int si = 0; si < m->nsteps; si++) {
     struct osseg__step *s = &m->steps[si];
     dnnl_status_t st = dnnl_success;
@@ -150,9 +147,9 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
       const char *impl;
       double gf;
       prim_profile(s, &impl, &gf);
-      fprintf(stderr, "osseg profile: %4d %-14s %-48s %-12s %9.3f %9.3f %7.3f %6.0f %s\n", si,
-              step_kind_name(s->kind), n ? n->name : "-", n ? n->op : "-", w, c, gf,
-              gf > 0 && w > 0 ? gf / (w * 1e-3) : 0.0, impl);
+      osseg__log(log, OSSEG_LOG_INFO, "%4d %-14s %-48s %-12s %9.3f %9.3f %7.3f %6.0f %s", si,
+                 step_kind_name(s->kind), n ? n->name : "-", n ? n->op : "-", w, c, gf,
+                 gf > 0 && w > 0 ? gf / (w * 1e-3) : 0.0, impl);
       sum_w += w;
       sum_c += c;
     }
@@ -163,7 +160,8 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
   }
   dnnl_status_t st = dnnl_stream_wait(m->stream);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "stream wait", NULL);
-  if (prof) fprintf(stderr, "osseg profile: total %d steps wall %.3f ms cpu %.3f ms\n", m->nsteps,
-                    sum_w, sum_c);
+  if (prof)
+    osseg__log(log, OSSEG_LOG_INFO, "total %d steps wall %.3f ms cpu %.3f ms", m->nsteps, sum_w,
+               sum_c);
   return 0;
 }

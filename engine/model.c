@@ -49,6 +49,7 @@ void osseg_engine_options_default(struct osseg_engine_options *o) {
   o->input_size = 0;
   o->max_model_bytes = 2ull << 30;
   o->max_tensor_bytes = 4ull << 30;
+  o->bf16_tail = OSSEG_BF16_TAIL_DEFAULT;
 }
 
 void osseg_model_free(struct osseg_model *m) {
@@ -101,7 +102,8 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   }
   if (o->threads < 0 || o->threads > 4096 || o->input_size < 0 || o->input_size > 65536 ||
       (o->precision != OSSEG_PRECISION_FP32 && o->precision != OSSEG_PRECISION_BF16 &&
-       o->precision != OSSEG_PRECISION_BF16_MIXED))
+       o->precision != OSSEG_PRECISION_BF16_MIXED) ||
+      o->bf16_tail < -1 || o->bf16_tail > 30)
     return osseg__fail(diag, OSSEG_EINVAL, "invalid engine options");
   struct osseg_model *m = osseg__calloc(1, sizeof *m);
   if (!m) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
@@ -109,7 +111,7 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   int err = osseg__load_graph(&m->g, data, size, o, diag);
   if (!err) err = osseg__infer_and_fold(&m->g, diag);
   if (!err) err = osseg__transformer_fuse(&m->g, diag);
-  if (!err) err = osseg__fuse(&m->g, diag);
+  if (!err) err = osseg__fuse(&m->g, !o->no_upconv, diag);
   if (!err) err = osseg__compile(m, diag);
   if (!err) err = osseg__plan(m, diag);
   if (!err) err = osseg__bind(m, diag);

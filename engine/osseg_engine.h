@@ -47,7 +47,7 @@ enum osseg_precision {
  *    by the fp32 vector directly.
  *  - bf16-mixed only: every CNN node (conv, upconv, resize, concat, pool,
  *    elementwise) whose output is at least 1/8 of the output's height and
- *    width (OSSEG_BF16_TAIL=<octaves> moves the cut-off). "Output" is the
+ *    width (the option bf16_tail, in octaves, moves the cut-off). "Output" is the
  *    finest map the network computes: when the graph output is a Resize of
  *    the logits (DeepLabV3+ upsamples x4), the Resize's input.
  *  - both: the logits. The conv producing them reads bf16 and writes fp32
@@ -90,11 +90,37 @@ struct osseg_engine_options {
   uint64_t max_model_bytes; /* reject larger files before reading them */
   uint64_t max_tensor_bytes;/* cap for any single tensor (constant or
                                activation), checked before allocating */
-  int verbose;              /* 1: warnings (e.g. oneDNN `ref` kernels) go
-                               to stderr */
+  /* The engine never prints and never reads the environment: what it has
+   * to say goes to `log` (fn NULL = dropped), one line per message:
+   *   OSSEG_LOG_WARN, at load: a step that oneDNN runs on reference code
+   *     ("node 'x' (Conv) runs on oneDNN 'ref:any'") and, under bf16, a
+   *     convolution not on AMX;
+   *   OSSEG_LOG_INFO, per run, only with `profile`: the profile table.
+   * The callback runs on the loading thread during a load and on the
+   * engine's executor thread during runs (see "Threading" above). */
+  struct osseg_log log;
+  int profile;              /* 1: every run logs a per-step table at
+                               OSSEG_LOG_INFO: a header line "step kind node
+                               op wall_ms cpu_ms gflop gflop/s impl", one
+                               line per step (wall and process CPU ms; the
+                               stream is waited on after each step, so runs
+                               get slower) and "total N steps wall W ms cpu
+                               C ms" */
+  int bf16_tail;            /* bf16-mixed only: nodes whose output is at
+                               least the output's size / 2^bf16_tail stay
+                               fp32; default OSSEG_BF16_TAIL_DEFAULT (1/8);
+                               -1 = no cut-off (the same as bf16); 0..30 */
+  /* A/B switches for measurements and tests (results stay within the
+   * stated tolerances, only speed changes): */
+  int no_winograd;          /* 1: no own Winograd convs, oneDNN direct */
+  int no_dwconv;            /* 1: no own depthwise conv loop (dwconv.c) */
+  int no_upconv;            /* 1: keep Resize + Concat + Conv in the UNet
+                               decoder instead of the phase-conv rewrite */
 };
+#define OSSEG_BF16_TAIL_DEFAULT 3
 
-/* fp32, all cores, size from model, 2 GiB model, 4 GiB tensor caps. */
+/* fp32, all cores, size from model, 2 GiB model, 4 GiB tensor caps, no log,
+ * no profile, bf16_tail OSSEG_BF16_TAIL_DEFAULT, own kernels on. */
 void osseg_engine_options_default(struct osseg_engine_options *o);
 
 struct osseg_model; /* opaque; loaded once, then run many times */

@@ -1,6 +1,7 @@
 /* Pipeline creation: load the models, resolve their preprocessing and
  * classes from metadata or overrides, and check that they fit together. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,15 @@ static int64_t parse_size(const char *s) {
   long long v = strtoll(s, &end, 10);
   if (end == s || *end != '\0' || v <= 0 || v > (long long)OSSEG_MAX_SIDE) return 0;
   return v;
+}
+
+/* The engine no longer prints: its warnings come through a log callback.
+ * Until the pipeline takes a struct osseg_log from its caller (issue 10,
+ * pipeline rewrite), `verbose` keeps printing them as the engine did. */
+static void engine_warnings_to_stderr(void *ctx, enum osseg_log_level level, const char *message) {
+  (void)ctx;
+  (void)level;
+  fprintf(stderr, "osseg: warning: %s\n", message);
 }
 
 /* Loads model i and fills its description; on success the pipeline owns
@@ -36,7 +46,7 @@ static int add_model(struct osseg_pipeline *p, const struct osseg_pipeline_confi
   eo.precision = mc->precision;
   eo.threads = cfg->threads;
   eo.input_size = mc->input_size;
-  eo.verbose = cfg->verbose;
+  if (cfg->verbose) eo.log = (struct osseg_log){engine_warnings_to_stderr, NULL, OSSEG_LOG_WARN};
   if (cfg->max_model_bytes) eo.max_model_bytes = cfg->max_model_bytes;
   int rc = osseg_model_load(&pm->model, mc->path, &eo, diag);
   if (rc) return rc;
