@@ -38,6 +38,7 @@ extern "C" {
   XX(DUPLICATE, "duplicate entry")                                 \
   XX(BACKEND, "compute backend error")                             \
   XX(CANCELED, "operation canceled")                               \
+  XX(TIMEDOUT, "deadline exceeded")                                \
   XX(INTERNAL, "internal error")
 
 enum osseg__errno_index {

@@ -161,6 +161,8 @@ static dnnl_status_t run_attn(struct osseg_model *m, struct osseg__step *s) {
         if (st == dnnl_success) st = dnnl_memory_set_data_handle(a->var[i].v, vp);
       }
       for (int64_t t0 = 0; t0 < a->N && st == dnnl_success; t0 += a->var[0].T) {
+        /* per query tile: the caller sees m->stop and discards the output */
+        if (osseg__should_stop(m)) return dnnl_success;
         struct attn_var *v = &a->var[t0 + a->var[0].T <= a->N ? 0 : 1];
         size_t qo = (size_t)(a->q[0] + b * a->q[5] + h * a->q[6] + t0 * a->q[7]);
         size_t oo = (size_t)(a->o[0] + b * a->o[5] + h * a->o[6] + t0 * a->o[7]);

@@ -2,7 +2,6 @@
  * in order on every call. */
 #include "engine_internal.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -100,12 +99,19 @@ static void prim_profile(const struct osseg__step *s, const char **impl, double 
   *gflop = 2.0 * dn * (wn / (double)d->dims[1]) * 1e-9;
 }
 
-int osseg__execute(struct osseg_model *m, const float *input, float *output,
+/* The run was interrupted before step si (of nsteps): leaves the model
+ * ready for the next run and reports why. */
+static int stopped(struct osseg_model *m, int code, int si, struct osseg_diag *diag) {
+  dnnl_stream_wait(m->stream);
+  return osseg__fail(diag, code, "%s after %d of %d steps",
+                     code == OSSEG_ECANCELED ? "canceled" : "deadline exceeded", si, m->nsteps);
+}
+
+static int execute(struct osseg_model *m, const float *input, float *output,
                    struct osseg_diag *diag) {
   const int prof = profile_enabled(m);
   const struct osseg_log *log = &m->opt.log;
   double tw0 = 0, tc0 = 0, sum_w = 0, sum_c = 0;
-  if (m->opt.threads > 0) omp_set_num_threads(m->opt.threads);
   if (dnnl_memory_set_data_handle(m->user_in, (void *)input) != dnnl_success ||
       dnnl_memory_set_data_handle(m->user_out, output) != dnnl_success)
     return osseg__fail(diag, OSSEG_EBACKEND, "binding input/output");
@@ -113,6 +119,10 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
   for (int si = 0; si < m->nsteps; si++) {
     struct osseg__step *s = &m->steps[si];
     dnnl_status_t st = dnnl_success;
+    /* Between every two steps (and before the first): the interruption
+     * latency is at most one step, and own loops check inside too. */
+    int code = osseg__should_stop(m);
+    if (code) return stopped(m, code, si, diag);
     /* own loops: element size of the tensor written (inputs were converted
      * to it at compile time; precision is per node under bf16) */
     size_t es = s->out >= 0 && m->md[s->out].data_type == dnnl_bf16 ? 2 : 4;
@@ -157,6 +167,10 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
       const struct osseg__node *n = s->node >= 0 ? &m->g.nodes[s->node] : NULL;
       return osseg__dnnl_fail(diag, st, "execution", n);
     }
+    /* an own loop that saw the run control left its output incomplete */
+    code = atomic_load_explicit(&m->stop, memory_order_relaxed);
+    if (code) return stopped(m, code, si, diag);
+    if (m->step_hook) m->step_hook(m->step_hook_ctx, si);
   }
   dnnl_status_t st = dnnl_stream_wait(m->stream);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "stream wait", NULL);
@@ -164,4 +178,16 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
     osseg__log(log, OSSEG_LOG_INFO, "total %d steps wall %.3f ms cpu %.3f ms", m->nsteps, sum_w,
                sum_c);
   return 0;
+}
+
+int osseg__execute(struct osseg_model *m, const float *input, float *output,
+                   const struct osseg_run_control *ctl, struct osseg_diag *diag) {
+  osseg__executor_enter();
+  m->ctl = ctl && (ctl->cancel || ctl->deadline_ns) ? ctl : NULL;
+  atomic_store(&m->stop, 0);
+  int err = execute(m, input, output, diag);
+  m->ctl = NULL;
+  atomic_store(&m->stop, 0);
+  osseg__executor_leave();
+  return err;
 }

@@ -268,7 +268,9 @@ static dnnl_status_t run_wg(struct osseg_model *m, struct osseg__step *s) {
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < w->nchunks; c++) {
       const int64_t t0 = c * w->chunk, n = w->tiles - t0 < w->chunk ? w->tiles - t0 : w->chunk;
-      if (!ok) continue;
+      /* a chunk is ~1 MiB of work: a cheap place to honour the run control
+       * (the caller sees m->stop and discards the output) */
+      if (!ok || osseg__should_stop(m)) continue;
       fin(w, x, v, zero, t0, n);
       if (dnnl_primitive_execute(w->mm, t->stream, nargs, args) != dnnl_success ||
           dnnl_stream_wait(t->stream) != dnnl_success) {
