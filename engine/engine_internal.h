@@ -81,6 +81,8 @@ struct osseg__step {
   dnnl_memory_t arg_mem[OSSEG__MAX_ARGS];  /* constant memory (model-owned) or,
                                               for runtime args, created at bind */
   dnnl_memory_desc_t arg_md[OSSEG__MAX_ARGS]; /* view of the runtime tensor */
+  size_t arg_off[OSSEG__MAX_ARGS];         /* bytes from the tensor's start to
+                                              the view (row bands, conv.c) */
   dnnl_exec_arg_t args[OSSEG__MAX_ARGS];   /* bound after planning */
   dnnl_memory_desc_t scratch_md;
   int in, out; /* tensors of own-loop steps */

@@ -12,6 +12,11 @@
  * no run of m is queued or executing. */
 void osseg__model_set_step_hook(struct osseg_model *m, void (*fn)(void *ctx, int step), void *ctx);
 
+/* Convolutions of more than `flops` (2 x MACs) run as several primitives
+ * over bands of output rows (conv.c); 0 restores the default. Affects
+ * models loaded afterwards. */
+void osseg__set_conv_band_flops(uint64_t flops);
+
 struct osseg__executor_stats {
   uint64_t runs;           /* graph executions (started) since the last reset */
   uint64_t runs_elsewhere; /* of which not on the executor thread (must be 0) */

@@ -24,7 +24,7 @@ int osseg__bind(struct osseg_model *m, struct osseg_diag *diag) {
     for (int a = 0; a < s->nargs; a++) {
       int t = s->arg_tensor[a];
       if (t != -1) {
-        void *ptr = t >= 0 ? osseg__tensor_ptr(m, t) : DNNL_MEMORY_NONE;
+        void *ptr = t >= 0 ? (char *)osseg__tensor_ptr(m, t) + s->arg_off[a] : DNNL_MEMORY_NONE;
         dnnl_status_t st = dnnl_memory_create(&s->arg_mem[a], &s->arg_md[a], m->eng, ptr);
         if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "memory creation", NULL);
         if (t == -2) m->user_in = s->arg_mem[a];

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <pthread.h>
 
+#include "engine_test_hooks.h"
 #include "engine_test_util.h"
 #include "npy.h"
 #include "osseg_base.h"
@@ -148,6 +149,39 @@ static void test_upconv_rewrite(void **state) {
 }
 
 /* Parity with the option bf16_tail set to `tail` (NULL: the default). */
+/* Big stride-1 convs run as bands of output rows (conv.c banded_conv, so
+ * that a run can be interrupted between them): with the threshold forced
+ * down, the upconv fixtures (phase conv and skip convs, with the sum and
+ * ReLU epilogues) and a whole UNet++ split into many more steps and still
+ * match PyTorch. */
+static void test_conv_bands(void **state) {
+  (void)state;
+  static const struct { const char *dir, *name; } cases[] = {
+      {"engine", "upconv_cat"}, {"engine", "upconv_cat_op11"},
+      {"models", "unetpp_r18_tiny_op13"}, {"models", "unetpp_r50_tiny_op13"}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char d[4096];
+    snprintf(d, sizeof d, "%s/tests/data/%s", test_source_dir(), cases[i].dir);
+    for (int prec = 0; prec < 2; prec++) {
+      struct osseg_engine_options o =
+          engine_test_opts(prec ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
+      o.no_winograd = 1; /* (Winograd-eligible convs are chunked instead) */
+      struct osseg_model_stats whole, banded;
+      struct parity p0 = parity_stats(d, cases[i].name, &o, &whole);
+      osseg__set_conv_band_flops(1);
+      struct parity p1 = parity_stats(d, cases[i].name, &o, &banded);
+      osseg__set_conv_band_flops(0);
+      print_message("%-22s %s steps %d -> %d banded, rel %.2e -> %.2e\n", cases[i].name,
+                    prec ? "bf16" : "fp32", whole.steps, banded.steps, p0.rel_err, p1.rel_err);
+      assert_true(banded.steps > whole.steps);
+      /* as close to PyTorch as one primitive (bf16 on these random-weight
+       * models: ~0.06 either way) */
+      assert_true(fabs(p1.rel_err - p0.rel_err) <= (prec ? 0.01 : 1e-6));
+      if (!prec) assert_true(p1.rel_err <= 1e-4);
+    }
+  }
+}
+
 static int parity_env(const char *dir, const char *name, enum osseg_precision prec,
                       const char *tail, struct parity *p) {
   struct osseg_engine_options o = engine_test_opts(prec);
@@ -535,6 +569,7 @@ int main(void) {
       cmocka_unit_test(test_op_parity),
       cmocka_unit_test(test_model_parity),
       cmocka_unit_test(test_upconv_rewrite),
+      cmocka_unit_test(test_conv_bands),
       cmocka_unit_test(test_bf16_mixed_precision),
       cmocka_unit_test(test_bf16_mask_agreement),
       cmocka_unit_test(test_pad_folding),
