@@ -1,5 +1,5 @@
 /* osseg base layer: error codes, diagnostics, checked allocation, logging,
- * writing output files.
+ * writing output files, CPU features.
  *
  * Every other layer depends on this one and on libc only through it. The
  * rules it encodes:
@@ -9,6 +9,8 @@
  *     an optional struct osseg_diag the caller passes in; NULL is allowed.
  *   - Library code allocates through osseg__malloc and friends so tests can
  *     fail the Nth allocation and check that every path cleans up.
+ *   - CPU feature detection lives here, so that every layer (kernels/ and
+ *     engine/ alike) selects its ISA variants from one answer.
  */
 #ifndef OSSEG_BASE_H
 #define OSSEG_BASE_H
@@ -112,6 +114,29 @@ static inline int osseg__mul_i64(int64_t a, int64_t b, int64_t *out) {
 int osseg__map_file(const char *path, uint64_t max_bytes, void **map, size_t *size,
                     struct osseg_diag *diag);
 void osseg__unmap_file(void *map, size_t size);
+
+/* CPU features, detected once on first use. A feature counts only when the
+ * CPU reports it and the OS saves the register state it needs (XCR0). */
+enum osseg_cpu_feature {
+  OSSEG_CPU_AVX2 = 1u << 0,   /* AVX2 + FMA + BMI1/2, OS saves YMM */
+  OSSEG_CPU_AVX512 = 1u << 1, /* F, BW, DQ, VL, CD, VPOPCNTDQ; OS saves ZMM */
+  OSSEG_CPU_AVX512_BF16 = 1u << 2,
+  OSSEG_CPU_AMX = 1u << 3 /* AMX-TILE + AMX-BF16, OS saves tile state */
+};
+/* Features usable on this machine, minus those disabled below. Every layer
+ * picks its ISA variants from this one answer. */
+unsigned osseg_cpu_features(void);
+/* Human-readable list of the active features, e.g. "avx2 avx512". */
+const char *osseg_cpu_features_string(void);
+/* Removes features from what osseg_cpu_features() will report, so that the
+ * lower code paths can be run (and tested) on a machine that has more.
+ * `list` is comma-separated: avx512, avx2, bf16, amx ("avx2" also removes
+ * avx512, which builds on it); NULL or "" removes nothing. The library never
+ * reads the environment: executables pass OSSEG_DISABLE_CPU_FEATURES here.
+ * Call it before anything uses the features (first thing in main).
+ * Returns 0, OSSEG_EINVAL for an unknown name (nothing is removed), or
+ * OSSEG_EUNSUPPORTED when detection already ran (the features in use stay). */
+int osseg_cpu_features_disable(const char *list);
 
 /* Monotonic clock in nanoseconds, for timings reported to users. */
 uint64_t osseg_now_ns(void);

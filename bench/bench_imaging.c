@@ -32,6 +32,13 @@ static double median(double *v, size_t n) {
 }
 
 int main(int argc, char **argv) {
+  /* The libraries never read the environment; OSSEG_DISABLE_CPU_FEATURES
+   * (avx512, avx2, bf16, amx) forces the lower code paths. */
+  if (osseg_cpu_features_disable(getenv("OSSEG_DISABLE_CPU_FEATURES"))) {
+    fprintf(stderr, "%s: OSSEG_DISABLE_CPU_FEATURES: expected a comma-separated list of "
+                    "avx512, avx2, bf16, amx\n", "bench_imaging");
+    return 2;
+  }
   int repeats = 20;
   unsigned size = 256;
   int first = 1;

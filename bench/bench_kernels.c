@@ -63,6 +63,13 @@ static const char *names[] = {"generic", "avx2", "avx512"};
 static const unsigned needs[] = {0, OSSEG_CPU_AVX2, OSSEG_CPU_AVX512};
 
 int main(int argc, char **argv) {
+  /* The libraries never read the environment; OSSEG_DISABLE_CPU_FEATURES
+   * (avx512, avx2, bf16, amx) forces the lower code paths. */
+  if (osseg_cpu_features_disable(getenv("OSSEG_DISABLE_CPU_FEATURES"))) {
+    fprintf(stderr, "%s: OSSEG_DISABLE_CPU_FEATURES: expected a comma-separated list of "
+                    "avx512, avx2, bf16, amx\n", "bench_kernels");
+    return 2;
+  }
   if (argc > 1) repeats = atoi(argv[1]);
   if (repeats < 1 || repeats > 1000) repeats = 15;
   unsigned f = osseg_cpu_features();

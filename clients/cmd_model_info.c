@@ -6,6 +6,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "engine_env.h"
 #include "osseg_engine.h"
 
 static void usage(FILE *f) {
@@ -62,6 +63,8 @@ int osseg_cmd_model_info(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  /* (the A/B switches change the counts below; no warnings, as before) */
+  if (cli_engine_options_from_env(&opt, "model-info", 0)) return 2;
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
   struct osseg_model *m = NULL;

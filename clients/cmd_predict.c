@@ -17,6 +17,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "csv_index.h"
+#include "engine_env.h"
 #include "csv_input.h"
 #include "osseg_pipeline.h"
 
@@ -600,7 +601,10 @@ int osseg_cmd_predict(int argc, char **argv) {
   struct osseg_engine_options eo;
   osseg_engine_options_default(&eo);
   eo.threads = (int)threads;
-  eo.verbose = verbose;
+  if (cli_engine_options_from_env(&eo, CMD, verbose) != 0) {
+    status = CLI_USAGE;
+    goto done;
+  }
 
   for (int i = optind; i < argc; i++)
     if (collect(&images, argv[i]) != 0) goto done;

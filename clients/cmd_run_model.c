@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "npy.h"
 #include "cli_util.h"
+#include "engine_env.h"
 #include "osseg_engine.h"
 
 static void usage(FILE *f) {
@@ -64,7 +65,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
   struct osseg_engine_options opt;
   osseg_engine_options_default(&opt);
   long repeat = 1, v;
-  int json = 0;
+  int json = 0, verbose = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -74,7 +75,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
     } else if (!strcmp(a, "--json")) {
       json = 1;
     } else if (!strcmp(a, "--verbose")) {
-      opt.verbose = 1;
+      verbose = 1;
     } else if (!strcmp(a, "--input") && val) {
       in_path = val, i++;
     } else if (!strcmp(a, "--output") && val) {
@@ -115,6 +116,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  if (cli_engine_options_from_env(&opt, "run-model", verbose)) return 2;
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
   struct npy_array in = {0};

@@ -1,8 +1,10 @@
 /* osseg: the command-line tool. Dispatches to one subcommand per file. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
+#include "osseg_base.h"
 
 struct command {
   const char *name;
@@ -27,6 +29,13 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  /* The libraries never read the environment; OSSEG_DISABLE_CPU_FEATURES
+   * (avx512, avx2, bf16, amx) forces the lower code paths. */
+  if (osseg_cpu_features_disable(getenv("OSSEG_DISABLE_CPU_FEATURES"))) {
+    fprintf(stderr, "%s: OSSEG_DISABLE_CPU_FEATURES: expected a comma-separated list of "
+                    "avx512, avx2, bf16, amx\n", "osseg");
+    return 2;
+  }
   osseg_cli_omp_policy(argv);
   if (argc < 2) {
     usage(stderr);

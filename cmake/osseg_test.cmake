@@ -10,7 +10,9 @@ pkg_check_modules(CMOCKA REQUIRED IMPORTED_TARGET cmocka)
 
 function(osseg_add_test name)
   cmake_parse_arguments(T "ISA_LEVELS" "TIMEOUT" "SOURCES;LIBS;ARGS;LABELS" ${ARGN})
-  add_executable(${name} ${T_SOURCES})
+  # test_cpu_env.c applies OSSEG_DISABLE_CPU_FEATURES before main (a source
+  # of every test, not a library member, so that its constructor is linked)
+  add_executable(${name} ${T_SOURCES} ${PROJECT_SOURCE_DIR}/tests/support/test_cpu_env.c)
   target_link_libraries(${name} PRIVATE osseg_test_support PkgConfig::CMOCKA ${T_LIBS})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 600)

@@ -161,6 +161,8 @@ static dnnl_status_t run_attn(struct osseg_model *m, struct osseg__step *s) {
         if (st == dnnl_success) st = dnnl_memory_set_data_handle(a->var[i].v, vp);
       }
       for (int64_t t0 = 0; t0 < a->N && st == dnnl_success; t0 += a->var[0].T) {
+        /* per query tile: the caller sees m->stop and discards the output */
+        if (osseg__should_stop(m)) return dnnl_success;
         struct attn_var *v = &a->var[t0 + a->var[0].T <= a->N ? 0 : 1];
         size_t qo = (size_t)(a->q[0] + b * a->q[5] + h * a->q[6] + t0 * a->q[7]);
         size_t oo = (size_t)(a->o[0] + b * a->o[5] + h * a->o[6] + t0 * a->o[7]);
@@ -194,9 +196,9 @@ static int finish(struct osseg_model *m, struct attn_var *v, int p, dnnl_primiti
                   const struct osseg__node *n, struct osseg_diag *diag) {
   const char *impl = NULL;
   dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-  if (impl && m->opt.verbose && (!strncmp(impl, "ref", 3) || strstr(impl, ":ref")))
-    fprintf(stderr, "osseg: warning: node '%s' (attention part %d) runs on oneDNN '%s'\n",
-            n->name, p, impl);
+  if (impl && (!strncmp(impl, "ref", 3) || strstr(impl, ":ref")))
+    osseg__log(&m->opt.log, OSSEG_LOG_WARN, "node '%s' (attention part %d) runs on oneDNN '%s'",
+               n->name, p, impl);
   if (impl && !strncmp(impl, "ref", 3)) m->warned_ref++;
   const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
   if (smd && dnnl_memory_desc_get_size(smd)) {
@@ -314,8 +316,8 @@ int osseg__compile_attention(struct osseg_model *m, struct osseg__node *n, struc
   if (T < 16) T = 16;
   if (T > a->N) T = a->N;
   a->own_sm = m->act_dt == dnnl_f32;
-  /* The kernels' CPU detection honours OSSEG_DISABLE_CPU_FEATURES, so the
-   * test suite covers the generic exp loop on this machine too. */
+  /* The base layer's CPU detection honours osseg_cpu_features_disable(), so
+   * the test suite covers the generic exp loop on this machine too. */
   a->avx512 = (osseg_cpu_features() & OSSEG_CPU_AVX512) != 0;
   a->ts = osseg__add_temp(m, -1, diag);
   if (a->ts < 0) return a->ts;

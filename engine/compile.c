@@ -5,9 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* default octaves of the fp32 tail under bf16 (see node_dt) */
-#define OSSEG__BF16_TAIL_DEFAULT 3
-
 int osseg__dnnl_fail(struct osseg_diag *diag, dnnl_status_t st, const char *what,
                      const struct osseg__node *n) {
   if (n)
@@ -144,16 +141,15 @@ int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primit
   dnnl_primitive_kind_t kind = dnnl_undefined_primitive;
   dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind);
   const int conv = kind == dnnl_convolution || kind == dnnl_deconvolution;
-  /* with verbose: reference code anywhere, and under bf16 a convolution
-   * (not the reorders around it) that does not run on the CPU's best
-   * native bf16 unit (AMX where there is AMX, else AVX512_BF16; every one
-   * where bf16 is emulated) */
+  /* warnings: reference code anywhere, and under bf16 a convolution (not
+   * the reorders around it) that does not run on the CPU's best native
+   * bf16 unit (AMX where there is AMX, else AVX512_BF16; every one where
+   * bf16 is emulated) */
   const char *bf16_tag = conv && m->act_dt == dnnl_bf16 ? osseg__bf16_kernel_tag() : NULL;
-  if (impl && m->opt.verbose &&
-      (strncmp(impl, "ref", 3) == 0 || strstr(impl, ":ref") ||
-       (conv && m->act_dt == dnnl_bf16 && !(bf16_tag && strstr(impl, bf16_tag)))))
-    fprintf(stderr, "osseg: warning: node '%s' (%s) runs on oneDNN '%s'\n", n ? n->name : "-",
-            n ? n->op : "reorder", impl);
+  if (impl && (strncmp(impl, "ref", 3) == 0 || strstr(impl, ":ref") ||
+               (conv && m->act_dt == dnnl_bf16 && !(bf16_tag && strstr(impl, bf16_tag)))))
+    osseg__log(&m->opt.log, OSSEG_LOG_WARN, "node '%s' (%s) runs on oneDNN '%s'", n ? n->name : "-",
+               n ? n->op : "reorder", impl);
   if (impl && strncmp(impl, "ref", 3) == 0) m->warned_ref++;
   /* reference code anywhere, or a convolution as im2col + gemm (for matmul
    * the gemm implementations are the fast ones) */
@@ -205,13 +201,11 @@ int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_m
  * random-weight UNet++ benchmark models (bench/ENGINE_RESULTS.md): the
  * high-resolution levels are where bf16 rounding turns into flipped mask
  * pixels, but they also hold most of the FLOPs, so the cut-off costs most of
- * the AMX speed-up. OSSEG_BF16_TAIL=<octaves> overrides the mixed default
+ * the AMX speed-up. The option bf16_tail (octaves) sets the cut-off
  * (-1 = no cut-off, i.e. the same as OSSEG_PRECISION_BF16). */
 static int bf16_tail_octaves(const struct osseg_model *m) {
   if (m->opt.precision != OSSEG_PRECISION_BF16_MIXED) return -1;
-  const char *e = getenv("OSSEG_BF16_TAIL");
-  if (e && *e) return atoi(e);
-  return OSSEG__BF16_TAIL_DEFAULT;
+  return m->opt.bf16_tail;
 }
 
 static int is_global_vector(const struct osseg__tensor *t) {

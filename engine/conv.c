@@ -5,6 +5,7 @@
  * oneDNN is slow: 3x3 stride-1 fp32 convs by Winograd (winograd.c) and
  * depthwise convs it would run as im2col + gemm (dwconv.c). */
 #include "engine_internal.h"
+#include "engine_test_hooks.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -72,12 +73,6 @@ static int slow_impl(const_dnnl_primitive_desc_t pd) {
   if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
     return 0;
   return strstr(impl, "gemm") != NULL || strncmp(impl, "ref", 3) == 0 || strstr(impl, ":ref") != NULL;
-}
-
-/* OSSEG_NO_DWCONV=1 keeps oneDNN's choice (A/B measurements). */
-static int slow_impl_off(void) {
-  const char *e = getenv("OSSEG_NO_DWCONV");
-  return e && *e && strcmp(e, "0") != 0;
 }
 
 static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
@@ -155,7 +150,8 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
   }
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "convolution descriptor", n);
-  if (!deconv && group == C && M == C && wdims[1] == 1 && n->npost == 0 && !slow_impl_off() &&
+  /* (the option no_dwconv keeps oneDNN's choice: A/B measurements) */
+  if (!deconv && group == C && M == C && wdims[1] == 1 && n->npost == 0 && !m->opt.no_dwconv &&
       (slow_impl(pd) || w.d[0] > 1 || w.d[1] > 1) && osseg__md_dense_nhwc(&m->md[x]) &&
       osseg__md_dense_nhwc(&m->md[y]) &&
       (m->md[x].data_type == dnnl_f32 || m->md[x].data_type == dnnl_bf16) &&
@@ -207,6 +203,95 @@ int osseg__compile_deconv(struct osseg_model *m, struct osseg__node *n, struct o
 /* Plain conv step (group 1, stride 1, no dilation) of runtime tensor x into
  * y with OIHW weights w and the given epilogue (a SUM entry means y already
  * holds the addend). */
+/* Interruption latency (osseg_model_run_ctl) is bounded by the longest
+ * single primitive. The UNet++ R50 decoder convs at 1024² are ~70 GFLOP
+ * each, 250-450 ms on 2 cores, so convs above BAND_FLOPS (~20-40 ms) run as
+ * several primitives over bands of output rows, with the run control
+ * checked between them. A band of rows of a dense nhwc tensor is itself a
+ * dense nhwc tensor at an offset, so every band keeps oneDNN's fast kernel;
+ * only the few input rows at band edges are read twice. */
+#define BAND_FLOPS 6000000000ull
+static _Atomic uint64_t band_flops_override; /* engine_test_hooks.h */
+
+void osseg__set_conv_band_flops(uint64_t flops) { atomic_store(&band_flops_override, flops); }
+
+/* Stride-1, dilation-1 conv x -> y (symmetric pad) as bands of output rows,
+ * when it is big, both tensors are dense nhwc of one image with separate
+ * storage and the epilogue is in place (eltwise, sum into y). Returns 1
+ * when it does not apply (the caller builds one primitive), else 0 or an
+ * error. */
+static int banded_conv(struct osseg_model *m, struct osseg__node *n, int x, int y,
+                       const dnnl_memory_desc_t *wuser, const float *w, const dnnl_memory_desc_t *wany,
+                       const float *bias, const dnnl_memory_desc_t *bmd, int64_t kh,
+                       const int64_t pad[2], const struct osseg__node *tmp, struct osseg_diag *diag) {
+  if (x < 0 || y < 0) return 1;
+  const dnnl_memory_desc_t *xmd = &m->md[x], *ymd = &m->md[y];
+  if (!osseg__md_dense_nhwc(xmd) || !osseg__md_dense_nhwc(ymd) ||
+      xmd->dims[0] != 1 || osseg__root(m, x) == osseg__root(m, y))
+    return 1;
+  const int64_t H = xmd->dims[2], OH = ymd->dims[2];
+  const double flops = 2.0 * (double)(OH * ymd->dims[3]) * (double)ymd->dims[1] *
+                       (double)xmd->dims[1] * (double)(kh * wuser->dims[3]);
+  uint64_t limit = atomic_load(&band_flops_override);
+  if (!limit) limit = BAND_FLOPS;
+  int64_t nb = (int64_t)(flops / (double)limit) + 1;
+  if (nb > OH / 4) nb = OH / 4; /* (bands of at least 4 rows) */
+  if (nb < 2) return 1;
+  const size_t xrow = dnnl_memory_desc_get_size(xmd) / (size_t)H;
+  const size_t yrow = dnnl_memory_desc_get_size(ymd) / (size_t)OH;
+  dnnl_memory_t wmem = NULL, bmem = NULL;
+  dnnl_memory_desc_t wmd0;
+  for (int64_t b = 0; b < nb; b++) {
+    const int64_t r0 = OH * b / nb, r1 = OH * (b + 1) / nb;
+    const int64_t i0 = r0 - pad[0] > 0 ? r0 - pad[0] : 0;
+    const int64_t iend = r1 - 1 - pad[0] + kh, i1 = iend < H ? iend : H;
+    dnnl_dims_t sd = {1, xmd->dims[1], i1 - i0, xmd->dims[3]}, dd = {1, ymd->dims[1], r1 - r0, ymd->dims[3]};
+    dnnl_dims_t strides = {1, 1}, dil = {0, 0}, pl = {i0 - (r0 - pad[0]), pad[1]},
+                pr = {iend - i1, pad[1]};
+    dnnl_memory_desc_t smd, dmd;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    if (osseg__make_attr(m, tmp, &attr))
+      return osseg__fail(diag, OSSEG_EBACKEND, "node '%s' (%s): post-ops", n->name, n->op);
+    dnnl_status_t st = dnnl_memory_desc_init_by_tag(&smd, 4, sd, xmd->data_type, dnnl_nhwc);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&dmd, 4, dd, ymd->data_type, dnnl_nhwc);
+    if (st == dnnl_success)
+      st = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                                      dnnl_convolution_direct, &smd, wany,
+                                                      bias ? bmd : NULL, &dmd, strides, dil, pl, pr);
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, m->eng, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "convolution band descriptor", n);
+    /* the bands share reordered weights unless oneDNN picks another layout */
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    int err = 0;
+    if (!wmem || !dnnl_memory_desc_equal(wmd, &wmd0)) {
+      wmd0 = *wmd;
+      err = osseg__const_memory(m, wmd, wuser, w, &wmem, diag);
+      if (!err && bias) {
+        const dnnl_memory_desc_t *bq = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+        dnnl_memory_desc_t bsrc;
+        dnnl_memory_desc_init_by_tag(&bsrc, 1, bq->dims, dnnl_f32, dnnl_a);
+        err = osseg__const_memory(m, bq, &bsrc, bias, &bmem, diag);
+      }
+    }
+    struct osseg__step *s = err ? NULL : osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
+    if (!s) {
+      dnnl_primitive_desc_destroy(pd);
+      return err ? err : osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    }
+    osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, &smd);
+    s->arg_off[s->nargs - 1] = (size_t)i0 * xrow;
+    osseg__step_arg_mem(s, DNNL_ARG_WEIGHTS, wmem);
+    if (bmem) osseg__step_arg_mem(s, DNNL_ARG_BIAS, bmem);
+    osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, &dmd);
+    s->arg_off[s->nargs - 1] = (size_t)r0 * yrow;
+    if ((err = osseg__finish_prim(m, s, pd, n, diag))) return err;
+  }
+  return 0;
+}
+
 static int plain_conv(struct osseg_model *m, struct osseg__node *n, int x, int y, const float *w,
                       int64_t M, int64_t C, int64_t kh, int64_t kw, const float *bias,
                       const int64_t pad[2], const struct osseg__post *post, int npost,
@@ -223,6 +308,8 @@ static int plain_conv(struct osseg_model *m, struct osseg__node *n, int x, int y
   struct osseg__node tmp = *n; /* same name for messages, this step's epilogue */
   tmp.npost = npost;
   for (int i = 0; i < npost; i++) tmp.post[i] = post[i];
+  int banded = banded_conv(m, n, x, y, &wuser, w, &wany, bias, &bmd, kh, pad, &tmp, diag);
+  if (banded != 1) return banded;
   dnnl_primitive_attr_t attr;
   if (osseg__make_attr(m, &tmp, &attr))
     return osseg__fail(diag, OSSEG_EBACKEND, "node '%s' (%s): post-ops", n->name, n->op);

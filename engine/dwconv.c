@@ -13,7 +13,8 @@
 #include <omp.h>
 #include <string.h>
 
-#define DW_CBLOCK 64 /* channels accumulated in registers at once */
+#define DW_CBLOCK 64   /* channels accumulated in registers at once */
+#define DW_ROW_BLOCK 8 /* output rows between run-control checks */
 
 struct dw_step {
   int x, y;
@@ -77,11 +78,15 @@ static dnnl_status_t run_dw(struct osseg_model *m, struct osseg__step *s) {
   void *y = osseg__tensor_ptr(m, d->y);
   const dw_rows_fn fn = dw_rows_select();
   const int64_t rows = d->n * d->OH;
+  /* blocks of rows, so the run control is checked every few output rows
+   * (a stopped run's output is discarded by the caller) */
+  const int64_t block = DW_ROW_BLOCK;
 #pragma omp parallel
   {
     const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
     const int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
-    if (r1 > r0) fn(d, x, y, r0, r1);
+    for (int64_t r = r0; r < r1 && !osseg__should_stop(m); r += block)
+      fn(d, x, y, r, r + block < r1 ? r + block : r1);
   }
   return dnnl_success;
 }

@@ -3,6 +3,7 @@
 #define OSSEG_ENGINE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include <oneapi/dnnl/dnnl.h>
@@ -43,8 +44,9 @@ int osseg__fold_node(struct osseg__graph *g, struct osseg__node *n, struct osseg
 int osseg__can_fold(const char *op);
 
 /* fuse.c: removes Identity/Dropout, folds BatchNormalization into Conv,
- * fuses activations and residual adds into conv epilogues, recounts uses. */
-int osseg__fuse(struct osseg__graph *g, struct osseg_diag *diag);
+ * fuses activations and residual adds into conv epilogues, with `upconv`
+ * rewrites conv-of-nearest-2x-upsample into phase convs, recounts uses. */
+int osseg__fuse(struct osseg__graph *g, int upconv, struct osseg_diag *diag);
 void osseg__count_uses(struct osseg__graph *g);
 
 /* One executable step. Most steps are oneDNN primitives; a few ops are own
@@ -83,6 +85,8 @@ struct osseg__step {
   dnnl_memory_t arg_mem[OSSEG__MAX_ARGS];  /* constant memory (model-owned) or,
                                               for runtime args, created at bind */
   dnnl_memory_desc_t arg_md[OSSEG__MAX_ARGS]; /* view of the runtime tensor */
+  size_t arg_off[OSSEG__MAX_ARGS];         /* bytes from the tensor's start to
+                                              the view (row bands, conv.c) */
   dnnl_exec_arg_t args[OSSEG__MAX_ARGS];   /* bound after planning */
   dnnl_memory_desc_t scratch_md;
   int in, out; /* tensors of own-loop steps */
@@ -122,8 +126,15 @@ struct osseg_model {
   void **owned_buf;
   int nowned, capowned;
   size_t weight_bytes;
-  pthread_mutex_t lock;
-  int lock_init;
+  /* The run in progress (set and read on the executor thread and its
+   * OpenMP team only): its interruption and, once seen, the code it stops
+   * with (OSSEG_ECANCELED / OSSEG_ETIMEDOUT), so every thread of an own
+   * loop gives up its remaining work. */
+  const struct osseg_run_control *ctl;
+  atomic_int stop;
+  /* test hook (engine_test_hooks.h): called after every step */
+  void (*step_hook)(void *ctx, int step);
+  void *step_hook_ctx;
   struct osseg_tensor_info in_info, out_info;
   size_t in_elems, out_elems;
   uint64_t params, flops;
@@ -225,9 +236,34 @@ int osseg__compile_transformer(struct osseg_model *m, struct osseg__node *n, str
 /* plan.c: liveness-based arena offsets for all runtime tensors. */
 int osseg__plan(struct osseg_model *m, struct osseg_diag *diag);
 
-/* execute.c */
+/* execute.c: runs the steps on the calling thread (the executor's). */
 int osseg__execute(struct osseg_model *m, const float *input, float *output,
-                   struct osseg_diag *diag);
+                   const struct osseg_run_control *ctl, struct osseg_diag *diag);
+
+/* Should the run in progress stop? 0, or the code to stop with, which
+ * also becomes m->stop. Cheap (an atomic load and, with a deadline, a vDSO
+ * clock read): own loops call it per block of work, from any thread of the
+ * team. */
+static inline int osseg__ctl_check(const struct osseg_run_control *c) {
+  if (!c) return 0;
+  if (c->cancel && atomic_load_explicit(c->cancel, memory_order_relaxed)) return OSSEG_ECANCELED;
+  if (c->deadline_ns && osseg_now_ns() >= c->deadline_ns) return OSSEG_ETIMEDOUT;
+  return 0;
+}
+static inline int osseg__should_stop(struct osseg_model *m) {
+  int s = atomic_load_explicit(&m->stop, memory_order_relaxed);
+  if (s || !m->ctl) return s;
+  s = osseg__ctl_check(m->ctl);
+  if (s) atomic_store_explicit(&m->stop, s, memory_order_relaxed);
+  return s;
+}
+
+/* executor.c: queues the run for the executor thread and waits for it. */
+int osseg__executor_run(struct osseg_model *m, const float *input, float *output,
+                        const struct osseg_run_control *ctl, struct osseg_diag *diag);
+/* Bookkeeping around osseg__execute (what engine_test_hooks.h reports). */
+void osseg__executor_enter(void);
+void osseg__executor_leave(void);
 void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst);
 void osseg__run_concat_c(const struct osseg__step *s, size_t es, const struct osseg_model *m);
 void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *src, void *dst);

@@ -2,7 +2,6 @@
  * in order on every call. */
 #include "engine_internal.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,7 +24,7 @@ int osseg__bind(struct osseg_model *m, struct osseg_diag *diag) {
     for (int a = 0; a < s->nargs; a++) {
       int t = s->arg_tensor[a];
       if (t != -1) {
-        void *ptr = t >= 0 ? osseg__tensor_ptr(m, t) : DNNL_MEMORY_NONE;
+        void *ptr = t >= 0 ? (char *)osseg__tensor_ptr(m, t) + s->arg_off[a] : DNNL_MEMORY_NONE;
         dnnl_status_t st = dnnl_memory_create(&s->arg_mem[a], &s->arg_md[a], m->eng, ptr);
         if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "memory creation", NULL);
         if (t == -2) m->user_in = s->arg_mem[a];
@@ -66,17 +65,13 @@ static const char *step_kind_name(int k) {
   }
 }
 
-/* OSSEG_PROFILE=1: one table per inference on stderr, wall and process CPU
- * milliseconds per step (the stream is waited on after every step, so the
- * numbers are per step; CPU time includes OpenMP spin-waiting, which is what
- * the shared machine charges us for). Read once; off costs one branch. */
-static int profile_enabled(void) {
-  static int on = -1;
-  if (on < 0) {
-    const char *e = getenv("OSSEG_PROFILE");
-    on = e && *e && strcmp(e, "0") != 0;
-  }
-  return on;
+/* The option `profile`: one table per inference through the log at
+ * OSSEG_LOG_INFO, wall and process CPU milliseconds per step (the stream is
+ * waited on after every step, so the numbers are per step; CPU time
+ * includes OpenMP spin-waiting, which is what the shared machine charges
+ * us for). Off costs one branch. */
+static int profile_enabled(const struct osseg_model *m) {
+  return m->opt.profile && osseg__log_on(&m->opt.log, OSSEG_LOG_INFO);
 }
 
 /* Profile detail of a primitive step: oneDNN's implementation name (a "ref"
@@ -104,18 +99,30 @@ static void prim_profile(const struct osseg__step *s, const char **impl, double 
   *gflop = 2.0 * dn * (wn / (double)d->dims[1]) * 1e-9;
 }
 
-int osseg__execute(struct osseg_model *m, const float *input, float *output,
+/* The run was interrupted before step si (of nsteps): leaves the model
+ * ready for the next run and reports why. */
+static int stopped(struct osseg_model *m, int code, int si, struct osseg_diag *diag) {
+  dnnl_stream_wait(m->stream);
+  return osseg__fail(diag, code, "%s after %d of %d steps",
+                     code == OSSEG_ECANCELED ? "canceled" : "deadline exceeded", si, m->nsteps);
+}
+
+static int execute(struct osseg_model *m, const float *input, float *output,
                    struct osseg_diag *diag) {
-  const int prof = profile_enabled();
+  const int prof = profile_enabled(m);
+  const struct osseg_log *log = &m->opt.log;
   double tw0 = 0, tc0 = 0, sum_w = 0, sum_c = 0;
-  if (m->opt.threads > 0) omp_set_num_threads(m->opt.threads);
   if (dnnl_memory_set_data_handle(m->user_in, (void *)input) != dnnl_success ||
       dnnl_memory_set_data_handle(m->user_out, output) != dnnl_success)
     return osseg__fail(diag, OSSEG_EBACKEND, "binding input/output");
-  if (prof) fprintf(stderr, "osseg profile: step kind node op wall_ms cpu_ms gflop gflop/s impl\n");
+  if (prof) osseg__log(log, OSSEG_LOG_INFO, "step kind node op wall_ms cpu_ms gflop gflop/s impl");
   for (int si = 0; si < m->nsteps; si++) {
     struct osseg__step *s = &m->steps[si];
     dnnl_status_t st = dnnl_success;
+    /* Between every two steps (and before the first): the interruption
+     * latency is at most one step, and own loops check inside too. */
+    int code = osseg__should_stop(m);
+    if (code) return stopped(m, code, si, diag);
     /* own loops: element size of the tensor written (inputs were converted
      * to it at compile time; precision is per node under bf16) */
     size_t es = s->out >= 0 && m->md[s->out].data_type == dnnl_bf16 ? 2 : 4;
@@ -150,9 +157,9 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
       const char *impl;
       double gf;
       prim_profile(s, &impl, &gf);
-      fprintf(stderr, "osseg profile: %4d %-14s %-48s %-12s %9.3f %9.3f %7.3f %6.0f %s\n", si,
-              step_kind_name(s->kind), n ? n->name : "-", n ? n->op : "-", w, c, gf,
-              gf > 0 && w > 0 ? gf / (w * 1e-3) : 0.0, impl);
+      osseg__log(log, OSSEG_LOG_INFO, "%4d %-14s %-48s %-12s %9.3f %9.3f %7.3f %6.0f %s", si,
+                 step_kind_name(s->kind), n ? n->name : "-", n ? n->op : "-", w, c, gf,
+                 gf > 0 && w > 0 ? gf / (w * 1e-3) : 0.0, impl);
       sum_w += w;
       sum_c += c;
     }
@@ -160,10 +167,27 @@ int osseg__execute(struct osseg_model *m, const float *input, float *output,
       const struct osseg__node *n = s->node >= 0 ? &m->g.nodes[s->node] : NULL;
       return osseg__dnnl_fail(diag, st, "execution", n);
     }
+    /* an own loop that saw the run control left its output incomplete */
+    code = atomic_load_explicit(&m->stop, memory_order_relaxed);
+    if (code) return stopped(m, code, si, diag);
+    if (m->step_hook) m->step_hook(m->step_hook_ctx, si);
   }
   dnnl_status_t st = dnnl_stream_wait(m->stream);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "stream wait", NULL);
-  if (prof) fprintf(stderr, "osseg profile: total %d steps wall %.3f ms cpu %.3f ms\n", m->nsteps,
-                    sum_w, sum_c);
+  if (prof)
+    osseg__log(log, OSSEG_LOG_INFO, "total %d steps wall %.3f ms cpu %.3f ms", m->nsteps, sum_w,
+               sum_c);
   return 0;
+}
+
+int osseg__execute(struct osseg_model *m, const float *input, float *output,
+                   const struct osseg_run_control *ctl, struct osseg_diag *diag) {
+  osseg__executor_enter();
+  m->ctl = ctl && (ctl->cancel || ctl->deadline_ns) ? ctl : NULL;
+  atomic_store(&m->stop, 0);
+  int err = execute(m, input, output, diag);
+  m->ctl = NULL;
+  atomic_store(&m->stop, 0);
+  osseg__executor_leave();
+  return err;
 }

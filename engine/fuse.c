@@ -317,7 +317,7 @@ static int fold_pad_into_conv(struct osseg__graph *g, struct osseg__node *c) {
   return 0;
 }
 
-int osseg__fuse(struct osseg__graph *g, struct osseg_diag *diag) {
+int osseg__fuse(struct osseg__graph *g, int upconv, struct osseg_diag *diag) {
   /* 1. Identity / Dropout / no-op pass-throughs. */
   for (int ni = 0; ni < g->nnodes; ni++) {
     struct osseg__node *n = &g->nodes[ni];
@@ -426,8 +426,8 @@ int osseg__fuse(struct osseg__graph *g, struct osseg_diag *diag) {
   osseg__free(cstart);
   osseg__free(clist);
   osseg__free(fill);
-  /* OSSEG_NO_UPCONV=1 keeps Resize + Concat + Conv (A/B benchmarks, tests) */
-  if (!err && !getenv("OSSEG_NO_UPCONV")) err = fuse_upconv(g, diag);
+  /* no_upconv keeps Resize + Concat + Conv (A/B benchmarks, tests) */
+  if (!err && upconv) err = fuse_upconv(g, diag);
   osseg__count_uses(g);
   return err;
 }

@@ -2,10 +2,11 @@
  *
  * A memory-bound loop written in portable C (with `#pragma omp simd` hints)
  * gains from wider vectors, so it is compiled three times: for AVX-512, for
- * AVX2 and for baseline x86-64. The variant is chosen by the kernels' CPU
- * detection, osseg_cpu_features(), and not by GCC's target_clones/ifunc:
- * that way OSSEG_DISABLE_CPU_FEATURES selects the AVX2 and generic variants
- * too, and the test suite, which runs once per level, checks all three.
+ * AVX2 and for baseline x86-64. The variant is chosen by the base layer's
+ * CPU detection, osseg_cpu_features(), and not by GCC's target_clones/ifunc:
+ * that way osseg_cpu_features_disable() (OSSEG_DISABLE_CPU_FEATURES in the
+ * executables) selects the AVX2 and generic variants too, and the test
+ * suite, which runs once per level, checks all three.
  *
  * Usage: write the body as
  *   static inline __attribute__((always_inline)) void NAME_impl(PARAMS) {...}
@@ -17,7 +18,7 @@
 #ifndef OSSEG_ENGINE_ISA_VARIANTS_H
 #define OSSEG_ENGINE_ISA_VARIANTS_H
 
-#include "osseg_kernels.h"
+#include "osseg_base.h"
 
 #define OSSEG__ISA_VARIANTS(name, params, args)                                        \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2")))      \

@@ -1,6 +1,7 @@
 /* Public API: options, load pipeline (parse -> infer/fold -> fuse -> compile
  * -> plan -> bind), introspection, run, free. */
 #include "engine_internal.h"
+#include "engine_test_hooks.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -59,6 +60,7 @@ void osseg_engine_options_default(struct osseg_engine_options *o) {
   o->input_size = 0;
   o->max_model_bytes = 2ull << 30;
   o->max_tensor_bytes = 4ull << 30;
+  o->bf16_tail = OSSEG_BF16_TAIL_DEFAULT;
 }
 
 void osseg_model_free(struct osseg_model *m) {
@@ -83,7 +85,6 @@ void osseg_model_free(struct osseg_model *m) {
   osseg__free(m->scratch);
   if (m->stream) dnnl_stream_destroy(m->stream);
   if (m->eng) dnnl_engine_destroy(m->eng);
-  if (m->lock_init) pthread_mutex_destroy(&m->lock);
   osseg__graph_free(&m->g);
   osseg__free(m);
 }
@@ -111,7 +112,8 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   }
   if (o->threads < 0 || o->threads > 4096 || o->input_size < 0 || o->input_size > 65536 ||
       (o->precision != OSSEG_PRECISION_FP32 && o->precision != OSSEG_PRECISION_BF16 &&
-       o->precision != OSSEG_PRECISION_BF16_MIXED))
+       o->precision != OSSEG_PRECISION_BF16_MIXED) ||
+      o->bf16_tail < -1 || o->bf16_tail > 30)
     return osseg__fail(diag, OSSEG_EINVAL, "invalid engine options");
   struct osseg_model *m = osseg__calloc(1, sizeof *m);
   if (!m) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
@@ -119,14 +121,10 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   int err = osseg__load_graph(&m->g, data, size, o, diag);
   if (!err) err = osseg__infer_and_fold(&m->g, diag);
   if (!err) err = osseg__transformer_fuse(&m->g, diag);
-  if (!err) err = osseg__fuse(&m->g, diag);
+  if (!err) err = osseg__fuse(&m->g, !o->no_upconv, diag);
   if (!err) err = osseg__compile(m, diag);
   if (!err) err = osseg__plan(m, diag);
   if (!err) err = osseg__bind(m, diag);
-  if (!err) {
-    if (pthread_mutex_init(&m->lock, NULL) != 0) err = osseg__fail(diag, OSSEG_EINTERNAL, "mutex");
-    else m->lock_init = 1;
-  }
   if (err) {
     osseg_model_free(m);
     return err;
@@ -236,11 +234,18 @@ void osseg_model_op_at(const struct osseg_model *m, int i, const char **op, int 
   *count = chosen >= 0 ? m->g.ophist_count[chosen] : 0;
 }
 
+int osseg_model_run_ctl(struct osseg_model *m, const float *input, float *output,
+                        const struct osseg_run_control *ctl, struct osseg_diag *diag) {
+  if (!m || !input || !output) return osseg__fail(diag, OSSEG_EINVAL, "invalid arguments");
+  return osseg__executor_run(m, input, output, ctl, diag);
+}
+
 int osseg_model_run(struct osseg_model *m, const float *input, float *output,
                     struct osseg_diag *diag) {
-  if (!m || !input || !output) return osseg__fail(diag, OSSEG_EINVAL, "invalid arguments");
-  pthread_mutex_lock(&m->lock);
-  int err = osseg__execute(m, input, output, diag);
-  pthread_mutex_unlock(&m->lock);
-  return err;
+  return osseg_model_run_ctl(m, input, output, NULL, diag);
+}
+
+void osseg__model_set_step_hook(struct osseg_model *m, void (*fn)(void *ctx, int step), void *ctx) {
+  m->step_hook = fn;
+  m->step_hook_ctx = ctx;
 }

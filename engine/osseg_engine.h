@@ -5,11 +5,24 @@
  * fuses, plans one activation arena and creates every oneDNN primitive.
  * After that osseg_model_run() only executes: no allocation per call.
  *
- * Threading: a model may be shared by threads. Concurrent osseg_model_run()
- * calls on one model are serialised by an internal mutex, so one oneDNN graph
- * at a time uses the cores (run models one after another, not in parallel).
- * The oneDNN thread count (OpenMP in Debian's build) is process-wide; the
- * last loaded model's `threads` option sets it (0 = all online cores).
+ * Threading: one inference executor per process. Every run, of any model
+ * from any thread, is executed by one dedicated engine thread, started on
+ * the first run and owning the OpenMP thread team oneDNN uses; before each
+ * run it sets the team size to the model's `threads` option (0 = OpenMP's
+ * default). Callers queue their run (first come, first served) and block
+ * until it is done, so exactly one oneDNN graph runs at a time on one fixed
+ * team of cores, whichever thread asks, while the callers' own work
+ * (decoding, pre- and post-processing) proceeds on their threads. Models may
+ * be shared by threads; loading, introspection and freeing happen on the
+ * calling thread (a load runs oneDNN reorders and the Winograd weight
+ * transform on that thread's own OpenMP team). Free a model only when no
+ * run of it is queued or executing.
+ *
+ * Interruption: osseg_model_run_ctl() takes a cancel flag and a deadline.
+ * They are checked before every step of the executed graph and inside the
+ * engine's own long loops, so a run stops within about the longest single
+ * oneDNN primitive of the model; a run still waiting in the queue leaves it
+ * within ~5 ms. The model stays usable: the next run starts from scratch.
  *
  * Errors: functions return 0 or a negative OSSEG_E* code (osseg_base.h) and
  * write a human-readable message naming the node / op / attribute into
@@ -48,7 +61,7 @@ enum osseg_precision {
  *    by the fp32 vector directly.
  *  - bf16-mixed only: every CNN node (conv, upconv, resize, concat, pool,
  *    elementwise) whose output is at least 1/8 of the output's height and
- *    width (OSSEG_BF16_TAIL=<octaves> moves the cut-off). "Output" is the
+ *    width (the option bf16_tail, in octaves, moves the cut-off). "Output" is the
  *    finest map the network computes: when the graph output is a Resize of
  *    the logits (DeepLabV3+ upsamples x4), the Resize's input.
  *  - both: the logits. The conv producing them reads bf16 and writes fp32
@@ -102,11 +115,37 @@ struct osseg_engine_options {
   uint64_t max_model_bytes; /* reject larger files before reading them */
   uint64_t max_tensor_bytes;/* cap for any single tensor (constant or
                                activation), checked before allocating */
-  int verbose;              /* 1: warnings (e.g. oneDNN `ref` kernels) go
-                               to stderr */
+  /* The engine never prints and never reads the environment: what it has
+   * to say goes to `log` (fn NULL = dropped), one line per message:
+   *   OSSEG_LOG_WARN, at load: a step that oneDNN runs on reference code
+   *     ("node 'x' (Conv) runs on oneDNN 'ref:any'") and, under bf16, a
+   *     convolution not on AMX;
+   *   OSSEG_LOG_INFO, per run, only with `profile`: the profile table.
+   * The callback runs on the loading thread during a load and on the
+   * engine's executor thread during runs (see "Threading" above). */
+  struct osseg_log log;
+  int profile;              /* 1: every run logs a per-step table at
+                               OSSEG_LOG_INFO: a header line "step kind node
+                               op wall_ms cpu_ms gflop gflop/s impl", one
+                               line per step (wall and process CPU ms; the
+                               stream is waited on after each step, so runs
+                               get slower) and "total N steps wall W ms cpu
+                               C ms" */
+  int bf16_tail;            /* bf16-mixed only: nodes whose output is at
+                               least the output's size / 2^bf16_tail stay
+                               fp32; default OSSEG_BF16_TAIL_DEFAULT (1/8);
+                               -1 = no cut-off (the same as bf16); 0..30 */
+  /* A/B switches for measurements and tests (results stay within the
+   * stated tolerances, only speed changes): */
+  int no_winograd;          /* 1: no own Winograd convs, oneDNN direct */
+  int no_dwconv;            /* 1: no own depthwise conv loop (dwconv.c) */
+  int no_upconv;            /* 1: keep Resize + Concat + Conv in the UNet
+                               decoder instead of the phase-conv rewrite */
 };
+#define OSSEG_BF16_TAIL_DEFAULT 3
 
-/* fp32, all cores, size from model, 2 GiB model, 4 GiB tensor caps. */
+/* fp32, all cores, size from model, 2 GiB model, 4 GiB tensor caps, no log,
+ * no profile, bf16_tail OSSEG_BF16_TAIL_DEFAULT, own kernels on. */
 void osseg_engine_options_default(struct osseg_engine_options *o);
 
 struct osseg_model; /* opaque; loaded once, then run many times */
@@ -165,9 +204,23 @@ void osseg_model_op_at(const struct osseg_model *m, int i, const char **op, int 
 
 /* ---- Execution ---- */
 
-/* Runs one inference. input: float32 NCHW, osseg_model_input_elems() values;
- * output: float32 NCHW, osseg_model_output_elems() values; both caller-owned
- * and contiguous. Thread-safe (serialised internally); no allocation. */
+/* How a run may be interrupted (both optional). */
+struct osseg_run_control {
+  const _Atomic int *cancel; /* non-zero (set by any thread): stop; NULL = none */
+  uint64_t deadline_ns;      /* osseg_now_ns() clock; 0 = none */
+};
+
+/* Runs one inference on the engine's executor thread and waits for it.
+ * input: float32 NCHW, osseg_model_input_elems() values; output: float32
+ * NCHW, osseg_model_output_elems() values; both caller-owned and contiguous,
+ * and only touched until the call returns. ctl may be NULL (no interruption);
+ * it is read during the call only. Returns 0; OSSEG_ECANCELED when the
+ * cancel flag was seen, OSSEG_ETIMEDOUT when the deadline passed (queued or
+ * running; the output is then incomplete); or another error. The log
+ * callback (profile lines) runs on the executor thread. No allocation. */
+int osseg_model_run_ctl(struct osseg_model *m, const float *input, float *output,
+                        const struct osseg_run_control *ctl, struct osseg_diag *diag);
+/* osseg_model_run_ctl() with ctl NULL. */
 int osseg_model_run(struct osseg_model *m, const float *input, float *output,
                     struct osseg_diag *diag);
 

@@ -24,7 +24,7 @@
  * error stays within a small factor of the direct convolution's (measured
  * on the UNet++ benchmark models in bench/ENGINE_RESULTS.md). A cost model
  * (wg_pays) keeps shapes direct whose weights would be re-read from memory
- * for every chunk. OSSEG_NO_WINOGRAD=1 turns it all off (A/B measurements). */
+ * for every chunk. The option no_winograd turns it all off (A/B measurements). */
 #include "engine_internal.h"
 #include "isa_variants.h"
 
@@ -268,7 +268,9 @@ static dnnl_status_t run_wg(struct osseg_model *m, struct osseg__step *s) {
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < w->nchunks; c++) {
       const int64_t t0 = c * w->chunk, n = w->tiles - t0 < w->chunk ? w->tiles - t0 : w->chunk;
-      if (!ok) continue;
+      /* a chunk is ~1 MiB of work: a cheap place to honour the run control
+       * (the caller sees m->stop and discards the output) */
+      if (!ok || osseg__should_stop(m)) continue;
       fin(w, x, v, zero, t0, n);
       if (dnnl_primitive_execute(w->mm, t->stream, nargs, args) != dnnl_success ||
           dnnl_stream_wait(t->stream) != dnnl_success) {
@@ -326,10 +328,6 @@ static int wg_pays(int64_t k, int64_t IC, int64_t OC, int64_t OH, int64_t OW) {
   return saved_flop / 300e9 > traffic / 20e9;
 }
 
-static int winograd_disabled(void) {
-  const char *e = getenv("OSSEG_NO_WINOGRAD");
-  return e && *e && strcmp(e, "0") != 0;
-}
 
 int osseg__winograd_eligible(const struct osseg_model *m, int x, int y, int64_t kh, int64_t kw,
                              int64_t IC, int64_t OC, const int64_t stride[2],
@@ -355,7 +353,7 @@ int osseg__winograd_eligible(const struct osseg_model *m, int x, int y, int64_t 
     if (post[i].kind == OSSEG__POST_RELU && i != npost - 1) return 0;
   }
   if (!wg_pays(kh, IC, OC, ymd->dims[2], ymd->dims[3])) return 0;
-  return !winograd_disabled();
+  return !m->opt.no_winograd;
 }
 
 int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, int x, int y,

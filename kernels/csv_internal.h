@@ -26,7 +26,7 @@ const char *osseg__csv_scan_avx2(const char *p, const char *end);
 const char *osseg__csv_scan_avx512(const char *p, const char *end);
 
 /* The variant chosen by the CPU features (honours
- * OSSEG_DISABLE_CPU_FEATURES). */
+ * osseg_cpu_features_disable()). */
 osseg__csv_scan_fn osseg__csv_scan_pick(void);
 
 #endif

@@ -3,8 +3,8 @@
  * Depends on libc (and the base layer) only. Every kernel has a plain C
  * reference (`*_generic`, in the *_generic.c / same file, never compiled with
  * -mavx*) and, where SIMD pays, AVX2 and AVX-512 variants chosen once at
- * start-up by osseg_cpu_features(). Integer kernels give results identical
- * to the reference; float kernels state their tolerance.
+ * start-up by osseg_cpu_features() (osseg_base.h). Integer kernels give
+ * results identical to the reference; float kernels state their tolerance.
  *
  * Conventions
  *   - A mask of H x W pixels is addressed in row-major order, pixel index
@@ -34,22 +34,6 @@ extern "C" {
 /* 16384 x 16384: every pixel index and run length fits in uint32_t. */
 #define OSSEG_MAX_SIDE 16384u
 #define OSSEG_MAX_PIXELS ((uint64_t)OSSEG_MAX_SIDE * OSSEG_MAX_SIDE)
-
-/* ---------------------------------------------------------------- CPU --- */
-
-enum osseg_cpu_feature {
-  OSSEG_CPU_AVX2 = 1u << 0,   /* AVX2 + FMA + BMI1/2, OS saves YMM */
-  OSSEG_CPU_AVX512 = 1u << 1, /* F, BW, DQ, VL, CD, VPOPCNTDQ; OS saves ZMM */
-  OSSEG_CPU_AVX512_BF16 = 1u << 2,
-  OSSEG_CPU_AMX = 1u << 3 /* AMX-TILE + AMX-BF16, OS saves tile state */
-};
-
-/* Features usable on this machine, minus those named in the environment
- * variable OSSEG_DISABLE_CPU_FEATURES (comma-separated: avx512, avx2, bf16,
- * amx; "avx2" also disables avx512, which builds on it). Detected once. */
-unsigned osseg_cpu_features(void);
-/* Human-readable list of the active features, e.g. "avx2 avx512". */
-const char *osseg_cpu_features_string(void);
 
 /* ---------------------------------------------------------------- runs --- */
 

@@ -33,7 +33,8 @@ static int infer_all(const struct osseg_pipeline *p, struct osseg_workspace *ws,
       t->preprocess_ms += ms_since(t0);
     }
     uint64_t t0 = osseg_now_ns();
-    rc = osseg_model_run(m->model, input, ws->logits[i].v, diag);
+    struct osseg_run_control ctl = {rq->cancel, rq->deadline_ns};
+    rc = osseg_model_run_ctl(m->model, input, ws->logits[i].v, &ctl, diag);
     if (rc) return rc;
     t->inference_ms += ms_since(t0);
   }

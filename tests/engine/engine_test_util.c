@@ -47,6 +47,30 @@ int engine_parity(const char *dir, const char *name, const struct osseg_engine_o
   return err;
 }
 
+void engine_fixture_load(struct engine_fixture *f, const char *dir, const char *name,
+                         const struct osseg_engine_options *o) {
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  memset(f, 0, sizeof *f);
+  int err = npy_read(test_path("%s/%s.input.npy", dir, name), 1 << 30, &f->in, &diag);
+  if (!err) err = osseg_model_load(&f->m, test_path("%s/%s.onnx", dir, name), o, &diag);
+  if (err) print_error("%s: %s\n", name, diag.message);
+  assert_int_equal(err, 0);
+  assert_int_equal(osseg_model_input_elems(f->m), f->in.count);
+  f->nout = osseg_model_output_elems(f->m);
+  f->out = malloc(f->nout * sizeof(float));
+  assert_non_null(f->out);
+}
+
+void engine_fixture_free(struct engine_fixture *f) {
+  osseg_model_free(f->m);
+  npy_free(&f->in);
+  free(f->out);
+  memset(f, 0, sizeof *f);
+}
+
+const char *engine_models_dir(void) { return test_path("%s/tests/data/models", test_source_dir()); }
+
 struct osseg_engine_options engine_test_opts(enum osseg_precision p) {
   struct osseg_engine_options o;
   osseg_engine_options_default(&o);

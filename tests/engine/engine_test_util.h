@@ -25,6 +25,19 @@ int engine_parity(const char *dir, const char *name, const struct osseg_engine_o
  * Returns how many were checked. */
 int engine_dir_parity(const char *dir);
 
+/* A loaded fixture ready to run: dir/name.onnx, its name.input.npy and a
+ * malloc'ed output buffer. engine_fixture_free releases all three. */
+struct engine_fixture {
+  struct osseg_model *m;
+  struct npy_array in;
+  float *out;
+  size_t nout;
+};
+void engine_fixture_load(struct engine_fixture *f, const char *dir, const char *name,
+                         const struct osseg_engine_options *o);
+void engine_fixture_free(struct engine_fixture *f);
+const char *engine_models_dir(void); /* tests/data/models */
+
 /* Engine options of the tests: precision p, 2 threads, other defaults. */
 struct osseg_engine_options engine_test_opts(enum osseg_precision p);
 

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <pthread.h>
 
+#include "engine_test_hooks.h"
 #include "engine_test_util.h"
 #include "npy.h"
 #include "osseg_base.h"
@@ -119,8 +120,8 @@ static struct parity parity_stats(const char *dir, const char *name,
  * (fuse.c): the rewrite must actually happen on the decoder pattern (Resize
  * + Concat + Conv = 3 steps become phase conv + interleave + one conv per
  * other concat input), match PyTorch in both precisions (test_op_parity runs
- * the same files), and OSSEG_NO_UPCONV must give the plain path the same
- * answer. */
+ * the same files), and the option no_upconv must give the plain path the
+ * same answer. */
 static void test_upconv_rewrite(void **state) {
   (void)state;
   const char *dir = engine_dir();
@@ -132,13 +133,13 @@ static void test_upconv_rewrite(void **state) {
     struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
     uint64_t fused_arena = 0, plain_arena = 0;
     int fused = model_steps(d, cases[i].name, &o, &fused_arena);
-    setenv("OSSEG_NO_UPCONV", "1", 1);
+    o.no_upconv = 1;
     int plain = model_steps(d, cases[i].name, &o, &plain_arena);
     struct parity p;
     struct osseg_diag diag;
     osseg_diag_clear(&diag);
     int err = engine_parity(d, cases[i].name, &o, &p, &diag);
-    unsetenv("OSSEG_NO_UPCONV");
+    o.no_upconv = 0;
     print_message("%-16s steps fused %d plain %d, plain rel %.2e\n", cases[i].name, fused, plain,
                   p.rel_err);
     assert_int_equal(err, 0);
@@ -157,15 +158,47 @@ static void test_upconv_rewrite(void **state) {
   }
 }
 
+/* Parity with the option bf16_tail set to `tail` (NULL: the default). */
+/* Big stride-1 convs run as bands of output rows (conv.c banded_conv, so
+ * that a run can be interrupted between them): with the threshold forced
+ * down, the upconv fixtures (phase conv and skip convs, with the sum and
+ * ReLU epilogues) and a whole UNet++ split into many more steps and still
+ * match PyTorch. */
+static void test_conv_bands(void **state) {
+  (void)state;
+  static const struct { const char *dir, *name; } cases[] = {
+      {"engine", "upconv_cat"}, {"engine", "upconv_cat_op11"},
+      {"models", "unetpp_r18_tiny_op13"}, {"models", "unetpp_r50_tiny_op13"}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char d[4096];
+    snprintf(d, sizeof d, "%s/tests/data/%s", test_source_dir(), cases[i].dir);
+    for (int prec = 0; prec < 2; prec++) {
+      struct osseg_engine_options o =
+          engine_test_opts(prec ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
+      o.no_winograd = 1; /* (Winograd-eligible convs are chunked instead) */
+      struct osseg_model_stats whole, banded;
+      struct parity p0 = parity_stats(d, cases[i].name, &o, &whole);
+      osseg__set_conv_band_flops(1);
+      struct parity p1 = parity_stats(d, cases[i].name, &o, &banded);
+      osseg__set_conv_band_flops(0);
+      print_message("%-22s %s steps %d -> %d banded, rel %.2e -> %.2e\n", cases[i].name,
+                    prec ? "bf16" : "fp32", whole.steps, banded.steps, p0.rel_err, p1.rel_err);
+      assert_true(banded.steps > whole.steps);
+      /* as close to PyTorch as one primitive (bf16 on these random-weight
+       * models: ~0.06 either way) */
+      assert_true(fabs(p1.rel_err - p0.rel_err) <= (prec ? 0.01 : 1e-6));
+      if (!prec) assert_true(p1.rel_err <= 1e-4);
+    }
+  }
+}
+
 static int parity_env(const char *dir, const char *name, enum osseg_precision prec,
                       const char *tail, struct parity *p) {
   struct osseg_engine_options o = engine_test_opts(prec);
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
-  if (tail) setenv("OSSEG_BF16_TAIL", tail, 1);
-  else unsetenv("OSSEG_BF16_TAIL");
+  if (tail) o.bf16_tail = atoi(tail);
   int err = engine_parity(dir, name, &o, p, &diag);
-  unsetenv("OSSEG_BF16_TAIL");
   if (err) print_error("%s %s tail %s: %s\n", name, osseg_precision_name(prec), tail ? tail : "-",
                        diag.message);
   return err;
@@ -174,7 +207,7 @@ static int parity_env(const char *dir, const char *name, enum osseg_precision pr
 /* bf16 precision split (compile.c node_dt): every boundary between fp32
  * and bf16 nodes (pool, residual sum, concat, upconv inputs converted by a
  * reorder) must work for any bf16-mixed cut-off; bf16-mixed with no cut-off
- * (OSSEG_BF16_TAIL=-1) is exactly bf16, which ignores the variable; and the
+ * (bf16_tail -1) is exactly bf16, which ignores the option; and the
  * default mixed split is not worse than bf16. */
 static void test_bf16_mixed_precision(void **state) {
   (void)state;
@@ -259,7 +292,7 @@ static void test_pad_folding(void **state) {
  * maps (partial tiles),
  * pads 0/1/2, several chunks, the residual sum + ReLU epilogue and the
  * upconv's skip convs; the same through oneDNN's direct conv with
- * OSSEG_NO_WINOGRAD=1; the same result for 1 and 2 threads; under bf16 only
+ * the option no_winograd; the same result for 1 and 2 threads; under bf16 only
  * the convs reading the image (which stay fp32) use it. Runs at every CPU
  * level (ISA variants of the transforms). */
 static void test_winograd(void **state) {
@@ -272,13 +305,12 @@ static void test_winograd(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     double rel_2threads = -1;
     for (int mode = 0; mode < 4; mode++) { /* wg 2 threads, wg 1 thread, direct, bf16 */
-      if (mode == 2) setenv("OSSEG_NO_WINOGRAD", "1", 1);
       struct osseg_engine_options o =
           engine_test_opts(mode == 3 ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
       if (mode == 1) o.threads = 1;
+      o.no_winograd = mode == 2;
       struct osseg_model_stats st;
       struct parity p = parity_stats(d, cases[i].name, &o, &st);
-      unsetenv("OSSEG_NO_WINOGRAD");
       static const char *mode_name[] = {"winograd 2T", "winograd 1T", "direct", "bf16"};
       print_message("%-14s %-11s rel %.2e, %d Winograd convs\n", cases[i].name, mode_name[mode],
                     p.rel_err, st.winograd_convs);
@@ -295,7 +327,7 @@ static void test_winograd(void **state) {
  * ASPP): oneDNN runs them as im2col + gemm; engine/dwconv.c replaces that.
  * It also runs every other dilated depthwise conv (oneDNN's jit kernel is
  * slow on them). Parity against PyTorch with the own loop (no slow step
- * left) and, with OSSEG_NO_DWCONV=1, through oneDNN (where the first three
+ * left) and, with the option no_dwconv, through oneDNN (where the first three
  * fall back to gemm, which proves they reach the own loop at all). Runs at
  * every CPU level (ISA variants). */
 static void test_depthwise_fallback(void **state) {
@@ -309,12 +341,11 @@ static void test_depthwise_fallback(void **state) {
     const char *name = cases[i].name;
     for (int own = 1; own >= 0; own--) {
       for (int prec = 0; prec < 2; prec++) {
-        if (!own) setenv("OSSEG_NO_DWCONV", "1", 1);
         struct osseg_engine_options o =
             engine_test_opts(prec ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
+        o.no_dwconv = !own;
         struct osseg_model_stats st;
         struct parity p = parity_stats(d, name, &o, &st);
-        unsetenv("OSSEG_NO_DWCONV");
         print_message("%-24s %s %s: rel %.2e, %d slow steps\n", name, prec ? "bf16" : "fp32",
                       own ? "own loop" : "oneDNN  ", p.rel_err, st.slow_steps);
         assert_true(p.rel_err <= (prec ? 0.01 : 1e-5));
@@ -548,6 +579,7 @@ int main(void) {
       cmocka_unit_test(test_op_parity),
       cmocka_unit_test(test_model_parity),
       cmocka_unit_test(test_upconv_rewrite),
+      cmocka_unit_test(test_conv_bands),
       cmocka_unit_test(test_bf16_mixed_precision),
       cmocka_unit_test(test_bf16_mask_agreement),
       cmocka_unit_test(test_pad_folding),

@@ -142,8 +142,58 @@ static void test_omp_wait_policy(void **state) {
   unsetenv("OMP_DISPLAY_ENV");
 }
 
+/* clients/engine_env.c: the documented switches still reach the engine
+ * (which no longer reads the environment) and its log comes out on stderr
+ * as before: OSSEG_PROFILE's table, OSSEG_NO_WINOGRAD in model-info's
+ * counts, a bad OSSEG_BF16_TAIL or OSSEG_DISABLE_CPU_FEATURES is a usage
+ * error. */
+static void test_env_switches(void **state) {
+  (void)state;
+  char bin[4096], model[4096], wg[4096];
+  snprintf(bin, sizeof bin, "%s", osseg_bin());
+  snprintf(model, sizeof model, "%s", data("residual.onnx"));
+  snprintf(wg, sizeof wg, "%s", data("wg_plain.onnx"));
+  char *out = NULL, *err = NULL;
+  const char *a1[] = {bin, "run-model", model, NULL};
+  setenv("OSSEG_PROFILE", "1", 1);
+  assert_int_equal(run(a1, &out, &err), 0);
+  unsetenv("OSSEG_PROFILE");
+  assert_non_null(strstr(err, "osseg profile: step kind node op wall_ms cpu_ms gflop gflop/s impl\n"));
+  assert_non_null(strstr(err, "osseg profile: total "));
+  assert_null(strstr(err, "warning"));
+  free(out), free(err);
+  assert_int_equal(run(a1, &out, &err), 0);
+  assert_null(strstr(err, "profile"));
+  free(out), free(err);
+
+  const char *a2[] = {bin, "model-info", wg, NULL};
+  assert_int_equal(run(a2, &out, &err), 0);
+  assert_non_null(strstr(out, "winograd    1 convs"));
+  free(out), free(err);
+  setenv("OSSEG_NO_WINOGRAD", "1", 1);
+  assert_int_equal(run(a2, &out, &err), 0);
+  unsetenv("OSSEG_NO_WINOGRAD");
+  assert_null(strstr(out, "winograd"));
+  free(out), free(err);
+
+  setenv("OSSEG_BF16_TAIL", "two", 1);
+  assert_int_equal(run(a1, &out, &err), 2);
+  unsetenv("OSSEG_BF16_TAIL");
+  assert_non_null(strstr(err, "osseg run-model: OSSEG_BF16_TAIL must be an integer"));
+  free(out), free(err);
+  const char *level = getenv("OSSEG_DISABLE_CPU_FEATURES");
+  char saved[64];
+  snprintf(saved, sizeof saved, "%s", level ? level : "");
+  setenv("OSSEG_DISABLE_CPU_FEATURES", "avx3", 1);
+  assert_int_equal(run(a1, &out, &err), 2);
+  setenv("OSSEG_DISABLE_CPU_FEATURES", saved, 1);
+  assert_non_null(strstr(err, "OSSEG_DISABLE_CPU_FEATURES"));
+  free(out), free(err);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_env_switches),
       cmocka_unit_test(test_omp_wait_policy),
       cmocka_unit_test(test_run_model_json_and_output),
       cmocka_unit_test(test_run_model_errors),

@@ -115,6 +115,13 @@ static int write_json(const char *path, const struct phantom_scene *sc,
 }
 
 int main(int argc, char **argv) {
+  /* The libraries never read the environment; OSSEG_DISABLE_CPU_FEATURES
+   * (avx512, avx2, bf16, amx) forces the lower code paths. */
+  if (osseg_cpu_features_disable(getenv("OSSEG_DISABLE_CPU_FEATURES"))) {
+    fprintf(stderr, "%s: OSSEG_DISABLE_CPU_FEATURES: expected a comma-separated list of "
+                    "avx512, avx2, bf16, amx\n", "osseg-phantom");
+    return 2;
+  }
   const char *seed_s = NULL, *count_s = NULL, *out = NULL, *size_s = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];

@@ -1,14 +1,16 @@
 /* CPU feature detection, done once.
  *
  * A feature counts only when the CPU reports it *and* the OS saves the
- * register state it needs (XCR0), as a VM or an old kernel may not. The
- * environment variable OSSEG_DISABLE_CPU_FEATURES removes features so the
- * test suite can run every code path on one machine. */
-#include "osseg_kernels.h"
+ * register state it needs (XCR0), as a VM or an old kernel may not.
+ * osseg_cpu_features_disable() removes features before first use, so that
+ * an executable (the test programs read OSSEG_DISABLE_CPU_FEATURES) can run
+ * every code path on one machine; the library itself never reads the
+ * environment. */
+#include "osseg_base.h"
 
 #include <cpuid.h>
 #include <pthread.h>
-#include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define XCR0_SSE (1u << 1)
@@ -22,6 +24,10 @@
 static unsigned features;
 static char features_string[64];
 static pthread_once_t features_once = PTHREAD_ONCE_INIT;
+/* Features removed by osseg_cpu_features_disable(); `detected` is set once
+ * the mask has been applied, after which it can no longer change. */
+static _Atomic unsigned disabled;
+static atomic_int detected;
 
 static uint64_t read_xcr0(void) {
   uint32_t lo, hi;
@@ -62,28 +68,41 @@ static unsigned detect(void) {
   return f;
 }
 
-/* Removes the features named in a comma-separated list. */
-static unsigned apply_disable(unsigned f, const char *list) {
-  if (!list) return f;
-  const char *p = list;
-  while (*p) {
+/* The features a name removes (0 for an unknown name). */
+static unsigned disable_mask(const char *name, size_t n) {
+  if (n == 6 && strncmp(name, "avx512", n) == 0)
+    return OSSEG_CPU_AVX512 | OSSEG_CPU_AVX512_BF16 | OSSEG_CPU_AMX;
+  if (n == 4 && strncmp(name, "avx2", n) == 0)
+    return ~0u; /* everything else builds on AVX2 */
+  if (n == 4 && strncmp(name, "bf16", n) == 0) return OSSEG_CPU_AVX512_BF16;
+  if (n == 3 && strncmp(name, "amx", n) == 0) return OSSEG_CPU_AMX;
+  return 0;
+}
+
+int osseg_cpu_features_disable(const char *list) {
+  if (!list) return 0;
+  unsigned mask = 0;
+  for (const char *p = list; *p;) {
     size_t n = strcspn(p, ",");
-    if (n == 6 && strncmp(p, "avx512", n) == 0)
-      f &= ~(unsigned)(OSSEG_CPU_AVX512 | OSSEG_CPU_AVX512_BF16 | OSSEG_CPU_AMX);
-    else if (n == 4 && strncmp(p, "avx2", n) == 0)
-      f = 0; /* everything else builds on AVX2 */
-    else if (n == 4 && strncmp(p, "bf16", n) == 0)
-      f &= ~(unsigned)OSSEG_CPU_AVX512_BF16;
-    else if (n == 3 && strncmp(p, "amx", n) == 0)
-      f &= ~(unsigned)OSSEG_CPU_AMX;
+    if (n > 0) {
+      unsigned m = disable_mask(p, n);
+      if (!m) return OSSEG_EINVAL;
+      mask |= m;
+    }
     p += n;
     if (*p == ',') p++;
   }
-  return f;
+  if (!mask) return 0;
+  /* Detection already ran: the selection made then stays (kernels may have
+   * cached it), so say the request came too late. */
+  if (atomic_load(&detected)) return OSSEG_EUNSUPPORTED;
+  atomic_fetch_or(&disabled, mask);
+  return 0;
 }
 
 static void init_features(void) {
-  features = apply_disable(detect(), getenv("OSSEG_DISABLE_CPU_FEATURES"));
+  features = detect() & ~atomic_load(&disabled);
+  atomic_store(&detected, 1);
   char *s = features_string;
   s[0] = '\0';
   if (features & OSSEG_CPU_AVX2) strcat(s, "avx2 ");
