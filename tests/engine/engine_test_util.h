@@ -39,6 +39,8 @@ void engine_fixture_free(struct engine_fixture *f);
 const char *engine_models_dir(void); /* tests/data/models */
 
 /* Engine options of the tests: precision p, 2 threads, other defaults. */
+/* Engine threads for a test: `wanted`, or 1 under ThreadSanitizer. */
+int engine_test_threads(int wanted);
 struct osseg_engine_options engine_test_opts(enum osseg_precision p);
 
 /* Asserts that loading dir/file fails with code and a message containing

@@ -73,7 +73,7 @@ static void test_one_executor(void **state) {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/tests/data/%s", test_source_dir(), model_files[i].dir);
     struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
-    o.threads = i == 1 ? 1 : 2; /* the executor sets the team size per model */
+    o.threads = engine_test_threads(i == 1 ? 1 : 2); /* the executor sets the team size per model */
     engine_fixture_load(&f[i], dir, model_files[i].name, &o);
     ref[i] = malloc(f[i].nout * sizeof(float));
     assert_non_null(ref[i]);
