@@ -10,6 +10,12 @@ int osseg_cmd_rle(int argc, char **argv);
 int osseg_cmd_run_model(int argc, char **argv);
 int osseg_cmd_model_info(int argc, char **argv);
 int osseg_cmd_predict(int argc, char **argv);
+/* Clients of the ossegd daemon (client_segment.c, osseg_client.h). */
+int osseg_cmd_segment(int argc, char **argv);
+int osseg_cmd_batch(int argc, char **argv);
+int osseg_cmd_health(int argc, char **argv);
+int osseg_cmd_models(int argc, char **argv);
+int osseg_cmd_stats(int argc, char **argv);
 
 /* Sets the OpenMP spin count for the engine's threads and re-executes the
  * tool, unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT (omp_env.c).

@@ -19,6 +19,11 @@ static const struct command commands[] = {
     {"rle", osseg_cmd_rle, "convert between CSV rows and PNG masks"},
     {"run-model", osseg_cmd_run_model, "run an ONNX model on a .npy input, with timings"},
     {"model-info", osseg_cmd_model_info, "describe an ONNX model: inputs, outputs, ops, FLOPs"},
+    {"segment", osseg_cmd_segment, "segment images with the ossegd daemon into a submission CSV"},
+    {"batch", osseg_cmd_batch, "segment folders with ossegd: progress line, resumable output"},
+    {"health", osseg_cmd_health, "ask ossegd whether it is ready"},
+    {"models", osseg_cmd_models, "list the models ossegd serves"},
+    {"stats", osseg_cmd_stats, "print ossegd's statistics"},
 };
 
 static void usage(FILE *f) {
