@@ -66,6 +66,10 @@ void client_json_string(FILE *f, const char *s) {
 /* Splits a comma-separated list in place into out[0, max); returns the
  * count or -1 when there are more than max or an empty item. */
 static int split_list(char *s, char **out, size_t max) {
+  /* Checked before cutting, so that a message can quote the text whole. */
+  size_t items = 1;
+  for (const char *p = s; *p; p++) items += *p == ',';
+  if (items > max || !*s || s[strlen(s) - 1] == ',' || strstr(s, ",,") || *s == ',') return -1;
   size_t n = 0;
   for (char *tok = s;;) {
     char *comma = strchr(tok, ',');
@@ -339,7 +343,8 @@ static int read_whole(const char *path, char **data, size_t *size) {
 
 /* One image in flight. */
 struct slot {
-  int busy;
+  int busy;          /* sent, or finished and waiting for earlier images */
+  int finished;      /* Done arrived; rows wait to be written in order */
   uint64_t id;
   size_t image;      /* index in the image list */
   struct buf rows;   /* its CSV rows so far */
@@ -369,6 +374,7 @@ struct run {
   size_t skipped;
   /* Progress and results. */
   size_t done, failed, to_do;
+  size_t next_write;               /* images before it are written or failed */
   uint64_t t0_ns;
   double dice_sum[SEG_MAX_CLASSES];
   size_t dice_count[SEG_MAX_CLASSES];
@@ -624,13 +630,31 @@ static int write_rows(struct run *r, const struct buf *rows) {
   return 0;
 }
 
+/* Writes the rows of finished images in the order of the image list (as
+ * osseg predict does, whatever order the answers came in) and frees their
+ * slots; stops at the first image still in the daemon. */
+static void flush_rows(struct run *r, struct slot *slots, size_t nslots, size_t sent) {
+  while (r->next_write < sent) {
+    struct slot *s = NULL;
+    for (size_t k = 0; k < nslots && !s; k++)
+      if (slots[k].busy && slots[k].image == r->next_write) s = &slots[k];
+    if (s && !s->finished) return; /* still in the daemon */
+    if (s) {
+      if (write_rows(r, &s->rows) != 0) {
+        r->done--;
+        image_failed(r, s->image, "cannot write its rows to %s: %s", r->o->output,
+                     strerror(errno));
+      }
+      s->busy = s->finished = 0;
+    }
+    r->next_write++;
+  }
+}
+
 static void on_done(struct run *r, struct slot *s, const Osseg__Wire__Done *d) {
   const char *path = r->images.paths[s->image];
   const char *name = base_name(path);
-  if (write_rows(r, &s->rows) != 0) {
-    image_failed(r, s->image, "cannot write its rows to %s: %s", r->o->output, strerror(errno));
-    return;
-  }
+  s->finished = 1;
   r->done++;
   if (s->has_dice)
     for (size_t c = 0; c < SEG_MAX_CLASSES; c++)
@@ -678,6 +702,7 @@ static struct slot *find_slot(struct slot *slots, size_t n, uint64_t id) {
 static int on_response(struct run *r, struct slot *slots, size_t nslots,
                        const Osseg__Wire__Response *resp) {
   struct slot *s = find_slot(slots, nslots, resp->id);
+  if (s && s->finished) s = NULL; /* its request has ended */
   if (!s) {
     /* An answer to a request that has ended (or never was): not ours. */
     progress_clear(r);
@@ -711,7 +736,6 @@ static int on_response(struct run *r, struct slot *slots, size_t nslots,
     }
     case OSSEG__WIRE__RESPONSE__KIND_DONE:
       on_done(r, s, resp->done);
-      s->busy = 0;
       return 0;
     case OSSEG__WIRE__RESPONSE__KIND_ERROR:
       image_failed(r, s->image, "daemon error %s: %s",
@@ -931,16 +955,19 @@ int seg_run(struct seg_options *o) {
     }
     on_response(&r, slots, o->in_flight, resp);
     osseg__wire__response__free_unpacked(resp, NULL);
+    flush_rows(&r, slots, o->in_flight, next);
     busy = 0;
     for (size_t k = 0; k < o->in_flight; k++) busy += slots[k].busy;
   }
-  /* After a connection failure, every image not finished has failed. */
+  /* After a connection failure, every image not finished has failed; the
+   * finished ones are still written. */
   if (broken) {
     for (size_t k = 0; k < o->in_flight; k++)
-      if (slots[k].busy) {
+      if (slots[k].busy && !slots[k].finished) {
         image_failed(&r, slots[k].image, "no answer: the connection to the daemon failed");
         slots[k].busy = 0;
       }
+    flush_rows(&r, slots, o->in_flight, next);
     for (; next < r.images.n; next++)
       if (!r.skip[next]) image_failed(&r, next, "not sent: the connection to the daemon failed");
   }
