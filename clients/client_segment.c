@@ -812,8 +812,8 @@ static int open_append(struct run *r, size_t expected) {
     rc = osseg_csv_writer_open(&w, path, &diag);
     for (size_t i = 0; rc == 0 && i < csv.nrows; i++) {
       const struct osseg_csv_row *row = &csv.rows[i];
-      size_t found = csv_index_find(&done_ix, csv_index_hash(row->image, row->image_len, NULL, 0),
-                                    row->image, row->image_len, NULL, 0);
+      size_t found = csv_index_find(&done_ix, csv_index_hash(row->image, row->image_len, "", 0),
+                                    row->image, row->image_len, "", 0);
       if (found == CSV_INDEX_NONE) continue;
       rc = osseg_csv_write_row(w, row->image, row->image_len, row->cls, row->cls_len, row->rle,
                                row->rle_len);
@@ -831,7 +831,7 @@ static int open_append(struct run *r, size_t expected) {
       const char *name = base_name(r->images.paths[i]);
       size_t len = strlen(name);
       if (done_ix.slots &&
-          csv_index_find(&done_ix, csv_index_hash(name, len, NULL, 0), name, len, NULL, 0) !=
+          csv_index_find(&done_ix, csv_index_hash(name, len, "", 0), name, len, "", 0) !=
               CSV_INDEX_NONE) {
         r->skip[i] = 1;
         r->skipped++;

@@ -608,7 +608,7 @@ static void test_fake_batch_resume(void **state) {
   char *out, *err;
   int rc = test_osseg_run(&out, &err, "batch", "--socket", sock, "--model", "fake", "-o", csv,
                           imgs, NULL);
-  assert_int_equal(rc, 0);
+  if (rc != 0) fail_msg("osseg batch: exit %d: %s", rc, err);
   assert_int_equal(f->segments, 2); /* a.png skipped */
   assert_string_equal(f->names[0], "b.png");
   assert_int_equal(f->priority_batch, 2);
