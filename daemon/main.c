@@ -199,6 +199,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   int rc = ossegd_run(d);
+  /* Drained: a second signal during the teardown changes nothing. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
   ossegd_free(d);
   return rc == 0 ? 0 : 1;
 }

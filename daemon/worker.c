@@ -198,7 +198,8 @@ static int on_dice(void *vctx, const struct osseg_dice_report *rep) {
   r.kind_case = OSSEG__WIRE__RESPONSE__KIND_DICE;
   r.dice = &dr;
   size_t len = 0;
-  return emit(ctx->w->d, req, ossegd__pack_response(&r, &len), len);
+  uint8_t *f = ossegd__pack_response(&r, &len); /* before len is read */
+  return emit(ctx->w->d, req, f, len);
 }
 
 static double ms_since(uint64_t t0, uint64_t t1) { return (double)(t1 - t0) / 1e6; }
