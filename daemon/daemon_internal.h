@@ -122,6 +122,12 @@ struct ossegd__session {
   unsigned in_flight;
   struct ossegd__request *reqs;
   uv_shutdown_t shutdown;
+  /* Bytes read but not yet fed to the frame reader because the in-flight
+   * limit was reached in the middle of a read; fed before reading resumes,
+   * so requests keep their order. At most one read buffer. */
+  uint8_t *pending;
+  size_t pending_len;
+  int feeding;            /* inside feed(): no re-entry from a completion */
 };
 
 #define OSSEGD_NOUTCOMES 9 /* "ok" + the 8 Error codes */

@@ -30,6 +30,8 @@ static void usage(FILE *f) {
           "  --max-connections N    default 256\n"
           "  --max-in-flight N      requests in flight per connection, default 64\n"
           "  --max-queue N          Segment requests waiting for a worker, default 256\n"
+          "  --max-output-bytes N   bytes queued for one connection before the daemon\n"
+          "                         stops reading it, default 67108864\n"
           "  -v, --verbose          engine warnings (e.g. slow reference kernels)\n");
 }
 
@@ -122,7 +124,7 @@ int main(int argc, char **argv) {
   ossegd_options_default(&o);
   int verbose = 0;
   enum { O_SOCKET = 256, O_MODEL, O_THREADS, O_WORKERS, O_FRAME, O_PIXELS, O_CONN, O_INFLIGHT,
-         O_QUEUE };
+         O_QUEUE, O_OUTPUT };
   static const struct option opts[] = {{"socket", required_argument, NULL, O_SOCKET},
                                        {"model", required_argument, NULL, O_MODEL},
                                        {"threads", required_argument, NULL, O_THREADS},
@@ -132,6 +134,7 @@ int main(int argc, char **argv) {
                                        {"max-connections", required_argument, NULL, O_CONN},
                                        {"max-in-flight", required_argument, NULL, O_INFLIGHT},
                                        {"max-queue", required_argument, NULL, O_QUEUE},
+                                       {"max-output-bytes", required_argument, NULL, O_OUTPUT},
                                        {"verbose", no_argument, NULL, 'v'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
@@ -165,6 +168,7 @@ int main(int argc, char **argv) {
       NUMBER(O_CONN, "--max-connections", 1, 1000000, o.max_connections)
       NUMBER(O_INFLIGHT, "--max-in-flight", 1, 1000000, o.max_in_flight)
       NUMBER(O_QUEUE, "--max-queue", 1, 1000000, o.max_queue)
+      NUMBER(O_OUTPUT, "--max-output-bytes", 1, UINT64_MAX / 2, o.max_output_bytes)
 #undef NUMBER
       case 'v': verbose = 1; break;
       case 'h': usage(stdout); return 0;

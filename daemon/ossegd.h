@@ -37,8 +37,9 @@
  *     checked against them (IMAGE_TOO_LARGE).
  *   - max_connections: connections past it are accepted and closed at once.
  *   - max_in_flight: requests of one connection accepted and not done; at
- *     the limit the daemon stops reading the connection and resumes below
- *     half; a Segment that arrives in the same read past it gets BUSY.
+ *     the limit the daemon stops reading the connection (bytes already read
+ *     wait, unparsed) and resumes below half: pipelining more than the
+ *     limit is slowed down, never refused.
  *   - max_queue: Segment requests waiting for a worker, both priorities
  *     together; a full queue answers BUSY.
  *   - max_output_bytes: bytes queued for writing on one connection; above it

@@ -12,6 +12,7 @@
 static void session_unref(struct ossegd__session *s) {
   if (--s->refs > 0) return;
   ossegd__frame_reader_reset(&s->rd);
+  free(s->pending);
   free(s);
 }
 
@@ -292,7 +293,7 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
                          "id: another request of this connection with this id is in flight");
       return;
     }
-  if (s->in_flight >= d->opt.max_in_flight) {
+  if (s->in_flight >= d->opt.max_in_flight) { /* feed() pauses before this */
     osseg__wire__request__free_unpacked(msg, NULL);
     record_refusal(d, CODE(BUSY));
     ossegd__send_error(s, id, CODE(BUSY), "too many requests in flight on this connection");
@@ -375,18 +376,13 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)s->d->readbuf, sizeof s->d->readbuf);
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-  struct ossegd__session *s = stream->data;
+/* Feeds bytes to the frame reader and handles whole frames until the
+ * input ends or the in-flight limit pauses the session; what is left then
+ * waits in s->pending. */
+static void feed(struct ossegd__session *s, const uint8_t *p, size_t left) {
   struct ossegd *d = s->d;
-  if (nread < 0) {
-    /* EOF or an error: the client is gone (a half-close counts). */
-    ossegd__session_close(s);
-    return;
-  }
-  d->bytes_in += (uint64_t)nread;
-  const uint8_t *p = (const uint8_t *)buf->base;
-  size_t left = (size_t)nread;
-  while (left > 0 && !s->closed) {
+  s->feeding = 1;
+  while (left > 0 && !s->closed && !s->paused_inflight) {
     size_t used = 0, len = 0;
     uint8_t *frame = NULL;
     int rc = ossegd__frame_reader_feed(&s->rd, p, left, &used, &frame, &len);
@@ -396,14 +392,45 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
       osseg__log(&d->opt.log, OSSEG_LOG_WARN, "closing a connection: %s",
                  rc == OSSEG_ELIMIT ? "a frame over max_frame_bytes" : "out of memory");
       ossegd__session_close(s);
-      return;
+      break;
     }
     if (rc == 1) handle_frame(s, frame, len);
   }
+  s->feeding = 0;
+  if (left > 0 && !s->closed) {
+    s->pending = malloc(left);
+    if (!s->pending) {
+      ossegd__session_close(s);
+      return;
+    }
+    memcpy(s->pending, p, left);
+    s->pending_len = left;
+  }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  struct ossegd__session *s = stream->data;
+  if (nread < 0) {
+    /* EOF or an error: the client is gone (a half-close counts). */
+    ossegd__session_close(s);
+    return;
+  }
+  s->d->bytes_in += (uint64_t)nread;
+  feed(s, (const uint8_t *)buf->base, (size_t)nread);
 }
 
 void ossegd__session_update_reading(struct ossegd__session *s) {
   int want = !s->closed && !s->d->draining && !s->paused_inflight && !s->paused_write;
+  if (want && s->pending && !s->feeding) {
+    uint8_t *p = s->pending;
+    size_t n = s->pending_len;
+    s->pending = NULL;
+    s->pending_len = 0;
+    feed(s, p, n);
+    free(p);
+    want = !s->closed && !s->d->draining && !s->paused_inflight && !s->paused_write;
+  }
+  if (s->pending) want = 0; /* fed first, when the session can take it */
   if (want && !s->reading) {
     if (uv_read_start((uv_stream_t *)&s->pipe, on_alloc, on_read) == 0) s->reading = 1;
   } else if (!want && s->reading && !s->closed) {

@@ -1010,6 +1010,58 @@ static void test_busy_and_drain(void **state) {
   assert_int_equal(stat(d.sock, &st), -1); /* the socket file is gone */
 }
 
+/* More requests than the in-flight limit in one write, and a client that
+ * does not read for a while: slowed down, never refused or stuck. */
+static void test_backpressure(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = test_png(&size);
+  const char *models[] = {"a"};
+  struct ref ref;
+  reference(&ref, png, size, models, 1, 0, NULL);
+  const char *dir = test_tmpdir();
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, "--max-in-flight", "2", "--max-output-bytes", "2000",
+                                NULL), 0);
+  int fd = try_connect(d.sock);
+  assert_true(fd >= 0);
+  enum { N = 16 };
+  /* All frames in one write. */
+  uint8_t *all = NULL;
+  size_t all_len = 0;
+  struct result x[N];
+  memset(x, 0, sizeof x);
+  for (int i = 0; i < N; i++) {
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i, png, size, "a");
+    size_t n = osseg__wire__request__get_packed_size(&q.r);
+    all = realloc(all, all_len + n + 4);
+    assert_non_null(all);
+    uint8_t *f = all + all_len;
+    f[0] = (uint8_t)n;
+    f[1] = (uint8_t)(n >> 8);
+    f[2] = (uint8_t)(n >> 16);
+    f[3] = (uint8_t)(n >> 24);
+    osseg__wire__request__pack(&q.r, f + 4);
+    all_len += n + 4;
+    x[i].id = (uint64_t)i;
+  }
+  assert_int_equal(write_all(fd, all, all_len), 0);
+  free(all);
+  usleep(300000); /* not reading: the daemon's write queue fills */
+  Osseg__Wire__Response *h = health(&d);
+  assert_true(h->health->in_flight <= 2);
+  osseg__wire__response__free_unpacked(h, NULL);
+  assert_int_equal(collect(fd, x, N), 0);
+  for (int i = 0; i < N; i++) {
+    compare(&x[i], &ref);
+    result_free(&x[i]);
+  }
+  close(fd);
+  ref_free(&ref);
+  assert_int_equal(daemon_stop(&d, 20), 0);
+}
+
 static void test_startup(void **state) {
   (void)state;
   const char *dir = test_tmpdir();
@@ -1066,6 +1118,7 @@ int main(void) {
       cmocka_unit_test(test_cancel),
       cmocka_unit_test(test_disconnect_and_health_while_busy),
       cmocka_unit_test(test_busy_and_drain),
+      cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_startup),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
