@@ -100,6 +100,8 @@ struct ossegd__request {
   struct ossegd__session *s;                   /* loop thread only */
   uint64_t id;
   Osseg__Wire__Request *msg;                   /* owns the strings and bytes */
+  int fd;                                      /* ImageFd's descriptor, or -1 */
+  uint64_t fd_size;                            /* its size at validation */
   struct ossegd__segment seg;
   _Atomic int cancel;
   uint64_t received_ns, deadline_ns;

@@ -59,7 +59,16 @@
  *   already finished). Done.inference lists every model of the request; the
  *   pipeline measures only the sum of all models, so each model is given an
  *   equal share of it (the same holds for Stats' per-model times).
- *   ImageFd (SCM_RIGHTS) is not supported yet: BAD_REQUEST naming image.fd.
+ *   ImageFd: the descriptor that came (SCM_RIGHTS) with the frame must be a
+ *   readable regular file of at most 1 GiB; a worker reads it from offset 0
+ *   and closes it. Connections are libuv ipc pipes, which receive
+ *   descriptors in order without remembering which frame carried them, so
+ *   each ImageFd frame takes the oldest descriptor not yet taken; a client
+ *   that sends a descriptor with any other frame, or an ImageFd frame
+ *   without one, shifts that pairing (an ImageFd frame finds no descriptor
+ *   -> BAD_REQUEST only when none is waiting; stray descriptors are closed
+ *   when the connection closes). Exact per-frame pairing needs the
+ *   daemon's own recvmsg(); not done.
  *
  *   Shutdown. SIGINT or SIGTERM (or ossegd_stop) stops accepting and
  *   reading, lets the requests in flight finish and their responses be

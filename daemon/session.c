@@ -1,6 +1,9 @@
 /* A session: one connection, its framing, its requests in flight and its
  * watermarks. Everything here runs on the loop thread. */
 #include <math.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +281,60 @@ static void record_refusal(struct ossegd *d, int code) {
   if (code >= 0 && code + 1 < OSSEGD_NOUTCOMES) d->outcomes[code + 1]++;
 }
 
+static void free_handle(uv_handle_t *h) { free(h); }
+
+/* The oldest descriptor received on the connection and not yet taken, or
+ * -1. libuv hands it out through uv_accept into a handle; the descriptor
+ * is duplicated out of that handle, which is then closed. */
+static int take_fd(struct ossegd__session *s) {
+  if (uv_pipe_pending_count(&s->pipe) <= 0) return -1;
+  uv_pipe_t *tmp = malloc(sizeof *tmp);
+  if (!tmp) return -1;
+  uv_pipe_init(&s->d->loop, tmp, 0);
+  int fd = -1;
+  uv_os_fd_t raw;
+  if (uv_accept((uv_stream_t *)&s->pipe, (uv_stream_t *)tmp) == 0 &&
+      uv_fileno((uv_handle_t *)tmp, &raw) == 0)
+    fd = fcntl(raw, F_DUPFD_CLOEXEC, 3);
+  uv_close((uv_handle_t *)tmp, free_handle);
+  return fd;
+}
+
+/* Checks an ImageFd's descriptor: a readable regular file within the PNG
+ * byte limit. Returns 0 or -1 with code and text. */
+static int check_fd(int fd, uint64_t *size, int *code, char *text, size_t size_text) {
+  struct stat st;
+  if (fd < 0) {
+    *code = CODE(BAD_REQUEST);
+    snprintf(text, size_text, "image.fd: no file descriptor came with the frame (SCM_RIGHTS)");
+    return -1;
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    *code = CODE(BAD_REQUEST);
+    snprintf(text, size_text, "image.fd: the descriptor is not a regular file");
+    return -1;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY) {
+    *code = CODE(BAD_REQUEST);
+    snprintf(text, size_text, "image.fd: the descriptor is not open for reading");
+    return -1;
+  }
+  if (st.st_size == 0) {
+    *code = CODE(BAD_IMAGE);
+    snprintf(text, size_text, "image.fd: the file is empty");
+    return -1;
+  }
+  if ((uint64_t)st.st_size > ((uint64_t)1 << 30)) {
+    *code = CODE(IMAGE_TOO_LARGE);
+    snprintf(text, size_text, "image.fd: %lld bytes is over the limit of 1 GiB",
+             (long long)st.st_size);
+    return -1;
+  }
+  *size = (uint64_t)st.st_size;
+  return 0;
+}
+
 /* Takes ownership of msg. */
 static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
                            uint64_t received) {
@@ -285,9 +342,13 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
   char text[512];
   int code = 0;
   uint64_t id = msg->id;
+  /* A descriptor that came with the frame is taken whatever happens to the
+   * request, so the next ImageFd gets its own. */
+  int fd = msg->segment->image_case == OSSEG__WIRE__SEGMENT__IMAGE_FD ? take_fd(s) : -1;
   for (struct ossegd__request *r = s->reqs; r; r = r->snext)
     if (r->id == id) {
       osseg__wire__request__free_unpacked(msg, NULL);
+      if (fd >= 0) close(fd);
       record_refusal(d, CODE(BAD_REQUEST));
       ossegd__send_error(s, id, CODE(BAD_REQUEST),
                          "id: another request of this connection with this id is in flight");
@@ -295,6 +356,7 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
     }
   if (s->in_flight >= d->opt.max_in_flight) { /* feed() pauses before this */
     osseg__wire__request__free_unpacked(msg, NULL);
+    if (fd >= 0) close(fd);
     record_refusal(d, CODE(BUSY));
     ossegd__send_error(s, id, CODE(BUSY), "too many requests in flight on this connection");
     return;
@@ -302,14 +364,18 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
   struct ossegd__request *req = calloc(1, sizeof *req);
   if (!req) {
     osseg__wire__request__free_unpacked(msg, NULL);
+    if (fd >= 0) close(fd);
     record_refusal(d, CODE(INTERNAL));
     ossegd__send_error(s, id, CODE(INTERNAL), "out of memory");
     return;
   }
   req->msg = msg;
   req->id = id;
+  req->fd = fd; /* closed with the request */
   req->received_ns = received;
-  if (ossegd__validate_segment(msg->segment, d->reg, &d->lim, &req->seg, &code, text,
+  if ((msg->segment->image_case == OSSEG__WIRE__SEGMENT__IMAGE_FD &&
+       check_fd(fd, &req->fd_size, &code, text, sizeof text) != 0) ||
+      ossegd__validate_segment(msg->segment, d->reg, &d->lim, &req->seg, &code, text,
                                sizeof text) != 0) {
     ossegd__request_free(req);
     record_refusal(d, code);
@@ -465,7 +531,9 @@ void ossegd__on_connection(uv_stream_t *server, int status) {
   s->d = d;
   s->refs = 1;
   ossegd__frame_reader_init(&s->rd, d->opt.max_frame_bytes);
-  uv_pipe_init(&d->loop, &s->pipe, 0);
+  /* ipc: libuv reads with recvmsg and keeps SCM_RIGHTS descriptors for
+   * uv_accept (ImageFd). */
+  uv_pipe_init(&d->loop, &s->pipe, 1);
   s->pipe.data = s;
   if (uv_accept(server, (uv_stream_t *)&s->pipe) != 0) {
     s->closed = 1;

@@ -110,9 +110,9 @@ int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registr
       break;
     }
     case OSSEG__WIRE__SEGMENT__IMAGE_FD:
-      return fail(code, CODE(BAD_REQUEST), msg, msg_size,
-                  "image.fd: file descriptor passing is not supported by this daemon yet; "
-                  "send image.png");
+      /* The descriptor itself is checked by the session, which has it. */
+      out->image = OSSEGD_IMAGE_FD;
+      break;
     default:
       return fail(code, CODE(BAD_REQUEST), msg, msg_size,
                   "image: one of png, raw or fd is required");

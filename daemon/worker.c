@@ -2,9 +2,11 @@
  * threads that run Segment requests through the pipeline. Workers see a
  * validated request and produce encoded frames; the loop thread writes
  * them (ossegd__drain_completions). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon_internal.h"
 
@@ -266,6 +268,28 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
       rc = osseg_pipeline_run_image(req->seg.pipeline, w->ws, &img, &rq, &diag);
       osseg_image_free(&img);
     }
+  } else if (req->seg.image == OSSEGD_IMAGE_FD) {
+    /* Read from offset 0 whatever the descriptor's position, then closed. */
+    size_t size = (size_t)req->fd_size, got = 0;
+    uint8_t *buf = malloc(size ? size : 1);
+    rc = buf ? 0 : OSSEG_ENOMEM;
+    while (rc == 0 && got < size) {
+      ssize_t n = pread(req->fd, buf + got, size - got, (off_t)got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) rc = osseg__fail(&diag, OSSEG_EIO, "image.fd: %s",
+                                   n < 0 ? strerror(errno) : "the file shrank while read");
+      else got += (size_t)n;
+    }
+    close(req->fd);
+    req->fd = -1;
+    if (rc == 0)
+      rc = osseg_pipeline_run_png(req->seg.pipeline, w->ws, buf, size, &rq, &diag);
+    free(buf);
+    const struct osseg_image *img = osseg_workspace_image(w->ws);
+    if (rc == 0 && img) {
+      ctx.width = img->width;
+      ctx.height = img->height;
+    }
   } else {
     rc = osseg_pipeline_run_png(req->seg.pipeline, w->ws, s->png.data, s->png.len, &rq, &diag);
     const struct osseg_image *img = osseg_workspace_image(w->ws);
@@ -350,6 +374,7 @@ void *ossegd__worker_main(void *arg) {
 
 void ossegd__request_free(struct ossegd__request *req) {
   if (!req) return;
+  if (req->fd >= 0) close(req->fd);
   ossegd__segment_release(&req->seg);
   if (req->msg) osseg__wire__request__free_unpacked(req->msg, NULL);
   free(req);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1062,6 +1063,96 @@ static void test_backpressure(void **state) {
   assert_int_equal(daemon_stop(&d, 20), 0);
 }
 
+/* Sends one frame with a descriptor attached to its first byte. */
+static int send_request_fd(int sock, const Osseg__Wire__Request *r, int fd) {
+  size_t n = osseg__wire__request__get_packed_size(r);
+  uint8_t *f = malloc(n + 4);
+  assert_non_null(f);
+  f[0] = (uint8_t)n;
+  f[1] = (uint8_t)(n >> 8);
+  f[2] = (uint8_t)(n >> 16);
+  f[3] = (uint8_t)(n >> 24);
+  osseg__wire__request__pack(r, f + 4);
+  struct iovec iov = {.iov_base = f, .iov_len = 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  memset(&u, 0, sizeof u);
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (fd >= 0) {
+    m.msg_control = u.buf;
+    m.msg_controllen = sizeof u.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  int rc = sendmsg(sock, &m, MSG_NOSIGNAL) == 1 ? write_all(sock, f + 1, n + 3) : -1;
+  free(f);
+  return rc;
+}
+
+static void test_image_fd(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = test_png(&size);
+  const char *models[] = {"a"};
+  struct ref ref;
+  reference(&ref, png, size, models, 1, 0, NULL);
+  const char *dir = test_tmpdir();
+  const char *path = test_path("%s/hand.png", dir);
+  assert_int_equal(test_write_file(path, png, size), 0);
+  int sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  Osseg__Wire__ImageFd imfd = OSSEG__WIRE__IMAGE_FD__INIT;
+  struct result x[4];
+  memset(x, 0, sizeof x);
+  /* Two files in a row, the second read from a moved offset. */
+  for (int i = 0; i < 2; i++) {
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    if (i == 1) assert_true(lseek(fd, 10, SEEK_SET) == 10);
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i, NULL, 0, "a");
+    q.s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_FD;
+    q.s.fd = &imfd;
+    assert_int_equal(send_request_fd(sock, &q.r, fd), 0);
+    close(fd); /* the daemon has its own copy */
+    x[i].id = (uint64_t)i;
+  }
+  /* A directory. */
+  struct seg_req q;
+  seg_init(&q, 3, NULL, 0, "a");
+  q.s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_FD;
+  q.s.fd = &imfd;
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+  assert_true(dfd >= 0);
+  assert_int_equal(send_request_fd(sock, &q.r, dfd), 0);
+  close(dfd);
+  x[2].id = 3;
+  assert_int_equal(collect(sock, x, 3), 0);
+  compare(&x[0], &ref);
+  compare(&x[1], &ref);
+  assert_int_equal(x[2].error, CODE(BAD_REQUEST) + 1);
+  assert_non_null(strstr(x[2].message, "not a regular file"));
+  /* No descriptor at all (pairing is first come, first served, so this is
+   * tested alone on its connection). */
+  int sock2 = try_connect(shared.sock);
+  assert_true(sock2 >= 0);
+  q.r.id = 2;
+  assert_int_equal(send_request_fd(sock2, &q.r, -1), 0);
+  x[3].id = 2;
+  assert_int_equal(collect(sock2, &x[3], 1), 0);
+  assert_int_equal(x[3].error, CODE(BAD_REQUEST) + 1);
+  assert_non_null(strstr(x[3].message, "image.fd: no file descriptor"));
+  close(sock2);
+  for (int i = 0; i < 4; i++) result_free(&x[i]);
+  close(sock);
+  ref_free(&ref);
+}
+
 static void test_startup(void **state) {
   (void)state;
   const char *dir = test_tmpdir();
@@ -1118,6 +1209,7 @@ int main(void) {
       cmocka_unit_test(test_cancel),
       cmocka_unit_test(test_disconnect_and_health_while_busy),
       cmocka_unit_test(test_busy_and_drain),
+      cmocka_unit_test(test_image_fd),
       cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_startup),
   };

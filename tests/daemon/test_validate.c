@@ -117,7 +117,7 @@ static void test_image(void **state) {
   make(&f);
   f.s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_FD;
   f.s.fd = &f.fd;
-  expect(&f, CODE(BAD_REQUEST), "image.fd");
+  expect(&f, -1, NULL); /* the descriptor itself is the session's to check */
   make(&f);
   f.s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_PNG;
   f.s.png.len = 0;
