@@ -37,6 +37,23 @@ struct daemon {
   char log[256];
 };
 
+/* Every daemon started and not yet reaped, so that a failing test (cmocka
+ * jumps out of it) leaves none behind: the group teardown stops them. */
+static pid_t live[16];
+
+static void live_add(pid_t pid) {
+  for (int i = 0; i < 16; i++)
+    if (!live[i]) {
+      live[i] = pid;
+      return;
+    }
+}
+
+static void live_remove(pid_t pid) {
+  for (int i = 0; i < 16; i++)
+    if (live[i] == pid) live[i] = 0;
+}
+
 static const char *model_file(const char *name) {
   return test_path("%s/tests/data/models/%s.onnx", test_source_dir(), name);
 }
@@ -97,10 +114,12 @@ static int daemon_start_v(struct daemon *d, const char *dir, int with_models, va
     execv(argv[0], (char *const *)argv);
     _exit(127);
   }
+  live_add(d->pid);
   double t0 = now_s();
   while (now_s() - t0 < 60) {
     int status;
     if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+      live_remove(d->pid);
       d->pid = 0;
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
@@ -164,6 +183,7 @@ static int daemon_stop(struct daemon *d, double timeout_s) {
     }
     usleep(10000);
   }
+  live_remove(d->pid);
   d->pid = 0;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
@@ -249,6 +269,8 @@ struct result {
   int nmasks;
   char *rle[OSSEG_MAX_CLASSES];
   uint64_t area[OSSEG_MAX_CLASSES];
+  uint8_t *png[OSSEG_MAX_CLASSES]; /* OUTPUT_PNG_MASK */
+  size_t png_len[OSSEG_MAX_CLASSES];
   int in_order;          /* masks came in class order, before Dice and Done */
   int done;
   Osseg__Wire__Done done_msg;
@@ -264,7 +286,10 @@ struct result {
 };
 
 static void result_free(struct result *r) {
-  for (int i = 0; i < OSSEG_MAX_CLASSES; i++) free(r->rle[i]);
+  for (int i = 0; i < OSSEG_MAX_CLASSES; i++) {
+    free(r->rle[i]);
+    free(r->png[i]);
+  }
   if (r->kept) osseg__wire__response__free_unpacked(r->kept, NULL);
   memset(r, 0, sizeof *r);
 }
@@ -292,6 +317,12 @@ static int collect(int fd, struct result *res, size_t n) {
           if (x->rle[k]) x->in_order = 0;
         x->rle[m->index] = strdup(m->rle ? m->rle : "");
         x->area[m->index] = m->area;
+        if (m->has_png) {
+          x->png[m->index] = malloc(m->png.len);
+          assert_non_null(x->png[m->index]);
+          memcpy(x->png[m->index], m->png.data, m->png.len);
+          x->png_len[m->index] = m->png.len;
+        }
         x->nmasks++;
         break;
       }
@@ -483,6 +514,11 @@ static int group_setup(void **state) {
 static int group_teardown(void **state) {
   (void)state;
   int st = daemon_stop(&shared, 20);
+  for (int i = 0; i < 16; i++)
+    if (live[i]) {
+      struct daemon left = {.pid = live[i]};
+      daemon_stop(&left, 5);
+    }
   osseg_registry_free(ref_reg);
   free(png64);
   return st == 0 ? 0 : -1;
@@ -553,6 +589,41 @@ static void test_segment_matches_pipeline(void **state) {
   compare(&x, &ref);
   result_free(&x);
   osseg_image_free(&img);
+
+  /* PNG masks: the same pixels as the RLE. */
+  seg_init(&q, 7, png, size, "a");
+  q.s.has_output = 1;
+  q.s.output = OSSEG__WIRE__OUTPUT__OUTPUT_PNG_MASK;
+  assert_int_equal(send_request(fd, &q.r), 0);
+  x.id = 7;
+  assert_int_equal(collect(fd, &x, 1), 0);
+  assert_int_equal(x.nmasks, 29);
+  for (int c = 0; c < 29; c++) {
+    assert_non_null(x.png[c]);
+    struct osseg_image m;
+    assert_int_equal(osseg_png_decode_mem(x.png[c], x.png_len[c], NULL, &m, NULL), 0);
+    assert_int_equal(m.width, 96);
+    assert_int_equal(m.height, 80);
+    struct osseg_runs runs = {0};
+    assert_int_equal(osseg_rle_parse(ref.rle[c], strlen(ref.rle[c]), 96 * 80, &runs, NULL), 0);
+    struct osseg_bitmask want;
+    assert_int_equal(osseg_bitmask_init(&want, 80, 96), 0);
+    assert_int_equal(osseg_bitmask_paint_runs(&want, runs.v, runs.n), 0);
+    uint64_t area = 0;
+    for (uint32_t y = 0; y < 80; y++)
+      for (uint32_t xx = 0; xx < 96; xx++) {
+        uint64_t p = (uint64_t)y * 96 + xx;
+        int bit = (int)((want.bits[p / 64] >> (p % 64)) & 1);
+        uint8_t v = m.data[(size_t)y * m.stride + xx];
+        assert_int_equal(v, bit ? 255 : 0);
+        area += bit;
+      }
+    assert_int_equal(area, x.area[c]);
+    osseg_bitmask_free(&want);
+    osseg_runs_free(&runs);
+    osseg_image_free(&m);
+  }
+  result_free(&x);
   close(fd);
   ref_free(&ref);
 }
@@ -1004,6 +1075,7 @@ static void test_busy_and_drain(void **state) {
   close(fd);
   int status = 0;
   assert_int_equal(waitpid(d.pid, &status, 0), d.pid);
+  live_remove(d.pid);
   d.pid = 0;
   assert_true(WIFEXITED(status));
   assert_int_equal(WEXITSTATUS(status), 0);
