@@ -216,6 +216,20 @@ static int send_request(int fd, const Osseg__Wire__Request *r) {
   return rc;
 }
 
+/* Appends a framed request to a growing buffer (to send many at once). */
+static void frame_append(uint8_t **buf, size_t *len, const Osseg__Wire__Request *r) {
+  size_t n = osseg__wire__request__get_packed_size(r);
+  *buf = realloc(*buf, *len + n + 4);
+  assert_non_null(*buf);
+  uint8_t *f = *buf + *len;
+  f[0] = (uint8_t)n;
+  f[1] = (uint8_t)(n >> 8);
+  f[2] = (uint8_t)(n >> 16);
+  f[3] = (uint8_t)(n >> 24);
+  osseg__wire__request__pack(r, f + 4);
+  *len += n + 4;
+}
+
 /* Reads exactly n bytes; 0, or -1 on EOF/error/timeout. */
 static int read_all(int fd, void *p, size_t n, int timeout_ms) {
   uint8_t *b = p;
@@ -927,6 +941,17 @@ static void test_list_models_and_stats(void **state) {
   assert_true(st->bytes_in > 0 && st->bytes_out > 0);
   assert_int_equal(st->n_models, 2);
   assert_true(st->n_latency > 0);
+  /* Earlier tests: successes, an unknown model, a corrupt PNG. */
+  assert_true(st->outcomes[0]->count >= 10);
+  assert_string_equal(st->outcomes[CODE(UNKNOWN_MODEL) + 1]->name, "UNKNOWN_MODEL");
+  assert_true(st->outcomes[CODE(UNKNOWN_MODEL) + 1]->count >= 1);
+  assert_true(st->outcomes[CODE(BAD_IMAGE) + 1]->count >= 1);
+  /* Buckets are cumulative: the last (infinity) counts every success. */
+  assert_int_equal(st->latency[st->n_latency - 1]->count, st->outcomes[0]->count);
+  for (size_t i = 1; i < st->n_latency; i++)
+    assert_true(st->latency[i]->count >= st->latency[i - 1]->count);
+  assert_true(st->models[0]->runs >= 10);
+  assert_true(st->models[0]->mean_ms > 0 && st->models[0]->max_ms >= st->models[0]->mean_ms);
   result_free(&x[0]);
   result_free(&x[1]);
   close(fd);
@@ -950,10 +975,13 @@ static void test_cancel(void **state) {
   enum { N = 6 };
   struct result x[N + 2];
   memset(x, 0, sizeof x);
+  /* One write: the Cancel is read right behind the Segments. */
+  uint8_t *all = NULL;
+  size_t all_len = 0;
   for (int i = 0; i < N; i++) {
     struct seg_req q;
     seg_init(&q, (uint64_t)i + 1, png, size, "a");
-    assert_int_equal(send_request(fd, &q.r), 0);
+    frame_append(&all, &all_len, &q.r);
     x[i].id = (uint64_t)i + 1;
   }
   /* Cancel the last (queued behind the others) and the first (running or
@@ -964,11 +992,13 @@ static void test_cancel(void **state) {
   c1.id = N;
   r.id = 1000;
   r.cancel = &c1;
-  assert_int_equal(send_request(fd, &r), 0);
+  frame_append(&all, &all_len, &r);
   c2.id = 1;
   r.id = 1001;
   r.cancel = &c2;
-  assert_int_equal(send_request(fd, &r), 0);
+  frame_append(&all, &all_len, &r);
+  assert_int_equal(write_all(fd, all, all_len), 0);
+  free(all);
   x[N].id = 1000;
   x[N + 1].id = 1001;
   assert_int_equal(collect(fd, x, N + 2), 0);
@@ -1095,9 +1125,31 @@ static void test_backpressure(void **state) {
   const char *dir = test_tmpdir();
   struct daemon d;
   assert_int_equal(daemon_start(&d, dir, "--max-in-flight", "2", "--max-output-bytes", "2000",
-                                NULL), 0);
+                                "--max-connections", "2", NULL), 0);
   int fd = try_connect(d.sock);
   assert_true(fd >= 0);
+  /* Connections past the limit are closed at once; the others work. Wait
+   * until the daemon saw the readiness probe's connection go. */
+  for (double t0 = now_s();;) {
+    Osseg__Wire__Request hr;
+    simple_req(&hr, 99, OSSEG__WIRE__REQUEST__KIND_HEALTH);
+    assert_int_equal(send_request(fd, &hr), 0);
+    Osseg__Wire__Response *resp = recv_response(fd);
+    assert_non_null(resp);
+    unsigned conns = resp->health->connections;
+    osseg__wire__response__free_unpacked(resp, NULL);
+    if (conns == 1) break;
+    assert_true(now_s() - t0 < 10);
+    usleep(10000);
+  }
+  int fd2 = try_connect(d.sock);
+  assert_true(fd2 >= 0);
+  usleep(100000); /* both accepted */
+  int fd3 = try_connect(d.sock);
+  assert_true(fd3 >= 0);
+  assert_true(closed_by_peer(fd3));
+  close(fd3);
+  close(fd2);
   enum { N = 16 };
   /* All frames in one write. */
   uint8_t *all = NULL;
@@ -1107,22 +1159,13 @@ static void test_backpressure(void **state) {
   for (int i = 0; i < N; i++) {
     struct seg_req q;
     seg_init(&q, (uint64_t)i, png, size, "a");
-    size_t n = osseg__wire__request__get_packed_size(&q.r);
-    all = realloc(all, all_len + n + 4);
-    assert_non_null(all);
-    uint8_t *f = all + all_len;
-    f[0] = (uint8_t)n;
-    f[1] = (uint8_t)(n >> 8);
-    f[2] = (uint8_t)(n >> 16);
-    f[3] = (uint8_t)(n >> 24);
-    osseg__wire__request__pack(&q.r, f + 4);
-    all_len += n + 4;
+    frame_append(&all, &all_len, &q.r);
     x[i].id = (uint64_t)i;
   }
   assert_int_equal(write_all(fd, all, all_len), 0);
   free(all);
   usleep(300000); /* not reading: the daemon's write queue fills */
-  Osseg__Wire__Response *h = health(&d);
+  Osseg__Wire__Response *h = health(&d); /* a second connection again */
   assert_true(h->health->in_flight <= 2);
   osseg__wire__response__free_unpacked(h, NULL);
   assert_int_equal(collect(fd, x, N), 0);
