@@ -1275,18 +1275,29 @@ static void test_startup(void **state) {
   snprintf(sock, sizeof sock, "%s/ossegd.sock", dir);
   char *err = NULL;
   /* A model that does not load: exit 1, naming the file, and no socket. */
-  char arg[300];
+  char arg[1024];
   snprintf(arg, sizeof arg, "x=%s/missing.onnx", dir);
   assert_int_equal(daemon_fail(sock, &err, "--model", arg, NULL), 1);
   assert_non_null(strstr(err, "missing.onnx"));
   free(err);
   struct stat st;
   assert_int_equal(stat(sock, &st), -1);
+  /* Model options reach the registry: normalize keeps its commas, and two
+   * class names for 29 channels is the model's error. */
+  snprintf(arg, sizeof arg, "c=%s,normalize=mean=0.5,0.5,0.5;std=0.2,0.2,0.2,classes=x;y",
+           model_file("unetpp_r18_tiny_op13"));
+  assert_int_equal(daemon_fail(sock, &err, "--model", arg, NULL), 1);
+  assert_non_null(strstr(err, "2 class names for 29 output channels"));
+  free(err);
   /* Bad usage: exit 2. */
   assert_int_equal(daemon_fail(sock, &err, "--max-queue", "zero", NULL), 2);
   assert_non_null(strstr(err, "--max-queue"));
   free(err);
   assert_int_equal(daemon_fail(sock, &err, "--model", "nameonly", NULL), 2);
+  free(err);
+  snprintf(arg, sizeof arg, "d=%s,precision=bf17", model_file("unetpp_r18_tiny_op13"));
+  assert_int_equal(daemon_fail(sock, &err, "--model", arg, NULL), 2);
+  assert_non_null(strstr(err, "precision must be fp32, bf16 or bf16-mixed, not 'bf17'"));
   free(err);
 
   /* A stale socket file is replaced; a live one is refused. */
