@@ -1,0 +1,222 @@
+/* Internals of ossegd shared between its files and with tests/daemon/. */
+#ifndef OSSEGD_INTERNAL_H
+#define OSSEGD_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "osseg.pb-c.h"
+#include "ossegd.h"
+
+/* ------------------------------------------------------------- frame.c --- */
+
+/* Incremental reader of "u32 little-endian length + payload" frames. The
+ * payload buffer is allocated only once the whole header has arrived and
+ * its length was checked against max. */
+struct ossegd__frame_reader {
+  uint64_t max;      /* largest payload accepted */
+  uint8_t hdr[4];
+  unsigned nhdr;     /* header bytes seen */
+  uint8_t *buf;      /* payload being filled (NULL while in the header) */
+  size_t len, have;
+};
+
+void ossegd__frame_reader_init(struct ossegd__frame_reader *r, uint64_t max);
+/* Frees a partial frame and starts over. */
+void ossegd__frame_reader_reset(struct ossegd__frame_reader *r);
+/* Consumes bytes of data[0, size) up to the end of one frame; *used says
+ * how many. Returns 1 when a frame is complete: *frame (malloc'ed, the
+ * caller frees it; NULL for a zero-length frame) and *frame_len. Returns 0
+ * when the input ran out first, OSSEG_ELIMIT when the declared length is
+ * over max (nothing allocated; the stream cannot be resynchronised) and
+ * OSSEG_ENOMEM. */
+int ossegd__frame_reader_feed(struct ossegd__frame_reader *r, const uint8_t *data, size_t size,
+                              size_t *used, uint8_t **frame, size_t *frame_len);
+
+/* Packs a response into a new frame (length prefix included); NULL when out
+ * of memory. Free with free(). */
+uint8_t *ossegd__pack_response(const Osseg__Wire__Response *r, size_t *len);
+
+/* ---------------------------------------------------------- validate.c --- */
+
+struct ossegd__limits {
+  uint64_t max_image_pixels;
+  uint32_t max_image_side;
+};
+
+enum ossegd__image_kind { OSSEGD_IMAGE_PNG, OSSEGD_IMAGE_RAW, OSSEGD_IMAGE_FD };
+
+/* A validated Segment: the pipeline made for it, and pointers into the
+ * request message (which must outlive it). */
+struct ossegd__segment {
+  struct osseg_pipeline *pipeline;
+  enum ossegd__image_kind image;
+  const char *image_name;
+  int output;   /* OSSEG__WIRE__OUTPUT__* */
+  int priority; /* OSSEG__WIRE__PRIORITY__* */
+  uint32_t deadline_ms;
+  /* Ground truth per pipeline class index (NULL = not given), RLE text. */
+  const char *gt_rle[OSSEG_MAX_CLASSES];
+  int has_gt;
+};
+
+/* Validates a Segment request against the registry's models and the
+ * limits, and creates its pipeline. Returns 0, or -1 with *code an Error
+ * code (OSSEG__WIRE__ERROR__CODE__*) and msg naming the field. */
+int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registry *reg,
+                             const struct ossegd__limits *lim, struct ossegd__segment *out,
+                             int *code, char *msg, size_t msg_size);
+void ossegd__segment_release(struct ossegd__segment *s);
+
+/* Validates the envelope (version, a kind). Same return rule. */
+int ossegd__validate_request(const Osseg__Wire__Request *r, int *code, char *msg,
+                             size_t msg_size);
+
+/* ------------------------------------------- server, session, worker --- */
+
+#include <pthread.h>
+#include <uv.h>
+
+struct ossegd__session;
+
+/* A frame a worker produced for the loop to write. The last one of a
+ * request is embedded in the request (never allocated, so a request always
+ * ends); frame NULL there means even the error could not be encoded and
+ * the connection is closed. */
+struct ossegd__completion {
+  struct ossegd__completion *next;
+  struct ossegd__request *req;
+  uint8_t *frame;
+  size_t len;
+  int final;
+};
+
+/* A Segment request: created, answered and freed on the loop thread; in
+ * between owned by the scheduler queue and then one worker. */
+struct ossegd__request {
+  struct ossegd__request *qnext;               /* scheduler queue */
+  struct ossegd__request *sprev, *snext;       /* session's in-flight list */
+  struct ossegd__session *s;                   /* loop thread only */
+  uint64_t id;
+  Osseg__Wire__Request *msg;                   /* owns the strings and bytes */
+  int fd;                                      /* ImageFd's descriptor, or -1 */
+  uint64_t fd_size;                            /* its size at validation */
+  struct ossegd__segment seg;
+  _Atomic int cancel;
+  uint64_t received_ns, deadline_ns;
+  /* Set by the worker before it queues `done`; read by the loop after. */
+  int outcome;                                 /* -1 ok, else an Error code */
+  double total_ms, inference_ms;
+  struct ossegd__completion done;
+};
+
+/* One connection. */
+struct ossegd__session {
+  uv_pipe_t pipe;
+  struct ossegd *d;
+  struct ossegd__session *prev, *next;
+  struct ossegd__frame_reader rd;
+  unsigned refs;          /* the handle + one per request in flight */
+  int closed;             /* uv_close called */
+  int reading;
+  int paused_inflight, paused_write;
+  unsigned in_flight;
+  struct ossegd__request *reqs;
+  uv_shutdown_t shutdown;
+  /* Bytes read but not yet fed to the frame reader because the in-flight
+   * limit was reached in the middle of a read; fed before reading resumes,
+   * so requests keep their order. At most one read buffer. */
+  uint8_t *pending;
+  size_t pending_len;
+  int feeding;            /* inside feed(): no re-entry from a completion */
+};
+
+#define OSSEGD_NOUTCOMES 9 /* "ok" + the 8 Error codes */
+#define OSSEGD_NBUCKETS 14
+
+struct ossegd__worker {
+  struct ossegd *d;
+  pthread_t thread;
+  int started;
+  struct osseg_workspace *ws;
+  struct osseg_runs gt[OSSEG_MAX_CLASSES];
+  char *text;             /* RLE text buffer */
+  size_t text_cap;
+};
+
+struct ossegd__model_stats {
+  char name[OSSEG_MAX_MODEL_NAME];
+  enum osseg_precision precision;
+  uint64_t runs;
+  double sum_ms, max_ms;
+};
+
+struct ossegd {
+  struct ossegd_options opt;
+  struct ossegd__limits lim;
+  char *socket_path;
+  int socket_created;
+  struct osseg_registry *reg;
+  struct ossegd__model_stats models[OSSEGD_MAX_MODELS];
+  size_t nmodels;
+
+  uv_loop_t loop;
+  int loop_init;
+  uv_pipe_t listener;
+  int listener_init;
+  uv_async_t async;
+  int async_init;
+  uv_signal_t sigint, sigterm;
+  int signals_init;
+  _Atomic int stop_requested;
+
+  /* Shared with workers, under mu. */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct ossegd__request *q_head[2], *q_tail[2]; /* interactive, batch */
+  unsigned queued;
+  int workers_stop;
+  struct ossegd__completion *c_head, *c_tail;
+
+  struct ossegd__worker *workers;
+  unsigned nworkers;
+
+  /* Loop thread only. */
+  struct ossegd__session *sessions;
+  unsigned nsessions;
+  unsigned in_flight;
+  int draining, finished;
+  uint64_t start_ns;
+  uint64_t outcomes[OSSEGD_NOUTCOMES];
+  uint64_t latency[OSSEGD_NBUCKETS];
+  uint64_t connections_total, bytes_in, bytes_out;
+  uint8_t readbuf[65536];
+};
+
+extern const double ossegd__bucket_le_ms[OSSEGD_NBUCKETS];
+extern const char *const ossegd__outcome_names[OSSEGD_NOUTCOMES];
+
+/* session.c (loop thread) */
+void ossegd__on_connection(uv_stream_t *server, int status);
+void ossegd__session_write(struct ossegd__session *s, uint8_t *frame, size_t len);
+void ossegd__session_close(struct ossegd__session *s);
+void ossegd__session_update_reading(struct ossegd__session *s);
+void ossegd__request_finish(struct ossegd *d, struct ossegd__request *req);
+/* Packs and writes an Error response. */
+void ossegd__send_error(struct ossegd__session *s, uint64_t id, int code, const char *message);
+void ossegd__maybe_finish(struct ossegd *d);
+/* server.c: stop accepting and reading; finish once nothing is in flight. */
+void ossegd__begin_drain(struct ossegd *d);
+
+/* worker.c */
+void *ossegd__worker_main(void *arg);
+/* Queues a request; OSSEG_ELIMIT when the queue is full. */
+int ossegd__schedule(struct ossegd *d, struct ossegd__request *req);
+/* Takes a request out of the queue if it is still waiting (1), else 0. */
+int ossegd__unschedule(struct ossegd *d, struct ossegd__request *req);
+unsigned ossegd__queue_depth(struct ossegd *d);
+void ossegd__drain_completions(uv_async_t *async);
+void ossegd__request_free(struct ossegd__request *req);
+
+#endif

@@ -1,0 +1,137 @@
+/* ossegd: the osseg daemon as a library (the `ossegd` executable only maps
+ * its command line onto struct ossegd_options).
+ *
+ * Contract (each line is tested in tests/daemon/):
+ *
+ *   Start-up. ossegd_create loads every model into an osseg_registry, warms
+ *   each one up with one inference, and only then creates the Unix stream
+ *   socket (mode 0660) and listens: a client that can connect is served. A
+ *   socket file left behind by a dead daemon is removed; a socket someone
+ *   listens on, or a path that is not a socket, is an error. Errors name
+ *   the model file or the socket path (diag).
+ *
+ *   Threads. One libuv loop thread (the caller of ossegd_run) does all
+ *   socket I/O, framing, validation, scheduling, ListModels/Health/Stats
+ *   (answered at once, never queued behind inference) and all session
+ *   state changes. `workers` threads each own an osseg_workspace and run
+ *   Segment requests through a per-request osseg_pipeline; inference itself
+ *   is serialised by the engine's one executor per process. Workers see a
+ *   validated request and produce encoded response frames; they hand them
+ *   to the loop through one mutex-protected queue and uv_async_send (which
+ *   coalesces: the callback drains the whole queue).
+ *
+ *   Ownership. A request (its unpacked message, pipeline and raw pixels) is
+ *   created and freed on the loop thread; between, the scheduler and then
+ *   one worker own it; the worker never touches its session. A session
+ *   (one connection) is reference-counted: the open handle holds one
+ *   reference and every request in flight one, so a connection that closes
+ *   while its requests run stays valid until their completions are drained.
+ *   A disconnect sets the cancel flag of its requests.
+ *
+ *   Limits (all in struct ossegd_options; Health reports frame bytes and
+ *   image pixels):
+ *   - max_frame_bytes: a frame declaring more is refused before anything is
+ *     allocated for it and the connection is closed; so is a frame that
+ *     does not unpack as a Request.
+ *   - max_image_pixels / max_image_side: PNG headers and raw dimensions are
+ *     checked against them (IMAGE_TOO_LARGE).
+ *   - max_connections: connections past it are accepted and closed at once.
+ *   - max_in_flight: requests of one connection accepted and not done; at
+ *     the limit the daemon stops reading the connection (bytes already read
+ *     wait, unparsed) and resumes below half: pipelining more than the
+ *     limit is slowed down, never refused.
+ *   - max_queue: Segment requests waiting for a worker, both priorities
+ *     together; a full queue answers BUSY.
+ *   - max_output_bytes: bytes queued for writing on one connection; above it
+ *     the daemon stops reading that connection (a client that does not read
+ *     its masks is backpressure too) and resumes below half.
+ *
+ *   Requests. Every field is validated on the loop thread; an invalid
+ *   request gets an Error (BAD_REQUEST, UNKNOWN_MODEL, IMAGE_TOO_LARGE) whose
+ *   message names the field, and the connection stays open. Interactive
+ *   requests are served before batch ones. A Segment is answered by one
+ *   ClassMask per produced class (none for OUTPUT_DICE_ONLY), a DiceReport
+ *   when ground truth was given, then Done; or an Error (BAD_IMAGE,
+ *   CANCELLED, DEADLINE_EXCEEDED, ...) that ends it. OUTPUT_PNG_MASK masks
+ *   are 8-bit gray PNGs (0 or 255), not 1-bit. A Cancel is acknowledged by
+ *   an empty Done (all numbers 0) carrying the Cancel's own id; the
+ *   cancelled request then ends with CANCELLED (or normally if it had
+ *   already finished). Done.inference lists every model of the request; the
+ *   pipeline measures only the sum of all models, so each model is given an
+ *   equal share of it (the same holds for Stats' per-model times).
+ *   ImageFd: the descriptor that came (SCM_RIGHTS) with the frame must be a
+ *   readable regular file of at most 1 GiB; a worker reads it from offset 0
+ *   and closes it. Connections are libuv ipc pipes, which receive
+ *   descriptors in order without remembering which frame carried them, so
+ *   each ImageFd frame takes the oldest descriptor not yet taken; a client
+ *   that sends a descriptor with any other frame, or an ImageFd frame
+ *   without one, shifts that pairing (an ImageFd frame finds no descriptor
+ *   -> BAD_REQUEST only when none is waiting; stray descriptors are closed
+ *   when the connection closes). Exact per-frame pairing needs the
+ *   daemon's own recvmsg(); not done.
+ *
+ *   Shutdown. SIGINT or SIGTERM (or ossegd_stop) stops accepting and
+ *   reading, lets the requests in flight finish and their responses be
+ *   written, closes the connections and returns 0 from ossegd_run.
+ *
+ *   Allocation failures during start-up fail ossegd_create; on the request
+ *   path they end the request with INTERNAL (or close the connection when
+ *   not even the error can be sent).
+ */
+#ifndef OSSEGD_H
+#define OSSEGD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "osseg_base.h"
+#include "osseg_pipeline.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OSSEGD_MAX_MODELS 32 /* models a daemon may serve */
+
+struct ossegd_options {
+  const char *socket_path;
+  /* The models, loaded under spec.name (required here). Strings are read
+   * during ossegd_create only. */
+  struct osseg_model_spec models[OSSEGD_MAX_MODELS];
+  size_t nmodels;
+  struct osseg_engine_options engine; /* threads, log; precision per model */
+  unsigned workers;           /* worker threads, default 2 */
+  uint64_t max_frame_bytes;   /* default 64 MiB */
+  uint64_t max_image_pixels;  /* default 16384 * 16384 */
+  uint32_t max_image_side;    /* default 16384 */
+  unsigned max_connections;   /* default 256 */
+  unsigned max_in_flight;     /* per connection, default 64 */
+  unsigned max_queue;         /* waiting Segments, default 256 */
+  uint64_t max_output_bytes;  /* per connection, default 64 MiB */
+  uint64_t workspace_bytes;   /* per worker, 0 = no cap */
+  /* Daemon messages (start-up, connection errors); called on the loop
+   * thread, and on worker threads for engine messages via engine.log. */
+  struct osseg_log log;
+};
+
+void ossegd_options_default(struct ossegd_options *o);
+
+struct ossegd;
+
+/* Loads and warms up the models, binds and listens (see above). Must be
+ * called on the thread that will call ossegd_run. */
+int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct osseg_diag *diag);
+/* Serves until SIGINT/SIGTERM or ossegd_stop, then drains; returns 0. */
+int ossegd_run(struct ossegd *d);
+/* Asks a running daemon to drain and return; thread-safe. */
+void ossegd_stop(struct ossegd *d);
+/* Removes the socket file and frees everything; after ossegd_run returned
+ * (or instead of calling it). NULL allowed. */
+void ossegd_free(struct ossegd *d);
+
+const char *ossegd_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OSSEGD_H */

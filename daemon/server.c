@@ -1,0 +1,324 @@
+/* The daemon: start-up (models, warm-up, socket), the loop, shutdown. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon_internal.h"
+
+#ifndef OSSEGD_VERSION
+#define OSSEGD_VERSION "0"
+#endif
+
+const double ossegd__bucket_le_ms[OSSEGD_NBUCKETS] = {
+    1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, INFINITY};
+const char *const ossegd__outcome_names[OSSEGD_NOUTCOMES] = {
+    "ok", "INTERNAL", "BAD_REQUEST", "UNKNOWN_MODEL", "IMAGE_TOO_LARGE",
+    "BAD_IMAGE", "BUSY", "DEADLINE_EXCEEDED", "CANCELLED"};
+
+const char *ossegd_version(void) { return OSSEGD_VERSION; }
+
+void ossegd_options_default(struct ossegd_options *o) {
+  memset(o, 0, sizeof *o);
+  osseg_engine_options_default(&o->engine);
+  o->workers = 2;
+  o->max_frame_bytes = 64u << 20;
+  o->max_image_pixels = OSSEG_MAX_PIXELS;
+  o->max_image_side = OSSEG_MAX_SIDE;
+  o->max_connections = 256;
+  o->max_in_flight = 64;
+  o->max_queue = 256;
+  o->max_output_bytes = 64u << 20;
+}
+
+/* One inference per model, so the first client does not pay for oneDNN's
+ * primitive creation and the workspaces' first growth. */
+static int warm_up(struct ossegd *d, const char *name, struct osseg_diag *diag) {
+  struct osseg_loaded_model *m = NULL;
+  int rc = osseg_registry_get(d->reg, name, &m);
+  if (rc) return osseg__fail(diag, rc, "model %s: not registered", name);
+  uint32_t size = osseg_loaded_model_input_size(m);
+  osseg_loaded_model_unref(m);
+  struct osseg_pipeline_options po;
+  osseg_pipeline_options_default(&po);
+  po.models[0] = name;
+  po.nmodels = 1;
+  struct osseg_pipeline *p = NULL;
+  rc = osseg_pipeline_create(&p, d->reg, &po, diag);
+  if (rc) return rc;
+  struct osseg_image img;
+  rc = osseg_image_init(&img, size ? size : 64, size ? size : 64, 1, 8);
+  if (rc == 0) {
+    for (uint32_t y = 0; y < img.height; y++)
+      for (uint32_t x = 0; x < img.width; x++)
+        img.data[(size_t)y * img.stride + x] = (uint8_t)((x + y) & 0xff);
+    rc = osseg_pipeline_run_image(p, d->workers[0].ws, &img, NULL, diag);
+    osseg_image_free(&img);
+  }
+  osseg_pipeline_free(p);
+  if (rc && diag && diag->code == rc) {
+    char msg[sizeof diag->message];
+    snprintf(msg, sizeof msg, "%s", diag->message);
+    osseg_diag_clear(diag);
+    osseg__fail(diag, rc, "model %s: warm-up failed: %s", name, msg);
+  } else if (rc) {
+    osseg__fail(diag, rc, "model %s: warm-up failed: %s", name, osseg_strerror(rc));
+  }
+  return rc;
+}
+
+/* A socket file left by a dead daemon is removed; a live one is an error,
+ * and so is anything that is not a socket. */
+static int clear_stale_socket(const char *path, struct osseg_diag *diag) {
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT) return 0;
+    return osseg__fail(diag, OSSEG_EIO, "%s: %s", path, strerror(errno));
+  }
+  if (!S_ISSOCK(st.st_mode))
+    return osseg__fail(diag, OSSEG_EIO, "%s: exists and is not a socket; not removing it", path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return osseg__fail(diag, OSSEG_EIO, "socket: %s", strerror(errno));
+  struct sockaddr_un a;
+  memset(&a, 0, sizeof a);
+  a.sun_family = AF_UNIX;
+  memcpy(a.sun_path, path, strlen(path) + 1);
+  int live = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  int err = errno;
+  close(fd);
+  if (live) return osseg__fail(diag, OSSEG_EIO, "%s: another daemon listens on it", path);
+  if (err != ECONNREFUSED)
+    return osseg__fail(diag, OSSEG_EIO, "%s: cannot tell whether it is in use: %s", path,
+                       strerror(err));
+  if (unlink(path) != 0 && errno != ENOENT)
+    return osseg__fail(diag, OSSEG_EIO, "%s: cannot remove the stale socket: %s", path,
+                       strerror(errno));
+  return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  struct ossegd *d = h->data;
+  osseg__log(&d->opt.log, OSSEG_LOG_INFO, "signal %d: draining %u request(s)", signum,
+             d->in_flight);
+  ossegd__begin_drain(d);
+}
+
+static void on_handle_closed(uv_handle_t *h) { (void)h; }
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  ossegd__session_close(req->data);
+}
+
+void ossegd__begin_drain(struct ossegd *d) {
+  if (d->draining) return;
+  d->draining = 1;
+  if (d->listener_init && !uv_is_closing((uv_handle_t *)&d->listener))
+    uv_close((uv_handle_t *)&d->listener, on_handle_closed);
+  if (d->socket_created) {
+    unlink(d->socket_path);
+    d->socket_created = 0;
+  }
+  for (struct ossegd__session *s = d->sessions; s; s = s->next)
+    ossegd__session_update_reading(s);
+  ossegd__maybe_finish(d);
+}
+
+void ossegd__maybe_finish(struct ossegd *d) {
+  if (!d->draining || d->finished || d->in_flight > 0) return;
+  d->finished = 1;
+  /* Written responses go out first (shutdown waits for the write queue),
+   * then each connection closes. */
+  struct ossegd__session *s = d->sessions;
+  while (s) {
+    struct ossegd__session *next = s->next;
+    s->shutdown.data = s;
+    if (uv_shutdown(&s->shutdown, (uv_stream_t *)&s->pipe, on_shutdown) != 0)
+      ossegd__session_close(s);
+    s = next;
+  }
+  uv_close((uv_handle_t *)&d->async, on_handle_closed);
+  uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
+  uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
+}
+
+static void stop_workers(struct ossegd *d) {
+  if (!d->workers) return;
+  pthread_mutex_lock(&d->mu);
+  d->workers_stop = 1;
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->mu);
+  for (unsigned i = 0; i < d->nworkers; i++)
+    if (d->workers[i].started) {
+      pthread_join(d->workers[i].thread, NULL);
+      d->workers[i].started = 0;
+    }
+}
+
+int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct osseg_diag *diag) {
+  *out = NULL;
+  if (!o->socket_path || !o->socket_path[0])
+    return osseg__fail(diag, OSSEG_EINVAL, "no socket path");
+  if (strlen(o->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+    return osseg__fail(diag, OSSEG_EINVAL, "%s: socket path too long (at most %zu bytes)",
+                       o->socket_path, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+  if (o->nmodels == 0) return osseg__fail(diag, OSSEG_EINVAL, "no models");
+  if (o->nmodels > OSSEGD_MAX_MODELS)
+    return osseg__fail(diag, OSSEG_EINVAL, "at most %d models", OSSEGD_MAX_MODELS);
+  if (o->workers == 0 || o->max_in_flight == 0 || o->max_queue == 0 ||
+      o->max_connections == 0 || o->max_frame_bytes == 0 || o->max_image_pixels == 0 ||
+      o->max_image_side == 0 || o->max_output_bytes == 0)
+    return osseg__fail(diag, OSSEG_EINVAL, "limits and the number of workers must be positive");
+
+  struct ossegd *d = calloc(1, sizeof *d);
+  if (!d) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  d->opt = *o;
+  d->lim.max_image_pixels = o->max_image_pixels;
+  d->lim.max_image_side = o->max_image_side > OSSEG_MAX_SIDE ? OSSEG_MAX_SIDE : o->max_image_side;
+  d->start_ns = osseg_now_ns();
+  pthread_mutex_init(&d->mu, NULL);
+  pthread_cond_init(&d->cv, NULL);
+  int rc = OSSEG_ENOMEM;
+  d->socket_path = strdup(o->socket_path);
+  d->workers = calloc(o->workers, sizeof *d->workers);
+  if (!d->socket_path || !d->workers) {
+    osseg__fail(diag, rc, "out of memory");
+    goto fail;
+  }
+  d->nworkers = o->workers;
+  for (unsigned i = 0; i < d->nworkers; i++) {
+    d->workers[i].d = d;
+    if ((rc = osseg_workspace_create(&d->workers[i].ws, o->workspace_bytes)) != 0) {
+      osseg__fail(diag, rc, "workspace: %s", osseg_strerror(rc));
+      goto fail;
+    }
+  }
+
+  /* Models, then their warm-up, then the socket. */
+  if ((rc = osseg_registry_create(&d->reg, &o->engine)) != 0) {
+    osseg__fail(diag, rc, "registry: %s", osseg_strerror(rc));
+    goto fail;
+  }
+  for (size_t i = 0; i < o->nmodels; i++) {
+    const struct osseg_model_spec *spec = &o->models[i];
+    if (!spec->name || strlen(spec->name) >= OSSEG_MAX_MODEL_NAME) {
+      rc = osseg__fail(diag, OSSEG_EINVAL, "%s: a model needs a name of 1..%d bytes",
+                       spec->path ? spec->path : "model", OSSEG_MAX_MODEL_NAME - 1);
+      goto fail;
+    }
+    for (size_t k = 0; k < d->nmodels; k++)
+      if (strcmp(d->models[k].name, spec->name) == 0) {
+        rc = osseg__fail(diag, OSSEG_EDUPLICATE, "model name '%s' given twice", spec->name);
+        goto fail;
+      }
+    osseg__log(&o->log, OSSEG_LOG_INFO, "loading model %s from %s", spec->name,
+               spec->path ? spec->path : "memory");
+    if ((rc = osseg_registry_load(d->reg, spec, NULL, diag)) != 0) goto fail;
+    snprintf(d->models[d->nmodels].name, sizeof d->models[0].name, "%s", spec->name);
+    d->models[d->nmodels].precision = spec->precision;
+    d->nmodels++;
+    if ((rc = warm_up(d, spec->name, diag)) != 0) goto fail;
+  }
+
+  if (uv_loop_init(&d->loop) != 0) {
+    rc = osseg__fail(diag, OSSEG_EIO, "uv_loop_init failed");
+    goto fail;
+  }
+  d->loop_init = 1;
+  uv_async_init(&d->loop, &d->async, ossegd__drain_completions);
+  d->async.data = d;
+  d->async_init = 1;
+  uv_signal_init(&d->loop, &d->sigint);
+  uv_signal_init(&d->loop, &d->sigterm);
+  d->sigint.data = d->sigterm.data = d;
+  d->signals_init = 1;
+  uv_signal_start(&d->sigint, on_signal, SIGINT);
+  uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+
+  if ((rc = clear_stale_socket(d->socket_path, diag)) != 0) goto fail;
+  uv_pipe_init(&d->loop, &d->listener, 0);
+  d->listener.data = d;
+  d->listener_init = 1;
+  int uerr = uv_pipe_bind(&d->listener, d->socket_path);
+  if (uerr == 0) {
+    d->socket_created = 1;
+    if (chmod(d->socket_path, 0660) != 0) uerr = uv_translate_sys_error(errno);
+  }
+  if (uerr == 0) uerr = uv_listen((uv_stream_t *)&d->listener, 128, ossegd__on_connection);
+  if (uerr != 0) {
+    rc = osseg__fail(diag, OSSEG_EIO, "%s: cannot listen: %s", d->socket_path,
+                     uv_strerror(uerr));
+    goto fail;
+  }
+
+  for (unsigned i = 0; i < d->nworkers; i++) {
+    if (pthread_create(&d->workers[i].thread, NULL, ossegd__worker_main, &d->workers[i]) != 0) {
+      rc = osseg__fail(diag, OSSEG_EIO, "cannot start worker threads");
+      goto fail;
+    }
+    d->workers[i].started = 1;
+  }
+  osseg__log(&o->log, OSSEG_LOG_INFO, "ready: %zu model(s), %u worker(s), listening on %s",
+             d->nmodels, d->nworkers, d->socket_path);
+  *out = d;
+  return 0;
+fail:
+  ossegd_free(d);
+  return rc;
+}
+
+int ossegd_run(struct ossegd *d) {
+  uv_run(&d->loop, UV_RUN_DEFAULT);
+  stop_workers(d);
+  return 0;
+}
+
+void ossegd_stop(struct ossegd *d) {
+  atomic_store(&d->stop_requested, 1);
+  uv_async_send(&d->async);
+}
+
+void ossegd_free(struct ossegd *d) {
+  if (!d) return;
+  stop_workers(d);
+  if (d->loop_init) {
+    /* Not run, or run to its end: close what is still open. */
+    if (d->listener_init && !uv_is_closing((uv_handle_t *)&d->listener))
+      uv_close((uv_handle_t *)&d->listener, on_handle_closed);
+    if (d->async_init && !uv_is_closing((uv_handle_t *)&d->async))
+      uv_close((uv_handle_t *)&d->async, on_handle_closed);
+    if (d->signals_init) {
+      if (!uv_is_closing((uv_handle_t *)&d->sigint))
+        uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
+      if (!uv_is_closing((uv_handle_t *)&d->sigterm))
+        uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
+    }
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&d->loop);
+  }
+  if (d->socket_created) unlink(d->socket_path);
+  /* Requests never started (ossegd_free without a drain). */
+  for (int pri = 0; pri < 2; pri++)
+    while (d->q_head[pri]) {
+      struct ossegd__request *r = d->q_head[pri];
+      d->q_head[pri] = r->qnext;
+      ossegd__request_free(r);
+    }
+  if (d->workers)
+    for (unsigned i = 0; i < d->nworkers; i++) {
+      osseg_workspace_free(d->workers[i].ws);
+      for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++) osseg_runs_free(&d->workers[i].gt[c]);
+      free(d->workers[i].text);
+    }
+  free(d->workers);
+  osseg_registry_free(d->reg);
+  pthread_mutex_destroy(&d->mu);
+  pthread_cond_destroy(&d->cv);
+  free(d->socket_path);
+  free(d);
+}
