@@ -181,7 +181,7 @@ fail() { echo "  FAILED: $*"; failures=$((failures + 1)); }
 q() { local s; printf -v s '%q ' "$@"; echo "${s% }"; }
 show() { echo "  \$ $(q "$@")"; }
 now() { echo "$EPOCHREALTIME"; }
-ms_since() { awk -v s="$1" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f", (e - s) * 1000 }'; }
+ms_since() { awk -v s="$1" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f\n", (e - s) * 1000 }'; }
 # median / max of the numbers on stdin ("-" when none)
 median() { sort -g | awk -v f="${1:-%.1f}" '{ a[NR] = $1 } END { if (!NR) { print "-"; exit } printf f "\n", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 maxof() { sort -g | awk -v f="${1:-%.1f}" '{ m = $1 } END { if (!NR) print "-"; else printf f "\n", m }'; }
