@@ -107,7 +107,8 @@ struct ossegd__request {
   uint64_t received_ns, deadline_ns;
   /* Set by the worker before it queues `done`; read by the loop after. */
   int outcome;                                 /* -1 ok, else an Error code */
-  double total_ms, inference_ms;
+  double total_ms;
+  double model_ms[OSSEG_MAX_MODELS];           /* engine time per pipeline model */
   struct ossegd__completion done;
 };
 

@@ -56,9 +56,10 @@
  *   are 8-bit gray PNGs (0 or 255), not 1-bit. A Cancel is acknowledged by
  *   an empty Done (all numbers 0) carrying the Cancel's own id; the
  *   cancelled request then ends with CANCELLED (or normally if it had
- *   already finished). Done.inference lists every model of the request; the
- *   pipeline measures only the sum of all models, so each model is given an
- *   equal share of it (the same holds for Stats' per-model times).
+ *   already finished). Done.inference lists every model of the request with
+ *   its own engine time (osseg_timings.model_ms, measured per model by the
+ *   pipeline; they add up to the request's inference time), and Stats'
+ *   per-model runs, mean and max are made of the same numbers.
  *   ImageFd: the descriptor that came (SCM_RIGHTS) with the frame must be a
  *   readable regular file of at most 1 GiB; a worker reads it from offset 0
  *   and closes it. Connections are libuv ipc pipes, which receive

@@ -122,7 +122,7 @@ static void record_outcome(struct ossegd *d, struct ossegd__request *req) {
   size_t nm = osseg_pipeline_model_count(req->seg.pipeline);
   for (size_t i = 0; i < nm; i++) {
     const char *name = osseg_loaded_model_name(osseg_pipeline_model(req->seg.pipeline, i));
-    double ms = req->inference_ms / (double)nm;
+    double ms = req->model_ms[i];
     for (size_t k = 0; k < d->nmodels; k++) {
       if (strcmp(d->models[k].name, name) != 0) continue;
       d->models[k].runs++;

@@ -300,7 +300,7 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   }
   uint64_t ended = osseg_now_ns();
   req->total_ms = ms_since(req->received_ns, ended);
-  req->inference_ms = t.inference_ms;
+  memcpy(req->model_ms, t.model_ms, sizeof req->model_ms);
   if (rc) {
     const char *text = diag.message[0] ? diag.message : osseg_strerror(rc);
     int code;
@@ -328,7 +328,7 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   for (size_t i = 0; i < nm; i++) {
     osseg__wire__model_time__init(&mt[i]);
     mt[i].model = (char *)osseg_loaded_model_name(osseg_pipeline_model(req->seg.pipeline, i));
-    mt[i].ms = t.inference_ms / (double)nm; /* the pipeline measures the sum only */
+    mt[i].ms = t.model_ms[i];
     mtp[i] = &mt[i];
   }
   Osseg__Wire__Done done = OSSEG__WIRE__DONE__INIT;

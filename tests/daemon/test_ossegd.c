@@ -1268,6 +1268,79 @@ static void test_image_fd(void **state) {
   ref_free(&ref);
 }
 
+/* The response that ends request id (Done or Error), skipping its masks;
+ * the caller frees it. */
+static Osseg__Wire__Response *recv_final(int fd, uint64_t id) {
+  for (;;) {
+    Osseg__Wire__Response *r = recv_response(fd);
+    assert_non_null(r);
+    assert_true(r->id == id);
+    if (r->kind_case == OSSEG__WIRE__RESPONSE__KIND_DONE ||
+        r->kind_case == OSSEG__WIRE__RESPONSE__KIND_ERROR)
+      return r;
+    osseg__wire__response__free_unpacked(r, NULL);
+  }
+}
+
+static const char *demo_model(void) {
+  return test_path("%s/data/models/unetpp_demo.onnx", test_source_dir());
+}
+
+/* Done and Stats carry each model's own engine time: a 256x256 model next
+ * to a 64x64 one in one ensemble takes longer, and Stats reports exactly
+ * the times Done did. */
+static void test_model_times(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = test_png(&size);
+  const char *dir = test_tmpdir();
+  char big[512];
+  snprintf(big, sizeof big, "big=%s", demo_model());
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, "--model", big, NULL), 0);
+  int fd = try_connect(d.sock);
+  assert_true(fd >= 0);
+  struct seg_req q;
+  seg_init(&q, 1, png, size, "big");
+  q.models[1] = "a";
+  q.s.n_models = 2;
+  assert_int_equal(send_request(fd, &q.r), 0);
+  Osseg__Wire__Response *r = recv_final(fd, 1);
+  assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_DONE);
+  Osseg__Wire__Done *done = r->done;
+  assert_int_equal(done->n_inference, 2);
+  assert_string_equal(done->inference[0]->model, "big");
+  assert_string_equal(done->inference[1]->model, "a");
+  double big_ms = done->inference[0]->ms, a_ms = done->inference[1]->ms;
+  assert_true(a_ms > 0 && big_ms > a_ms);
+  assert_true(done->decode_ms + done->preprocess_ms + big_ms + a_ms + done->postprocess_ms <=
+              done->total_ms + 1e-6);
+  osseg__wire__response__free_unpacked(r, NULL);
+
+  Osseg__Wire__Request sr;
+  simple_req(&sr, 2, OSSEG__WIRE__REQUEST__KIND_STATS);
+  assert_int_equal(send_request(fd, &sr), 0);
+  r = recv_response(fd);
+  assert_non_null(r);
+  assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_STATS);
+  int seen = 0;
+  for (size_t i = 0; i < r->stats->n_models; i++) {
+    const Osseg__Wire__Stats__ModelStats *m = r->stats->models[i];
+    double want = strcmp(m->model, "big") == 0 ? big_ms : strcmp(m->model, "a") == 0 ? a_ms : 0;
+    if (want == 0) {
+      assert_int_equal(m->runs, 0); /* b did not run */
+      continue;
+    }
+    assert_int_equal(m->runs, 1);
+    assert_true(m->mean_ms == want && m->max_ms == want);
+    seen++;
+  }
+  assert_int_equal(seen, 2);
+  osseg__wire__response__free_unpacked(r, NULL);
+  close(fd);
+  assert_int_equal(daemon_stop(&d, 20), 0);
+}
+
 static void test_startup(void **state) {
   (void)state;
   const char *dir = test_tmpdir();
@@ -1337,6 +1410,7 @@ int main(void) {
       cmocka_unit_test(test_busy_and_drain),
       cmocka_unit_test(test_image_fd),
       cmocka_unit_test(test_backpressure),
+      cmocka_unit_test(test_model_times),
       cmocka_unit_test(test_startup),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
