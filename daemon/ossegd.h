@@ -52,7 +52,11 @@
  *   requests are served before batch ones. A Segment is answered by one
  *   ClassMask per produced class (none for OUTPUT_DICE_ONLY), a DiceReport
  *   when ground truth was given, then Done; or an Error (BAD_IMAGE,
- *   CANCELLED, DEADLINE_EXCEEDED, ...) that ends it. OUTPUT_PNG_MASK masks
+ *   CANCELLED, DEADLINE_EXCEEDED, ...) that ends it. A deadline that passes
+ *   while the request is still queued is answered DEADLINE_EXCEEDED when it
+ *   passes (a timer on the loop, armed for the earliest deadline in
+ *   flight), not when a worker would have reached the request; one that
+ *   passes while it runs interrupts the pipeline between steps. OUTPUT_PNG_MASK masks
  *   are 8-bit gray PNGs (0 or 255), not 1-bit. A Cancel is acknowledged by
  *   an empty Done (all numbers 0) carrying the Cancel's own id; the
  *   cancelled request then ends with CANCELLED (or normally if it had
