@@ -117,7 +117,7 @@ struct run_ctx {
   uint32_t width, height;
 };
 
-/* An 8-bit gray PNG of a mask (0 or 255). */
+/* A 1-bit gray PNG of a mask (1 = the class). */
 static int mask_png(const struct osseg_bitmask *m, uint8_t **png, size_t *size) {
   struct osseg_image img;
   int rc = osseg_image_init(&img, m->width, m->height, 1, 8);
@@ -126,10 +126,10 @@ static int mask_png(const struct osseg_bitmask *m, uint8_t **png, size_t *size) 
     uint8_t *row = img.data + (size_t)y * img.stride;
     for (uint32_t x = 0; x < m->width; x++) {
       uint64_t p = (uint64_t)y * m->width + x;
-      row[x] = (m->bits[p / 64] >> (p % 64)) & 1 ? 255 : 0;
+      row[x] = (uint8_t)((m->bits[p / 64] >> (p % 64)) & 1);
     }
   }
-  rc = osseg_png_encode_mem(&img, 1, png, size, NULL);
+  rc = osseg_png_encode_mask_mem(&img, 1, png, size, NULL);
   osseg_image_free(&img);
   return rc;
 }

@@ -614,6 +614,10 @@ static void test_segment_matches_pipeline(void **state) {
   assert_int_equal(x.nmasks, 29);
   for (int c = 0; c < 29; c++) {
     assert_non_null(x.png[c]);
+    /* IHDR: bit depth 1, colour type 0 (gray), as the proto promises. */
+    assert_true(x.png_len[c] > 26);
+    assert_int_equal(x.png[c][24], 1);
+    assert_int_equal(x.png[c][25], 0);
     struct osseg_image m;
     assert_int_equal(osseg_png_decode_mem(x.png[c], x.png_len[c], NULL, &m, NULL), 0);
     assert_int_equal(m.width, 96);
