@@ -379,6 +379,12 @@ struct run {
   double dice_sum[SEG_MAX_CLASSES];
   size_t dice_count[SEG_MAX_CLASSES];
   int progress_shown;
+  /* Ids whose responses are expected and not wanted: requests this run
+   * cancelled (the rest of their masks, then their Done or Error CANCELLED)
+   * and the Cancels themselves (acknowledged by an empty Done carrying the
+   * Cancel's id). An id leaves the list with its final response. */
+  uint64_t *abandoned;
+  size_t nabandoned, abandoned_cap;
 };
 
 static uint64_t now_ns(void) {
@@ -691,6 +697,40 @@ static void on_done(struct run *r, struct slot *s, const Osseg__Wire__Done *d) {
   progress_show(r);
 }
 
+static int abandon(struct run *r, uint64_t id) {
+  if (r->nabandoned == r->abandoned_cap) {
+    size_t cap = r->abandoned_cap ? 2 * r->abandoned_cap : 8;
+    uint64_t *a = realloc(r->abandoned, cap * sizeof *a);
+    if (!a) return -1;
+    r->abandoned = a;
+    r->abandoned_cap = cap;
+  }
+  r->abandoned[r->nabandoned++] = id;
+  return 0;
+}
+
+/* Whether resp belongs to an abandoned id; forgets the id at its final
+ * response (Done or Error). */
+static int abandoned_response(struct run *r, const Osseg__Wire__Response *resp) {
+  for (size_t k = 0; k < r->nabandoned; k++) {
+    if (r->abandoned[k] != resp->id) continue;
+    if (resp->kind_case == OSSEG__WIRE__RESPONSE__KIND_DONE ||
+        resp->kind_case == OSSEG__WIRE__RESPONSE__KIND_ERROR)
+      r->abandoned[k] = r->abandoned[--r->nabandoned];
+    return 1;
+  }
+  return 0;
+}
+
+/* Gives up on the request of slot s: cancels it in the daemon and
+ * remembers both ids, so that what still comes for them is dropped
+ * quietly. A Cancel that cannot be sent is left to the connection's end. */
+static void cancel_slot(struct run *r, struct slot *s) {
+  uint64_t cancel_id = 0;
+  if (abandon(r, s->id) != 0) return; /* its answers are then reported as unknown */
+  if (osseg_client_cancel(r->client, s->id, &cancel_id) == 0) abandon(r, cancel_id);
+}
+
 static struct slot *find_slot(struct slot *slots, size_t n, uint64_t id) {
   for (size_t k = 0; k < n; k++)
     if (slots[k].busy && slots[k].id == id) return &slots[k];
@@ -701,6 +741,7 @@ static struct slot *find_slot(struct slot *slots, size_t n, uint64_t id) {
  * (reported). */
 static int on_response(struct run *r, struct slot *slots, size_t nslots,
                        const Osseg__Wire__Response *resp) {
+  if (abandoned_response(r, resp)) return 0;
   struct slot *s = find_slot(slots, nslots, resp->id);
   if (s && s->finished) s = NULL; /* its request has ended */
   if (!s) {
@@ -716,8 +757,9 @@ static int on_response(struct run *r, struct slot *slots, size_t nslots,
       rc = on_class_mask(r, s, resp->class_mask);
       if (rc) {
         /* The rest of its responses are still coming; cancel, and fail the
-         * image now. Its later responses are then ignored as unknown. */
-        osseg_client_cancel(r->client, s->id, NULL);
+         * image now. Its later responses and the Cancel's acknowledgement
+         * are dropped without a word. */
+        cancel_slot(r, s);
         if (rc == -1) image_failed(r, s->image, "out of memory");
         else image_failed(r, s->image, "cannot write its mask PNG");
         s->busy = 0;
@@ -1012,6 +1054,7 @@ out:
     for (size_t k = 0; k < o->in_flight; k++) free(slots[k].rows.data);
   free(slots);
   free(r.skip);
+  free(r.abandoned);
   osseg_client_close(r.client);
   if (r.models_resp) osseg__wire__response__free_unpacked(r.models_resp, NULL);
   csv_index_free(&r.gt_index);

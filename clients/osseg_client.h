@@ -158,7 +158,12 @@ void osseg_client_segment_set_vote(struct osseg_client_segment *s, int soft, dou
 
 /* Sends a request without a body (ListModels, HealthRequest, StatsRequest)
  * or a Cancel of the request `target`, with a fresh id stored in *id (may
- * be NULL). Each is answered by one response carrying that id. */
+ * be NULL). Each is answered by one response carrying that id: a Cancel by
+ * an empty Done (all numbers 0; the protocol has no other acknowledgement),
+ * which a caller that keeps the Cancel's id can tell from a Segment's
+ * Done. The cancelled request still ends with its own final response
+ * (Error CANCELLED, or its Done if it had finished), after which no more
+ * responses carry its id. */
 int osseg_client_list_models(osseg_client_t *c, uint64_t *id);
 int osseg_client_health(osseg_client_t *c, uint64_t *id);
 int osseg_client_stats(osseg_client_t *c, uint64_t *id);

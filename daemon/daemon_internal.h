@@ -107,7 +107,8 @@ struct ossegd__request {
   uint64_t received_ns, deadline_ns;
   /* Set by the worker before it queues `done`; read by the loop after. */
   int outcome;                                 /* -1 ok, else an Error code */
-  double total_ms, inference_ms;
+  double total_ms;
+  double model_ms[OSSEG_MAX_MODELS];           /* engine time per pipeline model */
   struct ossegd__completion done;
 };
 
@@ -169,6 +170,11 @@ struct ossegd {
   int async_init;
   uv_signal_t sigint, sigterm;
   int signals_init;
+  /* Fires at the earliest deadline of a request that may still be queued
+   * (deadline_due_ns, 0 = not armed); see ossegd__expire_queued. */
+  uv_timer_t deadline_timer;
+  int deadline_timer_init;
+  uint64_t deadline_due_ns;
   _Atomic int stop_requested;
 
   /* Shared with workers, under mu. */
@@ -208,6 +214,15 @@ void ossegd__send_error(struct ossegd__session *s, uint64_t id, int code, const 
 void ossegd__maybe_finish(struct ossegd *d);
 /* server.c: stop accepting and reading; finish once nothing is in flight. */
 void ossegd__begin_drain(struct ossegd *d);
+
+/* session.c (loop thread): deadlines of queued requests. arm makes the
+ * deadline timer fire no later than deadline_ns. When it fires, every
+ * request whose deadline has passed and that no worker has taken yet is
+ * taken out of the queue and answered DEADLINE_EXCEEDED at once, instead of
+ * waiting for a worker to reach it; requests already running are the
+ * worker's (the pipeline checks the deadline between steps). */
+void ossegd__deadline_arm(struct ossegd *d, uint64_t deadline_ns);
+void ossegd__on_deadline_timer(uv_timer_t *t);
 
 /* worker.c */
 void *ossegd__worker_main(void *arg);

@@ -52,13 +52,18 @@
  *   requests are served before batch ones. A Segment is answered by one
  *   ClassMask per produced class (none for OUTPUT_DICE_ONLY), a DiceReport
  *   when ground truth was given, then Done; or an Error (BAD_IMAGE,
- *   CANCELLED, DEADLINE_EXCEEDED, ...) that ends it. OUTPUT_PNG_MASK masks
- *   are 8-bit gray PNGs (0 or 255), not 1-bit. A Cancel is acknowledged by
- *   an empty Done (all numbers 0) carrying the Cancel's own id; the
- *   cancelled request then ends with CANCELLED (or normally if it had
- *   already finished). Done.inference lists every model of the request; the
- *   pipeline measures only the sum of all models, so each model is given an
- *   equal share of it (the same holds for Stats' per-model times).
+ *   CANCELLED, DEADLINE_EXCEEDED, ...) that ends it. A deadline that passes
+ *   while the request is still queued is answered DEADLINE_EXCEEDED when it
+ *   passes (a timer on the loop, armed for the earliest deadline in
+ *   flight), not when a worker would have reached the request; one that
+ *   passes while it runs interrupts the pipeline between steps.
+ *   OUTPUT_PNG_MASK masks are 1-bit gray PNGs (1 = the class's pixels).
+ *   A Cancel is acknowledged by an empty Done (all numbers 0) carrying the
+ *   Cancel's own id; the cancelled request then ends with CANCELLED (or
+ *   normally if it had already finished). Done.inference lists every model of the request with
+ *   its own engine time (osseg_timings.model_ms, measured per model by the
+ *   pipeline; they add up to the request's inference time), and Stats'
+ *   per-model runs, mean and max are made of the same numbers.
  *   ImageFd: the descriptor that came (SCM_RIGHTS) with the frame must be a
  *   readable regular file of at most 1 GiB; a worker reads it from offset 0
  *   and closes it. Connections are libuv ipc pipes, which receive

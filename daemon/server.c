@@ -143,6 +143,7 @@ void ossegd__maybe_finish(struct ossegd *d) {
     s = next;
   }
   uv_close((uv_handle_t *)&d->async, on_handle_closed);
+  uv_close((uv_handle_t *)&d->deadline_timer, on_handle_closed);
   uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
   uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
 }
@@ -233,6 +234,9 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
   uv_async_init(&d->loop, &d->async, ossegd__drain_completions);
   d->async.data = d;
   d->async_init = 1;
+  uv_timer_init(&d->loop, &d->deadline_timer);
+  d->deadline_timer.data = d;
+  d->deadline_timer_init = 1;
   uv_signal_init(&d->loop, &d->sigint);
   uv_signal_init(&d->loop, &d->sigterm);
   d->sigint.data = d->sigterm.data = d;
@@ -292,6 +296,8 @@ void ossegd_free(struct ossegd *d) {
       uv_close((uv_handle_t *)&d->listener, on_handle_closed);
     if (d->async_init && !uv_is_closing((uv_handle_t *)&d->async))
       uv_close((uv_handle_t *)&d->async, on_handle_closed);
+    if (d->deadline_timer_init && !uv_is_closing((uv_handle_t *)&d->deadline_timer))
+      uv_close((uv_handle_t *)&d->deadline_timer, on_handle_closed);
     if (d->signals_init) {
       if (!uv_is_closing((uv_handle_t *)&d->sigint))
         uv_close((uv_handle_t *)&d->sigint, on_handle_closed);

@@ -122,7 +122,7 @@ static void record_outcome(struct ossegd *d, struct ossegd__request *req) {
   size_t nm = osseg_pipeline_model_count(req->seg.pipeline);
   for (size_t i = 0; i < nm; i++) {
     const char *name = osseg_loaded_model_name(osseg_pipeline_model(req->seg.pipeline, i));
-    double ms = req->inference_ms / (double)nm;
+    double ms = req->model_ms[i];
     for (size_t k = 0; k < d->nmodels; k++) {
       if (strcmp(d->models[k].name, name) != 0) continue;
       d->models[k].runs++;
@@ -277,6 +277,51 @@ static void answer_cancel(struct ossegd__session *s, uint64_t id, uint64_t targe
   send_response(s, &r);
 }
 
+/* ------------------------------------------------ queued deadlines --- */
+
+void ossegd__deadline_arm(struct ossegd *d, uint64_t deadline_ns) {
+  if (!d->deadline_timer_init || uv_is_closing((uv_handle_t *)&d->deadline_timer)) return;
+  if (d->deadline_due_ns && d->deadline_due_ns <= deadline_ns) return; /* fires earlier */
+  uint64_t now = osseg_now_ns();
+  /* Rounded up to whole milliseconds (libuv's unit): never early by more
+   * than the loop's cached clock, and an early firing only re-arms. */
+  uint64_t ms = deadline_ns > now ? (deadline_ns - now + 999999u) / 1000000u : 0;
+  d->deadline_due_ns = deadline_ns;
+  uv_update_time(&d->loop);
+  uv_timer_start(&d->deadline_timer, ossegd__on_deadline_timer, ms, 0);
+}
+
+void ossegd__on_deadline_timer(uv_timer_t *t) {
+  struct ossegd *d = t->data;
+  uint64_t now = osseg_now_ns(), next = 0;
+  d->deadline_due_ns = 0;
+  /* First take every expired request out of the queue, without answering
+   * (answering can resume reading and so handle more frames, a Cancel
+   * among them, which would change the lists being walked). The taken
+   * requests are chained through qnext, which the queue no longer uses. */
+  struct ossegd__request *expired = NULL;
+  for (struct ossegd__session *s = d->sessions; s; s = s->next)
+    for (struct ossegd__request *r = s->reqs; r; r = r->snext) {
+      if (!r->deadline_ns) continue;
+      if (r->deadline_ns > now) {
+        if (!next || r->deadline_ns < next) next = r->deadline_ns;
+        continue;
+      }
+      if (!ossegd__unschedule(d, r)) continue; /* a worker has it */
+      r->qnext = expired;
+      expired = r;
+    }
+  while (expired) {
+    struct ossegd__request *r = expired;
+    expired = r->qnext;
+    ossegd__send_error(r->s, r->id, CODE(DEADLINE_EXCEEDED),
+                       "deadline_ms passed while the request waited in the queue");
+    r->outcome = CODE(DEADLINE_EXCEEDED);
+    ossegd__request_finish(d, r);
+  }
+  if (next) ossegd__deadline_arm(d, next);
+}
+
 static void record_refusal(struct ossegd *d, int code) {
   if (code >= 0 && code + 1 < OSSEGD_NOUTCOMES) d->outcomes[code + 1]++;
 }
@@ -399,6 +444,7 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
   s->refs++;
   s->in_flight++;
   d->in_flight++;
+  if (req->deadline_ns) ossegd__deadline_arm(d, req->deadline_ns);
   if (s->in_flight >= d->opt.max_in_flight) {
     s->paused_inflight = 1;
     ossegd__session_update_reading(s);

@@ -117,7 +117,7 @@ struct run_ctx {
   uint32_t width, height;
 };
 
-/* An 8-bit gray PNG of a mask (0 or 255). */
+/* A 1-bit gray PNG of a mask (1 = the class). */
 static int mask_png(const struct osseg_bitmask *m, uint8_t **png, size_t *size) {
   struct osseg_image img;
   int rc = osseg_image_init(&img, m->width, m->height, 1, 8);
@@ -126,10 +126,10 @@ static int mask_png(const struct osseg_bitmask *m, uint8_t **png, size_t *size) 
     uint8_t *row = img.data + (size_t)y * img.stride;
     for (uint32_t x = 0; x < m->width; x++) {
       uint64_t p = (uint64_t)y * m->width + x;
-      row[x] = (m->bits[p / 64] >> (p % 64)) & 1 ? 255 : 0;
+      row[x] = (uint8_t)((m->bits[p / 64] >> (p % 64)) & 1);
     }
   }
-  rc = osseg_png_encode_mem(&img, 1, png, size, NULL);
+  rc = osseg_png_encode_mask_mem(&img, 1, png, size, NULL);
   osseg_image_free(&img);
   return rc;
 }
@@ -300,7 +300,7 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   }
   uint64_t ended = osseg_now_ns();
   req->total_ms = ms_since(req->received_ns, ended);
-  req->inference_ms = t.inference_ms;
+  memcpy(req->model_ms, t.model_ms, sizeof req->model_ms);
   if (rc) {
     const char *text = diag.message[0] ? diag.message : osseg_strerror(rc);
     int code;
@@ -328,7 +328,7 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   for (size_t i = 0; i < nm; i++) {
     osseg__wire__model_time__init(&mt[i]);
     mt[i].model = (char *)osseg_loaded_model_name(osseg_pipeline_model(req->seg.pipeline, i));
-    mt[i].ms = t.inference_ms / (double)nm; /* the pipeline measures the sum only */
+    mt[i].ms = t.model_ms[i];
     mtp[i] = &mt[i];
   }
   Osseg__Wire__Done done = OSSEG__WIRE__DONE__INIT;

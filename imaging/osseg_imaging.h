@@ -122,6 +122,14 @@ int osseg_png_encode_file(const char *path, const struct osseg_image *img,
 int osseg_png_encode_mem(const struct osseg_image *img, int level,
                          uint8_t **out, size_t *out_size,
                          struct osseg_diag *diag);
+/* Encodes a mask as a 1-bit gray PNG: img is 8-bit gray, and a pixel is 1
+ * (white) where img is non-zero, 0 (black) elsewhere. Eight times smaller
+ * rows than an 8-bit PNG of the same mask; decoders that expand to 8 bits
+ * (osseg_png_decode_*) give 0 and 255. Same level, ownership and errors as
+ * osseg_png_encode_mem. */
+int osseg_png_encode_mask_mem(const struct osseg_image *img, int level,
+                              uint8_t **out, size_t *out_size,
+                              struct osseg_diag *diag);
 
 /* ------------------------------------------------------- preprocessing --- */
 

@@ -500,23 +500,33 @@ static void on_write(png_structp png, png_bytep data, size_t n) {
 
 static void on_flush(png_structp png) { (void)png; }
 
-int osseg_png_encode_mem(const struct osseg_image *img, int level, uint8_t **out,
-                         size_t *out_size, struct osseg_diag *diag) {
+/* mask: write img (8-bit gray) as a 1-bit image, non-zero = 1. */
+static int encode_mem(const struct osseg_image *img, int level, int mask, uint8_t **out,
+                      size_t *out_size, struct osseg_diag *diag) {
   if (!img || !img->data || !out || !out_size || level < -1 || level > 9 ||
       (img->channels != 1 && img->channels != 3) ||
       (img->bit_depth != 8 && img->bit_depth != 16) || img->width == 0 ||
-      img->height == 0)
+      img->height == 0 || (mask && (img->channels != 1 || img->bit_depth != 8)))
     return osseg__fail(diag, OSSEG_EINVAL, "PNG encode: invalid image or level");
   *out = NULL;
   *out_size = 0;
   struct png_ctx *ctx = osseg__calloc(1, sizeof *ctx);
   if (!ctx) return OSSEG_ENOMEM;
+  /* A mask row as 0/1 bytes, which libpng packs 8 to a byte
+   * (png_set_packing). Allocated before the setjmp so that the error path
+   * frees it. */
+  uint8_t *row01 = mask ? osseg__malloc(img->width) : NULL;
+  if (mask && !row01) {
+    osseg__free(ctx);
+    return OSSEG_ENOMEM;
+  }
   int rc;
   png_structp png = png_create_write_struct_2(PNG_LIBPNG_VER_STRING, ctx, on_error,
                                               on_warning, NULL, on_malloc, on_free);
   png_infop info = png ? png_create_info_struct(png) : NULL;
   if (!png || !info) {
     png_destroy_write_struct(png ? &png : NULL, NULL);
+    osseg__free(row01);
     osseg__free(ctx);
     return OSSEG_ENOMEM;
   }
@@ -527,13 +537,20 @@ int osseg_png_encode_mem(const struct osseg_image *img, int level, uint8_t **out
   }
   png_set_write_fn(png, ctx, on_write, on_flush);
   if (level >= 0) png_set_compression_level(png, level);
-  png_set_IHDR(png, info, img->width, img->height, (int)img->bit_depth,
+  png_set_IHDR(png, info, img->width, img->height, mask ? 1 : (int)img->bit_depth,
                img->channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB,
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
+  if (mask) png_set_packing(png);
   if (img->bit_depth == 16 && host_is_little_endian()) png_set_swap(png);
-  for (uint32_t y = 0; y < img->height; y++)
-    png_write_row(png, img->data + (size_t)y * img->stride);
+  for (uint32_t y = 0; y < img->height; y++) {
+    const uint8_t *row = img->data + (size_t)y * img->stride;
+    if (mask) {
+      for (uint32_t x = 0; x < img->width; x++) row01[x] = row[x] != 0;
+      row = row01;
+    }
+    png_write_row(png, (png_bytep)row);
+  }
   png_write_end(png, NULL);
   *out = ctx->buf;
   *out_size = ctx->buf_len;
@@ -543,7 +560,18 @@ done:
   png_destroy_write_struct(&png, &info);
   osseg__free(ctx->buf);
   osseg__free(ctx);
+  osseg__free(row01);
   return rc;
+}
+
+int osseg_png_encode_mem(const struct osseg_image *img, int level, uint8_t **out,
+                         size_t *out_size, struct osseg_diag *diag) {
+  return encode_mem(img, level, 0, out, out_size, diag);
+}
+
+int osseg_png_encode_mask_mem(const struct osseg_image *img, int level, uint8_t **out,
+                              size_t *out_size, struct osseg_diag *diag) {
+  return encode_mem(img, level, 1, out, out_size, diag);
 }
 
 int osseg_png_encode_file(const char *path, const struct osseg_image *img, int level,

@@ -198,6 +198,10 @@ struct osseg_timings {
   double preprocess_ms;  /* resize + normalise, all models */
   double inference_ms;   /* engine, all models (includes waiting for the
                             executor while another thread's model runs) */
+  /* The engine time of each model, in the pipeline's model order
+   * (osseg_pipeline_model(p, i)); they add up to inference_ms. Entries past
+   * the pipeline's model count are 0. */
+  double model_ms[OSSEG_MAX_MODELS];
   double postprocess_ms; /* upsample + threshold + vote + runs + Dice */
   double total_ms;
 };

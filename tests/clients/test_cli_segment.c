@@ -139,7 +139,9 @@ static void test_no_daemon(void **state) {
  * with classes c1, c2, c3. A Segment is answered by one ClassMask per
  * class ("1 N" with N = image bytes % 50 + 1, class index added), then a
  * DiceReport when ground truth came, then Done; an image named "bad*" gets
- * Error BAD_IMAGE; an unknown model UNKNOWN_MODEL. Answers of the requests
+ * Error BAD_IMAGE; an unknown model UNKNOWN_MODEL. A Cancel is answered as
+ * ossegd answers it, by an empty Done with the Cancel's id (the fake has
+ * always answered its Segments in full by then). Answers of the requests
  * in flight are held back until `hold` requests arrived, then sent in
  * reverse order, so pipelined answers interleave. */
 struct fake {
@@ -148,7 +150,7 @@ struct fake {
   pthread_t thread;
   int hold;
   /* What it saw. */
-  int segments, fds, with_gt, health, list_models, stats;
+  int segments, fds, with_gt, health, list_models, stats, cancels;
   char names[64][64];
   int priority_batch;
 };
@@ -366,6 +368,14 @@ static void fake_serve(struct fake *f, int fd) {
         queue_response(&o, &r);
         break;
       }
+      case OSSEG__WIRE__REQUEST__KIND_CANCEL: {
+        f->cancels++;
+        Osseg__Wire__Done done = OSSEG__WIRE__DONE__INIT;
+        r.kind_case = OSSEG__WIRE__RESPONSE__KIND_DONE;
+        r.done = &done;
+        queue_response(&o, &r);
+        break;
+      }
       default: break;
     }
     if (passed >= 0) close(passed);
@@ -535,6 +545,49 @@ static void test_fake_segment_errors(void **state) {
   got = test_read_file(csv, NULL);
   assert_null(strstr(got, ",c2,"));
   free(got);
+  free(out);
+  free(err);
+  fake_stop(f);
+}
+
+/* A mask PNG that cannot be written fails its image; the CLI cancels the
+ * request, and neither the rest of its answers nor the Cancel's
+ * acknowledgement (an empty Done with the Cancel's id) is reported as an
+ * answer to an unknown request. */
+static void test_fake_segment_cancelled(void **state) {
+  (void)state;
+  const char *dir = test_tmpdir();
+  char sock[512];
+  snprintf(sock, sizeof sock, "%s/fake.sock", dir);
+  struct fake *f = fake_start(sock);
+  size_t sizes[3];
+  char imgs[1024];
+  snprintf(imgs, sizeof imgs, "%s", make_images(dir, sizes));
+  char pngs[1100], blocker[1200], csv[1100];
+  snprintf(pngs, sizeof pngs, "%s/pngs", dir);
+  snprintf(blocker, sizeof blocker, "%s/a.png.c1.png", pngs);
+  assert_int_equal(mkdir(pngs, 0777), 0);
+  assert_int_equal(mkdir(blocker, 0777), 0); /* a directory where a's first mask goes */
+  snprintf(csv, sizeof csv, "%s/out.csv", dir);
+  char *out, *err;
+  /* a fails at its first mask; b is in flight then and c is sent after
+   * the Cancel, so the acknowledgement arrives while c is still awaited. */
+  int rc = test_osseg_run(&out, &err, "segment", "--socket", sock, "--model", "fake",
+                          "--png-dir", pngs, "-o", csv, test_path("%s/a.png", imgs),
+                          test_path("%s/b.png", imgs), test_path("%s/c.png", imgs), NULL);
+  assert_int_equal(rc, 1);
+  assert_int_equal(f->segments, 3);
+  assert_int_equal(f->cancels, 1);
+  assert_non_null(strstr(err, "a.png: cannot write its mask PNG"));
+  assert_non_null(strstr(err, "osseg segment: 1 of 3 image(s) failed"));
+  if (strstr(err, "unknown request id")) fail_msg("stderr: %s", err);
+  char *got = test_read_file(csv, NULL);
+  size_t bc[2] = {sizes[1], sizes[2]};
+  static const char *const names[] = {"b.png", "c.png"};
+  char *want = expected_csv(bc, names, 2);
+  assert_string_equal(got, want);
+  free(got);
+  free(want);
   free(out);
   free(err);
   fake_stop(f);
@@ -790,6 +843,7 @@ int main(void) {
       cmocka_unit_test(test_no_daemon),
       cmocka_unit_test(test_fake_segment),
       cmocka_unit_test(test_fake_segment_errors),
+      cmocka_unit_test(test_fake_segment_cancelled),
       cmocka_unit_test(test_fake_health_models_stats),
       cmocka_unit_test(test_fake_batch_resume),
       cmocka_unit_test(test_real_daemon),

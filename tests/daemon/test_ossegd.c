@@ -614,6 +614,10 @@ static void test_segment_matches_pipeline(void **state) {
   assert_int_equal(x.nmasks, 29);
   for (int c = 0; c < 29; c++) {
     assert_non_null(x.png[c]);
+    /* IHDR: bit depth 1, colour type 0 (gray), as the proto promises. */
+    assert_true(x.png_len[c] > 26);
+    assert_int_equal(x.png[c][24], 1);
+    assert_int_equal(x.png[c][25], 0);
     struct osseg_image m;
     assert_int_equal(osseg_png_decode_mem(x.png[c], x.png_len[c], NULL, &m, NULL), 0);
     assert_int_equal(m.width, 96);
@@ -1268,6 +1272,145 @@ static void test_image_fd(void **state) {
   ref_free(&ref);
 }
 
+/* The response that ends request id (Done or Error), skipping its masks;
+ * the caller frees it. */
+static Osseg__Wire__Response *recv_final(int fd, uint64_t id) {
+  for (;;) {
+    Osseg__Wire__Response *r = recv_response(fd);
+    assert_non_null(r);
+    assert_true(r->id == id);
+    if (r->kind_case == OSSEG__WIRE__RESPONSE__KIND_DONE ||
+        r->kind_case == OSSEG__WIRE__RESPONSE__KIND_ERROR)
+      return r;
+    osseg__wire__response__free_unpacked(r, NULL);
+  }
+}
+
+static const char *demo_model(void) {
+  return test_path("%s/data/models/unetpp_demo.onnx", test_source_dir());
+}
+
+/* Done and Stats carry each model's own engine time: a 256x256 model next
+ * to a 64x64 one in one ensemble takes longer, and Stats reports exactly
+ * the times Done did. */
+static void test_model_times(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = test_png(&size);
+  const char *dir = test_tmpdir();
+  char big[512];
+  snprintf(big, sizeof big, "big=%s", demo_model());
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, "--model", big, NULL), 0);
+  int fd = try_connect(d.sock);
+  assert_true(fd >= 0);
+  struct seg_req q;
+  seg_init(&q, 1, png, size, "big");
+  q.models[1] = "a";
+  q.s.n_models = 2;
+  assert_int_equal(send_request(fd, &q.r), 0);
+  Osseg__Wire__Response *r = recv_final(fd, 1);
+  assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_DONE);
+  Osseg__Wire__Done *done = r->done;
+  assert_int_equal(done->n_inference, 2);
+  assert_string_equal(done->inference[0]->model, "big");
+  assert_string_equal(done->inference[1]->model, "a");
+  double big_ms = done->inference[0]->ms, a_ms = done->inference[1]->ms;
+  assert_true(a_ms > 0 && big_ms > a_ms);
+  assert_true(done->decode_ms + done->preprocess_ms + big_ms + a_ms + done->postprocess_ms <=
+              done->total_ms + 1e-6);
+  osseg__wire__response__free_unpacked(r, NULL);
+
+  Osseg__Wire__Request sr;
+  simple_req(&sr, 2, OSSEG__WIRE__REQUEST__KIND_STATS);
+  assert_int_equal(send_request(fd, &sr), 0);
+  r = recv_response(fd);
+  assert_non_null(r);
+  assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_STATS);
+  int seen = 0;
+  for (size_t i = 0; i < r->stats->n_models; i++) {
+    const Osseg__Wire__Stats__ModelStats *m = r->stats->models[i];
+    double want = strcmp(m->model, "big") == 0 ? big_ms : strcmp(m->model, "a") == 0 ? a_ms : 0;
+    if (want == 0) {
+      assert_int_equal(m->runs, 0); /* b did not run */
+      continue;
+    }
+    assert_int_equal(m->runs, 1);
+    assert_true(m->mean_ms == want && m->max_ms == want);
+    seen++;
+  }
+  assert_int_equal(seen, 2);
+  osseg__wire__response__free_unpacked(r, NULL);
+  close(fd);
+  assert_int_equal(daemon_stop(&d, 20), 0);
+}
+
+/* A deadline that passes while the request waits behind slow ones is
+ * answered when it passes: with one worker, the request cannot reach a
+ * worker before the second slow request is done, and its
+ * DEADLINE_EXCEEDED comes before that (ordering, not a timing bound). */
+static void test_queued_deadline(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = busy_png(&size);
+  const char *dir = test_tmpdir();
+  char big[512];
+  snprintf(big, sizeof big, "big=%s", demo_model());
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, "--model", big, "--workers", "1", NULL), 0);
+  int fd = try_connect(d.sock);
+  assert_true(fd >= 0);
+  uint8_t *all = NULL;
+  size_t all_len = 0;
+  enum { SLOW = 3 };
+  for (int i = 0; i < SLOW; i++) {
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i + 1, png, size, "big");
+    frame_append(&all, &all_len, &q.r);
+  }
+  struct seg_req q;
+  seg_init(&q, 100, png, size, "a");
+  q.s.has_deadline_ms = 1;
+  q.s.deadline_ms = 5;
+  frame_append(&all, &all_len, &q.r);
+  double t0 = now_s();
+  assert_int_equal(write_all(fd, all, all_len), 0);
+  free(all);
+  int finished_slow = 0, deadline_seen = 0;
+  double deadline_after = 0;
+  while (finished_slow < SLOW || !deadline_seen) {
+    Osseg__Wire__Response *r = recv_response(fd);
+    assert_non_null(r);
+    if (r->id == 100) {
+      assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_ERROR);
+      assert_int_equal(r->error->code, CODE(DEADLINE_EXCEEDED));
+      assert_non_null(strstr(r->error->message, "waited in the queue"));
+      if (finished_slow >= 2)
+        fail_msg("DEADLINE_EXCEEDED came only after %d slow requests had ended", finished_slow);
+      deadline_seen = 1;
+      deadline_after = now_s() - t0;
+    } else if (r->kind_case == OSSEG__WIRE__RESPONSE__KIND_DONE) {
+      finished_slow++;
+    } else {
+      assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_CLASS_MASK);
+    }
+    osseg__wire__response__free_unpacked(r, NULL);
+  }
+  print_message("queued deadline of 5 ms answered after %.1f ms\n", deadline_after * 1e3);
+  /* Stats count it as DEADLINE_EXCEEDED. */
+  Osseg__Wire__Request sr;
+  simple_req(&sr, 200, OSSEG__WIRE__REQUEST__KIND_STATS);
+  assert_int_equal(send_request(fd, &sr), 0);
+  Osseg__Wire__Response *r = recv_response(fd);
+  assert_non_null(r);
+  assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_STATS);
+  assert_int_equal(r->stats->outcomes[CODE(DEADLINE_EXCEEDED) + 1]->count, 1);
+  assert_int_equal(r->stats->outcomes[0]->count, SLOW);
+  osseg__wire__response__free_unpacked(r, NULL);
+  close(fd);
+  assert_int_equal(daemon_stop(&d, 20), 0);
+}
+
 static void test_startup(void **state) {
   (void)state;
   const char *dir = test_tmpdir();
@@ -1337,6 +1480,8 @@ int main(void) {
       cmocka_unit_test(test_busy_and_drain),
       cmocka_unit_test(test_image_fd),
       cmocka_unit_test(test_backpressure),
+      cmocka_unit_test(test_model_times),
+      cmocka_unit_test(test_queued_deadline),
       cmocka_unit_test(test_startup),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

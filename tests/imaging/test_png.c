@@ -413,6 +413,109 @@ static void test_files(void **state) {
 
 /* Fail the Nth allocation of a decode and of an encode, for every N: the
  * result is a clean OSSEG_ENOMEM (ASan checks for leaks). */
+struct memread {
+  const uint8_t *p;
+  size_t n, off;
+};
+
+static void mem_read(png_structp png, png_bytep d, size_t n) {
+  struct memread *r = png_get_io_ptr(png);
+  if (n > r->n - r->off) png_error(png, "read past the end");
+  memcpy(d, r->p + r->off, n);
+  r->off += n;
+}
+
+/* Decodes a 1-bit gray PNG with libpng itself (not our decoder): checks the
+ * header and returns the pixels as 0/1 bytes, w per row (caller frees). */
+static uint8_t *libpng_read_mask(const uint8_t *buf, size_t size, uint32_t w, uint32_t h) {
+  struct memread r = {buf, size, 0};
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+  png_infop info = png_create_info_struct(png);
+  assert_non_null(info);
+  if (setjmp(png_jmpbuf(png))) fail_msg("libpng read failed");
+  png_set_read_fn(png, &r, mem_read);
+  png_read_info(png, info);
+  assert_int_equal(png_get_image_width(png, info), w);
+  assert_int_equal(png_get_image_height(png, info), h);
+  assert_int_equal(png_get_bit_depth(png, info), 1);
+  assert_int_equal(png_get_color_type(png, info), PNG_COLOR_TYPE_GRAY);
+  png_set_packing(png); /* one byte per pixel, 0 or 1 */
+  png_read_update_info(png, info);
+  assert_int_equal(png_get_rowbytes(png, info), w);
+  uint8_t *px = malloc((size_t)w * h);
+  assert_non_null(px);
+  for (uint32_t y = 0; y < h; y++) png_read_row(png, px + (size_t)y * w, NULL);
+  png_read_end(png, NULL);
+  png_destroy_read_struct(&png, &info, NULL);
+  return px;
+}
+
+/* Masks as 1-bit PNGs: libpng reads back exactly the mask (non-zero = 1),
+ * for widths around the 8-pixel byte boundary and all-0 / all-1 / random /
+ * alternating content; our decoder expands them to 0/255. */
+static void test_mask_1bit(void **state) {
+  (void)state;
+  static const uint32_t widths[] = {1, 7, 8, 9, 16, 37, 64, 101};
+  for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+    for (int kind = 0; kind < 4; kind++) {
+      uint32_t w = widths[wi], h = 13;
+      struct osseg_image im;
+      random_image(&im, w, h, 1, 8, 100 + wi);
+      for (uint32_t y = 0; y < h; y++)
+        for (uint32_t x = 0; x < w; x++) {
+          uint8_t *p = im.data + (size_t)y * im.stride + x;
+          if (kind == 0) *p = 0;
+          else if (kind == 1) *p = 255;
+          else if (kind == 2) *p = *p & 1 ? *p : 0; /* any non-zero value is set */
+          else *p = (x + y) & 1;
+        }
+      uint8_t *buf;
+      size_t size;
+      assert_int_equal(osseg_png_encode_mask_mem(&im, 6, &buf, &size, NULL), 0);
+      uint8_t *px = libpng_read_mask(buf, size, w, h);
+      for (uint32_t y = 0; y < h; y++)
+        for (uint32_t x = 0; x < w; x++)
+          assert_int_equal(px[(size_t)y * w + x], px8(&im, x, y) != 0);
+      struct osseg_image back;
+      assert_int_equal(osseg_png_decode_mem(buf, size, NULL, &back, NULL), 0);
+      assert_int_equal(back.bit_depth, 8);
+      for (uint32_t y = 0; y < h; y++)
+        for (uint32_t x = 0; x < w; x++)
+          assert_int_equal(px8(&back, x, y), px8(&im, x, y) ? 255 : 0);
+      free(px);
+      osseg_image_free(&back);
+      osseg__free(buf);
+      osseg_image_free(&im);
+    }
+  }
+  /* Only 8-bit gray images are masks. */
+  struct osseg_image im;
+  uint8_t *buf;
+  size_t size;
+  assert_int_equal(osseg_image_init(&im, 4, 4, 3, 8), 0);
+  assert_int_equal(osseg_png_encode_mask_mem(&im, 6, &buf, &size, NULL), OSSEG_EINVAL);
+  osseg_image_free(&im);
+  assert_int_equal(osseg_image_init(&im, 4, 4, 1, 16), 0);
+  assert_int_equal(osseg_png_encode_mask_mem(&im, 6, &buf, &size, NULL), OSSEG_EINVAL);
+  osseg_image_free(&im);
+  /* Allocation failures: a clean OSSEG_ENOMEM at every point. */
+  random_image(&im, 30, 30, 1, 8, 2);
+  for (uint64_t nth = 1;; nth++) {
+    buf = NULL;
+    osseg__alloc_fail_at(nth);
+    int rc = osseg_png_encode_mask_mem(&im, 6, &buf, &size, NULL);
+    uint64_t attempts = osseg__alloc_fail_at(0);
+    if (rc == 0) {
+      assert_true(attempts < nth);
+      osseg__free(buf);
+      break;
+    }
+    assert_int_equal(rc, OSSEG_ENOMEM);
+    assert_true(nth < 1000);
+  }
+  osseg_image_free(&im);
+}
+
 static void test_alloc_failures(void **state) {
   (void)state;
   struct membuf b = sample_png();
@@ -473,7 +576,7 @@ int main(void) {
       cmocka_unit_test(test_truncated),         cmocka_unit_test(test_corrupt),
       cmocka_unit_test(test_absurd_dimensions), cmocka_unit_test(test_not_png),
       cmocka_unit_test(test_files),             cmocka_unit_test(test_alloc_failures),
-      cmocka_unit_test(test_invalid_args),
+      cmocka_unit_test(test_invalid_args),      cmocka_unit_test(test_mask_1bit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -554,7 +554,14 @@ static void test_models_of_different_sizes(void **state) {
     struct osseg_pipeline *p;
     assert_int_equal(osseg_pipeline_create(&p, r, &o, NULL), 0);
     struct collected got = {.cancel_at = -1};
-    assert_int_equal(run_collect(p, ws, &img, &got, NULL, NULL), 0);
+    struct osseg_timings tm;
+    memset(&tm, 0xff, sizeof tm); /* every field is written by the run */
+    assert_int_equal(run_collect(p, ws, &img, &got, &tm, NULL), 0);
+    /* Per-model engine times: the 256x256 demo model costs more than the
+     * 64x64 tiny one, and the two add up to the total. */
+    assert_true(tm.model_ms[0] > 0 && tm.model_ms[1] > tm.model_ms[0]);
+    assert_true(fabs(tm.model_ms[0] + tm.model_ms[1] - tm.inference_ms) < 1e-9);
+    for (size_t i = 2; i < OSSEG_MAX_MODELS; i++) assert_true(tm.model_ms[i] == 0);
     size_t differ = 0;
     for (size_t c = 0; c < 29; c++) {
       struct osseg_bitmask m[2], want;
