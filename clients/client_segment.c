@@ -14,7 +14,6 @@
  * rerun with the same -o, it skips the images already complete there. */
 #include "client_segment.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -27,6 +26,7 @@
 #include <unistd.h>
 
 #include "cli_util.h"
+#include "image_list.h"
 #include "csv_index.h"
 #include "csv_input.h"
 #include "osseg_imaging.h"
@@ -237,62 +237,6 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
 
 /* --------------------------------------------------------------- inputs --- */
 
-struct image_list {
-  char **paths;
-  size_t n, cap;
-};
-
-static int list_push(struct image_list *l, const char *path) {
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 64;
-    char **p = realloc(l->paths, cap * sizeof *p);
-    if (!p) return -1;
-    l->paths = p;
-    l->cap = cap;
-  }
-  if (!(l->paths[l->n] = strdup(path))) return -1;
-  l->n++;
-  return 0;
-}
-
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int has_png_suffix(const char *name) {
-  size_t n = strlen(name);
-  return n > 4 && (strcmp(name + n - 4, ".png") == 0 || strcmp(name + n - 4, ".PNG") == 0);
-}
-
-/* A file, or every *.png of a folder in name order (as osseg predict). */
-static int collect(const char *cmd, struct image_list *l, const char *arg) {
-  struct stat st;
-  if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) return list_push(l, arg);
-  DIR *d = opendir(arg);
-  if (!d) {
-    cli_error(cmd, "%s: cannot open directory: %s", arg, strerror(errno));
-    return -1;
-  }
-  size_t first = l->n;
-  struct dirent *e;
-  int rc = 0;
-  while (rc == 0 && (e = readdir(d)) != NULL) {
-    if (e->d_name[0] == '.' || !has_png_suffix(e->d_name)) continue;
-    char path[4096];
-    int len = snprintf(path, sizeof path, "%s/%s", arg, e->d_name);
-    if (len < 0 || (size_t)len >= sizeof path) continue;
-    rc = list_push(l, path);
-  }
-  closedir(d);
-  if (rc == 0 && l->n == first) cli_error(cmd, "%s: no .png files in this directory", arg);
-  qsort(l->paths + first, l->n - first, sizeof *l->paths, cmp_str);
-  return rc;
-}
-
-static const char *base_name(const char *path) {
-  const char *s = strrchr(path, '/');
-  return s ? s + 1 : path;
-}
 
 static int read_whole(const char *path, char **data, size_t *size) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -429,7 +373,7 @@ __attribute__((format(printf, 3, 4))) static void image_failed(struct run *r, si
   cli_error(r->cmd, "%s: %s", r->images.paths[image], msg);
   if (r->o->json) {
     printf("{\"image\":");
-    client_json_string(stdout, base_name(r->images.paths[image]));
+    client_json_string(stdout, image_base_name(r->images.paths[image]));
     printf(",\"status\":\"error\",\"error\":");
     client_json_string(stdout, msg);
     printf("}\n");
@@ -491,9 +435,9 @@ static int gt_msg_build(struct run *r, const char *image, struct gt_msg *g) {
 static int send_image(struct run *r, struct slot *s, size_t i) {
   struct seg_options *o = r->o;
   const char *path = r->images.paths[i];
-  const char *name = base_name(path);
+  const char *name = image_base_name(path);
   for (size_t j = 0; j < i; j++)
-    if (strcmp(base_name(r->images.paths[j]), name) == 0) {
+    if (strcmp(image_base_name(r->images.paths[j]), name) == 0) {
       image_failed(r, i, "another image has the same file name; image_name would repeat");
       return -1;
     }
@@ -606,7 +550,7 @@ static int write_pngs(struct run *r, const char *image, const Osseg__Wire__Class
 }
 
 static int on_class_mask(struct run *r, struct slot *s, const Osseg__Wire__ClassMask *m) {
-  const char *image = base_name(r->images.paths[s->image]);
+  const char *image = image_base_name(r->images.paths[s->image]);
   const char *rle = m->rle ? m->rle : "";
   size_t ilen = strlen(image), clen = strlen(m->name), rlen = strlen(rle);
   if (buf_reserve(&s->rows, osseg_csv_field_bound(ilen) + osseg_csv_field_bound(clen) + rlen + 3))
@@ -659,7 +603,7 @@ static void flush_rows(struct run *r, struct slot *slots, size_t nslots, size_t 
 
 static void on_done(struct run *r, struct slot *s, const Osseg__Wire__Done *d) {
   const char *path = r->images.paths[s->image];
-  const char *name = base_name(path);
+  const char *name = image_base_name(path);
   s->finished = 1;
   r->done++;
   if (s->has_dice)
@@ -870,7 +814,7 @@ static int open_append(struct run *r, size_t expected) {
   }
   if (rc == 0) {
     for (size_t i = 0; i < r->images.n; i++) {
-      const char *name = base_name(r->images.paths[i]);
+      const char *name = image_base_name(r->images.paths[i]);
       size_t len = strlen(name);
       if (done_ix.slots &&
           csv_index_find(&done_ix, csv_index_hash(name, len, "", 0), name, len, "", 0) !=
@@ -937,7 +881,7 @@ int seg_run(struct seg_options *o) {
   char err[OSSEG_CLIENT_MSG_SIZE];
 
   for (size_t i = 0; i < o->ninputs; i++)
-    if (collect(r.cmd, &r.images, o->inputs[i]) != 0) goto out;
+    if (image_list_add(&r.images, r.cmd, o->inputs[i]) != 0) goto out;
   if (r.images.n == 0) goto out;
   if (o->png_dir && mkdir(o->png_dir, 0777) != 0 && errno != EEXIST) {
     cli_error(r.cmd, "%s: cannot create the PNG directory: %s", o->png_dir, strerror(errno));
@@ -1059,8 +1003,7 @@ out:
   if (r.models_resp) osseg__wire__response__free_unpacked(r.models_resp, NULL);
   csv_index_free(&r.gt_index);
   osseg_csv_close(&r.gt);
-  for (size_t i = 0; i < r.images.n; i++) free(r.images.paths[i]);
-  free(r.images.paths);
+  image_list_free(&r.images);
   return status;
 }
 

@@ -6,7 +6,6 @@
  * processed and the exit status is 1 at the end. An overlay is written
  * after the image's rows: when it fails, the rows stay (the prediction is
  * good) and the failure is reported as an overlay failure, also exit 1. */
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -15,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "cli_util.h"
+#include "image_list.h"
 #include "commands.h"
 #include "csv_index.h"
 #include "engine_env.h"
@@ -110,63 +110,6 @@ static int buf_json_string(struct buf *b, const char *s) {
 
 /* ------------------------------------------------------------- inputs --- */
 
-struct image_list {
-  char **paths;
-  size_t n, cap;
-};
-
-static int list_push(struct image_list *l, const char *path) {
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 64;
-    char **p = realloc(l->paths, cap * sizeof *p);
-    if (!p) return -1;
-    l->paths = p;
-    l->cap = cap;
-  }
-  l->paths[l->n] = strdup(path);
-  if (!l->paths[l->n]) return -1;
-  l->n++;
-  return 0;
-}
-
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int has_png_suffix(const char *name) {
-  size_t n = strlen(name);
-  return n > 4 && (strcmp(name + n - 4, ".png") == 0 || strcmp(name + n - 4, ".PNG") == 0);
-}
-
-/* Adds a file, or every *.png of a directory in name order. */
-static int collect(struct image_list *l, const char *arg) {
-  struct stat st;
-  if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) return list_push(l, arg);
-  DIR *d = opendir(arg);
-  if (!d) {
-    cli_error(CMD, "%s: cannot open directory: %s", arg, strerror(errno));
-    return -1;
-  }
-  size_t first = l->n;
-  struct dirent *e;
-  int rc = 0;
-  while (rc == 0 && (e = readdir(d)) != NULL) {
-    if (e->d_name[0] == '.' || !has_png_suffix(e->d_name)) continue;
-    char path[4096];
-    int len = snprintf(path, sizeof path, "%s/%s", arg, e->d_name);
-    if (len < 0 || (size_t)len >= sizeof path) continue;
-    rc = list_push(l, path);
-  }
-  closedir(d);
-  if (rc == 0 && l->n == first) cli_error(CMD, "%s: no .png files in this directory", arg);
-  qsort(l->paths + first, l->n - first, sizeof *l->paths, cmp_str);
-  return rc;
-}
-
-static const char *base_name(const char *path) {
-  const char *s = strrchr(path, '/');
-  return s ? s + 1 : path;
-}
 
 /* Reads a class list file (names one per line, or comma-separated) into a
  * comma-separated string. */
@@ -607,7 +550,7 @@ int osseg_cmd_predict(int argc, char **argv) {
   }
 
   for (int i = optind; i < argc; i++)
-    if (collect(&images, argv[i]) != 0) goto done;
+    if (image_list_add(&images, CMD, argv[i]) != 0) goto done;
   if (images.n == 0) goto done;
 
   if (ov.dir && mkdir(ov.dir, 0777) != 0 && errno != EEXIST) {
@@ -649,9 +592,9 @@ int osseg_cmd_predict(int argc, char **argv) {
   ctx.keep_masks = ov.dir != NULL;
   for (size_t i = 0; i < images.n; i++) {
     const char *path = images.paths[i];
-    const char *name = base_name(path);
+    const char *name = image_base_name(path);
     int dup = 0;
-    for (size_t j = 0; j < i && !dup; j++) dup = strcmp(base_name(images.paths[j]), name) == 0;
+    for (size_t j = 0; j < i && !dup; j++) dup = strcmp(image_base_name(images.paths[j]), name) == 0;
     struct osseg_timings t = {0};
     struct osseg_run_request rq = {.on_class = on_class, .ctx = &ctx, .timings = &t};
     if (gt_path) {
@@ -758,8 +701,7 @@ done:
     osseg_bitmask_free(&ov.gt_masks[i]);
     osseg_runs_free(&gti.runs[i]);
   }
-  for (size_t i = 0; i < images.n; i++) free(images.paths[i]);
-  free(images.paths);
+  image_list_free(&images);
   free(ctx.rows.data);
   free(line.data);
   free(classes);
