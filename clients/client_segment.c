@@ -27,28 +27,13 @@
 
 #include "cli_util.h"
 #include "image_list.h"
+#include "text_buf.h"
 #include "csv_index.h"
 #include "csv_input.h"
 #include "osseg_imaging.h"
 #include "osseg_kernels.h"
 
 /* -------------------------------------------------------------- buffers --- */
-
-struct buf {
-  char *data;
-  size_t len, cap;
-};
-
-static int buf_reserve(struct buf *b, size_t extra) {
-  if (b->len + extra <= b->cap) return 0;
-  size_t cap = b->cap ? b->cap : 4096;
-  while (cap < b->len + extra) cap *= 2;
-  char *d = realloc(b->data, cap);
-  if (!d) return -1;
-  b->data = d;
-  b->cap = cap;
-  return 0;
-}
 
 void client_json_string(FILE *f, const char *s) {
   fputc('"', f);

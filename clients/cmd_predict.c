@@ -15,6 +15,7 @@
 
 #include "cli_util.h"
 #include "image_list.h"
+#include "text_buf.h"
 #include "commands.h"
 #include "csv_index.h"
 #include "engine_env.h"
@@ -61,51 +62,6 @@ static void usage(FILE *f) {
           "  -v, --verbose         engine warnings (e.g. slow reference kernels)\n"
           "  -o, --output FILE     the CSV to write (required)\n",
           OSSEG_MAX_MODELS);
-}
-
-/* ------------------------------------------------------------ buffers --- */
-
-struct buf {
-  char *data;
-  size_t len, cap;
-};
-
-static int buf_reserve(struct buf *b, size_t extra) {
-  if (b->len + extra <= b->cap) return 0;
-  size_t cap = b->cap ? b->cap : 4096;
-  while (cap < b->len + extra) cap *= 2;
-  char *d = realloc(b->data, cap);
-  if (!d) return OSSEG_ENOMEM;
-  b->data = d;
-  b->cap = cap;
-  return 0;
-}
-
-static int buf_append(struct buf *b, const char *s, size_t n) {
-  if (buf_reserve(b, n)) return OSSEG_ENOMEM;
-  memcpy(b->data + b->len, s, n);
-  b->len += n;
-  return 0;
-}
-
-/* Appends s as a JSON string literal. */
-static int buf_json_string(struct buf *b, const char *s) {
-  if (buf_append(b, "\"", 1)) return OSSEG_ENOMEM;
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    char esc[8];
-    if (c == '"' || c == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)c;
-      if (buf_append(b, esc, 2)) return OSSEG_ENOMEM;
-    } else if (c < 0x20) {
-      snprintf(esc, sizeof esc, "\\u%04x", c);
-      if (buf_append(b, esc, 6)) return OSSEG_ENOMEM;
-    } else if (buf_append(b, (const char *)&c, 1)) {
-      return OSSEG_ENOMEM;
-    }
-  }
-  return buf_append(b, "\"", 1);
 }
 
 /* ------------------------------------------------------------- inputs --- */
