@@ -17,6 +17,9 @@
 
 #define UT_MAX_K 64
 
+/* Mixed ranges of a cell row closer than this (output pixels) are merged. */
+#define MERGE_GAP 64u
+
 /* ------------------------------------------------------------ dispatch --- */
 
 static const struct osseg__ut_ops *dispatched;
@@ -129,6 +132,7 @@ int osseg_upsample_plan_init(struct osseg_upsample_plan *plan, uint32_t in_heigh
   plan->out_width = out_width;
   t->scratch = NULL;
   t->scratch_k = 0;
+  t->in_width = in_width;
   plan->impl_ = t;
   return 0;
 }
@@ -214,6 +218,10 @@ struct scratch {
   struct row_feat feat[2];
   uint32_t *ranges;               /* 2 * (in_width + 1) */
   float *h;                       /* 2 * k rows of out_width */
+  /* Hard threshold: the source row whose full-width interpolation is in
+   * row full_buf (0 or 1) of h, or UINT32_MAX. */
+  uint32_t full_row;
+  int full_buf;
   size_t cw, rw;
   void *mem;
 };
@@ -269,6 +277,8 @@ static int scratch_alloc(struct scratch *s, const struct osseg_upsample_plan *pl
     s->feat[i].row = 0;
   }
   s->h = (float *)(void *)(mem + off_h);
+  s->full_row = UINT32_MAX;
+  s->full_buf = 0;
   s->ranges = (uint32_t *)(void *)(mem + off_r);
   return 0;
 }
@@ -371,36 +381,101 @@ static void run_driver(const struct osseg__ut_ops *ops,
                                       s, rn, r);
     classify_cells(fr, fn, nmodels, in_w, s);
     const uint64_t *on = s->on, *mixed = s->mixed;
-    int any_on = 0, any_mixed = 0;
+    int any_on = 0;
+    uint32_t nmixed = 0;
     for (size_t i = 0; i < s->cw; i++) {
       any_on |= on[i] != 0;
-      any_mixed |= mixed[i] != 0;
+      nmixed += (uint32_t)__builtin_popcountll(mixed[i]);
     }
-    if (!any_on && !any_mixed) continue;
-
-    /* The on-cells give the same bits on every output row of this cell
-     * row: build that template once. */
-    memset(s->tmpl, 0, s->rw * sizeof(uint64_t));
-    uint32_t pos = 0, ca, cb;
-    while (any_on && next_run(on, s->cw, &pos, &ca, &cb))
-      set_bits(s->tmpl, t->xs[ca], t->xs[cb > in_w ? in_w : cb]);
-    if (!any_mixed) {
-      for (uint32_t y = ya; y < yb; y++) blit_row(out, s->tmpl, s->rw, y);
+    int any_mixed = nmixed > 0;
+    if (!any_on && !any_mixed) {
+      s->full_row = UINT32_MAX;
       continue;
     }
 
-    /* Mixed cells: interpolate their source rows horizontally once (the
-     * group's rows all use source rows r and y1), then per output row. */
-    uint32_t nr = 0;
-    pos = 0;
-    while (next_run(mixed, s->cw, &pos, &ca, &cb)) {
+    /* Mixed cells: the output column ranges to interpolate. Ranges closer
+     * than MERGE_GAP are merged, and a row that is mostly mixed becomes
+     * one full-width range: interpolating a decided cell exactly gives the
+     * bit the template already has (that is what the margins guarantee),
+     * and a few long ranges cost far less than many short ones, each with
+     * its masked head and tail. Noisy logits (an untrained model) make
+     * nearly every cell mixed. */
+    uint32_t nr = 0, covered = 0, pos = 0, ca, cb;
+    /* Half the cells mixed: full width without listing them. */
+    if (nmixed >= in_w / 2 && in_w >= 2) covered = out_w;
+    while (any_mixed && covered < out_w && next_run(mixed, s->cw, &pos, &ca, &cb)) {
       uint32_t xa = t->xs[ca], xb = t->xs[cb > in_w ? in_w : cb];
       if (xa == xb) continue;
+      if (nr > 0 && xa - s->ranges[2 * nr - 1] < MERGE_GAP) {
+        covered += xb - s->ranges[2 * nr - 1];
+        s->ranges[2 * nr - 1] = xb;
+        continue;
+      }
       s->ranges[2 * nr] = xa;
       s->ranges[2 * nr + 1] = xb;
+      covered += xb - xa;
       nr++;
     }
+    int full = covered >= out_w / 2;
+    if (full) {
+      nr = 1;
+      s->ranges[0] = 0;
+      s->ranges[1] = out_w;
+    }
+
+    /* The on-cells give the same bits on every output row of this cell
+     * row: build that template once (a full-width range sets them all by
+     * itself). */
+    memset(s->tmpl, 0, s->rw * sizeof(uint64_t));
+    pos = 0;
+    while (any_on && !full && next_run(on, s->cw, &pos, &ca, &cb))
+      set_bits(s->tmpl, t->xs[ca], t->xs[cb > in_w ? in_w : cb]);
+    if (nr == 0) {
+      for (uint32_t y = ya; y < yb; y++) blit_row(out, s->tmpl, s->rw, y);
+      s->full_row = UINT32_MAX;
+      continue;
+    }
+
     uint32_t r1 = t->y1[ya];
+    if (k == 0) {
+      /* Hard threshold: two row buffers, swapped rather than recomputed
+       * when this cell row's top source row is the previous one's bottom
+       * row, as it is whenever consecutive cell rows are both full. */
+      float *h0 = s->h, *h1 = s->h + hstride;
+      if (full && s->full_row == r) {
+        if (s->full_buf != 0) {
+          float *tmp = h0;
+          h0 = h1;
+          h1 = tmp;
+        }
+      } else {
+        for (uint32_t i = 0; i < nr; i++)
+          ops->hinterp(planes[0] + (size_t)r * row_stride, t, s->ranges[2 * i],
+                       s->ranges[2 * i + 1], h0);
+      }
+      for (uint32_t i = 0; i < nr; i++)
+        ops->hinterp(planes[0] + (size_t)r1 * row_stride, t, s->ranges[2 * i],
+                     s->ranges[2 * i + 1], h1);
+      /* h1 now holds the whole of source row r1 when full. */
+      s->full_row = full ? r1 : UINT32_MAX;
+      s->full_buf = h1 == s->h ? 0 : 1;
+      if (full && out_w % 64 == 0) {
+        /* Rows start on word boundaries of the cleared mask: threshold
+         * straight into it. */
+        for (uint32_t y = ya; y < yb; y++)
+          ops->vthresh(h0, h1, t->wy0[y], t->wy1[y], thr, 0, out_w,
+                       out->bits + (size_t)y * (out_w / 64));
+        continue;
+      }
+      for (uint32_t y = ya; y < yb; y++) {
+        memcpy(s->row, s->tmpl, s->rw * sizeof(uint64_t));
+        for (uint32_t i = 0; i < nr; i++)
+          ops->vthresh(h0, h1, t->wy0[y], t->wy1[y], thr, s->ranges[2 * i],
+                       s->ranges[2 * i + 1], s->row);
+        blit_row(out, s->row, s->rw, y);
+      }
+      continue;
+    }
     for (size_t j = 0; j < nmodels; j++) {
       float *h0 = s->h + 2 * j * hstride, *h1 = h0 + hstride;
       for (uint32_t i = 0; i < nr; i++) {
@@ -412,14 +487,9 @@ static void run_driver(const struct osseg__ut_ops *ops,
     }
     for (uint32_t y = ya; y < yb; y++) {
       memcpy(s->row, s->tmpl, s->rw * sizeof(uint64_t));
-      for (uint32_t i = 0; i < nr; i++) {
-        if (k == 0)
-          ops->vthresh(s->h, s->h + hstride, t->wy0[y], t->wy1[y], thr, s->ranges[2 * i],
-                       s->ranges[2 * i + 1], s->row);
-        else
-          ops->vsoft(s->h, hstride, k, t->wy0[y], t->wy1[y], p, s->ranges[2 * i],
-                     s->ranges[2 * i + 1], s->row);
-      }
+      for (uint32_t i = 0; i < nr; i++)
+        ops->vsoft(s->h, hstride, k, t->wy0[y], t->wy1[y], p, s->ranges[2 * i],
+                   s->ranges[2 * i + 1], s->row);
       blit_row(out, s->row, s->rw, y);
     }
   }

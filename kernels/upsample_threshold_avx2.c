@@ -35,13 +35,35 @@ static void classify_row_avx2(const float *row, uint32_t w, float t_lo, float t_
   osseg__ut_classify_range(row, c, w, t_lo, t_hi, below, above);
 }
 
+/* As in the AVX-512 file: when the 8 outputs of a step read at most 8
+ * consecutive source values (upsampling), one load of that window and two
+ * permutes replace the gathers, with the same values. */
 static void hinterp_avx2(const float *row, const struct osseg__ut_tables *t,
                          uint32_t xa, uint32_t xb, float *h) {
   uint32_t x = xa;
   for (; x + 8 <= xb; x += 8) {
     __m256i i0 = _mm256_loadu_si256((const __m256i *)(t->x0 + x));
     __m256i i1 = _mm256_loadu_si256((const __m256i *)(t->x1 + x));
-    __m256 v0 = _mm256_i32gather_ps(row, i0, 4), v1 = _mm256_i32gather_ps(row, i1, 4);
+    uint32_t base = t->x0[x];
+    __m256 v0, v1;
+    if (t->x1[x + 7] - base < 8) {
+      uint32_t avail = t->in_width - base;
+      __m256 win;
+      if (avail >= 8) {
+        win = _mm256_loadu_ps(row + base);
+      } else {
+        /* Lanes past the row end are neither loaded nor selected. */
+        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)avail), lane);
+        win = _mm256_maskload_ps(row + base, keep);
+      }
+      __m256i vb = _mm256_set1_epi32((int)base);
+      v0 = _mm256_permutevar8x32_ps(win, _mm256_sub_epi32(i0, vb));
+      v1 = _mm256_permutevar8x32_ps(win, _mm256_sub_epi32(i1, vb));
+    } else {
+      v0 = _mm256_i32gather_ps(row, i0, 4);
+      v1 = _mm256_i32gather_ps(row, i1, 4);
+    }
     __m256 r = _mm256_fmadd_ps(v0, _mm256_loadu_ps(t->wx0 + x),
                                _mm256_mul_ps(v1, _mm256_loadu_ps(t->wx1 + x)));
     _mm256_storeu_ps(h + x, r);
@@ -50,14 +72,25 @@ static void hinterp_avx2(const float *row, const struct osseg__ut_tables *t,
     h[x] = osseg__ut_lerp(row[t->x0[x]], t->wx0[x], row[t->x1[x]], t->wx1[x]);
 }
 
+static inline unsigned vthresh8(const float *h0, const float *h1, __m256 w0, __m256 w1,
+                                __m256 t) {
+  __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(h0), w0, _mm256_mul_ps(_mm256_loadu_ps(h1), w1));
+  return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GT_OQ));
+}
+
 static void vthresh_avx2(const float *h0, const float *h1, float wy0, float wy1,
                          float thr, uint32_t xa, uint32_t xb, uint64_t *bits) {
   const __m256 w0 = _mm256_set1_ps(wy0), w1 = _mm256_set1_ps(wy1), t = _mm256_set1_ps(thr);
   uint32_t x = xa;
+  /* 64 pixels a step, ORed into the row as one word. */
+  for (; x + 64 <= xb; x += 64) {
+    uint64_t m = 0;
+    for (unsigned q = 0; q < 8; q++)
+      m |= (uint64_t)vthresh8(h0 + x + 8 * q, h1 + x + 8 * q, w0, w1, t) << (8 * q);
+    if (m) osseg__ut_or_bits(bits, x, m, 64);
+  }
   for (; x + 8 <= xb; x += 8) {
-    __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(h0 + x), w0,
-                               _mm256_mul_ps(_mm256_loadu_ps(h1 + x), w1));
-    unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GT_OQ));
+    unsigned m = vthresh8(h0 + x, h1 + x, w0, w1, t);
     if (m) osseg__ut_or_bits(bits, x, m, 8);
   }
   for (; x < xb; x++)

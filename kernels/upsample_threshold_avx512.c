@@ -21,6 +21,10 @@ static void classify_row_avx512(const float *row, uint32_t w, float t_lo, float 
    * tail uses a masked load (masked-off lanes never touch memory) and its
    * bits are masked off too. */
   for (uint32_t c = 0; c < w; c += 16) {
+    /* The next source row comes from memory (29 planes of logits are far
+     * larger than the caches): ask for it while this one is classified.
+     * Prefetching past the end of the plane is harmless. */
+    __builtin_prefetch(row + w + c);
     __mmask16 k = w - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (w - c)) - 1);
     __m512 v = _mm512_maskz_loadu_ps(k, row + c);
     __m512 m = _mm512_add_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_abs_ps(v), vtm), rel), absm);
@@ -33,32 +37,65 @@ static void classify_row_avx512(const float *row, uint32_t w, float t_lo, float 
   }
 }
 
+/* When upsampling, the 16 outputs of a step read at most 16 consecutive
+ * source values: one load of that window and two permutes replace the two
+ * gathers (slow on every x86 core), with the same values, so the same
+ * bits. A window wider than 16 (downsampling) falls back to gathers. */
 static void hinterp_avx512(const float *row, const struct osseg__ut_tables *t,
                            uint32_t xa, uint32_t xb, float *h) {
   uint32_t x = xa;
   while (x < xb) {
-    __mmask16 k = xb - x >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (xb - x)) - 1);
+    unsigned n = xb - x >= 16 ? 16 : xb - x;
+    __mmask16 k = (__mmask16)((1u << n) - 1);
     __m512i i0 = _mm512_maskz_loadu_epi32(k, t->x0 + x);
     __m512i i1 = _mm512_maskz_loadu_epi32(k, t->x1 + x);
-    /* Masked-off lanes gather index 0, which always exists. */
-    __m512 v0 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, i0, row, 4);
-    __m512 v1 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, i1, row, 4);
+    uint32_t base = t->x0[x];
+    __m512 v0, v1;
+    if (t->x1[x + n - 1] - base < 16) {
+      uint32_t avail = t->in_width - base;
+      __mmask16 kw = avail >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << avail) - 1);
+      __m512 win = _mm512_maskz_loadu_ps(kw, row + base);
+      __m512i vb = _mm512_set1_epi32((int)base);
+      /* Masked-off lanes hold index 0, so base - base wraps to a huge
+       * value; permutexvar uses only the low 4 bits, and those lanes are
+       * not stored. */
+      v0 = _mm512_permutexvar_ps(_mm512_sub_epi32(i0, vb), win);
+      v1 = _mm512_permutexvar_ps(_mm512_sub_epi32(i1, vb), win);
+    } else {
+      /* Masked-off lanes gather index 0, which always exists. */
+      v0 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, i0, row, 4);
+      v1 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, i1, row, 4);
+    }
     __m512 r = _mm512_fmadd_ps(v0, _mm512_maskz_loadu_ps(k, t->wx0 + x),
                                _mm512_mul_ps(v1, _mm512_maskz_loadu_ps(k, t->wx1 + x)));
     _mm512_mask_storeu_ps(h + x, k, r);
-    x += 16;
+    x += n;
   }
+}
+
+static inline __m512 vlerp512(const float *h0, const float *h1, __m512 w0, __m512 w1,
+                              __mmask16 k) {
+  return _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, h0), w0,
+                         _mm512_mul_ps(_mm512_maskz_loadu_ps(k, h1), w1));
 }
 
 static void vthresh_avx512(const float *h0, const float *h1, float wy0, float wy1,
                            float thr, uint32_t xa, uint32_t xb, uint64_t *bits) {
   const __m512 w0 = _mm512_set1_ps(wy0), w1 = _mm512_set1_ps(wy1), t = _mm512_set1_ps(thr);
   uint32_t x = xa;
+  /* 64 pixels a step, their four masks ORed into the row as one word. */
+  for (; x + 64 <= xb; x += 64) {
+    uint64_t m = 0;
+    for (unsigned q = 0; q < 4; q++) {
+      __m512 v = vlerp512(h0 + x + 16 * q, h1 + x + 16 * q, w0, w1, 0xffff);
+      m |= (uint64_t)_mm512_cmp_ps_mask(v, t, _CMP_GT_OQ) << (16 * q);
+    }
+    if (m) osseg__ut_or_bits(bits, x, m, 64);
+  }
   while (x < xb) {
     unsigned n = xb - x >= 16 ? 16 : xb - x;
     __mmask16 k = (__mmask16)((1u << n) - 1);
-    __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, h0 + x), w0,
-                               _mm512_mul_ps(_mm512_maskz_loadu_ps(k, h1 + x), w1));
+    __m512 v = vlerp512(h0 + x, h1 + x, w0, w1, k);
     unsigned m = (unsigned)_mm512_mask_cmp_ps_mask(k, v, t, _CMP_GT_OQ);
     if (m) osseg__ut_or_bits(bits, x, m, n);
     x += n;

@@ -21,6 +21,8 @@ struct osseg__ut_tables {
   float *wx0, *wx1, *wy0, *wy1;
   uint32_t *xs; /* in_width + 1 entries */
   uint32_t *ys; /* in_height + 1 entries */
+  /* Source row length: how far a SIMD window at column x0[x] may load. */
+  uint32_t in_width;
   /* Scratch reserved by osseg_upsample_plan_reserve for calls with up to
    * scratch_k models (NULL: each call allocates its own). */
   void *scratch;

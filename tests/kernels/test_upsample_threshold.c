@@ -249,6 +249,50 @@ static void test_full_size(void **state) {
   free(v);
 }
 
+/* Noise, as an untrained model gives: most cells straddle the threshold,
+ * so the kernel takes its full-width path (one range per row, the source
+ * row interpolations reused between cell rows, thresholding straight into
+ * the mask when rows are whole words). Bands of rows alternate between
+ * pure noise, a flat background, noise on the left half only (merged
+ * ranges, template on the right) and sparse noise (short ranges), so every
+ * path follows every other and a stale reused row would show. Source rows
+ * end at a guard page (the SIMD windows near the row end). */
+static void fill_noise_bands(struct test_rng *rng, float *v, size_t stride, uint32_t h,
+                             uint32_t w) {
+  for (uint32_t y = 0; y < h; y++) {
+    unsigned band = (y / 5) % 4;
+    for (uint32_t x = 0; x < w; x++) {
+      float noise = (float)(test_rng_unit(rng) * 4.0 - 2.0);
+      float bg = y % 2 ? -6.0f : 6.0f;
+      float val = noise;
+      if (band == 1) val = bg;
+      if (band == 2 && x >= w / 2) val = bg;
+      if (band == 3 && test_rng_unit(rng) < 0.9) val = bg;
+      v[(size_t)y * stride + x] = val;
+    }
+  }
+}
+
+static void test_noisy_logits(void **state) {
+  (void)state;
+  struct test_rng rng;
+  test_rng_seed(&rng, 47);
+  static const uint32_t geo[][4] = {
+      {64, 64, 256, 256}, {40, 100, 160, 400}, {33, 47, 97, 131}, {30, 130, 90, 128},
+      {25, 70, 25, 70},   {64, 64, 32, 32},    {16, 512, 64, 2048}, {20, 36, 79, 1000}};
+  for (size_t g = 0; g < sizeof geo / sizeof geo[0]; g++) {
+    uint32_t ih = geo[g][0], iw = geo[g][1], oh = geo[g][2], ow = geo[g][3];
+    float *v = test_guarded_alloc((size_t)ih * iw * sizeof(float));
+    assert_non_null(v);
+    fill_noise_bands(&rng, v, iw, ih, iw);
+    check_plane(v, iw, ih, iw, oh, ow, 0.0f);
+    check_plane(v, iw, ih, iw, oh, ow, 0.5f);
+    for (size_t i = 0; i < (size_t)ih * iw; i++) v[i] = (float)(test_rng_unit(&rng) * 4 - 2);
+    check_plane(v, iw, ih, iw, oh, ow, 0.0f);
+    test_guarded_free(v);
+  }
+}
+
 /* Ties, NaN, infinities, denormals and a threshold right at corner values:
  * the cell shortcut must never decide these, and strict > must hold. */
 static void test_adversarial_values(void **state) {
@@ -594,6 +638,7 @@ int main(void) {
       cmocka_unit_test(test_random_geometries),
       cmocka_unit_test(test_all_widths),
       cmocka_unit_test(test_full_size),
+      cmocka_unit_test(test_noisy_logits),
       cmocka_unit_test(test_adversarial_values),
       cmocka_unit_test(test_near_threshold),
       cmocka_unit_test(test_errors_and_alloc_failures),
