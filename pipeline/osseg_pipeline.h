@@ -64,7 +64,13 @@ const char *osseg_canonical_class(unsigned i); /* NULL past the end */
 
 /* ------------------------------------------------------------ registry --- */
 
-/* How to load one model. */
+/* A threshold for one class, by name. */
+struct osseg_class_threshold {
+  const char *name;
+  float threshold; /* probability in (0, 1) */
+};
+
+/* How to load one model. Strings and arrays are read during the call. */
 struct osseg_model_spec {
   const char *name;      /* registry key: 1..127 bytes of [A-Za-z0-9._+-];
                             NULL = the file's base name */
@@ -76,7 +82,21 @@ struct osseg_model_spec {
   const char *normalize; /* NULL: metadata, else div255 */
   const char *classes;   /* NULL: metadata, else canonical; a
                             comma-separated list of names */
+  /* The model's own probability thresholds, used by a pipeline whose
+   * options do not set one (see osseg_pipeline_options.threshold):
+   * `threshold` for every class (0 = 0.5), and per class by name (a name
+   * the model does not have fails the load). */
+  float threshold;
+  const struct osseg_class_threshold *class_thresholds;
+  size_t nclass_thresholds;
 };
+
+/* Checks what can be checked of a spec without loading the model: the
+ * name (when given), the normalisation and class list syntax, thresholds
+ * in (0, 1), and class threshold names against `classes` when that is
+ * given (else the load checks them against the model's classes). Errors
+ * name the model. osseg_registry_load does the same checks. */
+int osseg_model_spec_check(const struct osseg_model_spec *spec, struct osseg_diag *diag);
 
 struct osseg_registry;
 /* A model as the registry loaded it: engine model, preprocessing, classes,
@@ -122,6 +142,9 @@ const char *osseg_loaded_model_class_name(const struct osseg_loaded_model *m, si
 /* Increases by one with every load into the registry (1, 2, ...): tells a
  * reloaded model from its predecessor. */
 uint64_t osseg_loaded_model_generation(const struct osseg_loaded_model *m);
+/* The model's own probability threshold for class i (from its load spec;
+ * 0.5 by default); 0 past the last class. */
+float osseg_loaded_model_threshold(const struct osseg_loaded_model *m, size_t i);
 
 /* ------------------------------------------------------------ pipeline --- */
 
@@ -133,12 +156,6 @@ enum osseg_vote {
                           class threshold; needs equal logit sizes */
 };
 
-/* A threshold for one class, by name. */
-struct osseg_class_threshold {
-  const char *name;
-  float threshold; /* probability in (0, 1) */
-};
-
 /* One request's options. Strings are only read during
  * osseg_pipeline_create. */
 struct osseg_pipeline_options {
@@ -147,8 +164,13 @@ struct osseg_pipeline_options {
   enum osseg_vote vote;
   double vote_threshold;         /* hard voting: count > T, 0 <= T < nmodels;
                                     < 0 = nmodels/2 rounded down */
-  float threshold;               /* probability threshold, default 0.5 */
-  /* Per-class overrides of `threshold`; an unknown name is an error. */
+  /* Probability threshold for every class and model; 0 (the default) =
+   * each model's own thresholds (0.5 unless its load spec set others; soft
+   * voting then thresholds a class at the mean of the models' thresholds
+   * for it). */
+  float threshold;
+  /* Per-class overrides of `threshold` and of the models' own; an unknown
+   * name is an error. */
   struct osseg_class_threshold class_thresholds[OSSEG_MAX_CLASSES];
   size_t nclass_thresholds;
   /* Produce only these classes (names; results come in the models' class
@@ -158,15 +180,17 @@ struct osseg_pipeline_options {
   struct osseg_png_limits png;   /* image limits, checked before decoding */
 };
 
-/* Defaults: no models, hard voting with T = nmodels/2, threshold 0.5, all
- * classes, default PNG limits. */
+/* Defaults: no models, hard voting with T = nmodels/2, the models' own
+ * thresholds (0.5 unless they were loaded with others), all classes,
+ * default PNG limits. */
 void osseg_pipeline_options_default(struct osseg_pipeline_options *o);
 
 struct osseg_pipeline;
 
 /* Takes references to the named models and checks the combination (classes
  * agree across models; soft voting needs equal output sizes; thresholds in
- * (0, 1); 0 <= vote_threshold < nmodels). Errors name the model. */
+ * (0, 1), or 0 for the models' own; 0 <= vote_threshold < nmodels).
+ * Errors name the model. */
 int osseg_pipeline_create(struct osseg_pipeline **out, struct osseg_registry *r,
                           const struct osseg_pipeline_options *o, struct osseg_diag *diag);
 void osseg_pipeline_free(struct osseg_pipeline *p); /* releases the models */

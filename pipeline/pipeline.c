@@ -10,7 +10,7 @@ void osseg_pipeline_options_default(struct osseg_pipeline_options *o) {
   memset(o, 0, sizeof *o);
   o->vote = OSSEG_VOTE_HARD;
   o->vote_threshold = -1.0;
-  o->threshold = 0.5f;
+  o->threshold = 0.0f; /* the models' own */
   osseg_png_limits_default(&o->png);
 }
 
@@ -55,7 +55,10 @@ static int resolve_options(struct osseg_pipeline *p, const struct osseg_pipeline
                            struct osseg_diag *diag) {
   const struct osseg_loaded_model *m = p->models[0];
   p->nclasses = m->nclasses;
-  for (size_t c = 0; c < p->nclasses; c++) p->prob_threshold[c] = o->threshold;
+  /* The request's threshold for class c, or 0 where the models' own
+   * apply. */
+  float req[OSSEG_MAX_CLASSES];
+  for (size_t c = 0; c < p->nclasses; c++) req[c] = o->threshold;
   if (o->nclass_thresholds > OSSEG_MAX_CLASSES)
     return osseg__fail(diag, OSSEG_ELIMIT, "more than %d class thresholds", OSSEG_MAX_CLASSES);
   for (size_t i = 0; i < o->nclass_thresholds; i++) {
@@ -68,9 +71,20 @@ static int resolve_options(struct osseg_pipeline *p, const struct osseg_pipeline
     if (!(ct->threshold > 0.0f && ct->threshold < 1.0f))
       return osseg__fail(diag, OSSEG_EINVAL, "threshold %g of class %s is not in (0, 1)",
                          (double)ct->threshold, ct->name);
-    p->prob_threshold[c] = ct->threshold;
+    req[c] = ct->threshold;
   }
-  for (size_t c = 0; c < p->nclasses; c++) p->logit_threshold[c] = logit_of(p->prob_threshold[c]);
+  /* Each model thresholds at the request's value, else at its own; soft
+   * voting compares the mean probability with the mean of those (all
+   * equal when the request set it). */
+  for (size_t c = 0; c < p->nclasses; c++) {
+    double sum = 0;
+    for (size_t i = 0; i < p->nmodels; i++) {
+      float t = req[c] > 0.0f ? req[c] : p->models[i]->threshold[c];
+      p->logit_threshold[i][c] = logit_of(t);
+      sum += t;
+    }
+    p->prob_threshold[c] = req[c] > 0.0f ? req[c] : (float)(sum / (double)p->nmodels);
+  }
 
   if (o->nclasses > OSSEG_MAX_CLASSES)
     return osseg__fail(diag, OSSEG_ELIMIT, "more than %d classes asked for", OSSEG_MAX_CLASSES);
@@ -102,7 +116,7 @@ int osseg_pipeline_create(struct osseg_pipeline **out, struct osseg_registry *r,
   if (o->nmodels > OSSEG_MAX_MODELS)
     return osseg__fail(diag, OSSEG_ELIMIT, "%zu models given; at most %d can be combined",
                        o->nmodels, OSSEG_MAX_MODELS);
-  if (!(o->threshold > 0.0f && o->threshold < 1.0f))
+  if (!(o->threshold == 0.0f || (o->threshold > 0.0f && o->threshold < 1.0f)))
     return osseg__fail(diag, OSSEG_EINVAL, "threshold %g is not in (0, 1)",
                        (double)o->threshold);
   if (o->vote != OSSEG_VOTE_HARD && o->vote != OSSEG_VOTE_SOFT)

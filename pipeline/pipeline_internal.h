@@ -21,6 +21,7 @@ struct osseg_loaded_model {
   struct osseg_normalize norm;
   char *class_names[OSSEG_MAX_CLASSES];
   size_t nclasses;
+  float threshold[OSSEG_MAX_CLASSES]; /* own probability threshold per class */
 };
 
 /* Loads and describes one model (registry.c's worker; no registry state). */
@@ -39,8 +40,11 @@ struct osseg_pipeline {
   unsigned char selected[OSSEG_MAX_CLASSES];
   enum osseg_vote vote;
   unsigned min_votes;                    /* hard voting: count >= min_votes */
+  /* Soft voting: the mean probability is compared with prob_threshold[c].
+   * Otherwise each model i thresholds its own logits at
+   * logit_threshold[i][c] (its thresholds may differ from the others'). */
   float prob_threshold[OSSEG_MAX_CLASSES];
-  float logit_threshold[OSSEG_MAX_CLASSES];
+  float logit_threshold[OSSEG_MAX_MODELS][OSSEG_MAX_CLASSES];
   struct osseg_png_limits png;
 };
 

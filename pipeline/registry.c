@@ -55,6 +55,9 @@ const char *osseg_loaded_model_class_name(const struct osseg_loaded_model *m, si
 uint64_t osseg_loaded_model_generation(const struct osseg_loaded_model *m) {
   return m->generation;
 }
+float osseg_loaded_model_threshold(const struct osseg_loaded_model *m, size_t i) {
+  return i < m->nclasses ? m->threshold[i] : 0.0f;
+}
 
 static int valid_name(const char *s) {
   size_t n = strlen(s);
@@ -158,12 +161,87 @@ static int describe(struct osseg_loaded_model *m, const struct osseg_model_spec 
   if (m->nclasses != nout)
     return osseg__fail(diag, OSSEG_EINVAL, "%s: %zu class names for %zu output channels", where,
                        m->nclasses, nout);
+
+  /* The model's own thresholds (the spec's values were checked). */
+  for (size_t c = 0; c < m->nclasses; c++)
+    m->threshold[c] = spec->threshold > 0.0f ? spec->threshold : 0.5f;
+  for (size_t i = 0; i < spec->nclass_thresholds; i++) {
+    const struct osseg_class_threshold *ct = &spec->class_thresholds[i];
+    size_t c = 0;
+    while (c < m->nclasses && strcmp(m->class_names[c], ct->name) != 0) c++;
+    if (c == m->nclasses)
+      return osseg__fail(diag, OSSEG_EINVAL, "%s: threshold for class '%s': the model has no "
+                         "such class", where, ct->name);
+    m->threshold[c] = ct->threshold;
+  }
   return 0;
 }
 
 static const char *base_name(const char *path) {
   const char *s = strrchr(path, '/');
   return s ? s + 1 : path;
+}
+
+static int probability(float t) { return t > 0.0f && t < 1.0f; }
+
+int osseg_model_spec_check(const struct osseg_model_spec *spec, struct osseg_diag *diag) {
+  /* Messages name the file a user gave, else the model's name. */
+  char buf[OSSEG_MAX_MODEL_NAME + 16];
+  snprintf(buf, sizeof buf, "model %.*s", OSSEG_MAX_MODEL_NAME,
+           spec->name ? spec->name : "(unnamed)");
+  const char *where = spec->path ? spec->path : buf;
+  if (spec->name && !valid_name(spec->name))
+    return osseg__fail(diag, OSSEG_EINVAL,
+                       "model name '%.*s' must be 1..%d characters of A-Z a-z 0-9 . _ + -",
+                       OSSEG_MAX_MODEL_NAME, spec->name, OSSEG_MAX_MODEL_NAME - 1);
+  if (!spec->path && !spec->data)
+    return osseg__fail(diag, OSSEG_EINVAL, "%s: no file and no data", where);
+  if (spec->input_size < 0 || spec->input_size > OSSEG_MAX_SIDE)
+    return osseg__fail(diag, OSSEG_EINVAL, "%s: input size %lld is not in 1..%d", where,
+                       (long long)spec->input_size, OSSEG_MAX_SIDE);
+  if (spec->normalize) {
+    struct osseg_normalize n;
+    int rc = osseg__parse_normalize(spec->normalize, &n, diag, where);
+    if (rc) return rc;
+  }
+  char *names[OSSEG_MAX_CLASSES];
+  int nnames = -1;
+  if (spec->classes) {
+    nnames = osseg__parse_class_list(spec->classes, names, OSSEG_MAX_CLASSES, diag, where);
+    if (nnames < 0) return nnames;
+  }
+  int rc = 0;
+  if (spec->threshold != 0.0f && !probability(spec->threshold))
+    rc = osseg__fail(diag, OSSEG_EINVAL, "%s: threshold %g is not in (0, 1)", where,
+                     (double)spec->threshold);
+  if (spec->nclass_thresholds > OSSEG_MAX_CLASSES && rc == 0)
+    rc = osseg__fail(diag, OSSEG_ELIMIT, "%s: more than %d class thresholds", where,
+                     OSSEG_MAX_CLASSES);
+  for (size_t i = 0; i < spec->nclass_thresholds && rc == 0; i++) {
+    const struct osseg_class_threshold *ct = &spec->class_thresholds[i];
+    if (!ct->name) {
+      rc = osseg__fail(diag, OSSEG_EINVAL, "%s: a class threshold without a class", where);
+      break;
+    }
+    if (!probability(ct->threshold)) {
+      rc = osseg__fail(diag, OSSEG_EINVAL, "%s: threshold %g of class %s is not in (0, 1)",
+                       where, (double)ct->threshold, ct->name);
+      break;
+    }
+    for (size_t k = 0; k < i; k++)
+      if (strcmp(spec->class_thresholds[k].name, ct->name) == 0)
+        rc = osseg__fail(diag, OSSEG_EINVAL, "%s: class %s has two thresholds", where,
+                         ct->name);
+    if (rc == 0 && nnames >= 0) {
+      int known = 0;
+      for (int k = 0; k < nnames; k++) known |= strcmp(names[k], ct->name) == 0;
+      if (!known)
+        rc = osseg__fail(diag, OSSEG_EINVAL, "%s: threshold for class '%s': not among its "
+                         "classes", where, ct->name);
+    }
+  }
+  for (int k = 0; k < nnames; k++) osseg__free(names[k]);
+  return rc;
 }
 
 int osseg__loaded_model_create(struct osseg_loaded_model **out,
@@ -179,6 +257,8 @@ int osseg__loaded_model_create(struct osseg_loaded_model **out,
     return osseg__fail(diag, OSSEG_EINVAL,
                        "model name '%.*s' must be 1..%d characters of A-Z a-z 0-9 . _ + -",
                        OSSEG_MAX_MODEL_NAME, name ? name : "", OSSEG_MAX_MODEL_NAME - 1);
+  int rc = osseg_model_spec_check(spec, diag);
+  if (rc) return rc;
   /* Messages name the file a user gave, else the model's name. */
   char where[OSSEG_MAX_MODEL_NAME + 16];
   if (!spec->path) snprintf(where, sizeof where, "model %s", name);
@@ -201,7 +281,6 @@ int osseg__loaded_model_create(struct osseg_loaded_model **out,
   void *map = NULL;
   size_t size = spec->size;
   const void *bytes = spec->data;
-  int rc = 0;
   if (spec->path) {
     rc = osseg__map_file(spec->path, eo.max_model_bytes, &map, &size, diag);
     bytes = map;

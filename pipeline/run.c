@@ -54,7 +54,7 @@ static int class_mask(const struct osseg_pipeline *p, struct osseg_workspace *ws
     size_t plane = (size_t)m->out_height * m->out_width;
     *mask = &ws->masks[0].mask;
     rc = osseg_upsample_threshold(&ws->plans[0], ws->logits[0].v + c * plane, m->out_width,
-                                  p->logit_threshold[c], *mask);
+                                  p->logit_threshold[0][c], *mask);
   } else if (p->vote == OSSEG_VOTE_SOFT) {
     const float *planes[OSSEG_MAX_MODELS];
     size_t plane = (size_t)p->models[0]->out_height * p->models[0]->out_width;
@@ -69,7 +69,7 @@ static int class_mask(const struct osseg_pipeline *p, struct osseg_workspace *ws
       const struct osseg_loaded_model *m = p->models[i];
       size_t plane = (size_t)m->out_height * m->out_width;
       rc = osseg_upsample_threshold(&ws->plans[i], ws->logits[i].v + c * plane, m->out_width,
-                                    p->logit_threshold[c], &ws->masks[i].mask);
+                                    p->logit_threshold[i][c], &ws->masks[i].mask);
       votes[i] = &ws->masks[i].mask;
     }
     *mask = &ws->masks[k].mask;

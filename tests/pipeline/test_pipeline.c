@@ -445,6 +445,139 @@ static void test_config_errors(void **state) {
   expect_create_error(r, &cfg, OSSEG_EINVAL, "classes differ");
   osseg_registry_free(r);
 }
+/* Probability threshold -> logit threshold, as the pipeline computes it. */
+static float logit_thr(float t) { return (float)log((double)t / (1.0 - (double)t)); }
+
+/* A model's own thresholds (its load spec) apply unless the request sets
+ * one: per model with one model and hard voting, their mean with soft
+ * voting. */
+static void test_model_thresholds(void **state) {
+  (void)state;
+  struct osseg_image img = {0};
+  make_image(&img, IMG_H, IMG_W, 3);
+  const char *files[2] = {"unetpp_r18_tiny_op13", "unet_effb0_tiny_op13"};
+  float *logits[2];
+  uint32_t oh = 0, ow = 0;
+  size_t nc = 0;
+  for (int i = 0; i < 2; i++) logits[i] = reference_logits(fixture(files[i]), &img, &oh, &ow, &nc);
+
+  struct osseg_registry *r = new_registry();
+  const struct osseg_class_threshold own_ct[] = {{"Radius", 0.7f}, {"finger-1", 0.2f}};
+  struct osseg_model_spec spec = {.name = "own", .path = fixture(files[0]), .threshold = 0.3f,
+                                  .class_thresholds = own_ct, .nclass_thresholds = 2};
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_model_spec_check(&spec, &d), 0);
+  assert_int_equal(osseg_registry_load(r, &spec, NULL, &d), 0);
+  load_fixture(r, files[1]);
+  struct osseg_loaded_model *m;
+  assert_int_equal(osseg_registry_get(r, "own", &m), 0);
+  assert_true(osseg_loaded_model_threshold(m, 0) == 0.2f);
+  assert_true(osseg_loaded_model_threshold(m, 1) == 0.3f);
+  assert_true(osseg_loaded_model_threshold(m, 27) == 0.7f);
+  assert_true(osseg_loaded_model_threshold(m, 29) == 0.0f);
+  osseg_loaded_model_unref(m);
+  assert_int_equal(osseg_registry_get(r, files[1], &m), 0);
+  assert_true(osseg_loaded_model_threshold(m, 27) == 0.5f);
+  osseg_loaded_model_unref(m);
+
+  /* Threshold of model i for class c in each case. */
+  float own[OSSEG_MAX_CLASSES];
+  for (size_t c = 0; c < nc; c++) own[c] = c == 0 ? 0.2f : c == 27 ? 0.7f : 0.3f;
+  struct osseg_workspace *ws;
+  assert_int_equal(osseg_workspace_create(&ws, 0), 0);
+  /* case 0: "own" alone, its thresholds; 1: request threshold 0.5 and
+   * Radius 0.6 override them; 2: hard voting of both, each its own (count
+   * > 1: both); 3: soft voting, mean of the two thresholds. */
+  for (int kase = 0; kase < 4; kase++) {
+    struct osseg_pipeline_options cfg;
+    osseg_pipeline_options_default(&cfg);
+    assert_true(cfg.threshold == 0.0f);
+    cfg.models[0] = "own";
+    cfg.models[1] = files[1];
+    cfg.nmodels = kase < 2 ? 1 : 2;
+    cfg.vote = kase == 3 ? OSSEG_VOTE_SOFT : OSSEG_VOTE_HARD;
+    if (kase == 1) {
+      cfg.threshold = 0.5f;
+      cfg.class_thresholds[0] = (struct osseg_class_threshold){"Radius", 0.6f};
+      cfg.nclass_thresholds = 1;
+    }
+    struct osseg_pipeline *p;
+    osseg_diag_clear(&d);
+    assert_int_equal(osseg_pipeline_create(&p, r, &cfg, &d), 0);
+    struct collected got = {.cancel_at = -1};
+    assert_int_equal(run_collect(p, ws, &img, &got, NULL, &d), 0);
+    size_t nonempty = 0, differs = 0;
+    for (size_t c = 0; c < nc; c++) {
+      float t0 = kase == 1 ? (c == 27 ? 0.6f : 0.5f) : own[c];
+      struct osseg_bitmask mk;
+      assert_int_equal(osseg_bitmask_init(&mk, IMG_H, IMG_W), 0);
+      size_t near = 0;
+      for (uint32_t y = 0; y < IMG_H; y++)
+        for (uint32_t x = 0; x < IMG_W; x++) {
+          float u0 = upsampled(logits[0] + c * oh * ow, oh, ow, y, x, IMG_H, IMG_W);
+          float u1 = upsampled(logits[1] + c * oh * ow, oh, ow, y, x, IMG_H, IMG_W);
+          int set;
+          if (kase < 2) {
+            set = u0 > logit_thr(t0);
+            differs += (u0 > 0.0f) != set;
+          } else if (kase == 2) {
+            set = u0 > logit_thr(t0) && u1 > 0.0f;
+          } else {
+            double mean = (1.0 / (1.0 + exp(-(double)u0)) + 1.0 / (1.0 + exp(-(double)u1))) / 2;
+            double t = ((double)t0 + 0.5) / 2;
+            set = mean > t;
+            near += fabs(mean - t) < 1e-6;
+          }
+          if (set) {
+            uint64_t px = (uint64_t)y * IMG_W + x;
+            mk.bits[px / 64] |= 1ull << (px % 64);
+          }
+        }
+      struct osseg_runs ref = {0};
+      assert_int_equal(osseg_bitmask_to_runs(&mk, &ref), 0);
+      if (near == 0) assert_runs_equal(&got.runs[c], &ref);
+      nonempty += ref.n > 0;
+      osseg_runs_free(&ref);
+      osseg_bitmask_free(&mk);
+    }
+    assert_true(nonempty > 0);
+    /* The thresholds changed masks (the comparison is not vacuous). */
+    if (kase < 2) assert_true(differs > 0);
+    collected_free(&got);
+    osseg_pipeline_free(p);
+  }
+  osseg_workspace_free(ws);
+
+  /* Errors: a class the model lacks (at load), a threshold outside (0, 1),
+   * a class not in the spec's own list (checked without loading). */
+  const struct osseg_class_threshold femur[] = {{"Femur", 0.4f}};
+  spec = (struct osseg_model_spec){.name = "bad", .path = fixture(files[0]),
+                                   .class_thresholds = femur, .nclass_thresholds = 1};
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_model_spec_check(&spec, &d), 0);
+  expect_load_error(r, &spec, OSSEG_EINVAL, "threshold for class 'Femur': the model has no such");
+  spec.nclass_thresholds = 0;
+  spec.threshold = 1.5f;
+  expect_load_error(r, &spec, OSSEG_EINVAL, "threshold 1.5 is not in (0, 1)");
+  spec.threshold = 0;
+  spec.classes = "a,b";
+  spec.nclass_thresholds = 1;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_model_spec_check(&spec, &d), OSSEG_EINVAL);
+  assert_non_null(strstr(d.message, "class 'Femur': not among its classes"));
+  const struct osseg_class_threshold twice[] = {{"a", 0.4f}, {"a", 0.6f}};
+  spec.class_thresholds = twice;
+  spec.nclass_thresholds = 2;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_model_spec_check(&spec, &d), OSSEG_EINVAL);
+  assert_non_null(strstr(d.message, "class a has two thresholds"));
+
+  osseg_registry_free(r);
+  for (int i = 0; i < 2; i++) free(logits[i]);
+  osseg_image_free(&img);
+}
+
 static void test_metadata_parsers(void **state) {
   (void)state;
   struct osseg_normalize n;
@@ -824,6 +957,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_single_model_matches_reference),
       cmocka_unit_test(test_hard_and_soft_voting),
+      cmocka_unit_test(test_model_thresholds),
       cmocka_unit_test(test_callback_cancel_and_bad_png),
       cmocka_unit_test(test_config_errors),
       cmocka_unit_test(test_metadata_parsers),
