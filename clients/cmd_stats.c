@@ -33,8 +33,10 @@ int osseg_cmd_stats(int argc, char **argv) {
   const Osseg__Wire__Stats *s = r->stats;
   if (json) {
     printf("{\"queue_depth\":%u,\"connections\":%u,\"connections_total\":%llu,"
+           "\"refused_peers\":%llu,\"audit_errors\":%llu,"
            "\"bytes_in\":%llu,\"bytes_out\":%llu,\"outcomes\":{",
            s->queue_depth, s->connections, (unsigned long long)s->connections_total,
+           (unsigned long long)s->refused_peers, (unsigned long long)s->audit_errors,
            (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out);
     for (size_t i = 0; i < s->n_outcomes; i++) {
       if (i) printf(",");
@@ -58,6 +60,8 @@ int osseg_cmd_stats(int argc, char **argv) {
     printf("queue depth:        %u\n", s->queue_depth);
     printf("connections:        %u (%llu since start)\n", s->connections,
            (unsigned long long)s->connections_total);
+    printf("refused peers:      %llu\n", (unsigned long long)s->refused_peers);
+    printf("audit errors:       %llu\n", (unsigned long long)s->audit_errors);
     printf("bytes in / out:     %llu / %llu\n", (unsigned long long)s->bytes_in,
            (unsigned long long)s->bytes_out);
     printf("outcomes:\n");

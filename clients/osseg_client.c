@@ -54,6 +54,7 @@ const char *osseg_client_error_code_name(int code) {
     case OSSEG__WIRE__ERROR__CODE__BUSY: return "BUSY";
     case OSSEG__WIRE__ERROR__CODE__DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
     case OSSEG__WIRE__ERROR__CODE__CANCELLED: return "CANCELLED";
+    case OSSEG__WIRE__ERROR__CODE__PERMISSION_DENIED: return "PERMISSION_DENIED";
     default: return "UNKNOWN";
   }
 }
