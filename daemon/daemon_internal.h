@@ -73,6 +73,42 @@ void ossegd__segment_release(struct ossegd__segment *s);
 int ossegd__validate_request(const Osseg__Wire__Request *r, int *code, char *msg,
                              size_t msg_size);
 
+/* ------------------------------------------------------------ access.c --- */
+
+#include <sys/types.h>
+
+/* A user or group by name or decimal id: 0, OSSEG_ENOTFOUND (no such
+ * name), OSSEG_EINVAL (empty, or an id out of range), OSSEG_ENOMEM. Names
+ * go through NSS (getpwnam_r/getgrnam_r), which may block on a directory
+ * service: called at start-up and when a config is read, never per
+ * connection. */
+int ossegd__parse_user(const char *s, uid_t *out);
+int ossegd__parse_group(const char *s, gid_t *out);
+
+/* The allow-list with names resolved (ossegd_options.allow_*). */
+struct ossegd__acl {
+  int active;   /* a list was given */
+  uid_t self;   /* the daemon's effective uid: always allowed, as is root */
+  uid_t uids[OSSEGD_MAX_ACCESS];
+  size_t nuids;
+  gid_t gids[OSSEGD_MAX_ACCESS];
+  size_t ngids;
+};
+int ossegd__acl_init(struct ossegd__acl *a, const struct ossegd_options *o,
+                     struct osseg_diag *diag);
+
+/* A connected peer as SO_PEERCRED tells it (at the time of connect()). */
+struct ossegd__peer {
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+};
+int ossegd__peer_get(int fd, struct ossegd__peer *out); /* 0 or OSSEG_EIO */
+/* 1 when the peer on fd may use the daemon: no list, root, the daemon's
+ * uid, a listed uid, or a listed group among its gid and supplementary
+ * groups (read from the socket only when a group list exists). */
+int ossegd__access_check(const struct ossegd__acl *a, int fd, const struct ossegd__peer *p);
+
 /* ------------------------------------------- server, session, worker --- */
 
 #include <pthread.h>

@@ -97,9 +97,20 @@ extern "C" {
 #endif
 
 #define OSSEGD_MAX_MODELS 32 /* models a daemon may serve */
+#define OSSEGD_MAX_ACCESS 64 /* users, and groups, on the allow-list */
 
 struct ossegd_options {
   const char *socket_path;
+  unsigned socket_mode;       /* permission bits of the socket file, default 0660 */
+  const char *socket_group;   /* group of the socket file (name or number);
+                                 NULL = the daemon's own */
+  /* The allow-list (names or numeric ids): a peer whose uid, or one of whose
+   * groups, is listed may use the daemon; so may root and the daemon's own
+   * uid. Both lists empty = everyone who can open the socket. */
+  const char *allow_users[OSSEGD_MAX_ACCESS];
+  size_t nallow_users;
+  const char *allow_groups[OSSEGD_MAX_ACCESS];
+  size_t nallow_groups;
   /* The models, loaded under spec.name (required here). Strings are read
    * during ossegd_create only. */
   struct osseg_model_spec models[OSSEGD_MAX_MODELS];
@@ -111,9 +122,17 @@ struct ossegd_options {
   uint32_t max_image_side;    /* default 16384 */
   unsigned max_connections;   /* default 256 */
   unsigned max_in_flight;     /* per connection, default 64 */
+  unsigned max_in_flight_total; /* all connections together, default 1024 */
   unsigned max_queue;         /* waiting Segments, default 256 */
   uint64_t max_output_bytes;  /* per connection, default 64 MiB */
+  uint32_t request_timeout_ms; /* deadline of a Segment without deadline_ms;
+                                  0 = none (default) */
   uint64_t workspace_bytes;   /* per worker, 0 = no cap */
+  /* The audit log: NULL = none (the default here; ossegd's config default
+   * is "stderr"), "stderr" = file descriptor 2, else a file opened with
+   * O_APPEND (created 0640) and reopened on SIGHUP. */
+  const char *audit_file;
+  int audit_image_name;       /* Segment.image_name in audit lines; default 0 */
   /* Daemon messages (start-up, connection errors); called on the loop
    * thread, and on worker threads for engine messages via engine.log. */
   struct osseg_log log;
@@ -135,6 +154,46 @@ void ossegd_stop(struct ossegd *d);
 void ossegd_free(struct ossegd *d);
 
 const char *ossegd_version(void);
+
+/* ------------------------------------------------------------- config --- */
+
+/* A configuration (daemon/config.c): struct ossegd_options together with
+ * the strings it points to. A file is parsed with libinih into a fresh
+ * config, checked, and only then used, so a bad file changes nothing (a
+ * reload on SIGHUP relies on this); nothing is global. Every key, its
+ * default and its range: systemd/ossegd.conf.example.
+ *
+ * Problems are reported through a log callback (level OSSEG_LOG_ERROR), one
+ * message each, all of them, in line order: "FILE:LINE: what" for a line,
+ * "FILE: what" for the whole file. The library never prints. */
+struct ossegd_config;
+
+/* A config holding the defaults: ossegd_options_default, and the audit log
+ * on stderr. */
+int ossegd_config_create(struct ossegd_config **out);
+/* Parses path on top of the defaults into a fresh config. Checks the
+ * syntax, sections and keys (unknown or given twice), numbers (range,
+ * units), user and group names (resolved now: NSS), model sections (a
+ * readable regular file, options as osseg_model_spec_check sees them).
+ * Nothing is loaded, created or opened for writing. Returns 0, OSSEG_EPARSE
+ * when anything was reported (*out NULL), OSSEG_EIO when the file cannot be
+ * read (reported too), OSSEG_ENOMEM. */
+int ossegd_config_load(struct ossegd_config **out, const char *path,
+                       const struct osseg_log *errors);
+/* The options; valid while the config lives. Callers lay command-line flags
+ * over them; strings they store there must outlive the config's use. */
+struct ossegd_options *ossegd_config_options(struct ossegd_config *c);
+/* Adds a model, or replaces the one of the same name entirely (strings and
+ * thresholds are copied into the config). OSSEG_ELIMIT past
+ * OSSEGD_MAX_MODELS. */
+int ossegd_config_set_model(struct ossegd_config *c, const struct osseg_model_spec *spec);
+/* What only the complete options (file and flags) can tell: a socket path,
+ * at least one model, and the files of models set with
+ * ossegd_config_set_model. `path` names the file in messages (NULL: none).
+ * Returns 0 or OSSEG_EPARSE. */
+int ossegd_config_check(struct ossegd_config *c, const char *path,
+                        const struct osseg_log *errors);
+void ossegd_config_free(struct ossegd_config *c); /* NULL allowed */
 
 #ifdef __cplusplus
 }

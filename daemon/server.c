@@ -32,7 +32,9 @@ void ossegd_options_default(struct ossegd_options *o) {
   o->max_image_pixels = OSSEG_MAX_PIXELS;
   o->max_image_side = OSSEG_MAX_SIDE;
   o->max_connections = 256;
+  o->socket_mode = 0660;
   o->max_in_flight = 64;
+  o->max_in_flight_total = 1024;
   o->max_queue = 256;
   o->max_output_bytes = 64u << 20;
 }
