@@ -1,7 +1,9 @@
-/* ossegd: maps the command line onto struct ossegd_options and runs the
- * daemon (daemon/ossegd.h has the contract). Exit status: 0 after a
- * SIGINT/SIGTERM drain, 1 when start-up fails (a model that does not load,
- * the socket), 2 for bad usage. */
+/* ossegd: maps the configuration file and the command line onto struct
+ * ossegd_options and runs the daemon (daemon/ossegd.h has the contract).
+ * Flags override the file; a --model replaces the file's model of that
+ * name, or adds one. Exit status: 0 after a SIGINT/SIGTERM drain (or a good
+ * --check-config), 1 when the configuration is bad or start-up fails (a
+ * model that does not load, the socket), 2 for bad usage. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -15,6 +17,13 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: ossegd --socket PATH --model NAME=MODEL.onnx[,OPT=V...] [--model ...]\n"
           "              [options]\n"
+          "       ossegd --config FILE [options]\n"
+          "       ossegd --check-config FILE [options]\n"
+          "\n"
+          "  --config FILE          read the configuration file (see\n"
+          "                         systemd/ossegd.conf.example); flags override it\n"
+          "  --check-config FILE    check the file (with the flags) and exit: 0 when\n"
+          "                         good, 1 with every error named FILE:LINE\n"
           "\n"
           "model options (after the file, comma-separated):\n"
           "  size=S                     input size for models with a symbolic size\n"
@@ -29,7 +38,9 @@ static void usage(FILE *f) {
           "  --max-image-pixels N   largest image (width x height), default 268435456\n"
           "  --max-connections N    default 256\n"
           "  --max-in-flight N      requests in flight per connection, default 64\n"
+          "  --max-in-flight-total N  requests in flight in all, default 1024\n"
           "  --max-queue N          Segment requests waiting for a worker, default 256\n"
+          "  --request-timeout-ms N deadline of a Segment without one, 0 = none (default)\n"
           "  --max-output-bytes N   bytes queued for one connection before the daemon\n"
           "                         stops reading it, default 67108864\n"
           "  -v, --verbose          engine warnings (e.g. slow reference kernels)\n");
@@ -37,6 +48,11 @@ static void usage(FILE *f) {
 
 static void log_stderr(void *ctx, enum osseg_log_level level, const char *message) {
   fprintf(stderr, "ossegd: %s: %s\n", osseg_log_level_name(level), message);
+}
+
+/* Configuration errors already say where ("FILE:LINE: ..."). */
+static void log_config(void *ctx, enum osseg_log_level level, const char *message) {
+  fprintf(stderr, "ossegd: %s\n", message);
 }
 
 static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
@@ -57,10 +73,10 @@ static int option_start(const char *p) {
   return 0;
 }
 
-/* NAME=FILE[,size=S][,precision=P][,normalize=SPEC][,classes=a;b;c]. The
- * argument is modified in place (argv strings are ours); a comma belongs
- * to the previous value unless a known option follows it, so normalize's
- * "mean=a,b,c;std=d,e,f" keeps its commas. */
+/* NAME=FILE[,size=S][,precision=P][,normalize=SPEC][,classes=a;b;c]. arg
+ * is a copy the caller frees; a comma belongs to the previous value unless
+ * a known option follows it, so normalize's "mean=a,b,c;std=d,e,f" keeps
+ * its commas. spec's strings point into arg. */
 static int parse_model(char *arg, struct osseg_model_spec *spec) {
   char *eq = strchr(arg, '=');
   if (!eq || eq == arg) {
@@ -114,17 +130,23 @@ static int parse_model(char *arg, struct osseg_model_spec *spec) {
   return 0;
 }
 
-int main(int argc, char **argv) {
-  const char *disable = getenv("OSSEG_DISABLE_CPU_FEATURES");
-  if (disable && osseg_cpu_features_disable(disable) != 0) {
-    fprintf(stderr, "ossegd: OSSEG_DISABLE_CPU_FEATURES: unknown feature in '%s'\n", disable);
-    return 2;
-  }
-  struct ossegd_options o;
-  ossegd_options_default(&o);
-  int verbose = 0;
+/* What the command line says besides the options. */
+struct cli {
+  const char *config; /* --config or --check-config */
+  int check_only;
+  int verbose;
+};
+
+/* Reads the command line. With c NULL it only checks the usage and fills
+ * cli; with a config it lays the flags over it (run once more for that, so
+ * the pass can be repeated over a freshly read config). Returns -1 to go
+ * on, else the exit status (0 after --help, 2 for bad usage, 1 when out of
+ * memory). */
+static int parse_args(int argc, char **argv, struct ossegd_config *c, struct cli *cli) {
+  struct ossegd_options scratch, *o = c ? ossegd_config_options(c) : &scratch;
+  ossegd_options_default(&scratch);
   enum { O_SOCKET = 256, O_MODEL, O_THREADS, O_WORKERS, O_FRAME, O_PIXELS, O_CONN, O_INFLIGHT,
-         O_QUEUE, O_OUTPUT };
+         O_QUEUE, O_OUTPUT, O_CONFIG, O_CHECK, O_INFLIGHT_TOTAL, O_TIMEOUT };
   static const struct option opts[] = {{"socket", required_argument, NULL, O_SOCKET},
                                        {"model", required_argument, NULL, O_MODEL},
                                        {"threads", required_argument, NULL, O_THREADS},
@@ -133,24 +155,45 @@ int main(int argc, char **argv) {
                                        {"max-image-pixels", required_argument, NULL, O_PIXELS},
                                        {"max-connections", required_argument, NULL, O_CONN},
                                        {"max-in-flight", required_argument, NULL, O_INFLIGHT},
+                                       {"max-in-flight-total", required_argument, NULL,
+                                        O_INFLIGHT_TOTAL},
                                        {"max-queue", required_argument, NULL, O_QUEUE},
                                        {"max-output-bytes", required_argument, NULL, O_OUTPUT},
+                                       {"request-timeout-ms", required_argument, NULL, O_TIMEOUT},
+                                       {"config", required_argument, NULL, O_CONFIG},
+                                       {"check-config", required_argument, NULL, O_CHECK},
                                        {"verbose", no_argument, NULL, 'v'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   opterr = 0;
-  int c;
+  optind = 0; /* GNU getopt: start over, also on a second pass */
+  int ch;
   uint64_t v;
-  while ((c = getopt_long(argc, argv, ":vh", opts, NULL)) != -1) {
-    switch (c) {
-      case O_SOCKET: o.socket_path = optarg; break;
-      case O_MODEL:
-        if (o.nmodels == OSSEGD_MAX_MODELS) {
+  while ((ch = getopt_long(argc, argv, ":vh", opts, NULL)) != -1) {
+    switch (ch) {
+      case O_SOCKET: o->socket_path = optarg; break;
+      case O_MODEL: {
+        char *copy = strdup(optarg);
+        struct osseg_model_spec spec;
+        memset(&spec, 0, sizeof spec);
+        if (!copy) return 1;
+        if (parse_model(copy, &spec) != 0) {
+          free(copy);
+          return 2;
+        }
+        int rc = c ? ossegd_config_set_model(c, &spec) : 0;
+        free(copy);
+        if (rc == OSSEG_ELIMIT) {
           fprintf(stderr, "ossegd: at most %d models\n", OSSEGD_MAX_MODELS);
           return 2;
         }
-        if (parse_model(optarg, &o.models[o.nmodels]) != 0) return 2;
-        o.nmodels++;
+        if (rc) return 1;
+        break;
+      }
+      case O_CONFIG: cli->config = optarg; break;
+      case O_CHECK:
+        cli->config = optarg;
+        cli->check_only = 1;
         break;
 #define NUMBER(code, flag, lo, hi, field)                                              \
   case code:                                                                           \
@@ -161,16 +204,18 @@ int main(int argc, char **argv) {
     }                                                                                  \
     field = v;                                                                         \
     break;
-      NUMBER(O_THREADS, "--threads", 1, 1024, o.engine.threads)
-      NUMBER(O_WORKERS, "--workers", 1, 64, o.workers)
-      NUMBER(O_FRAME, "--max-frame-bytes", 16, UINT32_MAX, o.max_frame_bytes)
-      NUMBER(O_PIXELS, "--max-image-pixels", 1, OSSEG_MAX_PIXELS, o.max_image_pixels)
-      NUMBER(O_CONN, "--max-connections", 1, 1000000, o.max_connections)
-      NUMBER(O_INFLIGHT, "--max-in-flight", 1, 1000000, o.max_in_flight)
-      NUMBER(O_QUEUE, "--max-queue", 1, 1000000, o.max_queue)
-      NUMBER(O_OUTPUT, "--max-output-bytes", 1, UINT64_MAX / 2, o.max_output_bytes)
+      NUMBER(O_THREADS, "--threads", 1, 1024, o->engine.threads)
+      NUMBER(O_WORKERS, "--workers", 1, 64, o->workers)
+      NUMBER(O_FRAME, "--max-frame-bytes", 16, UINT32_MAX, o->max_frame_bytes)
+      NUMBER(O_PIXELS, "--max-image-pixels", 1, OSSEG_MAX_PIXELS, o->max_image_pixels)
+      NUMBER(O_CONN, "--max-connections", 1, 1000000, o->max_connections)
+      NUMBER(O_INFLIGHT, "--max-in-flight", 1, 1000000, o->max_in_flight)
+      NUMBER(O_INFLIGHT_TOTAL, "--max-in-flight-total", 1, 1000000, o->max_in_flight_total)
+      NUMBER(O_QUEUE, "--max-queue", 1, 1000000, o->max_queue)
+      NUMBER(O_OUTPUT, "--max-output-bytes", 1, UINT64_MAX / 2, o->max_output_bytes)
+      NUMBER(O_TIMEOUT, "--request-timeout-ms", 0, 86400000, o->request_timeout_ms)
 #undef NUMBER
-      case 'v': verbose = 1; break;
+      case 'v': cli->verbose = 1; break;
       case 'h': usage(stdout); return 0;
       case ':': fprintf(stderr, "ossegd: option %s needs a value\n", argv[optind - 1]); return 2;
       default:
@@ -183,29 +228,68 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ossegd: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
-  if (!o.socket_path || o.nmodels == 0) {
-    fprintf(stderr, "ossegd: %s is required\n", !o.socket_path ? "--socket" : "--model");
-    usage(stderr);
+  return -1;
+}
+
+int main(int argc, char **argv) {
+  const char *disable = getenv("OSSEG_DISABLE_CPU_FEATURES");
+  if (disable && osseg_cpu_features_disable(disable) != 0) {
+    fprintf(stderr, "ossegd: OSSEG_DISABLE_CPU_FEATURES: unknown feature in '%s'\n", disable);
     return 2;
   }
-  o.log.fn = log_stderr;
-  o.log.max_level = OSSEG_LOG_INFO;
-  o.engine.log.fn = log_stderr;
-  o.engine.log.max_level = verbose ? OSSEG_LOG_WARN : OSSEG_LOG_ERROR;
+  struct cli cli = {0};
+  int rc = parse_args(argc, argv, NULL, &cli);
+  if (rc >= 0) return rc;
+  /* The file, then the flags over it. */
+  const struct osseg_log config_log = {log_config, NULL, OSSEG_LOG_ERROR};
+  struct ossegd_config *cfg = NULL;
+  rc = cli.config ? ossegd_config_load(&cfg, cli.config, &config_log) : ossegd_config_create(&cfg);
+  if (rc) {
+    if (rc == OSSEG_ENOMEM && !cli.config) fprintf(stderr, "ossegd: out of memory\n");
+    return 1;
+  }
+  rc = parse_args(argc, argv, cfg, &cli);
+  if (rc >= 0) {
+    ossegd_config_free(cfg);
+    return rc;
+  }
+  struct ossegd_options *o = ossegd_config_options(cfg);
+  if (cli.config) {
+    if (ossegd_config_check(cfg, cli.config, &config_log) != 0) {
+      ossegd_config_free(cfg);
+      return 1;
+    }
+  } else if (!o->socket_path || o->nmodels == 0) {
+    fprintf(stderr, "ossegd: %s is required\n", !o->socket_path ? "--socket" : "--model");
+    usage(stderr);
+    ossegd_config_free(cfg);
+    return 2;
+  }
+  if (cli.check_only) {
+    printf("%s: good: socket %s, %zu model(s)\n", cli.config, o->socket_path, o->nmodels);
+    ossegd_config_free(cfg);
+    return 0;
+  }
+  o->log.fn = log_stderr;
+  o->log.max_level = OSSEG_LOG_INFO;
+  o->engine.log.fn = log_stderr;
+  o->engine.log.max_level = cli.verbose ? OSSEG_LOG_WARN : OSSEG_LOG_ERROR;
   /* A client that went away must not kill the daemon with SIGPIPE. */
   signal(SIGPIPE, SIG_IGN);
 
   struct ossegd *d = NULL;
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
-  if (ossegd_create(&d, &o, &diag) != 0) {
+  if (ossegd_create(&d, o, &diag) != 0) {
     fprintf(stderr, "ossegd: %s\n", diag.message[0] ? diag.message : "start-up failed");
+    ossegd_config_free(cfg);
     return 1;
   }
-  int rc = ossegd_run(d);
+  rc = ossegd_run(d);
   /* Drained: a second signal during the teardown changes nothing. */
   signal(SIGINT, SIG_IGN);
   signal(SIGTERM, SIG_IGN);
   ossegd_free(d);
+  ossegd_config_free(cfg);
   return rc == 0 ? 0 : 1;
 }

@@ -40,6 +40,10 @@
  *     the limit the daemon stops reading the connection (bytes already read
  *     wait, unparsed) and resumes below half: pipelining more than the
  *     limit is slowed down, never refused.
+ *   - max_in_flight_total: requests accepted and not done, all connections
+ *     together; a Segment past it is answered BUSY.
+ *   - request_timeout_ms: the deadline of a Segment that gives no
+ *     deadline_ms (0 = none).
  *   - max_queue: Segment requests waiting for a worker, both priorities
  *     together; a full queue answers BUSY.
  *   - max_output_bytes: bytes queued for writing on one connection; above it

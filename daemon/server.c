@@ -173,7 +173,8 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
   if (o->nmodels == 0) return osseg__fail(diag, OSSEG_EINVAL, "no models");
   if (o->nmodels > OSSEGD_MAX_MODELS)
     return osseg__fail(diag, OSSEG_EINVAL, "at most %d models", OSSEGD_MAX_MODELS);
-  if (o->workers == 0 || o->max_in_flight == 0 || o->max_queue == 0 ||
+  if (o->workers == 0 || o->max_in_flight == 0 || o->max_in_flight_total == 0 ||
+      o->max_queue == 0 ||
       o->max_connections == 0 || o->max_frame_bytes == 0 || o->max_image_pixels == 0 ||
       o->max_image_side == 0 || o->max_output_bytes == 0)
     return osseg__fail(diag, OSSEG_EINVAL, "limits and the number of workers must be positive");

@@ -406,6 +406,15 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
     ossegd__send_error(s, id, CODE(BUSY), "too many requests in flight on this connection");
     return;
   }
+  if (d->in_flight >= d->opt.max_in_flight_total) {
+    osseg__wire__request__free_unpacked(msg, NULL);
+    if (fd >= 0) close(fd);
+    record_refusal(d, CODE(BUSY));
+    ossegd__send_error(s, id, CODE(BUSY),
+                       "too many requests in flight in the daemon (max_in_flight_total); retry "
+                       "later");
+    return;
+  }
   struct ossegd__request *req = calloc(1, sizeof *req);
   if (!req) {
     osseg__wire__request__free_unpacked(msg, NULL);
@@ -427,8 +436,9 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
     ossegd__send_error(s, id, code, text);
     return;
   }
-  if (req->seg.deadline_ms)
-    req->deadline_ns = received + (uint64_t)req->seg.deadline_ms * 1000000u;
+  /* The daemon's request timeout stands in for a deadline not given. */
+  uint32_t deadline_ms = req->seg.deadline_ms ? req->seg.deadline_ms : d->opt.request_timeout_ms;
+  if (deadline_ms) req->deadline_ns = received + (uint64_t)deadline_ms * 1000000u;
   req->s = s;
   if (ossegd__schedule(d, req) != 0) {
     ossegd__request_free(req);
