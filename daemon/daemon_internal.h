@@ -152,6 +152,8 @@ struct ossegd__request {
 struct ossegd__session {
   uv_pipe_t pipe;
   struct ossegd *d;
+  struct ossegd__peer peer; /* who connected (SO_PEERCRED) */
+  uint64_t serial;          /* 1, 2, ... in the order connections came */
   struct ossegd__session *prev, *next;
   struct ossegd__frame_reader rd;
   unsigned refs;          /* the handle + one per request in flight */
@@ -192,6 +194,7 @@ struct ossegd__model_stats {
 struct ossegd {
   struct ossegd_options opt;
   struct ossegd__limits lim;
+  struct ossegd__acl acl;
   char *socket_path;
   int socket_created;
   struct osseg_registry *reg;
@@ -233,6 +236,8 @@ struct ossegd {
   uint64_t outcomes[OSSEGD_NOUTCOMES];
   uint64_t latency[OSSEGD_NBUCKETS];
   uint64_t connections_total, bytes_in, bytes_out;
+  uint64_t refused_peers;
+  uint64_t connections_seen; /* accepted, refused or not: session serials */
   uint8_t readbuf[65536];
 };
 

@@ -5,10 +5,22 @@
  *
  *   Start-up. ossegd_create loads every model into an osseg_registry, warms
  *   each one up with one inference, and only then creates the Unix stream
- *   socket (mode 0660) and listens: a client that can connect is served. A
+ *   socket (socket_mode, default 0660; given to socket_group when set)
+ *   and listens: a client that can connect and is allowed is served. A
  *   socket file left behind by a dead daemon is removed; a socket someone
  *   listens on, or a path that is not a socket, is an error. Errors name
- *   the model file or the socket path (diag).
+ *   the model file, the socket path, or the unknown user or group (diag);
+ *   names are resolved before any model is loaded.
+ *
+ *   Access. Every accepted connection's peer is identified by SO_PEERCRED
+ *   (uid, gid, pid, as of its connect()). With an allow-list (allow_users,
+ *   allow_groups) the peer is let in when it is root, the daemon's own
+ *   uid, a listed uid, or has a listed group as its gid or among its
+ *   supplementary groups (SO_PEERGROUPS, see access.c); otherwise it gets
+ *   one Error PERMISSION_DENIED (id 0), nothing it sent is read, the
+ *   connection is closed, and the refusal is logged with uid and pid,
+ *   counted in Stats.refused_peers and audited. Without a list the
+ *   socket's mode and group are the only gate.
  *
  *   Threads. One libuv loop thread (the caller of ossegd_run) does all
  *   socket I/O, framing, validation, scheduling, ListModels/Health/Stats

@@ -173,6 +173,9 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
   if (o->nmodels == 0) return osseg__fail(diag, OSSEG_EINVAL, "no models");
   if (o->nmodels > OSSEGD_MAX_MODELS)
     return osseg__fail(diag, OSSEG_EINVAL, "at most %d models", OSSEGD_MAX_MODELS);
+  if (o->socket_mode > 0777)
+    return osseg__fail(diag, OSSEG_EINVAL, "socket mode %#o: only permission bits (0..0777)",
+                       o->socket_mode);
   if (o->workers == 0 || o->max_in_flight == 0 || o->max_in_flight_total == 0 ||
       o->max_queue == 0 ||
       o->max_connections == 0 || o->max_frame_bytes == 0 || o->max_image_pixels == 0 ||
@@ -182,12 +185,26 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
   struct ossegd *d = calloc(1, sizeof *d);
   if (!d) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   d->opt = *o;
+  /* Names are resolved before the (slow) model loading, so a typo fails at
+   * once. */
+  int rc = ossegd__acl_init(&d->acl, o, diag);
+  gid_t socket_gid = (gid_t)-1;
+  if (rc == 0 && o->socket_group) {
+    rc = ossegd__parse_group(o->socket_group, &socket_gid);
+    if (rc)
+      osseg__fail(diag, rc, "socket group '%s': %s", o->socket_group,
+                  rc == OSSEG_ENOTFOUND ? "no such group" : "not a group name or id");
+  }
+  if (rc) {
+    free(d);
+    return rc;
+  }
   d->lim.max_image_pixels = o->max_image_pixels;
   d->lim.max_image_side = o->max_image_side > OSSEG_MAX_SIDE ? OSSEG_MAX_SIDE : o->max_image_side;
   d->start_ns = osseg_now_ns();
   pthread_mutex_init(&d->mu, NULL);
   pthread_cond_init(&d->cv, NULL);
-  int rc = OSSEG_ENOMEM;
+  rc = OSSEG_ENOMEM;
   d->socket_path = strdup(o->socket_path);
   d->workers = calloc(o->workers, sizeof *d->workers);
   if (!d->socket_path || !d->workers) {
@@ -252,9 +269,16 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
   d->listener.data = d;
   d->listener_init = 1;
   int uerr = uv_pipe_bind(&d->listener, d->socket_path);
+  /* Mode and group before listen(): nobody connects in between (a connect
+   * before listen is refused). */
   if (uerr == 0) {
     d->socket_created = 1;
-    if (chmod(d->socket_path, 0660) != 0) uerr = uv_translate_sys_error(errno);
+    if (chmod(d->socket_path, o->socket_mode) != 0) uerr = uv_translate_sys_error(errno);
+  }
+  if (uerr == 0 && o->socket_group && chown(d->socket_path, (uid_t)-1, socket_gid) != 0) {
+    rc = osseg__fail(diag, OSSEG_EIO, "%s: cannot give the socket to group '%s': %s",
+                     d->socket_path, o->socket_group, strerror(errno));
+    goto fail;
   }
   if (uerr == 0) uerr = uv_listen((uv_stream_t *)&d->listener, 128, ossegd__on_connection);
   if (uerr != 0) {

@@ -243,6 +243,8 @@ static void answer_stats(struct ossegd__session *s, uint64_t id) {
   st.queue_depth = ossegd__queue_depth(d);
   st.connections = d->nsessions;
   st.connections_total = d->connections_total;
+  st.has_refused_peers = 1;
+  st.refused_peers = d->refused_peers;
   st.bytes_in = d->bytes_in;
   st.bytes_out = d->bytes_out;
   st.n_models = d->nmodels;
@@ -563,6 +565,81 @@ void ossegd__session_update_reading(struct ossegd__session *s) {
 
 static void on_refused_close(uv_handle_t *h) { free(h); }
 
+/* A peer the allow-list does not let in: one Error frame, then the
+ * connection is shut down (after the write) and closed. Nothing is read.
+ * The session that accepted it never joins the daemon's list; it is freed
+ * with the handle. */
+struct refusal {
+  struct ossegd__session *s;
+  uv_write_t write;
+  uv_shutdown_t shutdown;
+  uint8_t *frame;
+};
+
+static void on_refusal_closed(uv_handle_t *h) {
+  struct refusal *r = h->data;
+  free(r->frame);
+  free(r->s);
+  free(r);
+}
+
+static void on_refusal_shutdown(uv_shutdown_t *sh, int status) {
+  struct refusal *r = sh->data;
+  uv_close((uv_handle_t *)&r->s->pipe, on_refusal_closed);
+}
+
+static void on_refusal_written(uv_write_t *w, int status) { (void)w; }
+
+static void refuse_peer(struct ossegd *d, struct refusal *r) {
+  const struct ossegd__peer *peer = &r->s->peer;
+  uint64_t serial = r->s->serial;
+  uv_pipe_t *pipe = &r->s->pipe;
+  pipe->data = r;
+  d->refused_peers++;
+  osseg__log(&d->opt.log, OSSEG_LOG_WARN,
+             "refusing connection %llu: uid %u gid %u pid %d is not on the allow-list",
+             (unsigned long long)serial, (unsigned)peer->uid, (unsigned)peer->gid,
+             (int)peer->pid);
+  char text[160];
+  snprintf(text, sizeof text,
+           "permission denied: uid %u is not allowed to use this daemon (its [access] list)",
+           (unsigned)peer->uid);
+  Osseg__Wire__Response resp = OSSEG__WIRE__RESPONSE__INIT;
+  Osseg__Wire__Error e = OSSEG__WIRE__ERROR__INIT;
+  e.code = CODE(PERMISSION_DENIED);
+  e.message = text;
+  resp.id = 0;
+  resp.kind_case = OSSEG__WIRE__RESPONSE__KIND_ERROR;
+  resp.error = &e;
+  size_t len = 0;
+  r->frame = ossegd__pack_response(&resp, &len);
+  r->write.data = r->shutdown.data = r;
+  if (r->frame) {
+    uv_buf_t b = uv_buf_init((char *)r->frame, (unsigned)len);
+    if (uv_write(&r->write, (uv_stream_t *)pipe, &b, 1, on_refusal_written) != 0) {
+      free(r->frame);
+      r->frame = NULL;
+    }
+  }
+  /* The shutdown completes after the write; then the handle closes. */
+  if (uv_shutdown(&r->shutdown, (uv_stream_t *)pipe, on_refusal_shutdown) != 0)
+    uv_close((uv_handle_t *)pipe, on_refusal_closed);
+}
+
+/* Identifies the peer of a connection just accepted into pipe and checks it
+ * against the allow-list. 1 = allowed; 0 = not (or not identified: logged). */
+static int peer_allowed(struct ossegd *d, uv_pipe_t *pipe, struct ossegd__peer *peer) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)pipe, &fd) != 0 || ossegd__peer_get(fd, peer) != 0) {
+    osseg__log(&d->opt.log, OSSEG_LOG_WARN, "refusing a connection: no peer credentials");
+    peer->uid = (uid_t)-1;
+    peer->gid = (gid_t)-1;
+    peer->pid = 0;
+    return 0;
+  }
+  return ossegd__access_check(&d->acl, fd, peer);
+}
+
 void ossegd__on_connection(uv_stream_t *server, int status) {
   struct ossegd *d = server->data;
   if (status < 0) {
@@ -594,6 +671,18 @@ void ossegd__on_connection(uv_stream_t *server, int status) {
   if (uv_accept(server, (uv_stream_t *)&s->pipe) != 0) {
     s->closed = 1;
     uv_close((uv_handle_t *)&s->pipe, on_close);
+    return;
+  }
+  s->serial = ++d->connections_seen;
+  if (!peer_allowed(d, &s->pipe, &s->peer)) {
+    struct refusal *r = calloc(1, sizeof *r);
+    if (!r) {
+      s->closed = 1;
+      uv_close((uv_handle_t *)&s->pipe, on_close);
+      return;
+    }
+    r->s = s;
+    refuse_peer(d, r);
     return;
   }
   s->next = d->sessions;
