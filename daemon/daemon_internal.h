@@ -109,6 +109,49 @@ int ossegd__peer_get(int fd, struct ossegd__peer *out); /* 0 or OSSEG_EIO */
  * groups (read from the socket only when a group list exists). */
 int ossegd__access_check(const struct ossegd__acl *a, int fd, const struct ossegd__peer *p);
 
+/* ------------------------------------------------------------- audit.c --- */
+
+/* The audit log (loop thread only). */
+struct ossegd__audit {
+  int fd;          /* -1: no audit log */
+  int owned;       /* fd is our file (reopened on SIGHUP), not stderr */
+  char *path;
+  int image_name;  /* include Segment.image_name */
+  uint64_t errors; /* lines not written (Stats.audit_errors) */
+  int failing;     /* the last write failed: logged once */
+  const struct osseg_log *log;
+  char line[16384];
+};
+
+/* What one audit line of a Segment says. */
+struct ossegd__audit_segment {
+  const struct ossegd__peer *peer;
+  uint64_t conn, id;
+  const char *image_name;     /* NULL: none given */
+  struct {
+    const char *name;
+    const char *sha256;       /* NULL: no such model */
+    double ms;                /* its inference time */
+  } models[OSSEG_MAX_MODELS];
+  size_t nmodels;
+  size_t more_models;         /* named by the request past OSSEG_MAX_MODELS */
+  int timed;                  /* models[].ms are times of a run */
+  int outcome;                /* -1 ok, else an Error code */
+  double queue_ms, inference_ms, total_ms;
+};
+
+/* Opens options' audit_file (none, "stderr", or a path: O_APPEND, created
+ * 0640); OSSEG_EIO names the file. */
+int ossegd__audit_open(struct ossegd__audit *a, const struct ossegd_options *o,
+                       const struct osseg_log *log, struct osseg_diag *diag);
+/* SIGHUP (logrotate): opens the path again and switches to it; on failure
+ * keeps the old descriptor and logs why. */
+void ossegd__audit_reopen(struct ossegd__audit *a);
+void ossegd__audit_close(struct ossegd__audit *a);
+void ossegd__audit_segment(struct ossegd__audit *a, const struct ossegd__audit_segment *e);
+void ossegd__audit_refused(struct ossegd__audit *a, const struct ossegd__peer *peer,
+                           uint64_t conn);
+
 /* ------------------------------------------- server, session, worker --- */
 
 #include <pthread.h>
@@ -141,6 +184,7 @@ struct ossegd__request {
   struct ossegd__segment seg;
   _Atomic int cancel;
   uint64_t received_ns, deadline_ns;
+  uint64_t started_ns;                         /* set by the worker; 0 = never ran */
   /* Set by the worker before it queues `done`; read by the loop after. */
   int outcome;                                 /* -1 ok, else an Error code */
   double total_ms;
@@ -195,6 +239,7 @@ struct ossegd {
   struct ossegd_options opt;
   struct ossegd__limits lim;
   struct ossegd__acl acl;
+  struct ossegd__audit audit;
   char *socket_path;
   int socket_created;
   struct osseg_registry *reg;
@@ -207,7 +252,7 @@ struct ossegd {
   int listener_init;
   uv_async_t async;
   int async_init;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sighup;
   int signals_init;
   /* Fires at the earliest deadline of a request that may still be queued
    * (deadline_due_ns, 0 = not armed); see ossegd__expire_queued. */
@@ -250,6 +295,14 @@ void ossegd__session_write(struct ossegd__session *s, uint8_t *frame, size_t len
 void ossegd__session_close(struct ossegd__session *s);
 void ossegd__session_update_reading(struct ossegd__session *s);
 void ossegd__request_finish(struct ossegd *d, struct ossegd__request *req);
+/* The audit line of a finished Segment (see audit.c): p (NULL = not
+ * validated) gives the models and their hashes, else the registry does;
+ * started = 0 when no worker took it, total_ms = 0 when no worker timed
+ * it. */
+void ossegd__audit_request(struct ossegd *d, const struct ossegd__session *s, uint64_t id,
+                           const Osseg__Wire__Segment *seg, const struct osseg_pipeline *p,
+                           const double *model_ms, int outcome, uint64_t received,
+                           uint64_t started, double total_ms);
 /* Packs and writes an Error response. */
 void ossegd__send_error(struct ossegd__session *s, uint64_t id, int code, const char *message);
 void ossegd__maybe_finish(struct ossegd *d);

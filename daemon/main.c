@@ -274,8 +274,11 @@ int main(int argc, char **argv) {
   o->log.max_level = OSSEG_LOG_INFO;
   o->engine.log.fn = log_stderr;
   o->engine.log.max_level = cli.verbose ? OSSEG_LOG_WARN : OSSEG_LOG_ERROR;
-  /* A client that went away must not kill the daemon with SIGPIPE. */
+  /* A client that went away must not kill the daemon with SIGPIPE; a
+   * SIGHUP (logrotate) while the models load must not kill it either (the
+   * daemon handles it once it runs). */
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
 
   struct ossegd *d = NULL;
   struct osseg_diag diag;

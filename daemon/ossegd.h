@@ -91,6 +91,22 @@
  *   when the connection closes). Exact per-frame pairing needs the
  *   daemon's own recvmsg(); not done.
  *
+ *   Audit (audit_file: none, stderr, or a file opened O_APPEND|O_CLOEXEC,
+ *   created 0640, reopened on SIGHUP for logrotate). One JSON line per
+ *   finished Segment, whatever its outcome (refused at validation, BUSY,
+ *   cancelled, expired or done), and one per refused peer; Health,
+ *   ListModels, Stats and Cancel are not audited (they carry no patient
+ *   data and monitoring polls them). Fields: time (RFC 3339, UTC, ms),
+ *   event ("segment" or "refused"), conn (the connection's serial), uid,
+ *   gid, pid (SO_PEERCRED), id (the request's), image_name (only with
+ *   audit_image_name; JSON-escaped, invalid UTF-8 replaced, cut at 255
+ *   bytes), models (name, sha256 of the file the registry loaded, or null
+ *   for an unknown name, and inference_ms once it ran), outcome ("ok" or
+ *   "error") and code (null or the Error code name), queue_ms,
+ *   inference_ms, total_ms. Never pixel data. A line is written with one
+ *   write(2); a failed write is counted (Stats.audit_errors) and logged
+ *   once until writing works again.
+ *
  *   Shutdown. SIGINT or SIGTERM (or ossegd_stop) stops accepting and
  *   reading, lets the requests in flight finish and their responses be
  *   written, closes the connections and returns 0 from ossegd_run.

@@ -113,6 +113,14 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 static void on_handle_closed(uv_handle_t *h) { (void)h; }
 
+/* SIGHUP: the audit file is opened again (logrotate moved it away). The
+ * reload of the configuration will hang off this handler too. */
+static void on_sighup(uv_signal_t *h, int signum) {
+  struct ossegd *d = h->data;
+  osseg__log(&d->opt.log, OSSEG_LOG_INFO, "SIGHUP: reopening the audit file");
+  ossegd__audit_reopen(&d->audit);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
   ossegd__session_close(req->data);
 }
@@ -148,6 +156,7 @@ void ossegd__maybe_finish(struct ossegd *d) {
   uv_close((uv_handle_t *)&d->deadline_timer, on_handle_closed);
   uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
   uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
+  uv_close((uv_handle_t *)&d->sighup, on_handle_closed);
 }
 
 static void stop_workers(struct ossegd *d) {
@@ -195,6 +204,8 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
       osseg__fail(diag, rc, "socket group '%s': %s", o->socket_group,
                   rc == OSSEG_ENOTFOUND ? "no such group" : "not a group name or id");
   }
+  /* The audit file too: a path that cannot be opened fails at once. */
+  if (rc == 0) rc = ossegd__audit_open(&d->audit, o, &d->opt.log, diag);
   if (rc) {
     free(d);
     return rc;
@@ -259,10 +270,12 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
   d->deadline_timer_init = 1;
   uv_signal_init(&d->loop, &d->sigint);
   uv_signal_init(&d->loop, &d->sigterm);
-  d->sigint.data = d->sigterm.data = d;
+  uv_signal_init(&d->loop, &d->sighup);
+  d->sigint.data = d->sigterm.data = d->sighup.data = d;
   d->signals_init = 1;
   uv_signal_start(&d->sigint, on_signal, SIGINT);
   uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&d->sighup, on_sighup, SIGHUP);
 
   if ((rc = clear_stale_socket(d->socket_path, diag)) != 0) goto fail;
   uv_pipe_init(&d->loop, &d->listener, 0);
@@ -330,6 +343,8 @@ void ossegd_free(struct ossegd *d) {
         uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
       if (!uv_is_closing((uv_handle_t *)&d->sigterm))
         uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
+      if (!uv_is_closing((uv_handle_t *)&d->sighup))
+        uv_close((uv_handle_t *)&d->sighup, on_handle_closed);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     uv_loop_close(&d->loop);
@@ -353,5 +368,6 @@ void ossegd_free(struct ossegd *d) {
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->cv);
   free(d->socket_path);
+  ossegd__audit_close(&d->audit);
   free(d);
 }

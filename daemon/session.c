@@ -132,9 +132,55 @@ static void record_outcome(struct ossegd *d, struct ossegd__request *req) {
   }
 }
 
+void ossegd__audit_request(struct ossegd *d, const struct ossegd__session *s, uint64_t id,
+                           const Osseg__Wire__Segment *seg, const struct osseg_pipeline *p,
+                           const double *model_ms, int outcome, uint64_t received,
+                           uint64_t started, double total_ms) {
+  if (d->audit.fd < 0) return;
+  struct ossegd__audit_segment e;
+  memset(&e, 0, sizeof e);
+  e.peer = &s->peer;
+  e.conn = s->serial;
+  e.id = id;
+  e.image_name = seg ? seg->image_name : NULL;
+  e.outcome = outcome;
+  /* The models with their hashes: the pipeline's (the very models that
+   * ran), else those the registry has under the names asked for. */
+  struct osseg_loaded_model *held[OSSEG_MAX_MODELS];
+  size_t nheld = 0;
+  if (p) {
+    e.timed = 1;
+    e.nmodels = osseg_pipeline_model_count(p);
+    for (size_t i = 0; i < e.nmodels; i++) {
+      const struct osseg_loaded_model *m = osseg_pipeline_model(p, i);
+      e.models[i].name = osseg_loaded_model_name(m);
+      e.models[i].sha256 = osseg_loaded_model_sha256(m);
+      e.models[i].ms = model_ms ? model_ms[i] : 0.0;
+      e.inference_ms += e.models[i].ms;
+    }
+  } else if (seg) {
+    e.nmodels = seg->n_models < OSSEG_MAX_MODELS ? seg->n_models : OSSEG_MAX_MODELS;
+    e.more_models = seg->n_models - e.nmodels;
+    for (size_t i = 0; i < e.nmodels; i++) {
+      e.models[i].name = seg->models[i];
+      if (osseg_registry_get(d->reg, seg->models[i], &held[nheld]) == 0)
+        e.models[i].sha256 = osseg_loaded_model_sha256(held[nheld++]);
+    }
+  }
+  uint64_t now = osseg_now_ns();
+  e.total_ms = total_ms > 0 ? total_ms : (double)(now - received) / 1e6;
+  /* Time in the queue: until a worker took it, or until it ended there
+   * (0 for a request answered before it was queued). */
+  e.queue_ms = started ? (double)(started - received) / 1e6 : p ? e.total_ms : 0.0;
+  ossegd__audit_segment(&d->audit, &e);
+  for (size_t i = 0; i < nheld; i++) osseg_loaded_model_unref(held[i]);
+}
+
 void ossegd__request_finish(struct ossegd *d, struct ossegd__request *req) {
   struct ossegd__session *s = req->s;
   record_outcome(d, req);
+  ossegd__audit_request(d, s, req->id, req->msg->segment, req->seg.pipeline, req->model_ms,
+                        req->outcome, req->received_ns, req->started_ns, req->total_ms);
   if (req->sprev)
     req->sprev->snext = req->snext;
   else
@@ -245,6 +291,8 @@ static void answer_stats(struct ossegd__session *s, uint64_t id) {
   st.connections_total = d->connections_total;
   st.has_refused_peers = 1;
   st.refused_peers = d->refused_peers;
+  st.has_audit_errors = 1;
+  st.audit_errors = d->audit.errors;
   st.bytes_in = d->bytes_in;
   st.bytes_out = d->bytes_out;
   st.n_models = d->nmodels;
@@ -382,6 +430,18 @@ static int check_fd(int fd, uint64_t *size, int *code, char *text, size_t size_t
   return 0;
 }
 
+/* A Segment answered at once with an Error (never queued): counted,
+ * audited and answered; msg and fd are consumed. */
+static void refuse_segment(struct ossegd__session *s, Osseg__Wire__Request *msg, int fd,
+                           uint64_t received, int code, const char *text) {
+  struct ossegd *d = s->d;
+  record_refusal(d, code);
+  ossegd__audit_request(d, s, msg->id, msg->segment, NULL, NULL, code, received, 0, 0.0);
+  ossegd__send_error(s, msg->id, code, text);
+  if (fd >= 0) close(fd);
+  osseg__wire__request__free_unpacked(msg, NULL);
+}
+
 /* Takes ownership of msg. */
 static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
                            uint64_t received) {
@@ -394,35 +454,24 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
   int fd = msg->segment->image_case == OSSEG__WIRE__SEGMENT__IMAGE_FD ? take_fd(s) : -1;
   for (struct ossegd__request *r = s->reqs; r; r = r->snext)
     if (r->id == id) {
-      osseg__wire__request__free_unpacked(msg, NULL);
-      if (fd >= 0) close(fd);
-      record_refusal(d, CODE(BAD_REQUEST));
-      ossegd__send_error(s, id, CODE(BAD_REQUEST),
-                         "id: another request of this connection with this id is in flight");
+      refuse_segment(s, msg, fd, received, CODE(BAD_REQUEST),
+                     "id: another request of this connection with this id is in flight");
       return;
     }
   if (s->in_flight >= d->opt.max_in_flight) { /* feed() pauses before this */
-    osseg__wire__request__free_unpacked(msg, NULL);
-    if (fd >= 0) close(fd);
-    record_refusal(d, CODE(BUSY));
-    ossegd__send_error(s, id, CODE(BUSY), "too many requests in flight on this connection");
+    refuse_segment(s, msg, fd, received, CODE(BUSY),
+                   "too many requests in flight on this connection");
     return;
   }
   if (d->in_flight >= d->opt.max_in_flight_total) {
-    osseg__wire__request__free_unpacked(msg, NULL);
-    if (fd >= 0) close(fd);
-    record_refusal(d, CODE(BUSY));
-    ossegd__send_error(s, id, CODE(BUSY),
-                       "too many requests in flight in the daemon (max_in_flight_total); retry "
-                       "later");
+    refuse_segment(s, msg, fd, received, CODE(BUSY),
+                   "too many requests in flight in the daemon (max_in_flight_total); retry "
+                   "later");
     return;
   }
   struct ossegd__request *req = calloc(1, sizeof *req);
   if (!req) {
-    osseg__wire__request__free_unpacked(msg, NULL);
-    if (fd >= 0) close(fd);
-    record_refusal(d, CODE(INTERNAL));
-    ossegd__send_error(s, id, CODE(INTERNAL), "out of memory");
+    refuse_segment(s, msg, fd, received, CODE(INTERNAL), "out of memory");
     return;
   }
   req->msg = msg;
@@ -433,9 +482,10 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
        check_fd(fd, &req->fd_size, &code, text, sizeof text) != 0) ||
       ossegd__validate_segment(msg->segment, d->reg, &d->lim, &req->seg, &code, text,
                                sizeof text) != 0) {
+    req->msg = NULL; /* back to refuse_segment, with the descriptor */
+    req->fd = -1;
     ossegd__request_free(req);
-    record_refusal(d, code);
-    ossegd__send_error(s, id, code, text);
+    refuse_segment(s, msg, fd, received, code, text);
     return;
   }
   /* The daemon's request timeout stands in for a deadline not given. */
@@ -443,9 +493,10 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
   if (deadline_ms) req->deadline_ns = received + (uint64_t)deadline_ms * 1000000u;
   req->s = s;
   if (ossegd__schedule(d, req) != 0) {
+    req->msg = NULL;
+    req->fd = -1;
     ossegd__request_free(req);
-    record_refusal(d, CODE(BUSY));
-    ossegd__send_error(s, id, CODE(BUSY), "the queue is full; retry later");
+    refuse_segment(s, msg, fd, received, CODE(BUSY), "the queue is full; retry later");
     return;
   }
   /* Only the loop thread touches the session list; the worker does not
@@ -477,6 +528,10 @@ static void handle_frame(struct ossegd__session *s, uint8_t *frame, size_t len) 
   char text[256];
   int code = 0;
   if (ossegd__validate_request(msg, &code, text, sizeof text) != 0) {
+    if (msg->kind_case == OSSEG__WIRE__REQUEST__KIND_SEGMENT) {
+      refuse_segment(s, msg, -1, received, code, text);
+      return;
+    }
     record_refusal(d, code);
     ossegd__send_error(s, msg->id, code, text);
     osseg__wire__request__free_unpacked(msg, NULL);
@@ -596,6 +651,7 @@ static void refuse_peer(struct ossegd *d, struct refusal *r) {
   uv_pipe_t *pipe = &r->s->pipe;
   pipe->data = r;
   d->refused_peers++;
+  ossegd__audit_refused(&d->audit, peer, serial);
   osseg__log(&d->opt.log, OSSEG_LOG_WARN,
              "refusing connection %llu: uid %u gid %u pid %d is not on the allow-list",
              (unsigned long long)serial, (unsigned)peer->uid, (unsigned)peer->gid,

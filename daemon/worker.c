@@ -209,6 +209,7 @@ static double ms_since(uint64_t t0, uint64_t t1) { return (double)(t1 - t0) / 1e
 static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   struct ossegd *d = w->d;
   uint64_t started = osseg_now_ns();
+  req->started_ns = started;
   if (atomic_load(&req->cancel)) {
     finish_error(d, req, CODE(CANCELLED), "request cancelled before it started");
     return;
