@@ -1,5 +1,6 @@
 /* Tests for daemon/config.c: a configuration file onto struct
  * ossegd_options, and every kind of error naming FILE:LINE. */
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -33,17 +35,19 @@ static const char *model_file(const char *name) {
   return test_path("%s/tests/data/models/%s.onnx", test_source_dir(), name);
 }
 
+static char dir[512]; /* this program's temporary folder */
+
 /* Writes text (printf-style) to a fresh file; returns its path. */
 static const char *write_conf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static const char *write_conf(const char *fmt, ...) {
-  static char path[512];
+  static char path[600];
   static char text[16384];
   static int n;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
-  snprintf(path, sizeof path, "%s/c%d.conf", test_tmpdir(), n++);
+  snprintf(path, sizeof path, "%s/c%d.conf", dir, n++);
   assert_int_equal(test_write_file(path, text, strlen(text)), 0);
   return path;
 }
@@ -351,12 +355,12 @@ static void test_errors(void **state) {
            "2: a section header needs a closing ']'", "4: expected a [section] or key = value",
            NULL);
   /* A NUL byte (written directly: write_conf would stop at it). */
-  const char *nul = test_path("%s/nul.conf", test_tmpdir());
+  const char *nul = test_path("%s/nul.conf", dir);
   assert_int_equal(test_write_file(nul, "[limits]\n\nmax_queue = 3\0\n", 25), 0);
   load_bad(nul, OSSEG_EPARSE, "3: a NUL byte: not a text file", NULL);
   /* Files that cannot be read. */
   load_bad("/no/such/ossegd.conf", OSSEG_EIO, "No such file or directory", NULL);
-  load_bad(test_tmpdir(), OSSEG_EIO, "not a regular file", NULL);
+  load_bad(dir, OSSEG_EIO, "not a regular file", NULL);
 }
 
 /* Command-line models: added, or replacing the file's model of that name;
@@ -390,6 +394,26 @@ static void test_set_model(void **state) {
   ossegd_config_free(c);
 }
 
+static int setup(void **state) {
+  (void)state;
+  const char *t = test_tmpdir();
+  if (!t) return -1;
+  snprintf(dir, sizeof dir, "%s", t);
+  return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  return nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_good_file),
@@ -397,5 +421,5 @@ int main(void) {
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_set_model),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, setup, teardown);
 }
