@@ -1,0 +1,959 @@
+/* Integration tests of ossegd's configuration file, access control and
+ * audit log, through bin/ossegd: --check-config on good and bad files (the
+ * example in systemd/ too), flags over the file, the socket's mode and
+ * group, peers refused or let in by uid and group (children that become
+ * nobody; skipped unless the tests run as root, as in CI), audit lines (a
+ * small JSON parser checks them) and their file reopened on SIGHUP. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "osseg.pb-c.h"
+#include "test_support.h"
+
+#define CODE(x) OSSEG__WIRE__ERROR__CODE__##x
+#define NOBODY 65534
+
+static char dir[512];  /* this program's temporary folder */
+static pid_t live[8];  /* daemons not yet stopped (a failed test leaves them) */
+
+static const char *model_file(const char *name) {
+  return test_path("%s/tests/data/models/%s.onnx", test_source_dir(), name);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Writes text (printf-style) to dir/name; returns the path (static). */
+static const char *write_file(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static const char *write_file(const char *name, const char *fmt, ...) {
+  static char path[8][600];
+  static int k;
+  char *p = path[k++ % 8];
+  char text[16384];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  snprintf(p, 600, "%s/%s", dir, name);
+  assert_int_equal(test_write_file(p, text, strlen(text)), 0);
+  return p;
+}
+
+/* ------------------------------------------------------------ daemon --- */
+
+struct daemon {
+  pid_t pid;
+  char sock[600];
+  char log[600];
+};
+
+static int try_connect(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un a;
+  memset(&a, 0, sizeof a);
+  a.sun_family = AF_UNIX;
+  snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Starts ossegd --config conf --threads 1 [args...] (NULL-terminated) and
+ * waits until sock accepts a connection. */
+static void daemon_start(struct daemon *d, const char *conf, const char *sock, ...) {
+  const char *argv[32];
+  int n = 0;
+  argv[n++] = test_path("%s/bin/ossegd", test_binary_dir());
+  argv[n++] = "--config";
+  argv[n++] = conf;
+  argv[n++] = "--threads";
+  argv[n++] = "1";
+  va_list ap;
+  va_start(ap, sock);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 30) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  snprintf(d->sock, sizeof d->sock, "%s", sock);
+  snprintf(d->log, sizeof d->log, "%s/ossegd.log", dir);
+  d->pid = fork();
+  assert_true(d->pid >= 0);
+  if (d->pid == 0) {
+    int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  for (int i = 0; i < 8; i++)
+    if (!live[i]) {
+      live[i] = d->pid;
+      break;
+    }
+  double t0 = now_s();
+  while (now_s() - t0 < 60) {
+    int status;
+    if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+      char *log = test_read_file(d->log, NULL);
+      fail_msg("ossegd exited during start-up (status %d): %s", status, log ? log : "");
+    }
+    int fd = try_connect(sock);
+    if (fd >= 0) {
+      close(fd);
+      return;
+    }
+    usleep(20000);
+  }
+  fail_msg("ossegd did not listen on %s within 60 s", sock);
+}
+
+/* SIGTERM; the daemon must drain and exit 0 within 30 s. */
+static void daemon_stop(struct daemon *d) {
+  kill(d->pid, SIGTERM);
+  int status = 0;
+  double t0 = now_s();
+  while (waitpid(d->pid, &status, WNOHANG) != d->pid) {
+    if (now_s() - t0 > 30) {
+      kill(d->pid, SIGKILL);
+      waitpid(d->pid, &status, 0);
+      break;
+    }
+    usleep(10000);
+  }
+  for (int i = 0; i < 8; i++)
+    if (live[i] == d->pid) live[i] = 0;
+  d->pid = 0;
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* Runs ossegd with the arguments (NULL-terminated); its status, stdout and
+ * stderr. */
+static int run_ossegd(char **out, char **err, ...) {
+  const char *argv[32];
+  int n = 0;
+  argv[n++] = test_path("%s/bin/ossegd", test_binary_dir());
+  va_list ap;
+  va_start(ap, err);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 30) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  return test_run(argv, out, err, 60);
+}
+
+/* ---------------------------------------------------------- protocol --- */
+
+static int write_all(int fd, const void *p, size_t n) {
+  const uint8_t *b = p;
+  while (n > 0) {
+    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    b += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int send_request(int fd, const Osseg__Wire__Request *r) {
+  size_t n = osseg__wire__request__get_packed_size(r);
+  uint8_t *f = malloc(n + 4);
+  if (!f) return -1;
+  for (int i = 0; i < 4; i++) f[i] = (uint8_t)(n >> (8 * i));
+  osseg__wire__request__pack(r, f + 4);
+  int rc = write_all(fd, f, n + 4);
+  free(f);
+  return rc;
+}
+
+static int read_all(int fd, void *p, size_t n) {
+  uint8_t *b = p;
+  while (n > 0) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, 30000) <= 0) return -1;
+    ssize_t r = read(fd, b, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    b += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+/* The next response, or NULL at EOF (or after 30 s, or if it does not
+ * parse). Usable in a child: no cmocka asserts. */
+static Osseg__Wire__Response *recv_response(int fd) {
+  uint8_t h[4];
+  if (read_all(fd, h, 4) != 0) return NULL;
+  uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+  if (n > (1u << 26)) return NULL;
+  uint8_t *b = malloc(n ? n : 1);
+  if (!b) return NULL;
+  Osseg__Wire__Response *r = NULL;
+  if (read_all(fd, b, n) == 0) r = osseg__wire__response__unpack(NULL, n, b);
+  free(b);
+  return r;
+}
+
+/* Sends a request without a body of its own (Health, ListModels, Stats)
+ * and returns the answer; fails the test unless it is of that kind. */
+static Osseg__Wire__Response *ask(int fd, Osseg__Wire__Request__KindCase kind, uint64_t id) {
+  Osseg__Wire__Request r = OSSEG__WIRE__REQUEST__INIT;
+  Osseg__Wire__HealthRequest h = OSSEG__WIRE__HEALTH_REQUEST__INIT;
+  Osseg__Wire__ListModels l = OSSEG__WIRE__LIST_MODELS__INIT;
+  Osseg__Wire__StatsRequest s = OSSEG__WIRE__STATS_REQUEST__INIT;
+  r.id = id;
+  r.kind_case = kind;
+  if (kind == OSSEG__WIRE__REQUEST__KIND_HEALTH) r.health = &h;
+  if (kind == OSSEG__WIRE__REQUEST__KIND_LIST_MODELS) r.list_models = &l;
+  if (kind == OSSEG__WIRE__REQUEST__KIND_STATS) r.stats = &s;
+  assert_int_equal(send_request(fd, &r), 0);
+  Osseg__Wire__Response *a = recv_response(fd);
+  assert_non_null(a);
+  assert_int_equal(a->id, id);
+  return a;
+}
+
+/* A Segment of a 64x64 raw gray image through `models` (comma-separated);
+ * reads to its end. Returns -1 for Done, else the Error code. */
+static int segment(int fd, uint64_t id, const char *models, const char *image_name) {
+  static uint8_t pixels[64 * 64];
+  for (size_t i = 0; i < sizeof pixels; i++) pixels[i] = (uint8_t)(i * 7 + i / 64);
+  Osseg__Wire__RawImage raw = OSSEG__WIRE__RAW_IMAGE__INIT;
+  raw.width = raw.height = 64;
+  raw.bit_depth = 8;
+  raw.pixels.data = pixels;
+  raw.pixels.len = sizeof pixels;
+  char names[256];
+  snprintf(names, sizeof names, "%s", models);
+  char *list[8];
+  size_t n = 0;
+  for (char *t = strtok(names, ","); t && n < 8; t = strtok(NULL, ",")) list[n++] = t;
+  Osseg__Wire__Segment s;
+  osseg__wire__segment__init(&s);
+  s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_RAW;
+  s.raw = &raw;
+  s.n_models = n;
+  s.models = list;
+  s.image_name = (char *)image_name;
+  Osseg__Wire__Request r = OSSEG__WIRE__REQUEST__INIT;
+  r.id = id;
+  r.kind_case = OSSEG__WIRE__REQUEST__KIND_SEGMENT;
+  r.segment = &s;
+  assert_int_equal(send_request(fd, &r), 0);
+  for (;;) {
+    Osseg__Wire__Response *a = recv_response(fd);
+    assert_non_null(a);
+    assert_int_equal(a->id, id);
+    int end = a->kind_case == OSSEG__WIRE__RESPONSE__KIND_DONE ? -1
+              : a->kind_case == OSSEG__WIRE__RESPONSE__KIND_ERROR ? (int)a->error->code
+                                                                   : -2;
+    osseg__wire__response__free_unpacked(a, NULL);
+    if (end != -2) return end;
+  }
+}
+
+/* --------------------------------------------------------------- JSON --- */
+
+/* A strict JSON parser, enough to check audit lines: json_value parses one
+ * value at *p and advances past it; 0 or -1. */
+static void json_ws(const char **p) {
+  while (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r') (*p)++;
+}
+
+static int json_value(const char **p);
+
+static int json_string(const char **p) {
+  const unsigned char *s = (const unsigned char *)*p;
+  if (*s++ != '"') return -1;
+  for (;;) {
+    unsigned c = *s++;
+    if (c == '"') break;
+    if (c < 0x20) return -1;
+    if (c == '\\') {
+      c = *s++;
+      if (c == 'u') {
+        for (int i = 0; i < 4; i++, s++)
+          if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))
+            return -1;
+      } else if (!strchr("\"\\/bfnrt", (int)c) || c == 0) {
+        return -1;
+      }
+    } else if (c >= 0x80) {
+      /* UTF-8: a lead byte and its continuation bytes. */
+      int n = c >= 0xf0 && c <= 0xf4 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 && c <= 0xdf ? 1 : -1;
+      if (n < 0 || c > 0xf4) return -1;
+      for (int i = 0; i < n; i++)
+        if ((*s++ & 0xc0) != 0x80) return -1;
+    }
+  }
+  *p = (const char *)s;
+  return 0;
+}
+
+static int json_number(const char **p) {
+  const char *s = *p;
+  if (*s == '-') s++;
+  if (*s == '0') s++;
+  else if (*s >= '1' && *s <= '9') while (*s >= '0' && *s <= '9') s++;
+  else return -1;
+  if (*s == '.') {
+    s++;
+    if (!(*s >= '0' && *s <= '9')) return -1;
+    while (*s >= '0' && *s <= '9') s++;
+  }
+  if (*s == 'e' || *s == 'E') {
+    s++;
+    if (*s == '+' || *s == '-') s++;
+    if (!(*s >= '0' && *s <= '9')) return -1;
+    while (*s >= '0' && *s <= '9') s++;
+  }
+  *p = s;
+  return 0;
+}
+
+static int json_value(const char **p) {
+  json_ws(p);
+  const char *s = *p;
+  if (*s == '{' || *s == '[') {
+    char close = *s == '{' ? '}' : ']';
+    int object = *s == '{';
+    (*p)++;
+    json_ws(p);
+    if (**p == close) {
+      (*p)++;
+      return 0;
+    }
+    for (;;) {
+      json_ws(p);
+      if (object) {
+        if (json_string(p) != 0) return -1;
+        json_ws(p);
+        if (*(*p)++ != ':') return -1;
+      }
+      if (json_value(p) != 0) return -1;
+      json_ws(p);
+      if (**p == ',') {
+        (*p)++;
+        continue;
+      }
+      if (*(*p)++ != close) return -1;
+      return 0;
+    }
+  }
+  if (*s == '"') return json_string(p);
+  if (strncmp(s, "true", 4) == 0) return *p += 4, 0;
+  if (strncmp(s, "false", 5) == 0) return *p += 5, 0;
+  if (strncmp(s, "null", 4) == 0) return *p += 4, 0;
+  return json_number(p);
+}
+
+/* Whether line is exactly one JSON object (and a newline). */
+static int json_line_ok(const char *line) {
+  const char *p = line;
+  json_ws(&p);
+  if (*p != '{' || json_value(&p) != 0) return 0;
+  return *p == '\0' || (*p == '\n' && p[1] == '\0');
+}
+
+/* The raw text of the value of top-level key in a valid JSON object line,
+ * copied into out; NULL if the key is absent. */
+static const char *json_get(const char *line, const char *key, char *out, size_t size) {
+  const char *p = line;
+  json_ws(&p);
+  p++; /* { */
+  for (;;) {
+    json_ws(&p);
+    if (*p == '}') return NULL;
+    const char *k = p;
+    if (json_string(&p) != 0) return NULL;
+    size_t klen = (size_t)(p - k) - 2;
+    json_ws(&p);
+    p++; /* : */
+    json_ws(&p);
+    const char *v = p;
+    if (json_value(&p) != 0) return NULL;
+    if (klen == strlen(key) && memcmp(k + 1, key, klen) == 0) {
+      size_t n = (size_t)(p - v) < size - 1 ? (size_t)(p - v) : size - 1;
+      memcpy(out, v, n);
+      out[n] = '\0';
+      return out;
+    }
+    json_ws(&p);
+    if (*p == ',') p++;
+  }
+}
+
+static void test_json_parser(void **state) {
+  (void)state;
+  assert_true(json_line_ok("{\"a\":[1,-2.5e3,{\"b\":null}],\"c\":\"x\\\"\\u00e9\xc3\xa9\"}\n"));
+  assert_false(json_line_ok("{\"a\":1,}\n"));
+  assert_false(json_line_ok("{\"a\":\"\x01\"}\n"));
+  assert_false(json_line_ok("{\"a\":\"\xff\"}\n"));
+  assert_false(json_line_ok("{\"a\":01}\n"));
+  assert_false(json_line_ok("{\"a\":1}{\n"));
+  char v[64];
+  assert_string_equal(json_get("{\"a\":[1,2],\"bb\":\"x\"}", "bb", v, sizeof v), "\"x\"");
+  assert_string_equal(json_get("{\"a\":[1,2],\"bb\":\"x\"}", "a", v, sizeof v), "[1,2]");
+  assert_null(json_get("{\"a\":[1,2]}", "b", v, sizeof v));
+}
+
+/* The lines of a file (at most 64), each checked to be one JSON object. */
+struct lines {
+  char *text;
+  char *line[64];
+  size_t n;
+};
+
+static void read_lines(const char *path, struct lines *l) {
+  memset(l, 0, sizeof *l);
+  l->text = test_read_file(path, NULL);
+  if (!l->text) fail_msg("%s: cannot read", path);
+  for (char *s = l->text; *s && l->n < 64;) {
+    char *nl = strchr(s, '\n');
+    assert_non_null(nl); /* every line complete */
+    char save = nl[1];
+    nl[1] = '\0';
+    if (!json_line_ok(s)) fail_msg("%s: not a JSON line: %s", path, s);
+    l->line[l->n] = strdup(s);
+    nl[1] = save;
+    l->n++;
+    s = nl + 1;
+  }
+}
+
+static void lines_free(struct lines *l) {
+  for (size_t i = 0; i < l->n; i++) free(l->line[i]);
+  free(l->text);
+}
+
+/* ------------------------------------------------------ check-config --- */
+
+/* The example with its model paths pointing at the test fixtures. */
+static char *example_copy(void) {
+  char *ex = test_read_file(test_path("%s/systemd/ossegd.conf.example", test_source_dir()), NULL);
+  assert_non_null(ex);
+  size_t cap = strlen(ex) + 4096;
+  char *out = malloc(cap);
+  assert_non_null(out);
+  out[0] = '\0';
+  for (char *s = ex; *s;) {
+    char *nl = strchr(s, '\n');
+    size_t n = nl ? (size_t)(nl - s + 1) : strlen(s);
+    if (strncmp(s, "path = /var/lib/osseg/models/", 29) == 0)
+      snprintf(out + strlen(out), cap - strlen(out), "path = %s\n",
+               model_file(strstr(s, "unetpp") == s + 29 ? "unetpp_r18_tiny_op13"
+                                                         : "unet_effb0_tiny_op13"));
+    else
+      snprintf(out + strlen(out), cap - strlen(out), "%.*s", (int)n, s);
+    s += n;
+  }
+  free(ex);
+  return out;
+}
+
+static void test_check_config_example(void **state) {
+  (void)state;
+  char *copy = example_copy();
+  const char *path = write_file("example.conf", "%s", copy);
+  char *out = NULL, *err = NULL;
+  int rc = run_ossegd(&out, &err, "--check-config", path, NULL);
+  if (rc != 0) fail_msg("exit %d: %s", rc, err);
+  assert_string_equal(err, "");
+  assert_string_equal(out, test_path("%s: good: socket /run/osseg/ossegd.sock, 2 model(s)\n", path));
+  free(out);
+  free(err);
+
+  /* Every key the parser knows is documented, with its default or as a
+   * commented-out example. */
+  static const char *const keys[] = {
+      "path", "mode", "group", "users", "groups", "max_frame_bytes", "max_image_pixels",
+      "max_image_side", "max_connections", "max_in_flight", "max_in_flight_total", "max_queue",
+      "max_output_bytes", "request_timeout_ms", "threads", "workers", "workspace_bytes", "file",
+      "include_image_name", "precision", "size", "normalize", "classes", "threshold",
+      "threshold.finger-1"};
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    char a[64], b[64];
+    snprintf(a, sizeof a, "\n%s = ", keys[i]);
+    snprintf(b, sizeof b, "\n;%s = ", keys[i]);
+    if (!strstr(copy, a) && !strstr(copy, b)) fail_msg("the example lacks key %s", keys[i]);
+  }
+  assert_non_null(strstr(copy, "\n[metrics]\n"));
+
+  /* The commented-out examples are good values too (the names made ones
+   * that exist here). */
+  char *all = malloc(strlen(copy) + 1);
+  assert_non_null(all);
+  all[0] = '\0';
+  for (char *s = copy; *s;) {
+    char *nl = strchr(s, '\n');
+    size_t n = nl ? (size_t)(nl - s + 1) : strlen(s);
+    if (strncmp(s, ";group = ", 9) == 0) strcat(all, "group = root\n");
+    else if (strncmp(s, ";users = ", 9) == 0) strcat(all, "users = root, 1001\n");
+    else if (strncmp(s, ";groups = ", 10) == 0) strcat(all, "groups = root, 2001\n");
+    else if (s[0] == ';') strncat(all, s + 1, n - 1);
+    else strncat(all, s, n);
+    s += n;
+  }
+  path = write_file("example-all.conf", "%s", all);
+  rc = run_ossegd(&out, &err, "--check-config", path, NULL);
+  if (rc != 0) fail_msg("exit %d: %s", rc, err);
+  free(out);
+  free(err);
+  free(all);
+  free(copy);
+}
+
+/* Runs --check-config on text; expects exit 1 and exactly these stderr
+ * lines (after "ossegd: PATH:"), nothing on stdout. */
+static void expect_bad(const char *text, ...) {
+  const char *path = write_file("bad.conf", "%s", text);
+  char *out = NULL, *err = NULL;
+  assert_int_equal(run_ossegd(&out, &err, "--check-config", path, NULL), 1);
+  assert_string_equal(out, "");
+  char want[4096] = "";
+  va_list ap;
+  va_start(ap, text);
+  const char *m;
+  while ((m = va_arg(ap, const char *)) != NULL)
+    snprintf(want + strlen(want), sizeof want - strlen(want), "ossegd: %s:%s\n", path, m);
+  va_end(ap);
+  assert_string_equal(err, want);
+  free(out);
+  free(err);
+}
+
+static void test_check_config_errors(void **state) {
+  (void)state;
+  const char *a = model_file("unetpp_r18_tiny_op13");
+  char text[4096];
+  snprintf(text, sizeof text,
+           "[socket]\npath = /tmp/x.sock\nmodes = 0660\n[limits]\nmax_queue = lots\n"
+           "[model a]\npath = %s\n[model b]\npath = /no/such/b.onnx\n[limits]\n",
+           a);
+  expect_bad(text, "3: unknown key 'modes' in [socket] (keys: path, mode, group)",
+             "5: [limits] max_queue: 'lots' is not a whole number of requests in 1..1000000",
+             "9: [model b] path: /no/such/b.onnx: No such file or directory",
+             "10: section [limits] again (first at line 4); give each section once", NULL);
+  /* No model at all: a whole-file error. */
+  expect_bad("[socket]\npath = /tmp/x.sock\n",
+             " no model ([model NAME] sections, or --model)", NULL);
+  /* A file that is not there. */
+  char *out = NULL, *err = NULL;
+  assert_int_equal(run_ossegd(&out, &err, "--check-config", "/no/such.conf", NULL), 1);
+  assert_string_equal(err, "ossegd: /no/such.conf: No such file or directory\n");
+  free(out);
+  free(err);
+  /* Bad usage stays exit 2. */
+  assert_int_equal(run_ossegd(&out, &err, "--check-config", NULL), 2);
+  free(out);
+  free(err);
+}
+
+/* ------------------------------------------------------------- flags --- */
+
+static void test_flags_override_file(void **state) {
+  (void)state;
+  const char *file_sock = test_path("%s/file.sock", dir);
+  const char *flag_sock = test_path("%s/flag.sock", dir);
+  char file_sock_s[600], flag_sock_s[600];
+  snprintf(file_sock_s, sizeof file_sock_s, "%s", file_sock);
+  snprintf(flag_sock_s, sizeof flag_sock_s, "%s", flag_sock);
+  const char *conf = write_file("flags.conf",
+                                "[socket]\npath = %s\n[limits]\nmax_frame_bytes = 1 MiB\n"
+                                "max_image_pixels = 1000000\n[model a]\npath = %s\n",
+                                file_sock_s, model_file("unetpp_r18_tiny_op13"));
+  char ma[600], mb[600];
+  snprintf(ma, sizeof ma, "a=%s", model_file("unet_effb0_tiny_op13"));
+  snprintf(mb, sizeof mb, "b=%s", model_file("unet_effb0_tiny_op13"));
+  struct daemon d;
+  daemon_start(&d, conf, flag_sock_s, "--socket", flag_sock_s, "--max-frame-bytes", "2000000",
+               "--model", ma, "--model", mb, NULL);
+  struct stat st;
+  assert_int_equal(stat(file_sock_s, &st), -1); /* the flag's socket only */
+  int fd = try_connect(flag_sock_s);
+  assert_true(fd >= 0);
+  Osseg__Wire__Response *h = ask(fd, OSSEG__WIRE__REQUEST__KIND_HEALTH, 1);
+  assert_int_equal(h->health->max_frame_bytes, 2000000); /* flag */
+  assert_int_equal(h->health->max_image_pixels, 1000000); /* file */
+  osseg__wire__response__free_unpacked(h, NULL);
+  /* --model a replaced the file's a; b was added. */
+  Osseg__Wire__Response *l = ask(fd, OSSEG__WIRE__REQUEST__KIND_LIST_MODELS, 2);
+  assert_int_equal(l->models->n_models, 2);
+  assert_string_equal(l->models->models[0]->name, "a");
+  assert_string_equal(l->models->models[1]->name, "b");
+  assert_string_equal(l->models->models[0]->sha256, l->models->models[1]->sha256);
+  osseg__wire__response__free_unpacked(l, NULL);
+  close(fd);
+  daemon_stop(&d);
+}
+
+/* ------------------------------------------------------------ socket --- */
+
+/* A group to give the socket: one the test user is in, other than its
+ * primary group where possible (root may use any: nogroup). */
+static gid_t test_group(char *name, size_t size) {
+  gid_t g = getegid();
+  struct group *gr = geteuid() == 0 ? getgrgid(NOBODY) : NULL;
+  if (gr) g = gr->gr_gid;
+  snprintf(name, size, "%u", (unsigned)g);
+  return g;
+}
+
+static void test_socket_mode_and_group(void **state) {
+  (void)state;
+  char group[32];
+  gid_t g = test_group(group, sizeof group);
+  char sock[600];
+  snprintf(sock, sizeof sock, "%s/mode.sock", dir);
+  const char *conf = write_file("mode.conf", "[socket]\npath = %s\nmode = 0640\ngroup = %s\n"
+                                "[model a]\npath = %s\n",
+                                sock, group, model_file("unetpp_r18_tiny_op13"));
+  struct daemon d;
+  daemon_start(&d, conf, sock, NULL);
+  struct stat st;
+  assert_int_equal(stat(sock, &st), 0);
+  assert_true(S_ISSOCK(st.st_mode));
+  assert_int_equal(st.st_mode & 07777, 0640);
+  assert_int_equal(st.st_gid, g);
+  daemon_stop(&d);
+  /* The default: 0660, the daemon's group. */
+  conf = write_file("mode.conf", "[socket]\npath = %s\n[model a]\npath = %s\n", sock,
+                    model_file("unetpp_r18_tiny_op13"));
+  daemon_start(&d, conf, sock, NULL);
+  assert_int_equal(stat(sock, &st), 0);
+  assert_int_equal(st.st_mode & 07777, 0660);
+  assert_int_equal(st.st_gid, getegid());
+  daemon_stop(&d);
+}
+
+/* ------------------------------------------------------------ access --- */
+
+/* In a child that becomes uid/gid NOBODY with the given supplementary
+ * groups: connects and asks for Health. Exit status 0: Health answered;
+ * 10: one Error PERMISSION_DENIED with id 0, then EOF; others: failures. */
+static int peer_as_nobody(const char *sock, const gid_t *groups, size_t ngroups) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    if (setgroups(ngroups, groups) != 0 || setresgid(NOBODY, NOBODY, NOBODY) != 0 ||
+        setresuid(NOBODY, NOBODY, NOBODY) != 0)
+      _exit(2);
+    int fd = try_connect(sock);
+    if (fd < 0) _exit(3);
+    Osseg__Wire__Request r = OSSEG__WIRE__REQUEST__INIT;
+    Osseg__Wire__HealthRequest h = OSSEG__WIRE__HEALTH_REQUEST__INIT;
+    r.id = 7;
+    r.kind_case = OSSEG__WIRE__REQUEST__KIND_HEALTH;
+    r.health = &h;
+    send_request(fd, &r); /* may fail once refused */
+    Osseg__Wire__Response *a = recv_response(fd);
+    if (!a) _exit(4);
+    int status = 5;
+    if (a->id == 7 && a->kind_case == OSSEG__WIRE__RESPONSE__KIND_HEALTH) status = 0;
+    if (a->id == 0 && a->kind_case == OSSEG__WIRE__RESPONSE__KIND_ERROR &&
+        a->error->code == CODE(PERMISSION_DENIED) && strstr(a->error->message, "65534") &&
+        recv_response(fd) == NULL)
+      status = 10;
+    _exit(status);
+  }
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+/* Starts a daemon whose [access] section is `access` (may be empty), with
+ * a socket everyone may open, and an audit file. */
+static void start_with_access(struct daemon *d, const char *access, char *sock, size_t size) {
+  snprintf(sock, size, "%s/acl.sock", dir);
+  const char *conf = write_file("acl.conf",
+                                "[socket]\npath = %s\nmode = 0666\n%s\n[audit]\nfile = %s/audit.log\n"
+                                "[model a]\npath = %s\n",
+                                sock, access, dir, model_file("unetpp_r18_tiny_op13"));
+  unlink(test_path("%s/audit.log", dir));
+  daemon_start(d, conf, sock, NULL);
+}
+
+static void test_peer_access(void **state) {
+  (void)state;
+  if (geteuid() != 0) skip(); /* becoming another user needs root (CI runs as root) */
+  /* nobody must reach the socket through the folder. */
+  assert_int_equal(chmod(dir, 0755), 0);
+  char sock[600];
+  struct daemon d;
+  const gid_t extra[] = {4242};
+
+  /* Not listed: refused with one Error, logged, counted, audited. */
+  start_with_access(&d, "[access]\nusers = 12345\ngroups = 4243", sock, sizeof sock);
+  assert_int_equal(peer_as_nobody(sock, NULL, 0), 10);
+  assert_int_equal(peer_as_nobody(sock, extra, 1), 10);
+  int fd = try_connect(sock); /* root always */
+  assert_true(fd >= 0);
+  Osseg__Wire__Response *st = ask(fd, OSSEG__WIRE__REQUEST__KIND_STATS, 1);
+  assert_true(st->stats->has_refused_peers);
+  assert_int_equal(st->stats->refused_peers, 2);
+  /* Refused ones are no connections: the start-up probe and this one. */
+  assert_int_equal(st->stats->connections_total, 2);
+  osseg__wire__response__free_unpacked(st, NULL);
+  close(fd);
+  daemon_stop(&d);
+  char *log = test_read_file(d.log, NULL);
+  assert_non_null(strstr(log, "uid 65534 gid 65534 pid "));
+  assert_non_null(strstr(log, "is not on the allow-list"));
+  free(log);
+  struct lines l;
+  read_lines(test_path("%s/audit.log", dir), &l);
+  assert_int_equal(l.n, 2);
+  char v[256];
+  assert_string_equal(json_get(l.line[0], "event", v, sizeof v), "\"refused\"");
+  assert_string_equal(json_get(l.line[0], "uid", v, sizeof v), "65534");
+  assert_string_equal(json_get(l.line[0], "gid", v, sizeof v), "65534");
+  assert_true(atoi(json_get(l.line[0], "pid", v, sizeof v)) > 0);
+  assert_string_equal(json_get(l.line[0], "code", v, sizeof v), "\"PERMISSION_DENIED\"");
+  lines_free(&l);
+
+  /* Allowed by uid, by name or number. */
+  start_with_access(&d, "[access]\nusers = root, nobody", sock, sizeof sock);
+  assert_int_equal(peer_as_nobody(sock, NULL, 0), 0);
+  daemon_stop(&d);
+  start_with_access(&d, "[access]\nusers = 65534", sock, sizeof sock);
+  assert_int_equal(peer_as_nobody(sock, NULL, 0), 0);
+  daemon_stop(&d);
+  /* Allowed by group: its gid, or a supplementary group (SO_PEERGROUPS). */
+  start_with_access(&d, "[access]\ngroups = nogroup", sock, sizeof sock);
+  assert_int_equal(peer_as_nobody(sock, NULL, 0), 0);
+  daemon_stop(&d);
+  start_with_access(&d, "[access]\nusers = 1\ngroups = 4242", sock, sizeof sock);
+  assert_int_equal(peer_as_nobody(sock, extra, 1), 0);
+  assert_int_equal(peer_as_nobody(sock, NULL, 0), 10);
+  daemon_stop(&d);
+  /* No list: the socket's mode decides. */
+  start_with_access(&d, "", sock, sizeof sock);
+  assert_int_equal(peer_as_nobody(sock, NULL, 0), 0);
+  daemon_stop(&d);
+  assert_int_equal(chmod(dir, 0700), 0);
+}
+
+/* ------------------------------------------------------------- audit --- */
+
+static void test_audit_lines(void **state) {
+  (void)state;
+  char sock[600];
+  snprintf(sock, sizeof sock, "%s/audit.sock", dir);
+  const char *audit = test_path("%s/audit-lines.log", dir);
+  char audit_s[600];
+  snprintf(audit_s, sizeof audit_s, "%s", audit);
+  unlink(audit_s);
+  const char *conf = write_file("audit.conf",
+                                "[socket]\npath = %s\n[audit]\nfile = %s\n[model a]\npath = %s\n"
+                                "[model b]\npath = %s\n",
+                                sock, audit_s, model_file("unetpp_r18_tiny_op13"),
+                                model_file("unet_effb0_tiny_op13"));
+  struct daemon d;
+  daemon_start(&d, conf, sock, NULL);
+  struct stat st;
+  assert_int_equal(stat(audit_s, &st), 0);
+  mode_t mask = umask(0);
+  umask(mask);
+  assert_int_equal(st.st_mode & 0777, 0640 & ~mask); /* created 0640, less the umask */
+  int fd = try_connect(sock);
+  assert_true(fd >= 0);
+  Osseg__Wire__Response *lm = ask(fd, OSSEG__WIRE__REQUEST__KIND_LIST_MODELS, 1);
+  char sha_a[80], sha_b[80];
+  snprintf(sha_a, sizeof sha_a, "\"%s\"", lm->models->models[0]->sha256);
+  snprintf(sha_b, sizeof sha_b, "\"%s\"", lm->models->models[1]->sha256);
+  osseg__wire__response__free_unpacked(lm, NULL);
+  assert_int_equal(segment(fd, 10, "a,b", "secret-patient.png"), -1);
+  assert_int_equal(segment(fd, 11, "a,nope", "secret-patient.png"), CODE(UNKNOWN_MODEL));
+  close(fd);
+  daemon_stop(&d);
+
+  struct lines l;
+  read_lines(audit_s, &l);
+  assert_int_equal(l.n, 2); /* ListModels and Health are not audited */
+  char v[1024];
+  const char *ok = l.line[0], *bad = l.line[1];
+  assert_null(strstr(ok, "secret-patient")); /* no image name by default */
+  assert_null(json_get(ok, "image_name", v, sizeof v));
+  /* time: RFC 3339 UTC with milliseconds */
+  json_get(ok, "time", v, sizeof v);
+  int y, mo, da, h, mi, se, ms;
+  char z;
+  assert_int_equal(strlen(v), 26);
+  assert_int_equal(sscanf(v, "\"%4d-%2d-%2dT%2d:%2d:%2d.%3d%c\"", &y, &mo, &da, &h, &mi, &se,
+                          &ms, &z),
+                   8);
+  assert_int_equal(z, 'Z');
+  assert_string_equal(json_get(ok, "event", v, sizeof v), "\"segment\"");
+  assert_string_equal(json_get(ok, "uid", v, sizeof v), test_path("%u", (unsigned)geteuid()));
+  assert_string_equal(json_get(ok, "gid", v, sizeof v), test_path("%u", (unsigned)getegid()));
+  assert_string_equal(json_get(ok, "pid", v, sizeof v), test_path("%d", (int)getpid()));
+  assert_string_equal(json_get(ok, "id", v, sizeof v), "10");
+  assert_string_equal(json_get(ok, "conn", v, sizeof v), "2"); /* 1: the start-up probe */
+  assert_string_equal(json_get(ok, "outcome", v, sizeof v), "\"ok\"");
+  assert_string_equal(json_get(ok, "code", v, sizeof v), "null");
+  json_get(ok, "models", v, sizeof v);
+  assert_non_null(strstr(v, test_path("{\"name\":\"a\",\"sha256\":%s,\"inference_ms\":", sha_a)));
+  assert_non_null(strstr(v, test_path("{\"name\":\"b\",\"sha256\":%s,\"inference_ms\":", sha_b)));
+  double q = atof(json_get(ok, "queue_ms", v, sizeof v));
+  double inf = atof(json_get(ok, "inference_ms", v, sizeof v));
+  double tot = atof(json_get(ok, "total_ms", v, sizeof v));
+  assert_true(q >= 0 && inf > 0 && tot >= q + inf);
+  assert_string_equal(json_get(bad, "id", v, sizeof v), "11");
+  assert_string_equal(json_get(bad, "outcome", v, sizeof v), "\"error\"");
+  assert_string_equal(json_get(bad, "code", v, sizeof v), "\"UNKNOWN_MODEL\"");
+  json_get(bad, "models", v, sizeof v);
+  assert_string_equal(v, test_path("[{\"name\":\"a\",\"sha256\":%s},{\"name\":\"nope\","
+                                   "\"sha256\":null}]",
+                                   sha_a));
+  assert_string_equal(json_get(bad, "queue_ms", v, sizeof v), "0.000");
+  lines_free(&l);
+
+  /* With include_image_name: the name, JSON-escaped (quotes, backslashes,
+   * control characters; bytes that are not UTF-8 become U+FFFD). */
+  unlink(audit_s);
+  conf = write_file("audit.conf",
+                    "[socket]\npath = %s\n[audit]\nfile = %s\ninclude_image_name = yes\n"
+                    "[model a]\npath = %s\n",
+                    sock, audit_s, model_file("unetpp_r18_tiny_op13"));
+  daemon_start(&d, conf, sock, NULL);
+  fd = try_connect(sock);
+  assert_true(fd >= 0);
+  assert_int_equal(segment(fd, 1, "a", "hand \"7\" \\ r\xc3\xa9sum\xc3\xa9.png"), -1);
+  assert_int_equal(segment(fd, 2, "a", "bad\x01name\xff.png"), CODE(BAD_REQUEST));
+  assert_int_equal(segment(fd, 3, "a", NULL), -1);
+  close(fd);
+  daemon_stop(&d);
+  read_lines(audit_s, &l);
+  assert_int_equal(l.n, 3);
+  assert_string_equal(json_get(l.line[0], "image_name", v, sizeof v),
+                      "\"hand \\\"7\\\" \\\\ r\xc3\xa9sum\xc3\xa9.png\"");
+  assert_string_equal(json_get(l.line[1], "image_name", v, sizeof v),
+                      "\"bad\\u0001name\\ufffd.png\"");
+  assert_string_equal(json_get(l.line[1], "code", v, sizeof v), "\"BAD_REQUEST\"");
+  assert_string_equal(json_get(l.line[2], "image_name", v, sizeof v), "null");
+  lines_free(&l);
+}
+
+/* logrotate: the file is renamed, SIGHUP, new lines go to a new file. */
+static void test_audit_reopen_on_sighup(void **state) {
+  (void)state;
+  char sock[600], audit[600], rotated[600];
+  snprintf(sock, sizeof sock, "%s/hup.sock", dir);
+  snprintf(audit, sizeof audit, "%s/hup-audit.log", dir);
+  snprintf(rotated, sizeof rotated, "%s/hup-audit.log.1", dir);
+  unlink(audit);
+  unlink(rotated);
+  const char *conf = write_file("hup.conf", "[socket]\npath = %s\n[audit]\nfile = %s\n"
+                                "[model a]\npath = %s\n",
+                                sock, audit, model_file("unetpp_r18_tiny_op13"));
+  struct daemon d;
+  daemon_start(&d, conf, sock, NULL);
+  int fd = try_connect(sock);
+  assert_true(fd >= 0);
+  assert_int_equal(segment(fd, 1, "a", NULL), -1);
+  assert_int_equal(rename(audit, rotated), 0);
+  assert_int_equal(segment(fd, 2, "a", NULL), -1); /* still the old file */
+  assert_int_equal(kill(d.pid, SIGHUP), 0);
+  struct stat st;
+  double t0 = now_s();
+  while (stat(audit, &st) != 0 && now_s() - t0 < 30) usleep(10000);
+  assert_int_equal(stat(audit, &st), 0);
+  assert_int_equal(segment(fd, 3, "a", NULL), -1);
+  assert_int_equal(segment(fd, 4, "a", NULL), -1);
+  /* The daemon lives on after the SIGHUP, with its connection. */
+  Osseg__Wire__Response *h = ask(fd, OSSEG__WIRE__REQUEST__KIND_HEALTH, 5);
+  assert_true(h->health->ready);
+  osseg__wire__response__free_unpacked(h, NULL);
+  close(fd);
+  daemon_stop(&d);
+  struct lines old, fresh;
+  read_lines(rotated, &old);
+  read_lines(audit, &fresh);
+  char v[64];
+  assert_int_equal(old.n, 2);
+  assert_string_equal(json_get(old.line[0], "id", v, sizeof v), "1");
+  assert_string_equal(json_get(old.line[1], "id", v, sizeof v), "2");
+  assert_int_equal(fresh.n, 2);
+  assert_string_equal(json_get(fresh.line[0], "id", v, sizeof v), "3");
+  assert_string_equal(json_get(fresh.line[1], "id", v, sizeof v), "4");
+  lines_free(&old);
+  lines_free(&fresh);
+  char *log = test_read_file(d.log, NULL);
+  assert_non_null(strstr(log, "reopened"));
+  free(log);
+}
+
+/* ------------------------------------------------------------- setup --- */
+
+static int setup(void **state) {
+  (void)state;
+  const char *t = test_tmpdir();
+  if (!t) return -1;
+  snprintf(dir, sizeof dir, "%s", t);
+  return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  int failed = 0;
+  for (int i = 0; i < 8; i++)
+    if (live[i]) {
+      kill(live[i], SIGKILL);
+      waitpid(live[i], NULL, 0);
+      failed = 1;
+    }
+  nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  return failed ? -1 : 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_json_parser),
+      cmocka_unit_test(test_check_config_example),
+      cmocka_unit_test(test_check_config_errors),
+      cmocka_unit_test(test_flags_override_file),
+      cmocka_unit_test(test_socket_mode_and_group),
+      cmocka_unit_test(test_peer_access),
+      cmocka_unit_test(test_audit_lines),
+      cmocka_unit_test(test_audit_reopen_on_sighup),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
