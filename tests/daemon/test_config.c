@@ -394,6 +394,56 @@ static void test_set_model(void **state) {
   ossegd_config_free(c);
 }
 
+/* ossegd_create resolves names before it loads any model: an unknown group
+ * or user fails at once, named (the model file here does not exist). */
+static void test_create_resolves_names_first(void **state) {
+  (void)state;
+  struct ossegd_options o;
+  ossegd_options_default(&o);
+  o.socket_path = test_path("%s/never.sock", dir);
+  o.models[0] = (struct osseg_model_spec){.name = "a", .path = "/no/such/model.onnx"};
+  o.nmodels = 1;
+  o.socket_group = "no-such-group-x";
+  struct ossegd *d = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  assert_int_equal(ossegd_create(&d, &o, &diag), OSSEG_ENOTFOUND);
+  assert_null(d);
+  assert_string_equal(diag.message, "socket group 'no-such-group-x': no such group");
+  o.socket_group = NULL;
+  o.allow_users[0] = "no-such-user-x";
+  o.nallow_users = 1;
+  osseg_diag_clear(&diag);
+  assert_int_equal(ossegd_create(&d, &o, &diag), OSSEG_ENOTFOUND);
+  assert_string_equal(diag.message, "allowed user 'no-such-user-x': no such user");
+  o.nallow_users = 0;
+  o.allow_groups[0] = "12x";
+  o.nallow_groups = 1;
+  osseg_diag_clear(&diag);
+  assert_int_equal(ossegd_create(&d, &o, &diag), OSSEG_ENOTFOUND);
+  assert_string_equal(diag.message, "allowed group '12x': no such group");
+  o.nallow_groups = 0;
+  o.socket_mode = 01777;
+  osseg_diag_clear(&diag);
+  assert_int_equal(ossegd_create(&d, &o, &diag), OSSEG_EINVAL);
+  assert_non_null(strstr(diag.message, "socket mode 01777"));
+  /* With good names it gets as far as the model. */
+  o.socket_mode = 0660;
+  o.socket_group = "0";
+  o.allow_users[0] = "root";
+  o.nallow_users = 1;
+  o.audit_file = test_path("%s/audit.log", dir);
+  osseg_diag_clear(&diag);
+  assert_int_equal(ossegd_create(&d, &o, &diag), OSSEG_EIO);
+  assert_non_null(strstr(diag.message, "/no/such/model.onnx"));
+  /* An audit file that cannot be opened fails before the models too. */
+  o.audit_file = "/no/such/dir/audit.log";
+  osseg_diag_clear(&diag);
+  assert_int_equal(ossegd_create(&d, &o, &diag), OSSEG_EIO);
+  assert_string_equal(diag.message,
+                      "audit file /no/such/dir/audit.log: No such file or directory");
+}
+
 static int setup(void **state) {
   (void)state;
   const char *t = test_tmpdir();
@@ -420,6 +470,7 @@ int main(void) {
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_set_model),
+      cmocka_unit_test(test_create_resolves_names_first),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

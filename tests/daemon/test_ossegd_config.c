@@ -243,16 +243,33 @@ static Osseg__Wire__Response *ask(int fd, Osseg__Wire__Request__KindCase kind, u
   return a;
 }
 
-/* A Segment of a 64x64 raw gray image through `models` (comma-separated);
- * reads to its end. Returns -1 for Done, else the Error code. */
-static int segment(int fd, uint64_t id, const char *models, const char *image_name) {
-  static uint8_t pixels[64 * 64];
-  for (size_t i = 0; i < sizeof pixels; i++) pixels[i] = (uint8_t)(i * 7 + i / 64);
+/* Reads the responses of request id to its end: -1 for Done, else the
+ * Error code. */
+static int segment_end(int fd, uint64_t id) {
+  for (;;) {
+    Osseg__Wire__Response *a = recv_response(fd);
+    assert_non_null(a);
+    assert_int_equal(a->id, id);
+    int end = a->kind_case == OSSEG__WIRE__RESPONSE__KIND_DONE ? -1
+              : a->kind_case == OSSEG__WIRE__RESPONSE__KIND_ERROR ? (int)a->error->code
+                                                                   : -2;
+    osseg__wire__response__free_unpacked(a, NULL);
+    if (end != -2) return end;
+  }
+}
+
+/* Appends the frame of a Segment of a side x side raw gray image through
+ * `models` (comma-separated), deadline_ms 0 = none, to *buf. */
+static void segment_frame(uint8_t **buf, size_t *len, uint64_t id, const char *models,
+                          const char *image_name, uint32_t side, uint32_t deadline_ms) {
+  static uint8_t pixels[1024 * 1024];
+  assert_true(side <= 1024);
+  for (size_t i = 0; i < (size_t)side * side; i++) pixels[i] = (uint8_t)(i * 7 + i / side);
   Osseg__Wire__RawImage raw = OSSEG__WIRE__RAW_IMAGE__INIT;
-  raw.width = raw.height = 64;
+  raw.width = raw.height = side;
   raw.bit_depth = 8;
   raw.pixels.data = pixels;
-  raw.pixels.len = sizeof pixels;
+  raw.pixels.len = (size_t)side * side;
   char names[256];
   snprintf(names, sizeof names, "%s", models);
   char *list[8];
@@ -265,21 +282,35 @@ static int segment(int fd, uint64_t id, const char *models, const char *image_na
   s.n_models = n;
   s.models = list;
   s.image_name = (char *)image_name;
+  s.has_deadline_ms = deadline_ms > 0;
+  s.deadline_ms = deadline_ms;
   Osseg__Wire__Request r = OSSEG__WIRE__REQUEST__INIT;
   r.id = id;
   r.kind_case = OSSEG__WIRE__REQUEST__KIND_SEGMENT;
   r.segment = &s;
-  assert_int_equal(send_request(fd, &r), 0);
-  for (;;) {
-    Osseg__Wire__Response *a = recv_response(fd);
-    assert_non_null(a);
-    assert_int_equal(a->id, id);
-    int end = a->kind_case == OSSEG__WIRE__RESPONSE__KIND_DONE ? -1
-              : a->kind_case == OSSEG__WIRE__RESPONSE__KIND_ERROR ? (int)a->error->code
-                                                                   : -2;
-    osseg__wire__response__free_unpacked(a, NULL);
-    if (end != -2) return end;
-  }
+  size_t size = osseg__wire__request__get_packed_size(&r);
+  *buf = realloc(*buf, *len + size + 4);
+  assert_non_null(*buf);
+  uint8_t *f = *buf + *len;
+  for (int i = 0; i < 4; i++) f[i] = (uint8_t)(size >> (8 * i));
+  osseg__wire__request__pack(&r, f + 4);
+  *len += size + 4;
+}
+
+static void segment_send(int fd, uint64_t id, const char *models, const char *image_name,
+                         uint32_t side, uint32_t deadline_ms) {
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  segment_frame(&buf, &len, id, models, image_name, side, deadline_ms);
+  assert_int_equal(write_all(fd, buf, len), 0);
+  free(buf);
+}
+
+/* A Segment of a 64x64 image, read to its end: -1 for Done, else the
+ * Error code. */
+static int segment(int fd, uint64_t id, const char *models, const char *image_name) {
+  segment_send(fd, id, models, image_name, 64, 0);
+  return segment_end(fd, id);
 }
 
 /* --------------------------------------------------------------- JSON --- */
@@ -617,6 +648,40 @@ static void test_flags_override_file(void **state) {
   daemon_stop(&d);
 }
 
+/* Limits only the file sets here: the total in-flight limit and the
+ * default deadline. */
+static void test_limits_from_file(void **state) {
+  (void)state;
+  char sock[600];
+  snprintf(sock, sizeof sock, "%s/limits.sock", dir);
+  const char *conf = write_file("limits.conf",
+                                "[socket]\npath = %s\n[limits]\nmax_in_flight_total = 1\n"
+                                "request_timeout_ms = 1\n[model a]\npath = %s\n",
+                                sock, model_file("unetpp_r18_tiny_op13"));
+  struct daemon d;
+  daemon_start(&d, conf, sock, NULL);
+  int fd = try_connect(sock);
+  assert_true(fd >= 0);
+  /* Two Segments in one write: the second is read while the first is in
+   * flight (the daemon reads on before a worker can finish the first:
+   * a 512x512 image), which is past the total. */
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  segment_frame(&buf, &len, 1, "a", NULL, 512, 60000);
+  segment_frame(&buf, &len, 2, "a", NULL, 64, 60000);
+  assert_int_equal(write_all(fd, buf, len), 0);
+  free(buf);
+  /* The BUSY comes first (at once), then the first request's end. */
+  assert_int_equal(segment_end(fd, 2), CODE(BUSY));
+  assert_int_equal(segment_end(fd, 1), -1); /* its own deadline_ms overrides the 1 ms */
+  /* Without deadline_ms the 1 ms request timeout applies: a 512x512 image
+   * takes longer than that. */
+  segment_send(fd, 3, "a", NULL, 512, 0);
+  assert_int_equal(segment_end(fd, 3), CODE(DEADLINE_EXCEEDED));
+  close(fd);
+  daemon_stop(&d);
+}
+
 /* ------------------------------------------------------------ socket --- */
 
 /* A group to give the socket: one the test user is in, other than its
@@ -950,6 +1015,7 @@ int main(void) {
       cmocka_unit_test(test_check_config_example),
       cmocka_unit_test(test_check_config_errors),
       cmocka_unit_test(test_flags_override_file),
+      cmocka_unit_test(test_limits_from_file),
       cmocka_unit_test(test_socket_mode_and_group),
       cmocka_unit_test(test_peer_access),
       cmocka_unit_test(test_audit_lines),
