@@ -237,10 +237,12 @@ void ossegd__audit_segment(struct ossegd__audit *a, const struct ossegd__audit_s
 }
 
 void ossegd__audit_refused(struct ossegd__audit *a, const struct ossegd__peer *peer,
-                           uint64_t conn) {
+                           uint64_t conn, int code, const char *reason) {
   if (a->fd < 0) return;
   struct line l = {a->line, 0, sizeof a->line, 0};
   put_head(&l, "refused", peer, conn);
-  put_outcome(&l, OSSEG__WIRE__ERROR__CODE__PERMISSION_DENIED);
+  put(&l, ",\"reason\":", 10);
+  put_string(&l, reason);
+  put_outcome(&l, code);
   emit(a, &l);
 }

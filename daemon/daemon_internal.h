@@ -149,8 +149,10 @@ int ossegd__audit_open(struct ossegd__audit *a, const struct ossegd_options *o,
 void ossegd__audit_reopen(struct ossegd__audit *a);
 void ossegd__audit_close(struct ossegd__audit *a);
 void ossegd__audit_segment(struct ossegd__audit *a, const struct ossegd__audit_segment *e);
+/* A connection refused: code (an Error code) and reason ("access": not
+ * on the allow-list; "max_connections"). */
 void ossegd__audit_refused(struct ossegd__audit *a, const struct ossegd__peer *peer,
-                           uint64_t conn);
+                           uint64_t conn, int code, const char *reason);
 
 /* ------------------------------------------- server, session, worker --- */
 

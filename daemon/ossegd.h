@@ -94,7 +94,8 @@
  *   Audit (audit_file: none, stderr, or a file opened O_APPEND|O_CLOEXEC,
  *   created 0640, reopened on SIGHUP for logrotate). One JSON line per
  *   finished Segment, whatever its outcome (refused at validation, BUSY,
- *   cancelled, expired or done), and one per refused peer; Health,
+ *   cancelled, expired or done), and one per refused connection (reason
+ *   "access": PERMISSION_DENIED; "max_connections": BUSY); Health,
  *   ListModels, Stats and Cancel are not audited (they carry no patient
  *   data and monitoring polls them). Fields: time (RFC 3339, UTC, ms),
  *   event ("segment" or "refused"), conn (the connection's serial), uid,

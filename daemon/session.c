@@ -651,7 +651,7 @@ static void refuse_peer(struct ossegd *d, struct refusal *r) {
   uv_pipe_t *pipe = &r->s->pipe;
   pipe->data = r;
   d->refused_peers++;
-  ossegd__audit_refused(&d->audit, peer, serial);
+  ossegd__audit_refused(&d->audit, peer, serial, CODE(PERMISSION_DENIED), "access");
   osseg__log(&d->opt.log, OSSEG_LOG_WARN,
              "refusing connection %llu: uid %u gid %u pid %d is not on the allow-list",
              (unsigned long long)serial, (unsigned)peer->uid, (unsigned)peer->gid,
@@ -709,9 +709,16 @@ void ossegd__on_connection(uv_stream_t *server, int status) {
     uv_pipe_t *p = malloc(sizeof *p);
     if (!p) return;
     uv_pipe_init(&d->loop, p, 0);
-    if (uv_accept(server, (uv_stream_t *)p) == 0)
-      osseg__log(&d->opt.log, OSSEG_LOG_WARN, "refusing a connection: %u connections open",
-                 d->nsessions);
+    if (uv_accept(server, (uv_stream_t *)p) == 0) {
+      struct ossegd__peer peer = {0, (uid_t)-1, (gid_t)-1};
+      uv_os_fd_t fd;
+      if (uv_fileno((uv_handle_t *)p, &fd) == 0) ossegd__peer_get(fd, &peer);
+      uint64_t serial = ++d->connections_seen;
+      osseg__log(&d->opt.log, OSSEG_LOG_WARN,
+                 "refusing connection %llu (uid %u pid %d): %u connections open",
+                 (unsigned long long)serial, (unsigned)peer.uid, (int)peer.pid, d->nsessions);
+      ossegd__audit_refused(&d->audit, &peer, serial, CODE(BUSY), "max_connections");
+    }
     uv_close((uv_handle_t *)p, on_refused_close);
     return;
   }

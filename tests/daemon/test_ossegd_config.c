@@ -654,14 +654,41 @@ static void test_limits_from_file(void **state) {
   (void)state;
   char sock[600];
   snprintf(sock, sizeof sock, "%s/limits.sock", dir);
+  char audit[600];
+  snprintf(audit, sizeof audit, "%s/limits-audit.log", dir);
+  unlink(audit);
   const char *conf = write_file("limits.conf",
                                 "[socket]\npath = %s\n[limits]\nmax_in_flight_total = 1\n"
-                                "request_timeout_ms = 1\n[model a]\npath = %s\n",
-                                sock, model_file("unetpp_r18_tiny_op13"));
+                                "request_timeout_ms = 1\nmax_connections = 1\n[audit]\n"
+                                "file = %s\n[model a]\npath = %s\n",
+                                sock, audit, model_file("unetpp_r18_tiny_op13"));
   struct daemon d;
   daemon_start(&d, conf, sock, NULL);
-  int fd = try_connect(sock);
+  /* The one connection allowed (once the start-up probe's is gone). */
+  int fd = -1;
+  double t0 = now_s();
+  while (fd < 0 && now_s() - t0 < 30) {
+    fd = try_connect(sock);
+    Osseg__Wire__Request r = OSSEG__WIRE__REQUEST__INIT;
+    Osseg__Wire__HealthRequest hr = OSSEG__WIRE__HEALTH_REQUEST__INIT;
+    r.id = 99;
+    r.kind_case = OSSEG__WIRE__REQUEST__KIND_HEALTH;
+    r.health = &hr;
+    Osseg__Wire__Response *a = NULL;
+    if (fd >= 0 && send_request(fd, &r) == 0) a = recv_response(fd);
+    if (!a && fd >= 0) {
+      close(fd);
+      fd = -1;
+      usleep(20000);
+    }
+    if (a) osseg__wire__response__free_unpacked(a, NULL);
+  }
   assert_true(fd >= 0);
+  /* A second one is accepted and closed at once, and audited. */
+  int fd2 = try_connect(sock);
+  assert_true(fd2 >= 0);
+  assert_null(recv_response(fd2));
+  close(fd2);
   /* Two Segments in one write: the second is read while the first is in
    * flight (the daemon reads on before a worker can finish the first:
    * a 512x512 image), which is past the total. */
@@ -680,6 +707,32 @@ static void test_limits_from_file(void **state) {
   assert_int_equal(segment_end(fd, 3), CODE(DEADLINE_EXCEEDED));
   close(fd);
   daemon_stop(&d);
+  struct lines l;
+  read_lines(audit, &l);
+  size_t refused = 0, busy = 0, expired = 0;
+  char v[128];
+  for (size_t i = 0; i < l.n; i++) {
+    json_get(l.line[i], "event", v, sizeof v);
+    if (strcmp(v, "\"refused\"") == 0) {
+      refused++;
+      assert_string_equal(json_get(l.line[i], "reason", v, sizeof v), "\"max_connections\"");
+      assert_string_equal(json_get(l.line[i], "code", v, sizeof v), "\"BUSY\"");
+      assert_string_equal(json_get(l.line[i], "pid", v, sizeof v),
+                          test_path("%d", (int)getpid()));
+    } else if (strcmp(json_get(l.line[i], "code", v, sizeof v), "\"BUSY\"") == 0) {
+      busy++;
+      assert_string_equal(json_get(l.line[i], "id", v, sizeof v), "2");
+    } else if (strcmp(v, "\"DEADLINE_EXCEEDED\"") == 0) {
+      expired++;
+    }
+  }
+  /* fd2, and the first tries of fd while the probe's connection was still
+   * open, if any. */
+  assert_true(refused >= 1);
+  assert_int_equal(busy, 1);
+  assert_int_equal(expired, 1);
+  assert_int_equal(l.n, refused + 3); /* and request 1's ok */
+  lines_free(&l);
 }
 
 /* ------------------------------------------------------------ socket --- */
@@ -805,6 +858,7 @@ static void test_peer_access(void **state) {
   assert_string_equal(json_get(l.line[0], "gid", v, sizeof v), "65534");
   assert_true(atoi(json_get(l.line[0], "pid", v, sizeof v)) > 0);
   assert_string_equal(json_get(l.line[0], "code", v, sizeof v), "\"PERMISSION_DENIED\"");
+  assert_string_equal(json_get(l.line[0], "reason", v, sizeof v), "\"access\"");
   lines_free(&l);
 
   /* Allowed by uid, by name or number. */
