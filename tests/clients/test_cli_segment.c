@@ -477,6 +477,11 @@ static void test_fake_segment(void **state) {
                               "\"queue_ms\":0.500"));
   assert_non_null(strstr(out, "\"inference\":[{\"model\":\"fake\",\"ms\":2.500}]"));
   assert_true(strstr(out, "b.png") < strstr(out, "a.png"));
+  /* The client's own round trip, on every line. */
+  const char *rt = strstr(out, "\"round_trip_ms\":");
+  assert_non_null(rt);
+  assert_true(strtod(rt + strlen("\"round_trip_ms\":"), NULL) >= 0.0);
+  assert_non_null(strstr(rt + 1, "\"round_trip_ms\":"));
   free(out);
   free(err);
   fake_stop(f);
