@@ -205,7 +205,8 @@ struct osseg_timings {
    * (osseg_pipeline_model(p, i)); they add up to inference_ms. Entries past
    * the pipeline's model count are 0. */
   double model_ms[OSSEG_MAX_MODELS];
-  double postprocess_ms; /* upsample + threshold + vote + runs + Dice */
+  double postprocess_ms; /* upsample + threshold + vote + runs + Dice,
+                            and rasterising label ground truth */
   double total_ms;
 };
 
@@ -246,6 +247,13 @@ struct osseg_run_request {
   osseg_dice_cb on_dice;
   void *ctx;                            /* for both callbacks */
   const struct osseg_ground_truth *gt;  /* NULL: no Dice */
+  /* Ground truth as label polygons (see "label JSON" below) instead of gt
+   * (giving both is OSSEG_EINVAL): parsed against this pipeline's classes
+   * (osseg_pipeline_class_names; another class count is OSSEG_EINVAL),
+   * rasterised at the decoded image's size into the workspace
+   * (osseg_workspace_ground_truth) after inference. Every produced class is
+   * scored; one without polygons is an empty mask, as in the dataset. */
+  const struct osseg_labels *labels;
   /* Interrupts, checked between engine steps (and inside long own loops),
    * between models and between classes: a set flag ends the run with
    * OSSEG_ECANCELED, a passed deadline (osseg_now_ns() clock) with
@@ -273,6 +281,10 @@ int osseg_pipeline_run_file(const struct osseg_pipeline *p, struct osseg_workspa
 
 /* The image decoded by the last run_png/run_file (NULL before). */
 const struct osseg_image *osseg_workspace_image(const struct osseg_workspace *ws);
+/* The ground truth the last run rasterised from its labels (for overlays),
+ * valid until the next run on ws; NULL when that run had no labels or did
+ * not get as far. */
+const struct osseg_ground_truth *osseg_workspace_ground_truth(const struct osseg_workspace *ws);
 
 /* ---------------------------------------------------------- label JSON --- */
 

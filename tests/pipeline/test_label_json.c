@@ -1,7 +1,8 @@
 /* Tests of pipeline/label_json.c: the dataset's label JSON parsed into
  * polygons and rasterised as cv2.fillPoly draws them. The sample phantoms'
  * JSON must give their gt.csv masks pixel for pixel; every malformed file
- * gets its error code and a message naming the source and where. */
+ * gets its error code and a message naming the source and where; a run of
+ * the pipeline with labels scores like one with the same masks as runs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -509,6 +510,108 @@ static void test_allocation_failures(void **state) {
   }
 }
 
+/* ------------------------------------------------------------ pipeline --- */
+
+static int on_dice(void *ctx, const struct osseg_dice_report *r) {
+  *(struct osseg_dice_report *)ctx = *r;
+  return 0;
+}
+
+/* Labels given to a run score exactly as the same masks given as runs;
+ * the drawn ground truth stays in the workspace until the next run. */
+static void test_pipeline_run(void **state) {
+  (void)state;
+  struct osseg_registry *reg = NULL;
+  assert_int_equal(osseg_registry_create(&reg, NULL), 0);
+  struct osseg_model_spec spec = {
+      .name = "a",
+      .path = test_path("%s/tests/data/models/unetpp_r18_tiny_op13.onnx", test_source_dir())};
+  assert_int_equal(osseg_registry_load(reg, &spec, NULL, NULL), 0);
+  struct osseg_pipeline_options po;
+  osseg_pipeline_options_default(&po);
+  po.models[0] = "a";
+  po.nmodels = 1;
+  struct osseg_pipeline *p = NULL;
+  assert_int_equal(osseg_pipeline_create(&p, reg, &po, NULL), 0);
+  assert_int_equal(osseg_pipeline_class_count(p), OSSEG_CANONICAL_CLASSES);
+  assert_string_equal(osseg_pipeline_class_names(p)[28], "Ulna");
+  struct osseg_workspace *ws = NULL;
+  assert_int_equal(osseg_workspace_create(&ws, 0), 0);
+
+  const uint32_t H = 80, W = 96;
+  struct osseg_image img;
+  assert_int_equal(osseg_image_init(&img, W, H, 1, 8), 0);
+  for (uint32_t y = 0; y < H; y++)
+    for (uint32_t x = 0; x < W; x++)
+      img.data[(size_t)y * img.stride + x] = (uint8_t)((x - 30) * (x - 30) + (y - 40) * (y - 40) <
+                                                               400
+                                                           ? 230
+                                                           : (x * 2 + y) & 0x7f);
+  const char *json =
+      "{\"annotations\": [{\"label\": \"finger-1\", \"points\": [[10,20],[50,20],[40,60]]},"
+      "{\"label\": \"Radius\", \"points\": [[0,0],[95,0],[95,79],[0,79]]},"
+      "{\"label\": \"Lunate\", \"points\": [[60,10],[90,10],[75,70]]}]}";
+  struct osseg_labels *l = NULL;
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_labels_parse_json(&l, "x.json", json, strlen(json),
+                                           osseg_pipeline_class_names(p),
+                                           osseg_pipeline_class_count(p), NULL, &d),
+                   0);
+  struct drawn dr;
+  draw(l, H, W, &dr);
+
+  struct osseg_dice_report with_labels, with_runs;
+  memset(&with_labels, 0, sizeof with_labels);
+  memset(&with_runs, 0, sizeof with_runs);
+  struct osseg_run_request rq = {.on_dice = on_dice, .ctx = &with_labels, .labels = l};
+  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, &rq, &d), 0);
+  const struct osseg_ground_truth *kept = osseg_workspace_ground_truth(ws);
+  assert_non_null(kept);
+  for (size_t c = 0; c < OSSEG_CANONICAL_CLASSES; c++) {
+    assert_true(kept->has[c]);
+    assert_int_equal(kept->nruns[c], dr.gt.nruns[c]);
+    if (kept->nruns[c])
+      assert_memory_equal(kept->runs[c], dr.gt.runs[c], kept->nruns[c] * sizeof *kept->runs[c]);
+  }
+  struct osseg_run_request rq2 = {.on_dice = on_dice, .ctx = &with_runs, .gt = &dr.gt};
+  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, &rq2, &d), 0);
+  assert_null(osseg_workspace_ground_truth(ws));
+  assert_int_equal(with_labels.n, OSSEG_CANONICAL_CLASSES);
+  assert_int_equal(with_runs.n, with_labels.n);
+  for (size_t k = 0; k < with_labels.n; k++) {
+    assert_int_equal(with_labels.cls[k], with_runs.cls[k]);
+    assert_true(with_labels.dice[k] == with_runs.dice[k]);
+  }
+  assert_true(with_labels.mean == with_runs.mean);
+  /* Radius covers the whole image: its Dice is that of the predicted mask
+   * against everything, so not trivially 1 unless the model says so. */
+  assert_true(with_labels.mean > 0 && with_labels.mean <= 1);
+
+  /* Both kinds at once, or labels of another class list: refused. */
+  struct osseg_run_request both = {.gt = &dr.gt, .labels = l};
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, &both, &d), OSSEG_EINVAL);
+  assert_non_null(strstr(d.message, "not both"));
+  static const char *const two[] = {"finger-1", "Radius"};
+  struct osseg_labels *l2 = NULL;
+  const char *j2 = "{\"annotations\": []}";
+  assert_int_equal(osseg_labels_parse_json(&l2, "y", j2, strlen(j2), two, 2, NULL, NULL), 0);
+  struct osseg_run_request other = {.labels = l2};
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_pipeline_run_image(p, ws, &img, &other, &d), OSSEG_EINVAL);
+  assert_non_null(strstr(d.message, "labels parsed against 2 classes, the models have 29"));
+  assert_null(osseg_workspace_ground_truth(ws));
+
+  osseg_labels_free(l2);
+  osseg_labels_free(l);
+  drawn_free(&dr);
+  osseg_image_free(&img);
+  osseg_workspace_free(ws);
+  osseg_pipeline_free(p);
+  osseg_registry_free(reg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_samples_equal_gt_csv),
@@ -522,6 +625,7 @@ int main(void) {
       cmocka_unit_test(test_limits),
       cmocka_unit_test(test_arguments),
       cmocka_unit_test(test_allocation_failures),
+      cmocka_unit_test(test_pipeline_run),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
