@@ -58,6 +58,9 @@ struct ossegd__segment {
   uint32_t deadline_ms;
   /* Ground truth per pipeline class index (NULL = not given), RLE text. */
   const char *gt_rle[OSSEG_MAX_CLASSES];
+  /* Or the polygons of ground_truth.label_json, parsed against the
+   * pipeline's classes (owned; drawn by the worker at the image's size). */
+  struct osseg_labels *gt_labels;
   int has_gt;
 };
 

@@ -243,13 +243,24 @@ int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registr
   }
 
   /* Ground truth: RLE text per known class (parsed by the worker, which
-   * knows the image's size). */
-  if (s->ground_truth) {
-    if (s->ground_truth->source_case == OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON) {
-      fail(code, CODE(BAD_REQUEST), msg, msg_size,
-           "ground_truth.label_json: not supported by this daemon yet; send ground_truth.rles");
+   * knows the image's size), or label JSON, parsed and checked here (an
+   * unknown label costs no worker time) and drawn by the worker. */
+  if (s->ground_truth &&
+      s->ground_truth->source_case == OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON) {
+    const char *json = s->ground_truth->label_json;
+    struct osseg_label_json_limits ll;
+    osseg_label_json_limits_default(&ll);
+    osseg_diag_clear(&diag);
+    int lrc = osseg_labels_parse_json(&out->gt_labels, "ground_truth.label_json", json,
+                                      strlen(json), osseg_pipeline_class_names(out->pipeline),
+                                      osseg_pipeline_class_count(out->pipeline), &ll, &diag);
+    if (lrc) {
+      fail(code, lrc == OSSEG_ENOMEM ? CODE(INTERNAL) : CODE(BAD_REQUEST), msg, msg_size, "%s",
+           diag.message[0] ? diag.message : osseg_strerror(lrc));
       goto out;
     }
+    out->has_gt = 1;
+  } else if (s->ground_truth) {
     if (s->ground_truth->source_case != OSSEG__WIRE__GROUND_TRUTH__SOURCE_RLES) {
       fail(code, CODE(BAD_REQUEST), msg, msg_size, "ground_truth: rles or label_json required");
       goto out;
@@ -288,4 +299,6 @@ out:
 void ossegd__segment_release(struct ossegd__segment *s) {
   osseg_pipeline_free(s->pipeline);
   s->pipeline = NULL;
+  osseg_labels_free(s->gt_labels);
+  s->gt_labels = NULL;
 }

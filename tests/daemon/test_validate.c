@@ -244,7 +244,33 @@ static void test_ground_truth(void **state) {
   expect(&f, CODE(BAD_REQUEST), "ground_truth: rles or label_json required");
   f.gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON;
   f.gt.label_json = "{}";
-  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json");
+  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json: no \"annotations\" at the top level");
+  f.gt.label_json = "{\"annotations\": [";
+  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json:1:17: ");
+  f.gt.label_json = "{\"annotations\": [{\"label\": \"Kneecap\", \"points\": [[0,0],[9,0],[9,9]]}]}";
+  expect(&f, CODE(BAD_REQUEST),
+         "ground_truth.label_json: annotations[0].label: 'Kneecap' is none of the 29 classes");
+  f.gt.label_json = "{\"annotations\": [{\"label\": \"Ulna\", \"points\": [[0,0],[9.5,0],[9,9]]}]}";
+  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json: annotations[0] (Ulna): points[1][0]");
+  f.gt.label_json = "{\"annotations\": [{\"label\": \"Ulna\", \"points\": [[0,0],[9,0],[9,9]]}]}";
+  expect(&f, -1, NULL);
+  {
+    struct ossegd__segment out;
+    char msg[512];
+    int got = -1;
+    assert_int_equal(ossegd__validate_segment(&f.s, reg, &lim, &out, &got, msg, sizeof msg), 0);
+    assert_true(out.has_gt);
+    assert_non_null(out.gt_labels);
+    assert_int_equal(osseg_labels_polygon_count(out.gt_labels, 28), 1);
+    ossegd__segment_release(&out);
+    assert_null(out.gt_labels);
+  }
+  /* Dice only: label JSON is ground truth for every class. */
+  f.s.has_output = 1;
+  f.s.output = OSSEG__WIRE__OUTPUT__OUTPUT_DICE_ONLY;
+  f.gt.label_json = "{\"annotations\": []}";
+  expect(&f, -1, NULL);
+  f.s.has_output = 0;
   f.gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_RLES;
   f.gt.rles = &f.rles;
   f.rle.name = "Kneecap";
