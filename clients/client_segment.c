@@ -220,54 +220,6 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
   return -1;
 }
 
-/* --------------------------------------------------------------- inputs --- */
-
-
-static int read_whole(const char *path, char **data, size_t *size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    if (errno == 0 || S_ISDIR(st.st_mode)) errno = EISDIR;
-    close(fd);
-    return -1;
-  }
-  size_t cap = (size_t)st.st_size + 1, len = 0;
-  char *p = malloc(cap);
-  if (!p) {
-    close(fd);
-    errno = ENOMEM;
-    return -1;
-  }
-  for (;;) {
-    if (len == cap) {
-      char *q = realloc(p, cap *= 2);
-      if (!q) {
-        free(p);
-        close(fd);
-        errno = ENOMEM;
-        return -1;
-      }
-      p = q;
-    }
-    ssize_t n = read(fd, p + len, cap - len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      free(p);
-      close(fd);
-      errno = e;
-      return -1;
-    }
-    if (n == 0) break;
-    len += (size_t)n;
-  }
-  close(fd);
-  *data = p;
-  *size = len;
-  return 0;
-}
-
 /* ------------------------------------------------------------- requests --- */
 
 /* One image in flight. */
@@ -438,7 +390,7 @@ static int send_image(struct run *r, struct slot *s, size_t i) {
       image_failed(r, i, "%s", fd >= 0 ? "not a regular file" : strerror(e));
       return -1;
     }
-  } else if (read_whole(path, &png, &png_len) != 0) {
+  } else if (cli_read_file(path, 0, &png, &png_len) != 0) {
     image_failed(r, i, "%s", strerror(errno));
     return -1;
   }
@@ -731,7 +683,7 @@ static int open_append(struct run *r, size_t expected) {
   const char *path = r->o->output;
   char *data = NULL;
   size_t size = 0;
-  int exists = read_whole(path, &data, &size) == 0;
+  int exists = cli_read_file(path, 0, &data, &size) == 0;
   if (!exists && errno != ENOENT) {
     cli_error(r->cmd, "%s: %s", path, strerror(errno));
     return -1;
