@@ -30,6 +30,7 @@
 #include "text_buf.h"
 #include "csv_index.h"
 #include "csv_input.h"
+#include "label_file.h"
 #include "osseg_imaging.h"
 #include "osseg_kernels.h"
 
@@ -81,8 +82,8 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
   o->vote = -1;
   o->vote_threshold = -1;
   o->in_flight = 2;
-  enum { O_SOCKET = 256, O_MODEL, O_VOTE, O_THRESHOLD, O_CLASS_THR, O_CLASSES, O_GT, O_PNG_DIR,
-         O_PRIORITY, O_DEADLINE, O_JSON, O_FD, O_IN_FLIGHT };
+  enum { O_SOCKET = 256, O_MODEL, O_VOTE, O_THRESHOLD, O_CLASS_THR, O_CLASSES, O_GT, O_LABELS,
+         O_PNG_DIR, O_PRIORITY, O_DEADLINE, O_JSON, O_FD, O_IN_FLIGHT };
   static const struct option opts[] = {
       {"socket", required_argument, NULL, O_SOCKET},
       {"model", required_argument, NULL, O_MODEL},
@@ -91,6 +92,7 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
       {"class-threshold", required_argument, NULL, O_CLASS_THR},
       {"classes", required_argument, NULL, O_CLASSES},
       {"gt", required_argument, NULL, O_GT},
+      {"labels", required_argument, NULL, O_LABELS},
       {"png-dir", required_argument, NULL, O_PNG_DIR},
       {"priority", required_argument, NULL, O_PRIORITY},
       {"deadline-ms", required_argument, NULL, O_DEADLINE},
@@ -163,6 +165,7 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
         break;
       }
       case O_GT: o->gt_path = optarg; break;
+      case O_LABELS: o->labels_dir = optarg; break;
       case O_PNG_DIR: o->png_dir = optarg; break;
       case O_PRIORITY:
         if (strcmp(optarg, "interactive") == 0) o->priority = 0;
@@ -206,6 +209,10 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
   if (missing) {
     cli_error(cmd, "%s", missing);
     usage(stderr);
+    return CLI_USAGE;
+  }
+  if (o->gt_path && o->labels_dir) {
+    cli_error(cmd, "--gt and --labels both give ground truth; use one");
     return CLI_USAGE;
   }
   if (o->vote_threshold >= 0 && o->vote_threshold >= (double)o->nmodels) {
@@ -382,16 +389,26 @@ static int send_image(struct run *r, struct slot *s, size_t i) {
   size_t png_len = 0;
   int fd = -1;
   struct stat st;
+  struct label_file labels = {0};
+  if (o->labels_dir) {
+    char msg[sizeof labels.path + 128];
+    if (label_file_read(&labels, o->labels_dir, path, msg, sizeof msg) != 0) {
+      image_failed(r, i, "%s", msg);
+      return -1;
+    }
+  }
   if (o->use_fd) {
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       int e = fd >= 0 && errno == 0 ? EISDIR : errno;
       if (fd >= 0) close(fd);
       image_failed(r, i, "%s", fd >= 0 ? "not a regular file" : strerror(e));
+      label_file_free(&labels);
       return -1;
     }
   } else if (cli_read_file(path, 0, &png, &png_len) != 0) {
     image_failed(r, i, "%s", strerror(errno));
+    label_file_free(&labels);
     return -1;
   }
   struct osseg_client_segment seg;
@@ -432,9 +449,11 @@ static int send_image(struct run *r, struct slot *s, size_t i) {
     if (has < 0) rc = -3;
     else if (has) seg.seg.ground_truth = &g->gt;
   }
+  if (labels.text) osseg_client_segment_set_label_json(&seg, labels.text);
   if (rc == 0) rc = osseg_client_send(r->client, &seg.req, fd);
   if (g) gt_msg_free(g);
   free(g);
+  label_file_free(&labels);
   free(png);
   if (fd >= 0) close(fd);
   if (rc == -3) {
@@ -920,9 +939,9 @@ int seg_run(struct seg_options *o) {
       total += r.dice_sum[c] / (double)r.dice_count[c];
       scored++;
     }
-  if (o->gt_path && scored)
+  if ((o->gt_path || o->labels_dir) && scored)
     fprintf(stderr, "osseg %s: mean Dice %.6f over %zu class(es) against %s\n", r.cmd,
-            total / (double)scored, scored, o->gt_path);
+            total / (double)scored, scored, o->gt_path ? o->gt_path : o->labels_dir);
   if (r.failed)
     cli_error(r.cmd, "%zu of %zu image(s) failed; %s has the rows of the others", r.failed,
               r.to_do, o->output);
