@@ -252,7 +252,9 @@ struct osseg_run_request {
    * (osseg_pipeline_class_names; another class count is OSSEG_EINVAL),
    * rasterised at the decoded image's size into the workspace
    * (osseg_workspace_ground_truth) after inference. Every produced class is
-   * scored; one without polygons is an empty mask, as in the dataset. */
+   * scored; one without polygons is an empty mask, as in the dataset. Not
+   * allocation-free: the polygon fill allocates its edge table per polygon,
+   * and run lists grow to the largest masks drawn. */
   const struct osseg_labels *labels;
   /* Interrupts, checked between engine steps (and inside long own loops),
    * between models and between classes: a set flag ends the run with
