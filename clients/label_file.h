@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 /* The largest label file read: the daemon's default frame (a larger file
- * could not travel with a request anyway; the dataset's are 20-100 KB). */
+ * could not travel with a request anyway; a sample phantom's is 17 KB). */
 #define LABEL_FILE_MAX_BYTES ((size_t)64 << 20)
 
 struct label_file {

@@ -222,6 +222,16 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   osseg_diag_clear(&diag);
   char msg[sizeof diag.message + 128];
 
+  /* Label JSON too long to parse on the loop thread is parsed here. */
+  if (req->seg.gt_label_json) {
+    int code;
+    if (ossegd__parse_label_json(req->seg.gt_label_json, req->seg.pipeline, &req->seg.gt_labels,
+                                 &code, msg, sizeof msg) != 0) {
+      finish_error(d, req, code, msg);
+      return;
+    }
+  }
+
   /* Ground truth: the runs of each given class (label polygons are drawn
    * by the pipeline once the image is decoded). */
   struct osseg_ground_truth gt;

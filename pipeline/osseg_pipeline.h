@@ -320,8 +320,8 @@ struct osseg_labels;
 
 /* Explicit limits, checked before the work they bound. */
 struct osseg_label_json_limits {
-  uint64_t max_bytes;      /* the text; default 4 MiB (the dataset's files
-                              are 20-100 KB) */
+  uint64_t max_bytes;      /* the text; default 4 MiB (a sample
+                              phantom's file is 17 KB) */
   unsigned max_depth;      /* JSON nesting (containers inside containers);
                               default 16, the format needs 5. jansson stops
                               at 2048 whatever this says */

@@ -880,6 +880,8 @@ static void test_label_json(void **state) {
   }
   assert_true(x[1].dice_mean == x[0].dice_mean);
   assert_int_equal(differ, 1);
+  double x0_dice[29];
+  memcpy(x0_dice, x[0].dice, sizeof x0_dice);
   for (int i = 0; i < 4; i++) result_free(&x[i]);
 
   /* Bad label JSON: BAD_REQUEST naming the problem; the connection and
@@ -908,6 +910,34 @@ static void test_label_json(void **state) {
   assert_int_equal(y[3].nmasks, 29);
   assert_int_equal(y[3].dice_n, 29);
   for (int i = 0; i < 4; i++) result_free(&y[i]);
+
+  /* Text over 64 KiB is parsed by the worker: the sample's JSON padded
+   * with an ignored member scores the same; with a bad label it is the
+   * same BAD_REQUEST. */
+  size_t pad = (size_t)70 << 10;
+  char *big = malloc(json_size + pad + 32);
+  assert_non_null(big);
+  char *end = strrchr(json, '}');
+  assert_non_null(end);
+  size_t head = (size_t)(end - json);
+  memcpy(big, json, head);
+  size_t m = head + (size_t)sprintf(big + head, ",\"pad\":\"");
+  memset(big + m, 'x', pad);
+  strcpy(big + m + pad, "\"}");
+  send_label_json(fd, 38, png, png_size, big, 1);
+  char *label = strstr(big, "\"label\":\"Ulna\"");
+  assert_non_null(label);
+  memcpy(label + 9, "Ulma", 4);
+  send_label_json(fd, 39, png, png_size, big, 1);
+  struct result z[2] = {{.id = 38}, {.id = 39}};
+  assert_int_equal(collect(fd, z, 2), 0);
+  assert_int_equal(z[0].error, 0);
+  assert_int_equal(z[0].dice_n, 29);
+  for (size_t k = 0; k < 29; k++) assert_true(z[0].dice[k] == x0_dice[k]);
+  assert_int_equal(z[1].error, CODE(BAD_REQUEST) + 1);
+  assert_non_null(strstr(z[1].message, "].label: 'Ulma' is none of the 29 classes"));
+  for (int i = 0; i < 2; i++) result_free(&z[i]);
+  free(big);
   close(fd);
   Osseg__Wire__Response *h = health(&shared);
   assert_true(h->health->ready);
