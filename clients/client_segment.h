@@ -32,6 +32,7 @@ struct seg_options {
   char *classes[SEG_MAX_CLASSES];
   size_t nclasses;
   const char *gt_path;
+  const char *labels_dir; /* --labels: label JSON per image (label_file.h) */
   const char *png_dir;
   int priority;        /* 0 interactive, 1 batch */
   uint32_t deadline_ms;

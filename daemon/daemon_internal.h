@@ -58,8 +58,26 @@ struct ossegd__segment {
   uint32_t deadline_ms;
   /* Ground truth per pipeline class index (NULL = not given), RLE text. */
   const char *gt_rle[OSSEG_MAX_CLASSES];
+  /* Or the polygons of ground_truth.label_json, parsed against the
+   * pipeline's classes (owned; drawn by the worker at the image's size);
+   * text longer than OSSEGD_LABEL_JSON_LOOP_BYTES waits in gt_label_json
+   * for the worker to parse it. */
+  struct osseg_labels *gt_labels;
+  const char *gt_label_json;
   int has_gt;
 };
+
+/* Label JSON up to this size is parsed by validation, on the loop thread
+ * (a few milliseconds at most), so a bad label is refused before the
+ * request is queued; longer text is parsed by the worker, because one
+ * request must not stall every connection (4 MiB take ~0.3 s). */
+#define OSSEGD_LABEL_JSON_LOOP_BYTES ((size_t)64 << 10)
+
+/* Parses label JSON against the pipeline's classes with the daemon's
+ * limits. Returns 0, or -1 with *code (BAD_REQUEST, INTERNAL when out of
+ * memory) and msg starting "ground_truth.label_json". Any thread. */
+int ossegd__parse_label_json(const char *json, const struct osseg_pipeline *p,
+                             struct osseg_labels **out, int *code, char *msg, size_t msg_size);
 
 /* Validates a Segment request against the registry's models and the
  * limits, and creates its pipeline. Returns 0, or -1 with *code an Error

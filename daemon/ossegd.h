@@ -58,6 +58,13 @@
  *   flight), not when a worker would have reached the request; one that
  *   passes while it runs interrupts the pipeline between steps.
  *   OUTPUT_PNG_MASK masks are 1-bit gray PNGs (1 = the class's pixels).
+ *   Ground truth: RLE text is parsed by the worker (a run past the image is
+ *   BAD_REQUEST); label JSON of up to OSSEGD_LABEL_JSON_LOOP_BYTES (64 KiB)
+ *   is parsed and checked on the loop thread, so an unknown label or a bad
+ *   point is BAD_REQUEST before the request is queued, longer text (to the
+ *   4 MiB limit) by the worker with the same messages, so that no request
+ *   stalls the loop; the polygons are drawn at the decoded image's size and
+ *   every produced class is scored.
  *   A Cancel is acknowledged by an empty Done (all numbers 0) carrying the
  *   Cancel's own id; the cancelled request then ends with CANCELLED (or
  *   normally if it had already finished). Done.inference lists every model of the request with

@@ -243,13 +243,24 @@ int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registr
   }
 
   /* Ground truth: RLE text per known class (parsed by the worker, which
-   * knows the image's size). */
-  if (s->ground_truth) {
-    if (s->ground_truth->source_case == OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON) {
-      fail(code, CODE(BAD_REQUEST), msg, msg_size,
-           "ground_truth.label_json: not supported by this daemon yet; send ground_truth.rles");
-      goto out;
+   * knows the image's size), or label JSON, parsed and checked here when
+   * it is short (an unknown label costs no queue slot), else by the
+   * worker, and drawn by the worker. */
+  if (s->ground_truth &&
+      s->ground_truth->source_case == OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON) {
+    const char *json = s->ground_truth->label_json;
+    struct osseg_label_json_limits ll;
+    osseg_label_json_limits_default(&ll);
+    size_t len = strlen(json);
+    /* Text over the limit is refused here too: that costs no parsing. */
+    if (len <= OSSEGD_LABEL_JSON_LOOP_BYTES || len > ll.max_bytes) {
+      if (ossegd__parse_label_json(json, out->pipeline, &out->gt_labels, code, msg, msg_size))
+        goto out;
+    } else {
+      out->gt_label_json = json;
     }
+    out->has_gt = 1;
+  } else if (s->ground_truth) {
     if (s->ground_truth->source_case != OSSEG__WIRE__GROUND_TRUTH__SOURCE_RLES) {
       fail(code, CODE(BAD_REQUEST), msg, msg_size, "ground_truth: rles or label_json required");
       goto out;
@@ -285,7 +296,23 @@ out:
   return rc;
 }
 
+int ossegd__parse_label_json(const char *json, const struct osseg_pipeline *p,
+                             struct osseg_labels **out, int *code, char *msg, size_t msg_size) {
+  struct osseg_label_json_limits ll;
+  osseg_label_json_limits_default(&ll);
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  int rc = osseg_labels_parse_json(out, "ground_truth.label_json", json, strlen(json),
+                                   osseg_pipeline_class_names(p), osseg_pipeline_class_count(p),
+                                   &ll, &diag);
+  if (rc == 0) return 0;
+  return fail(code, rc == OSSEG_ENOMEM ? CODE(INTERNAL) : CODE(BAD_REQUEST), msg, msg_size, "%s",
+              diag.message[0] ? diag.message : osseg_strerror(rc));
+}
+
 void ossegd__segment_release(struct ossegd__segment *s) {
   osseg_pipeline_free(s->pipeline);
   s->pipeline = NULL;
+  osseg_labels_free(s->gt_labels);
+  s->gt_labels = NULL;
 }

@@ -222,10 +222,22 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   osseg_diag_clear(&diag);
   char msg[sizeof diag.message + 128];
 
-  /* Ground truth: the runs of each given class. */
+  /* Label JSON too long to parse on the loop thread is parsed here. */
+  if (req->seg.gt_label_json) {
+    int code;
+    if (ossegd__parse_label_json(req->seg.gt_label_json, req->seg.pipeline, &req->seg.gt_labels,
+                                 &code, msg, sizeof msg) != 0) {
+      finish_error(d, req, code, msg);
+      return;
+    }
+  }
+
+  /* Ground truth: the runs of each given class (label polygons are drawn
+   * by the pipeline once the image is decoded). */
   struct osseg_ground_truth gt;
   memset(&gt, 0, sizeof gt);
-  if (req->seg.has_gt) {
+  int gt_rles = req->seg.has_gt && !req->seg.gt_labels;
+  if (gt_rles) {
     uint64_t npixels = OSSEG_MAX_PIXELS;
     if (req->seg.image == OSSEGD_IMAGE_RAW) npixels = (uint64_t)s->raw->width * s->raw->height;
     for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++) {
@@ -252,7 +264,8 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   struct osseg_run_request rq = {.on_class = on_class,
                                  .on_dice = req->seg.has_gt ? on_dice : NULL,
                                  .ctx = &ctx,
-                                 .gt = req->seg.has_gt ? &gt : NULL,
+                                 .gt = gt_rles ? &gt : NULL,
+                                 .labels = req->seg.gt_labels,
                                  .cancel = &req->cancel,
                                  .deadline_ns = req->deadline_ns,
                                  .timings = &t};
@@ -312,8 +325,8 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
       case OSSEG_EIO: code = CODE(BAD_IMAGE); break;
       case OSSEG_ELIMIT: code = CODE(IMAGE_TOO_LARGE); break;
       case OSSEG_ERANGE:
-        code = req->seg.has_gt ? CODE(BAD_REQUEST) : CODE(BAD_IMAGE);
-        if (req->seg.has_gt) text = "ground_truth.rles: a run passes the end of the image";
+        code = gt_rles ? CODE(BAD_REQUEST) : CODE(BAD_IMAGE);
+        if (gt_rles) text = "ground_truth.rles: a run passes the end of the image";
         break;
       default: code = CODE(INTERNAL); break;
     }

@@ -761,6 +761,195 @@ static void test_dice(void **state) {
   ref_free(&gtref);
 }
 
+/* Sends a Segment of the PNG with label_json ground truth, Dice only. */
+static void send_label_json(int fd, uint64_t id, const uint8_t *png, size_t size,
+                            const char *json, int dice_only) {
+  struct seg_req q;
+  seg_init(&q, id, png, size, "a");
+  osseg__wire__ground_truth__init(&q.gt);
+  q.gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON;
+  q.gt.label_json = (char *)json;
+  q.s.ground_truth = &q.gt;
+  if (dice_only) {
+    q.s.has_output = 1;
+    q.s.output = OSSEG__WIRE__OUTPUT__OUTPUT_DICE_ONLY;
+  }
+  assert_int_equal(send_request(fd, &q.r), 0);
+}
+
+/* ground_truth.label_json of a sample phantom scores exactly as the RLE of
+ * its gt.csv rows: the same 29 Dice values and mean; without one of its
+ * annotations that class scores differently (the Dice comes from the
+ * JSON). Bad label JSON is BAD_REQUEST naming the problem, and the daemon
+ * goes on answering. */
+static void test_label_json(void **state) {
+  (void)state;
+  char samples[4096];
+  snprintf(samples, sizeof samples, "%s/data/samples", test_source_dir());
+  const char *image = "phantom_1000100";
+  size_t png_size = 0, json_size = 0;
+  uint8_t *png = (uint8_t *)test_read_file(test_path("%s/images/%s.png", samples, image),
+                                           &png_size);
+  char *json = test_read_file(test_path("%s/labels/%s.json", samples, image), &json_size);
+  struct osseg_csv gt = {0};
+  int have_gt = osseg_csv_open(&gt, test_path("%s/gt.csv", samples), NULL, NULL) == 0;
+  if (!png || !json || !have_gt) {
+    free(png);
+    free(json);
+    if (have_gt) osseg_csv_close(&gt);
+    print_message("sample phantom %s not found: skipped\n", image);
+    skip();
+  }
+
+  /* The RLE request: gt.csv's 29 rows of the image. */
+  struct seg_req q;
+  seg_init(&q, 30, png, png_size, "a");
+  osseg__wire__ground_truth__init(&q.gt);
+  osseg__wire__class_rles__init(&q.rles);
+  char *texts[OSSEG_MAX_CLASSES] = {0};
+  size_t n = 0;
+  char image_name[64];
+  snprintf(image_name, sizeof image_name, "%s.png", image);
+  for (size_t r = 0; r < gt.nrows && n < OSSEG_MAX_CLASSES; r++) {
+    const struct osseg_csv_row *row = &gt.rows[r];
+    if (row->image_len != strlen(image_name) || memcmp(row->image, image_name, row->image_len))
+      continue;
+    texts[n] = malloc(row->cls_len + row->rle_len + 2);
+    assert_non_null(texts[n]);
+    memcpy(texts[n], row->cls, row->cls_len);
+    texts[n][row->cls_len] = '\0';
+    memcpy(texts[n] + row->cls_len + 1, row->rle, row->rle_len);
+    texts[n][row->cls_len + 1 + row->rle_len] = '\0';
+    osseg__wire__class_rle__init(&q.rle[n]);
+    q.rle[n].name = texts[n];
+    q.rle[n].rle = texts[n] + row->cls_len + 1;
+    q.rlep[n] = &q.rle[n];
+    n++;
+  }
+  assert_int_equal(n, 29);
+  q.rles.classes = q.rlep;
+  q.rles.n_classes = n;
+  q.gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_RLES;
+  q.gt.rles = &q.rles;
+  q.s.ground_truth = &q.gt;
+  q.s.has_output = 1;
+  q.s.output = OSSEG__WIRE__OUTPUT__OUTPUT_DICE_ONLY;
+
+  /* The JSON without its Capitate annotation (class 21). */
+  char *cut = strstr(json, "{\"label\":\"Capitate\"");
+  assert_non_null(cut);
+  char *cut_end = strstr(cut, "]]}");
+  assert_non_null(cut_end);
+  cut_end += 3;
+  if (*cut_end == ',') cut_end++;
+  else if (cut[-1] == ',') cut--;
+  size_t without_len = json_size - (size_t)(cut_end - cut);
+  char *without = malloc(without_len + 1);
+  assert_non_null(without);
+  memcpy(without, json, (size_t)(cut - json));
+  memcpy(without + (cut - json), cut_end, json_size - (size_t)(cut_end - json));
+  without[without_len] = '\0';
+
+  int fd = try_connect(shared.sock);
+  assert_true(fd >= 0);
+  assert_int_equal(send_request(fd, &q.r), 0);
+  send_label_json(fd, 31, png, png_size, json, 1);
+  send_label_json(fd, 32, png, png_size, without, 1);
+  send_label_json(fd, 33, png, png_size, json, 0); /* masks streamed too */
+  struct result x[4] = {{.id = 30}, {.id = 31}, {.id = 32}, {.id = 33}};
+  assert_int_equal(collect(fd, x, 4), 0);
+  for (int i = 0; i < 4; i++) {
+    if (x[i].error) fail_msg("request %d: error %d: %s", 30 + i, x[i].error - 1, x[i].message);
+    assert_true(x[i].has_dice);
+    assert_true(x[i].dice_before_done);
+    assert_int_equal(x[i].dice_n, 29);
+    assert_int_equal(x[i].nmasks, i == 3 ? 29 : 0);
+  }
+  assert_int_equal(x[3].done_msg.width, 2048);
+  int differ = 0;
+  for (size_t k = 0; k < 29; k++) {
+    assert_int_equal(x[1].dice_cls[k], x[0].dice_cls[k]);
+    if (x[1].dice[k] != x[0].dice[k])
+      fail_msg("class %u: Dice %.9g from label_json, %.9g from rles", x[0].dice_cls[k],
+               x[1].dice[k], x[0].dice[k]);
+    assert_true(x[3].dice[k] == x[0].dice[k]);
+    if (x[2].dice[k] != x[0].dice[k]) {
+      assert_int_equal(x[2].dice_cls[k], 21);
+      differ++;
+    }
+  }
+  assert_true(x[1].dice_mean == x[0].dice_mean);
+  assert_int_equal(differ, 1);
+  double x0_dice[29];
+  memcpy(x0_dice, x[0].dice, sizeof x0_dice);
+  for (int i = 0; i < 4; i++) result_free(&x[i]);
+
+  /* Bad label JSON: BAD_REQUEST naming the problem; the connection and
+   * the daemon go on. */
+  size_t small_size;
+  const uint8_t *small = test_png(&small_size);
+  send_label_json(fd, 34, small, small_size,
+                  "{\"annotations\": [{\"label\": \"Kneecap\", \"points\": [[1,1],[9,1],[5,9]]}]}", 0);
+  send_label_json(fd, 35, small, small_size, "{\"annotations\": [{\"label\": \"Ulna\",", 0);
+  send_label_json(fd, 36, small, small_size,
+                  "{\"annotations\": [{\"label\": \"Ulna\", \"points\": [[1,1],[9,1]]}]}", 1);
+  send_label_json(fd, 37, small, small_size,
+                  "{\"annotations\": [{\"label\": \"Ulna\", \"points\": [[1,1],[90,1],[50,79]]}]}",
+                  0);
+  struct result y[4] = {{.id = 34}, {.id = 35}, {.id = 36}, {.id = 37}};
+  assert_int_equal(collect(fd, y, 4), 0);
+  assert_int_equal(y[0].error, CODE(BAD_REQUEST) + 1);
+  assert_string_equal(y[0].message,
+                      "ground_truth.label_json: annotations[0].label: 'Kneecap' is none of the 29 "
+                      "classes (finger-1 ... Ulna)");
+  assert_int_equal(y[1].error, CODE(BAD_REQUEST) + 1);
+  assert_non_null(strstr(y[1].message, "ground_truth.label_json:1:"));
+  assert_int_equal(y[2].error, CODE(BAD_REQUEST) + 1);
+  assert_non_null(strstr(y[2].message, "a polygon needs at least 3"));
+  assert_int_equal(y[3].error, 0);
+  assert_int_equal(y[3].nmasks, 29);
+  assert_int_equal(y[3].dice_n, 29);
+  for (int i = 0; i < 4; i++) result_free(&y[i]);
+
+  /* Text over 64 KiB is parsed by the worker: the sample's JSON padded
+   * with an ignored member scores the same; with a bad label it is the
+   * same BAD_REQUEST. */
+  size_t pad = (size_t)70 << 10;
+  char *big = malloc(json_size + pad + 32);
+  assert_non_null(big);
+  char *end = strrchr(json, '}');
+  assert_non_null(end);
+  size_t head = (size_t)(end - json);
+  memcpy(big, json, head);
+  size_t m = head + (size_t)sprintf(big + head, ",\"pad\":\"");
+  memset(big + m, 'x', pad);
+  strcpy(big + m + pad, "\"}");
+  send_label_json(fd, 38, png, png_size, big, 1);
+  char *label = strstr(big, "\"label\":\"Ulna\"");
+  assert_non_null(label);
+  memcpy(label + 9, "Ulma", 4);
+  send_label_json(fd, 39, png, png_size, big, 1);
+  struct result z[2] = {{.id = 38}, {.id = 39}};
+  assert_int_equal(collect(fd, z, 2), 0);
+  assert_int_equal(z[0].error, 0);
+  assert_int_equal(z[0].dice_n, 29);
+  for (size_t k = 0; k < 29; k++) assert_true(z[0].dice[k] == x0_dice[k]);
+  assert_int_equal(z[1].error, CODE(BAD_REQUEST) + 1);
+  assert_non_null(strstr(z[1].message, "].label: 'Ulma' is none of the 29 classes"));
+  for (int i = 0; i < 2; i++) result_free(&z[i]);
+  free(big);
+  close(fd);
+  Osseg__Wire__Response *h = health(&shared);
+  assert_true(h->health->ready);
+  osseg__wire__response__free_unpacked(h, NULL);
+
+  for (size_t i = 0; i < n; i++) free(texts[i]);
+  free(without);
+  free(json);
+  free(png);
+  osseg_csv_close(&gt);
+}
+
 static void test_pipelined(void **state) {
   (void)state;
   size_t size;
@@ -1471,6 +1660,7 @@ int main(void) {
       cmocka_unit_test(test_segment_matches_pipeline),
       cmocka_unit_test(test_ensembles),
       cmocka_unit_test(test_dice),
+      cmocka_unit_test(test_label_json),
       cmocka_unit_test(test_pipelined),
       cmocka_unit_test(test_concurrent_connections),
       cmocka_unit_test(test_bad_inputs),

@@ -244,7 +244,67 @@ static void test_ground_truth(void **state) {
   expect(&f, CODE(BAD_REQUEST), "ground_truth: rles or label_json required");
   f.gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON;
   f.gt.label_json = "{}";
-  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json");
+  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json: no \"annotations\" at the top level");
+  f.gt.label_json = "{\"annotations\": [";
+  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json:1:17: ");
+  f.gt.label_json = "{\"annotations\": [{\"label\": \"Kneecap\", \"points\": [[0,0],[9,0],[9,9]]}]}";
+  expect(&f, CODE(BAD_REQUEST),
+         "ground_truth.label_json: annotations[0].label: 'Kneecap' is none of the 29 classes");
+  f.gt.label_json = "{\"annotations\": [{\"label\": \"Ulna\", \"points\": [[0,0],[9.5,0],[9,9]]}]}";
+  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json: annotations[0] (Ulna): points[1][0]");
+  f.gt.label_json = "{\"annotations\": [{\"label\": \"Ulna\", \"points\": [[0,0],[9,0],[9,9]]}]}";
+  expect(&f, -1, NULL);
+  {
+    struct ossegd__segment out;
+    char msg[512];
+    int got = -1;
+    assert_int_equal(ossegd__validate_segment(&f.s, reg, &lim, &out, &got, msg, sizeof msg), 0);
+    assert_true(out.has_gt);
+    assert_non_null(out.gt_labels);
+    assert_int_equal(osseg_labels_polygon_count(out.gt_labels, 28), 1);
+    ossegd__segment_release(&out);
+    assert_null(out.gt_labels);
+  }
+  /* Text over 64 KiB waits for the worker (the loop does not parse it),
+   * even with a bad label; over 4 MiB it is refused at once. */
+  {
+    size_t big = ((size_t)64 << 10) + 100;
+    char *text = malloc(((size_t)4 << 20) + 10);
+    assert_non_null(text);
+    const char *head = "{\"annotations\": [{\"label\": \"Kneecap\", \"points\": "
+                       "[[0,0],[9,0],[9,9]]}], \"pad\": \"";
+    size_t n = strlen(head);
+    memcpy(text, head, n);
+    memset(text + n, 'x', big - n - 2);
+    memcpy(text + big - 2, "\"}", 3);
+    f.gt.label_json = text;
+    struct ossegd__segment out;
+    char msg[512];
+    int got = -1;
+    assert_int_equal(ossegd__validate_segment(&f.s, reg, &lim, &out, &got, msg, sizeof msg), 0);
+    assert_null(out.gt_labels);
+    assert_ptr_equal(out.gt_label_json, text);
+    assert_true(out.has_gt);
+    /* What the worker does with it: the same check, the same message. */
+    struct osseg_labels *labels = NULL;
+    assert_int_equal(ossegd__parse_label_json(text, out.pipeline, &labels, &got, msg, sizeof msg),
+                     -1);
+    assert_int_equal(got, CODE(BAD_REQUEST));
+    assert_non_null(strstr(msg, "ground_truth.label_json: annotations[0].label: 'Kneecap'"));
+    assert_null(labels);
+    ossegd__segment_release(&out);
+    size_t huge = ((size_t)4 << 20) + 1;
+    memset(text + n, 'x', huge - n - 2);
+    memcpy(text + huge - 2, "\"}", 3);
+    expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json: 4194305 bytes, over the limit of 4194304");
+    free(text);
+  }
+  /* Dice only: label JSON is ground truth for every class. */
+  f.s.has_output = 1;
+  f.s.output = OSSEG__WIRE__OUTPUT__OUTPUT_DICE_ONLY;
+  f.gt.label_json = "{\"annotations\": []}";
+  expect(&f, -1, NULL);
+  f.s.has_output = 0;
   f.gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_RLES;
   f.gt.rles = &f.rles;
   f.rle.name = "Kneecap";
