@@ -1,0 +1,321 @@
+/* ossegd integration tests, scheduling: cancel, deadlines (running and
+ * queued), a client vanishing mid-stream, Health while busy, BUSY when the
+ * queue is full, draining on SIGTERM, backpressure. See daemon_harness.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon_harness.h"
+#include "test_support.h"
+
+static struct daemon shared; /* models a and b, 2 workers, 4 MB frames */
+
+static int group_setup(void **state) {
+  (void)state;
+  if (harness_setup() != 0) return -1;
+  const char *dir = test_tmpdir();
+  if (!dir) return -1;
+  if (daemon_start(&shared, dir, "--max-frame-bytes", "4000000", NULL) != 0) return -1;
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  int st = daemon_stop(&shared, 20);
+  harness_teardown();
+  return st == 0 ? 0 : -1;
+}
+
+static void test_cancel(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = busy_png(&size);
+  int fd = try_connect(shared.sock);
+  assert_true(fd >= 0);
+  enum { N = 6 };
+  struct result x[N + 2];
+  memset(x, 0, sizeof x);
+  /* One write: the Cancel is read right behind the Segments. */
+  uint8_t *all = NULL;
+  size_t all_len = 0;
+  for (int i = 0; i < N; i++) {
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i + 1, png, size, "a");
+    frame_append(&all, &all_len, &q.r);
+    x[i].id = (uint64_t)i + 1;
+  }
+  /* Cancel the last (queued behind the others) and the first (running or
+   * done by now). */
+  Osseg__Wire__Cancel c1 = OSSEG__WIRE__CANCEL__INIT, c2 = OSSEG__WIRE__CANCEL__INIT;
+  Osseg__Wire__Request r = OSSEG__WIRE__REQUEST__INIT;
+  r.kind_case = OSSEG__WIRE__REQUEST__KIND_CANCEL;
+  c1.id = N;
+  r.id = 1000;
+  r.cancel = &c1;
+  frame_append(&all, &all_len, &r);
+  c2.id = 1;
+  r.id = 1001;
+  r.cancel = &c2;
+  frame_append(&all, &all_len, &r);
+  assert_int_equal(write_all(fd, all, all_len), 0);
+  free(all);
+  x[N].id = 1000;
+  x[N + 1].id = 1001;
+  assert_int_equal(collect(fd, x, N + 2), 0);
+  assert_int_equal(x[N - 1].error, CODE(CANCELLED) + 1);
+  assert_true(x[0].done || x[0].error == CODE(CANCELLED) + 1);
+  assert_true(x[N].done && x[N].done_msg.width == 0); /* the acknowledgement */
+  assert_true(x[N + 1].done);
+  for (int i = 1; i < N - 1; i++) assert_true(x[i].done);
+  for (int i = 0; i < N + 2; i++) result_free(&x[i]);
+
+  /* A deadline passed in the middle of the work. */
+  struct seg_req q;
+  seg_init(&q, 50, png, size, "a");
+  q.s.has_deadline_ms = 1;
+  q.s.deadline_ms = 1;
+  assert_int_equal(send_request(fd, &q.r), 0);
+  struct result y = {.id = 50};
+  assert_int_equal(collect(fd, &y, 1), 0);
+  assert_int_equal(y.error, CODE(DEADLINE_EXCEEDED) + 1);
+  result_free(&y);
+  close(fd);
+}
+
+static void test_disconnect_and_health_while_busy(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = busy_png(&size);
+  int fd = try_connect(shared.sock);
+  assert_true(fd >= 0);
+  for (int i = 0; i < 6; i++) {
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i, png, size, "a");
+    assert_int_equal(send_request(fd, &q.r), 0);
+  }
+  /* Health on another connection is answered at once, not queued. */
+  double t0 = now_s();
+  Osseg__Wire__Response *h = health(&shared);
+  double dt = now_s() - t0;
+  assert_true(h->health->ready);
+  assert_true(h->health->in_flight >= 1);
+  assert_true(h->health->connections >= 2);
+  assert_true(dt < 2.0);
+  osseg__wire__response__free_unpacked(h, NULL);
+  /* Read one response, then vanish mid-stream. */
+  Osseg__Wire__Response *r = recv_response(fd);
+  assert_non_null(r);
+  osseg__wire__response__free_unpacked(r, NULL);
+  close(fd);
+  /* The daemon drops the rest and stays healthy; the dropped requests end
+   * (cancelled) and in_flight returns to 0. */
+  double t1 = now_s();
+  for (;;) {
+    h = health(&shared);
+    unsigned inflight = h->health->in_flight;
+    osseg__wire__response__free_unpacked(h, NULL);
+    if (inflight == 0) break;
+    assert_true(now_s() - t1 < 30);
+    usleep(20000);
+  }
+}
+
+static void test_busy_and_drain(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = busy_png(&size);
+  const char *dir = test_tmpdir();
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, "--workers", "1", "--max-queue", "1", NULL), 0);
+  int fd = try_connect(d.sock);
+  assert_true(fd >= 0);
+  enum { N = 6 };
+  struct result x[N];
+  memset(x, 0, sizeof x);
+  for (int i = 0; i < N; i++) {
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i, png, size, "a");
+    assert_int_equal(send_request(fd, &q.r), 0);
+    x[i].id = (uint64_t)i;
+  }
+  assert_int_equal(collect(fd, x, N), 0);
+  int busy = 0, done = 0;
+  for (int i = 0; i < N; i++) {
+    busy += x[i].error == CODE(BUSY) + 1;
+    done += x[i].done;
+    result_free(&x[i]);
+  }
+  assert_true(busy >= 1);
+  assert_true(done >= 1);
+  assert_int_equal(busy + done, N);
+
+  /* SIGTERM while requests run: they finish, then exit 0. */
+  for (int i = 0; i < 2; i++) {
+    struct seg_req q;
+    seg_init(&q, 100 + (uint64_t)i, png, size, "a");
+    assert_int_equal(send_request(fd, &q.r), 0);
+    x[i].id = 100 + (uint64_t)i;
+  }
+  usleep(50000);
+  kill(d.pid, SIGTERM);
+  assert_int_equal(collect(fd, x, 2), 0);
+  assert_true(x[0].done);
+  for (int i = 0; i < 2; i++) result_free(&x[i]);
+  assert_true(closed_by_peer(fd));
+  close(fd);
+  assert_int_equal(daemon_wait(&d), 0);
+  struct stat st;
+  assert_int_equal(stat(d.sock, &st), -1); /* the socket file is gone */
+}
+
+/* More requests than the in-flight limit in one write, and a client that
+ * does not read for a while: slowed down, never refused or stuck. */
+static void test_backpressure(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = test_png(&size);
+  const char *models[] = {"a"};
+  struct ref ref;
+  reference(&ref, png, size, models, 1, 0, NULL);
+  const char *dir = test_tmpdir();
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, "--max-in-flight", "2", "--max-output-bytes", "2000",
+                                "--max-connections", "2", NULL), 0);
+  int fd = try_connect(d.sock);
+  assert_true(fd >= 0);
+  /* Connections past the limit are closed at once; the others work. Wait
+   * until the daemon saw the readiness probe's connection go. */
+  for (double t0 = now_s();;) {
+    Osseg__Wire__Request hr;
+    simple_req(&hr, 99, OSSEG__WIRE__REQUEST__KIND_HEALTH);
+    assert_int_equal(send_request(fd, &hr), 0);
+    Osseg__Wire__Response *resp = recv_response(fd);
+    assert_non_null(resp);
+    unsigned conns = resp->health->connections;
+    osseg__wire__response__free_unpacked(resp, NULL);
+    if (conns == 1) break;
+    assert_true(now_s() - t0 < 10);
+    usleep(10000);
+  }
+  int fd2 = try_connect(d.sock);
+  assert_true(fd2 >= 0);
+  usleep(100000); /* both accepted */
+  int fd3 = try_connect(d.sock);
+  assert_true(fd3 >= 0);
+  assert_true(closed_by_peer(fd3));
+  close(fd3);
+  close(fd2);
+  enum { N = 16 };
+  /* All frames in one write. */
+  uint8_t *all = NULL;
+  size_t all_len = 0;
+  struct result x[N];
+  memset(x, 0, sizeof x);
+  for (int i = 0; i < N; i++) {
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i, png, size, "a");
+    frame_append(&all, &all_len, &q.r);
+    x[i].id = (uint64_t)i;
+  }
+  assert_int_equal(write_all(fd, all, all_len), 0);
+  free(all);
+  usleep(300000); /* not reading: the daemon's write queue fills */
+  Osseg__Wire__Response *h = health(&d); /* a second connection again */
+  assert_true(h->health->in_flight <= 2);
+  osseg__wire__response__free_unpacked(h, NULL);
+  assert_int_equal(collect(fd, x, N), 0);
+  for (int i = 0; i < N; i++) {
+    compare(&x[i], &ref);
+    result_free(&x[i]);
+  }
+  close(fd);
+  ref_free(&ref);
+  assert_int_equal(daemon_stop(&d, 20), 0);
+}
+
+/* A deadline that passes while the request waits behind slow ones is
+ * answered when it passes: with one worker, the request cannot reach a
+ * worker before the second slow request is done, and its
+ * DEADLINE_EXCEEDED comes before that (ordering, not a timing bound). */
+static void test_queued_deadline(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = busy_png(&size);
+  const char *dir = test_tmpdir();
+  char big[512];
+  snprintf(big, sizeof big, "big=%s", demo_model());
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, "--model", big, "--workers", "1", NULL), 0);
+  int fd = try_connect(d.sock);
+  assert_true(fd >= 0);
+  uint8_t *all = NULL;
+  size_t all_len = 0;
+  enum { SLOW = 3 };
+  for (int i = 0; i < SLOW; i++) {
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i + 1, png, size, "big");
+    frame_append(&all, &all_len, &q.r);
+  }
+  struct seg_req q;
+  seg_init(&q, 100, png, size, "a");
+  q.s.has_deadline_ms = 1;
+  q.s.deadline_ms = 5;
+  frame_append(&all, &all_len, &q.r);
+  double t0 = now_s();
+  assert_int_equal(write_all(fd, all, all_len), 0);
+  free(all);
+  int finished_slow = 0, deadline_seen = 0;
+  double deadline_after = 0;
+  while (finished_slow < SLOW || !deadline_seen) {
+    Osseg__Wire__Response *r = recv_response(fd);
+    assert_non_null(r);
+    if (r->id == 100) {
+      assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_ERROR);
+      assert_int_equal(r->error->code, CODE(DEADLINE_EXCEEDED));
+      assert_non_null(strstr(r->error->message, "waited in the queue"));
+      if (finished_slow >= 2)
+        fail_msg("DEADLINE_EXCEEDED came only after %d slow requests had ended", finished_slow);
+      deadline_seen = 1;
+      deadline_after = now_s() - t0;
+    } else if (r->kind_case == OSSEG__WIRE__RESPONSE__KIND_DONE) {
+      finished_slow++;
+    } else {
+      assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_CLASS_MASK);
+    }
+    osseg__wire__response__free_unpacked(r, NULL);
+  }
+  print_message("queued deadline of 5 ms answered after %.1f ms\n", deadline_after * 1e3);
+  /* Stats count it as DEADLINE_EXCEEDED. */
+  Osseg__Wire__Request sr;
+  simple_req(&sr, 200, OSSEG__WIRE__REQUEST__KIND_STATS);
+  assert_int_equal(send_request(fd, &sr), 0);
+  Osseg__Wire__Response *r = recv_response(fd);
+  assert_non_null(r);
+  assert_int_equal(r->kind_case, OSSEG__WIRE__RESPONSE__KIND_STATS);
+  assert_int_equal(r->stats->outcomes[CODE(DEADLINE_EXCEEDED) + 1]->count, 1);
+  assert_int_equal(r->stats->outcomes[0]->count, SLOW);
+  osseg__wire__response__free_unpacked(r, NULL);
+  close(fd);
+  assert_int_equal(daemon_stop(&d, 20), 0);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_cancel),
+      cmocka_unit_test(test_disconnect_and_health_while_busy),
+      cmocka_unit_test(test_busy_and_drain),
+      cmocka_unit_test(test_backpressure),
+      cmocka_unit_test(test_queued_deadline),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
