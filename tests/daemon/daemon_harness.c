@@ -151,6 +151,27 @@ int daemon_start(struct daemon *d, const char *dir, ...) {
 
 /* SIGTERM, then SIGKILL after timeout_s; returns the exit status (128+sig
  * if killed). */
+/* Daemons that exited with a status other than 0 (harness_exit). */
+static int bad_exits;
+
+/* Records how a reaped daemon ended; a bad end is counted and its log
+ * (where a sanitizer report goes) printed. */
+static int reaped(struct daemon *d, int status) {
+  live_remove(d->pid);
+  d->pid = 0;
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (code != 0) {
+    bad_exits++;
+    size_t n = 0;
+    char *log = test_read_file(d->log, &n);
+    const char *tail = log && n > 16384 ? log + n - 16384 : log;
+    fprintf(stderr, "ossegd (%s) exited with status %d; its log:\n%s\n", d->sock, code,
+            tail ? tail : "(none)");
+    free(log);
+  }
+  return code;
+}
+
 int daemon_stop(struct daemon *d, double timeout_s) {
   if (d->pid <= 0) return -1;
   kill(d->pid, SIGTERM);
@@ -166,9 +187,7 @@ int daemon_stop(struct daemon *d, double timeout_s) {
     }
     usleep(10000);
   }
-  live_remove(d->pid);
-  d->pid = 0;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return reaped(d, status);
 }
 
 int daemon_wait(struct daemon *d) {
@@ -178,9 +197,7 @@ int daemon_wait(struct daemon *d) {
   while ((r = waitpid(d->pid, &status, 0)) < 0 && errno == EINTR) {
   }
   assert_int_equal(r, d->pid);
-  live_remove(d->pid);
-  d->pid = 0;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return reaped(d, status);
 }
 
 /* ---------------------------------------------------------- protocol --- */
@@ -538,6 +555,18 @@ const char *demo_model(void) {
 /* ------------------------------------------------------------- group --- */
 
 int harness_setup(void) {
+  /* Under the sanitizer build, a leak in ossegd (LeakSanitizer checks when
+   * it returns from main) or a memory error must end it with a status of
+   * its own, distinct from ossegd's 1 and 2, whatever ASAN_OPTIONS the
+   * caller set: appended options win. Set here, before any thread exists,
+   * for every ossegd this program starts; a build without ASan ignores
+   * the variable, and this process's own ASan has read its options
+   * already. */
+  const char *old = getenv("ASAN_OPTIONS");
+  char opts[1024];
+  snprintf(opts, sizeof opts, "%s%sdetect_leaks=1:exitcode=%d", old ? old : "",
+           old && old[0] ? ":" : "", HARNESS_SANITIZER_EXIT);
+  if (setenv("ASAN_OPTIONS", opts, 1) != 0) return -1;
   if (osseg_registry_create(&ref_reg, NULL) != 0) return -1;
   struct osseg_model_spec sa = {.name = "a", .path = model_file("unetpp_r18_tiny_op13")};
   struct osseg_model_spec sb = {.name = "b", .path = model_file("unet_effb0_tiny_op13")};
@@ -557,4 +586,11 @@ void harness_teardown(void) {
   free(png64);
   free(big_png);
   png64 = big_png = NULL;
+}
+
+int harness_exit(int cmocka_failures) {
+  if (bad_exits == 0) return cmocka_failures;
+  fprintf(stderr, "[  FAILED  ] %d ossegd process(es) exited with a status other than 0\n",
+          bad_exits);
+  return cmocka_failures + 1;
 }

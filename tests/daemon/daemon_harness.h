@@ -7,7 +7,12 @@
  *
  * Every daemon is stopped with SIGTERM, then SIGKILL after a timeout, so no
  * test hangs; daemons a failed test left behind are stopped by
- * harness_teardown.
+ * harness_teardown. A daemon must exit 0: harness_main fails the program
+ * when any daemon the harness reaped ended otherwise, even one stopped by
+ * a group teardown (cmocka 1.1 reports a failed group teardown but still
+ * returns 0). Under the sanitizer build, ossegd runs with LeakSanitizer on
+ * and exits with HARNESS_SANITIZER_EXIT when it finds a leak, so a leak
+ * fails the test that stops it (and the program).
  *
  * Everything here runs on the test's one thread; the helpers use cmocka's
  * asserts. */
@@ -27,6 +32,10 @@
 #include "osseg_pipeline.h"
 
 #define CODE(x) OSSEG__WIRE__ERROR__CODE__##x
+
+/* What a sanitizer-built ossegd exits with when it finds a leak or another
+ * error (ASAN_OPTIONS exitcode, set by harness_setup). */
+#define HARNESS_SANITIZER_EXIT 23
 
 /* ------------------------------------------------------------ daemon --- */
 
@@ -50,10 +59,11 @@ int daemon_start(struct daemon *d, const char *dir, ...);
  * expecting it to exit; returns its status, *err its stderr. */
 int daemon_fail(const char *sock, char **err, ...);
 /* SIGTERM, then SIGKILL after timeout_s; returns the exit status (128+sig
- * if killed). */
+ * if killed). A status other than 0 is counted (harness_main fails) and
+ * the daemon's log is printed. */
 int daemon_stop(struct daemon *d, double timeout_s);
 /* Waits for a daemon the test signalled itself; returns its exit status
- * (128+sig if killed by a signal). */
+ * (128+sig if killed by a signal), counted like daemon_stop's. */
 int daemon_wait(struct daemon *d);
 
 /* ---------------------------------------------------------- protocol --- */
@@ -155,10 +165,16 @@ Osseg__Wire__Response *health(const struct daemon *d);
 
 /* ------------------------------------------------------------- group --- */
 
-/* Loads the reference models; the group setup of every integration test
- * calls it first. 0 or -1. */
+/* Sets the sanitizer options of the daemons to come and loads the
+ * reference models; the group setup of every integration test calls it
+ * first. 0 or -1. */
 int harness_setup(void);
 /* Stops daemons left running by failed tests and frees the harness. */
 void harness_teardown(void);
+/* Runs the group and returns the program's exit status: cmocka's failure
+ * count, plus one if any daemon reaped by the harness exited non-zero. */
+#define harness_main(tests, setup, teardown) \
+  harness_exit(cmocka_run_group_tests(tests, setup, teardown))
+int harness_exit(int cmocka_failures);
 
 #endif

@@ -118,5 +118,5 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_inputs),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return harness_main(tests, group_setup, group_teardown);
 }

@@ -317,5 +317,5 @@ int main(void) {
       cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_queued_deadline),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return harness_main(tests, group_setup, group_teardown);
 }

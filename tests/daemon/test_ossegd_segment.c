@@ -506,5 +506,5 @@ int main(void) {
       cmocka_unit_test(test_list_models_and_stats),
       cmocka_unit_test(test_model_times),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return harness_main(tests, group_setup, group_teardown);
 }
