@@ -466,6 +466,41 @@ void seg_init(struct seg_req *q, uint64_t id, const uint8_t *png, size_t size,
   q->s.n_models = 1;
 }
 
+void seg_set_raw(struct seg_req *q, uint32_t w, uint32_t h, uint32_t bit_depth,
+                 const uint8_t *pixels, size_t len) {
+  osseg__wire__raw_image__init(&q->raw);
+  q->raw.width = w;
+  q->raw.height = h;
+  q->raw.bit_depth = bit_depth;
+  q->raw.pixels.data = (uint8_t *)pixels;
+  q->raw.pixels.len = len;
+  q->s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_RAW;
+  q->s.raw = &q->raw;
+}
+
+void seg_set_fd(struct seg_req *q) {
+  osseg__wire__image_fd__init(&q->fd);
+  q->s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_FD;
+  q->s.fd = &q->fd;
+}
+
+void seg_add_gt(struct seg_req *q, const char *cls, const char *rle) {
+  if (!q->s.ground_truth) {
+    osseg__wire__ground_truth__init(&q->gt);
+    osseg__wire__class_rles__init(&q->rles);
+    q->gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_RLES;
+    q->gt.rles = &q->rles;
+    q->rles.classes = q->rlep;
+    q->s.ground_truth = &q->gt;
+  }
+  size_t i = q->rles.n_classes++;
+  assert_true(i < OSSEG_MAX_CLASSES);
+  osseg__wire__class_rle__init(&q->rle[i]);
+  q->rle[i].name = (char *)cls;
+  q->rle[i].rle = (char *)rle;
+  q->rlep[i] = &q->rle[i];
+}
+
 void simple_req(Osseg__Wire__Request *r, uint64_t id, int kind) {
   static Osseg__Wire__HealthRequest h = OSSEG__WIRE__HEALTH_REQUEST__INIT;
   static Osseg__Wire__ListModels l = OSSEG__WIRE__LIST_MODELS__INIT;
@@ -490,6 +525,55 @@ Osseg__Wire__Response *health(const struct daemon *d) {
   assert_non_null(resp);
   assert_int_equal(resp->kind_case, OSSEG__WIRE__RESPONSE__KIND_HEALTH);
   return resp;
+}
+
+Osseg__Wire__Response *stats(const struct daemon *d) {
+  int fd = try_connect(d->sock);
+  assert_true(fd >= 0);
+  Osseg__Wire__Request r;
+  simple_req(&r, 1, OSSEG__WIRE__REQUEST__KIND_STATS);
+  assert_int_equal(send_request(fd, &r), 0);
+  Osseg__Wire__Response *resp = recv_response(fd);
+  close(fd);
+  assert_non_null(resp);
+  assert_int_equal(resp->kind_case, OSSEG__WIRE__RESPONSE__KIND_STATS);
+  return resp;
+}
+
+void segment_outcome(int fd, struct seg_req *q, int *code, char *msg, size_t msg_size) {
+  assert_int_equal(send_request(fd, &q->r), 0);
+  struct result x = {.id = q->r.id};
+  assert_int_equal(collect(fd, &x, 1), 0);
+  *code = x.error;
+  snprintf(msg, msg_size, "%s", x.message);
+  result_free(&x);
+}
+
+/* The pipeline's masks of the standard image with model "a", made once. */
+static struct ref serving_ref;
+static int have_serving_ref;
+
+void assert_still_serving(const struct daemon *d) {
+  Osseg__Wire__Response *h = health(d);
+  assert_true(h->health->ready);
+  osseg__wire__response__free_unpacked(h, NULL);
+  size_t size;
+  const uint8_t *png = test_png(&size);
+  if (!have_serving_ref) {
+    const char *models[] = {"a"};
+    reference(&serving_ref, png, size, models, 1, 0, NULL);
+    have_serving_ref = 1;
+  }
+  int fd = try_connect(d->sock);
+  assert_true(fd >= 0);
+  struct seg_req q;
+  seg_init(&q, 77, png, size, "a");
+  assert_int_equal(send_request(fd, &q.r), 0);
+  struct result x = {.id = 77};
+  assert_int_equal(collect(fd, &x, 1), 0);
+  compare(&x, &serving_ref);
+  result_free(&x);
+  close(fd);
 }
 
 void compare(const struct result *x, const struct ref *ref) {
@@ -581,6 +665,8 @@ void harness_teardown(void) {
       struct daemon left = {.pid = live[i]};
       daemon_stop(&left, 5);
     }
+  if (have_serving_ref) ref_free(&serving_ref);
+  have_serving_ref = 0;
   osseg_registry_free(ref_reg);
   ref_reg = NULL;
   free(png64);

@@ -150,6 +150,7 @@ struct seg_req {
   Osseg__Wire__Segment s;
   Osseg__Wire__Vote vote;
   Osseg__Wire__RawImage raw;
+  Osseg__Wire__ImageFd fd;
   Osseg__Wire__GroundTruth gt;
   Osseg__Wire__ClassRles rles;
   Osseg__Wire__ClassRle rle[OSSEG_MAX_CLASSES], *rlep[OSSEG_MAX_CLASSES];
@@ -158,10 +159,25 @@ struct seg_req {
 
 void seg_init(struct seg_req *q, uint64_t id, const uint8_t *png, size_t size,
               const char *model);
+/* Makes q's image raw pixels (not copied). */
+void seg_set_raw(struct seg_req *q, uint32_t w, uint32_t h, uint32_t bit_depth,
+                 const uint8_t *pixels, size_t len);
+/* Makes q's image an ImageFd (the descriptor goes with send_request_fd). */
+void seg_set_fd(struct seg_req *q);
+/* Adds ground truth: RLE text for a class name (both not copied). */
+void seg_add_gt(struct seg_req *q, const char *cls, const char *rle);
 /* A Health, ListModels or Stats request. */
 void simple_req(Osseg__Wire__Request *r, uint64_t id, int kind);
 /* Asks Health on a fresh connection; returns the response (caller frees). */
 Osseg__Wire__Response *health(const struct daemon *d);
+/* Asks Stats on a fresh connection; returns the response (caller frees). */
+Osseg__Wire__Response *stats(const struct daemon *d);
+/* Sends one Segment and returns its Error (Error.Code + 1 in *code, the
+ * message in msg), or 0 in *code when it ended with Done. */
+void segment_outcome(int fd, struct seg_req *q, int *code, char *msg, size_t msg_size);
+/* The daemon still answers Health and serves the standard image with
+ * model "a", equal to the pipeline's answer, on a fresh connection. */
+void assert_still_serving(const struct daemon *d);
 
 /* ------------------------------------------------------------- group --- */
 
