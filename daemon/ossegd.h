@@ -28,13 +28,15 @@
  *   while its requests run stays valid until their completions are drained.
  *   A disconnect sets the cancel flag of its requests.
  *
- *   Limits (all in struct ossegd_options; Health reports frame bytes and
- *   image pixels):
+ *   Limits (all in struct ossegd_options; Health reports frame bytes, image
+ *   pixels and image side):
  *   - max_frame_bytes: a frame declaring more is refused before anything is
  *     allocated for it and the connection is closed; so is a frame that
  *     does not unpack as a Request.
  *   - max_image_pixels / max_image_side: PNG headers and raw dimensions are
- *     checked against them (IMAGE_TOO_LARGE).
+ *     checked against them (IMAGE_TOO_LARGE, the message names the image's
+ *     dimensions and the limit). The side is at most OSSEG_MAX_SIDE, what
+ *     the imaging and kernel layers handle.
  *   - max_connections: connections past it are accepted and closed at once.
  *   - max_in_flight: requests of one connection accepted and not done; at
  *     the limit the daemon stops reading the connection (bytes already read
@@ -108,7 +110,7 @@ struct ossegd_options {
   unsigned workers;           /* worker threads, default 2 */
   uint64_t max_frame_bytes;   /* default 64 MiB */
   uint64_t max_image_pixels;  /* default 16384 * 16384 */
-  uint32_t max_image_side;    /* default 16384 */
+  uint32_t max_image_side;    /* default and at most OSSEG_MAX_SIDE, 16384 */
   unsigned max_connections;   /* default 256 */
   unsigned max_in_flight;     /* per connection, default 64 */
   unsigned max_queue;         /* waiting Segments, default 256 */

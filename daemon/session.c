@@ -165,6 +165,8 @@ static void answer_health(struct ossegd__session *s, uint64_t id) {
   h.uptime_s = (double)(osseg_now_ns() - d->start_ns) / 1e9;
   h.max_frame_bytes = d->opt.max_frame_bytes;
   h.max_image_pixels = d->opt.max_image_pixels;
+  h.has_max_image_side = 1;
+  h.max_image_side = d->lim.max_image_side;
   Osseg__Wire__Response r = OSSEG__WIRE__RESPONSE__INIT;
   r.id = id;
   r.kind_case = OSSEG__WIRE__RESPONSE__KIND_HEALTH;
