@@ -200,6 +200,16 @@ int daemon_wait(struct daemon *d) {
   return reaped(d, status);
 }
 
+uint64_t daemon_peak_rss_kib(const struct daemon *d) {
+  char *st = test_read_file(test_path("/proc/%d/status", (int)d->pid), NULL);
+  assert_non_null(st);
+  const char *p = strstr(st, "VmHWM:");
+  assert_non_null(p);
+  uint64_t kib = strtoull(p + 6, NULL, 10);
+  free(st);
+  return kib;
+}
+
 /* ---------------------------------------------------------- protocol --- */
 
 int write_all(int fd, const void *p, size_t n) {
@@ -239,6 +249,18 @@ void frame_append(uint8_t **buf, size_t *len, const Osseg__Wire__Request *r) {
   f[2] = (uint8_t)(n >> 16);
   f[3] = (uint8_t)(n >> 24);
   osseg__wire__request__pack(r, f + 4);
+  *len += n + 4;
+}
+
+void frame_append_raw(uint8_t **buf, size_t *len, const void *payload, size_t n) {
+  *buf = realloc(*buf, *len + n + 4);
+  assert_non_null(*buf);
+  uint8_t *f = *buf + *len;
+  f[0] = (uint8_t)n;
+  f[1] = (uint8_t)(n >> 8);
+  f[2] = (uint8_t)(n >> 16);
+  f[3] = (uint8_t)(n >> 24);
+  if (n) memcpy(f + 4, payload, n);
   *len += n + 4;
 }
 
@@ -301,6 +323,7 @@ void result_free(struct result *r) {
  * Returns 0, or -1 if the connection ended first. */
 int collect(int fd, struct result *res, size_t n) {
   size_t open = n;
+  unsigned ended = 0;
   for (size_t i = 0; i < n; i++) res[i].in_order = 1;
   while (open > 0) {
     Osseg__Wire__Response *r = recv_response(fd);
@@ -357,7 +380,10 @@ int collect(int fd, struct result *res, size_t n) {
         x->kept = r;
         break;
     }
-    if (x->ended) open--;
+    if (x->ended) {
+      open--;
+      x->order = ++ended;
+    }
     if (!keep) osseg__wire__response__free_unpacked(r, NULL);
   }
   return 0;
@@ -400,6 +426,52 @@ const uint8_t *busy_png(size_t *size) {
   if (!big_png) big_png = make_png(1536, 1536, 9, &big_png_size);
   *size = big_png_size;
   return big_png;
+}
+
+static uint32_t crc32_png(const uint8_t *p, size_t n) {
+  uint32_t c = 0xffffffffu;
+  for (size_t i = 0; i < n; i++) {
+    c ^= p[i];
+    for (int k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+  }
+  return c ^ 0xffffffffu;
+}
+
+static uint8_t *be32_put(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+  return p + 4;
+}
+
+/* Writes one chunk at p; returns the end. */
+static uint8_t *chunk(uint8_t *p, const char *type, const void *data, size_t n) {
+  uint8_t *start = p + 4;
+  p = be32_put(p, (uint32_t)n);
+  memcpy(p, type, 4);
+  if (n) memcpy(p + 4, data, n);
+  p += 4 + n;
+  return be32_put(p, crc32_png(start, 4 + n));
+}
+
+uint8_t *make_png_raw(uint32_t width, uint32_t height, const void *idat, size_t n,
+                      size_t *size) {
+  static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  uint8_t *png = malloc(8 + 25 + 12 + n + 12);
+  assert_non_null(png);
+  memcpy(png, sig, 8);
+  uint8_t ihdr[13];
+  be32_put(ihdr, width);
+  be32_put(ihdr + 4, height);
+  ihdr[8] = 8; /* bit depth */
+  ihdr[9] = 0; /* gray */
+  ihdr[10] = ihdr[11] = ihdr[12] = 0;
+  uint8_t *p = chunk(png + 8, "IHDR", ihdr, sizeof ihdr);
+  p = chunk(p, "IDAT", idat, n);
+  p = chunk(p, "IEND", NULL, 0);
+  *size = (size_t)(p - png);
+  return png;
 }
 
 /* --------------------------------------------------------- reference --- */

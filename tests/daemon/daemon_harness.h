@@ -65,6 +65,8 @@ int daemon_stop(struct daemon *d, double timeout_s);
 /* Waits for a daemon the test signalled itself; returns its exit status
  * (128+sig if killed by a signal), counted like daemon_stop's. */
 int daemon_wait(struct daemon *d);
+/* The daemon's peak resident set (VmHWM of /proc/PID/status) in KiB. */
+uint64_t daemon_peak_rss_kib(const struct daemon *d);
 
 /* ---------------------------------------------------------- protocol --- */
 
@@ -72,6 +74,8 @@ int write_all(int fd, const void *p, size_t n);
 int send_request(int fd, const Osseg__Wire__Request *r);
 /* Appends a framed request to a growing buffer (to send many at once). */
 void frame_append(uint8_t **buf, size_t *len, const Osseg__Wire__Request *r);
+/* Appends any payload as one frame (bytes protobuf-c would not write). */
+void frame_append_raw(uint8_t **buf, size_t *len, const void *payload, size_t n);
 /* Sends one frame with a descriptor attached to its first byte (none when
  * fd < 0). */
 int send_request_fd(int sock, const Osseg__Wire__Request *r, int fd);
@@ -106,6 +110,7 @@ struct result {
   int dice_before_done;
   int other;             /* Health, ModelList, Stats */
   Osseg__Wire__Response *kept; /* the terminal non-Segment response */
+  unsigned order;        /* it was the order-th of its collect() to end */
 };
 
 void result_free(struct result *r);
@@ -122,6 +127,12 @@ uint8_t *make_png(uint32_t w, uint32_t h, uint32_t seed, size_t *size); /* free(
  * worker busy for a while; owned by the harness. */
 const uint8_t *test_png(size_t *size);
 const uint8_t *busy_png(size_t *size);
+/* A PNG built chunk by chunk, to lie: a signature, an IHDR declaring
+ * width x height 8-bit gray (correct CRC), one IDAT holding idat[0, n)
+ * (which need not match the header) and IEND. A "bomb" when the
+ * dimensions are huge and the data tiny. free() it. */
+uint8_t *make_png_raw(uint32_t width, uint32_t height, const void *idat, size_t n,
+                      size_t *size);
 
 /* --------------------------------------------------------- reference --- */
 

@@ -1,6 +1,9 @@
 /* ossegd integration tests, bad input: frames over the limit, garbage,
- * invalid requests; each answered by an Error or a closed connection, and
- * the daemon keeps serving. See daemon_harness.h. */
+ * truncated frames, invalid requests, PNG bombs, descriptors that are not
+ * readable regular files, absurd raw dimensions, out-of-range enums and
+ * unknown fields, bad ground truth; each answered by an Error or a closed
+ * connection, and after each the daemon still answers Health and serves a
+ * good Segment. See daemon_harness.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -14,17 +17,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <libdeflate.h>
+
 #include "daemon_harness.h"
 #include "test_support.h"
 
-static struct daemon shared; /* models a and b, 2 workers, 4 MB frames */
+/* Models a and b; 4 MB frames, 2048 x 2048 pixels; one worker, so that a
+ * request answered on the loop thread is seen to overtake queued ones. */
+static struct daemon shared;
 
 static int group_setup(void **state) {
   (void)state;
   if (harness_setup() != 0) return -1;
   const char *dir = test_tmpdir();
   if (!dir) return -1;
-  if (daemon_start(&shared, dir, "--max-frame-bytes", "4000000", NULL) != 0) return -1;
+  if (daemon_start(&shared, dir, "--max-frame-bytes", "4000000", "--max-image-pixels", "4194304",
+                   "--workers", "1", NULL) != 0)
+    return -1;
   return 0;
 }
 
@@ -33,6 +42,327 @@ static int group_teardown(void **state) {
   int st = daemon_stop(&shared, 20);
   harness_teardown();
   return st == 0 ? 0 : -1;
+}
+
+/* Sends q (with descriptor fd if >= 0) and checks its Error: code, and the
+ * message containing each of the needles (NULL-terminated). */
+static void expect_error(int sock, struct seg_req *q, int fd, int code, ...) {
+  if (fd >= 0)
+    assert_int_equal(send_request_fd(sock, &q->r, fd), 0);
+  else
+    assert_int_equal(send_request(sock, &q->r), 0);
+  struct result x = {.id = q->r.id};
+  assert_int_equal(collect(sock, &x, 1), 0);
+  if (x.error != code + 1)
+    fail_msg("request %llu: expected code %d, got %d (%s)", (unsigned long long)q->r.id, code,
+             x.error - 1, x.error ? x.message : "Done");
+  va_list ap;
+  va_start(ap, code);
+  const char *needle;
+  while ((needle = va_arg(ap, const char *)) != NULL)
+    if (!strstr(x.message, needle)) fail_msg("'%s' does not contain '%s'", x.message, needle);
+  va_end(ap);
+  result_free(&x);
+}
+
+/* PNG bombs: a hundred bytes declaring a huge image. The header is checked
+ * before any pixel memory exists, for PNG bytes and for a descriptor:
+ * IMAGE_TOO_LARGE naming the size and the limit (BAD_IMAGE for sizes no PNG
+ * may have), and the daemon's peak RSS does not move. Then a real
+ * decompression bomb (64 MiB of zeros in 64 KiB of IDAT behind a 1024 x 1024
+ * header): answered, and the RSS still bounded. First in the group, so the
+ * peak RSS is the warmed-up daemon's. */
+static void test_png_bomb(void **state) {
+  (void)state;
+  uint64_t rss0 = daemon_peak_rss_kib(&shared);
+  static const uint8_t empty_zlib[] = {0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01};
+  static const struct {
+    uint32_t w, h;
+    int code;
+    const char *size, *limit;
+  } cases[] = {
+      {100000, 100000, CODE(IMAGE_TOO_LARGE), "100000x100000", "16384x16384"},
+      /* Within the side, over --max-image-pixels. */
+      {16000, 16000, CODE(IMAGE_TOO_LARGE), "16000x16000", "4194304 pixels"},
+      {2049, 2048, CODE(IMAGE_TOO_LARGE), "2049x2048", "4194304 pixels"},
+      {0x7fffffffu, 0x7fffffffu, CODE(IMAGE_TOO_LARGE), "2147483647x2147483647", "16384"},
+      /* Not PNG sizes at all (1..2^31-1). */
+      {0x80000000u, 1, CODE(BAD_IMAGE), "2147483648x1", "invalid dimensions"},
+      {0, 0, CODE(BAD_IMAGE), "0x0", "invalid dimensions"},
+  };
+  const char *dir = test_tmpdir();
+  int sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    size_t size;
+    uint8_t *png = make_png_raw(cases[i].w, cases[i].h, empty_zlib, sizeof empty_zlib, &size);
+    assert_true(size < 100);
+    struct seg_req q;
+    seg_init(&q, 100 + i, png, size, "a");
+    expect_error(sock, &q, -1, cases[i].code, cases[i].size, cases[i].limit, NULL);
+    /* The same file as a descriptor. */
+    const char *path = test_path("%s/bomb%zu.png", dir, i);
+    assert_int_equal(test_write_file(path, png, size), 0);
+    free(png);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    seg_init(&q, 200 + i, NULL, 0, "a");
+    seg_set_fd(&q);
+    expect_error(sock, &q, fd, cases[i].code, cases[i].size, cases[i].limit, NULL);
+    close(fd);
+    assert_still_serving(&shared);
+  }
+  uint64_t rss1 = daemon_peak_rss_kib(&shared);
+  print_message("peak RSS %llu KiB before the bombs, %llu KiB after\n",
+                (unsigned long long)rss0, (unsigned long long)rss1);
+  assert_true(rss1 - rss0 < 64 * 1024);
+
+  /* 64 MiB of zeros where a 1024 x 1024 image needs 1 MiB + 1024 filter
+   * bytes: the decoder must stop at the image's size. */
+  size_t zeros_len = (size_t)64 << 20;
+  uint8_t *zeros = calloc(1, zeros_len);
+  assert_non_null(zeros);
+  struct libdeflate_compressor *c = libdeflate_alloc_compressor(1);
+  assert_non_null(c);
+  size_t cap = libdeflate_zlib_compress_bound(c, zeros_len);
+  uint8_t *z = malloc(cap);
+  assert_non_null(z);
+  size_t zn = libdeflate_zlib_compress(c, zeros, zeros_len, z, cap);
+  libdeflate_free_compressor(c);
+  free(zeros);
+  assert_true(zn > 0 && zn < 1000000);
+  size_t size;
+  uint8_t *png = make_png_raw(1024, 1024, z, zn, &size);
+  free(z);
+  struct seg_req q;
+  seg_init(&q, 300, png, size, "a");
+  assert_int_equal(send_request(sock, &q.r), 0);
+  struct result x = {.id = 300};
+  assert_int_equal(collect(sock, &x, 1), 0);
+  print_message("decompression bomb: %s %s\n", x.done ? "Done" : "Error", x.message);
+  assert_true(x.done || x.error == CODE(BAD_IMAGE) + 1);
+  result_free(&x);
+  free(png);
+  uint64_t rss2 = daemon_peak_rss_kib(&shared);
+  print_message("peak RSS %llu KiB after the decompression bomb\n", (unsigned long long)rss2);
+  assert_true(rss2 - rss0 < 64 * 1024);
+  close(sock);
+  assert_still_serving(&shared);
+}
+
+/* Raw pixels with absurd dimensions: zero, 2^31, sides whose product
+ * overflows 32 bits, within the side but over the pixels, bit depths and
+ * byte counts that do not match. */
+static void test_raw_dimensions(void **state) {
+  (void)state;
+  static uint8_t pixels[256];
+  static const struct {
+    uint32_t w, h, depth;
+    size_t len;
+    int code;
+    const char *needle;
+  } cases[] = {
+      {0, 10, 8, 0, CODE(BAD_REQUEST), "width and height must be at least 1 (got 0x10)"},
+      {10, 0, 8, 0, CODE(BAD_REQUEST), "(got 10x0)"},
+      {0x80000000u, 1, 8, 16, CODE(IMAGE_TOO_LARGE),
+       "2147483648x1 is over the limit of 16384 pixels a side"},
+      {65536, 65536, 8, 16, CODE(IMAGE_TOO_LARGE), "65536x65536 is over the limit"},
+      {0xffffffffu, 0xffffffffu, 16, 16, CODE(IMAGE_TOO_LARGE), "4294967295x4294967295"},
+      {16384, 16384, 8, 16, CODE(IMAGE_TOO_LARGE),
+       "268435456 pixels is over the limit of 4194304"},
+      {10, 10, 12, 100, CODE(BAD_REQUEST), "image.raw.bit_depth: must be 8 or 16, not 12"},
+      {10, 10, 0xffffffffu, 100, CODE(BAD_REQUEST), "not 4294967295"},
+      {10, 10, 16, 199, CODE(BAD_REQUEST), "199 bytes, but 10x10 at 16 bits needs 200"},
+      {10, 10, 8, 0, CODE(BAD_REQUEST), "0 bytes, but 10x10 at 8 bits needs 100"},
+  };
+  int sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    struct seg_req q;
+    seg_init(&q, i + 1, NULL, 0, "a");
+    seg_set_raw(&q, cases[i].w, cases[i].h, cases[i].depth, pixels, cases[i].len);
+    expect_error(sock, &q, -1, cases[i].code, cases[i].needle, NULL);
+  }
+  close(sock);
+  assert_still_serving(&shared);
+}
+
+/* Enumerations on the wire hold any int32, and a Request may carry fields
+ * this daemon does not know. Out-of-range enum values are refused naming
+ * the field; unknown fields are ignored (protobuf's rule, so an older
+ * daemon serves a newer client; a change of meaning bumps Request.version),
+ * except that a request whose kind is unknown has no kind and is refused;
+ * a field with an invalid wire type does not parse and closes the
+ * connection. */
+static void test_wire_enums_and_unknown_fields(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = test_png(&size);
+  int sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  struct seg_req q;
+  seg_init(&q, 1, png, size, "a");
+  q.r.has_version = 1;
+  q.r.version = 7;
+  expect_error(sock, &q, -1, CODE(BAD_REQUEST), "version: 7 is not supported", NULL);
+  seg_init(&q, 2, png, size, "a");
+  q.s.has_priority = 1;
+  q.s.priority = 5;
+  expect_error(sock, &q, -1, CODE(BAD_REQUEST), "priority: unknown value 5", NULL);
+  seg_init(&q, 3, png, size, "a");
+  q.s.has_priority = 1;
+  q.s.priority = -1; /* a ten-byte varint */
+  expect_error(sock, &q, -1, CODE(BAD_REQUEST), "priority: unknown value -1", NULL);
+  seg_init(&q, 4, png, size, "a");
+  q.s.has_output = 1;
+  q.s.output = 9;
+  expect_error(sock, &q, -1, CODE(BAD_REQUEST), "output: unknown value 9", NULL);
+  seg_init(&q, 5, png, size, "a");
+  osseg__wire__vote__init(&q.vote);
+  q.vote.has_kind = 1;
+  q.vote.kind = 7;
+  q.s.vote = &q.vote;
+  expect_error(sock, &q, -1, CODE(BAD_REQUEST), "vote.kind: unknown value 7", NULL);
+
+  /* Unknown fields in the Request, the Segment and the RawImage: served
+   * as if they were absent. */
+  const char *models[] = {"a"};
+  struct ref ref;
+  reference(&ref, png, size, models, 1, 0, NULL);
+  struct osseg_image img;
+  make_image(&img, 96, 80, 3);
+  /* protobuf-c keeps (and packs) an unknown field as the bytes after its
+   * tag: a length-prefixed one starts with its length. */
+  uint8_t blob[16] = {15, 'f', 'r', 'o', 'm', ' ', 't', 'h', 'e', ' ', 'f', 'u', 't', 'u', 'r', 'e'};
+  ProtobufCMessageUnknownField uf[3] = {
+      {.tag = 99, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED, .len = sizeof blob,
+       .data = blob},
+      {.tag = 50, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED, .len = sizeof blob,
+       .data = blob},
+      {.tag = 9, .wire_type = PROTOBUF_C_WIRE_TYPE_32BIT, .len = 4, .data = blob + 1},
+  };
+  seg_init(&q, 6, NULL, 0, "a");
+  seg_set_raw(&q, 96, 80, 8, img.data, (size_t)96 * 80);
+  q.r.base.n_unknown_fields = 1;
+  q.r.base.unknown_fields = &uf[0];
+  q.s.base.n_unknown_fields = 1;
+  q.s.base.unknown_fields = &uf[1];
+  q.raw.base.n_unknown_fields = 1;
+  q.raw.base.unknown_fields = &uf[2];
+  assert_int_equal(send_request(sock, &q.r), 0);
+  struct result x = {.id = 6};
+  assert_int_equal(collect(sock, &x, 1), 0);
+  compare(&x, &ref);
+  result_free(&x);
+  osseg_image_free(&img);
+  ref_free(&ref);
+  /* A Health with an unknown varint field. */
+  Osseg__Wire__Request hr;
+  simple_req(&hr, 7, OSSEG__WIRE__REQUEST__KIND_HEALTH);
+  uint8_t five = 5;
+  ProtobufCMessageUnknownField uv = {.tag = 1000, .wire_type = PROTOBUF_C_WIRE_TYPE_VARINT,
+                                     .len = 1, .data = &five};
+  hr.base.n_unknown_fields = 1;
+  hr.base.unknown_fields = &uv;
+  assert_int_equal(send_request(sock, &hr), 0);
+  x.id = 7;
+  assert_int_equal(collect(sock, &x, 1), 0);
+  assert_int_equal(x.other, OSSEG__WIRE__RESPONSE__KIND_HEALTH);
+  result_free(&x);
+  /* A request kind from the future (field 20, an empty message): no kind
+   * this daemon knows. */
+  Osseg__Wire__Request fr = OSSEG__WIRE__REQUEST__INIT;
+  fr.id = 8;
+  uint8_t empty_message = 0; /* length 0 */
+  ProtobufCMessageUnknownField uk = {.tag = 20, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
+                                     .len = 1, .data = &empty_message};
+  fr.base.n_unknown_fields = 1;
+  fr.base.unknown_fields = &uk;
+  assert_int_equal(send_request(sock, &fr), 0);
+  x.id = 8;
+  assert_int_equal(collect(sock, &x, 1), 0);
+  assert_int_equal(x.error, CODE(BAD_REQUEST) + 1);
+  assert_non_null(strstr(x.message, "kind: the request has none of"));
+  result_free(&x);
+  close(sock);
+
+  /* Wire type 7 does not exist: the frame does not parse. id = 1, then
+   * field 3 with wire type 7. */
+  sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  static const uint8_t bad_wire[] = {0x08, 0x01, (3 << 3) | 7, 0x00};
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  frame_append_raw(&buf, &len, bad_wire, sizeof bad_wire);
+  assert_int_equal(write_all(sock, buf, len), 0);
+  free(buf);
+  assert_true(closed_by_peer(sock));
+  close(sock);
+  assert_still_serving(&shared);
+}
+
+/* Health's view of the daemon settles: nothing in flight and only Health's
+ * own connection open, within 10 s. */
+static void assert_settles(void) {
+  double t0 = now_s();
+  for (;;) {
+    Osseg__Wire__Response *h = health(&shared);
+    unsigned in_flight = h->health->in_flight, conns = h->health->connections;
+    osseg__wire__response__free_unpacked(h, NULL);
+    if (in_flight == 0 && conns == 1) return;
+    if (now_s() - t0 > 10)
+      fail_msg("still %u request(s) in flight and %u connections", in_flight, conns);
+    usleep(10000);
+  }
+}
+
+/* Connections that end in the middle of a frame: the daemon drops them
+ * (and the partial frame's buffer, which LeakSanitizer checks at exit),
+ * cancels what they had in flight and keeps serving. */
+static void test_truncated_frames(void **state) {
+  (void)state;
+  assert_settles();
+  /* Half a header. */
+  int sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  static const uint8_t half_header[2] = {0xe8, 0x03};
+  assert_int_equal(write_all(sock, half_header, 2), 0);
+  close(sock);
+  assert_settles();
+  /* A header declaring 1000 bytes, then 10 of them. */
+  static const uint8_t partial[14] = {0xe8, 0x03, 0x00, 0x00, 0x08, 0x01};
+  sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  assert_int_equal(write_all(sock, partial, sizeof partial), 0);
+  close(sock);
+  assert_settles();
+  /* The same, then a half-close: the daemon closes its side too. */
+  sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  assert_int_equal(write_all(sock, partial, sizeof partial), 0);
+  assert_int_equal(shutdown(sock, SHUT_WR), 0);
+  assert_true(closed_by_peer(sock));
+  close(sock);
+  assert_settles();
+  /* A slow Segment in flight, then half of another frame, then gone. */
+  size_t size;
+  const uint8_t *png = busy_png(&size);
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  struct seg_req q;
+  seg_init(&q, 1, png, size, "a");
+  frame_append(&buf, &len, &q.r);
+  size_t first = len;
+  seg_init(&q, 2, png, size, "a");
+  frame_append(&buf, &len, &q.r);
+  sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  assert_int_equal(write_all(sock, buf, first + (len - first) / 2), 0);
+  free(buf);
+  usleep(20000);
+  close(sock);
+  assert_settles();
+  assert_still_serving(&shared);
 }
 
 static void test_bad_inputs(void **state) {
@@ -116,7 +446,11 @@ static void test_bad_inputs(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_png_bomb),
       cmocka_unit_test(test_bad_inputs),
+      cmocka_unit_test(test_raw_dimensions),
+      cmocka_unit_test(test_wire_enums_and_unknown_fields),
+      cmocka_unit_test(test_truncated_frames),
   };
   return harness_main(tests, group_setup, group_teardown);
 }
