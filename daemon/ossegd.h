@@ -70,8 +70,12 @@
  *   pipeline; they add up to the request's inference time), and Stats'
  *   per-model runs, mean and max are made of the same numbers.
  *   ImageFd: the descriptor that came (SCM_RIGHTS) with the frame must be a
- *   readable regular file of at most 1 GiB; a worker reads it from offset 0
- *   and closes it. Connections are libuv ipc pipes, which receive
+ *   regular file open for reading (not O_WRONLY, not O_PATH) of 1 to
+ *   max_frame_bytes bytes: checked with fstat and fcntl on the loop thread,
+ *   so a FIFO, socket, directory or device is refused (BAD_REQUEST) without
+ *   being read, and an empty file is BAD_IMAGE, a larger one
+ *   IMAGE_TOO_LARGE. A worker reads exactly the size fstat gave, from
+ *   offset 0, and closes it. Connections are libuv ipc pipes, which receive
  *   descriptors in order without remembering which frame carried them, so
  *   each ImageFd frame takes the oldest descriptor not yet taken; a client
  *   that sends a descriptor with any other frame, or an ImageFd frame

@@ -150,6 +150,82 @@ static void test_png_bomb(void **state) {
   assert_still_serving(&shared);
 }
 
+/* ImageFd descriptors that are not readable regular files, and files that
+ * are not images: each a clear Error from a check of the descriptor (fstat
+ * and its open mode, on the loop thread) or of the bytes, never a read that
+ * blocks (the FIFO and the pipe have no writer: with one worker, a blocked
+ * read would stall the next Segment) and never a read past the size
+ * limit. */
+static void test_bad_fds(void **state) {
+  (void)state;
+  const char *dir = test_tmpdir();
+  size_t size;
+  const uint8_t *png = test_png(&size);
+  const char *good = test_path("%s/good.png", dir);
+  assert_int_equal(test_write_file(good, png, size), 0);
+  const char *half = test_path("%s/half.png", dir);
+  assert_int_equal(test_write_file(half, png, size / 2), 0);
+  const char *empty = test_path("%s/empty.png", dir);
+  assert_int_equal(test_write_file(empty, "", 0), 0);
+  /* One byte over --max-frame-bytes (sparse: nothing to write). */
+  const char *big = test_path("%s/big.png", dir);
+  int bfd = open(big, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  assert_true(bfd >= 0);
+  assert_int_equal(write(bfd, png, 64), 64);
+  assert_int_equal(ftruncate(bfd, 4000001), 0);
+  close(bfd);
+  const char *fifo = test_path("%s/fifo", dir);
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  int pipefd[2], sp[2];
+  assert_int_equal(pipe(pipefd), 0);
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+
+  struct {
+    const char *what;
+    int fd;
+    int code;
+    const char *needle;
+  } cases[] = {
+      {"FIFO", open(fifo, O_RDONLY | O_NONBLOCK), CODE(BAD_REQUEST), "not a regular file"},
+      {"pipe", pipefd[0], CODE(BAD_REQUEST), "not a regular file"},
+      {"directory", open(dir, O_RDONLY | O_DIRECTORY), CODE(BAD_REQUEST), "not a regular file"},
+      {"socket", sp[0], CODE(BAD_REQUEST), "not a regular file"},
+      {"/dev/zero", open("/dev/zero", O_RDONLY), CODE(BAD_REQUEST), "not a regular file"},
+      {"write-only", open(good, O_WRONLY), CODE(BAD_REQUEST), "not open for reading"},
+      {"O_PATH", open(good, O_PATH), CODE(BAD_REQUEST), "not open for reading"},
+      {"empty", open(empty, O_RDONLY), CODE(BAD_IMAGE), "the file is empty"},
+      {"truncated", open(half, O_RDONLY), CODE(BAD_IMAGE), "truncated"},
+      {"too big", open(big, O_RDONLY), CODE(IMAGE_TOO_LARGE), "4000001 bytes"},
+  };
+  int sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    if (cases[i].fd < 0) fail_msg("%s: cannot open: %s", cases[i].what, strerror(errno));
+    struct seg_req q;
+    seg_init(&q, i + 1, NULL, 0, "a");
+    seg_set_fd(&q);
+    print_message("%s\n", cases[i].what);
+    expect_error(sock, &q, cases[i].fd, cases[i].code, cases[i].needle, NULL);
+    close(cases[i].fd);
+    assert_still_serving(&shared);
+  }
+  /* The connection still pairs descriptors right: a good file now. */
+  int fd = open(good, O_RDONLY);
+  assert_true(fd >= 0);
+  struct seg_req q;
+  seg_init(&q, 99, NULL, 0, "a");
+  seg_set_fd(&q);
+  assert_int_equal(send_request_fd(sock, &q.r, fd), 0);
+  close(fd);
+  struct result x = {.id = 99};
+  assert_int_equal(collect(sock, &x, 1), 0);
+  assert_true(x.done);
+  result_free(&x);
+  close(sock);
+  close(pipefd[1]);
+  close(sp[1]);
+}
+
 /* Raw pixels with absurd dimensions: zero, 2^31, sides whose product
  * overflows 32 bits, within the side but over the pixels, bit depths and
  * byte counts that do not match. */
@@ -448,6 +524,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_png_bomb),
       cmocka_unit_test(test_bad_inputs),
+      cmocka_unit_test(test_bad_fds),
       cmocka_unit_test(test_raw_dimensions),
       cmocka_unit_test(test_wire_enums_and_unknown_fields),
       cmocka_unit_test(test_truncated_frames),
