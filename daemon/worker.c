@@ -312,12 +312,15 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
       case OSSEG_EIO: code = CODE(BAD_IMAGE); break;
       case OSSEG_ELIMIT: code = CODE(IMAGE_TOO_LARGE); break;
       case OSSEG_ERANGE:
+        /* Ground truth whose runs pass the end of the image (validation
+         * cannot know an ImageFd's size): the pipeline's message names the
+         * class. */
         code = req->seg.has_gt ? CODE(BAD_REQUEST) : CODE(BAD_IMAGE);
-        if (req->seg.has_gt) text = "ground_truth.rles: a run passes the end of the image";
         break;
       default: code = CODE(INTERNAL); break;
     }
-    snprintf(msg, sizeof msg, "%s", text);
+    snprintf(msg, sizeof msg, "%s%s", code == CODE(BAD_REQUEST) ? "ground_truth.rles: " : "",
+             text);
     finish_error(d, req, code, msg);
     return;
   }

@@ -441,6 +441,95 @@ static void test_truncated_frames(void **state) {
   assert_still_serving(&shared);
 }
 
+/* Ground truth for a class the models do not have, with runs past the
+ * image, or RLE that does not parse: BAD_REQUEST naming the class. For PNG
+ * bytes and raw pixels all of it is checked on the loop thread (the PNG's
+ * size from its header), like the image's own limits, so these requests
+ * never reach the queue: with one worker busy and a second slow request
+ * queued behind it, every one of these Errors arrives before that second
+ * request is done. For a descriptor the size is known only once the worker
+ * reads the file: still BAD_REQUEST naming the class. */
+static void test_bad_ground_truth(void **state) {
+  (void)state;
+  size_t size, bsize;
+  const uint8_t *png = test_png(&size);
+  const uint8_t *big = busy_png(&bsize);
+  static uint8_t pixels[96 * 80];
+  static const uint8_t empty_zlib[] = {0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01};
+  size_t bomb_size;
+  uint8_t *bomb = make_png_raw(100000, 100000, empty_zlib, sizeof empty_zlib, &bomb_size);
+  static const struct {
+    int raw, bomb;
+    const char *cls, *rle, *cls2, *rle2;
+    int code;
+    const char *n1, *n2;
+  } cases[] = {
+      {0, 0, "Kneecap", "1 2", NULL, NULL, CODE(BAD_REQUEST), "no class 'Kneecap'", NULL},
+      {0, 0, "Radius", "7600 100", NULL, NULL, CODE(BAD_REQUEST), "'Radius'", "7680"},
+      {1, 0, "Radius", "7600 100", NULL, NULL, CODE(BAD_REQUEST), "'Radius'", "7680"},
+      {0, 0, "Ulna", "1 x", NULL, NULL, CODE(BAD_REQUEST), "'Ulna'", "offset 2"},
+      {0, 0, "Ulna", "5", NULL, NULL, CODE(BAD_REQUEST), "'Ulna'", NULL},
+      {1, 0, "Ulna", "0 3", NULL, NULL, CODE(BAD_REQUEST), "'Ulna'", NULL},
+      {0, 0, "Ulna", "99999999999 1", NULL, NULL, CODE(BAD_REQUEST), "'Ulna'", NULL},
+      {0, 0, "Ulna", "1 2", "Ulna", "5 2", CODE(BAD_REQUEST), "class 'Ulna' given twice", NULL},
+      {0, 0, "Ulna", "1 2", "Radius", "1 7681", CODE(BAD_REQUEST), "'Radius'", NULL},
+      /* A bomb is the image's fault even with good ground truth. */
+      {0, 1, "Ulna", "1 2", NULL, NULL, CODE(IMAGE_TOO_LARGE), "100000x100000", NULL},
+  };
+  enum { N = sizeof cases / sizeof *cases };
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  struct result x[N + 2];
+  memset(x, 0, sizeof x);
+  for (int i = 0; i < 2; i++) { /* one runs, one waits */
+    struct seg_req q;
+    seg_init(&q, 1000 + (uint64_t)i, big, bsize, "a");
+    frame_append(&buf, &len, &q.r);
+    x[N + i].id = 1000 + (uint64_t)i;
+  }
+  for (size_t i = 0; i < N; i++) {
+    struct seg_req q;
+    seg_init(&q, i + 1, cases[i].bomb ? bomb : png, cases[i].bomb ? bomb_size : size, "a");
+    if (cases[i].raw) seg_set_raw(&q, 96, 80, 8, pixels, sizeof pixels);
+    seg_add_gt(&q, cases[i].cls, cases[i].rle);
+    if (cases[i].cls2) seg_add_gt(&q, cases[i].cls2, cases[i].rle2);
+    frame_append(&buf, &len, &q.r);
+    x[i].id = i + 1;
+  }
+  int sock = try_connect(shared.sock);
+  assert_true(sock >= 0);
+  assert_int_equal(write_all(sock, buf, len), 0);
+  free(buf);
+  free(bomb);
+  assert_int_equal(collect(sock, x, N + 2), 0);
+  assert_true(x[N].done && x[N + 1].done);
+  for (size_t i = 0; i < N; i++) {
+    if (x[i].error != cases[i].code + 1)
+      fail_msg("case %zu: expected code %d, got %d (%s)", i, cases[i].code, x[i].error - 1,
+               x[i].message);
+    if (!strstr(x[i].message, cases[i].n1) || (cases[i].n2 && !strstr(x[i].message, cases[i].n2)))
+      fail_msg("case %zu: '%s' does not name '%s' and '%s'", i, x[i].message, cases[i].n1,
+               cases[i].n2 ? cases[i].n2 : "");
+    if (x[i].order > x[N + 1].order)
+      fail_msg("case %zu was answered after the queued request: it went through the queue", i);
+  }
+  for (size_t i = 0; i < N + 2; i++) result_free(&x[i]);
+
+  /* A descriptor: the size comes from the file, in the worker. */
+  const char *path = test_path("%s/hand.png", test_tmpdir());
+  assert_int_equal(test_write_file(path, png, size), 0);
+  int fd = open(path, O_RDONLY);
+  assert_true(fd >= 0);
+  struct seg_req q;
+  seg_init(&q, 50, NULL, 0, "a");
+  seg_set_fd(&q);
+  seg_add_gt(&q, "Radius", "7600 100");
+  expect_error(sock, &q, fd, CODE(BAD_REQUEST), "ground_truth", "Radius", "7680", NULL);
+  close(fd);
+  close(sock);
+  assert_still_serving(&shared);
+}
+
 static void test_bad_inputs(void **state) {
   (void)state;
   size_t size;
@@ -528,6 +617,7 @@ int main(void) {
       cmocka_unit_test(test_raw_dimensions),
       cmocka_unit_test(test_wire_enums_and_unknown_fields),
       cmocka_unit_test(test_truncated_frames),
+      cmocka_unit_test(test_bad_ground_truth),
   };
   return harness_main(tests, group_setup, group_teardown);
 }
