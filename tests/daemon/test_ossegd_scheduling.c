@@ -308,6 +308,131 @@ static void test_queued_deadline(void **state) {
   assert_int_equal(daemon_stop(&d, 20), 0);
 }
 
+/* "An interactive request queued behind 10 batch requests starts within one
+ * inference time." One worker and a model that takes a while on a 1536 x
+ * 1536 image. Ten BATCH Segments go first; once the first of them runs
+ * (Health: 9 queued) an INTERACTIVE one follows on the same connection with
+ * a Health right behind it, whose answer (written once the interactive
+ * request is queued) tells how many batch requests had ended: k, normally
+ * 0. Measured against the same run, not a wall-clock constant:
+ *   - the interactive request ends right after batch request k + 1, the one
+ *     running when it came: before batch requests k + 2..10;
+ *   - its queue_ms is at most the service time (Done's total_ms - queue_ms:
+ *     decode, inference, post-processing) of the batch request that ended
+ *     right before it, plus slack for a loaded machine. Since the worker
+ *     starts it right after that one ends, this says exactly that it came
+ *     after that one had started: it waited for the request in progress
+ *     and nothing else. A FIFO queue would make it about nine service
+ *     times.
+ * One race is allowed for: batch request k + 1 may end, and the worker take
+ * k + 2, in the moment between the interactive request's arrival and the
+ * loop's draining of k + 1's completion (microseconds after the end of a
+ * service time, while the request is sent near the start of one); the
+ * Health then says k but batch k + 2 was in progress. The timing check is
+ * exact either way. */
+static void test_priority(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *png = busy_png(&size);
+  const char *dir = test_tmpdir();
+  char big[512];
+  snprintf(big, sizeof big, "big=%s", demo_model());
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, "--model", big, "--workers", "1", NULL), 0);
+  int fd = try_connect(d.sock);
+  assert_true(fd >= 0);
+  enum { NB = 10, INTERACTIVE = 100, HEALTH = 101 };
+  uint8_t *all = NULL;
+  size_t all_len = 0;
+  for (int i = 0; i < NB; i++) {
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i + 1, png, size, "big");
+    q.s.has_priority = 1;
+    q.s.priority = OSSEG__WIRE__PRIORITY__PRIORITY_BATCH;
+    frame_append(&all, &all_len, &q.r);
+  }
+  assert_int_equal(write_all(fd, all, all_len), 0);
+  free(all);
+  all = NULL;
+  all_len = 0;
+  /* Until the first batch request runs and the other nine wait. */
+  for (double t0 = now_s();;) {
+    Osseg__Wire__Response *h = health(&d);
+    unsigned in_flight = h->health->in_flight, queued = h->health->queue_depth;
+    osseg__wire__response__free_unpacked(h, NULL);
+    /* One runs, the rest wait. Batch requests the daemon has not read yet
+     * come before the interactive one on the connection anyway. */
+    if (in_flight >= 1 && queued + 1 == in_flight) break;
+    assert_true(now_s() - t0 < 60);
+    usleep(2000);
+  }
+  struct seg_req q;
+  seg_init(&q, INTERACTIVE, png, size, "big");
+  q.s.has_priority = 1;
+  q.s.priority = OSSEG__WIRE__PRIORITY__PRIORITY_INTERACTIVE;
+  frame_append(&all, &all_len, &q.r);
+  Osseg__Wire__Request hr;
+  simple_req(&hr, HEALTH, OSSEG__WIRE__REQUEST__KIND_HEALTH);
+  frame_append(&all, &all_len, &hr);
+  assert_int_equal(write_all(fd, all, all_len), 0);
+  free(all);
+
+  /* Every final answer, in the order the daemon wrote them. */
+  double service[NB + 1] = {0}, inter_queue = -1;
+  int ended_before_health = -1, batch_before_inter = -1, ended = 0, finals = 0;
+  uint64_t ended_id[NB];
+  while (finals < NB + 1 || ended_before_health < 0) {
+    Osseg__Wire__Response *r = recv_response(fd);
+    assert_non_null(r);
+    if (r->kind_case == OSSEG__WIRE__RESPONSE__KIND_HEALTH) {
+      assert_int_equal(r->id, HEALTH);
+      ended_before_health = ended;
+    } else if (r->kind_case == OSSEG__WIRE__RESPONSE__KIND_ERROR) {
+      fail_msg("request %llu: %s", (unsigned long long)r->id, r->error->message);
+    } else if (r->kind_case == OSSEG__WIRE__RESPONSE__KIND_DONE) {
+      finals++;
+      if (r->id == INTERACTIVE) {
+        inter_queue = r->done->queue_ms;
+        service[NB] = r->done->total_ms - r->done->queue_ms;
+        batch_before_inter = ended;
+      } else {
+        assert_true(r->id >= 1 && r->id <= NB);
+        service[r->id - 1] = r->done->total_ms - r->done->queue_ms;
+        ended_id[ended++] = r->id;
+      }
+    }
+    osseg__wire__response__free_unpacked(r, NULL);
+  }
+  close(fd);
+  /* Batch requests run in their order. */
+  for (int i = 0; i < NB; i++) assert_int_equal(ended_id[i], (uint64_t)i + 1);
+  assert_true(batch_before_inter >= 1);
+  double in_progress = service[batch_before_inter - 1];
+  double lo = service[0], hi = service[0];
+  for (int i = 1; i < NB; i++) {
+    if (service[i] < lo) lo = service[i];
+    if (service[i] > hi) hi = service[i];
+  }
+  print_message("batch service times %.1f..%.1f ms; the interactive request came while batch "
+                "request %d ran (%d had ended), waited %.1f ms (that batch request's service "
+                "time %.1f ms), ran %.1f ms, and ended after %d batch requests\n",
+                lo, hi, ended_before_health + 1, ended_before_health, inter_queue, in_progress,
+                service[NB], batch_before_inter);
+  assert_true(ended_before_health >= 0 && ended_before_health < NB);
+  int after = batch_before_inter - ended_before_health;
+  if (after == 2)
+    print_message("batch request %d ended as the interactive request came\n",
+                  ended_before_health + 1);
+  else if (after != 1)
+    fail_msg("the interactive request came while batch request %d ran but ended after %d "
+             "batch requests", ended_before_health + 1, batch_before_inter);
+  double slack = 0.25 * in_progress + 20;
+  if (inter_queue > in_progress + slack)
+    fail_msg("the interactive request waited %.1f ms, more than the %.1f ms the batch request "
+             "in progress took (+%.1f ms slack)", inter_queue, in_progress, slack);
+  assert_int_equal(daemon_stop(&d, 20), 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -316,6 +441,7 @@ int main(void) {
       cmocka_unit_test(test_busy_and_drain),
       cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_queued_deadline),
+      cmocka_unit_test(test_priority),
   };
   return harness_main(tests, group_setup, group_teardown);
 }
