@@ -494,6 +494,198 @@ static void test_model_times(void **state) {
   assert_int_equal(daemon_stop(&d, 20), 0);
 }
 
+/* One of the 64 clients of test_64_clients: a connection sending its
+ * requests one after another, reading whatever has arrived. */
+struct client {
+  int fd;
+  unsigned sent, done;   /* requests sent, requests ended with Done */
+  unsigned next_class;   /* class index the next ClassMask must have */
+  uint8_t *buf;          /* bytes read, not yet parsed */
+  size_t len, cap;
+};
+
+enum { NCLIENTS = 64, NREQ = 10, NIMAGES = 4 };
+
+static int image_of(int c, unsigned r) { return (int)((unsigned)c + r) % NIMAGES; }
+
+static void client_send(struct client *cl, int c, uint8_t *const *png, const size_t *png_size) {
+  struct seg_req q;
+  int img = image_of(c, cl->sent);
+  /* The same ids on every connection: they are the connection's own. */
+  seg_init(&q, cl->sent + 1, png[img], png_size[img], "a");
+  char name[32];
+  snprintf(name, sizeof name, "img%d.png", img);
+  q.s.image_name = name;
+  assert_int_equal(send_request(cl->fd, &q.r), 0);
+  cl->sent++;
+  cl->next_class = 0;
+}
+
+/* Handles one response; returns 1 when it ended the client's request. */
+static int client_response(struct client *cl, int c, const Osseg__Wire__Response *r,
+                           struct ref *refs) {
+  unsigned req = cl->sent - 1;
+  if (r->id != req + 1)
+    fail_msg("client %d: response for id %llu while request %u runs", c,
+             (unsigned long long)r->id, req + 1);
+  const struct ref *want = &refs[image_of(c, req)];
+  switch (r->kind_case) {
+    case OSSEG__WIRE__RESPONSE__KIND_CLASS_MASK: {
+      const Osseg__Wire__ClassMask *m = r->class_mask;
+      if (m->index != cl->next_class || m->index >= want->n || !m->rle ||
+          strcmp(m->rle, want->rle[m->index]) != 0)
+        fail_msg("client %d, request %u: class %u differs from the single-client answer", c,
+                 req + 1, m->index);
+      cl->next_class++;
+      return 0;
+    }
+    case OSSEG__WIRE__RESPONSE__KIND_DONE:
+      if (cl->next_class != want->n)
+        fail_msg("client %d, request %u: Done after %u of %zu masks", c, req + 1,
+                 cl->next_class, want->n);
+      assert_int_equal(r->done->width, 96);
+      cl->done++;
+      return 1;
+    case OSSEG__WIRE__RESPONSE__KIND_ERROR:
+      fail_msg("client %d, request %u: %s", c, req + 1, r->error->message);
+      return 1;
+    default:
+      fail_msg("client %d: unexpected response kind %d", c, (int)r->kind_case);
+      return 1;
+  }
+}
+
+/* 64 concurrent clients x 10 requests each, from one poll loop: every
+ * answer equal to the single-client one (each client cycles through four
+ * images, so an answer delivered to the wrong connection or request would
+ * show), none lost (640 Done frames, and Stats counting exactly the
+ * successes and connections there were), the daemon's peak RSS reported
+ * and bounded, and a clean exit on SIGTERM (status 0; under the sanitizer
+ * build LeakSanitizer checks it then). */
+static void test_64_clients(void **state) {
+  (void)state;
+  const char *dir = test_tmpdir();
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, NULL), 0); /* connection 1: the readiness probe */
+  uint8_t *png[NIMAGES];
+  size_t png_size[NIMAGES];
+  struct ref refs[NIMAGES];
+  const char *models[] = {"a"};
+  /* The single-client answers, checked against the pipeline's (connection
+   * 2). */
+  int fd = try_connect(d.sock);
+  assert_true(fd >= 0);
+  for (int i = 0; i < NIMAGES; i++) {
+    png[i] = make_png(96, 80, 20 + (uint32_t)i, &png_size[i]);
+    reference(&refs[i], png[i], png_size[i], models, 1, 0, NULL);
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i, png[i], png_size[i], "a");
+    assert_int_equal(send_request(fd, &q.r), 0);
+    struct result x = {.id = (uint64_t)i};
+    assert_int_equal(collect(fd, &x, 1), 0);
+    compare(&x, &refs[i]);
+    result_free(&x);
+  }
+  close(fd);
+  for (int i = 1; i < NIMAGES; i++) /* distinct answers, or a mix-up would not show */
+    assert_true(strcmp(refs[i].rle[28], refs[0].rle[28]) != 0 ||
+                strcmp(refs[i].rle[5], refs[0].rle[5]) != 0);
+  uint64_t rss_before = daemon_peak_rss_kib(&d);
+
+  static struct client cl[NCLIENTS];
+  memset(cl, 0, sizeof cl);
+  struct pollfd pfd[NCLIENTS];
+  for (int c = 0; c < NCLIENTS; c++) {
+    cl[c].fd = try_connect(d.sock);
+    assert_true(cl[c].fd >= 0);
+    pfd[c].fd = cl[c].fd;
+    pfd[c].events = POLLIN;
+  }
+  double t0 = now_s();
+  for (int c = 0; c < NCLIENTS; c++) client_send(&cl[c], c, png, png_size);
+  unsigned finished = 0, dones = 0;
+  while (finished < NCLIENTS) {
+    int n = poll(pfd, NCLIENTS, 30000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail_msg("no answer for 30 s: %u of %d requests done", dones, NCLIENTS * NREQ);
+    for (int c = 0; c < NCLIENTS; c++) {
+      if (pfd[c].fd < 0 || !(pfd[c].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      struct client *k = &cl[c];
+      if (k->cap - k->len < 65536) {
+        k->cap = k->cap ? k->cap * 2 : 131072;
+        k->buf = realloc(k->buf, k->cap);
+        assert_non_null(k->buf);
+      }
+      ssize_t got = recv(k->fd, k->buf + k->len, k->cap - k->len, MSG_DONTWAIT);
+      if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (got <= 0) fail_msg("client %d: the daemon closed the connection", c);
+      k->len += (size_t)got;
+      size_t off = 0;
+      while (k->len - off >= 4) {
+        const uint8_t *h = k->buf + off;
+        size_t flen = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24;
+        if (k->len - off - 4 < flen) break;
+        Osseg__Wire__Response *r = osseg__wire__response__unpack(NULL, flen, h + 4);
+        assert_non_null(r);
+        off += 4 + flen;
+        int ended = client_response(k, c, r, refs);
+        osseg__wire__response__free_unpacked(r, NULL);
+        if (!ended) continue;
+        dones++;
+        if (k->sent < NREQ) {
+          client_send(k, c, png, png_size);
+        } else {
+          assert_int_equal(k->len - off, 0); /* nothing after the last Done */
+          close(k->fd);
+          pfd[c].fd = -1;
+          finished++;
+        }
+      }
+      memmove(k->buf, k->buf + off, k->len - off);
+      k->len -= off;
+    }
+  }
+  double dt = now_s() - t0;
+  for (int c = 0; c < NCLIENTS; c++) {
+    assert_int_equal(cl[c].done, NREQ);
+    free(cl[c].buf);
+  }
+  assert_int_equal(dones, NCLIENTS * NREQ);
+  uint64_t rss_after = daemon_peak_rss_kib(&d);
+  print_message("%d clients x %d requests: %.2f s (%.0f requests/s); ossegd peak RSS %llu KiB "
+                "before, %llu KiB after\n",
+                NCLIENTS, NREQ, dt, NCLIENTS * NREQ / dt, (unsigned long long)rss_before,
+                (unsigned long long)rss_after);
+
+  /* The daemon counted the same: every success, no other outcome, and the
+   * connections (probe, single client, 64 clients, this one). */
+  Osseg__Wire__Response *st = stats(&d);
+  const Osseg__Wire__Stats *s = st->stats;
+  assert_int_equal(s->outcomes[0]->count, NCLIENTS * NREQ + NIMAGES);
+  for (size_t i = 1; i < s->n_outcomes; i++)
+    if (s->outcomes[i]->count) fail_msg("%llu %s", (unsigned long long)s->outcomes[i]->count,
+                                        s->outcomes[i]->name);
+  assert_int_equal(s->latency[s->n_latency - 1]->count, NCLIENTS * NREQ + NIMAGES);
+  assert_int_equal(s->connections_total, 1 + 1 + NCLIENTS + 1);
+  assert_int_equal(s->queue_depth, 0);
+  assert_int_equal(s->models[0]->runs, NCLIENTS * NREQ + NIMAGES);
+  osseg__wire__response__free_unpacked(st, NULL);
+  /* Bounded: requests are small and never more than 64 are in flight.
+   * Sanitizers add their own: ASan's quarantine keeps up to 256 MiB of
+   * freed memory, TSan shadows every access. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  const uint64_t growth_kib = 512 * 1024;
+#else
+  const uint64_t growth_kib = 64 * 1024;
+#endif
+  assert_true(rss_after - rss_before < growth_kib);
+  for (int i = 0; i < NIMAGES; i++) {
+    free(png[i]);
+    ref_free(&refs[i]);
+  }
+  assert_int_equal(daemon_stop(&d, 60), 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -505,6 +697,7 @@ int main(void) {
       cmocka_unit_test(test_image_fd),
       cmocka_unit_test(test_list_models_and_stats),
       cmocka_unit_test(test_model_times),
+      cmocka_unit_test(test_64_clients),
   };
   return harness_main(tests, group_setup, group_teardown);
 }
