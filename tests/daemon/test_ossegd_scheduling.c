@@ -178,7 +178,9 @@ static void test_busy_and_drain(void **state) {
 }
 
 /* More requests than the in-flight limit in one write, and a client that
- * does not read for a while: slowed down, never refused or stuck. */
+ * does not read for a while: slowed down, never refused or stuck. (These
+ * answers are small enough for the socket's buffers; test_stalled_reader
+ * fills the daemon's write queue.) */
 static void test_backpressure(void **state) {
   (void)state;
   size_t size;
@@ -228,7 +230,7 @@ static void test_backpressure(void **state) {
   }
   assert_int_equal(write_all(fd, all, all_len), 0);
   free(all);
-  usleep(300000); /* not reading: the daemon's write queue fills */
+  usleep(300000); /* not reading for a while */
   Osseg__Wire__Response *h = health(&d); /* a second connection again */
   assert_true(h->health->in_flight <= 2);
   osseg__wire__response__free_unpacked(h, NULL);
@@ -433,6 +435,128 @@ static void test_priority(void **state) {
   assert_int_equal(daemon_stop(&d, 20), 0);
 }
 
+/* Round trips of n Segments of the standard image, one after another, on
+ * one connection; returns the slowest in ms and adds all to *sum_ms. */
+static double round_trips(int fd, uint64_t id0, int n, const struct ref *ref, double *sum_ms) {
+  size_t size;
+  const uint8_t *png = test_png(&size);
+  double worst = 0;
+  for (int i = 0; i < n; i++) {
+    struct seg_req q;
+    seg_init(&q, id0 + (uint64_t)i, png, size, "a");
+    double t0 = now_s();
+    assert_int_equal(send_request(fd, &q.r), 0);
+    struct result x = {.id = id0 + (uint64_t)i};
+    assert_int_equal(collect(fd, &x, 1), 0);
+    double ms = (now_s() - t0) * 1e3;
+    compare(&x, ref);
+    result_free(&x);
+    *sum_ms += ms;
+    if (ms > worst) worst = ms;
+  }
+  return worst;
+}
+
+/* "A client that stops reading delays nobody else", measured. Client S
+ * sends two Segments of a 1024 x 1024 image whose answers (RLE of 29
+ * classes, megabytes) are far larger than the socket's buffers and
+ * --max-output-bytes, reads nothing, and sends two more. Client B's round
+ * trips on the standard image are timed before S stalls and while it does:
+ *   - the daemon finished S's first two requests without blocking on their
+ *     output (it waits in the daemon's write queue: more bytes went out
+ *     than any socket buffer holds) and stopped reading S, so S's next two
+ *     requests are not done while S stalls (backpressure);
+ *   - B's round trips while S stalls take no longer than before (at most
+ *     three times the baseline plus 50 ms each, on the same run);
+ * and once S reads again the daemon reads it again too: all four answers
+ * arrive, complete and equal to the pipeline's. */
+static void test_stalled_reader(void **state) {
+  (void)state;
+  size_t size;
+  const uint8_t *small = test_png(&size);
+  const char *models[] = {"a"};
+  struct ref ref, sref;
+  reference(&ref, small, size, models, 1, 0, NULL);
+  size_t ssize;
+  uint8_t *spng = make_png(1024, 1024, 11, &ssize);
+  reference(&sref, spng, ssize, models, 1, 0, NULL);
+  size_t answer = 0;
+  for (size_t c = 0; c < sref.n; c++) answer += strlen(sref.rle[c]);
+  const char *dir = test_tmpdir();
+  struct daemon d;
+  assert_int_equal(daemon_start(&d, dir, "--max-output-bytes", "65536", NULL), 0);
+
+  int b = try_connect(d.sock);
+  assert_true(b >= 0);
+  enum { NB = 10 };
+  double base_sum = 0, stall_sum = 0;
+  round_trips(b, 1, 2, &ref, &base_sum); /* warm: the workspaces grow once */
+  base_sum = 0;
+  double base_worst = round_trips(b, 100, NB, &ref, &base_sum);
+
+  /* S's frames are small (the image compresses well): the ones the daemon
+   * will not read wait in the socket without blocking this thread. */
+  enum { NS = 4 };
+  struct result sx[NS];
+  memset(sx, 0, sizeof sx);
+  uint8_t *half[2] = {NULL, NULL};
+  size_t half_len[2] = {0, 0};
+  for (int i = 0; i < NS; i++) {
+    struct seg_req q;
+    seg_init(&q, (uint64_t)i + 1, spng, ssize, "a");
+    frame_append(&half[i / 2], &half_len[i / 2], &q.r);
+    sx[i].id = (uint64_t)i + 1;
+  }
+  assert_true(half_len[0] + half_len[1] < 100000);
+  int s = try_connect(d.sock);
+  assert_true(s >= 0);
+  assert_int_equal(write_all(s, half[0], half_len[0]), 0);
+  /* Until the daemon has done both: their output is queued now. */
+  uint64_t done_s = 0;
+  for (double t0 = now_s(); done_s < 2;) {
+    assert_true(now_s() - t0 < 60);
+    usleep(10000);
+    Osseg__Wire__Response *st = stats(&d);
+    done_s = st->stats->outcomes[0]->count - (2 + NB);
+    osseg__wire__response__free_unpacked(st, NULL);
+  }
+  assert_int_equal(write_all(s, half[1], half_len[1]), 0);
+  free(half[0]);
+  free(half[1]);
+  usleep(200000); /* time enough to read and run them, were it reading S */
+  double stall_worst = round_trips(b, 200, NB, &ref, &stall_sum);
+  Osseg__Wire__Response *st = stats(&d);
+  done_s = st->stats->outcomes[0]->count - (2 + 2 * NB);
+  uint64_t bytes_out = st->stats->bytes_out;
+  osseg__wire__response__free_unpacked(st, NULL);
+  print_message("S: %d requests with %zu bytes of RLE each, %llu done while S stalled; B's "
+                "round trips: %.1f ms mean, %.1f ms worst before, %.1f ms mean, %.1f ms "
+                "worst while S stalled\n",
+                NS, answer, (unsigned long long)done_s, base_sum / NB, base_worst,
+                stall_sum / NB, stall_worst);
+  /* The daemon wrote (or queued) megabytes S did not read, and did not
+   * read S's last two requests. */
+  assert_true(answer > 500000);
+  assert_true(bytes_out > 2 * answer);
+  assert_int_equal(done_s, 2);
+  /* B was not slowed down. */
+  if (stall_sum > 3 * base_sum + 50 * NB)
+    fail_msg("B's round trips took %.1f ms while S stalled, %.1f ms before", stall_sum,
+             base_sum);
+  /* S reads again: everything arrives, complete and right. */
+  assert_int_equal(collect(s, sx, NS), 0);
+  for (int i = 0; i < NS; i++) {
+    compare(&sx[i], &sref);
+    result_free(&sx[i]);
+  }
+  close(s);
+  close(b);
+  free(spng);
+  ref_free(&ref);
+  ref_free(&sref);
+  assert_int_equal(daemon_stop(&d, 20), 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -440,6 +564,7 @@ int main(void) {
       cmocka_unit_test(test_disconnect_and_health_while_busy),
       cmocka_unit_test(test_busy_and_drain),
       cmocka_unit_test(test_backpressure),
+      cmocka_unit_test(test_stalled_reader),
       cmocka_unit_test(test_queued_deadline),
       cmocka_unit_test(test_priority),
   };
