@@ -258,9 +258,9 @@ static void test_raw_dimensions(void **state) {
     seg_init(&q, i + 1, NULL, 0, "a");
     seg_set_raw(&q, cases[i].w, cases[i].h, cases[i].depth, pixels, cases[i].len);
     expect_error(sock, &q, -1, cases[i].code, cases[i].needle, NULL);
+    assert_still_serving(&shared);
   }
   close(sock);
-  assert_still_serving(&shared);
 }
 
 /* Enumerations on the wire hold any int32, and a Request may carry fields
@@ -281,24 +281,29 @@ static void test_wire_enums_and_unknown_fields(void **state) {
   q.r.has_version = 1;
   q.r.version = 7;
   expect_error(sock, &q, -1, CODE(BAD_REQUEST), "version: 7 is not supported", NULL);
+  assert_still_serving(&shared);
   seg_init(&q, 2, png, size, "a");
   q.s.has_priority = 1;
   q.s.priority = 5;
   expect_error(sock, &q, -1, CODE(BAD_REQUEST), "priority: unknown value 5", NULL);
+  assert_still_serving(&shared);
   seg_init(&q, 3, png, size, "a");
   q.s.has_priority = 1;
   q.s.priority = -1; /* a ten-byte varint */
   expect_error(sock, &q, -1, CODE(BAD_REQUEST), "priority: unknown value -1", NULL);
+  assert_still_serving(&shared);
   seg_init(&q, 4, png, size, "a");
   q.s.has_output = 1;
   q.s.output = 9;
   expect_error(sock, &q, -1, CODE(BAD_REQUEST), "output: unknown value 9", NULL);
+  assert_still_serving(&shared);
   seg_init(&q, 5, png, size, "a");
   osseg__wire__vote__init(&q.vote);
   q.vote.has_kind = 1;
   q.vote.kind = 7;
   q.s.vote = &q.vote;
   expect_error(sock, &q, -1, CODE(BAD_REQUEST), "vote.kind: unknown value 7", NULL);
+  assert_still_serving(&shared);
 
   /* Unknown fields in the Request, the Segment and the RawImage: served
    * as if they were absent. */
@@ -606,6 +611,7 @@ static void test_bad_inputs(void **state) {
   assert_int_equal(x[4].other, OSSEG__WIRE__RESPONSE__KIND_HEALTH);
   for (int i = 0; i < 5; i++) result_free(&x[i]);
   close(fd);
+  assert_still_serving(&shared);
 }
 
 int main(void) {
