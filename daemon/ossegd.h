@@ -50,12 +50,15 @@
  *
  *   Requests. Every field is validated on the loop thread; an invalid
  *   request gets an Error (BAD_REQUEST, UNKNOWN_MODEL, IMAGE_TOO_LARGE) whose
- *   message names the field, and the connection stays open. Enumerations
- *   outside their enum are invalid; unknown fields (which protobuf-c keeps
- *   in the message) are ignored, so a newer client's additions do not
- *   break an older daemon. Interactive
- *   requests are served before batch ones. A Segment is answered by one
- *   ClassMask per produced class (none for OUTPUT_DICE_ONLY), a DiceReport
+ *   message names the field, and the connection stays open. That includes
+ *   a PNG's header (its size, before any pixel memory exists) and RLE
+ *   ground truth (class names, syntax, runs inside the image when its size
+ *   is known: raw pixels or a PNG header). Enumerations outside their enum
+ *   are invalid; unknown fields (which protobuf-c keeps in the message) are
+ *   ignored, so a newer client's additions do not break an older daemon.
+ *   Interactive requests are served before batch ones. A Segment is
+ *   answered by one ClassMask per produced class (none for
+ *   OUTPUT_DICE_ONLY), a DiceReport
  *   when ground truth was given, then Done; or an Error (BAD_IMAGE,
  *   CANCELLED, DEADLINE_EXCEEDED, ...) that ends it. A deadline that passes
  *   while the request is still queued is answered DEADLINE_EXCEEDED when it
