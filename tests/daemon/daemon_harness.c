@@ -726,7 +726,8 @@ int harness_setup(void) {
   if (osseg_registry_create(&ref_reg, NULL) != 0) return -1;
   struct osseg_model_spec sa = {.name = "a", .path = model_file("unetpp_r18_tiny_op13")};
   struct osseg_model_spec sb = {.name = "b", .path = model_file("unet_effb0_tiny_op13")};
-  if (osseg_registry_load(ref_reg, &sa, NULL, NULL) || osseg_registry_load(ref_reg, &sb, NULL, NULL))
+  if (osseg_registry_load(ref_reg, &sa, NULL, NULL) ||
+      osseg_registry_load(ref_reg, &sb, NULL, NULL))
     return -1;
   return 0;
 }

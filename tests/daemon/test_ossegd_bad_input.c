@@ -314,7 +314,8 @@ static void test_wire_enums_and_unknown_fields(void **state) {
   make_image(&img, 96, 80, 3);
   /* protobuf-c keeps (and packs) an unknown field as the bytes after its
    * tag: a length-prefixed one starts with its length. */
-  uint8_t blob[16] = {15, 'f', 'r', 'o', 'm', ' ', 't', 'h', 'e', ' ', 'f', 'u', 't', 'u', 'r', 'e'};
+  uint8_t blob[16] = {15};
+  memcpy(blob + 1, "from the future", 15);
   ProtobufCMessageUnknownField uf[3] = {
       {.tag = 99, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED, .len = sizeof blob,
        .data = blob},

@@ -325,7 +325,8 @@ static void test_ground_truth(void **state) {
   static const struct {
     const char *rle, *needle;
   } rle_cases[] = {
-      {"1 x", "ground_truth.rles.classes[0].rle: class 'Radius': offset 2: unexpected character 'x'"},
+      {"1 x",
+       "ground_truth.rles.classes[0].rle: class 'Radius': offset 2: unexpected character 'x'"},
       {"5", "class 'Radius': offset 1: odd number of numbers"},
       {"0 3", "class 'Radius': offset 0: start of 0"},
       {"99999999999 1", "class 'Radius': offset 0: number longer than 10 digits"},
