@@ -73,9 +73,11 @@ int osseg_cmd_health(int argc, char **argv) {
     printf("{\"ready\":%s,\"version\":", h->ready ? "true" : "false");
     client_json_string(stdout, h->version);
     printf(",\"models\":%u,\"queue_depth\":%u,\"in_flight\":%u,\"connections\":%u,"
-           "\"uptime_s\":%.3f,\"max_frame_bytes\":%llu,\"max_image_pixels\":%llu}\n",
+           "\"uptime_s\":%.3f,\"max_frame_bytes\":%llu,\"max_image_pixels\":%llu",
            h->models, h->queue_depth, h->in_flight, h->connections, h->uptime_s,
            (unsigned long long)h->max_frame_bytes, (unsigned long long)h->max_image_pixels);
+    if (h->has_max_image_side) printf(",\"max_image_side\":%u", h->max_image_side);
+    printf("}\n");
   } else {
     printf("ready:            %s\n", h->ready ? "yes" : "no");
     printf("version:          %s\n", h->version);
@@ -86,6 +88,7 @@ int osseg_cmd_health(int argc, char **argv) {
     printf("uptime:           %.1f s\n", h->uptime_s);
     printf("max frame bytes:  %llu\n", (unsigned long long)h->max_frame_bytes);
     printf("max image pixels: %llu\n", (unsigned long long)h->max_image_pixels);
+    if (h->has_max_image_side) printf("max image side:   %u\n", h->max_image_side);
   }
   int ready = h->ready;
   osseg__wire__response__free_unpacked(r, NULL);

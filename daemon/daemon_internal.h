@@ -53,10 +53,15 @@ struct ossegd__segment {
   struct osseg_pipeline *pipeline;
   enum ossegd__image_kind image;
   const char *image_name;
+  /* The image's size when the loop thread knows it (raw pixels, a PNG's
+   * header); 0 for ImageFd, whose file only a worker reads. */
+  uint32_t width, height;
   int output;   /* OSSEG__WIRE__OUTPUT__* */
   int priority; /* OSSEG__WIRE__PRIORITY__* */
   uint32_t deadline_ms;
-  /* Ground truth per pipeline class index (NULL = not given), RLE text. */
+  /* Ground truth per pipeline class index (NULL = not given), RLE text,
+   * already parsed once by validation (syntax, and runs inside the image
+   * when its size is known). */
   const char *gt_rle[OSSEG_MAX_CLASSES];
   /* Or the polygons of ground_truth.label_json, parsed against the
    * pipeline's classes (owned; drawn by the worker at the image's size);
@@ -80,8 +85,11 @@ int ossegd__parse_label_json(const char *json, const struct osseg_pipeline *p,
                              struct osseg_labels **out, int *code, char *msg, size_t msg_size);
 
 /* Validates a Segment request against the registry's models and the
- * limits, and creates its pipeline. Returns 0, or -1 with *code an Error
- * code (OSSEG__WIRE__ERROR__CODE__*) and msg naming the field. */
+ * limits, and creates its pipeline. Everything that can be checked without
+ * decoding the image is: a PNG's header (size limits), RLE ground truth
+ * (class names, syntax, runs inside the image). Returns 0, or -1 with
+ * *code an Error code (OSSEG__WIRE__ERROR__CODE__*) and msg naming the
+ * field. */
 int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registry *reg,
                              const struct ossegd__limits *lim, struct ossegd__segment *out,
                              int *code, char *msg, size_t msg_size);

@@ -27,6 +27,7 @@ static void usage(FILE *f) {
           "  --workers N            request worker threads, default 2\n"
           "  --max-frame-bytes N    largest request frame, default 67108864\n"
           "  --max-image-pixels N   largest image (width x height), default 268435456\n"
+          "  --max-image-side N     largest width, and largest height, default 16384\n"
           "  --max-connections N    default 256\n"
           "  --max-in-flight N      requests in flight per connection, default 64\n"
           "  --max-queue N          Segment requests waiting for a worker, default 256\n"
@@ -123,14 +124,15 @@ int main(int argc, char **argv) {
   struct ossegd_options o;
   ossegd_options_default(&o);
   int verbose = 0;
-  enum { O_SOCKET = 256, O_MODEL, O_THREADS, O_WORKERS, O_FRAME, O_PIXELS, O_CONN, O_INFLIGHT,
-         O_QUEUE, O_OUTPUT };
+  enum { O_SOCKET = 256, O_MODEL, O_THREADS, O_WORKERS, O_FRAME, O_PIXELS, O_SIDE, O_CONN,
+         O_INFLIGHT, O_QUEUE, O_OUTPUT };
   static const struct option opts[] = {{"socket", required_argument, NULL, O_SOCKET},
                                        {"model", required_argument, NULL, O_MODEL},
                                        {"threads", required_argument, NULL, O_THREADS},
                                        {"workers", required_argument, NULL, O_WORKERS},
                                        {"max-frame-bytes", required_argument, NULL, O_FRAME},
                                        {"max-image-pixels", required_argument, NULL, O_PIXELS},
+                                       {"max-image-side", required_argument, NULL, O_SIDE},
                                        {"max-connections", required_argument, NULL, O_CONN},
                                        {"max-in-flight", required_argument, NULL, O_INFLIGHT},
                                        {"max-queue", required_argument, NULL, O_QUEUE},
@@ -165,6 +167,7 @@ int main(int argc, char **argv) {
       NUMBER(O_WORKERS, "--workers", 1, 64, o.workers)
       NUMBER(O_FRAME, "--max-frame-bytes", 16, UINT32_MAX, o.max_frame_bytes)
       NUMBER(O_PIXELS, "--max-image-pixels", 1, OSSEG_MAX_PIXELS, o.max_image_pixels)
+      NUMBER(O_SIDE, "--max-image-side", 1, OSSEG_MAX_SIDE, o.max_image_side)
       NUMBER(O_CONN, "--max-connections", 1, 1000000, o.max_connections)
       NUMBER(O_INFLIGHT, "--max-in-flight", 1, 1000000, o.max_in_flight)
       NUMBER(O_QUEUE, "--max-queue", 1, 1000000, o.max_queue)

@@ -28,13 +28,15 @@
  *   while its requests run stays valid until their completions are drained.
  *   A disconnect sets the cancel flag of its requests.
  *
- *   Limits (all in struct ossegd_options; Health reports frame bytes and
- *   image pixels):
+ *   Limits (all in struct ossegd_options; Health reports frame bytes, image
+ *   pixels and image side):
  *   - max_frame_bytes: a frame declaring more is refused before anything is
  *     allocated for it and the connection is closed; so is a frame that
  *     does not unpack as a Request.
  *   - max_image_pixels / max_image_side: PNG headers and raw dimensions are
- *     checked against them (IMAGE_TOO_LARGE).
+ *     checked against them (IMAGE_TOO_LARGE, the message names the image's
+ *     dimensions and the limit). The side is at most OSSEG_MAX_SIDE, what
+ *     the imaging and kernel layers handle.
  *   - max_connections: connections past it are accepted and closed at once.
  *   - max_in_flight: requests of one connection accepted and not done; at
  *     the limit the daemon stops reading the connection (bytes already read
@@ -48,9 +50,15 @@
  *
  *   Requests. Every field is validated on the loop thread; an invalid
  *   request gets an Error (BAD_REQUEST, UNKNOWN_MODEL, IMAGE_TOO_LARGE) whose
- *   message names the field, and the connection stays open. Interactive
- *   requests are served before batch ones. A Segment is answered by one
- *   ClassMask per produced class (none for OUTPUT_DICE_ONLY), a DiceReport
+ *   message names the field, and the connection stays open. That includes
+ *   a PNG's header (its size, before any pixel memory exists) and RLE
+ *   ground truth (class names, syntax, runs inside the image when its size
+ *   is known: raw pixels or a PNG header). Enumerations outside their enum
+ *   are invalid; unknown fields (which protobuf-c keeps in the message) are
+ *   ignored, so a newer client's additions do not break an older daemon.
+ *   Interactive requests are served before batch ones. A Segment is
+ *   answered by one ClassMask per produced class (none for
+ *   OUTPUT_DICE_ONLY), a DiceReport
  *   when ground truth was given, then Done; or an Error (BAD_IMAGE,
  *   CANCELLED, DEADLINE_EXCEEDED, ...) that ends it. A deadline that passes
  *   while the request is still queued is answered DEADLINE_EXCEEDED when it
@@ -72,8 +80,12 @@
  *   pipeline; they add up to the request's inference time), and Stats'
  *   per-model runs, mean and max are made of the same numbers.
  *   ImageFd: the descriptor that came (SCM_RIGHTS) with the frame must be a
- *   readable regular file of at most 1 GiB; a worker reads it from offset 0
- *   and closes it. Connections are libuv ipc pipes, which receive
+ *   regular file open for reading (not O_WRONLY, not O_PATH) of 1 to
+ *   max_frame_bytes bytes: checked with fstat and fcntl on the loop thread,
+ *   so a FIFO, socket, directory or device is refused (BAD_REQUEST) without
+ *   being read, and an empty file is BAD_IMAGE, a larger one
+ *   IMAGE_TOO_LARGE. A worker reads exactly the size fstat gave, from
+ *   offset 0, and closes it. Connections are libuv ipc pipes, which receive
  *   descriptors in order without remembering which frame carried them, so
  *   each ImageFd frame takes the oldest descriptor not yet taken; a client
  *   that sends a descriptor with any other frame, or an ImageFd frame
@@ -115,7 +127,7 @@ struct ossegd_options {
   unsigned workers;           /* worker threads, default 2 */
   uint64_t max_frame_bytes;   /* default 64 MiB */
   uint64_t max_image_pixels;  /* default 16384 * 16384 */
-  uint32_t max_image_side;    /* default 16384 */
+  uint32_t max_image_side;    /* default and at most OSSEG_MAX_SIDE, 16384 */
   unsigned max_connections;   /* default 256 */
   unsigned max_in_flight;     /* per connection, default 64 */
   unsigned max_queue;         /* waiting Segments, default 256 */

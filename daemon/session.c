@@ -165,6 +165,8 @@ static void answer_health(struct ossegd__session *s, uint64_t id) {
   h.uptime_s = (double)(osseg_now_ns() - d->start_ns) / 1e9;
   h.max_frame_bytes = d->opt.max_frame_bytes;
   h.max_image_pixels = d->opt.max_image_pixels;
+  h.has_max_image_side = 1;
+  h.max_image_side = d->lim.max_image_side;
   Osseg__Wire__Response r = OSSEG__WIRE__RESPONSE__INIT;
   r.id = id;
   r.kind_case = OSSEG__WIRE__RESPONSE__KIND_HEALTH;
@@ -345,9 +347,14 @@ static int take_fd(struct ossegd__session *s) {
   return fd;
 }
 
-/* Checks an ImageFd's descriptor: a readable regular file within the PNG
- * byte limit. Returns 0 or -1 with code and text. */
-static int check_fd(int fd, uint64_t *size, int *code, char *text, size_t size_text) {
+/* Checks an ImageFd's descriptor: a readable regular file of at most
+ * max_bytes (the frame limit: an image sent as a descriptor may be as large
+ * as one sent in a frame, no larger, since a worker reads it into memory).
+ * Nothing is read here; fstat and fcntl never block, so a FIFO, a socket or
+ * a device is refused without touching it. Returns 0 or -1 with code and
+ * text. */
+static int check_fd(int fd, uint64_t max_bytes, uint64_t *size, int *code, char *text,
+                    size_t size_text) {
   struct stat st;
   if (fd < 0) {
     *code = CODE(BAD_REQUEST);
@@ -359,8 +366,10 @@ static int check_fd(int fd, uint64_t *size, int *code, char *text, size_t size_t
     snprintf(text, size_text, "image.fd: the descriptor is not a regular file");
     return -1;
   }
+  /* An O_PATH descriptor passes fstat and reports O_RDONLY, but cannot be
+   * read (pread fails with EBADF). */
   int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY) {
+  if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY || (fl & O_PATH)) {
     *code = CODE(BAD_REQUEST);
     snprintf(text, size_text, "image.fd: the descriptor is not open for reading");
     return -1;
@@ -370,10 +379,10 @@ static int check_fd(int fd, uint64_t *size, int *code, char *text, size_t size_t
     snprintf(text, size_text, "image.fd: the file is empty");
     return -1;
   }
-  if ((uint64_t)st.st_size > ((uint64_t)1 << 30)) {
+  if ((uint64_t)st.st_size > max_bytes) {
     *code = CODE(IMAGE_TOO_LARGE);
-    snprintf(text, size_text, "image.fd: %lld bytes is over the limit of 1 GiB",
-             (long long)st.st_size);
+    snprintf(text, size_text, "image.fd: the file's %lld bytes are over the limit of %llu",
+             (long long)st.st_size, (unsigned long long)max_bytes);
     return -1;
   }
   *size = (uint64_t)st.st_size;
@@ -419,7 +428,7 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
   req->fd = fd; /* closed with the request */
   req->received_ns = received;
   if ((msg->segment->image_case == OSSEG__WIRE__SEGMENT__IMAGE_FD &&
-       check_fd(fd, &req->fd_size, &code, text, sizeof text) != 0) ||
+       check_fd(fd, d->opt.max_frame_bytes, &req->fd_size, &code, text, sizeof text) != 0) ||
       ossegd__validate_segment(msg->segment, d->reg, &d->lim, &req->seg, &code, text,
                                sizeof text) != 0) {
     ossegd__request_free(req);

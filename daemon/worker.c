@@ -325,12 +325,15 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
       case OSSEG_EIO: code = CODE(BAD_IMAGE); break;
       case OSSEG_ELIMIT: code = CODE(IMAGE_TOO_LARGE); break;
       case OSSEG_ERANGE:
+        /* Ground truth whose runs pass the end of the image (validation
+         * cannot know an ImageFd's size): the pipeline's message names the
+         * class. Label polygons are clipped to the image instead. */
         code = gt_rles ? CODE(BAD_REQUEST) : CODE(BAD_IMAGE);
-        if (gt_rles) text = "ground_truth.rles: a run passes the end of the image";
         break;
       default: code = CODE(INTERNAL); break;
     }
-    snprintf(msg, sizeof msg, "%s", text);
+    snprintf(msg, sizeof msg, "%s%s", code == CODE(BAD_REQUEST) ? "ground_truth.rles: " : "",
+             text);
     finish_error(d, req, code, msg);
     return;
   }

@@ -345,6 +345,8 @@ static void fake_serve(struct fake *f, int fd) {
         h.models = 1;
         h.max_frame_bytes = 1 << 26;
         h.max_image_pixels = 1 << 24;
+        h.has_max_image_side = 1;
+        h.max_image_side = 4096;
         h.uptime_s = 12.5;
         r.kind_case = OSSEG__WIRE__RESPONSE__KIND_HEALTH;
         r.health = &h;
@@ -677,10 +679,12 @@ static void test_fake_health_models_stats(void **state) {
   assert_non_null(strstr(out, "ready:            yes\n"));
   assert_non_null(strstr(out, "version:          fake-1\n"));
   assert_non_null(strstr(out, "uptime:           12.5 s\n"));
+  assert_non_null(strstr(out, "max image pixels: 16777216\nmax image side:   4096\n"));
   free(out);
   free(err);
   assert_int_equal(test_osseg_run(&out, &err, "health", "--socket", sock, "--json", NULL), 0);
   assert_non_null(strstr(out, "{\"ready\":true,\"version\":\"fake-1\",\"models\":1,"));
+  assert_non_null(strstr(out, ",\"max_image_pixels\":16777216,\"max_image_side\":4096}\n"));
   free(out);
   free(err);
   assert_int_equal(test_osseg_run(&out, &err, "models", "--socket", sock, NULL), 0);
