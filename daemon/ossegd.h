@@ -75,6 +75,18 @@
  *   when the connection closes). Exact per-frame pairing needs the
  *   daemon's own recvmsg(); not done.
  *
+ *   Metrics. Every counter behind Stats changes on the loop thread only
+ *   (daemon/metrics.c); workers never touch one. What a worker measures
+ *   for a request (queue wait, total, engine time per model) it writes
+ *   into the request before handing it back, and the loop records it when
+ *   it finishes the request; queue depths are read under the scheduler's
+ *   mutex. A Segment counts in outcomes once, and in the per-model counts
+ *   once for each distinct registered model it names (an ensemble counts
+ *   for each of its models), whatever its outcome; model names a client
+ *   sent are compared, never used as labels. Histograms share fixed
+ *   bounds: 5, 10, 25, 50, 100, 250, 500 ms, 1, 2.5, 5, 10, 20, 30, 60 s,
+ *   +infinity.
+ *
  *   Shutdown. SIGINT or SIGTERM (or ossegd_stop) stops accepting and
  *   reading, lets the requests in flight finish and their responses be
  *   written, closes the connections and returns 0 from ossegd_run.
