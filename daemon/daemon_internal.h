@@ -79,6 +79,7 @@ int ossegd__validate_request(const Osseg__Wire__Request *r, int *code, char *msg
 #include <uv.h>
 
 struct ossegd__session;
+struct ossegd__metrics_file;
 
 /* A frame a worker produced for the loop to write. The last one of a
  * request is embedded in the request (never allocated, so a request always
@@ -220,6 +221,7 @@ struct ossegd {
   /* Connections refused because the peer is not allowed: incremented by
    * the access check where it refuses one (loop thread). */
   uint64_t refused_peers;
+  struct ossegd__metrics_file *metrics_file; /* NULL without --metrics-file */
   uint8_t readbuf[65536];
 };
 
@@ -243,6 +245,16 @@ void ossegd__stats_free(Osseg__Wire__Stats *st);
 /* The Stats in the Prometheus text format (osseg_prometheus_format);
  * 0 or OSSEG_ENOMEM. Free *text with osseg__free. */
 int ossegd__metrics_text(struct ossegd *d, char **text, size_t *len);
+
+/* metrics_file.c (loop thread): --metrics-file. start writes the file once
+ * (synchronously, so a path that cannot be written fails start-up) and
+ * arms the timer that rewrites it every metrics_interval_ms from a libuv
+ * pool thread; stop closes the timer (a write in progress finishes);
+ * final writes it once more, synchronously, after the loop ended. */
+int ossegd__metrics_file_start(struct ossegd *d, struct osseg_diag *diag);
+void ossegd__metrics_file_stop(struct ossegd *d);
+void ossegd__metrics_file_final(struct ossegd *d);
+void ossegd__metrics_file_free(struct ossegd *d);
 
 /* session.c (loop thread) */
 void ossegd__on_connection(uv_stream_t *server, int status);

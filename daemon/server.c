@@ -29,6 +29,7 @@ void ossegd_options_default(struct ossegd_options *o) {
   o->max_in_flight = 64;
   o->max_queue = 256;
   o->max_output_bytes = 64u << 20;
+  o->metrics_interval_ms = 15000;
 }
 
 /* One inference per model, so the first client does not pay for oneDNN's
@@ -138,6 +139,7 @@ void ossegd__maybe_finish(struct ossegd *d) {
   }
   uv_close((uv_handle_t *)&d->async, on_handle_closed);
   uv_close((uv_handle_t *)&d->deadline_timer, on_handle_closed);
+  ossegd__metrics_file_stop(d);
   uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
   uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
 }
@@ -261,6 +263,7 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
                      uv_strerror(uerr));
     goto fail;
   }
+  if (o->metrics_file && (rc = ossegd__metrics_file_start(d, diag)) != 0) goto fail;
 
   for (unsigned i = 0; i < d->nworkers; i++) {
     if (pthread_create(&d->workers[i].thread, NULL, ossegd__worker_main, &d->workers[i]) != 0) {
@@ -281,6 +284,7 @@ fail:
 int ossegd_run(struct ossegd *d) {
   uv_run(&d->loop, UV_RUN_DEFAULT);
   stop_workers(d);
+  ossegd__metrics_file_final(d);
   return 0;
 }
 
@@ -300,6 +304,7 @@ void ossegd_free(struct ossegd *d) {
       uv_close((uv_handle_t *)&d->async, on_handle_closed);
     if (d->deadline_timer_init && !uv_is_closing((uv_handle_t *)&d->deadline_timer))
       uv_close((uv_handle_t *)&d->deadline_timer, on_handle_closed);
+    ossegd__metrics_file_stop(d);
     if (d->signals_init) {
       if (!uv_is_closing((uv_handle_t *)&d->sigint))
         uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
@@ -324,6 +329,7 @@ void ossegd_free(struct ossegd *d) {
       free(d->workers[i].text);
     }
   free(d->workers);
+  ossegd__metrics_file_free(d);
   osseg_registry_free(d->reg);
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->cv);
