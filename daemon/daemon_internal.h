@@ -105,6 +105,7 @@ int ossegd__validate_request(const Osseg__Wire__Request *r, int *code, char *msg
 #include <uv.h>
 
 struct ossegd__session;
+struct ossegd__metrics_file;
 
 /* A frame a worker produced for the loop to write. The last one of a
  * request is embedded in the request (never allocated, so a request always
@@ -133,6 +134,8 @@ struct ossegd__request {
   uint64_t received_ns, deadline_ns;
   /* Set by the worker before it queues `done`; read by the loop after. */
   int outcome;                                 /* -1 ok, else an Error code */
+  int started;                                 /* a worker took it: queue_ms is set */
+  double queue_ms;                             /* received -> taken by a worker */
   double total_ms;
   double model_ms[OSSEG_MAX_MODELS];           /* engine time per pipeline model */
   struct ossegd__completion done;
@@ -160,7 +163,7 @@ struct ossegd__session {
 };
 
 #define OSSEGD_NOUTCOMES 9 /* "ok" + the 8 Error codes */
-#define OSSEGD_NBUCKETS 14
+#define OSSEGD_NBUCKETS 15 /* ossegd__bucket_le_ms, the last +infinity */
 
 struct ossegd__worker {
   struct ossegd *d;
@@ -172,11 +175,26 @@ struct ossegd__worker {
   size_t text_cap;
 };
 
+/* ---------------------------------------------------------- metrics.c --- */
+
+/* A latency histogram with Prometheus semantics: cumulative counts of
+ * observations <= ossegd__bucket_le_ms[i], their sum and their number. */
+struct ossegd__histogram {
+  uint64_t le[OSSEGD_NBUCKETS];
+  double sum_ms;
+  uint64_t count;
+};
+
+/* Per served model, in load order (the index is the model's everywhere
+ * below). Loop thread only, like every counter in struct ossegd. */
 struct ossegd__model_stats {
   char name[OSSEG_MAX_MODEL_NAME];
   enum osseg_precision precision;
-  uint64_t runs;
-  double sum_ms, max_ms;
+  struct ossegd__histogram inference; /* engine ms of runs in Segments ended with Done */
+  double max_ms;
+  uint64_t requests[OSSEGD_NOUTCOMES]; /* Segments naming the model, by outcome */
+  double load_ms, warmup_ms;           /* start-up (or the last reload) */
+  uint64_t reloads;                    /* 0 until reloads exist */
 };
 
 struct ossegd {
@@ -208,6 +226,7 @@ struct ossegd {
   pthread_cond_t cv;
   struct ossegd__request *q_head[2], *q_tail[2]; /* interactive, batch */
   unsigned queued;
+  unsigned queued_pri[2];                         /* of queued: interactive, batch */
   int workers_stop;
   struct ossegd__completion *c_head, *c_tail;
 
@@ -219,15 +238,49 @@ struct ossegd {
   unsigned nsessions;
   unsigned in_flight;
   int draining, finished;
-  uint64_t start_ns;
+  uint64_t start_ns;      /* monotonic */
+  double start_unix_s;    /* the same moment in Unix time */
+  /* Counters (metrics.c; proto/osseg.proto's Stats says what each counts). */
   uint64_t outcomes[OSSEGD_NOUTCOMES];
-  uint64_t latency[OSSEGD_NBUCKETS];
+  struct ossegd__histogram total, queue_wait;
   uint64_t connections_total, bytes_in, bytes_out;
+  /* Connections refused because the peer is not allowed: incremented by
+   * the access check where it refuses one (loop thread). */
+  uint64_t refused_peers;
+  struct ossegd__metrics_file *metrics_file; /* NULL without --metrics-file */
   uint8_t readbuf[65536];
 };
 
+/* The bucket bounds of every histogram, ms: 5 ms .. 60 s, then +infinity. */
 extern const double ossegd__bucket_le_ms[OSSEGD_NBUCKETS];
+/* "ok", then the Error codes' names in code order: index = code + 1. */
 extern const char *const ossegd__outcome_names[OSSEGD_NOUTCOMES];
+
+/* metrics.c, all on the loop thread. */
+void ossegd__histogram_observe(struct ossegd__histogram *h, double ms);
+/* A request answered with an Error before a worker could have it (seg:
+ * its Segment, NULL for other kinds). */
+void ossegd__metrics_refused(struct ossegd *d, int code, const Osseg__Wire__Segment *seg);
+/* A queued request that ended (worker, cancel or deadline in the queue). */
+void ossegd__metrics_finished(struct ossegd *d, const struct ossegd__request *req);
+/* A Stats message of the counters now; NULL when out of memory. The
+ * message points into the daemon's strings: use it before they change
+ * and free it with ossegd__stats_free. */
+Osseg__Wire__Stats *ossegd__stats_build(struct ossegd *d);
+void ossegd__stats_free(Osseg__Wire__Stats *st);
+/* The Stats in the Prometheus text format (osseg_prometheus_format);
+ * 0 or OSSEG_ENOMEM. Free *text with osseg__free. */
+int ossegd__metrics_text(struct ossegd *d, char **text, size_t *len);
+
+/* metrics_file.c (loop thread): --metrics-file. start writes the file once
+ * (synchronously, so a path that cannot be written fails start-up) and
+ * arms the timer that rewrites it every metrics_interval_ms from a libuv
+ * pool thread; stop closes the timer (a write in progress finishes);
+ * final writes it once more, synchronously, after the loop ended. */
+int ossegd__metrics_file_start(struct ossegd *d, struct osseg_diag *diag);
+void ossegd__metrics_file_stop(struct ossegd *d);
+void ossegd__metrics_file_final(struct ossegd *d);
+void ossegd__metrics_file_free(struct ossegd *d);
 
 /* session.c (loop thread) */
 void ossegd__on_connection(uv_stream_t *server, int status);
@@ -257,6 +310,8 @@ int ossegd__schedule(struct ossegd *d, struct ossegd__request *req);
 /* Takes a request out of the queue if it is still waiting (1), else 0. */
 int ossegd__unschedule(struct ossegd *d, struct ossegd__request *req);
 unsigned ossegd__queue_depth(struct ossegd *d);
+/* Waiting requests by priority: out[0] interactive, out[1] batch. */
+void ossegd__queue_depths(struct ossegd *d, unsigned out[2]);
 void ossegd__drain_completions(uv_async_t *async);
 void ossegd__request_free(struct ossegd__request *req);
 

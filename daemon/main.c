@@ -33,6 +33,11 @@ static void usage(FILE *f) {
           "  --max-queue N          Segment requests waiting for a worker, default 256\n"
           "  --max-output-bytes N   bytes queued for one connection before the daemon\n"
           "                         stops reading it, default 67108864\n"
+          "  --metrics-file PATH    write the statistics in the Prometheus text format to\n"
+          "                         PATH (atomically replaced), e.g. for node_exporter's\n"
+          "                         textfile collector\n"
+          "  --metrics-interval SEC seconds between two writes of --metrics-file,\n"
+          "                         0.01..86400, default 15\n"
           "  -v, --verbose          engine warnings (e.g. slow reference kernels)\n");
 }
 
@@ -47,6 +52,18 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
   unsigned long long v = strtoull(s, &end, 10);
   if (errno || *end || v < lo || v > hi) return -1;
   *out = v;
+  return 0;
+}
+
+/* A number of seconds (decimals allowed) as whole milliseconds in
+ * [lo_ms, hi_ms]. */
+static int parse_seconds_ms(const char *s, uint32_t lo_ms, uint32_t hi_ms, uint32_t *out) {
+  char *end;
+  errno = 0;
+  if (!s[0] || !strchr("0123456789.", s[0])) return -1;
+  double v = strtod(s, &end);
+  if (errno || *end || !(v * 1000 >= lo_ms && v * 1000 <= hi_ms)) return -1;
+  *out = (uint32_t)(v * 1000 + 0.5);
   return 0;
 }
 
@@ -125,7 +142,7 @@ int main(int argc, char **argv) {
   ossegd_options_default(&o);
   int verbose = 0;
   enum { O_SOCKET = 256, O_MODEL, O_THREADS, O_WORKERS, O_FRAME, O_PIXELS, O_SIDE, O_CONN,
-         O_INFLIGHT, O_QUEUE, O_OUTPUT };
+         O_INFLIGHT, O_QUEUE, O_OUTPUT, O_METRICS_FILE, O_METRICS_INTERVAL };
   static const struct option opts[] = {{"socket", required_argument, NULL, O_SOCKET},
                                        {"model", required_argument, NULL, O_MODEL},
                                        {"threads", required_argument, NULL, O_THREADS},
@@ -137,6 +154,9 @@ int main(int argc, char **argv) {
                                        {"max-in-flight", required_argument, NULL, O_INFLIGHT},
                                        {"max-queue", required_argument, NULL, O_QUEUE},
                                        {"max-output-bytes", required_argument, NULL, O_OUTPUT},
+                                       {"metrics-file", required_argument, NULL, O_METRICS_FILE},
+                                       {"metrics-interval", required_argument, NULL,
+                                        O_METRICS_INTERVAL},
                                        {"verbose", no_argument, NULL, 'v'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
@@ -173,6 +193,20 @@ int main(int argc, char **argv) {
       NUMBER(O_QUEUE, "--max-queue", 1, 1000000, o.max_queue)
       NUMBER(O_OUTPUT, "--max-output-bytes", 1, UINT64_MAX / 2, o.max_output_bytes)
 #undef NUMBER
+      case O_METRICS_FILE:
+        if (!optarg[0]) {
+          fprintf(stderr, "ossegd: --metrics-file needs a path\n");
+          return 2;
+        }
+        o.metrics_file = optarg;
+        break;
+      case O_METRICS_INTERVAL:
+        if (parse_seconds_ms(optarg, 10, 86400000, &o.metrics_interval_ms) != 0) {
+          fprintf(stderr, "ossegd: --metrics-interval must be 0.01..86400 seconds, not '%s'\n",
+                  optarg);
+          return 2;
+        }
+        break;
       case 'v': verbose = 1; break;
       case 'h': usage(stdout); return 0;
       case ':': fprintf(stderr, "ossegd: option %s needs a value\n", argv[optind - 1]); return 2;

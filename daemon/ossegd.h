@@ -94,6 +94,27 @@
  *   when the connection closes). Exact per-frame pairing needs the
  *   daemon's own recvmsg(); not done.
  *
+ *   Metrics. Every counter behind Stats changes on the loop thread only
+ *   (daemon/metrics.c); workers never touch one. What a worker measures
+ *   for a request (queue wait, total, engine time per model) it writes
+ *   into the request before handing it back, and the loop records it when
+ *   it finishes the request; queue depths are read under the scheduler's
+ *   mutex. A Segment counts in outcomes once, and in the per-model counts
+ *   once for each distinct registered model it names (an ensemble counts
+ *   for each of its models), whatever its outcome; model names a client
+ *   sent are compared, never used as labels. Histograms share fixed
+ *   bounds: 5, 10, 25, 50, 100, 250, 500 ms, 1, 2.5, 5, 10, 20, 30, 60 s,
+ *   +infinity. With metrics_file, the Stats in the Prometheus text format
+ *   (proto/osseg_prometheus.h) are written to that file when the daemon
+ *   starts (a path that cannot be written fails ossegd_create), every
+ *   metrics_interval_ms, and once more when ossegd_run returns. The text is
+ *   made on the loop thread (a few KB, microseconds); the file is written
+ *   by a libuv pool thread through osseg_output (a temporary file in the
+ *   same folder, fsync, rename), so a reader sees the old file or the new
+ *   one, never a part, and a slow disk never stalls the loop. A failed
+ *   write is logged (once until a write succeeds again) and retried at the
+ *   next interval.
+ *
  *   Shutdown. SIGINT or SIGTERM (or ossegd_stop) stops accepting and
  *   reading, lets the requests in flight finish and their responses be
  *   written, closes the connections and returns 0 from ossegd_run.
@@ -133,6 +154,11 @@ struct ossegd_options {
   unsigned max_queue;         /* waiting Segments, default 256 */
   uint64_t max_output_bytes;  /* per connection, default 64 MiB */
   uint64_t workspace_bytes;   /* per worker, 0 = no cap */
+  /* The Stats in the Prometheus text format, written to this file (for
+   * node_exporter's textfile collector) at start-up and then every
+   * metrics_interval_ms; NULL = none. Read during ossegd_create only. */
+  const char *metrics_file;
+  uint32_t metrics_interval_ms; /* default 15000 */
   /* Daemon messages (start-up, connection errors); called on the loop
    * thread, and on worker threads for engine messages via engine.log. */
   struct osseg_log log;

@@ -113,28 +113,9 @@ void ossegd__send_error(struct ossegd__session *s, uint64_t id, int code, const 
   send_response(s, &r);
 }
 
-static void record_outcome(struct ossegd *d, struct ossegd__request *req) {
-  int o = req->outcome < 0 ? 0 : req->outcome + 1;
-  if (o >= 0 && o < OSSEGD_NOUTCOMES) d->outcomes[o]++;
-  if (req->outcome >= 0) return;
-  for (int b = 0; b < OSSEGD_NBUCKETS; b++)
-    if (req->total_ms <= ossegd__bucket_le_ms[b]) d->latency[b]++;
-  size_t nm = osseg_pipeline_model_count(req->seg.pipeline);
-  for (size_t i = 0; i < nm; i++) {
-    const char *name = osseg_loaded_model_name(osseg_pipeline_model(req->seg.pipeline, i));
-    double ms = req->model_ms[i];
-    for (size_t k = 0; k < d->nmodels; k++) {
-      if (strcmp(d->models[k].name, name) != 0) continue;
-      d->models[k].runs++;
-      d->models[k].sum_ms += ms;
-      if (ms > d->models[k].max_ms) d->models[k].max_ms = ms;
-    }
-  }
-}
-
 void ossegd__request_finish(struct ossegd *d, struct ossegd__request *req) {
   struct ossegd__session *s = req->s;
-  record_outcome(d, req);
+  ossegd__metrics_finished(d, req);
   if (req->sprev)
     req->sprev->snext = req->snext;
   else
@@ -213,47 +194,17 @@ static void answer_list(struct ossegd__session *s, uint64_t id) {
 }
 
 static void answer_stats(struct ossegd__session *s, uint64_t id) {
-  struct ossegd *d = s->d;
-  Osseg__Wire__Stats st = OSSEG__WIRE__STATS__INIT;
-  Osseg__Wire__Stats__Outcome oc[OSSEGD_NOUTCOMES], *ocp[OSSEGD_NOUTCOMES];
-  Osseg__Wire__Stats__Bucket bk[OSSEGD_NBUCKETS], *bkp[OSSEGD_NBUCKETS];
-  Osseg__Wire__Stats__ModelStats ms[OSSEGD_MAX_MODELS], *msp[OSSEGD_MAX_MODELS];
-  for (int i = 0; i < OSSEGD_NOUTCOMES; i++) {
-    osseg__wire__stats__outcome__init(&oc[i]);
-    oc[i].name = (char *)ossegd__outcome_names[i];
-    oc[i].count = d->outcomes[i];
-    ocp[i] = &oc[i];
+  Osseg__Wire__Stats *st = ossegd__stats_build(s->d);
+  if (!st) {
+    ossegd__send_error(s, id, CODE(INTERNAL), "out of memory");
+    return;
   }
-  for (int i = 0; i < OSSEGD_NBUCKETS; i++) {
-    osseg__wire__stats__bucket__init(&bk[i]);
-    bk[i].le_ms = ossegd__bucket_le_ms[i];
-    bk[i].count = d->latency[i];
-    bkp[i] = &bk[i];
-  }
-  for (size_t i = 0; i < d->nmodels; i++) {
-    osseg__wire__stats__model_stats__init(&ms[i]);
-    ms[i].model = d->models[i].name;
-    ms[i].runs = d->models[i].runs;
-    ms[i].mean_ms = d->models[i].runs ? d->models[i].sum_ms / (double)d->models[i].runs : 0;
-    ms[i].max_ms = d->models[i].max_ms;
-    msp[i] = &ms[i];
-  }
-  st.n_outcomes = OSSEGD_NOUTCOMES;
-  st.outcomes = ocp;
-  st.n_latency = OSSEGD_NBUCKETS;
-  st.latency = bkp;
-  st.queue_depth = ossegd__queue_depth(d);
-  st.connections = d->nsessions;
-  st.connections_total = d->connections_total;
-  st.bytes_in = d->bytes_in;
-  st.bytes_out = d->bytes_out;
-  st.n_models = d->nmodels;
-  st.models = msp;
   Osseg__Wire__Response r = OSSEG__WIRE__RESPONSE__INIT;
   r.id = id;
   r.kind_case = OSSEG__WIRE__RESPONSE__KIND_STATS;
-  r.stats = &st;
+  r.stats = st;
   send_response(s, &r);
+  ossegd__stats_free(st);
 }
 
 /* An acknowledgement: an empty Done carrying the Cancel's id. */
@@ -322,10 +273,6 @@ void ossegd__on_deadline_timer(uv_timer_t *t) {
     ossegd__request_finish(d, r);
   }
   if (next) ossegd__deadline_arm(d, next);
-}
-
-static void record_refusal(struct ossegd *d, int code) {
-  if (code >= 0 && code + 1 < OSSEGD_NOUTCOMES) d->outcomes[code + 1]++;
 }
 
 static void free_handle(uv_handle_t *h) { free(h); }
@@ -401,25 +348,25 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
   int fd = msg->segment->image_case == OSSEG__WIRE__SEGMENT__IMAGE_FD ? take_fd(s) : -1;
   for (struct ossegd__request *r = s->reqs; r; r = r->snext)
     if (r->id == id) {
+      ossegd__metrics_refused(d, CODE(BAD_REQUEST), msg->segment);
       osseg__wire__request__free_unpacked(msg, NULL);
       if (fd >= 0) close(fd);
-      record_refusal(d, CODE(BAD_REQUEST));
       ossegd__send_error(s, id, CODE(BAD_REQUEST),
                          "id: another request of this connection with this id is in flight");
       return;
     }
   if (s->in_flight >= d->opt.max_in_flight) { /* feed() pauses before this */
+    ossegd__metrics_refused(d, CODE(BUSY), msg->segment);
     osseg__wire__request__free_unpacked(msg, NULL);
     if (fd >= 0) close(fd);
-    record_refusal(d, CODE(BUSY));
     ossegd__send_error(s, id, CODE(BUSY), "too many requests in flight on this connection");
     return;
   }
   struct ossegd__request *req = calloc(1, sizeof *req);
   if (!req) {
+    ossegd__metrics_refused(d, CODE(INTERNAL), msg->segment);
     osseg__wire__request__free_unpacked(msg, NULL);
     if (fd >= 0) close(fd);
-    record_refusal(d, CODE(INTERNAL));
     ossegd__send_error(s, id, CODE(INTERNAL), "out of memory");
     return;
   }
@@ -431,8 +378,8 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
        check_fd(fd, d->opt.max_frame_bytes, &req->fd_size, &code, text, sizeof text) != 0) ||
       ossegd__validate_segment(msg->segment, d->reg, &d->lim, &req->seg, &code, text,
                                sizeof text) != 0) {
+    ossegd__metrics_refused(d, code, msg->segment);
     ossegd__request_free(req);
-    record_refusal(d, code);
     ossegd__send_error(s, id, code, text);
     return;
   }
@@ -440,8 +387,8 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
     req->deadline_ns = received + (uint64_t)req->seg.deadline_ms * 1000000u;
   req->s = s;
   if (ossegd__schedule(d, req) != 0) {
+    ossegd__metrics_refused(d, CODE(BUSY), msg->segment);
     ossegd__request_free(req);
-    record_refusal(d, CODE(BUSY));
     ossegd__send_error(s, id, CODE(BUSY), "the queue is full; retry later");
     return;
   }
@@ -474,7 +421,8 @@ static void handle_frame(struct ossegd__session *s, uint8_t *frame, size_t len) 
   char text[256];
   int code = 0;
   if (ossegd__validate_request(msg, &code, text, sizeof text) != 0) {
-    record_refusal(d, code);
+    ossegd__metrics_refused(
+        d, code, msg->kind_case == OSSEG__WIRE__REQUEST__KIND_SEGMENT ? msg->segment : NULL);
     ossegd__send_error(s, msg->id, code, text);
     osseg__wire__request__free_unpacked(msg, NULL);
     return;

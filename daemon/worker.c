@@ -26,6 +26,7 @@ int ossegd__schedule(struct ossegd *d, struct ossegd__request *req) {
     d->q_head[pri] = req;
   d->q_tail[pri] = req;
   d->queued++;
+  d->queued_pri[pri]++;
   pthread_cond_signal(&d->cv);
   pthread_mutex_unlock(&d->mu);
   return 0;
@@ -44,6 +45,7 @@ int ossegd__unschedule(struct ossegd *d, struct ossegd__request *req) {
         d->q_head[pri] = r->qnext;
       if (d->q_tail[pri] == r) d->q_tail[pri] = prev;
       d->queued--;
+      d->queued_pri[pri]--;
       found = 1;
       break;
     }
@@ -57,6 +59,13 @@ unsigned ossegd__queue_depth(struct ossegd *d) {
   unsigned n = d->queued;
   pthread_mutex_unlock(&d->mu);
   return n;
+}
+
+void ossegd__queue_depths(struct ossegd *d, unsigned out[2]) {
+  pthread_mutex_lock(&d->mu);
+  out[0] = d->queued_pri[0];
+  out[1] = d->queued_pri[1];
+  pthread_mutex_unlock(&d->mu);
 }
 
 static void push_completion(struct ossegd *d, struct ossegd__completion *c) {
@@ -209,6 +218,8 @@ static double ms_since(uint64_t t0, uint64_t t1) { return (double)(t1 - t0) / 1e
 static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   struct ossegd *d = w->d;
   uint64_t started = osseg_now_ns();
+  req->started = 1;
+  req->queue_ms = ms_since(req->received_ns, started);
   if (atomic_load(&req->cancel)) {
     finish_error(d, req, CODE(CANCELLED), "request cancelled before it started");
     return;
@@ -350,7 +361,7 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   Osseg__Wire__Done done = OSSEG__WIRE__DONE__INIT;
   done.width = ctx.width;
   done.height = ctx.height;
-  done.queue_ms = ms_since(req->received_ns, started);
+  done.queue_ms = req->queue_ms;
   done.decode_ms = t.decode_ms;
   done.preprocess_ms = t.preprocess_ms;
   done.n_inference = nm;
@@ -382,6 +393,7 @@ void *ossegd__worker_main(void *arg) {
     d->q_head[pri] = req->qnext;
     if (!d->q_head[pri]) d->q_tail[pri] = NULL;
     d->queued--;
+    d->queued_pri[pri]--;
     pthread_mutex_unlock(&d->mu);
     run_request(w, req);
   }

@@ -111,6 +111,10 @@ static void test_usage_errors(void **state) {
   expect_usage("osseg models: unexpected argument 'extra'\n", "models", "--socket", "s", "extra",
                NULL);
   expect_usage("osseg stats: option --socket needs a value\n", "stats", "--socket", NULL);
+  expect_usage("osseg stats: --json and --prometheus exclude each other\n", "stats", "--socket",
+               "s", "--json", "--prometheus", NULL);
+  expect_usage("osseg health: unknown option '--prometheus'\n", "health", "--socket", "s",
+               "--prometheus", NULL);
 }
 
 static void test_no_daemon(void **state) {
@@ -707,9 +711,19 @@ static void test_fake_health_models_stats(void **state) {
   assert_non_null(strstr(out, "\"outcomes\":{\"ok\":7}"));
   free(out);
   free(err);
+  /* The fake is a daemon without Stats fields 20..: only what it has. */
+  assert_int_equal(test_osseg_run(&out, &err, "stats", "--socket", sock, "--prometheus", NULL),
+                   0);
+  assert_string_equal(err, "");
+  assert_non_null(strstr(out, "# TYPE osseg_requests_total counter\n"
+                              "osseg_requests_total{outcome=\"ok\"} 7\n"));
+  assert_non_null(strstr(out, "\nosseg_connections_total 3\n"));
+  assert_null(strstr(out, "osseg_uptime_seconds"));
+  free(out);
+  free(err);
   assert_int_equal(f->health, 2);
   assert_int_equal(f->list_models, 2);
-  assert_int_equal(f->stats, 2);
+  assert_int_equal(f->stats, 3);
   fake_stop(f);
 }
 
