@@ -2,8 +2,11 @@
 # ossegd side by side with in-process `osseg predict`, in one run:
 #
 #   1. latency of one 2048² PNG: `osseg segment --json` through the socket
-#      (Done.total_ms minus the inference times = socket in to last frame
-#      out, beside the client's wall time) vs `osseg predict --json` on the
+#      (Done.total_ms minus the inference times: the daemon's time from the
+#      request received to its Done; and the client's round_trip_ms minus
+#      the inference: request sent to Done read, the socket both ways and
+#      every mask frame included; beside the client's wall time) vs
+#      `osseg predict --json` on the
 #      same image and model (warm images of one process); the two CSVs must
 #      be byte-identical (cmp);
 #   2. throughput, images/s, with 1, 4 and 16 concurrent clients (one
@@ -351,6 +354,8 @@ if want latency; then
   s_post=$(jfield postprocess_ms <"$d/seg.jsonl" | median)
   s_over=$(paste -d' ' <(jfield total_ms <"$d/seg.jsonl") <(jfield inference_ms <"$d/seg.jsonl") | awk '{ print $1 - $2 }' | median)
   s_wall=$(median <"$d/seg_wall")
+  # The client's view: request sent -> Done read, minus the inference.
+  s_rt_over=$(paste -d' ' <(jfield round_trip_ms <"$d/seg.jsonl") <(jfield inference_ms <"$d/seg.jsonl") | awk '{ print $1 - $2 }' | median)
   s_over_max=$(paste -d' ' <(jfield total_ms <"$d/seg.jsonl") <(jfield inference_ms <"$d/seg.jsonl") | awk '{ print $1 - $2 }' | maxof)
   # predict: warm images only (the first of the process is cold)
   tail -n +2 "$d/pred.jsonl" >"$d/pred.warm.jsonl"
@@ -370,10 +375,12 @@ if want latency; then
   printf '  %-34s %10s %10s\n' "  postprocess_ms" "$s_post" "$p_post"
   printf '  %-34s %10s %10s\n' "total - inference" "$s_over" "$p_over"
   printf '  %-34s %10s %10s\n' "total - inference, max" "$s_over_max" "-"
+  printf '  %-34s %10s %10s\n' "client round trip - inference" "$s_rt_over" "-"
   printf '  %-34s %10s %10s\n' "predict: cold first image total_ms" "" "$p_cold"
   printf '  %-34s %10s %10s\n' "predict process wall (1+$repeats images)" "" "$pred_wall"
   echo "  CSV ($csv_bytes bytes): $identical of $repeats segment CSVs byte-identical to predict's (cmp)"
   add_row "1. latency total-inference, ossegd" "$s_over ms (max $s_over_max; total $s_total, inference $s_inf, client wall $s_wall)"
+  add_row "1. client round trip - inference" "$s_rt_over ms (request sent -> Done read, as osseg segment sees it)"
   add_row "1. latency total-inference, predict" "$p_over ms (total $p_total, inference $p_inf)"
   add_row "1. segment CSV == predict CSV (cmp)" "$identical/$repeats identical"
   add_row "5. peak RSS osseg predict ($((repeats + 1)) images)" "$(kb_to_mib "$d/pred.rss") MiB"

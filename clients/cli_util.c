@@ -2,12 +2,14 @@
 #include "cli_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void cli_error(const char *cmd, const char *fmt, ...) {
@@ -90,4 +92,49 @@ void cli_run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, size_t n) {
     else
       fn((char *)jobs + i * job_size);
   }
+}
+
+int cli_read_file(const char *path, size_t max_bytes, char **data, size_t *size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat st;
+  int e = 0;
+  if (fstat(fd, &st) != 0) e = errno;
+  else if (!S_ISREG(st.st_mode)) e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+  else if (max_bytes && (uint64_t)st.st_size > max_bytes) e = EFBIG;
+  /* One byte more than the file: end of file is seen without growing, and
+   * the NUL has its place. */
+  char *p = NULL;
+  size_t cap = e ? 0 : (size_t)st.st_size + 1, len = 0;
+  if (!e && !(p = malloc(cap))) e = ENOMEM;
+  while (!e) {
+    if (len == cap) { /* the file grew since fstat */
+      if (max_bytes && len > max_bytes) {
+        e = EFBIG;
+        break;
+      }
+      char *q = realloc(p, cap *= 2);
+      if (!q) {
+        e = ENOMEM;
+        break;
+      }
+      p = q;
+    }
+    ssize_t n = read(fd, p + len, cap - len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) e = errno;
+    if (n <= 0) break;
+    len += (size_t)n;
+  }
+  if (!e && max_bytes && len > max_bytes) e = EFBIG;
+  close(fd);
+  if (e) {
+    free(p);
+    errno = e;
+    return -1;
+  }
+  p[len] = '\0';
+  *data = p;
+  *size = len;
+  return 0;
 }

@@ -36,6 +36,12 @@ int cli_parse_nonneg_double(const char *s, double *out);
  * 0 or 1. */
 int cli_parse_probability(const char *s, float *out);
 
+/* Reads a whole regular file into *data (malloc'ed, NUL-terminated; the
+ * NUL is not counted in *size). Returns 0, or -1 with errno set: from
+ * open/read, EISDIR for a folder, EINVAL for another file that is not a
+ * regular one, EFBIG past max_bytes (0 = no limit), ENOMEM. */
+int cli_read_file(const char *path, size_t max_bytes, char **data, size_t *size);
+
 /* Worker threads to use: the online CPUs, capped at 64. */
 unsigned cli_default_threads(void);
 

@@ -30,6 +30,7 @@
 #include "text_buf.h"
 #include "csv_index.h"
 #include "csv_input.h"
+#include "label_file.h"
 #include "osseg_imaging.h"
 #include "osseg_kernels.h"
 
@@ -81,8 +82,8 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
   o->vote = -1;
   o->vote_threshold = -1;
   o->in_flight = 2;
-  enum { O_SOCKET = 256, O_MODEL, O_VOTE, O_THRESHOLD, O_CLASS_THR, O_CLASSES, O_GT, O_PNG_DIR,
-         O_PRIORITY, O_DEADLINE, O_JSON, O_FD, O_IN_FLIGHT };
+  enum { O_SOCKET = 256, O_MODEL, O_VOTE, O_THRESHOLD, O_CLASS_THR, O_CLASSES, O_GT, O_LABELS,
+         O_PNG_DIR, O_PRIORITY, O_DEADLINE, O_JSON, O_FD, O_IN_FLIGHT };
   static const struct option opts[] = {
       {"socket", required_argument, NULL, O_SOCKET},
       {"model", required_argument, NULL, O_MODEL},
@@ -91,6 +92,7 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
       {"class-threshold", required_argument, NULL, O_CLASS_THR},
       {"classes", required_argument, NULL, O_CLASSES},
       {"gt", required_argument, NULL, O_GT},
+      {"labels", required_argument, NULL, O_LABELS},
       {"png-dir", required_argument, NULL, O_PNG_DIR},
       {"priority", required_argument, NULL, O_PRIORITY},
       {"deadline-ms", required_argument, NULL, O_DEADLINE},
@@ -163,6 +165,7 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
         break;
       }
       case O_GT: o->gt_path = optarg; break;
+      case O_LABELS: o->labels_dir = optarg; break;
       case O_PNG_DIR: o->png_dir = optarg; break;
       case O_PRIORITY:
         if (strcmp(optarg, "interactive") == 0) o->priority = 0;
@@ -208,6 +211,10 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
     usage(stderr);
     return CLI_USAGE;
   }
+  if (o->gt_path && o->labels_dir) {
+    cli_error(cmd, "--gt and --labels both give ground truth; use one");
+    return CLI_USAGE;
+  }
   if (o->vote_threshold >= 0 && o->vote_threshold >= (double)o->nmodels) {
     cli_error(cmd,
               "--vote %s: a pixel would need more than %g votes of %zu model(s), so every "
@@ -218,54 +225,6 @@ int seg_parse_args(struct seg_options *o, int argc, char **argv, void (*usage)(F
   o->inputs = argv + optind;
   o->ninputs = (size_t)(argc - optind);
   return -1;
-}
-
-/* --------------------------------------------------------------- inputs --- */
-
-
-static int read_whole(const char *path, char **data, size_t *size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    if (errno == 0 || S_ISDIR(st.st_mode)) errno = EISDIR;
-    close(fd);
-    return -1;
-  }
-  size_t cap = (size_t)st.st_size + 1, len = 0;
-  char *p = malloc(cap);
-  if (!p) {
-    close(fd);
-    errno = ENOMEM;
-    return -1;
-  }
-  for (;;) {
-    if (len == cap) {
-      char *q = realloc(p, cap *= 2);
-      if (!q) {
-        free(p);
-        close(fd);
-        errno = ENOMEM;
-        return -1;
-      }
-      p = q;
-    }
-    ssize_t n = read(fd, p + len, cap - len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      free(p);
-      close(fd);
-      errno = e;
-      return -1;
-    }
-    if (n == 0) break;
-    len += (size_t)n;
-  }
-  close(fd);
-  *data = p;
-  *size = len;
-  return 0;
 }
 
 /* ------------------------------------------------------------- requests --- */
@@ -281,7 +240,7 @@ struct slot {
   int has_dice;
   double dice[SEG_MAX_CLASSES];
   unsigned char dice_has[SEG_MAX_CLASSES];
-  uint64_t started_ns;
+  uint64_t sent_ns; /* when its request started to go out */
 };
 
 struct run {
@@ -430,16 +389,26 @@ static int send_image(struct run *r, struct slot *s, size_t i) {
   size_t png_len = 0;
   int fd = -1;
   struct stat st;
+  struct label_file labels = {0};
+  if (o->labels_dir) {
+    char msg[sizeof labels.path + 128];
+    if (label_file_read(&labels, o->labels_dir, path, msg, sizeof msg) != 0) {
+      image_failed(r, i, "%s", msg);
+      return -1;
+    }
+  }
   if (o->use_fd) {
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       int e = fd >= 0 && errno == 0 ? EISDIR : errno;
       if (fd >= 0) close(fd);
       image_failed(r, i, "%s", fd >= 0 ? "not a regular file" : strerror(e));
+      label_file_free(&labels);
       return -1;
     }
-  } else if (read_whole(path, &png, &png_len) != 0) {
+  } else if (cli_read_file(path, 0, &png, &png_len) != 0) {
     image_failed(r, i, "%s", strerror(errno));
+    label_file_free(&labels);
     return -1;
   }
   struct osseg_client_segment seg;
@@ -480,9 +449,15 @@ static int send_image(struct run *r, struct slot *s, size_t i) {
     if (has < 0) rc = -3;
     else if (has) seg.seg.ground_truth = &g->gt;
   }
+  if (labels.text) osseg_client_segment_set_label_json(&seg, labels.text);
+  /* The round trip runs from here (the request about to go out) to its
+   * Done: the socket both ways, every ClassMask frame read, as a client
+   * sees it. */
+  uint64_t sent_ns = now_ns();
   if (rc == 0) rc = osseg_client_send(r->client, &seg.req, fd);
   if (g) gt_msg_free(g);
   free(g);
+  label_file_free(&labels);
   free(png);
   if (fd >= 0) close(fd);
   if (rc == -3) {
@@ -504,7 +479,7 @@ static int send_image(struct run *r, struct slot *s, size_t i) {
   s->rows.len = 0;
   s->has_dice = 0;
   memset(s->dice_has, 0, sizeof s->dice_has);
-  s->started_ns = now_ns();
+  s->sent_ns = sent_ns;
   return 0;
 }
 
@@ -610,7 +585,8 @@ static void on_done(struct run *r, struct slot *s, const Osseg__Wire__Done *d) {
       client_json_string(stdout, d->inference[k]->model);
       printf(",\"ms\":%.3f}", d->inference[k]->ms);
     }
-    printf("],\"postprocess_ms\":%.3f,\"total_ms\":%.3f", d->postprocess_ms, d->total_ms);
+    printf("],\"postprocess_ms\":%.3f,\"total_ms\":%.3f,\"round_trip_ms\":%.3f",
+           d->postprocess_ms, d->total_ms, (double)(now_ns() - s->sent_ns) / 1e6);
     if (s->has_dice) printf(",\"dice\":%.9g", s->dice_mean);
     printf("}\n");
     fflush(stdout);
@@ -731,7 +707,7 @@ static int open_append(struct run *r, size_t expected) {
   const char *path = r->o->output;
   char *data = NULL;
   size_t size = 0;
-  int exists = read_whole(path, &data, &size) == 0;
+  int exists = cli_read_file(path, 0, &data, &size) == 0;
   if (!exists && errno != ENOENT) {
     cli_error(r->cmd, "%s: %s", path, strerror(errno));
     return -1;
@@ -968,9 +944,9 @@ int seg_run(struct seg_options *o) {
       total += r.dice_sum[c] / (double)r.dice_count[c];
       scored++;
     }
-  if (o->gt_path && scored)
+  if ((o->gt_path || o->labels_dir) && scored)
     fprintf(stderr, "osseg %s: mean Dice %.6f over %zu class(es) against %s\n", r.cmd,
-            total / (double)scored, scored, o->gt_path);
+            total / (double)scored, scored, o->gt_path ? o->gt_path : o->labels_dir);
   if (r.failed)
     cli_error(r.cmd, "%zu of %zu image(s) failed; %s has the rows of the others", r.failed,
               r.to_do, o->output);

@@ -32,6 +32,7 @@ struct seg_options {
   char *classes[SEG_MAX_CLASSES];
   size_t nclasses;
   const char *gt_path;
+  const char *labels_dir; /* --labels: label JSON per image (label_file.h) */
   const char *png_dir;
   int priority;        /* 0 interactive, 1 batch */
   uint32_t deadline_ms;
@@ -61,10 +62,11 @@ int client_ask(const char *cmd, const char *socket,
                int (*send_fn)(osseg_client_t *c, uint64_t *id), int timeout_ms,
                Osseg__Wire__Response **resp);
 
-/* The options of health, models and stats: --socket SOCK [--json].
+/* The options of health, models and stats: --socket SOCK [--json], and
+ * --prometheus where prometheus is not NULL (stats; not with --json).
  * Returns -1 to run, else the exit status (cmd_health.c). */
 int client_simple_args(const char *cmd, int argc, char **argv, void (*usage_fn)(FILE *),
-                       const char **socket, int *json);
+                       const char **socket, int *json, int *prometheus);
 
 /* Appends s as a JSON string literal to the stream. */
 void client_json_string(FILE *f, const char *s);

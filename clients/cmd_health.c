@@ -20,9 +20,10 @@ static void usage(FILE *f) {
 }
 
 int client_simple_args(const char *cmd, int argc, char **argv, void (*usage_fn)(FILE *),
-                       const char **socket, int *json) {
+                       const char **socket, int *json, int *prometheus) {
   static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
                                        {"json", no_argument, NULL, 'j'},
+                                       {"prometheus", no_argument, NULL, 'p'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   optind = 1;
@@ -32,6 +33,14 @@ int client_simple_args(const char *cmd, int argc, char **argv, void (*usage_fn)(
     switch (c) {
       case 's': *socket = optarg; break;
       case 'j': *json = 1; break;
+      case 'p':
+        if (prometheus) {
+          *prometheus = 1;
+          break;
+        }
+        cli_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        usage_fn(stderr);
+        return CLI_USAGE;
       case 'h': usage_fn(stdout); return CLI_OK;
       case ':':
         cli_error(cmd, "option %s needs a value", argv[optind - 1]);
@@ -47,6 +56,11 @@ int client_simple_args(const char *cmd, int argc, char **argv, void (*usage_fn)(
     usage_fn(stderr);
     return CLI_USAGE;
   }
+  if (prometheus && *prometheus && *json) {
+    cli_error(cmd, "--json and --prometheus exclude each other");
+    usage_fn(stderr);
+    return CLI_USAGE;
+  }
   if (!*socket) {
     cli_error(cmd, "--socket PATH is required");
     usage_fn(stderr);
@@ -58,7 +72,7 @@ int client_simple_args(const char *cmd, int argc, char **argv, void (*usage_fn)(
 int osseg_cmd_health(int argc, char **argv) {
   const char *socket = NULL;
   int json = 0;
-  int rc = client_simple_args(CMD, argc, argv, usage, &socket, &json);
+  int rc = client_simple_args(CMD, argc, argv, usage, &socket, &json, NULL);
   if (rc >= 0) return rc;
   Osseg__Wire__Response *r;
   if ((rc = client_ask(CMD, socket, osseg_client_health, 30000, &r)) != 0) return rc;
@@ -73,9 +87,11 @@ int osseg_cmd_health(int argc, char **argv) {
     printf("{\"ready\":%s,\"version\":", h->ready ? "true" : "false");
     client_json_string(stdout, h->version);
     printf(",\"models\":%u,\"queue_depth\":%u,\"in_flight\":%u,\"connections\":%u,"
-           "\"uptime_s\":%.3f,\"max_frame_bytes\":%llu,\"max_image_pixels\":%llu}\n",
+           "\"uptime_s\":%.3f,\"max_frame_bytes\":%llu,\"max_image_pixels\":%llu",
            h->models, h->queue_depth, h->in_flight, h->connections, h->uptime_s,
            (unsigned long long)h->max_frame_bytes, (unsigned long long)h->max_image_pixels);
+    if (h->has_max_image_side) printf(",\"max_image_side\":%u", h->max_image_side);
+    printf("}\n");
   } else {
     printf("ready:            %s\n", h->ready ? "yes" : "no");
     printf("version:          %s\n", h->version);
@@ -86,6 +102,7 @@ int osseg_cmd_health(int argc, char **argv) {
     printf("uptime:           %.1f s\n", h->uptime_s);
     printf("max frame bytes:  %llu\n", (unsigned long long)h->max_frame_bytes);
     printf("max image pixels: %llu\n", (unsigned long long)h->max_image_pixels);
+    if (h->has_max_image_side) printf("max image side:   %u\n", h->max_image_side);
   }
   int ready = h->ready;
   osseg__wire__response__free_unpacked(r, NULL);

@@ -19,7 +19,7 @@ static void usage(FILE *f) {
 int osseg_cmd_models(int argc, char **argv) {
   const char *socket = NULL;
   int json = 0;
-  int rc = client_simple_args(CMD, argc, argv, usage, &socket, &json);
+  int rc = client_simple_args(CMD, argc, argv, usage, &socket, &json, NULL);
   if (rc >= 0) return rc;
   Osseg__Wire__Response *r;
   if ((rc = client_ask(CMD, socket, osseg_client_list_models, 30000, &r)) != 0) return rc;

@@ -20,6 +20,7 @@
 #include "csv_index.h"
 #include "engine_env.h"
 #include "csv_input.h"
+#include "label_file.h"
 #include "osseg_pipeline.h"
 
 static const char *const CMD = "predict";
@@ -57,6 +58,9 @@ static void usage(FILE *f) {
           "  --gt GT.csv           ground truth: Dice per image and over all images\n"
           "                        (the numbers osseg dice OUT.csv GT.csv gives), and\n"
           "                        the overlays' middle panel\n"
+          "  --labels DIR          ground truth from the dataset's label JSON instead:\n"
+          "                        DIR/X.json for image X.png (a missing file fails\n"
+          "                        the image); every class is scored\n"
           "  --overlay-shrink N    downscale overlay panels N times (default: to <= 1024)\n"
           "  --json                one JSON object per image on stdout, with timings\n"
           "  -v, --verbose         engine warnings (e.g. slow reference kernels)\n"
@@ -198,11 +202,11 @@ static void gt_past_end(const struct gt_image *g, const char *gt_path,
 }
 
 /* Ground truth masks for the overlays; classes without a row stay empty. */
-static int gt_masks(const struct gt_image *g, size_t nclasses, uint32_t h, uint32_t w,
+static int gt_masks(const struct osseg_ground_truth *g, size_t nclasses, uint32_t h, uint32_t w,
                     struct osseg_bitmask *masks, struct osseg_bitmask **ptrs) {
   for (size_t c = 0; c < nclasses; c++) {
     ptrs[c] = NULL;
-    if (!g->gt.has[c]) continue;
+    if (!g->has[c]) continue;
     int rc = 0;
     if (masks[c].height != h || masks[c].width != w) {
       osseg_bitmask_free(&masks[c]);
@@ -210,11 +214,25 @@ static int gt_masks(const struct gt_image *g, size_t nclasses, uint32_t h, uint3
     } else {
       osseg_bitmask_clear(&masks[c]);
     }
-    if (rc == 0) rc = osseg_bitmask_paint_runs(&masks[c], g->gt.runs[c], g->gt.nruns[c]);
+    if (rc == 0) rc = osseg_bitmask_paint_runs(&masks[c], g->runs[c], g->nruns[c]);
     if (rc) return rc;
     ptrs[c] = &masks[c];
   }
   return 0;
+}
+
+/* The image's --labels file parsed against the pipeline's classes;
+ * messages start with the file's path. */
+static int load_labels(const struct osseg_pipeline *p, const char *dir, const char *image_path,
+                       struct osseg_labels **out, struct osseg_diag *diag) {
+  struct label_file f;
+  char msg[sizeof diag->message];
+  if (label_file_read(&f, dir, image_path, msg, sizeof msg) != 0)
+    return osseg__fail(diag, OSSEG_EIO, "%s", msg);
+  int rc = osseg_labels_parse_json(out, f.path, f.text, f.len, osseg_pipeline_class_names(p),
+                                   osseg_pipeline_class_count(p), NULL, diag);
+  label_file_free(&f);
+  return rc;
 }
 
 /* Dice of every image, summed per class, to report the same mean as
@@ -257,7 +275,7 @@ static double dice_mean(const struct dice_sums *d, size_t *nclasses) {
 struct overlay_opts {
   const char *dir;
   uint32_t shrink; /* 0 = automatic */
-  const struct gt_image *gt; /* this image's ground truth, or NULL */
+  const struct osseg_ground_truth *gt; /* this image's ground truth, or NULL */
   struct osseg_bitmask gt_masks[OSSEG_MAX_CLASSES];
 };
 
@@ -314,6 +332,7 @@ int osseg_cmd_predict(int argc, char **argv) {
   int verbose = 0;
   const char *output = NULL, *classes_file = NULL, *normalize = NULL;
   char *gt_path = NULL;
+  const char *labels_dir = NULL;
   const char *vote_thr_text = NULL;
   struct overlay_opts ov = {0};
   enum osseg_precision precision = OSSEG_PRECISION_FP32;
@@ -322,7 +341,7 @@ int osseg_cmd_predict(int argc, char **argv) {
 
   enum { O_MODEL = 256, O_PRECISION, O_THRESHOLD, O_CLASS_THR, O_VOTE, O_VOTE_THR, O_SIZE,
          O_NORMALIZE, O_CLASSES, O_THREADS, O_MAX_SIDE, O_MAX_PIXELS, O_OVERLAY, O_GT,
-         O_SHRINK, O_JSON };
+         O_LABELS, O_SHRINK, O_JSON };
   static const struct option opts[] = {
       {"model", required_argument, NULL, O_MODEL},
       {"precision", required_argument, NULL, O_PRECISION},
@@ -338,6 +357,7 @@ int osseg_cmd_predict(int argc, char **argv) {
       {"max-pixels", required_argument, NULL, O_MAX_PIXELS},
       {"overlay-dir", required_argument, NULL, O_OVERLAY},
       {"gt", required_argument, NULL, O_GT},
+      {"labels", required_argument, NULL, O_LABELS},
       {"overlay-shrink", required_argument, NULL, O_SHRINK},
       {"json", no_argument, NULL, O_JSON},
       {"verbose", no_argument, NULL, 'v'},
@@ -432,6 +452,7 @@ int osseg_cmd_predict(int argc, char **argv) {
       }
       case O_OVERLAY: ov.dir = optarg; break;
       case O_GT: gt_path = optarg; break;
+      case O_LABELS: labels_dir = optarg; break;
       case O_SHRINK:
         if (cli_parse_u32(optarg, 1, 64, &ov.shrink) != 0) {
           cli_error(CMD, "--overlay-shrink must be 1..64, not '%s'", optarg);
@@ -456,6 +477,10 @@ int osseg_cmd_predict(int argc, char **argv) {
                          : !output        ? "-o OUT.csv is required"
                                           : "no images given");
     usage(stderr);
+    return CLI_USAGE;
+  }
+  if (gt_path && labels_dir) {
+    cli_error(CMD, "--gt and --labels both give ground truth; use one");
     return CLI_USAGE;
   }
   /* Checked against the number of models whatever that number is: with one
@@ -553,11 +578,9 @@ int osseg_cmd_predict(int argc, char **argv) {
     for (size_t j = 0; j < i && !dup; j++) dup = strcmp(image_base_name(images.paths[j]), name) == 0;
     struct osseg_timings t = {0};
     struct osseg_run_request rq = {.on_class = on_class, .ctx = &ctx, .timings = &t};
-    if (gt_path) {
-      rq.gt = &gti.gt;
-      rq.on_dice = on_dice;
-    }
-    ov.gt = gt_path ? &gti : NULL;
+    struct osseg_labels *labels = NULL;
+    if (gt_path) rq.gt = &gti.gt;
+    if (gt_path || labels_dir) rq.on_dice = on_dice;
     dice.have_last = 0;
     osseg_diag_clear(&diag);
     ctx.image_name = name;
@@ -569,8 +592,18 @@ int osseg_cmd_predict(int argc, char **argv) {
                        "another image has the same file name; image_name would repeat");
     else if (gt_path && (rc = load_gt(&gt, &gt_index, p, name, &gti, &diag)) != 0)
       ;
-    else if ((rc = osseg_pipeline_run_file(p, ws, path, &rq, &diag)) == OSSEG_ERANGE && gt_path)
-      gt_past_end(&gti, gt_path, osseg_workspace_image(ws), &diag);
+    else if (labels_dir && (rc = load_labels(p, labels_dir, path, &labels, &diag)) != 0)
+      ;
+    else {
+      rq.labels = labels;
+      rc = osseg_pipeline_run_file(p, ws, path, &rq, &diag);
+      if (rc == OSSEG_ERANGE && gt_path)
+        gt_past_end(&gti, gt_path, osseg_workspace_image(ws), &diag);
+    }
+    osseg_labels_free(labels);
+    /* The overlays' middle panel: the rows of GT.csv, or the labels as the
+     * pipeline drew them. */
+    ov.gt = gt_path ? &gti.gt : labels_dir ? osseg_workspace_ground_truth(ws) : NULL;
     if (rc == 0) rc = osseg_csv_write_raw(w, ctx.rows.data, ctx.rows.len);
     if (rc == 0 && dice.have_last) dice_add(&dice);
     if (rc) {
@@ -634,9 +667,9 @@ int osseg_cmd_predict(int argc, char **argv) {
   }
   size_t scored;
   double mean = dice_mean(&dice, &scored);
-  if (gt_path && scored)
+  if ((gt_path || labels_dir) && scored)
     fprintf(stderr, "osseg predict: mean Dice %.6f over %zu class(es) against %s\n", mean,
-            scored, gt_path);
+            scored, gt_path ? gt_path : labels_dir);
   if (failed)
     cli_error(CMD, "%zu of %zu image(s) failed; %s has the rows of the others", failed,
               images.n, output);

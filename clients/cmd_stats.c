@@ -1,26 +1,35 @@
-/* osseg stats: prints ossegd's counters and latency histogram. */
+/* osseg stats: prints ossegd's counters and latency histogram, as text,
+ * JSON or the Prometheus text format (proto/osseg_prometheus.h, the same
+ * formatter ossegd's --metrics-file uses). */
 #include <stdio.h>
 
 #include "cli_util.h"
 #include "client_segment.h"
 #include "commands.h"
+#include "osseg_base.h"
+#include "osseg_prometheus.h"
 
 static const char *const CMD = "stats";
 
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: osseg stats --socket SOCK [--json]\n"
+          "usage: osseg stats --socket SOCK [--json | --prometheus]\n"
           "\n"
           "Prints the statistics of the ossegd daemon on SOCK: outcomes of requests,\n"
           "the latency histogram of finished segmentations, queue, connections,\n"
-          "bytes in and out, and per-model inference times.\n");
+          "bytes in and out, and per-model inference times.\n"
+          "\n"
+          "--prometheus prints every counter in the Prometheus text exposition format\n"
+          "(0.0.4): requests by outcome and by model, histograms of queue wait,\n"
+          "inference per model and total time, queue depth, in-flight, connections,\n"
+          "refused peers, bytes, model load times and reloads, start time, uptime.\n");
 }
 
 int osseg_cmd_stats(int argc, char **argv) {
   const char *socket = NULL;
-  int json = 0;
-  int rc = client_simple_args(CMD, argc, argv, usage, &socket, &json);
+  int json = 0, prometheus = 0;
+  int rc = client_simple_args(CMD, argc, argv, usage, &socket, &json, &prometheus);
   if (rc >= 0) return rc;
   Osseg__Wire__Response *r;
   if ((rc = client_ask(CMD, socket, osseg_client_stats, 30000, &r)) != 0) return rc;
@@ -31,6 +40,23 @@ int osseg_cmd_stats(int argc, char **argv) {
     return CLI_FAILED;
   }
   const Osseg__Wire__Stats *s = r->stats;
+  if (prometheus) {
+    char *text = NULL;
+    size_t len = 0;
+    rc = osseg_prometheus_format(s, &text, &len);
+    osseg__wire__response__free_unpacked(r, NULL);
+    if (rc) {
+      cli_error(CMD, "%s", osseg_strerror(rc));
+      return CLI_FAILED;
+    }
+    int bad = fwrite(text, 1, len, stdout) != len || fflush(stdout) != 0;
+    osseg__free(text);
+    if (bad) {
+      cli_error(CMD, "cannot write to standard output");
+      return CLI_FAILED;
+    }
+    return CLI_OK;
+  }
   if (json) {
     printf("{\"queue_depth\":%u,\"connections\":%u,\"connections_total\":%llu,"
            "\"refused_peers\":%llu,\"audit_errors\":%llu,"

@@ -353,6 +353,7 @@ static void segment_init(struct osseg_client_segment *s, uint64_t id, const char
   osseg__wire__raw_image__init(&s->raw);
   osseg__wire__image_fd__init(&s->fd);
   osseg__wire__vote__init(&s->vote);
+  osseg__wire__ground_truth__init(&s->gt);
   s->req.id = id;
   s->req.has_version = 1;
   s->req.version = OSSEG__WIRE__VERSION__VERSION_1;
@@ -407,6 +408,13 @@ void osseg_client_segment_set_vote(struct osseg_client_segment *s, int soft, dou
     s->vote.threshold = threshold;
   }
   s->seg.vote = &s->vote;
+}
+
+void osseg_client_segment_set_label_json(struct osseg_client_segment *s, const char *json) {
+  osseg__wire__ground_truth__init(&s->gt);
+  s->gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON;
+  s->gt.label_json = (char *)json;
+  s->seg.ground_truth = &s->gt;
 }
 
 static int send_simple(osseg_client_t *c, Osseg__Wire__Request__KindCase kind, uint64_t target,

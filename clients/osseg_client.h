@@ -136,6 +136,7 @@ struct osseg_client_segment {
   Osseg__Wire__RawImage raw;
   Osseg__Wire__ImageFd fd;
   Osseg__Wire__Vote vote;
+  Osseg__Wire__GroundTruth gt;
 };
 
 /* image_name may be NULL (the daemon then says "image"). */
@@ -155,6 +156,16 @@ void osseg_client_segment_set_models(struct osseg_client_segment *s, const char 
 /* Hard (soft = 0) or soft voting; threshold < 0 leaves the daemon's
  * default (hard: models / 2 rounded down). */
 void osseg_client_segment_set_vote(struct osseg_client_segment *s, int soft, double threshold);
+
+/* Ground truth as the dataset's label JSON text, {"annotations": [{"label":
+ * ..., "points": [[x, y], ...]}, ...]}, borrowed and NUL-terminated (a
+ * protobuf string: it cannot hold a NUL byte, so refuse a file that has
+ * one rather than send part of it). The daemon checks it when the request
+ * arrives (BAD_REQUEST naming an unknown label, or the line:column of a
+ * syntax error), draws the polygons at the image's size and scores every
+ * class; see GroundTruth.label_json in osseg.proto for the rules and
+ * limits. Replaces any ground truth set before. */
+void osseg_client_segment_set_label_json(struct osseg_client_segment *s, const char *json);
 
 /* Sends a request without a body (ListModels, HealthRequest, StatsRequest)
  * or a Cancel of the request `target`, with a fresh id stored in *id (may

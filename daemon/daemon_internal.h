@@ -53,17 +53,43 @@ struct ossegd__segment {
   struct osseg_pipeline *pipeline;
   enum ossegd__image_kind image;
   const char *image_name;
+  /* The image's size when the loop thread knows it (raw pixels, a PNG's
+   * header); 0 for ImageFd, whose file only a worker reads. */
+  uint32_t width, height;
   int output;   /* OSSEG__WIRE__OUTPUT__* */
   int priority; /* OSSEG__WIRE__PRIORITY__* */
   uint32_t deadline_ms;
-  /* Ground truth per pipeline class index (NULL = not given), RLE text. */
+  /* Ground truth per pipeline class index (NULL = not given), RLE text,
+   * already parsed once by validation (syntax, and runs inside the image
+   * when its size is known). */
   const char *gt_rle[OSSEG_MAX_CLASSES];
+  /* Or the polygons of ground_truth.label_json, parsed against the
+   * pipeline's classes (owned; drawn by the worker at the image's size);
+   * text longer than OSSEGD_LABEL_JSON_LOOP_BYTES waits in gt_label_json
+   * for the worker to parse it. */
+  struct osseg_labels *gt_labels;
+  const char *gt_label_json;
   int has_gt;
 };
 
+/* Label JSON up to this size is parsed by validation, on the loop thread
+ * (a few milliseconds at most), so a bad label is refused before the
+ * request is queued; longer text is parsed by the worker, because one
+ * request must not stall every connection (4 MiB take ~0.3 s). */
+#define OSSEGD_LABEL_JSON_LOOP_BYTES ((size_t)64 << 10)
+
+/* Parses label JSON against the pipeline's classes with the daemon's
+ * limits. Returns 0, or -1 with *code (BAD_REQUEST, INTERNAL when out of
+ * memory) and msg starting "ground_truth.label_json". Any thread. */
+int ossegd__parse_label_json(const char *json, const struct osseg_pipeline *p,
+                             struct osseg_labels **out, int *code, char *msg, size_t msg_size);
+
 /* Validates a Segment request against the registry's models and the
- * limits, and creates its pipeline. Returns 0, or -1 with *code an Error
- * code (OSSEG__WIRE__ERROR__CODE__*) and msg naming the field. */
+ * limits, and creates its pipeline. Everything that can be checked without
+ * decoding the image is: a PNG's header (size limits), RLE ground truth
+ * (class names, syntax, runs inside the image). Returns 0, or -1 with
+ * *code an Error code (OSSEG__WIRE__ERROR__CODE__*) and msg naming the
+ * field. */
 int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registry *reg,
                              const struct ossegd__limits *lim, struct ossegd__segment *out,
                              int *code, char *msg, size_t msg_size);
@@ -160,6 +186,7 @@ void ossegd__audit_refused(struct ossegd__audit *a, const struct ossegd__peer *p
 #include <uv.h>
 
 struct ossegd__session;
+struct ossegd__metrics_file;
 
 /* A frame a worker produced for the loop to write. The last one of a
  * request is embedded in the request (never allocated, so a request always
@@ -186,9 +213,10 @@ struct ossegd__request {
   struct ossegd__segment seg;
   _Atomic int cancel;
   uint64_t received_ns, deadline_ns;
-  uint64_t started_ns;                         /* set by the worker; 0 = never ran */
   /* Set by the worker before it queues `done`; read by the loop after. */
   int outcome;                                 /* -1 ok, else an Error code */
+  int started;                                 /* a worker took it: queue_ms is set */
+  double queue_ms;                             /* received -> taken by a worker */
   double total_ms;
   double model_ms[OSSEG_MAX_MODELS];           /* engine time per pipeline model */
   struct ossegd__completion done;
@@ -218,7 +246,7 @@ struct ossegd__session {
 };
 
 #define OSSEGD_NOUTCOMES 9 /* "ok" + the 8 Error codes */
-#define OSSEGD_NBUCKETS 14
+#define OSSEGD_NBUCKETS 15 /* ossegd__bucket_le_ms, the last +infinity */
 
 struct ossegd__worker {
   struct ossegd *d;
@@ -230,11 +258,26 @@ struct ossegd__worker {
   size_t text_cap;
 };
 
+/* ---------------------------------------------------------- metrics.c --- */
+
+/* A latency histogram with Prometheus semantics: cumulative counts of
+ * observations <= ossegd__bucket_le_ms[i], their sum and their number. */
+struct ossegd__histogram {
+  uint64_t le[OSSEGD_NBUCKETS];
+  double sum_ms;
+  uint64_t count;
+};
+
+/* Per served model, in load order (the index is the model's everywhere
+ * below). Loop thread only, like every counter in struct ossegd. */
 struct ossegd__model_stats {
   char name[OSSEG_MAX_MODEL_NAME];
   enum osseg_precision precision;
-  uint64_t runs;
-  double sum_ms, max_ms;
+  struct ossegd__histogram inference; /* engine ms of runs in Segments ended with Done */
+  double max_ms;
+  uint64_t requests[OSSEGD_NOUTCOMES]; /* Segments naming the model, by outcome */
+  double load_ms, warmup_ms;           /* start-up (or the last reload) */
+  uint64_t reloads;                    /* 0 until reloads exist */
 };
 
 struct ossegd {
@@ -268,6 +311,7 @@ struct ossegd {
   pthread_cond_t cv;
   struct ossegd__request *q_head[2], *q_tail[2]; /* interactive, batch */
   unsigned queued;
+  unsigned queued_pri[2];                         /* of queued: interactive, batch */
   int workers_stop;
   struct ossegd__completion *c_head, *c_tail;
 
@@ -279,17 +323,50 @@ struct ossegd {
   unsigned nsessions;
   unsigned in_flight;
   int draining, finished;
-  uint64_t start_ns;
+  uint64_t start_ns;      /* monotonic */
+  double start_unix_s;    /* the same moment in Unix time */
+  /* Counters (metrics.c; proto/osseg.proto's Stats says what each counts). */
   uint64_t outcomes[OSSEGD_NOUTCOMES];
-  uint64_t latency[OSSEGD_NBUCKETS];
+  struct ossegd__histogram total, queue_wait;
   uint64_t connections_total, bytes_in, bytes_out;
+  /* Connections refused because the peer is not allowed: incremented by
+   * the access check where it refuses one (loop thread). */
   uint64_t refused_peers;
+  struct ossegd__metrics_file *metrics_file; /* NULL without --metrics-file */
   uint64_t connections_seen; /* accepted, refused or not: session serials */
   uint8_t readbuf[65536];
 };
 
+/* The bucket bounds of every histogram, ms: 5 ms .. 60 s, then +infinity. */
 extern const double ossegd__bucket_le_ms[OSSEGD_NBUCKETS];
+/* "ok", then the Error codes' names in code order: index = code + 1. */
 extern const char *const ossegd__outcome_names[OSSEGD_NOUTCOMES];
+
+/* metrics.c, all on the loop thread. */
+void ossegd__histogram_observe(struct ossegd__histogram *h, double ms);
+/* A request answered with an Error before a worker could have it (seg:
+ * its Segment, NULL for other kinds). */
+void ossegd__metrics_refused(struct ossegd *d, int code, const Osseg__Wire__Segment *seg);
+/* A queued request that ended (worker, cancel or deadline in the queue). */
+void ossegd__metrics_finished(struct ossegd *d, const struct ossegd__request *req);
+/* A Stats message of the counters now; NULL when out of memory. The
+ * message points into the daemon's strings: use it before they change
+ * and free it with ossegd__stats_free. */
+Osseg__Wire__Stats *ossegd__stats_build(struct ossegd *d);
+void ossegd__stats_free(Osseg__Wire__Stats *st);
+/* The Stats in the Prometheus text format (osseg_prometheus_format);
+ * 0 or OSSEG_ENOMEM. Free *text with osseg__free. */
+int ossegd__metrics_text(struct ossegd *d, char **text, size_t *len);
+
+/* metrics_file.c (loop thread): --metrics-file. start writes the file once
+ * (synchronously, so a path that cannot be written fails start-up) and
+ * arms the timer that rewrites it every metrics_interval_ms from a libuv
+ * pool thread; stop closes the timer (a write in progress finishes);
+ * final writes it once more, synchronously, after the loop ended. */
+int ossegd__metrics_file_start(struct ossegd *d, struct osseg_diag *diag);
+void ossegd__metrics_file_stop(struct ossegd *d);
+void ossegd__metrics_file_final(struct ossegd *d);
+void ossegd__metrics_file_free(struct ossegd *d);
 
 /* session.c (loop thread) */
 void ossegd__on_connection(uv_stream_t *server, int status);
@@ -299,12 +376,12 @@ void ossegd__session_update_reading(struct ossegd__session *s);
 void ossegd__request_finish(struct ossegd *d, struct ossegd__request *req);
 /* The audit line of a finished Segment (see audit.c): p (NULL = not
  * validated) gives the models and their hashes, else the registry does;
- * started = 0 when no worker took it, total_ms = 0 when no worker timed
- * it. */
+ * started = 0 when no worker took it (else queue_ms is its wait),
+ * total_ms = 0 when no worker timed it. */
 void ossegd__audit_request(struct ossegd *d, const struct ossegd__session *s, uint64_t id,
                            const Osseg__Wire__Segment *seg, const struct osseg_pipeline *p,
                            const double *model_ms, int outcome, uint64_t received,
-                           uint64_t started, double total_ms);
+                           int started, double queue_ms, double total_ms);
 /* Packs and writes an Error response. */
 void ossegd__send_error(struct ossegd__session *s, uint64_t id, int code, const char *message);
 void ossegd__maybe_finish(struct ossegd *d);
@@ -327,6 +404,8 @@ int ossegd__schedule(struct ossegd *d, struct ossegd__request *req);
 /* Takes a request out of the queue if it is still waiting (1), else 0. */
 int ossegd__unschedule(struct ossegd *d, struct ossegd__request *req);
 unsigned ossegd__queue_depth(struct ossegd *d);
+/* Waiting requests by priority: out[0] interactive, out[1] batch. */
+void ossegd__queue_depths(struct ossegd *d, unsigned out[2]);
 void ossegd__drain_completions(uv_async_t *async);
 void ossegd__request_free(struct ossegd__request *req);
 

@@ -36,6 +36,7 @@ static void usage(FILE *f) {
           "  --workers N            request worker threads, default 2\n"
           "  --max-frame-bytes N    largest request frame, default 67108864\n"
           "  --max-image-pixels N   largest image (width x height), default 268435456\n"
+          "  --max-image-side N     largest width, and largest height, default 16384\n"
           "  --max-connections N    default 256\n"
           "  --max-in-flight N      requests in flight per connection, default 64\n"
           "  --max-in-flight-total N  requests in flight in all, default 1024\n"
@@ -43,6 +44,11 @@ static void usage(FILE *f) {
           "  --request-timeout-ms N deadline of a Segment without one, 0 = none (default)\n"
           "  --max-output-bytes N   bytes queued for one connection before the daemon\n"
           "                         stops reading it, default 67108864\n"
+          "  --metrics-file PATH    write the statistics in the Prometheus text format to\n"
+          "                         PATH (atomically replaced), e.g. for node_exporter's\n"
+          "                         textfile collector\n"
+          "  --metrics-interval SEC seconds between two writes of --metrics-file,\n"
+          "                         0.01..86400, default 15\n"
           "  -v, --verbose          engine warnings (e.g. slow reference kernels)\n");
 }
 
@@ -62,6 +68,18 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
   unsigned long long v = strtoull(s, &end, 10);
   if (errno || *end || v < lo || v > hi) return -1;
   *out = v;
+  return 0;
+}
+
+/* A number of seconds (decimals allowed) as whole milliseconds in
+ * [lo_ms, hi_ms]. */
+static int parse_seconds_ms(const char *s, uint32_t lo_ms, uint32_t hi_ms, uint32_t *out) {
+  char *end;
+  errno = 0;
+  if (!s[0] || !strchr("0123456789.", s[0])) return -1;
+  double v = strtod(s, &end);
+  if (errno || *end || !(v * 1000 >= lo_ms && v * 1000 <= hi_ms)) return -1;
+  *out = (uint32_t)(v * 1000 + 0.5);
   return 0;
 }
 
@@ -145,20 +163,25 @@ struct cli {
 static int parse_args(int argc, char **argv, struct ossegd_config *c, struct cli *cli) {
   struct ossegd_options scratch, *o = c ? ossegd_config_options(c) : &scratch;
   ossegd_options_default(&scratch);
-  enum { O_SOCKET = 256, O_MODEL, O_THREADS, O_WORKERS, O_FRAME, O_PIXELS, O_CONN, O_INFLIGHT,
-         O_QUEUE, O_OUTPUT, O_CONFIG, O_CHECK, O_INFLIGHT_TOTAL, O_TIMEOUT };
+  enum { O_SOCKET = 256, O_MODEL, O_THREADS, O_WORKERS, O_FRAME, O_PIXELS, O_SIDE, O_CONN,
+         O_INFLIGHT, O_QUEUE, O_OUTPUT, O_METRICS_FILE, O_METRICS_INTERVAL, O_CONFIG, O_CHECK,
+         O_INFLIGHT_TOTAL, O_TIMEOUT };
   static const struct option opts[] = {{"socket", required_argument, NULL, O_SOCKET},
                                        {"model", required_argument, NULL, O_MODEL},
                                        {"threads", required_argument, NULL, O_THREADS},
                                        {"workers", required_argument, NULL, O_WORKERS},
                                        {"max-frame-bytes", required_argument, NULL, O_FRAME},
                                        {"max-image-pixels", required_argument, NULL, O_PIXELS},
+                                       {"max-image-side", required_argument, NULL, O_SIDE},
                                        {"max-connections", required_argument, NULL, O_CONN},
                                        {"max-in-flight", required_argument, NULL, O_INFLIGHT},
                                        {"max-in-flight-total", required_argument, NULL,
                                         O_INFLIGHT_TOTAL},
                                        {"max-queue", required_argument, NULL, O_QUEUE},
                                        {"max-output-bytes", required_argument, NULL, O_OUTPUT},
+                                       {"metrics-file", required_argument, NULL, O_METRICS_FILE},
+                                       {"metrics-interval", required_argument, NULL,
+                                        O_METRICS_INTERVAL},
                                        {"request-timeout-ms", required_argument, NULL, O_TIMEOUT},
                                        {"config", required_argument, NULL, O_CONFIG},
                                        {"check-config", required_argument, NULL, O_CHECK},
@@ -208,6 +231,7 @@ static int parse_args(int argc, char **argv, struct ossegd_config *c, struct cli
       NUMBER(O_WORKERS, "--workers", 1, 64, o->workers)
       NUMBER(O_FRAME, "--max-frame-bytes", 16, UINT32_MAX, o->max_frame_bytes)
       NUMBER(O_PIXELS, "--max-image-pixels", 1, OSSEG_MAX_PIXELS, o->max_image_pixels)
+      NUMBER(O_SIDE, "--max-image-side", 1, OSSEG_MAX_SIDE, o->max_image_side)
       NUMBER(O_CONN, "--max-connections", 1, 1000000, o->max_connections)
       NUMBER(O_INFLIGHT, "--max-in-flight", 1, 1000000, o->max_in_flight)
       NUMBER(O_INFLIGHT_TOTAL, "--max-in-flight-total", 1, 1000000, o->max_in_flight_total)
@@ -215,6 +239,20 @@ static int parse_args(int argc, char **argv, struct ossegd_config *c, struct cli
       NUMBER(O_OUTPUT, "--max-output-bytes", 1, UINT64_MAX / 2, o->max_output_bytes)
       NUMBER(O_TIMEOUT, "--request-timeout-ms", 0, 86400000, o->request_timeout_ms)
 #undef NUMBER
+      case O_METRICS_FILE:
+        if (!optarg[0]) {
+          fprintf(stderr, "ossegd: --metrics-file needs a path\n");
+          return 2;
+        }
+        o->metrics_file = optarg;
+        break;
+      case O_METRICS_INTERVAL:
+        if (parse_seconds_ms(optarg, 10, 86400000, &o->metrics_interval_ms) != 0) {
+          fprintf(stderr, "ossegd: --metrics-interval must be 0.01..86400 seconds, not '%s'\n",
+                  optarg);
+          return 2;
+        }
+        break;
       case 'v': cli->verbose = 1; break;
       case 'h': usage(stdout); return 0;
       case ':': fprintf(stderr, "ossegd: option %s needs a value\n", argv[optind - 1]); return 2;

@@ -40,13 +40,15 @@
  *   while its requests run stays valid until their completions are drained.
  *   A disconnect sets the cancel flag of its requests.
  *
- *   Limits (all in struct ossegd_options; Health reports frame bytes and
- *   image pixels):
+ *   Limits (all in struct ossegd_options; Health reports frame bytes, image
+ *   pixels and image side):
  *   - max_frame_bytes: a frame declaring more is refused before anything is
  *     allocated for it and the connection is closed; so is a frame that
  *     does not unpack as a Request.
  *   - max_image_pixels / max_image_side: PNG headers and raw dimensions are
- *     checked against them (IMAGE_TOO_LARGE).
+ *     checked against them (IMAGE_TOO_LARGE, the message names the image's
+ *     dimensions and the limit). The side is at most OSSEG_MAX_SIDE, what
+ *     the imaging and kernel layers handle.
  *   - max_connections: connections past it are accepted and closed at once.
  *   - max_in_flight: requests of one connection accepted and not done; at
  *     the limit the daemon stops reading the connection (bytes already read
@@ -64,9 +66,15 @@
  *
  *   Requests. Every field is validated on the loop thread; an invalid
  *   request gets an Error (BAD_REQUEST, UNKNOWN_MODEL, IMAGE_TOO_LARGE) whose
- *   message names the field, and the connection stays open. Interactive
- *   requests are served before batch ones. A Segment is answered by one
- *   ClassMask per produced class (none for OUTPUT_DICE_ONLY), a DiceReport
+ *   message names the field, and the connection stays open. That includes
+ *   a PNG's header (its size, before any pixel memory exists) and RLE
+ *   ground truth (class names, syntax, runs inside the image when its size
+ *   is known: raw pixels or a PNG header). Enumerations outside their enum
+ *   are invalid; unknown fields (which protobuf-c keeps in the message) are
+ *   ignored, so a newer client's additions do not break an older daemon.
+ *   Interactive requests are served before batch ones. A Segment is
+ *   answered by one ClassMask per produced class (none for
+ *   OUTPUT_DICE_ONLY), a DiceReport
  *   when ground truth was given, then Done; or an Error (BAD_IMAGE,
  *   CANCELLED, DEADLINE_EXCEEDED, ...) that ends it. A deadline that passes
  *   while the request is still queued is answered DEADLINE_EXCEEDED when it
@@ -74,6 +82,13 @@
  *   flight), not when a worker would have reached the request; one that
  *   passes while it runs interrupts the pipeline between steps.
  *   OUTPUT_PNG_MASK masks are 1-bit gray PNGs (1 = the class's pixels).
+ *   Ground truth: RLE text is parsed by the worker (a run past the image is
+ *   BAD_REQUEST); label JSON of up to OSSEGD_LABEL_JSON_LOOP_BYTES (64 KiB)
+ *   is parsed and checked on the loop thread, so an unknown label or a bad
+ *   point is BAD_REQUEST before the request is queued, longer text (to the
+ *   4 MiB limit) by the worker with the same messages, so that no request
+ *   stalls the loop; the polygons are drawn at the decoded image's size and
+ *   every produced class is scored.
  *   A Cancel is acknowledged by an empty Done (all numbers 0) carrying the
  *   Cancel's own id; the cancelled request then ends with CANCELLED (or
  *   normally if it had already finished). Done.inference lists every model of the request with
@@ -81,8 +96,12 @@
  *   pipeline; they add up to the request's inference time), and Stats'
  *   per-model runs, mean and max are made of the same numbers.
  *   ImageFd: the descriptor that came (SCM_RIGHTS) with the frame must be a
- *   readable regular file of at most 1 GiB; a worker reads it from offset 0
- *   and closes it. Connections are libuv ipc pipes, which receive
+ *   regular file open for reading (not O_WRONLY, not O_PATH) of 1 to
+ *   max_frame_bytes bytes: checked with fstat and fcntl on the loop thread,
+ *   so a FIFO, socket, directory or device is refused (BAD_REQUEST) without
+ *   being read, and an empty file is BAD_IMAGE, a larger one
+ *   IMAGE_TOO_LARGE. A worker reads exactly the size fstat gave, from
+ *   offset 0, and closes it. Connections are libuv ipc pipes, which receive
  *   descriptors in order without remembering which frame carried them, so
  *   each ImageFd frame takes the oldest descriptor not yet taken; a client
  *   that sends a descriptor with any other frame, or an ImageFd frame
@@ -107,6 +126,27 @@
  *   inference_ms, total_ms. Never pixel data. A line is written with one
  *   write(2); a failed write is counted (Stats.audit_errors) and logged
  *   once until writing works again.
+ *
+ *   Metrics. Every counter behind Stats changes on the loop thread only
+ *   (daemon/metrics.c); workers never touch one. What a worker measures
+ *   for a request (queue wait, total, engine time per model) it writes
+ *   into the request before handing it back, and the loop records it when
+ *   it finishes the request; queue depths are read under the scheduler's
+ *   mutex. A Segment counts in outcomes once, and in the per-model counts
+ *   once for each distinct registered model it names (an ensemble counts
+ *   for each of its models), whatever its outcome; model names a client
+ *   sent are compared, never used as labels. Histograms share fixed
+ *   bounds: 5, 10, 25, 50, 100, 250, 500 ms, 1, 2.5, 5, 10, 20, 30, 60 s,
+ *   +infinity. With metrics_file, the Stats in the Prometheus text format
+ *   (proto/osseg_prometheus.h) are written to that file when the daemon
+ *   starts (a path that cannot be written fails ossegd_create), every
+ *   metrics_interval_ms, and once more when ossegd_run returns. The text is
+ *   made on the loop thread (a few KB, microseconds); the file is written
+ *   by a libuv pool thread through osseg_output (a temporary file in the
+ *   same folder, fsync, rename), so a reader sees the old file or the new
+ *   one, never a part, and a slow disk never stalls the loop. A failed
+ *   write is logged (once until a write succeeds again) and retried at the
+ *   next interval.
  *
  *   Shutdown. SIGINT or SIGTERM (or ossegd_stop) stops accepting and
  *   reading, lets the requests in flight finish and their responses be
@@ -152,7 +192,7 @@ struct ossegd_options {
   unsigned workers;           /* worker threads, default 2 */
   uint64_t max_frame_bytes;   /* default 64 MiB */
   uint64_t max_image_pixels;  /* default 16384 * 16384 */
-  uint32_t max_image_side;    /* default 16384 */
+  uint32_t max_image_side;    /* default and at most OSSEG_MAX_SIDE, 16384 */
   unsigned max_connections;   /* default 256 */
   unsigned max_in_flight;     /* per connection, default 64 */
   unsigned max_in_flight_total; /* all connections together, default 1024 */
@@ -166,6 +206,11 @@ struct ossegd_options {
    * O_APPEND (created 0640) and reopened on SIGHUP. */
   const char *audit_file;
   int audit_image_name;       /* Segment.image_name in audit lines; default 0 */
+  /* The Stats in the Prometheus text format, written to this file (for
+   * node_exporter's textfile collector) at start-up and then every
+   * metrics_interval_ms; NULL = none. Read during ossegd_create only. */
+  const char *metrics_file;
+  uint32_t metrics_interval_ms; /* default 15000 */
   /* Daemon messages (start-up, connection errors); called on the loop
    * thread, and on worker threads for engine messages via engine.log. */
   struct osseg_log log;

@@ -1,6 +1,5 @@
 /* The daemon: start-up (models, warm-up, socket), the loop, shutdown. */
 #include <errno.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon_internal.h"
@@ -15,12 +15,6 @@
 #ifndef OSSEGD_VERSION
 #define OSSEGD_VERSION "0"
 #endif
-
-const double ossegd__bucket_le_ms[OSSEGD_NBUCKETS] = {
-    1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, INFINITY};
-const char *const ossegd__outcome_names[OSSEGD_NOUTCOMES] = {
-    "ok", "INTERNAL", "BAD_REQUEST", "UNKNOWN_MODEL", "IMAGE_TOO_LARGE",
-    "BAD_IMAGE", "BUSY", "DEADLINE_EXCEEDED", "CANCELLED"};
 
 const char *ossegd_version(void) { return OSSEGD_VERSION; }
 
@@ -37,6 +31,7 @@ void ossegd_options_default(struct ossegd_options *o) {
   o->max_in_flight_total = 1024;
   o->max_queue = 256;
   o->max_output_bytes = 64u << 20;
+  o->metrics_interval_ms = 15000;
 }
 
 /* One inference per model, so the first client does not pay for oneDNN's
@@ -154,6 +149,7 @@ void ossegd__maybe_finish(struct ossegd *d) {
   }
   uv_close((uv_handle_t *)&d->async, on_handle_closed);
   uv_close((uv_handle_t *)&d->deadline_timer, on_handle_closed);
+  ossegd__metrics_file_stop(d);
   uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
   uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
   uv_close((uv_handle_t *)&d->sighup, on_handle_closed);
@@ -213,6 +209,9 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
   d->lim.max_image_pixels = o->max_image_pixels;
   d->lim.max_image_side = o->max_image_side > OSSEG_MAX_SIDE ? OSSEG_MAX_SIDE : o->max_image_side;
   d->start_ns = osseg_now_ns();
+  struct timespec wall;
+  clock_gettime(CLOCK_REALTIME, &wall);
+  d->start_unix_s = (double)wall.tv_sec + (double)wall.tv_nsec / 1e9;
   pthread_mutex_init(&d->mu, NULL);
   pthread_cond_init(&d->cv, NULL);
   rc = OSSEG_ENOMEM;
@@ -250,11 +249,16 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
       }
     osseg__log(&o->log, OSSEG_LOG_INFO, "loading model %s from %s", spec->name,
                spec->path ? spec->path : "memory");
+    struct ossegd__model_stats *ms = &d->models[d->nmodels];
+    uint64_t t0 = osseg_now_ns();
     if ((rc = osseg_registry_load(d->reg, spec, NULL, diag)) != 0) goto fail;
-    snprintf(d->models[d->nmodels].name, sizeof d->models[0].name, "%s", spec->name);
-    d->models[d->nmodels].precision = spec->precision;
+    uint64_t t1 = osseg_now_ns();
+    snprintf(ms->name, sizeof ms->name, "%s", spec->name);
+    ms->precision = spec->precision;
+    ms->load_ms = (double)(t1 - t0) / 1e6;
     d->nmodels++;
     if ((rc = warm_up(d, spec->name, diag)) != 0) goto fail;
+    ms->warmup_ms = (double)(osseg_now_ns() - t1) / 1e6;
   }
 
   if (uv_loop_init(&d->loop) != 0) {
@@ -299,6 +303,7 @@ int ossegd_create(struct ossegd **out, const struct ossegd_options *o, struct os
                      uv_strerror(uerr));
     goto fail;
   }
+  if (o->metrics_file && (rc = ossegd__metrics_file_start(d, diag)) != 0) goto fail;
 
   for (unsigned i = 0; i < d->nworkers; i++) {
     if (pthread_create(&d->workers[i].thread, NULL, ossegd__worker_main, &d->workers[i]) != 0) {
@@ -319,6 +324,7 @@ fail:
 int ossegd_run(struct ossegd *d) {
   uv_run(&d->loop, UV_RUN_DEFAULT);
   stop_workers(d);
+  ossegd__metrics_file_final(d);
   return 0;
 }
 
@@ -338,6 +344,7 @@ void ossegd_free(struct ossegd *d) {
       uv_close((uv_handle_t *)&d->async, on_handle_closed);
     if (d->deadline_timer_init && !uv_is_closing((uv_handle_t *)&d->deadline_timer))
       uv_close((uv_handle_t *)&d->deadline_timer, on_handle_closed);
+    ossegd__metrics_file_stop(d);
     if (d->signals_init) {
       if (!uv_is_closing((uv_handle_t *)&d->sigint))
         uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
@@ -364,6 +371,7 @@ void ossegd_free(struct ossegd *d) {
       free(d->workers[i].text);
     }
   free(d->workers);
+  ossegd__metrics_file_free(d);
   osseg_registry_free(d->reg);
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->cv);

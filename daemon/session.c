@@ -113,29 +113,10 @@ void ossegd__send_error(struct ossegd__session *s, uint64_t id, int code, const 
   send_response(s, &r);
 }
 
-static void record_outcome(struct ossegd *d, struct ossegd__request *req) {
-  int o = req->outcome < 0 ? 0 : req->outcome + 1;
-  if (o >= 0 && o < OSSEGD_NOUTCOMES) d->outcomes[o]++;
-  if (req->outcome >= 0) return;
-  for (int b = 0; b < OSSEGD_NBUCKETS; b++)
-    if (req->total_ms <= ossegd__bucket_le_ms[b]) d->latency[b]++;
-  size_t nm = osseg_pipeline_model_count(req->seg.pipeline);
-  for (size_t i = 0; i < nm; i++) {
-    const char *name = osseg_loaded_model_name(osseg_pipeline_model(req->seg.pipeline, i));
-    double ms = req->model_ms[i];
-    for (size_t k = 0; k < d->nmodels; k++) {
-      if (strcmp(d->models[k].name, name) != 0) continue;
-      d->models[k].runs++;
-      d->models[k].sum_ms += ms;
-      if (ms > d->models[k].max_ms) d->models[k].max_ms = ms;
-    }
-  }
-}
-
 void ossegd__audit_request(struct ossegd *d, const struct ossegd__session *s, uint64_t id,
                            const Osseg__Wire__Segment *seg, const struct osseg_pipeline *p,
                            const double *model_ms, int outcome, uint64_t received,
-                           uint64_t started, double total_ms) {
+                           int started, double queue_ms, double total_ms) {
   if (d->audit.fd < 0) return;
   struct ossegd__audit_segment e;
   memset(&e, 0, sizeof e);
@@ -171,16 +152,17 @@ void ossegd__audit_request(struct ossegd *d, const struct ossegd__session *s, ui
   e.total_ms = total_ms > 0 ? total_ms : (double)(now - received) / 1e6;
   /* Time in the queue: until a worker took it, or until it ended there
    * (0 for a request answered before it was queued). */
-  e.queue_ms = started ? (double)(started - received) / 1e6 : p ? e.total_ms : 0.0;
+  e.queue_ms = started ? queue_ms : p ? e.total_ms : 0.0;
   ossegd__audit_segment(&d->audit, &e);
   for (size_t i = 0; i < nheld; i++) osseg_loaded_model_unref(held[i]);
 }
 
 void ossegd__request_finish(struct ossegd *d, struct ossegd__request *req) {
   struct ossegd__session *s = req->s;
-  record_outcome(d, req);
+  ossegd__metrics_finished(d, req);
   ossegd__audit_request(d, s, req->id, req->msg->segment, req->seg.pipeline, req->model_ms,
-                        req->outcome, req->received_ns, req->started_ns, req->total_ms);
+                        req->outcome, req->received_ns, req->started, req->queue_ms,
+                        req->total_ms);
   if (req->sprev)
     req->sprev->snext = req->snext;
   else
@@ -211,6 +193,8 @@ static void answer_health(struct ossegd__session *s, uint64_t id) {
   h.uptime_s = (double)(osseg_now_ns() - d->start_ns) / 1e9;
   h.max_frame_bytes = d->opt.max_frame_bytes;
   h.max_image_pixels = d->opt.max_image_pixels;
+  h.has_max_image_side = 1;
+  h.max_image_side = d->lim.max_image_side;
   Osseg__Wire__Response r = OSSEG__WIRE__RESPONSE__INIT;
   r.id = id;
   r.kind_case = OSSEG__WIRE__RESPONSE__KIND_HEALTH;
@@ -257,51 +241,17 @@ static void answer_list(struct ossegd__session *s, uint64_t id) {
 }
 
 static void answer_stats(struct ossegd__session *s, uint64_t id) {
-  struct ossegd *d = s->d;
-  Osseg__Wire__Stats st = OSSEG__WIRE__STATS__INIT;
-  Osseg__Wire__Stats__Outcome oc[OSSEGD_NOUTCOMES], *ocp[OSSEGD_NOUTCOMES];
-  Osseg__Wire__Stats__Bucket bk[OSSEGD_NBUCKETS], *bkp[OSSEGD_NBUCKETS];
-  Osseg__Wire__Stats__ModelStats ms[OSSEGD_MAX_MODELS], *msp[OSSEGD_MAX_MODELS];
-  for (int i = 0; i < OSSEGD_NOUTCOMES; i++) {
-    osseg__wire__stats__outcome__init(&oc[i]);
-    oc[i].name = (char *)ossegd__outcome_names[i];
-    oc[i].count = d->outcomes[i];
-    ocp[i] = &oc[i];
+  Osseg__Wire__Stats *st = ossegd__stats_build(s->d);
+  if (!st) {
+    ossegd__send_error(s, id, CODE(INTERNAL), "out of memory");
+    return;
   }
-  for (int i = 0; i < OSSEGD_NBUCKETS; i++) {
-    osseg__wire__stats__bucket__init(&bk[i]);
-    bk[i].le_ms = ossegd__bucket_le_ms[i];
-    bk[i].count = d->latency[i];
-    bkp[i] = &bk[i];
-  }
-  for (size_t i = 0; i < d->nmodels; i++) {
-    osseg__wire__stats__model_stats__init(&ms[i]);
-    ms[i].model = d->models[i].name;
-    ms[i].runs = d->models[i].runs;
-    ms[i].mean_ms = d->models[i].runs ? d->models[i].sum_ms / (double)d->models[i].runs : 0;
-    ms[i].max_ms = d->models[i].max_ms;
-    msp[i] = &ms[i];
-  }
-  st.n_outcomes = OSSEGD_NOUTCOMES;
-  st.outcomes = ocp;
-  st.n_latency = OSSEGD_NBUCKETS;
-  st.latency = bkp;
-  st.queue_depth = ossegd__queue_depth(d);
-  st.connections = d->nsessions;
-  st.connections_total = d->connections_total;
-  st.has_refused_peers = 1;
-  st.refused_peers = d->refused_peers;
-  st.has_audit_errors = 1;
-  st.audit_errors = d->audit.errors;
-  st.bytes_in = d->bytes_in;
-  st.bytes_out = d->bytes_out;
-  st.n_models = d->nmodels;
-  st.models = msp;
   Osseg__Wire__Response r = OSSEG__WIRE__RESPONSE__INIT;
   r.id = id;
   r.kind_case = OSSEG__WIRE__RESPONSE__KIND_STATS;
-  r.stats = &st;
+  r.stats = st;
   send_response(s, &r);
+  ossegd__stats_free(st);
 }
 
 /* An acknowledgement: an empty Done carrying the Cancel's id. */
@@ -372,10 +322,6 @@ void ossegd__on_deadline_timer(uv_timer_t *t) {
   if (next) ossegd__deadline_arm(d, next);
 }
 
-static void record_refusal(struct ossegd *d, int code) {
-  if (code >= 0 && code + 1 < OSSEGD_NOUTCOMES) d->outcomes[code + 1]++;
-}
-
 static void free_handle(uv_handle_t *h) { free(h); }
 
 /* The oldest descriptor received on the connection and not yet taken, or
@@ -395,9 +341,14 @@ static int take_fd(struct ossegd__session *s) {
   return fd;
 }
 
-/* Checks an ImageFd's descriptor: a readable regular file within the PNG
- * byte limit. Returns 0 or -1 with code and text. */
-static int check_fd(int fd, uint64_t *size, int *code, char *text, size_t size_text) {
+/* Checks an ImageFd's descriptor: a readable regular file of at most
+ * max_bytes (the frame limit: an image sent as a descriptor may be as large
+ * as one sent in a frame, no larger, since a worker reads it into memory).
+ * Nothing is read here; fstat and fcntl never block, so a FIFO, a socket or
+ * a device is refused without touching it. Returns 0 or -1 with code and
+ * text. */
+static int check_fd(int fd, uint64_t max_bytes, uint64_t *size, int *code, char *text,
+                    size_t size_text) {
   struct stat st;
   if (fd < 0) {
     *code = CODE(BAD_REQUEST);
@@ -409,8 +360,10 @@ static int check_fd(int fd, uint64_t *size, int *code, char *text, size_t size_t
     snprintf(text, size_text, "image.fd: the descriptor is not a regular file");
     return -1;
   }
+  /* An O_PATH descriptor passes fstat and reports O_RDONLY, but cannot be
+   * read (pread fails with EBADF). */
   int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY) {
+  if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY || (fl & O_PATH)) {
     *code = CODE(BAD_REQUEST);
     snprintf(text, size_text, "image.fd: the descriptor is not open for reading");
     return -1;
@@ -420,10 +373,10 @@ static int check_fd(int fd, uint64_t *size, int *code, char *text, size_t size_t
     snprintf(text, size_text, "image.fd: the file is empty");
     return -1;
   }
-  if ((uint64_t)st.st_size > ((uint64_t)1 << 30)) {
+  if ((uint64_t)st.st_size > max_bytes) {
     *code = CODE(IMAGE_TOO_LARGE);
-    snprintf(text, size_text, "image.fd: %lld bytes is over the limit of 1 GiB",
-             (long long)st.st_size);
+    snprintf(text, size_text, "image.fd: the file's %lld bytes are over the limit of %llu",
+             (long long)st.st_size, (unsigned long long)max_bytes);
     return -1;
   }
   *size = (uint64_t)st.st_size;
@@ -435,8 +388,8 @@ static int check_fd(int fd, uint64_t *size, int *code, char *text, size_t size_t
 static void refuse_segment(struct ossegd__session *s, Osseg__Wire__Request *msg, int fd,
                            uint64_t received, int code, const char *text) {
   struct ossegd *d = s->d;
-  record_refusal(d, code);
-  ossegd__audit_request(d, s, msg->id, msg->segment, NULL, NULL, code, received, 0, 0.0);
+  ossegd__metrics_refused(d, code, msg->segment);
+  ossegd__audit_request(d, s, msg->id, msg->segment, NULL, NULL, code, received, 0, 0.0, 0.0);
   ossegd__send_error(s, msg->id, code, text);
   if (fd >= 0) close(fd);
   osseg__wire__request__free_unpacked(msg, NULL);
@@ -479,7 +432,7 @@ static void handle_segment(struct ossegd__session *s, Osseg__Wire__Request *msg,
   req->fd = fd; /* closed with the request */
   req->received_ns = received;
   if ((msg->segment->image_case == OSSEG__WIRE__SEGMENT__IMAGE_FD &&
-       check_fd(fd, &req->fd_size, &code, text, sizeof text) != 0) ||
+       check_fd(fd, d->opt.max_frame_bytes, &req->fd_size, &code, text, sizeof text) != 0) ||
       ossegd__validate_segment(msg->segment, d->reg, &d->lim, &req->seg, &code, text,
                                sizeof text) != 0) {
     req->msg = NULL; /* back to refuse_segment, with the descriptor */
@@ -532,7 +485,7 @@ static void handle_frame(struct ossegd__session *s, uint8_t *frame, size_t len) 
       refuse_segment(s, msg, -1, received, code, text);
       return;
     }
-    record_refusal(d, code);
+    ossegd__metrics_refused(d, code, NULL);
     ossegd__send_error(s, msg->id, code, text);
     osseg__wire__request__free_unpacked(msg, NULL);
     return;

@@ -1,6 +1,10 @@
 /* Validation of every field of a Request, on the loop thread, before
- * anything is queued: an invalid request costs no worker time. Messages
- * name the field as the .proto spells it. */
+ * anything is queued: an invalid request costs no worker time, and is
+ * answered at once rather than behind a backlog. That includes what can
+ * be known without decoding: a PNG's header (an image too large is refused
+ * before any pixel memory exists anywhere) and the RLE text of ground
+ * truth (parsed here once, with the image's size when it is known).
+ * Messages name the field as the .proto spells it. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -61,6 +65,22 @@ static int class_index(const struct osseg_pipeline *p, const char *name) {
   return -1;
 }
 
+/* Parses one class's ground truth RLE as the worker will, into runs that
+ * are thrown away: syntax, numbers, and runs inside npixels. */
+static int check_rle(const char *text, uint64_t npixels, int *code, char *msg, size_t msg_size,
+                     const char *field, const char *cls) {
+  struct osseg_runs runs = {0};
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  int rc = osseg_rle_parse(text, strlen(text), npixels, &runs, &diag);
+  osseg_runs_free(&runs);
+  if (rc == 0) return 0;
+  char q[80];
+  return fail(code, rc == OSSEG_ENOMEM ? CODE(INTERNAL) : CODE(BAD_REQUEST), msg, msg_size,
+              "%s: class '%s': %s", field, quote(cls, q, sizeof q),
+              diag.message[0] ? diag.message : osseg_strerror(rc));
+}
+
 /* Class names of the first model, checked before the pipeline exists. */
 static int model_has_class(const struct osseg_loaded_model *m, const char *name) {
   for (size_t i = 0; i < osseg_loaded_model_class_count(m); i++)
@@ -76,11 +96,25 @@ int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registr
 
   /* The image: exactly one source. */
   switch (s->image_case) {
-    case OSSEG__WIRE__SEGMENT__IMAGE_PNG:
+    case OSSEG__WIRE__SEGMENT__IMAGE_PNG: {
       if (s->png.len == 0)
         return fail(code, CODE(BAD_IMAGE), msg, msg_size, "image.png: empty");
+      /* The decoder checks the same header again in the worker. */
+      struct osseg_png_limits pl;
+      osseg_png_limits_default(&pl);
+      pl.max_width = pl.max_height = lim->max_image_side;
+      pl.max_pixels = lim->max_image_pixels;
+      struct osseg_diag diag;
+      osseg_diag_clear(&diag);
+      int rc = osseg_png_check_header(s->png.data, s->png.len, &pl, &out->width, &out->height,
+                                      &diag);
+      if (rc != 0)
+        return fail(code, rc == OSSEG_ELIMIT ? CODE(IMAGE_TOO_LARGE) : CODE(BAD_IMAGE), msg,
+                    msg_size, "image.png: %s",
+                    diag.message[0] ? diag.message : osseg_strerror(rc));
       out->image = OSSEGD_IMAGE_PNG;
       break;
+    }
     case OSSEG__WIRE__SEGMENT__IMAGE_RAW: {
       const Osseg__Wire__RawImage *raw = s->raw;
       if (raw->bit_depth != 8 && raw->bit_depth != 16)
@@ -107,6 +141,8 @@ int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registr
                     raw->pixels.len, raw->width, raw->height, raw->bit_depth,
                     (unsigned long long)bytes);
       out->image = OSSEGD_IMAGE_RAW;
+      out->width = raw->width;
+      out->height = raw->height;
       break;
     }
     case OSSEG__WIRE__SEGMENT__IMAGE_FD:
@@ -242,14 +278,27 @@ int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registr
     goto out;
   }
 
-  /* Ground truth: RLE text per known class (parsed by the worker, which
-   * knows the image's size). */
-  if (s->ground_truth) {
-    if (s->ground_truth->source_case == OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON) {
-      fail(code, CODE(BAD_REQUEST), msg, msg_size,
-           "ground_truth.label_json: not supported by this daemon yet; send ground_truth.rles");
-      goto out;
+  /* Ground truth: label JSON, parsed and checked here when it is short
+   * (an unknown label costs no queue slot), else by the worker, and drawn
+   * by the worker; or RLE text per known class, parsed here against the
+   * image's size when it is known, else against the pixel limit (the
+   * pipeline checks an ImageFd's runs against its decoded size). The
+   * worker parses the RLE again into its own buffers. */
+  if (s->ground_truth &&
+      s->ground_truth->source_case == OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON) {
+    const char *json = s->ground_truth->label_json;
+    struct osseg_label_json_limits ll;
+    osseg_label_json_limits_default(&ll);
+    size_t len = strlen(json);
+    /* Text over the limit is refused here too: that costs no parsing. */
+    if (len <= OSSEGD_LABEL_JSON_LOOP_BYTES || len > ll.max_bytes) {
+      if (ossegd__parse_label_json(json, out->pipeline, &out->gt_labels, code, msg, msg_size))
+        goto out;
+    } else {
+      out->gt_label_json = json;
     }
+    out->has_gt = 1;
+  } else if (s->ground_truth) {
     if (s->ground_truth->source_case != OSSEG__WIRE__GROUND_TRUTH__SOURCE_RLES) {
       fail(code, CODE(BAD_REQUEST), msg, msg_size, "ground_truth: rles or label_json required");
       goto out;
@@ -269,6 +318,13 @@ int ossegd__validate_segment(const Osseg__Wire__Segment *s, struct osseg_registr
              quote(gr->classes[i]->name, q, sizeof q));
         goto out;
       }
+      uint64_t npixels = out->width ? (uint64_t)out->width * out->height : lim->max_image_pixels;
+      if (npixels > OSSEG_MAX_PIXELS) npixels = OSSEG_MAX_PIXELS;
+      char field[64];
+      snprintf(field, sizeof field, "ground_truth.rles.classes[%zu].rle", i);
+      if (check_rle(gr->classes[i]->rle, npixels, code, msg, msg_size, field,
+                    gr->classes[i]->name) != 0)
+        goto out;
       out->gt_rle[c] = gr->classes[i]->rle;
       out->has_gt = 1;
     }
@@ -285,7 +341,23 @@ out:
   return rc;
 }
 
+int ossegd__parse_label_json(const char *json, const struct osseg_pipeline *p,
+                             struct osseg_labels **out, int *code, char *msg, size_t msg_size) {
+  struct osseg_label_json_limits ll;
+  osseg_label_json_limits_default(&ll);
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  int rc = osseg_labels_parse_json(out, "ground_truth.label_json", json, strlen(json),
+                                   osseg_pipeline_class_names(p), osseg_pipeline_class_count(p),
+                                   &ll, &diag);
+  if (rc == 0) return 0;
+  return fail(code, rc == OSSEG_ENOMEM ? CODE(INTERNAL) : CODE(BAD_REQUEST), msg, msg_size, "%s",
+              diag.message[0] ? diag.message : osseg_strerror(rc));
+}
+
 void ossegd__segment_release(struct ossegd__segment *s) {
   osseg_pipeline_free(s->pipeline);
   s->pipeline = NULL;
+  osseg_labels_free(s->gt_labels);
+  s->gt_labels = NULL;
 }

@@ -26,6 +26,7 @@ int ossegd__schedule(struct ossegd *d, struct ossegd__request *req) {
     d->q_head[pri] = req;
   d->q_tail[pri] = req;
   d->queued++;
+  d->queued_pri[pri]++;
   pthread_cond_signal(&d->cv);
   pthread_mutex_unlock(&d->mu);
   return 0;
@@ -44,6 +45,7 @@ int ossegd__unschedule(struct ossegd *d, struct ossegd__request *req) {
         d->q_head[pri] = r->qnext;
       if (d->q_tail[pri] == r) d->q_tail[pri] = prev;
       d->queued--;
+      d->queued_pri[pri]--;
       found = 1;
       break;
     }
@@ -57,6 +59,13 @@ unsigned ossegd__queue_depth(struct ossegd *d) {
   unsigned n = d->queued;
   pthread_mutex_unlock(&d->mu);
   return n;
+}
+
+void ossegd__queue_depths(struct ossegd *d, unsigned out[2]) {
+  pthread_mutex_lock(&d->mu);
+  out[0] = d->queued_pri[0];
+  out[1] = d->queued_pri[1];
+  pthread_mutex_unlock(&d->mu);
 }
 
 static void push_completion(struct ossegd *d, struct ossegd__completion *c) {
@@ -209,7 +218,8 @@ static double ms_since(uint64_t t0, uint64_t t1) { return (double)(t1 - t0) / 1e
 static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   struct ossegd *d = w->d;
   uint64_t started = osseg_now_ns();
-  req->started_ns = started;
+  req->started = 1;
+  req->queue_ms = ms_since(req->received_ns, started);
   if (atomic_load(&req->cancel)) {
     finish_error(d, req, CODE(CANCELLED), "request cancelled before it started");
     return;
@@ -223,10 +233,22 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   osseg_diag_clear(&diag);
   char msg[sizeof diag.message + 128];
 
-  /* Ground truth: the runs of each given class. */
+  /* Label JSON too long to parse on the loop thread is parsed here. */
+  if (req->seg.gt_label_json) {
+    int code;
+    if (ossegd__parse_label_json(req->seg.gt_label_json, req->seg.pipeline, &req->seg.gt_labels,
+                                 &code, msg, sizeof msg) != 0) {
+      finish_error(d, req, code, msg);
+      return;
+    }
+  }
+
+  /* Ground truth: the runs of each given class (label polygons are drawn
+   * by the pipeline once the image is decoded). */
   struct osseg_ground_truth gt;
   memset(&gt, 0, sizeof gt);
-  if (req->seg.has_gt) {
+  int gt_rles = req->seg.has_gt && !req->seg.gt_labels;
+  if (gt_rles) {
     uint64_t npixels = OSSEG_MAX_PIXELS;
     if (req->seg.image == OSSEGD_IMAGE_RAW) npixels = (uint64_t)s->raw->width * s->raw->height;
     for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++) {
@@ -253,7 +275,8 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   struct osseg_run_request rq = {.on_class = on_class,
                                  .on_dice = req->seg.has_gt ? on_dice : NULL,
                                  .ctx = &ctx,
-                                 .gt = req->seg.has_gt ? &gt : NULL,
+                                 .gt = gt_rles ? &gt : NULL,
+                                 .labels = req->seg.gt_labels,
                                  .cancel = &req->cancel,
                                  .deadline_ns = req->deadline_ns,
                                  .timings = &t};
@@ -313,12 +336,15 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
       case OSSEG_EIO: code = CODE(BAD_IMAGE); break;
       case OSSEG_ELIMIT: code = CODE(IMAGE_TOO_LARGE); break;
       case OSSEG_ERANGE:
-        code = req->seg.has_gt ? CODE(BAD_REQUEST) : CODE(BAD_IMAGE);
-        if (req->seg.has_gt) text = "ground_truth.rles: a run passes the end of the image";
+        /* Ground truth whose runs pass the end of the image (validation
+         * cannot know an ImageFd's size): the pipeline's message names the
+         * class. Label polygons are clipped to the image instead. */
+        code = gt_rles ? CODE(BAD_REQUEST) : CODE(BAD_IMAGE);
         break;
       default: code = CODE(INTERNAL); break;
     }
-    snprintf(msg, sizeof msg, "%s", text);
+    snprintf(msg, sizeof msg, "%s%s", code == CODE(BAD_REQUEST) ? "ground_truth.rles: " : "",
+             text);
     finish_error(d, req, code, msg);
     return;
   }
@@ -335,7 +361,7 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   Osseg__Wire__Done done = OSSEG__WIRE__DONE__INIT;
   done.width = ctx.width;
   done.height = ctx.height;
-  done.queue_ms = ms_since(req->received_ns, started);
+  done.queue_ms = req->queue_ms;
   done.decode_ms = t.decode_ms;
   done.preprocess_ms = t.preprocess_ms;
   done.n_inference = nm;
@@ -367,6 +393,7 @@ void *ossegd__worker_main(void *arg) {
     d->q_head[pri] = req->qnext;
     if (!d->q_head[pri]) d->q_tail[pri] = NULL;
     d->queued--;
+    d->queued_pri[pri]--;
     pthread_mutex_unlock(&d->mu);
     run_request(w, req);
   }

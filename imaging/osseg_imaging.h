@@ -72,6 +72,17 @@ int osseg_png_decode_mem(const void *data, size_t size,
                          const struct osseg_png_limits *lim,
                          struct osseg_image *out, struct osseg_diag *diag);
 
+/* The checks every decode makes first, alone: the byte count, the
+ * signature and the IHDR's dimensions against the limits (NULL =
+ * defaults), with the same codes and messages; nothing is decoded or
+ * allocated. For a server that refuses an oversized or malformed image
+ * before queueing it, and needs the size early (to check ground truth).
+ * *width and *height get the dimensions (either pointer may be NULL).
+ * OSSEG_EPARSE (not a PNG, a truncated or malformed header), OSSEG_ELIMIT.
+ * A 0 does not promise that the rest of the file decodes. */
+int osseg_png_check_header(const void *data, size_t size, const struct osseg_png_limits *lim,
+                           uint32_t *width, uint32_t *height, struct osseg_diag *diag);
+
 /* A reusable PNG decoder, for a server that decodes one PNG per request.
  * It keeps its buffers between calls (the file read by decode_file, the
  * image data gathered from split IDAT chunks, the pixels, and the inflate

@@ -213,6 +213,24 @@ static int one_shot_finish(struct osseg_png_decoder *d, int rc, struct osseg_ima
 
 /* ------------------------------------------------------------- decode --- */
 
+int osseg_png_check_header(const void *data, size_t size, const struct osseg_png_limits *lim_in,
+                           uint32_t *width, uint32_t *height, struct osseg_diag *diag) {
+  struct osseg_png_limits lim;
+  if (lim_in)
+    lim = *lim_in;
+  else
+    osseg_png_limits_default(&lim);
+  if (!data && size) return OSSEG_EINVAL;
+  if (size > lim.max_bytes)
+    return osseg__fail(diag, OSSEG_ELIMIT, "PNG is %zu bytes, above the limit of %llu",
+                       size, (unsigned long long)lim.max_bytes);
+  int rc = precheck(data, size, &lim, diag);
+  if (rc < 0) return rc;
+  if (width) *width = be32((const uint8_t *)data + 16);
+  if (height) *height = be32((const uint8_t *)data + 20);
+  return 0;
+}
+
 static int decode_mem(struct osseg_png_decoder *d, const void *data, size_t size,
                       const struct osseg_png_limits *lim_in, struct osseg_image *out,
                       struct osseg_diag *diag) {

@@ -199,6 +199,9 @@ void osseg_pipeline_free(struct osseg_pipeline *p); /* releases the models */
  * indices. */
 size_t osseg_pipeline_class_count(const struct osseg_pipeline *p);
 const char *osseg_pipeline_class_name(const struct osseg_pipeline *p, size_t i);
+/* The same names as one array of osseg_pipeline_class_count entries (for
+ * osseg_labels_parse_json); valid while p lives. */
+const char *const *osseg_pipeline_class_names(const struct osseg_pipeline *p);
 /* Whether class i is produced (options.classes). */
 int osseg_pipeline_class_selected(const struct osseg_pipeline *p, size_t i);
 size_t osseg_pipeline_model_count(const struct osseg_pipeline *p);
@@ -226,7 +229,8 @@ struct osseg_timings {
    * (osseg_pipeline_model(p, i)); they add up to inference_ms. Entries past
    * the pipeline's model count are 0. */
   double model_ms[OSSEG_MAX_MODELS];
-  double postprocess_ms; /* upsample + threshold + vote + runs + Dice */
+  double postprocess_ms; /* upsample + threshold + vote + runs + Dice,
+                            and rasterising label ground truth */
   double total_ms;
 };
 
@@ -267,6 +271,15 @@ struct osseg_run_request {
   osseg_dice_cb on_dice;
   void *ctx;                            /* for both callbacks */
   const struct osseg_ground_truth *gt;  /* NULL: no Dice */
+  /* Ground truth as label polygons (see "label JSON" below) instead of gt
+   * (giving both is OSSEG_EINVAL): parsed against this pipeline's classes
+   * (osseg_pipeline_class_names; another class count is OSSEG_EINVAL),
+   * rasterised at the decoded image's size into the workspace
+   * (osseg_workspace_ground_truth) after inference. Every produced class is
+   * scored; one without polygons is an empty mask, as in the dataset. Not
+   * allocation-free: the polygon fill allocates its edge table per polygon,
+   * and run lists grow to the largest masks drawn. */
+  const struct osseg_labels *labels;
   /* Interrupts, checked between engine steps (and inside long own loops),
    * between models and between classes: a set flag ends the run with
    * OSSEG_ECANCELED, a passed deadline (osseg_now_ns() clock) with
@@ -294,6 +307,91 @@ int osseg_pipeline_run_file(const struct osseg_pipeline *p, struct osseg_workspa
 
 /* The image decoded by the last run_png/run_file (NULL before). */
 const struct osseg_image *osseg_workspace_image(const struct osseg_workspace *ws);
+/* The ground truth the last run rasterised from its labels (for overlays),
+ * valid until the next run on ws; NULL when that run had no labels or did
+ * not get as far. */
+const struct osseg_ground_truth *osseg_workspace_ground_truth(const struct osseg_workspace *ws);
+
+/* ---------------------------------------------------------- label JSON --- */
+
+/* The dataset's label files (label_json.c):
+ *
+ *   {"annotations": [{"label": "finger-1", "points": [[x, y], ...]}, ...]}
+ *
+ * One polygon per annotation, vertices in integer pixels (x to the right,
+ * y down). A class is drawn as cv2.fillPoly draws each of its polygons
+ * (osseg_polygon_fill, OpenCV 4.6 semantics, vertices outside the image
+ * clipped as OpenCV clips them); several polygons with the same label
+ * unite (each is filled on its own, so one inside another adds nothing and
+ * cuts no hole). A class without annotations is an empty mask. Members other
+ * than "annotations", "label" and "points" (ids, attributes, metadata) are
+ * ignored, at any level.
+ *
+ * Strict where the dataset is: vertices are JSON integers, because the
+ * dataset's are and because cv2.fillPoly refuses non-integer points (12.0
+ * and 12.5 are both refused, 12 is taken); a polygon has at least 3
+ * vertices; labels are class names exactly as the class list spells them;
+ * duplicate keys in an object are refused (which "points" would count is
+ * otherwise a guess).
+ *
+ * Parsing is done by jansson (it also checks UTF-8 and refuses NUL bytes
+ * in strings); rasterising needs the image size, so it is a second step:
+ * the daemon parses when it validates a request and rasterises on the
+ * worker once the image is decoded. */
+
+/* Polygons of one file, by class; opaque. */
+struct osseg_labels;
+
+/* Explicit limits, checked before the work they bound. */
+struct osseg_label_json_limits {
+  uint64_t max_bytes;      /* the text; default 4 MiB (a sample
+                              phantom's file is 17 KB) */
+  unsigned max_depth;      /* JSON nesting (containers inside containers);
+                              default 16, the format needs 5. jansson stops
+                              at 2048 whatever this says */
+  uint64_t max_points;     /* vertices of all polygons; default 1 << 20 */
+  uint32_t max_coordinate; /* |x| and |y| at most this; default 1 << 20
+                              (64 times the largest image side): beyond it a
+                              value is garbage, not a vertex off the image */
+};
+void osseg_label_json_limits_default(struct osseg_label_json_limits *lim);
+
+/* Parses json[0, len) against the class list classes[0, nclasses)
+ * (1..OSSEG_MAX_CLASSES names; e.g. osseg_pipeline_class_names). NULL lim =
+ * defaults. name is the source for messages (a path, a protocol field).
+ * Errors, diag "NAME:LINE:COLUMN: problem" when the text is no JSON
+ * (jansson's position and words) and "NAME: annotations[3] (finger-4):
+ * points[7][0]: problem" (the JSON path) when the JSON is not label JSON:
+ *   OSSEG_EPARSE     not JSON, not UTF-8, a duplicate key, no
+ *                    "annotations" array, an annotation without a string
+ *                    label or an array of points, a point that is not two
+ *                    integers, fewer than 3 points;
+ *   OSSEG_ENOTFOUND  a label that is none of the classes (named);
+ *   OSSEG_ERANGE     a coordinate past max_coordinate, or an integer past
+ *                    64 bits;
+ *   OSSEG_ELIMIT     over max_bytes (checked before parsing), max_depth or
+ *                    max_points;
+ *   OSSEG_EINVAL     NULL arguments or a bad class count; OSSEG_ENOMEM.
+ * On success *out owns its polygons (the class names are not kept); free
+ * it with osseg_labels_free. Reentrant. */
+int osseg_labels_parse_json(struct osseg_labels **out, const char *name, const char *json,
+                            size_t len, const char *const *classes, size_t nclasses,
+                            const struct osseg_label_json_limits *lim,
+                            struct osseg_diag *diag);
+void osseg_labels_free(struct osseg_labels *l); /* NULL is a no-op */
+/* The class count it was parsed against; the polygons labelled class c. */
+size_t osseg_labels_class_count(const struct osseg_labels *l);
+size_t osseg_labels_polygon_count(const struct osseg_labels *l, size_t c);
+
+/* Rasterises every class at the size of mask (a caller's scratch mask of
+ * the image's height x width, initialised; its bits are overwritten) into
+ * runs[c] for c < the class count (zero-initialised or reused lists, their
+ * contents replaced) and sets *gt to them: has[c] = 1 for every class, so
+ * every class is scored. gt points into runs. OSSEG_EINVAL for NULL
+ * arguments, OSSEG_ENOMEM. */
+int osseg_labels_rasterize(const struct osseg_labels *l, struct osseg_bitmask *mask,
+                           struct osseg_runs *runs, struct osseg_ground_truth *gt,
+                           struct osseg_diag *diag);
 
 #ifdef __cplusplus
 }

@@ -166,6 +166,10 @@ const char *osseg_pipeline_class_name(const struct osseg_pipeline *p, size_t i) 
   return i < p->nclasses ? p->models[0]->class_names[i] : NULL;
 }
 
+const char *const *osseg_pipeline_class_names(const struct osseg_pipeline *p) {
+  return (const char *const *)p->models[0]->class_names;
+}
+
 int osseg_pipeline_class_selected(const struct osseg_pipeline *p, size_t i) {
   return i < p->nclasses && p->selected[i];
 }

@@ -96,6 +96,15 @@ static int check_gt(const struct osseg_pipeline *p, const struct osseg_ground_tr
   return 0;
 }
 
+/* Label polygons drawn at the image's size, as the run's ground truth. */
+static int label_truth(const struct osseg_run_request *rq, struct osseg_workspace *ws,
+                       struct osseg_diag *diag) {
+  int rc = osseg_labels_rasterize(rq->labels, &ws->label_mask.mask, ws->label_runs,
+                                  &ws->label_gt, diag);
+  ws->label_gt_valid = rc == 0;
+  return rc;
+}
+
 /* Runs a decoded image; decode_ms is what decoding it took, if anything. */
 static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *ws,
                        const struct osseg_image *img, const struct osseg_run_request *rq,
@@ -108,15 +117,30 @@ static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *w
   t->decode_ms = decode_ms;
   uint64_t start = osseg_now_ns();
 
+  ws->label_gt_valid = 0;
   if (!img || !img->data || img->channels != 1 || img->width == 0 || img->height == 0)
     return osseg__fail(diag, OSSEG_EINVAL, "the pipeline takes a decoded gray image");
+  if (rq->labels && rq->gt)
+    return osseg__fail(diag, OSSEG_EINVAL, "ground truth: give runs or labels, not both");
+  if (rq->labels && osseg_labels_class_count(rq->labels) != p->nclasses)
+    return osseg__fail(diag, OSSEG_EINVAL,
+                       "ground truth: labels parsed against %zu classes, the models have %zu",
+                       osseg_labels_class_count(rq->labels), p->nclasses);
   uint64_t npixels = (uint64_t)img->height * img->width;
   int rc = rq->gt ? check_gt(p, rq->gt, npixels, diag) : 0;
   if (rc == 0) rc = osseg__workspace_fit(ws, p, img->height, img->width, diag);
+  if (rc == 0 && rq->labels) rc = osseg__workspace_fit_labels(ws, img->height, img->width, diag);
   if (rc == 0) rc = infer_all(p, ws, img, rq, t, diag);
   if (rc) return rc;
 
   uint64_t t0 = osseg_now_ns();
+  /* Drawn after inference, so that a run interrupted there costs nothing. */
+  const struct osseg_ground_truth *gt = rq->gt;
+  if (rq->labels) {
+    rc = label_truth(rq, ws, diag);
+    if (rc) return rc;
+    gt = &ws->label_gt;
+  }
   struct osseg_dice_report dice = {0};
   double sum = 0;
   for (size_t c = 0; c < p->nclasses; c++) {
@@ -130,8 +154,8 @@ static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *w
     if (rc)
       return osseg__fail(diag, rc, "post-processing class %s failed: %s", name,
                          osseg_strerror(rc));
-    if (rq->gt && rq->gt->has[c]) {
-      double d = osseg_dice_runs(ws->runs.v, ws->runs.n, rq->gt->runs[c], rq->gt->nruns[c]);
+    if (gt && gt->has[c]) {
+      double d = osseg_dice_runs(ws->runs.v, ws->runs.n, gt->runs[c], gt->nruns[c]);
       dice.cls[dice.n] = c;
       dice.dice[dice.n++] = d;
       sum += d;
@@ -141,7 +165,7 @@ static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *w
       if (rc) return osseg__fail(diag, rc, "stopped at class %s", name);
     }
   }
-  if (rq->gt) {
+  if (gt) {
     /* Summed in class order, as `osseg dice` averages its columns. */
     dice.mean = dice.n ? sum / (double)dice.n : 0.0;
     if (rq->on_dice) {

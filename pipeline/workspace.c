@@ -22,6 +22,8 @@ void osseg_workspace_free(struct osseg_workspace *ws) {
   }
   for (size_t i = 0; i < OSSEG_MAX_MODELS + 1; i++) osseg__free(ws->masks[i].mask.bits);
   osseg_runs_free(&ws->runs);
+  osseg__free(ws->label_mask.mask.bits);
+  for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++) osseg_runs_free(&ws->label_runs[c]);
   osseg_png_decoder_free(ws->decoder);
   osseg__free(ws);
 }
@@ -30,6 +32,10 @@ uint64_t osseg_workspace_bytes(const struct osseg_workspace *ws) { return ws->by
 
 const struct osseg_image *osseg_workspace_image(const struct osseg_workspace *ws) {
   return ws->image.data ? &ws->image : NULL;
+}
+
+const struct osseg_ground_truth *osseg_workspace_ground_truth(const struct osseg_workspace *ws) {
+  return ws->label_gt_valid ? &ws->label_gt : NULL;
 }
 
 /* Accounts for growing from `had` to `need` bytes against the cap. */
@@ -152,4 +158,9 @@ int osseg__workspace_fit(struct osseg_workspace *ws, const struct osseg_pipeline
     ws->bytes = ws->bytes - had * sizeof *ws->runs.v + ws->runs.cap * sizeof *ws->runs.v;
   }
   return 0;
+}
+
+int osseg__workspace_fit_labels(struct osseg_workspace *ws, uint32_t height, uint32_t width,
+                                struct osseg_diag *diag) {
+  return fit_mask(ws, &ws->label_mask, height, width, diag);
 }

@@ -32,11 +32,23 @@ struct osseg_workspace {
   struct osseg_runs runs;  /* reserved for the worst case of the image */
   struct osseg_png_decoder *decoder; /* made on the first PNG */
   struct osseg_image image;          /* last decoded image: the decoder's */
+  /* Ground truth drawn from a run's labels: a scratch mask of the image's
+   * size (charged like the others), one run list per class (grown to what
+   * the polygons need, small next to a mask: not charged) and the ground
+   * truth pointing into them, valid when label_gt_valid is set. */
+  struct osseg__mask_slot label_mask;
+  struct osseg_runs label_runs[OSSEG_MAX_CLASSES];
+  struct osseg_ground_truth label_gt;
+  int label_gt_valid;
 };
 
 /* Makes the workspace fit pipeline p and an image of height x width:
  * OSSEG_ENOMEM, or OSSEG_ELIMIT past max_bytes (diag names the sizes). */
 int osseg__workspace_fit(struct osseg_workspace *ws, const struct osseg_pipeline *p,
                          uint32_t height, uint32_t width, struct osseg_diag *diag);
+
+/* Makes the label scratch mask height x width (same errors). */
+int osseg__workspace_fit_labels(struct osseg_workspace *ws, uint32_t height, uint32_t width,
+                                struct osseg_diag *diag);
 
 #endif

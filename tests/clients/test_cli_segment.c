@@ -3,10 +3,12 @@
  *   - usage errors, which need no daemon;
  *   - against a fake daemon served by a thread of this test on a Unix
  *     socket (the CLI's logic: rows only at Done, in class order, errors
- *     named with their code, pipelining, --fd, --gt, batch resuming);
+ *     named with their code, pipelining, --fd, --gt, --labels, batch
+ *     resuming);
  *   - against the real ossegd when it has been built (else skipped): the
  *     CSV of `osseg segment` equals the one of `osseg predict` byte for
- *     byte, and health, models and stats answer. */
+ *     byte, --labels scores a sample phantom as --gt does, and health,
+ *     models and stats answer. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -97,12 +99,22 @@ static void test_usage_errors(void **state) {
                "segment", "--model", "a,", NULL);
   expect_usage("osseg segment: unknown option '--frobnicate'\n", "segment", "--frobnicate",
                NULL);
+  expect_usage("osseg segment: --gt and --labels both give ground truth; use one\n", "segment",
+               "--socket", "s", "--model", "m", "--gt", "gt.csv", "--labels", "labels", "-o",
+               "x.csv", "a.png", NULL);
+  expect_usage("osseg batch: --gt and --labels both give ground truth; use one\n", "batch",
+               "--socket", "s", "--model", "m", "--labels", "labels", "--gt", "gt.csv", "-o",
+               "x.csv", "a.png", NULL);
   expect_usage("osseg batch: --socket PATH is required\n", "batch", "--model", "m", "-o",
                "x.csv", "dir", NULL);
   expect_usage("osseg health: --socket PATH is required\n", "health", NULL);
   expect_usage("osseg models: unexpected argument 'extra'\n", "models", "--socket", "s", "extra",
                NULL);
   expect_usage("osseg stats: option --socket needs a value\n", "stats", "--socket", NULL);
+  expect_usage("osseg stats: --json and --prometheus exclude each other\n", "stats", "--socket",
+               "s", "--json", "--prometheus", NULL);
+  expect_usage("osseg health: unknown option '--prometheus'\n", "health", "--socket", "s",
+               "--prometheus", NULL);
 }
 
 static void test_no_daemon(void **state) {
@@ -151,6 +163,8 @@ struct fake {
   int hold;
   /* What it saw. */
   int segments, fds, with_gt, health, list_models, stats, cancels;
+  int with_label_json;
+  char label_json[256]; /* the last one */
   char names[64][64];
   int priority_batch;
 };
@@ -277,6 +291,10 @@ static void fake_segment(struct fake *f, const Osseg__Wire__Request *req, int pa
   }
   if (s->ground_truth) {
     f->with_gt++;
+    if (s->ground_truth->source_case == OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON) {
+      f->with_label_json++;
+      snprintf(f->label_json, sizeof f->label_json, "%s", s->ground_truth->label_json);
+    }
     Osseg__Wire__DiceReport d = OSSEG__WIRE__DICE_REPORT__INIT;
     Osseg__Wire__DiceReport__ClassDice cd = OSSEG__WIRE__DICE_REPORT__CLASS_DICE__INIT, *cdp = &cd;
     cd.index = 0;
@@ -331,6 +349,8 @@ static void fake_serve(struct fake *f, int fd) {
         h.models = 1;
         h.max_frame_bytes = 1 << 26;
         h.max_image_pixels = 1 << 24;
+        h.has_max_image_side = 1;
+        h.max_image_side = 4096;
         h.uptime_s = 12.5;
         r.kind_case = OSSEG__WIRE__RESPONSE__KIND_HEALTH;
         r.health = &h;
@@ -477,6 +497,11 @@ static void test_fake_segment(void **state) {
                               "\"queue_ms\":0.500"));
   assert_non_null(strstr(out, "\"inference\":[{\"model\":\"fake\",\"ms\":2.500}]"));
   assert_true(strstr(out, "b.png") < strstr(out, "a.png"));
+  /* The client's own round trip, on every line. */
+  const char *rt = strstr(out, "\"round_trip_ms\":");
+  assert_non_null(rt);
+  assert_true(strtod(rt + strlen("\"round_trip_ms\":"), NULL) >= 0.0);
+  assert_non_null(strstr(rt + 1, "\"round_trip_ms\":"));
   free(out);
   free(err);
   fake_stop(f);
@@ -550,6 +575,60 @@ static void test_fake_segment_errors(void **state) {
   fake_stop(f);
 }
 
+/* --labels DIR: DIR/X.json goes with image X.png as label_json, as read;
+ * an image whose file is missing (or holds a NUL byte) fails, named, and
+ * is not sent. */
+static void test_fake_segment_labels(void **state) {
+  (void)state;
+  const char *dir = test_tmpdir();
+  char sock[512];
+  snprintf(sock, sizeof sock, "%s/fake.sock", dir);
+  struct fake *f = fake_start(sock);
+  size_t sizes[3];
+  char imgs[1024], labels[1024], csv[1024];
+  snprintf(imgs, sizeof imgs, "%s", make_images(dir, sizes));
+  snprintf(labels, sizeof labels, "%s/labels", dir);
+  snprintf(csv, sizeof csv, "%s/out.csv", dir);
+  assert_int_equal(mkdir(labels, 0777), 0);
+  static const char a_json[] =
+      "{\"annotations\": [{\"label\": \"c1\", \"points\": [[0, 0], [5, 0], [5, 5]]}]}\n";
+  assert_int_equal(test_write_file(test_path("%s/a.json", labels), a_json, strlen(a_json)), 0);
+  assert_int_equal(test_write_file(test_path("%s/c.json", labels), "{\"annot\0\"}", 11), 0);
+  char pa[1100], pb[1100], pc[1100];
+  snprintf(pa, sizeof pa, "%s/a.png", imgs);
+  snprintf(pb, sizeof pb, "%s/b.png", imgs);
+  snprintf(pc, sizeof pc, "%s/c.png", imgs);
+  char *out, *err;
+  int rc = test_osseg_run(&out, &err, "segment", "--socket", sock, "--model", "fake", "--labels",
+                          labels, "--json", "-o", csv, pa, pb, pc, NULL);
+  assert_int_equal(rc, 1);
+  assert_int_equal(f->segments, 1);
+  assert_int_equal(f->with_label_json, 1);
+  assert_string_equal(f->label_json, a_json);
+  char want[2400];
+  snprintf(want, sizeof want, "osseg segment: %s: %s/b.json: No such file or directory\n", pb,
+           labels);
+  assert_non_null(strstr(err, want));
+  snprintf(want, sizeof want, "osseg segment: %s: %s/c.json: contains a NUL byte", pc, labels);
+  assert_non_null(strstr(err, want));
+  snprintf(want, sizeof want, "osseg segment: mean Dice 0.750000 over 1 class(es) against %s\n",
+           labels);
+  assert_non_null(strstr(err, want));
+  assert_non_null(strstr(err, "osseg segment: 2 of 3 image(s) failed"));
+  assert_non_null(strstr(out, "{\"image\":\"a.png\",\"status\":\"ok\""));
+  assert_non_null(strstr(out, "\"dice\":0.75}"));
+  assert_non_null(strstr(out, "{\"image\":\"b.png\",\"status\":\"error\""));
+  char *got = test_read_file(csv, NULL);
+  static const char *const names[] = {"a.png"};
+  char *want_csv = expected_csv(sizes, names, 1);
+  assert_string_equal(got, want_csv);
+  free(want_csv);
+  free(got);
+  free(out);
+  free(err);
+  fake_stop(f);
+}
+
 /* A mask PNG that cannot be written fails its image; the CLI cancels the
  * request, and neither the rest of its answers nor the Cancel's
  * acknowledgement (an empty Done with the Cancel's id) is reported as an
@@ -604,10 +683,12 @@ static void test_fake_health_models_stats(void **state) {
   assert_non_null(strstr(out, "ready:            yes\n"));
   assert_non_null(strstr(out, "version:          fake-1\n"));
   assert_non_null(strstr(out, "uptime:           12.5 s\n"));
+  assert_non_null(strstr(out, "max image pixels: 16777216\nmax image side:   4096\n"));
   free(out);
   free(err);
   assert_int_equal(test_osseg_run(&out, &err, "health", "--socket", sock, "--json", NULL), 0);
   assert_non_null(strstr(out, "{\"ready\":true,\"version\":\"fake-1\",\"models\":1,"));
+  assert_non_null(strstr(out, ",\"max_image_pixels\":16777216,\"max_image_side\":4096}\n"));
   free(out);
   free(err);
   assert_int_equal(test_osseg_run(&out, &err, "models", "--socket", sock, NULL), 0);
@@ -630,9 +711,19 @@ static void test_fake_health_models_stats(void **state) {
   assert_non_null(strstr(out, "\"outcomes\":{\"ok\":7}"));
   free(out);
   free(err);
+  /* The fake is a daemon without Stats fields 20..: only what it has. */
+  assert_int_equal(test_osseg_run(&out, &err, "stats", "--socket", sock, "--prometheus", NULL),
+                   0);
+  assert_string_equal(err, "");
+  assert_non_null(strstr(out, "# TYPE osseg_requests_total counter\n"
+                              "osseg_requests_total{outcome=\"ok\"} 7\n"));
+  assert_non_null(strstr(out, "\nosseg_connections_total 3\n"));
+  assert_null(strstr(out, "osseg_uptime_seconds"));
+  free(out);
+  free(err);
   assert_int_equal(f->health, 2);
   assert_int_equal(f->list_models, 2);
-  assert_int_equal(f->stats, 2);
+  assert_int_equal(f->stats, 3);
   fake_stop(f);
 }
 
@@ -818,6 +909,36 @@ static void test_real_daemon(void **state) {
   free(db);
   free(dc);
 
+  /* --labels on a sample phantom: the Dice --gt gives from its gt.csv
+   * rows (the polygons are those rows' masks). */
+  int labels_same = 1;
+  const char *samples = test_path("%s/data/samples", test_source_dir());
+  char sample_png[4200], sample_labels[4200], sample_gt[4200];
+  snprintf(sample_png, sizeof sample_png, "%s/images/phantom_1000101.png", samples);
+  snprintf(sample_labels, sizeof sample_labels, "%s/labels", samples);
+  snprintf(sample_gt, sizeof sample_gt, "%s/gt.csv", samples);
+  struct stat sst;
+  if (stat(sample_png, &sst) == 0 && stat(sample_gt, &sst) == 0 &&
+      stat(test_path("%s/phantom_1000101.json", sample_labels), &sst) == 0) {
+    char *out2, *err2;
+    int r1 = test_osseg_run(&out, &err, "segment", "--socket", sock, "--model", "tiny",
+                            "--labels", sample_labels, "--json", "-o", a, sample_png, NULL);
+    int r2 = test_osseg_run(&out2, &err2, "segment", "--socket", sock, "--model", "tiny", "--gt",
+                            sample_gt, "--json", "-o", b, sample_png, NULL);
+    const char *d1 = r1 == 0 ? strstr(out, "\"dice\":") : NULL;
+    const char *d2 = r2 == 0 ? strstr(out2, "\"dice\":") : NULL;
+    labels_same = d1 && d2 && strcmp(d1, d2) == 0;
+    if (!labels_same)
+      print_message("--labels: exit %d %s%s; --gt: exit %d %s%s\n", r1, out, err, r2, out2,
+                    err2);
+    free(out);
+    free(err);
+    free(out2);
+    free(err2);
+  } else {
+    print_message("no sample phantom: --labels not compared with --gt\n");
+  }
+
   int hrc = test_osseg_run(&out, &err, "health", "--socket", sock, NULL);
   int health_ok = hrc == 0 && strstr(out, "ready:            yes") != NULL;
   free(out);
@@ -832,6 +953,7 @@ static void test_real_daemon(void **state) {
   free(err);
   stop_daemon();
   assert_true(same);
+  assert_true(labels_same);
   assert_true(health_ok);
   assert_true(models_ok);
   assert_true(stats_ok);
@@ -843,6 +965,7 @@ int main(void) {
       cmocka_unit_test(test_no_daemon),
       cmocka_unit_test(test_fake_segment),
       cmocka_unit_test(test_fake_segment_errors),
+      cmocka_unit_test(test_fake_segment_labels),
       cmocka_unit_test(test_fake_segment_cancelled),
       cmocka_unit_test(test_fake_health_models_stats),
       cmocka_unit_test(test_fake_batch_resume),

@@ -153,6 +153,9 @@ static void test_round_trip(void **state) {
   osseg_client_segment_set_vote(&s, 1, -1);
   s.seg.has_threshold = 1;
   s.seg.threshold = 0.25f;
+  static const char labels[] =
+      "{\"annotations\": [{\"label\": \"Ulna\", \"points\": [[1, 2], [9, 2], [5, 8]]}]}";
+  osseg_client_segment_set_label_json(&s, labels);
   assert_int_equal(osseg_client_send(c, &s.req, -1), 0);
 
   int passed;
@@ -171,6 +174,10 @@ static void test_round_trip(void **state) {
   assert_int_equal(req->segment->vote->kind, OSSEG__WIRE__VOTE__KIND__SOFT);
   assert_false(req->segment->vote->has_threshold);
   assert_true(req->segment->threshold == 0.25f);
+  assert_non_null(req->segment->ground_truth);
+  assert_int_equal(req->segment->ground_truth->source_case,
+                   OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON);
+  assert_string_equal(req->segment->ground_truth->label_json, labels);
   osseg__wire__request__free_unpacked(req, NULL);
 
   /* A ClassMask then Done; both come back in order. */

@@ -85,10 +85,36 @@ static void expect(struct fixture *f, int code, const char *needle) {
     ossegd__segment_release(&out);
     return;
   }
-  assert_int_equal(rc, -1);
+  if (rc != -1) fail_msg("expected code %d (%s), got success", code, needle);
   assert_null(out.pipeline);
   if (got != code) fail_msg("expected code %d, got %d (%s)", code, got, msg);
   if (!strstr(msg, needle)) fail_msg("message '%s' does not contain '%s'", msg, needle);
+}
+
+/* A PNG: a real 8x8 one with its IHDR's dimensions changed (the data is
+ * not looked at by validation). free() it. */
+static uint8_t *png_with_header(uint32_t w, uint32_t h, size_t *size) {
+  struct osseg_image img = {0};
+  assert_int_equal(osseg_image_init(&img, 8, 8, 1, 8), 0);
+  uint8_t *enc = NULL;
+  assert_int_equal(osseg_png_encode_mem(&img, 1, &enc, size, NULL), 0);
+  osseg_image_free(&img);
+  uint8_t *png = malloc(*size);
+  assert_non_null(png);
+  memcpy(png, enc, *size);
+  osseg__free(enc);
+  const uint32_t v[2] = {w, h};
+  for (int k = 0; k < 2; k++)
+    for (int b = 0; b < 4; b++) png[16 + 4 * k + b] = (uint8_t)(v[k] >> (24 - 8 * b));
+  /* The IHDR's CRC, so that no decoder refuses it for that. */
+  uint32_t c = 0xffffffffu;
+  for (size_t i = 12; i < 29; i++) {
+    c ^= png[i];
+    for (int k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+  }
+  c ^= 0xffffffffu;
+  for (int b = 0; b < 4; b++) png[29 + b] = (uint8_t)(c >> (24 - 8 * b));
+  return png;
 }
 
 static void test_valid(void **state) {
@@ -101,11 +127,21 @@ static void test_valid(void **state) {
   f.vote.has_kind = 1;
   f.vote.kind = OSSEG__WIRE__VOTE__KIND__SOFT;
   expect(&f, -1, NULL);
+  /* A PNG's header is read here (not the image data). */
   make(&f);
+  size_t size;
+  uint8_t *png = png_with_header(100, 90, &size);
   f.s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_PNG;
-  f.s.png.data = f.pixels;
-  f.s.png.len = 10; /* not decoded here */
-  expect(&f, -1, NULL);
+  f.s.png.data = png;
+  f.s.png.len = size;
+  struct ossegd__segment out;
+  char msg[512];
+  int code = -1;
+  assert_int_equal(ossegd__validate_segment(&f.s, reg, &lim, &out, &code, msg, sizeof msg), 0);
+  assert_int_equal(out.width, 100);
+  assert_int_equal(out.height, 90);
+  ossegd__segment_release(&out);
+  free(png);
 }
 
 static void test_image(void **state) {
@@ -134,6 +170,36 @@ static void test_image(void **state) {
   make(&f);
   f.raw.width = f.raw.height = 101; /* 10201 pixels > 10000 */
   expect(&f, CODE(IMAGE_TOO_LARGE), "pixels is over the limit of 10000");
+  /* PNG headers against the same limits (side 200, 10000 pixels), and
+   * bytes that are no PNG. */
+  static const struct {
+    uint32_t w, h;
+    int code;
+    const char *needle;
+  } png_cases[] = {
+      {201, 10, CODE(IMAGE_TOO_LARGE), "image.png: PNG is 201x10, above the limit of 200x200"},
+      {10, 201, CODE(IMAGE_TOO_LARGE), "PNG is 10x201"},
+      {101, 100, CODE(IMAGE_TOO_LARGE), "and 10000 pixels"},
+      {100000, 100000, CODE(IMAGE_TOO_LARGE), "PNG is 100000x100000"},
+      {0, 5, CODE(BAD_IMAGE), "image.png: PNG header has invalid dimensions 0x5"},
+  };
+  for (size_t i = 0; i < sizeof png_cases / sizeof *png_cases; i++) {
+    make(&f);
+    size_t size;
+    uint8_t *png = png_with_header(png_cases[i].w, png_cases[i].h, &size);
+    f.s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_PNG;
+    f.s.png.data = png;
+    f.s.png.len = size;
+    expect(&f, png_cases[i].code, png_cases[i].needle);
+    f.s.png.len = 20; /* cut inside the header */
+    expect(&f, CODE(BAD_IMAGE), "image.png: PNG is truncated inside its header");
+    free(png);
+  }
+  make(&f);
+  f.s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_PNG;
+  f.s.png.data = f.pixels;
+  f.s.png.len = 10;
+  expect(&f, CODE(BAD_IMAGE), "image.png: not a PNG file (bad signature)");
   make(&f);
   f.raw.pixels.len = 64 * 64 - 1;
   expect(&f, CODE(BAD_REQUEST), "image.raw.pixels: 4095 bytes");
@@ -244,7 +310,67 @@ static void test_ground_truth(void **state) {
   expect(&f, CODE(BAD_REQUEST), "ground_truth: rles or label_json required");
   f.gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_LABEL_JSON;
   f.gt.label_json = "{}";
-  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json");
+  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json: no \"annotations\" at the top level");
+  f.gt.label_json = "{\"annotations\": [";
+  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json:1:17: ");
+  f.gt.label_json = "{\"annotations\": [{\"label\": \"Kneecap\", \"points\": [[0,0],[9,0],[9,9]]}]}";
+  expect(&f, CODE(BAD_REQUEST),
+         "ground_truth.label_json: annotations[0].label: 'Kneecap' is none of the 29 classes");
+  f.gt.label_json = "{\"annotations\": [{\"label\": \"Ulna\", \"points\": [[0,0],[9.5,0],[9,9]]}]}";
+  expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json: annotations[0] (Ulna): points[1][0]");
+  f.gt.label_json = "{\"annotations\": [{\"label\": \"Ulna\", \"points\": [[0,0],[9,0],[9,9]]}]}";
+  expect(&f, -1, NULL);
+  {
+    struct ossegd__segment out;
+    char msg[512];
+    int got = -1;
+    assert_int_equal(ossegd__validate_segment(&f.s, reg, &lim, &out, &got, msg, sizeof msg), 0);
+    assert_true(out.has_gt);
+    assert_non_null(out.gt_labels);
+    assert_int_equal(osseg_labels_polygon_count(out.gt_labels, 28), 1);
+    ossegd__segment_release(&out);
+    assert_null(out.gt_labels);
+  }
+  /* Text over 64 KiB waits for the worker (the loop does not parse it),
+   * even with a bad label; over 4 MiB it is refused at once. */
+  {
+    size_t big = ((size_t)64 << 10) + 100;
+    char *text = malloc(((size_t)4 << 20) + 10);
+    assert_non_null(text);
+    const char *head = "{\"annotations\": [{\"label\": \"Kneecap\", \"points\": "
+                       "[[0,0],[9,0],[9,9]]}], \"pad\": \"";
+    size_t n = strlen(head);
+    memcpy(text, head, n);
+    memset(text + n, 'x', big - n - 2);
+    memcpy(text + big - 2, "\"}", 3);
+    f.gt.label_json = text;
+    struct ossegd__segment out;
+    char msg[512];
+    int got = -1;
+    assert_int_equal(ossegd__validate_segment(&f.s, reg, &lim, &out, &got, msg, sizeof msg), 0);
+    assert_null(out.gt_labels);
+    assert_ptr_equal(out.gt_label_json, text);
+    assert_true(out.has_gt);
+    /* What the worker does with it: the same check, the same message. */
+    struct osseg_labels *labels = NULL;
+    assert_int_equal(ossegd__parse_label_json(text, out.pipeline, &labels, &got, msg, sizeof msg),
+                     -1);
+    assert_int_equal(got, CODE(BAD_REQUEST));
+    assert_non_null(strstr(msg, "ground_truth.label_json: annotations[0].label: 'Kneecap'"));
+    assert_null(labels);
+    ossegd__segment_release(&out);
+    size_t huge = ((size_t)4 << 20) + 1;
+    memset(text + n, 'x', huge - n - 2);
+    memcpy(text + huge - 2, "\"}", 3);
+    expect(&f, CODE(BAD_REQUEST), "ground_truth.label_json: 4194305 bytes, over the limit of 4194304");
+    free(text);
+  }
+  /* Dice only: label JSON is ground truth for every class. */
+  f.s.has_output = 1;
+  f.s.output = OSSEG__WIRE__OUTPUT__OUTPUT_DICE_ONLY;
+  f.gt.label_json = "{\"annotations\": []}";
+  expect(&f, -1, NULL);
+  f.s.has_output = 0;
   f.gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_RLES;
   f.gt.rles = &f.rles;
   f.rle.name = "Kneecap";
@@ -255,6 +381,54 @@ static void test_ground_truth(void **state) {
   expect(&f, CODE(BAD_REQUEST), "ground_truth.rles.classes[0].name: no class 'Kneecap'");
   f.rle.name = "Radius";
   expect(&f, -1, NULL);
+  /* The RLE text is parsed here, against the raw image's 64x64 pixels. */
+  static const struct {
+    const char *rle, *needle;
+  } rle_cases[] = {
+      {"1 x",
+       "ground_truth.rles.classes[0].rle: class 'Radius': offset 2: unexpected character 'x'"},
+      {"5", "class 'Radius': offset 1: odd number of numbers"},
+      {"0 3", "class 'Radius': offset 0: start of 0"},
+      {"99999999999 1", "class 'Radius': offset 0: number longer than 10 digits"},
+      {"4000 98", "class 'Radius': offset 0: run '4000 98' ends past the image end (4096 pixels)"},
+      {"4097 0", "ends past the image end (4096 pixels)"},
+      {"1 2\n", "unexpected byte 0x0a"},
+  };
+  for (size_t i = 0; i < sizeof rle_cases / sizeof *rle_cases; i++) {
+    f.rle.rle = (char *)rle_cases[i].rle;
+    expect(&f, CODE(BAD_REQUEST), rle_cases[i].needle);
+  }
+  f.rle.rle = "4000 97 1 3";
+  expect(&f, -1, NULL);
+  /* A PNG's size comes from its header (120x90 = 10800 pixels: over the
+   * 10000 limit, so 100x90). */
+  size_t size;
+  uint8_t *png = png_with_header(100, 90, &size);
+  f.s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_PNG;
+  f.s.png.data = png;
+  f.s.png.len = size;
+  f.rle.rle = "9000 1";
+  expect(&f, -1, NULL);
+  f.rle.rle = "9000 2";
+  expect(&f, CODE(BAD_REQUEST), "ends past the image end (9000 pixels)");
+  free(png);
+  /* An ImageFd's size is not known here: runs are checked against the
+   * pixel limit, the rest by the pipeline. */
+  f.s.image_case = OSSEG__WIRE__SEGMENT__IMAGE_FD;
+  f.s.fd = &f.fd;
+  f.rle.rle = "9999 2";
+  expect(&f, -1, NULL);
+  f.rle.rle = "9999 3";
+  expect(&f, CODE(BAD_REQUEST), "ends past the image end (10000 pixels)");
+  make(&f);
+  f.s.ground_truth = &f.gt;
+  f.gt.source_case = OSSEG__WIRE__GROUND_TRUTH__SOURCE_RLES;
+  f.gt.rles = &f.rles;
+  f.rle.name = "Radius";
+  f.rle.rle = "1 2";
+  f.rlep[0] = &f.rle;
+  f.rles.classes = f.rlep;
+  f.rles.n_classes = 1;
   f.s.has_output = 1;
   f.s.output = OSSEG__WIRE__OUTPUT__OUTPUT_DICE_ONLY;
   expect(&f, -1, NULL);

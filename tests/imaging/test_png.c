@@ -367,6 +367,38 @@ static void test_absurd_dimensions(void **state) {
   free(b.p);
 }
 
+/* The header check alone: what decode refuses for the header, with the
+ * same code, and the dimensions of what it accepts, allocating nothing. */
+static void test_check_header(void **state) {
+  (void)state;
+  struct membuf b = sample_png(); /* 40 x 30 */
+  uint32_t w = 0, h = 0;
+  osseg__alloc_fail_at(1);
+  int rc = osseg_png_check_header(b.p, b.n, NULL, &w, &h, NULL);
+  uint64_t attempts = osseg__alloc_fail_at(0);
+  assert_int_equal(rc, 0);
+  assert_int_equal(attempts, 0);
+  assert_int_equal(w, 40);
+  assert_int_equal(h, 30);
+  struct osseg_png_limits lim;
+  osseg_png_limits_default(&lim);
+  lim.max_pixels = 40 * 30 - 1;
+  struct osseg_diag d;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_png_check_header(b.p, b.n, &lim, &w, &h, &d), OSSEG_ELIMIT);
+  assert_non_null(strstr(d.message, "PNG is 40x30, above the limit of"));
+  osseg_png_limits_default(&lim);
+  lim.max_bytes = b.n - 1;
+  assert_int_equal(osseg_png_check_header(b.p, b.n, &lim, NULL, NULL, NULL), OSSEG_ELIMIT);
+  put32(b.p + 16, 100000);
+  assert_int_equal(osseg_png_check_header(b.p, b.n, NULL, NULL, NULL, NULL), OSSEG_ELIMIT);
+  put32(b.p + 16, 0);
+  assert_int_equal(osseg_png_check_header(b.p, b.n, NULL, NULL, NULL, NULL), OSSEG_EPARSE);
+  assert_int_equal(osseg_png_check_header(b.p, 20, NULL, NULL, NULL, NULL), OSSEG_EPARSE);
+  assert_int_equal(osseg_png_check_header("GIF89a", 6, NULL, NULL, NULL, NULL), OSSEG_EPARSE);
+  free(b.p);
+}
+
 static void test_not_png(void **state) {
   (void)state;
   struct osseg_image im = {0};
@@ -577,6 +609,7 @@ int main(void) {
       cmocka_unit_test(test_absurd_dimensions), cmocka_unit_test(test_not_png),
       cmocka_unit_test(test_files),             cmocka_unit_test(test_alloc_failures),
       cmocka_unit_test(test_invalid_args),      cmocka_unit_test(test_mask_1bit),
+      cmocka_unit_test(test_check_header),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* Tests of tools/phantom (osseg-phantom), run as a program: determinism,
- * labels JSON that re-rasterises to gt.csv exactly, the CSV layout, and
- * argument validation. argv[1] is the path of the osseg-phantom binary. */
+ * labels JSON that re-rasterises to gt.csv exactly (through the pipeline's
+ * label JSON reader), the CSV layout, and argument validation. argv[1] is
+ * the path of the osseg-phantom binary. */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 
 #include "osseg_imaging.h"
 #include "osseg_kernels.h"
+#include "osseg_pipeline.h"
 #include "test_support.h"
 
 static const char *phantom_bin;
@@ -76,52 +78,9 @@ static void test_deterministic(void **state) {
   free(p2);
 }
 
-/* Minimal reader for the generator's label JSON:
- * {"annotations":[{"label":"L","points":[[x,y],...]},...]} */
-struct ann {
-  char label[32];
-  struct osseg_point *pts;
-  size_t n;
-};
-
-static size_t parse_labels(const char *text, struct ann *out, size_t max) {
-  size_t k = 0;
-  const char *p = text;
-  assert_non_null(strstr(p, "{\"annotations\":["));
-  while ((p = strstr(p, "\"label\":\"")) != NULL) {
-    assert_true(k < max);
-    p += 9;
-    const char *q = strchr(p, '"');
-    assert_non_null(q);
-    assert_true((size_t)(q - p) < sizeof out[k].label);
-    memcpy(out[k].label, p, (size_t)(q - p));
-    out[k].label[q - p] = '\0';
-    p = strstr(q, "\"points\":[");
-    assert_non_null(p);
-    p += 10;
-    size_t cap = 16, n = 0;
-    struct osseg_point *pts = malloc(cap * sizeof *pts);
-    while (*p == '[') {
-      long x, y;
-      int used;
-      assert_int_equal(sscanf(p, "[%ld,%ld]%n", &x, &y, &used), 2);
-      if (n == cap) pts = realloc(pts, (cap *= 2) * sizeof *pts);
-      pts[n].x = (int32_t)x;
-      pts[n].y = (int32_t)y;
-      n++;
-      p += used;
-      if (*p == ',') p++;
-    }
-    assert_int_equal(*p, ']');
-    out[k].pts = pts;
-    out[k].n = n;
-    k++;
-  }
-  return k;
-}
-
-/* Every gt.csv row equals the JSON polygon of its class rasterised by
- * osseg_polygon_fill; rows come 29 per image in canonical order. */
+/* Every gt.csv row equals the JSON polygons of its class as the pipeline's
+ * label JSON reader draws them (osseg_polygon_fill); rows come 29 per
+ * image in canonical order. */
 static void test_labels_match_gt(void **state) {
   (void)state;
   const char *dir = test_tmpdir();
@@ -132,7 +91,10 @@ static void test_labels_match_gt(void **state) {
   assert_non_null(csv);
   char *save = NULL, *line = strtok_r(csv, "\n", &save);
   assert_string_equal(line, "image_name,class,rle");
-  struct osseg_runs runs = {0};
+  struct osseg_runs runs[29];
+  memset(runs, 0, sizeof runs);
+  struct osseg_bitmask m;
+  assert_int_equal(osseg_bitmask_init(&m, S, S), 0);
   int rows = 0, nonempty = 0;
   for (uint64_t img = 1000000; img < 1000003; img++) {
     char name[64];
@@ -140,9 +102,19 @@ static void test_labels_match_gt(void **state) {
     size_t jn;
     char *json = test_read_file(test_path("%s/labels/%s.json", dir, name), &jn);
     assert_non_null(json);
-    struct ann anns[40];
-    size_t nann = parse_labels(json, anns, 40);
+    struct osseg_labels *labels = NULL;
+    struct osseg_diag d;
+    osseg_diag_clear(&d);
+    if (osseg_labels_parse_json(&labels, name, json, jn, classes, 29, NULL, &d) != 0)
+      fail_msg("%s", d.message);
+    size_t nann = 0;
+    for (size_t c = 0; c < 29; c++) {
+      assert_true(osseg_labels_polygon_count(labels, c) <= 1); /* one polygon per bone */
+      nann += osseg_labels_polygon_count(labels, c);
+    }
     assert_true(nann >= 25); /* a few bones may leave the frame, not many */
+    struct osseg_ground_truth gt;
+    assert_int_equal(osseg_labels_rasterize(labels, &m, runs, &gt, NULL), 0);
     struct osseg_image im;
     assert_int_equal(osseg_png_decode_file(test_path("%s/images/%s.png", dir, name), NULL, &im, NULL), 0);
     assert_int_equal(im.width, S);
@@ -158,32 +130,26 @@ static void test_labels_match_gt(void **state) {
       *f1 = *f2 = '\0';
       assert_string_equal(line, test_path("%s.png", name));
       assert_string_equal(f1 + 1, classes[c]);
-      struct osseg_bitmask m;
-      assert_int_equal(osseg_bitmask_init(&m, S, S), 0);
-      for (size_t a = 0; a < nann; a++)
-        if (strcmp(anns[a].label, classes[c]) == 0)
-          assert_int_equal(osseg_polygon_fill1(&m, anns[a].pts, anns[a].n), 0);
-      assert_int_equal(osseg_bitmask_to_runs(&m, &runs), 0);
       /* Compare with the 1-based text, number by number. */
       const char *p = f2 + 1;
-      for (size_t r = 0; r < runs.n; r++) {
+      for (size_t r = 0; r < gt.nruns[c]; r++) {
         char *end;
         unsigned long s = strtoul(p, &end, 10), l = strtoul(end, &end, 10);
-        assert_int_equal(s, runs.v[r].start + 1);
-        assert_int_equal(l, runs.v[r].len);
+        assert_int_equal(s, gt.runs[c][r].start + 1);
+        assert_int_equal(l, gt.runs[c][r].len);
         p = end;
       }
       assert_int_equal(*p, '\0');
-      if (runs.n) nonempty++;
-      osseg_bitmask_free(&m);
+      if (gt.nruns[c]) nonempty++;
     }
-    for (size_t a = 0; a < nann; a++) free(anns[a].pts);
+    osseg_labels_free(labels);
     free(json);
   }
   assert_null(strtok_r(NULL, "\n", &save));
   assert_int_equal(rows, 3 * 29);
   assert_true(nonempty >= 3 * 25);
-  osseg_runs_free(&runs);
+  for (int c = 0; c < 29; c++) osseg_runs_free(&runs[c]);
+  osseg_bitmask_free(&m);
   free(csv);
 }
 
