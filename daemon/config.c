@@ -369,6 +369,7 @@ static const struct num_key num_keys[] = {
     {"daemon", "threads", OPT(engine.threads), T_INT, 0, 1024, "threads"},
     {"daemon", "workers", OPT(workers), T_UNSIGNED, 1, 64, "threads"},
     {"daemon", "workspace_bytes", OPT(workspace_bytes), T_U64, 0, (uint64_t)1 << 50, "bytes"},
+    {"metrics", "interval_ms", OPT(metrics_interval_ms), T_U32, 10, 86400000, "milliseconds"},
 };
 #undef OPT
 
@@ -494,6 +495,44 @@ static void key_socket(struct parser *p, int line, const char *key, const char *
   }
 }
 
+/* A file the daemon will write: an absolute path in a folder that exists
+ * (the file itself is created when the daemon starts), not a folder. The
+ * kept copy, or NULL when reported. */
+static const char *output_path(struct parser *p, int line, const char *sec, const char *key,
+                               const char *value) {
+  if (!absolute(p, line, sec, key, value)) return NULL;
+  const char *slash = strrchr(value, '/');
+  char dir[4096];
+  size_t n = slash == value ? 1 : (size_t)(slash - value);
+  struct stat st;
+  if (n >= sizeof dir || slash[1] == '\0') {
+    add_error(p, line, "[%s] %s: '%s' is not a file name", sec, key, value);
+    return NULL;
+  }
+  memcpy(dir, value, n);
+  dir[n] = '\0';
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    add_error(p, line, "[%s] %s: the folder %s does not exist", sec, key, dir);
+    return NULL;
+  }
+  if (stat(value, &st) == 0 && S_ISDIR(st.st_mode)) {
+    add_error(p, line, "[%s] %s: %s is a folder", sec, key, value);
+    return NULL;
+  }
+  const char *k = keep(p->c, value);
+  if (!k) p->oom = 1;
+  return k;
+}
+
+static void key_metrics(struct parser *p, int line, const char *key, const char *value) {
+  if (strcmp(key, "file") == 0) {
+    const char *path = output_path(p, line, "metrics", key, value);
+    if (path) p->c->opt.metrics_file = path;
+  } else {
+    add_error(p, line, "unknown key '%s' in [metrics] (keys: file, interval_ms)", key);
+  }
+}
+
 static void key_audit(struct parser *p, int line, const char *key, const char *value) {
   struct ossegd_options *o = &p->c->opt;
   if (strcmp(key, "file") == 0) {
@@ -501,27 +540,9 @@ static void key_audit(struct parser *p, int line, const char *key, const char *v
       o->audit_file = "stderr";
     } else if (strcmp(value, "none") == 0) {
       o->audit_file = NULL;
-    } else if (absolute(p, line, "audit", key, value)) {
-      /* The file is created when the daemon starts; its folder must exist. */
-      const char *slash = strrchr(value, '/');
-      char dir[4096];
-      size_t n = slash == value ? 1 : (size_t)(slash - value);
-      struct stat st;
-      if (n >= sizeof dir || slash[1] == '\0') {
-        add_error(p, line, "[audit] file: '%s' is not a file name", value);
-        return;
-      }
-      memcpy(dir, value, n);
-      dir[n] = '\0';
-      if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        add_error(p, line, "[audit] file: the folder %s does not exist", dir);
-        return;
-      }
-      if (stat(value, &st) == 0 && S_ISDIR(st.st_mode)) {
-        add_error(p, line, "[audit] file: %s is a folder", value);
-        return;
-      }
-      o->audit_file = keep(p->c, value);
+    } else {
+      const char *path = output_path(p, line, "audit", key, value);
+      if (path) o->audit_file = path;
     }
   } else if (strcmp(key, "include_image_name") == 0) {
     if (parse_bool(value, &o->audit_image_name) != 0)
@@ -643,6 +664,8 @@ static int handler(void *user, const char *section, const char *key, const char 
     access_list(p, line, key, value, o->allow_groups, &o->nallow_groups, 0);
   } else if (strcmp(h->name, "audit") == 0) {
     key_audit(p, line, key, value);
+  } else if (strcmp(h->name, "metrics") == 0) {
+    key_metrics(p, line, key, value);
   } else {
     /* Name the keys the section has. */
     char keys[512] = "";
@@ -651,10 +674,7 @@ static int handler(void *user, const char *section, const char *key, const char 
         snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "%s%s", keys[0] ? ", " : "",
                  num_keys[i].key);
     if (strcmp(h->name, "access") == 0) snprintf(keys, sizeof keys, "users, groups");
-    if (strcmp(h->name, "metrics") == 0)
-      add_error(p, line, "unknown key '%s' in [metrics] (the section has no keys yet)", key);
-    else
-      add_error(p, line, "unknown key '%s' in [%s] (keys: %s)", key, h->name, keys);
+    add_error(p, line, "unknown key '%s' in [%s] (keys: %s)", key, h->name, keys);
   }
   return 1;
 }

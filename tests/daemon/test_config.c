@@ -119,6 +119,8 @@ static void test_good_file(void **state) {
       "file = /tmp/audit.log\n"
       "include_image_name = yes\n"
       "[metrics]\n"
+      "file = /tmp/ossegd.prom\n"
+      "interval_ms = 2500\n"
       "[model  unetpp]\n"
       "path = %s\n"
       "size = 64\n"
@@ -157,6 +159,8 @@ static void test_good_file(void **state) {
   assert_int_equal(o->workspace_bytes, (uint64_t)2048 << 20);
   assert_string_equal(o->audit_file, "/tmp/audit.log");
   assert_int_equal(o->audit_image_name, 1);
+  assert_string_equal(o->metrics_file, "/tmp/ossegd.prom");
+  assert_int_equal(o->metrics_interval_ms, 2500);
   assert_int_equal(o->nmodels, 2);
   const struct osseg_model_spec *m = &o->models[0];
   assert_string_equal(m->name, "unetpp");
@@ -226,6 +230,8 @@ static void test_defaults(void **state) {
   assert_int_equal(o->engine.threads, def.engine.threads);
   assert_string_equal(o->audit_file, "stderr");
   assert_int_equal(o->audit_image_name, 0);
+  assert_null(o->metrics_file);
+  assert_int_equal(o->metrics_interval_ms, 15000);
   assert_int_equal(o->nmodels, 1);
   assert_true(o->models[0].threshold == 0.0f);
   assert_int_equal(o->models[0].nclass_thresholds, 0);
@@ -268,8 +274,11 @@ static void test_errors(void **state) {
            "max_image_side, max_connections, max_in_flight, max_in_flight_total, max_queue, "
            "max_output_bytes, request_timeout_ms)",
            NULL);
-  load_bad(write_conf("[metrics]\nfile = /x\n"), OSSEG_EPARSE,
-           "2: unknown key 'file' in [metrics] (the section has no keys yet)", NULL);
+  load_bad(write_conf("[metrics]\npath = /x\nfile = /no/such/dir/x.prom\ninterval_ms = 5\n"),
+           OSSEG_EPARSE, "2: unknown key 'path' in [metrics] (keys: file, interval_ms)",
+           "3: [metrics] file: the folder /no/such/dir does not exist",
+           "4: [metrics] interval_ms: '5' is not a whole number of milliseconds in 10..86400000",
+           NULL);
   /* Numbers: range, garbage, units. */
   load_bad(write_conf("[limits]\nmax_connections = 0\nmax_queue = 12x\nmax_in_flight = -1\n"
                       "max_frame_bytes = 8\nmax_image_side = 4 KiB\nmax_output_bytes = 3 MB\n"

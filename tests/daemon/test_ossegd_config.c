@@ -530,8 +530,8 @@ static void test_check_config_example(void **state) {
       "path", "mode", "group", "users", "groups", "max_frame_bytes", "max_image_pixels",
       "max_image_side", "max_connections", "max_in_flight", "max_in_flight_total", "max_queue",
       "max_output_bytes", "request_timeout_ms", "threads", "workers", "workspace_bytes", "file",
-      "include_image_name", "precision", "size", "normalize", "classes", "threshold",
-      "threshold.finger-1"};
+      "include_image_name", "interval_ms", "precision", "size", "normalize", "classes",
+      "threshold", "threshold.finger-1"};
   for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
     char a[64], b[64];
     snprintf(a, sizeof a, "\n%s = ", keys[i]);
@@ -539,10 +539,12 @@ static void test_check_config_example(void **state) {
     if (!strstr(copy, a) && !strstr(copy, b)) fail_msg("the example lacks key %s", keys[i]);
   }
   assert_non_null(strstr(copy, "\n[metrics]\n"));
+  assert_non_null(strstr(copy, "\n;file = /var/lib/prometheus/"));
 
   /* The commented-out examples are good values too (the names made ones
    * that exist here). */
-  char *all = malloc(strlen(copy) + 1);
+  size_t cap = strlen(copy) + 4096;
+  char *all = malloc(cap);
   assert_non_null(all);
   all[0] = '\0';
   for (char *s = copy; *s;) {
@@ -551,6 +553,8 @@ static void test_check_config_example(void **state) {
     if (strncmp(s, ";group = ", 9) == 0) strcat(all, "group = root\n");
     else if (strncmp(s, ";users = ", 9) == 0) strcat(all, "users = root, 1001\n");
     else if (strncmp(s, ";groups = ", 10) == 0) strcat(all, "groups = root, 2001\n");
+    else if (strncmp(s, ";file = /var/lib/prometheus/", 28) == 0)
+      snprintf(all + strlen(all), cap - strlen(all), "file = %s/x.prom\n", dir);
     else if (s[0] == ';') strncat(all, s + 1, n - 1);
     else strncat(all, s, n);
     s += n;
