@@ -20,6 +20,7 @@
  *   osseg_connections                             gauge      connections (4)
  *   osseg_connections_total                       counter    connections_total (5)
  *   osseg_refused_peers_total                     counter    refused_peers (9)
+ *   osseg_audit_errors_total                      counter    audit_errors (10)
  *   osseg_received_bytes_total                    counter    bytes_in (6)
  *   osseg_sent_bytes_total                        counter    bytes_out (7)
  *   osseg_model_load_seconds{model}               gauge      model_metrics (23)

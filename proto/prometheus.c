@@ -227,6 +227,11 @@ int osseg_prometheus_format(const Osseg__Wire__Stats *s, char **text, size_t *le
            "Connections refused because the peer is not allowed.");
     sample_u64(&o, "osseg_refused_peers_total", NULL, s->refused_peers);
   }
+  if (s->has_audit_errors) {
+    family(&o, "osseg_audit_errors_total", "counter",
+           "Audit log lines that could not be written.");
+    sample_u64(&o, "osseg_audit_errors_total", NULL, s->audit_errors);
+  }
   family(&o, "osseg_received_bytes_total", "counter", "Bytes read from clients.");
   sample_u64(&o, "osseg_received_bytes_total", NULL, s->bytes_in);
   family(&o, "osseg_sent_bytes_total", "counter", "Bytes queued for writing to clients.");

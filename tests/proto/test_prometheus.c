@@ -140,6 +140,8 @@ static void full_message(struct msg *m) {
   s->in_flight = 3;
   s->has_refused_peers = 1;
   s->refused_peers = 2;
+  s->has_audit_errors = 1;
+  s->audit_errors = 1;
   s->has_start_time_s = 1;
   s->start_time_s = 1700000000.5;
   s->has_uptime_s = 1;
@@ -203,6 +205,9 @@ static const char FULL[] =
     "# HELP osseg_refused_peers_total Connections refused because the peer is not allowed.\n"
     "# TYPE osseg_refused_peers_total counter\n"
     "osseg_refused_peers_total 2\n"
+    "# HELP osseg_audit_errors_total Audit log lines that could not be written.\n"
+    "# TYPE osseg_audit_errors_total counter\n"
+    "osseg_audit_errors_total 1\n"
     "# HELP osseg_received_bytes_total Bytes read from clients.\n"
     "# TYPE osseg_received_bytes_total counter\n"
     "osseg_received_bytes_total 123456789012\n"
