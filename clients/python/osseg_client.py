@@ -937,6 +937,8 @@ class Client:
             # While the daemon cannot take more, read what it sends: it may
             # be waiting for us to read before it reads again.
             ev = self._wait(select.POLLOUT | select.POLLIN, deadline)
+            if not ev & select.POLLOUT and deadline is not None and time.monotonic() >= deadline:
+                ev = 0  # only responses keep arriving: the send still timed out
             if ev == 0:
                 if done > 0:
                     raise self._fail(OssegTimeoutError(
@@ -1057,9 +1059,10 @@ def _set_image(seg: Any, image: Any) -> Tuple[Optional[str], Optional[int], bool
     if isinstance(image, np.ndarray):
         if image.ndim != 2:
             raise ValueError(f"a pixel array is 2-D (height, width) gray, not shape {image.shape}")
-        if image.dtype == np.uint8:
+        # Any byte order: 16-bit samples go out little-endian.
+        if image.dtype.kind == "u" and image.dtype.itemsize == 1:
             depth, px = 8, np.ascontiguousarray(image)
-        elif image.dtype == np.uint16:
+        elif image.dtype.kind == "u" and image.dtype.itemsize == 2:
             depth, px = 16, np.ascontiguousarray(image, dtype="<u2")
         else:
             raise TypeError(f"pixel arrays are uint8 or uint16, not {image.dtype}")
