@@ -267,15 +267,22 @@ def rle_encode(mask: np.ndarray) -> str:
     m = np.asarray(mask)
     if m.ndim != 2:
         raise ValueError(f"a mask is 2-D, not {m.ndim}-D")
-    flat = np.ascontiguousarray(m).reshape(-1) != 0
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], flat, [False])).view(np.int8)))
-    if edges.size == 0:
+    flat = m.reshape(-1)  # row-major, a copy only if m is not C-contiguous
+    if flat.dtype != np.bool_:
+        flat = flat != 0
+    if flat.size == 0:
         return ""
+    # Pixel offsets where the value changes, plus the ends if set there:
+    # (start, end) pairs of the runs.
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    if flat[0]:
+        edges = np.concatenate(([0], edges))
+    if flat[-1]:
+        edges = np.concatenate((edges, [flat.size]))
     runs = edges.reshape(-1, 2)
-    out = np.empty_like(runs)
-    out[:, 0] = runs[:, 0] + 1
-    out[:, 1] = runs[:, 1] - runs[:, 0]
-    return " ".join(map(str, out.reshape(-1).tolist()))
+    runs[:, 1] -= runs[:, 0]
+    runs[:, 0] += 1
+    return " ".join(map(str, runs.reshape(-1).tolist()))
 
 
 def _unfilter_sequential(ftype: int, cur: np.ndarray, prev: np.ndarray, bpp: int) -> None:

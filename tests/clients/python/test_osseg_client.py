@@ -628,6 +628,11 @@ class MaskTests(unittest.TestCase):
             self.assertTrue(np.array_equal(oc.rle_decode(text, *m.shape), m), text[:80])
         self.assertEqual(oc.rle_encode(np.zeros((3, 3))), "")
         self.assertEqual(oc.rle_encode(np.array([[0, 1, 1], [1, 0, 0]])), "2 3")
+        # Any dtype, any memory order.
+        m = self.masks()[4]
+        self.assertEqual(oc.rle_encode(np.asfortranarray(m).astype(np.uint8) * 7),
+                         oc.rle_encode(m))
+        self.assertEqual(oc.rle_encode(m.T), oc.rle_encode(np.ascontiguousarray(m.T)))
         # Runs that touch decode as one.
         self.assertEqual(oc.rle_encode(oc.rle_decode("1 2 3 2", 1, 6)), "1 4")
 
@@ -656,6 +661,9 @@ class MaskTests(unittest.TestCase):
         gt = oc.read_rle_csv(GT_CSV)
         self.assertIn("phantom_1000100.png", gt)
         self.assertEqual(len(gt["phantom_1000100.png"]), 29)
+        # Real masks: decoding and encoding again gives the file's text.
+        for cls, text in gt["phantom_1000100.png"].items():
+            self.assertTrue(oc.rle_encode(oc.rle_decode(text, 2048, 2048)) == text, cls)
 
 
 # ------------------------------------------------------- real daemon ---
