@@ -50,6 +50,7 @@ are independent.
 from __future__ import annotations
 
 import array
+import collections
 import errno
 import os
 import select
@@ -60,8 +61,8 @@ import time
 import warnings
 import zlib
 from dataclasses import dataclass, field
-from typing import (IO, Any, Collection, Dict, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple, Union)
+from typing import (IO, Any, Collection, Deque, Dict, Iterator, List, Mapping, Optional,
+                    Sequence, Set, Tuple, Union)
 
 import numpy as np
 
@@ -687,8 +688,8 @@ class Client:
         self._poll.register(sock.fileno(), select.POLLIN)
         # Responses read for requests whose turn has not come, by id; ids
         # whose remaining responses are dropped (abandoned streams).
-        self._inbox: Dict[int, List[Any]] = {}
-        self._discard: set = set()
+        self._inbox: Dict[int, Deque[Any]] = {}
+        self._discard: Set[int] = set()
         # The frame being read, kept across a timeout.
         self._hdr = bytearray(4)
         self._hdr_got = 0
@@ -880,7 +881,8 @@ class Client:
         self._inbox.pop(rid, None)
 
     def _abandon(self, rid: int) -> None:
-        if self._inbox.pop(rid, None) is not None:
+        box = self._inbox.pop(rid, None)
+        if box is not None and not any(_is_final(r) for r in box):
             self._discard.add(rid)
 
     def _deadline(self) -> Optional[float]:
@@ -908,7 +910,7 @@ class Client:
         payload = req.SerializeToString()
         if len(payload) > 0xFFFFFFFF:
             raise ValueError(f"a request of {len(payload)} bytes does not fit a frame")
-        self._inbox[rid] = []
+        self._inbox[rid] = collections.deque()
         try:
             self._write_frame(sock, payload, fd)
         except BaseException:
@@ -969,7 +971,7 @@ class Client:
         if box is not None:
             box.append(resp)
         elif rid in self._discard:
-            if resp.WhichOneof("kind") in ("done", "error"):
+            if _is_final(resp):
                 self._discard.discard(rid)
         else:
             raise self._fail(ProtocolError(f"a response for request {rid}, which is not in "
@@ -989,7 +991,7 @@ class Client:
                 continue
             if self._wait(select.POLLIN, deadline) == 0:
                 raise OssegTimeoutError(f"no response within {self.timeout:g} s")
-        return box.pop(0)
+        return box.popleft()
 
     def _recv_into(self, sock: socket.socket, buf: memoryview, in_frame: bool) -> int:
         try:
@@ -1042,6 +1044,12 @@ class Client:
         if resp is None or not resp.IsInitialized():
             raise self._fail(ProtocolError(f"a {len(body)}-byte response frame does not parse"))
         return resp
+
+
+def _is_final(resp: Any) -> bool:
+    """Whether resp is the last response of its request: everything but a
+    Segment's ClassMask and DiceReport is."""
+    return resp.WhichOneof("kind") not in ("class_mask", "dice")
 
 
 def _choice(what: str, value: str, table: Mapping[str, int]) -> int:

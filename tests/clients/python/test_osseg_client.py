@@ -490,6 +490,33 @@ class WireTests(unittest.TestCase):
         self.assertRaises(StopIteration, next, stream)
         fake.join()
 
+    def test_late_answer_after_a_timeout_is_dropped(self):
+        go = threading.Event()
+
+        def serve(s):
+            r1, _ = read_request(s)
+            go.wait(20)
+            h = pb.Response(id=r1.id)
+            h.health.ready, h.health.version = True, "late"
+            for f in ("models", "queue_depth", "in_flight", "connections", "max_frame_bytes",
+                      "max_image_pixels"):
+                setattr(h.health, f, 0)
+            h.health.uptime_s = 0
+            s.sendall(frame(h))
+            r2, _ = read_request(s)
+            m = pb.Response(id=r2.id)
+            m.models.models.add(name="a", sha256="0" * 64, input_size=64, precision="fp32")
+            s.sendall(frame(m))
+
+        fake = FakeDaemon(serve, timeout=0.2)
+        with self.assertRaises(oc.OssegTimeoutError):
+            fake.client.health()
+        go.set()
+        fake.client.timeout = 20
+        self.assertEqual([m.name for m in fake.client.models()], ["a"])
+        self.assertEqual(fake.client._discard, set())  # nothing left to wait for
+        fake.join()
+
     def test_pipelined_responses_reach_their_streams(self):
         def serve(s):
             r1, _ = read_request(s)
