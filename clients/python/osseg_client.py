@@ -10,7 +10,7 @@ tree beside a copy of this file (``BUILD/python``); put that directory on
 
 Example::
 
-    from osseg_client import Client
+    from osseg_client import Client, ClassMask
 
     with Client("/run/osseg/ossegd.sock") as c:
         for item in c.segment("hand.png", ["unetpp"]):
