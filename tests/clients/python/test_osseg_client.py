@@ -789,9 +789,10 @@ class DaemonTests(unittest.TestCase):
 
     def test_stats_count_outcomes(self):
         before = self.client.stats()
-        self.client.segment_all(png_gray(synthetic_image(96, 80, 1)), "a")
+        png = png_gray(synthetic_image(96, 80, 1))
+        self.client.segment_all(png, "a")
         with self.assertRaises(oc.UnknownModelError):
-            self.client.segment_all(b"png", "nope")
+            self.client.segment_all(png, "nope")
         after = self.client.stats()
         self.assertEqual(after.outcomes["ok"], before.outcomes["ok"] + 1)
         self.assertEqual(after.outcomes["UNKNOWN_MODEL"], before.outcomes["UNKNOWN_MODEL"] + 1)
@@ -879,6 +880,20 @@ class DaemonTests(unittest.TestCase):
         self.assertEqual(list(only.dice.classes), list(arrays))
         for k in arrays:
             self.assertAlmostEqual(only.dice.classes[k], report.classes[k], places=12)
+
+    def test_dice_against_label_json(self):
+        labels = os.path.join(SAMPLES, "labels")
+        label = os.path.join(labels, os.path.basename(IMAGE)[:-4] + ".json")
+        self.need(IMAGE, label)
+        with open(label) as f:
+            text = f.read()
+        r = self.client.segment_all(IMAGE, "a", ground_truth=text)
+        self.assertEqual(len(r.dice.classes), 29)  # every class is scored
+        self.assertAlmostEqual(r.dice.mean, sum(r.dice.classes.values()) / 29, places=12)
+        _, js = self.c_client(IMAGE, "--model", "a", "--labels", labels)
+        self.assertAlmostEqual(r.dice.mean, js["dice"], places=8)
+        with self.assertRaises(oc.BadRequestError):
+            self.client.segment_all(IMAGE, "a", ground_truth="{not json")
 
     def test_png_masks_equal_rle_masks(self):
         self.need(IMAGE)
