@@ -169,11 +169,25 @@ class CancelledError(DaemonError):
     code, code_name = pb.Error.CANCELLED, "CANCELLED"
 
 
+class OssegConnectionError(OssegError, ConnectionError):
+    """The socket failed: cannot connect, the daemon closed the connection,
+    or an I/O error. Except for a timeout between frames, the connection is
+    unusable afterwards."""
+
+
+class PermissionDeniedError(DaemonError, OssegConnectionError):
+    """The daemon does not let this user in (PERMISSION_DENIED: ossegd's
+    [access] list). The daemon sends it once, with request id 0, before
+    reading anything, and closes the connection: unlike other daemon
+    errors, this one leaves the connection unusable."""
+    code, code_name = pb.Error.PERMISSION_DENIED, "PERMISSION_DENIED"
+
+
 #: One class per value of the protocol's closed Error.Code enum.
 ERROR_CLASSES: Dict[int, type] = {
     cls.code: cls for cls in (InternalError, BadRequestError, UnknownModelError,
                               ImageTooLargeError, BadImageError, BusyError,
-                              DeadlineExceededError, CancelledError)
+                              DeadlineExceededError, CancelledError, PermissionDeniedError)
 }
 
 
@@ -189,12 +203,6 @@ def _daemon_error(err: Any, request_id: int) -> DaemonError:
     if cls is None:
         return DaemonError(err.message, request_id, err.code)
     return cls(err.message, request_id)
-
-
-class OssegConnectionError(OssegError, ConnectionError):
-    """The socket failed: cannot connect, the daemon closed the connection,
-    or an I/O error. Except for a timeout between frames, the connection is
-    unusable afterwards."""
 
 
 class ProtocolError(OssegConnectionError):
@@ -967,6 +975,10 @@ class Client:
 
     def _file(self, resp: Any) -> None:
         rid = resp.id
+        if (rid == 0 and resp.WhichOneof("kind") == "error"
+                and resp.error.code == pb.Error.PERMISSION_DENIED):
+            # The connection's answer, not a request's: the daemon closes it.
+            raise self._fail(PermissionDeniedError(resp.error.message, 0))
         box = self._inbox.get(rid)
         if box is not None:
             box.append(resp)

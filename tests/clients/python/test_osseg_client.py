@@ -577,6 +577,27 @@ class WireTests(unittest.TestCase):
             self.assertTrue(stream.finished)
         fake.join()
 
+    def test_permission_denied_breaks_the_connection(self):
+        def serve(s):
+            read_request(s)
+            r = pb.Response(id=0)
+            r.error.code, r.error.message = pb.Error.PERMISSION_DENIED, "permission denied: uid 7"
+            s.sendall(frame(r))
+            s.shutdown(socket.SHUT_WR)
+
+        fake = FakeDaemon(serve)
+        with self.assertRaises(oc.PermissionDeniedError) as cm:
+            fake.client.health()
+        e = cm.exception
+        self.assertIsInstance(e, oc.DaemonError)
+        self.assertIsInstance(e, oc.OssegConnectionError)
+        self.assertEqual((e.code_name, e.request_id), ("PERMISSION_DENIED", 0))
+        self.assertEqual(e.message, "permission denied: uid 7")
+        # The connection is unusable from then on.
+        with self.assertRaises(oc.PermissionDeniedError):
+            fake.client.health()
+        fake.join()
+
     def test_one_exception_class_per_error_code(self):
         codes = dict(pb.Error.Code.items())
         self.assertEqual(sorted(oc.ERROR_CLASSES), sorted(codes.values()))
