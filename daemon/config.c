@@ -369,6 +369,7 @@ static const struct num_key num_keys[] = {
     {"daemon", "threads", OPT(engine.threads), T_INT, 0, 1024, "threads"},
     {"daemon", "workers", OPT(workers), T_UNSIGNED, 1, 64, "threads"},
     {"daemon", "workspace_bytes", OPT(workspace_bytes), T_U64, 0, (uint64_t)1 << 50, "bytes"},
+    {"daemon", "drain_timeout_ms", OPT(drain_timeout_ms), T_U32, 0, 3600000, "milliseconds"},
     {"metrics", "interval_ms", OPT(metrics_interval_ms), T_U32, 10, 86400000, "milliseconds"},
 };
 #undef OPT

@@ -252,6 +252,13 @@ struct ossegd__worker {
   struct ossegd *d;
   pthread_t thread;
   int started;
+  /* The watchdog's view of this worker (server.c): beat grows whenever the
+   * worker waits for work (it wakes up at least every idle_wait_ms to bump
+   * it), takes a request, or hands a frame to the loop; busy is 1 while it
+   * runs a request. wd_beat is the loop's last look at beat. */
+  _Atomic uint64_t beat;
+  _Atomic int busy;
+  uint64_t wd_beat;
   struct osseg_workspace *ws;
   struct osseg_runs gt[OSSEG_MAX_CLASSES];
   char *text;             /* RLE text buffer */
@@ -317,6 +324,28 @@ struct ossegd {
 
   struct ossegd__worker *workers;
   unsigned nworkers;
+  /* With the watchdog, idle workers wake up this often to show they are
+   * alive (0: they just wait). */
+  uint32_t idle_wait_ms;
+
+  /* The models being served, as specs (a config owned by the daemon: the
+   * specs of ossegd_create, or those a reload switched to), and the
+   * options a reload compares with. Loop thread; a reload's pool thread
+   * reads them while the loop leaves them alone. */
+  struct ossegd_config *specs;
+  /* systemd (server.c, loop thread). */
+  uv_timer_t drain_timer;      /* the SIGTERM grace period */
+  int drain_timer_init;
+  uint64_t drain_started_ns;
+  int drain_cancelled;         /* the grace period ended: the rest was cancelled */
+  uv_timer_t watchdog_timer;
+  int watchdog_timer_init;
+  uint64_t wd_steps;           /* osseg_engine_steps() at the last look */
+  /* reload.c: the reload in progress (NULL: none) and whether another
+   * SIGHUP came meanwhile (one more reload follows). */
+  struct ossegd__reload *reload;
+  int reload_again;
+  uint64_t reloads_total, reload_failures;
 
   /* Loop thread only. */
   struct ossegd__session *sessions;
@@ -387,6 +416,22 @@ void ossegd__send_error(struct ossegd__session *s, uint64_t id, int code, const 
 void ossegd__maybe_finish(struct ossegd *d);
 /* server.c: stop accepting and reading; finish once nothing is in flight. */
 void ossegd__begin_drain(struct ossegd *d);
+
+/* server.c (loop thread): a message to the service manager, printf-style
+ * (ossegd_options.notify; nothing without one). */
+void ossegd__notify(struct ossegd *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* One inference of model name through reg with workspace ws (start-up and
+ * reload); errors name the model. Any thread. */
+int ossegd__warm_up(struct osseg_registry *reg, struct osseg_workspace *ws, const char *name,
+                    struct osseg_diag *diag);
+
+/* reload.c (loop thread): SIGHUP with a reload callback. Reads the new
+ * configuration and loads the new and changed models on a libuv pool
+ * thread, then switches on the loop thread. A SIGHUP during a reload runs
+ * one more reload after it. */
+struct ossegd__reload;
+void ossegd__reload_start(struct ossegd *d);
 
 /* session.c (loop thread): deadlines of queued requests. arm makes the
  * deadline timer fire no later than deadline_ns. When it fires, every

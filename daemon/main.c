@@ -3,13 +3,20 @@
  * Flags override the file; a --model replaces the file's model of that
  * name, or adds one. Exit status: 0 after a SIGINT/SIGTERM drain (or a good
  * --check-config), 1 when the configuration is bad or start-up fails (a
- * model that does not load, the socket), 2 for bad usage. */
+ * model that does not load, the socket), 2 for bad usage.
+ *
+ * systemd glue lives here only (the daemon library never reads the
+ * environment): sd_listen_fds() for socket activation, sd_notify() behind
+ * the daemon's notify callback, sd_watchdog_enabled() for the watchdog
+ * interval, and the reload callback that reads the file (and the flags)
+ * again on SIGHUP. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 
 #include "ossegd.h"
 
@@ -49,6 +56,13 @@ static void usage(FILE *f) {
           "                         textfile collector\n"
           "  --metrics-interval SEC seconds between two writes of --metrics-file,\n"
           "                         0.01..86400, default 15\n"
+          "  --drain-timeout-ms N   on SIGTERM, how long requests in flight may take to\n"
+          "                         finish before they are cancelled, default 30000\n"
+          "\n"
+          "Under systemd: socket activation (LISTEN_FDS, one AF_UNIX stream socket),\n"
+          "Type=notify (READY=1 once every model is warmed up) and the watchdog\n"
+          "(WatchdogSec=). SIGHUP reads the configuration again and reloads the models\n"
+          "that changed; SIGTERM drains.\n"
           "  -v, --verbose          engine warnings (e.g. slow reference kernels)\n");
 }
 
@@ -165,7 +179,7 @@ static int parse_args(int argc, char **argv, struct ossegd_config *c, struct cli
   ossegd_options_default(&scratch);
   enum { O_SOCKET = 256, O_MODEL, O_THREADS, O_WORKERS, O_FRAME, O_PIXELS, O_SIDE, O_CONN,
          O_INFLIGHT, O_QUEUE, O_OUTPUT, O_METRICS_FILE, O_METRICS_INTERVAL, O_CONFIG, O_CHECK,
-         O_INFLIGHT_TOTAL, O_TIMEOUT };
+         O_INFLIGHT_TOTAL, O_TIMEOUT, O_DRAIN };
   static const struct option opts[] = {{"socket", required_argument, NULL, O_SOCKET},
                                        {"model", required_argument, NULL, O_MODEL},
                                        {"threads", required_argument, NULL, O_THREADS},
@@ -183,6 +197,7 @@ static int parse_args(int argc, char **argv, struct ossegd_config *c, struct cli
                                        {"metrics-interval", required_argument, NULL,
                                         O_METRICS_INTERVAL},
                                        {"request-timeout-ms", required_argument, NULL, O_TIMEOUT},
+                                       {"drain-timeout-ms", required_argument, NULL, O_DRAIN},
                                        {"config", required_argument, NULL, O_CONFIG},
                                        {"check-config", required_argument, NULL, O_CHECK},
                                        {"verbose", no_argument, NULL, 'v'},
@@ -238,6 +253,7 @@ static int parse_args(int argc, char **argv, struct ossegd_config *c, struct cli
       NUMBER(O_QUEUE, "--max-queue", 1, 1000000, o->max_queue)
       NUMBER(O_OUTPUT, "--max-output-bytes", 1, UINT64_MAX / 2, o->max_output_bytes)
       NUMBER(O_TIMEOUT, "--request-timeout-ms", 0, 86400000, o->request_timeout_ms)
+      NUMBER(O_DRAIN, "--drain-timeout-ms", 0, 3600000, o->drain_timeout_ms)
 #undef NUMBER
       case O_METRICS_FILE:
         if (!optarg[0]) {
@@ -267,6 +283,38 @@ static int parse_args(int argc, char **argv, struct ossegd_config *c, struct cli
     return 2;
   }
   return -1;
+}
+
+static void notify_systemd(void *ctx, const char *state) {
+  (void)ctx;
+  sd_notify(0, state); /* nothing without NOTIFY_SOCKET */
+}
+
+/* SIGHUP: the configuration made again the way main made it (the file, if
+ * any, then the flags over it), on a libuv pool thread while the loop
+ * serves; the main thread is inside ossegd_run meanwhile, so getopt's
+ * globals are ours. */
+struct reload_ctx {
+  int argc;
+  char **argv;
+  const char *config;
+};
+
+static int reload_config(void *vctx, struct ossegd_config **out) {
+  struct reload_ctx *r = vctx;
+  const struct osseg_log config_log = {log_config, NULL, OSSEG_LOG_ERROR};
+  struct ossegd_config *cfg = NULL;
+  int rc = r->config ? ossegd_config_load(&cfg, r->config, &config_log)
+                     : ossegd_config_create(&cfg);
+  if (rc) return rc;
+  struct cli cli = {0};
+  if (parse_args(r->argc, r->argv, cfg, &cli) >= 0 ||
+      ossegd_config_check(cfg, r->config, &config_log) != 0) {
+    ossegd_config_free(cfg);
+    return OSSEG_EPARSE;
+  }
+  *out = cfg;
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -312,6 +360,26 @@ int main(int argc, char **argv) {
   o->log.max_level = OSSEG_LOG_INFO;
   o->engine.log.fn = log_stderr;
   o->engine.log.max_level = cli.verbose ? OSSEG_LOG_WARN : OSSEG_LOG_ERROR;
+  /* systemd: an activated socket, notifications, the watchdog. */
+  int nfds = sd_listen_fds(1);
+  if (nfds < 0) {
+    fprintf(stderr, "ossegd: socket activation: %s\n", strerror(-nfds));
+    ossegd_config_free(cfg);
+    return 1;
+  }
+  if (nfds > 1) {
+    fprintf(stderr, "ossegd: socket activation: %d sockets passed, ossegd serves one "
+                    "(one ListenStream= in ossegd.socket)\n", nfds);
+    ossegd_config_free(cfg);
+    return 1;
+  }
+  if (nfds == 1) o->listen_fd = SD_LISTEN_FDS_START;
+  o->notify.fn = notify_systemd;
+  uint64_t wd_usec = 0;
+  if (sd_watchdog_enabled(1, &wd_usec) > 0) o->watchdog_usec = wd_usec;
+  struct reload_ctx reload = {argc, argv, cli.config};
+  o->reload.fn = reload_config;
+  o->reload.ctx = &reload;
   /* A client that went away must not kill the daemon with SIGPIPE; a
    * SIGHUP (logrotate) while the models load must not kill it either (the
    * daemon handles it once it runs). */

@@ -172,6 +172,27 @@ extern "C" {
 #define OSSEGD_MAX_MODELS 32 /* models a daemon may serve */
 #define OSSEGD_MAX_ACCESS 64 /* users, and groups, on the allow-list */
 
+struct ossegd_config;
+
+/* A message to the service manager (sd_notify's state string: lines such
+ * as "READY=1", "STATUS=...", "STOPPING=1", "RELOADING=1", "WATCHDOG=1").
+ * Called on the thread running ossegd_create and ossegd_run (the loop
+ * thread); must not block. */
+struct ossegd_notify {
+  void (*fn)(void *ctx, const char *state);
+  void *ctx;
+};
+
+/* SIGHUP's reload: fn makes a fresh configuration (ossegd reads its file
+ * again and lays the command line over it) and stores it in *out, which the
+ * daemon then owns; it returns 0, or non-zero after reporting what is wrong
+ * itself (the daemon keeps everything as it is). Called on a libuv pool
+ * thread, one call at a time, while the loop keeps serving. */
+struct ossegd_reload {
+  int (*fn)(void *ctx, struct ossegd_config **out);
+  void *ctx;
+};
+
 struct ossegd_options {
   const char *socket_path;
   unsigned socket_mode;       /* permission bits of the socket file, default 0660 */
@@ -211,6 +232,22 @@ struct ossegd_options {
    * metrics_interval_ms; NULL = none. Read during ossegd_create only. */
   const char *metrics_file;
   uint32_t metrics_interval_ms; /* default 15000 */
+  /* Socket activation: a listening AF_UNIX stream socket (from systemd's
+   * LISTEN_FDS) served instead of binding socket_path, which then only
+   * names it in messages; its mode and group are the service manager's.
+   * Anything else (not a socket, not AF_UNIX, not SOCK_STREAM, not
+   * listening) fails ossegd_create. -1 (the default): bind socket_path.
+   * The daemon closes it when it ends. */
+  int listen_fd;
+  struct ossegd_notify notify; /* fn NULL: none (the default) */
+  /* The service manager's watchdog interval (WATCHDOG_USEC), 0 = none:
+   * WATCHDOG=1 is sent every half interval while the loop runs and every
+   * worker shows progress (see server.c). */
+  uint64_t watchdog_usec;
+  /* Grace period of a SIGTERM/SIGINT drain: requests still in flight when
+   * it ends are cancelled (CANCELLED). Default 30000; 0 = cancel at once. */
+  uint32_t drain_timeout_ms;
+  struct ossegd_reload reload; /* fn NULL: SIGHUP only reopens the audit file */
   /* Daemon messages (start-up, connection errors); called on the loop
    * thread, and on worker threads for engine messages via engine.log. */
   struct osseg_log log;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon_internal.h"
@@ -81,7 +82,9 @@ static void push_completion(struct ossegd *d, struct ossegd__completion *c) {
 }
 
 /* Hands a non-final frame to the loop; takes ownership of frame. */
-static int emit(struct ossegd *d, struct ossegd__request *req, uint8_t *frame, size_t len) {
+static int emit(struct ossegd__worker *w, struct ossegd__request *req, uint8_t *frame,
+                size_t len) {
+  struct ossegd *d = w->d;
   if (!frame) return OSSEG_ENOMEM;
   struct ossegd__completion *c = malloc(sizeof *c);
   if (!c) {
@@ -93,6 +96,7 @@ static int emit(struct ossegd *d, struct ossegd__request *req, uint8_t *frame, s
   c->len = len;
   c->final = 0;
   push_completion(d, c);
+  atomic_fetch_add(&w->beat, 1); /* a frame handed over is progress (the watchdog) */
   return 0;
 }
 
@@ -185,7 +189,7 @@ static int on_class(void *vctx, size_t cls, const char *name, const struct osseg
   size_t len = 0;
   uint8_t *f = ossegd__pack_response(&r, &len);
   osseg__free(png);
-  return emit(w->d, req, f, len);
+  return emit(w, req, f, len);
 }
 
 static int on_dice(void *vctx, const struct osseg_dice_report *rep) {
@@ -210,7 +214,7 @@ static int on_dice(void *vctx, const struct osseg_dice_report *rep) {
   r.dice = &dr;
   size_t len = 0;
   uint8_t *f = ossegd__pack_response(&r, &len); /* before len is read */
-  return emit(ctx->w->d, req, f, len);
+  return emit(ctx->w, req, f, len);
 }
 
 static double ms_since(uint64_t t0, uint64_t t1) { return (double)(t1 - t0) / 1e6; }
@@ -382,7 +386,20 @@ void *ossegd__worker_main(void *arg) {
   struct ossegd *d = w->d;
   for (;;) {
     pthread_mutex_lock(&d->mu);
-    while (d->queued == 0 && !d->workers_stop) pthread_cond_wait(&d->cv, &d->mu);
+    while (d->queued == 0 && !d->workers_stop) {
+      atomic_fetch_add(&w->beat, 1);
+      if (!d->idle_wait_ms) {
+        pthread_cond_wait(&d->cv, &d->mu);
+        continue;
+      }
+      /* With the watchdog: wake up now and then to show we are alive. */
+      struct timespec until;
+      clock_gettime(CLOCK_REALTIME, &until);
+      uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)d->idle_wait_ms * 1000000u;
+      until.tv_sec += (time_t)(ns / 1000000000u);
+      until.tv_nsec = (long)(ns % 1000000000u);
+      pthread_cond_timedwait(&d->cv, &d->mu, &until);
+    }
     if (d->queued == 0) {
       pthread_mutex_unlock(&d->mu);
       break;
@@ -395,7 +412,11 @@ void *ossegd__worker_main(void *arg) {
     d->queued--;
     d->queued_pri[pri]--;
     pthread_mutex_unlock(&d->mu);
+    atomic_store(&w->busy, 1);
+    atomic_fetch_add(&w->beat, 1);
     run_request(w, req);
+    atomic_fetch_add(&w->beat, 1);
+    atomic_store(&w->busy, 0);
   }
   return NULL;
 }

@@ -48,6 +48,13 @@ int osseg__bind(struct osseg_model *m, struct osseg_diag *diag) {
   return 0;
 }
 
+/* Steps executed by every run of every model (osseg_engine_steps). */
+static _Atomic uint64_t steps_executed;
+
+uint64_t osseg_engine_steps(void) {
+  return atomic_load_explicit(&steps_executed, memory_order_relaxed);
+}
+
 static double now_ms(clockid_t c) {
   struct timespec ts;
   clock_gettime(c, &ts);
@@ -170,6 +177,7 @@ static int execute(struct osseg_model *m, const float *input, float *output,
     /* an own loop that saw the run control left its output incomplete */
     code = atomic_load_explicit(&m->stop, memory_order_relaxed);
     if (code) return stopped(m, code, si, diag);
+    atomic_fetch_add_explicit(&steps_executed, 1, memory_order_relaxed);
     if (m->step_hook) m->step_hook(m->step_hook_ctx, si);
   }
   dnnl_status_t st = dnnl_stream_wait(m->stream);

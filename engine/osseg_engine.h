@@ -210,6 +210,11 @@ struct osseg_run_control {
   uint64_t deadline_ns;      /* osseg_now_ns() clock; 0 = none */
 };
 
+/* Steps executed so far by all runs in this process (any thread; grows
+ * while any inference makes progress). A service watchdog reads it to
+ * tell a long inference from a stuck one. */
+uint64_t osseg_engine_steps(void);
+
 /* Runs one inference on the engine's executor thread and waits for it.
  * input: float32 NCHW, osseg_model_input_elems() values; output: float32
  * NCHW, osseg_model_output_elems() values; both caller-owned and contiguous,

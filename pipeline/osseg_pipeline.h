@@ -117,6 +117,15 @@ void osseg_registry_free(struct osseg_registry *r);
  * *replaced (if not NULL) says whether it did. */
 int osseg_registry_load(struct osseg_registry *r, const struct osseg_model_spec *spec,
                         int *replaced, struct osseg_diag *diag);
+/* Registers a model another registry loaded (it takes a reference of its
+ * own), replacing a model of the same name like a load does, and gives it
+ * this registry's next generation. Lets a caller load and warm up new models in a
+ * staging registry, then install them all at once. 0 or OSSEG_ENOMEM. */
+int osseg_registry_put(struct osseg_registry *r, struct osseg_loaded_model *m);
+/* The SHA-256 of a file's bytes as osseg_loaded_model_sha256 gives it (to
+ * tell whether a model file changed without loading it). 0, or the errors
+ * of mapping the file (named in diag). */
+int osseg_file_sha256(const char *path, char out[65], struct osseg_diag *diag);
 /* Removes a name (OSSEG_ENOTFOUND if absent); holders keep the model. */
 int osseg_registry_unload(struct osseg_registry *r, const char *name);
 size_t osseg_registry_count(const struct osseg_registry *r);

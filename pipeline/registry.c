@@ -384,6 +384,46 @@ int osseg_registry_load(struct osseg_registry *r, const struct osseg_model_spec 
   return 0;
 }
 
+int osseg_registry_put(struct osseg_registry *r, struct osseg_loaded_model *m) {
+  pthread_mutex_lock(&r->lock);
+  int found;
+  size_t i = find(r, m->name, &found);
+  if (!found && r->n == r->cap) {
+    size_t cap = r->cap ? 2 * r->cap : 8;
+    struct osseg_loaded_model **v = osseg__realloc(r->models, cap * sizeof *v);
+    if (!v) {
+      pthread_mutex_unlock(&r->lock);
+      return OSSEG_ENOMEM;
+    }
+    r->models = v;
+    r->cap = cap;
+  }
+  struct osseg_loaded_model *old = NULL;
+  if (found) {
+    old = r->models[i];
+  } else {
+    memmove(r->models + i + 1, r->models + i, (r->n - i) * sizeof *r->models);
+    r->n++;
+  }
+  /* Nobody else reads the generation of a model being installed: it was
+   * just loaded into a staging registry. */
+  m->generation = ++r->generation;
+  r->models[i] = osseg_loaded_model_ref(m);
+  pthread_mutex_unlock(&r->lock);
+  osseg_loaded_model_unref(old);
+  return 0;
+}
+
+int osseg_file_sha256(const char *path, char out[65], struct osseg_diag *diag) {
+  void *map = NULL;
+  size_t size = 0;
+  int rc = osseg__map_file(path, 0, &map, &size, diag);
+  if (rc) return rc;
+  sha256_hex(map, size, out);
+  osseg__unmap_file(map, size);
+  return 0;
+}
+
 int osseg_registry_unload(struct osseg_registry *r, const char *name) {
   pthread_mutex_lock(&r->lock);
   int found;
