@@ -206,7 +206,6 @@ void ossegd__begin_drain(struct ossegd *d) {
   if (d->draining) return;
   d->draining = 1;
   d->drain_started_ns = osseg_now_ns();
-  ossegd__notify(d, "STOPPING=1\nSTATUS=draining %u request(s)", d->in_flight);
   if (d->in_flight > 0 && d->drain_timer_init)
     uv_timer_start(&d->drain_timer, on_drain_timer, d->opt.drain_timeout_ms, 0);
   if (d->listener_init && !uv_is_closing((uv_handle_t *)&d->listener))
@@ -215,6 +214,8 @@ void ossegd__begin_drain(struct ossegd *d) {
     unlink(d->socket_path);
     d->socket_created = 0;
   }
+  /* Told once nobody can connect any more. */
+  ossegd__notify(d, "STOPPING=1\nSTATUS=draining %u request(s)", d->in_flight);
   for (struct ossegd__session *s = d->sessions; s; s = s->next)
     ossegd__session_update_reading(s);
   ossegd__maybe_finish(d);

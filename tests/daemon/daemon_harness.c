@@ -117,6 +117,51 @@ static int daemon_start_v(struct daemon *d, const char *dir, int with_models, va
   return -1;
 }
 
+int daemon_start_argv(struct daemon *d, const char *dir, const char *sock,
+                      const char *const *env, const char *const *argv, int wait) {
+  snprintf(d->sock, sizeof d->sock, "%s", sock);
+  snprintf(d->log, sizeof d->log, "%s/ossegd.log", dir);
+  d->pid = fork();
+  assert_true(d->pid >= 0);
+  if (d->pid == 0) {
+    int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 2);
+      dup2(fd, 1);
+    }
+    for (size_t i = 0; env && env[i]; i++) {
+      char name[128], pid[32];
+      const char *eq = strchr(env[i], '=');
+      if (!eq || (size_t)(eq - env[i]) >= sizeof name) _exit(126);
+      memcpy(name, env[i], (size_t)(eq - env[i]));
+      name[eq - env[i]] = '\0';
+      snprintf(pid, sizeof pid, "%d", (int)getpid());
+      setenv(name, strcmp(eq + 1, "@pid") == 0 ? pid : eq + 1, 1);
+    }
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  live_add(d->pid);
+  if (!wait) return 0;
+  double t0 = now_s();
+  while (now_s() - t0 < 60) {
+    int status;
+    if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+      live_remove(d->pid);
+      d->pid = 0;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    int fd = try_connect(d->sock);
+    if (fd >= 0) {
+      close(fd);
+      return 0;
+    }
+    usleep(20000);
+  }
+  fail_msg("ossegd did not become ready in 60 s");
+  return -1;
+}
+
 /* Runs ossegd with the two standard models and the extra arguments,
  * expecting it to exit; returns its status, *err its stderr. */
 int daemon_fail(const char *sock, char **err, ...) {

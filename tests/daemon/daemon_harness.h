@@ -55,6 +55,14 @@ int try_connect(const char *path);         /* a connected socket, or -1 */
  * terminated) in dir, and waits until it accepts a connection. Returns 0,
  * or the exit status if it ended first. */
 int daemon_start(struct daemon *d, const char *dir, ...);
+/* Starts argv (argv[0] a path: ossegd, or a wrapper such as
+ * systemd-socket-activate that execs it) with env's "NAME=VALUE" strings
+ * added to the environment ("@pid" as a VALUE: the child's own pid, e.g.
+ * WATCHDOG_PID), output to dir/ossegd.log, d->sock = sock. With wait, it
+ * waits until the socket accepts a connection like daemon_start (returns 0,
+ * or the exit status if it ended first); else it returns 0 at once. */
+int daemon_start_argv(struct daemon *d, const char *dir, const char *sock,
+                      const char *const *env, const char *const *argv, int wait);
 /* Runs ossegd with the two standard models and the extra arguments,
  * expecting it to exit; returns its status, *err its stderr. */
 int daemon_fail(const char *sock, char **err, ...);
