@@ -287,7 +287,10 @@ static int parse_args(int argc, char **argv, struct ossegd_config *c, struct cli
 
 static void notify_systemd(void *ctx, const char *state) {
   (void)ctx;
-  sd_notify(0, state); /* nothing without NOTIFY_SOCKET */
+  /* Nothing without NOTIFY_SOCKET. sd_notify() sends a datagram and
+   * blocks while the manager's queue is full: systemd reads it at once,
+   * and a manager that stopped reading has bigger problems. */
+  sd_notify(0, state);
 }
 
 /* SIGHUP: the configuration made again the way main made it (the file, if
