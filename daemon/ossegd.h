@@ -6,7 +6,8 @@
  *   Start-up. ossegd_create loads every model into an osseg_registry, warms
  *   each one up with one inference, and only then creates the Unix stream
  *   socket (socket_mode, default 0660; given to socket_group when set)
- *   and listens: a client that can connect and is allowed is served. A
+ *   and listens (or listens on listen_fd, see systemd below): a client
+ *   that can connect and is allowed is served. A
  *   socket file left behind by a dead daemon is removed; a socket someone
  *   listens on, or a path that is not a socket, is an error. Errors name
  *   the model file, the socket path, or the unknown user or group (diag);
@@ -149,8 +150,49 @@
  *   next interval.
  *
  *   Shutdown. SIGINT or SIGTERM (or ossegd_stop) stops accepting and
- *   reading, lets the requests in flight finish and their responses be
- *   written, closes the connections and returns 0 from ossegd_run.
+ *   reading (the socket file is removed, unless it came from socket
+ *   activation), lets the requests in flight (running and queued) finish
+ *   and their responses be written, closes the connections and returns 0
+ *   from ossegd_run. When drain_timeout_ms passes first, what is still
+ *   queued is answered CANCELLED at once and what runs is interrupted
+ *   through its cancel flag (between engine steps) and answered CANCELLED;
+ *   the responses are flushed and ossegd_run returns 0 all the same.
+ *
+ *   systemd (main.c holds all of libsystemd; the library never reads the
+ *   environment). Socket activation: listen_fd is served instead of
+ *   binding socket_path; it must be a listening AF_UNIX stream socket,
+ *   else ossegd_create fails naming the descriptor, before any model is
+ *   loaded. Connections made before the daemon is ready wait in the
+ *   socket's backlog and are served once it is. The notify callback gets,
+ *   on the loop thread: "STATUS=loading model X (i of N)" before each load;
+ *   "READY=1" with "STATUS=ready: N model(s), W worker(s)" when ossegd_run
+ *   starts (every model loaded and warmed up, the socket listening, the
+ *   workers running); "STOPPING=1" with "STATUS=draining N request(s)" once
+ *   the socket no longer accepts; "RELOADING=1" (with MONOTONIC_USEC and a
+ *   STATUS) when a reload starts and "READY=1" with a STATUS saying how it
+ *   went when it ends, whatever the outcome. With watchdog_usec, "WATCHDOG=1"
+ *   every half interval while the loop runs and every worker shows
+ *   progress (server.c: on_watchdog_timer says what counts).
+ *
+ *   Reload (SIGHUP with a reload callback; the audit file is reopened in
+ *   any case). The callback makes the new configuration on a libuv pool
+ *   thread; a bad one changes nothing (logged, STATUS says so). Models
+ *   whose path, options or file SHA-256 changed, and new ones, are loaded
+ *   and warmed up on that thread into a staging registry while requests
+ *   are served; then, on the loop thread, all of them replace the served
+ *   ones at once and models no longer configured are removed (gone from
+ *   ListModels and Health). Requests validated before keep the models of
+ *   their pipelines (reference-counted) and finish on them; requests
+ *   validated after see only the new set. A model that fails to load or
+ *   warm up keeps the one served so far (or, when new, is not served), and
+ *   the log and STATUS say why. Limits (frame bytes, image pixels and side,
+ *   connections, in flight, queue, output bytes, request and drain
+ *   timeouts), the allow-list and audit_image_name apply from the switch
+ *   on; socket path, mode and group, workers, threads, workspace bytes,
+ *   audit and metrics files are logged as needing a restart and stay. Per
+ *   model, Stats' load_ms and warmup_ms become the reload's and reloads
+ *   counts the replacements. A SIGHUP during a reload runs one more reload
+ *   after it; during a drain it is ignored.
  *
  *   Allocation failures during start-up fail ossegd_create; on the request
  *   path they end the request with INTERNAL (or close the connection when
@@ -237,7 +279,7 @@ struct ossegd_options {
    * names it in messages; its mode and group are the service manager's.
    * Anything else (not a socket, not AF_UNIX, not SOCK_STREAM, not
    * listening) fails ossegd_create. -1 (the default): bind socket_path.
-   * The daemon closes it when it ends. */
+   * Once ossegd_create succeeded, the daemon closes it when it ends. */
   int listen_fd;
   struct ossegd_notify notify; /* fn NULL: none (the default) */
   /* The service manager's watchdog interval (WATCHDOG_USEC), 0 = none:
