@@ -577,7 +577,10 @@ int osseg_cmd_predict(int argc, char **argv) {
     int dup = 0;
     for (size_t j = 0; j < i && !dup; j++) dup = strcmp(image_base_name(images.paths[j]), name) == 0;
     struct osseg_timings t = {0};
-    struct osseg_run_request rq = {.on_class = on_class, .ctx = &ctx, .timings = &t};
+    /* Images go one at a time, so the cores are free after inference:
+     * post-processing takes two threads. */
+    struct osseg_run_request rq = {
+        .on_class = on_class, .ctx = &ctx, .timings = &t, .parallel_postprocess = 1};
     struct osseg_labels *labels = NULL;
     if (gt_path) rq.gt = &gti.gt;
     if (gt_path || labels_dir) rq.on_dice = on_dice;

@@ -283,7 +283,8 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
                                  .labels = req->seg.gt_labels,
                                  .cancel = &req->cancel,
                                  .deadline_ns = req->deadline_ns,
-                                 .timings = &t};
+                                 .timings = &t,
+                                 .parallel_postprocess = 1};
   int rc;
   if (req->seg.image == OSSEGD_IMAGE_RAW) {
     const Osseg__Wire__RawImage *raw = s->raw;

@@ -54,6 +54,10 @@ static struct {
 
 /* Counters for engine_test_hooks.h, updated around every graph execution. */
 static atomic_int active, max_active;
+/* Runs between enqueue and return (osseg_engine_inference_pending). */
+static atomic_int pending;
+
+int osseg_engine_inference_pending(void) { return atomic_load(&pending); }
 static _Atomic uint64_t runs, runs_elsewhere;
 static atomic_long thread_tid;
 
@@ -155,12 +159,14 @@ int osseg__executor_run(struct osseg_model *m, const float *input, float *output
   if (ex.tail) ex.tail->next = &j;
   else ex.head = &j;
   ex.tail = &j;
+  atomic_fetch_add(&pending, 1);
   pthread_cond_signal(&ex.work);
   while (j.state != JOB_DONE) {
     if (j.state == JOB_QUEUED && polls) {
       int code = osseg__ctl_check(ctl);
       if (code) {
         unlink_locked(&j);
+        atomic_fetch_sub(&pending, 1);
         pthread_mutex_unlock(&ex.mu);
         return osseg__fail(diag, code, "%s while waiting for the inference thread",
                            code == OSSEG_ECANCELED ? "canceled" : "deadline exceeded");
@@ -175,6 +181,7 @@ int osseg__executor_run(struct osseg_model *m, const float *input, float *output
       pthread_cond_wait(&ex.done, &ex.mu);
     }
   }
+  atomic_fetch_sub(&pending, 1);
   pthread_mutex_unlock(&ex.mu);
   return j.result;
 }

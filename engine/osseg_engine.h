@@ -225,6 +225,9 @@ uint64_t osseg_engine_steps(void);
  * callback (profile lines) runs on the executor thread. No allocation. */
 int osseg_model_run_ctl(struct osseg_model *m, const float *input, float *output,
                         const struct osseg_run_control *ctl, struct osseg_diag *diag);
+/* Inference runs of this process queued for or running on the executor
+ * now (any thread's): a hint for work that would compete for the cores. */
+int osseg_engine_inference_pending(void);
 /* osseg_model_run_ctl() with ctl NULL. */
 int osseg_model_run(struct osseg_model *m, const float *input, float *output,
                     struct osseg_diag *diag);

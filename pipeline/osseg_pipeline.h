@@ -296,6 +296,15 @@ struct osseg_run_request {
   const _Atomic int *cancel;
   uint64_t deadline_ns;
   struct osseg_timings *timings;
+  /* Non-zero: post-process on two threads (the caller and a helper thread
+   * the workspace starts on first use) when the engine has no inference
+   * queued or running at that moment, so that the other core would be
+   * idle. The callbacks still run on the calling thread in class order,
+   * and the results are the same bits. The workspace then also holds a
+   * second set of masks and a run list (about 17 MB for a 2048x2048
+   * image); past its memory cap, or when the thread cannot be started,
+   * the run stays on one thread. */
+  int parallel_postprocess;
 };
 
 /* Runs one decoded gray image through the pipeline. */

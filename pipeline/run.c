@@ -44,23 +44,22 @@ static int infer_all(const struct osseg_pipeline *p, struct osseg_workspace *ws,
   return 0;
 }
 
-/* Turns the logits of class c into the combined full-resolution mask. */
-static int class_mask(const struct osseg_pipeline *p, struct osseg_workspace *ws, size_t c,
-                      struct osseg_bitmask **mask) {
+int osseg__class_post(const struct osseg_pipeline *p, struct osseg_workspace *ws,
+                      struct osseg__lane *ln, size_t c, struct osseg_bitmask **mask) {
   size_t k = p->nmodels;
   int rc;
   if (k == 1) {
     const struct osseg_loaded_model *m = p->models[0];
     size_t plane = (size_t)m->out_height * m->out_width;
-    *mask = &ws->masks[0].mask;
-    rc = osseg_upsample_threshold(&ws->plans[0], ws->logits[0].v + c * plane, m->out_width,
+    *mask = &ln->masks[0].mask;
+    rc = osseg_upsample_threshold(&ln->plans[0], ws->logits[0].v + c * plane, m->out_width,
                                   p->logit_threshold[0][c], *mask);
   } else if (p->vote == OSSEG_VOTE_SOFT) {
     const float *planes[OSSEG_MAX_MODELS];
     size_t plane = (size_t)p->models[0]->out_height * p->models[0]->out_width;
     for (size_t i = 0; i < k; i++) planes[i] = ws->logits[i].v + c * plane;
-    *mask = &ws->masks[0].mask;
-    rc = osseg_upsample_soft_vote(&ws->plans[0], planes, k, p->models[0]->out_width,
+    *mask = &ln->masks[0].mask;
+    rc = osseg_upsample_soft_vote(&ln->plans[0], planes, k, p->models[0]->out_width,
                                   p->prob_threshold[c], *mask);
   } else {
     const struct osseg_bitmask *votes[OSSEG_MAX_MODELS];
@@ -68,14 +67,28 @@ static int class_mask(const struct osseg_pipeline *p, struct osseg_workspace *ws
     for (size_t i = 0; i < k && rc == 0; i++) {
       const struct osseg_loaded_model *m = p->models[i];
       size_t plane = (size_t)m->out_height * m->out_width;
-      rc = osseg_upsample_threshold(&ws->plans[i], ws->logits[i].v + c * plane, m->out_width,
-                                    p->logit_threshold[i][c], &ws->masks[i].mask);
-      votes[i] = &ws->masks[i].mask;
+      rc = osseg_upsample_threshold(&ln->plans[i], ws->logits[i].v + c * plane, m->out_width,
+                                    p->logit_threshold[i][c], &ln->masks[i].mask);
+      votes[i] = &ln->masks[i].mask;
     }
-    *mask = &ws->masks[k].mask;
+    *mask = &ln->masks[k].mask;
     if (rc == 0) rc = osseg_vote_masks(votes, k, p->min_votes, *mask);
   }
+  if (rc == 0) rc = osseg_bitmask_to_runs(*mask, &ln->runs);
   return rc;
+}
+
+/* Post-processing on two threads pays when the other core is free: when
+ * asked for and the engine has no inference queued or running (another
+ * thread's model would compete for the cores), and when the helper's lane
+ * and thread can be had (else the run goes on alone, with the same bits). */
+static int use_helper(const struct osseg_pipeline *p, struct osseg_workspace *ws,
+                      const struct osseg_run_request *rq, uint32_t height, uint32_t width) {
+  if (!rq->parallel_postprocess || osseg_engine_inference_pending() > 0) return 0;
+  struct osseg_diag ignored;
+  osseg_diag_clear(&ignored);
+  if (osseg__workspace_fit_lane(ws, 1, p, height, width, &ignored) != 0) return 0;
+  return osseg__post_helper_start(ws) == 0;
 }
 
 /* Ground truth runs must lie inside the image, or Dice would be wrong
@@ -143,27 +156,43 @@ static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *w
   }
   struct osseg_dice_report dice = {0};
   double sum = 0;
-  for (size_t c = 0; c < p->nclasses; c++) {
-    if (!p->selected[c]) continue;
-    const char *name = osseg_pipeline_class_name(p, c);
+  size_t order[OSSEG_MAX_CLASSES], n = 0;
+  for (size_t c = 0; c < p->nclasses; c++)
+    if (p->selected[c]) order[n++] = c;
+  int two = use_helper(p, ws, rq, img->height, img->width);
+  /* With the helper, classes go in pairs: it does the second of a pair
+   * while this thread does the first, then this thread calls back for
+   * both, in class order. */
+  for (size_t i = 0; i < n; i += two ? 2 : 1) {
     rc = interrupted(rq, diag, "between classes");
     if (rc) return rc;
-    struct osseg_bitmask *mask;
-    rc = class_mask(p, ws, c, &mask);
-    if (rc == 0) rc = osseg_bitmask_to_runs(mask, &ws->runs);
-    if (rc)
-      return osseg__fail(diag, rc, "post-processing class %s failed: %s", name,
-                         osseg_strerror(rc));
-    if (gt && gt->has[c]) {
-      double d = osseg_dice_runs(ws->runs.v, ws->runs.n, gt->runs[c], gt->nruns[c]);
-      dice.cls[dice.n] = c;
-      dice.dice[dice.n++] = d;
-      sum += d;
+    size_t npair = two && i + 1 < n ? 2 : 1;
+    if (npair == 2) osseg__post_helper_post(ws->helper, p, order[i + 1]);
+    for (size_t j = 0; j < npair; j++) {
+      size_t c = order[i + j];
+      const char *name = osseg_pipeline_class_name(p, c);
+      struct osseg__lane *ln = &ws->lane[j];
+      struct osseg_bitmask *mask = NULL;
+      /* The helper's class is waited for even after a failure here: it
+       * uses the workspace until it is done. */
+      int prc = j == 0 ? osseg__class_post(p, ws, ln, c, &mask)
+                       : osseg__post_helper_wait(ws->helper, &mask);
+      if (rc == 0 && prc)
+        rc = osseg__fail(diag, prc, "post-processing class %s failed: %s", name,
+                         osseg_strerror(prc));
+      if (rc) continue;
+      if (gt && gt->has[c]) {
+        double d = osseg_dice_runs(ln->runs.v, ln->runs.n, gt->runs[c], gt->nruns[c]);
+        dice.cls[dice.n] = c;
+        dice.dice[dice.n++] = d;
+        sum += d;
+      }
+      if (rq->on_class) {
+        int crc = rq->on_class(rq->ctx, c, name, mask, ln->runs.v, ln->runs.n);
+        if (crc) rc = osseg__fail(diag, crc, "stopped at class %s", name);
+      }
     }
-    if (rq->on_class) {
-      rc = rq->on_class(rq->ctx, c, name, mask, ws->runs.v, ws->runs.n);
-      if (rc) return osseg__fail(diag, rc, "stopped at class %s", name);
-    }
+    if (rc) return rc;
   }
   if (gt) {
     /* Summed in class order, as `osseg dice` averages its columns. */

@@ -15,13 +15,17 @@ int osseg_workspace_create(struct osseg_workspace **out, uint64_t max_bytes) {
 
 void osseg_workspace_free(struct osseg_workspace *ws) {
   if (!ws) return;
+  osseg__post_helper_stop(ws);
   for (size_t i = 0; i < OSSEG_MAX_MODELS; i++) {
     osseg__free(ws->input[i].v);
     osseg__free(ws->logits[i].v);
-    osseg_upsample_plan_free(&ws->plans[i]);
   }
-  for (size_t i = 0; i < OSSEG_MAX_MODELS + 1; i++) osseg__free(ws->masks[i].mask.bits);
-  osseg_runs_free(&ws->runs);
+  for (size_t l = 0; l < 2; l++) {
+    struct osseg__lane *ln = &ws->lane[l];
+    for (size_t i = 0; i < OSSEG_MAX_MODELS; i++) osseg_upsample_plan_free(&ln->plans[i]);
+    for (size_t i = 0; i < OSSEG_MAX_MODELS + 1; i++) osseg__free(ln->masks[i].mask.bits);
+    osseg_runs_free(&ln->runs);
+  }
   osseg__free(ws->label_mask.mask.bits);
   for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++) osseg_runs_free(&ws->label_runs[c]);
   osseg_png_decoder_free(ws->decoder);
@@ -95,22 +99,23 @@ static int fit_mask(struct osseg_workspace *ws, struct osseg__mask_slot *s, uint
 
 /* Plan i for in_h x in_w logits upsampled to the image, with scratch for k
  * models. */
-static int fit_plan(struct osseg_workspace *ws, size_t i, uint32_t in_h, uint32_t in_w,
-                    uint32_t height, uint32_t width, size_t k, struct osseg_diag *diag) {
-  struct osseg_upsample_plan *pl = &ws->plans[i];
+static int fit_plan(struct osseg_workspace *ws, struct osseg__lane *ln, size_t i,
+                    uint32_t in_h, uint32_t in_w, uint32_t height, uint32_t width, size_t k,
+                    struct osseg_diag *diag) {
+  struct osseg_upsample_plan *pl = &ln->plans[i];
   if (pl->impl_ && pl->in_height == in_h && pl->in_width == in_w && pl->out_height == height &&
-      pl->out_width == width && ws->plan_k[i] >= k)
+      pl->out_width == width && ln->plan_k[i] >= k)
     return 0;
   /* Tables (~24 bytes per output row and column) plus the scratch of k
    * models (two float rows of the image width each, and bit rows): an
    * estimate for the cap, exact enough to bound memory. */
   size_t bytes = 24 * ((size_t)height + width) + 8 * (size_t)k * width + 64 * (size_t)in_w;
-  int rc = charge(ws, ws->plan_bytes[i], bytes, "upsampling tables", diag);
+  int rc = charge(ws, ln->plan_bytes[i], bytes, "upsampling tables", diag);
   if (rc) return rc;
   osseg_upsample_plan_free(pl);
-  ws->bytes -= ws->plan_bytes[i];
-  ws->plan_bytes[i] = 0;
-  ws->plan_k[i] = 0;
+  ws->bytes -= ln->plan_bytes[i];
+  ln->plan_bytes[i] = 0;
+  ln->plan_k[i] = 0;
   rc = osseg_upsample_plan_init(pl, in_h, in_w, height, width);
   if (rc == 0) rc = osseg_upsample_plan_reserve(pl, k);
   if (rc) {
@@ -118,9 +123,41 @@ static int fit_plan(struct osseg_workspace *ws, size_t i, uint32_t in_h, uint32_
     return osseg__fail(diag, rc, "upsampling %ux%u logits to %ux%u: %s", in_w, in_h, width,
                        height, osseg_strerror(rc));
   }
-  ws->plan_bytes[i] = bytes;
-  ws->plan_k[i] = k;
+  ln->plan_bytes[i] = bytes;
+  ln->plan_k[i] = k;
   ws->bytes += bytes;
+  return 0;
+}
+
+/* Plans, masks and the run list of one lane for pipeline p on an image of
+ * height x width. */
+static int fit_lane(struct osseg_workspace *ws, struct osseg__lane *ln,
+                    const struct osseg_pipeline *p, uint32_t height, uint32_t width,
+                    struct osseg_diag *diag) {
+  size_t k = p->nmodels;
+  int rc = 0;
+  /* Soft voting interpolates all models through plan 0. */
+  size_t nplans = p->vote == OSSEG_VOTE_SOFT ? 1 : k;
+  for (size_t i = 0; i < nplans && rc == 0; i++)
+    rc = fit_plan(ws, ln, i, p->models[i]->out_height, p->models[i]->out_width, height, width,
+                  p->vote == OSSEG_VOTE_SOFT ? k : 1, diag);
+  size_t nmasks = k == 1 ? 1 : p->vote == OSSEG_VOTE_SOFT ? 1 : k + 1;
+  for (size_t i = 0; i < nmasks && rc == 0; i++)
+    rc = fit_mask(ws, &ln->masks[i], height, width, diag);
+  if (rc) return rc;
+  /* Runs of a mask of n pixels: at most ceil(n / 2). Reserved up front so
+   * that no image, however fragmented its masks, allocates. */
+  size_t max_runs = (size_t)(((uint64_t)height * width + 1) / 2);
+  if (max_runs > ln->runs.cap) {
+    rc = charge(ws, ln->runs.cap * sizeof *ln->runs.v, max_runs * sizeof *ln->runs.v,
+                "run lists", diag);
+    size_t had = ln->runs.cap;
+    if (rc == 0 && osseg_runs_reserve(&ln->runs, max_runs) != 0)
+      rc = osseg__fail(diag, OSSEG_ENOMEM, "no memory for the run list of a %ux%u mask", width,
+                       height);
+    if (rc) return rc;
+    ws->bytes = ws->bytes - had * sizeof *ln->runs.v + ln->runs.cap * sizeof *ln->runs.v;
+  }
   return 0;
 }
 
@@ -135,29 +172,13 @@ int osseg__workspace_fit(struct osseg_workspace *ws, const struct osseg_pipeline
     if (rc == 0)
       rc = fit_floats(ws, &ws->logits[i], osseg_model_output_elems(m->model), "logits", diag);
   }
-  /* Soft voting interpolates all models through plan 0. */
-  size_t nplans = p->vote == OSSEG_VOTE_SOFT ? 1 : k;
-  for (size_t i = 0; i < nplans && rc == 0; i++)
-    rc = fit_plan(ws, i, p->models[i]->out_height, p->models[i]->out_width, height, width,
-                  p->vote == OSSEG_VOTE_SOFT ? k : 1, diag);
-  size_t nmasks = k == 1 ? 1 : p->vote == OSSEG_VOTE_SOFT ? 1 : k + 1;
-  for (size_t i = 0; i < nmasks && rc == 0; i++)
-    rc = fit_mask(ws, &ws->masks[i], height, width, diag);
-  if (rc) return rc;
-  /* Runs of a mask of n pixels: at most ceil(n / 2). Reserved up front so
-   * that no image, however fragmented its masks, allocates. */
-  size_t max_runs = (size_t)(((uint64_t)height * width + 1) / 2);
-  if (max_runs > ws->runs.cap) {
-    rc = charge(ws, ws->runs.cap * sizeof *ws->runs.v, max_runs * sizeof *ws->runs.v,
-                "run lists", diag);
-    size_t had = ws->runs.cap;
-    if (rc == 0 && osseg_runs_reserve(&ws->runs, max_runs) != 0)
-      rc = osseg__fail(diag, OSSEG_ENOMEM, "no memory for the run list of a %ux%u mask", width,
-                       height);
-    if (rc) return rc;
-    ws->bytes = ws->bytes - had * sizeof *ws->runs.v + ws->runs.cap * sizeof *ws->runs.v;
-  }
-  return 0;
+  return rc ? rc : fit_lane(ws, &ws->lane[0], p, height, width, diag);
+}
+
+int osseg__workspace_fit_lane(struct osseg_workspace *ws, size_t lane,
+                              const struct osseg_pipeline *p, uint32_t height, uint32_t width,
+                              struct osseg_diag *diag) {
+  return fit_lane(ws, &ws->lane[lane], p, height, width, diag);
 }
 
 int osseg__workspace_fit_labels(struct osseg_workspace *ws, uint32_t height, uint32_t width,
