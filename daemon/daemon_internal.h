@@ -261,8 +261,6 @@ struct ossegd__worker {
   uint64_t wd_beat;
   struct osseg_workspace *ws;
   struct osseg_runs gt[OSSEG_MAX_CLASSES];
-  char *text;             /* RLE text buffer */
-  size_t text_cap;
 };
 
 /* ---------------------------------------------------------- metrics.c --- */

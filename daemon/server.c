@@ -544,7 +544,6 @@ void ossegd_free(struct ossegd *d) {
     for (unsigned i = 0; i < d->nworkers; i++) {
       osseg_workspace_free(d->workers[i].ws);
       for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++) osseg_runs_free(&d->workers[i].gt[c]);
-      free(d->workers[i].text);
     }
   free(d->workers);
   ossegd__metrics_file_free(d);

@@ -128,6 +128,11 @@ struct run_ctx {
   struct ossegd__worker *w;
   struct ossegd__request *req;
   uint32_t width, height;
+  /* The ClassMask frame of each class, packed by on_class_work (maybe on
+   * the workspace's helper thread) and sent by on_class, in class order;
+   * what a failed run leaves here is freed after it. */
+  uint8_t *frame[OSSEG_MAX_CLASSES];
+  size_t frame_len[OSSEG_MAX_CLASSES];
 };
 
 /* A 1-bit gray PNG of a mask (1 = the class). */
@@ -147,15 +152,16 @@ static int mask_png(const struct osseg_bitmask *m, uint8_t **png, size_t *size) 
   return rc;
 }
 
-static int on_class(void *vctx, size_t cls, const char *name, const struct osseg_bitmask *mask,
-                    const struct osseg_run *runs, size_t nruns) {
+/* Packs the ClassMask frame of one class. Runs on the worker or on its
+ * workspace's helper thread, for two classes at once: it touches only its
+ * class's slot and memory of its own (the text buffer is malloc'ed per
+ * call; glibc hands each thread the same warm block back). */
+static int on_class_work(void *vctx, size_t cls, const char *name,
+                         const struct osseg_bitmask *mask, const struct osseg_run *runs,
+                         size_t nruns) {
   struct run_ctx *ctx = vctx;
-  struct ossegd__worker *w = ctx->w;
-  struct ossegd__request *req = ctx->req;
-  ctx->width = mask->width;
-  ctx->height = mask->height;
+  const struct ossegd__request *req = ctx->req;
   if (req->seg.output == OSSEG__WIRE__OUTPUT__OUTPUT_DICE_ONLY) return 0;
-
   Osseg__Wire__Response r = OSSEG__WIRE__RESPONSE__INIT;
   Osseg__Wire__ClassMask cm = OSSEG__WIRE__CLASS_MASK__INIT;
   cm.index = (uint32_t)cls;
@@ -164,6 +170,7 @@ static int on_class(void *vctx, size_t cls, const char *name, const struct osseg
   cm.width = mask->width;
   cm.height = mask->height;
   uint8_t *png = NULL;
+  char *text = NULL;
   if (req->seg.output == OSSEG__WIRE__OUTPUT__OUTPUT_PNG_MASK) {
     size_t size = 0;
     int rc = mask_png(mask, &png, &size);
@@ -172,16 +179,10 @@ static int on_class(void *vctx, size_t cls, const char *name, const struct osseg
     cm.png.data = png;
     cm.png.len = size;
   } else {
-    size_t need = osseg_rle_format_bound(nruns) + 1;
-    if (need > w->text_cap) {
-      char *t = realloc(w->text, need);
-      if (!t) return OSSEG_ENOMEM;
-      w->text = t;
-      w->text_cap = need;
-    }
-    size_t n = osseg_rle_format(runs, nruns, w->text);
-    w->text[n] = '\0';
-    cm.rle = w->text;
+    text = malloc(osseg_rle_format_bound(nruns) + 1);
+    if (!text) return OSSEG_ENOMEM;
+    text[osseg_rle_format(runs, nruns, text)] = '\0';
+    cm.rle = text;
   }
   r.id = req->id;
   r.kind_case = OSSEG__WIRE__RESPONSE__KIND_CLASS_MASK;
@@ -189,7 +190,26 @@ static int on_class(void *vctx, size_t cls, const char *name, const struct osseg
   size_t len = 0;
   uint8_t *f = ossegd__pack_response(&r, &len);
   osseg__free(png);
-  return emit(w, req, f, len);
+  free(text);
+  if (!f) return OSSEG_ENOMEM;
+  ctx->frame[cls] = f;
+  ctx->frame_len[cls] = len;
+  return 0;
+}
+
+/* Sends the frame on_class_work packed, in class order. */
+static int on_class(void *vctx, size_t cls, const char *name, const struct osseg_bitmask *mask,
+                    const struct osseg_run *runs, size_t nruns) {
+  (void)name;
+  (void)runs;
+  (void)nruns;
+  struct run_ctx *ctx = vctx;
+  ctx->width = mask->width;
+  ctx->height = mask->height;
+  if (ctx->req->seg.output == OSSEG__WIRE__OUTPUT__OUTPUT_DICE_ONLY) return 0;
+  uint8_t *f = ctx->frame[cls];
+  ctx->frame[cls] = NULL;
+  return emit(ctx->w, ctx->req, f, ctx->frame_len[cls]);
 }
 
 static int on_dice(void *vctx, const struct osseg_dice_report *rep) {
@@ -277,6 +297,7 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
   struct osseg_timings t;
   memset(&t, 0, sizeof t);
   struct osseg_run_request rq = {.on_class = on_class,
+                                 .on_class_work = on_class_work,
                                  .on_dice = req->seg.has_gt ? on_dice : NULL,
                                  .ctx = &ctx,
                                  .gt = gt_rles ? &gt : NULL,
@@ -327,6 +348,8 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
       ctx.height = img->height;
     }
   }
+  /* Frames packed for classes the run did not get to send. */
+  for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++) free(ctx.frame[c]);
   uint64_t ended = osseg_now_ns();
   req->total_ms = ms_since(req->received_ns, ended);
   memcpy(req->model_ms, t.model_ms, sizeof req->model_ms);

@@ -277,6 +277,14 @@ typedef int (*osseg_dice_cb)(void *ctx, const struct osseg_dice_report *report);
  * optional. */
 struct osseg_run_request {
   osseg_class_cb on_class;
+  /* Optional: called for each produced class with the same arguments just
+   * before on_class, possibly on the workspace's helper thread (see
+   * parallel_postprocess) and then concurrently with the calls for other
+   * classes; it finishes before on_class of its class starts on the
+   * calling thread. For the expensive part of consuming a mask (formatting
+   * it), so that it runs in parallel too. A non-zero return fails the run
+   * like a post-processing error of that class. */
+  osseg_class_cb on_class_work;
   osseg_dice_cb on_dice;
   void *ctx;                            /* for both callbacks */
   const struct osseg_ground_truth *gt;  /* NULL: no Dice */

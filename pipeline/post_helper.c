@@ -19,6 +19,7 @@ struct osseg__post_helper {
   struct osseg_workspace *ws;
   /* The job, under mu: posted (has_job) by the caller, done by the helper. */
   const struct osseg_pipeline *p;
+  const struct osseg_run_request *rq;
   size_t cls;
   int has_job, done, quit;
   int rc;
@@ -32,11 +33,12 @@ static void *helper_main(void *arg) {
     while (!h->has_job && !h->quit) pthread_cond_wait(&h->cv, &h->mu);
     if (h->quit) break;
     const struct osseg_pipeline *p = h->p;
+    const struct osseg_run_request *rq = h->rq;
     size_t c = h->cls;
     h->has_job = 0;
     pthread_mutex_unlock(&h->mu);
     struct osseg_bitmask *mask = NULL;
-    int rc = osseg__class_post(p, h->ws, &h->ws->lane[1], c, &mask);
+    int rc = osseg__class_post(p, h->ws, rq, &h->ws->lane[1], c, &mask);
     pthread_mutex_lock(&h->mu);
     h->rc = rc;
     h->mask = mask;
@@ -71,9 +73,10 @@ int osseg__post_helper_start(struct osseg_workspace *ws) {
 }
 
 void osseg__post_helper_post(struct osseg__post_helper *h, const struct osseg_pipeline *p,
-                             size_t c) {
+                             const struct osseg_run_request *rq, size_t c) {
   pthread_mutex_lock(&h->mu);
   h->p = p;
+  h->rq = rq;
   h->cls = c;
   h->done = 0;
   h->has_job = 1;

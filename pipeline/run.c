@@ -45,7 +45,8 @@ static int infer_all(const struct osseg_pipeline *p, struct osseg_workspace *ws,
 }
 
 int osseg__class_post(const struct osseg_pipeline *p, struct osseg_workspace *ws,
-                      struct osseg__lane *ln, size_t c, struct osseg_bitmask **mask) {
+                      const struct osseg_run_request *rq, struct osseg__lane *ln, size_t c,
+                      struct osseg_bitmask **mask) {
   size_t k = p->nmodels;
   int rc;
   if (k == 1) {
@@ -75,6 +76,9 @@ int osseg__class_post(const struct osseg_pipeline *p, struct osseg_workspace *ws
     if (rc == 0) rc = osseg_vote_masks(votes, k, p->min_votes, *mask);
   }
   if (rc == 0) rc = osseg_bitmask_to_runs(*mask, &ln->runs);
+  if (rc == 0 && rq->on_class_work)
+    rc = rq->on_class_work(rq->ctx, c, osseg_pipeline_class_name(p, c), *mask, ln->runs.v,
+                           ln->runs.n);
   return rc;
 }
 
@@ -167,7 +171,7 @@ static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *w
     rc = interrupted(rq, diag, "between classes");
     if (rc) return rc;
     size_t npair = two && i + 1 < n ? 2 : 1;
-    if (npair == 2) osseg__post_helper_post(ws->helper, p, order[i + 1]);
+    if (npair == 2) osseg__post_helper_post(ws->helper, p, rq, order[i + 1]);
     for (size_t j = 0; j < npair; j++) {
       size_t c = order[i + j];
       const char *name = osseg_pipeline_class_name(p, c);
@@ -175,7 +179,7 @@ static int run_decoded(const struct osseg_pipeline *p, struct osseg_workspace *w
       struct osseg_bitmask *mask = NULL;
       /* The helper's class is waited for even after a failure here: it
        * uses the workspace until it is done. */
-      int prc = j == 0 ? osseg__class_post(p, ws, ln, c, &mask)
+      int prc = j == 0 ? osseg__class_post(p, ws, rq, ln, c, &mask)
                        : osseg__post_helper_wait(ws->helper, &mask);
       if (rc == 0 && prc)
         rc = osseg__fail(diag, prc, "post-processing class %s failed: %s", name,

@@ -65,16 +65,18 @@ int osseg__workspace_fit_lane(struct osseg_workspace *ws, size_t lane,
                               struct osseg_diag *diag);
 
 /* Turns the logits of class c into its combined full-resolution mask and
- * its runs, in the given lane (run.c). */
+ * its runs, in the given lane, then calls rq->on_class_work if set
+ * (run.c). */
 int osseg__class_post(const struct osseg_pipeline *p, struct osseg_workspace *ws,
-                      struct osseg__lane *lane, size_t c, struct osseg_bitmask **mask);
+                      const struct osseg_run_request *rq, struct osseg__lane *lane, size_t c,
+                      struct osseg_bitmask **mask);
 
 /* The helper thread of a workspace (post_helper.c): start it (OSSEG_ENOMEM
  * or a thread error leaves nothing behind), post one class to it (lane 1),
  * wait for that class, stop (join) it. */
 int osseg__post_helper_start(struct osseg_workspace *ws);
 void osseg__post_helper_post(struct osseg__post_helper *h, const struct osseg_pipeline *p,
-                             size_t c);
+                             const struct osseg_run_request *rq, size_t c);
 int osseg__post_helper_wait(struct osseg__post_helper *h, struct osseg_bitmask **mask);
 void osseg__post_helper_stop(struct osseg_workspace *ws);
 

@@ -307,6 +307,61 @@ static int run_with(const struct osseg_pipeline *p, struct osseg_workspace *ws,
   return osseg_pipeline_run_image(p, ws, img, &rq, &d);
 }
 
+/* on_class_work: records each class's run count in its own slot (it may
+ * run on the helper thread); fails at fail_at. on_class then checks that
+ * the work of its class was done before it. */
+struct work_seen {
+  size_t nruns[OSSEG_MAX_CLASSES];
+  unsigned char done[OSSEG_MAX_CLASSES];
+  int fail_at;
+  size_t calls;
+};
+
+static int work_cb(void *vctx, size_t cls, const char *name, const struct osseg_bitmask *mask,
+                   const struct osseg_run *runs, size_t nruns) {
+  (void)name;
+  (void)mask;
+  (void)runs;
+  struct work_seen *w = vctx;
+  if (w->fail_at >= 0 && (size_t)w->fail_at == cls) return OSSEG_EIO;
+  w->nruns[cls] = nruns;
+  w->done[cls] = 1;
+  return 0;
+}
+
+static int after_work_cb(void *vctx, size_t cls, const char *name,
+                         const struct osseg_bitmask *mask, const struct osseg_run *runs,
+                         size_t nruns) {
+  (void)name;
+  (void)mask;
+  (void)runs;
+  struct work_seen *w = vctx;
+  assert_true(w->done[cls]);
+  assert_int_equal(w->nruns[cls], nruns);
+  w->calls++;
+  return 0;
+}
+
+static void check_class_work(const struct osseg_pipeline *p, struct osseg_workspace *ws,
+                             const struct osseg_image *img) {
+  for (int parallel = 0; parallel < 2; parallel++) {
+    struct work_seen w = {.fail_at = -1};
+    struct osseg_diag d;
+    osseg_diag_clear(&d);
+    struct osseg_run_request rq = {.on_class = after_work_cb, .on_class_work = work_cb,
+                                   .ctx = &w, .parallel_postprocess = parallel};
+    assert_int_equal(osseg_pipeline_run_image(p, ws, img, &rq, &d), 0);
+    assert_int_equal(w.calls, osseg_pipeline_class_count(p));
+    /* A failing work call fails the run, naming its class. */
+    struct work_seen f = {.fail_at = 1};
+    rq.ctx = &f;
+    osseg_diag_clear(&d);
+    assert_int_equal(osseg_pipeline_run_image(p, ws, img, &rq, &d), OSSEG_EIO);
+    assert_non_null(strstr(d.message, osseg_pipeline_class_name(p, 1)));
+    assert_int_equal(f.calls, 1);
+  }
+}
+
 /* Post-processing on two threads gives the callbacks the same runs in the
  * same class order as on one, for one model, hard and soft voting and a
  * class subset with an odd count; a callback that stops the run at the
@@ -356,6 +411,19 @@ static void test_parallel_postprocess(void **state) {
     collected_free(&one);
     collected_free(&two);
     osseg_pipeline_free(p);
+  }
+  /* on_class_work, on one thread and on two. */
+  {
+    struct osseg_pipeline_options c1;
+    osseg_pipeline_options_default(&c1);
+    c1.models[0] = names[0];
+    c1.nmodels = 1;
+    struct osseg_pipeline *p1;
+    struct osseg_diag d1;
+    osseg_diag_clear(&d1);
+    assert_int_equal(osseg_pipeline_create(&p1, r, &c1, &d1), 0);
+    check_class_work(p1, ws, &img);
+    osseg_pipeline_free(p1);
   }
   /* A stop at class 1, which the helper computed. */
   struct osseg_pipeline_options cfg;
