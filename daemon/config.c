@@ -190,16 +190,6 @@ static void add_error(struct parser *p, int line, const char *fmt, ...) {
 
 static int is_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\f' || ch == '\v'; }
 
-static int valid_model_name(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n >= OSSEG_MAX_MODEL_NAME) return 0;
-  for (; *s; s++)
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-          *s == '.' || *s == '_' || *s == '+' || *s == '-'))
-      return 0;
-  return 1;
-}
-
 static const char *const sections[] = {"socket", "access", "limits", "daemon", "audit",
                                        "metrics"};
 
@@ -243,7 +233,7 @@ static void add_header(struct parser *p, const char *text, size_t n) {
     }
   if (strncmp(h->name, "model", 5) == 0 && (h->name[5] == ' ' || h->name[5] == '\0')) {
     const char *name = h->name[5] ? h->name + 6 : "";
-    if (!valid_model_name(name)) {
+    if (!osseg_model_name_valid(name)) {
       add_error(p, h->line,
                 "[%s]: a model section is [model NAME], NAME 1..%d characters of A-Z a-z "
                 "0-9 . _ + -",

@@ -57,6 +57,10 @@ extern "C" {
 #define OSSEG_MAX_CLASSES 64
 #define OSSEG_MAX_MODELS 8
 #define OSSEG_MAX_MODEL_NAME 128 /* bytes of a registry name */
+/* Whether s is a valid registry name: 1 to OSSEG_MAX_MODEL_NAME - 1 bytes
+ * of letters, digits and . _ + - (the registry, configuration files and
+ * the daemon's requests all use this rule). */
+int osseg_model_name_valid(const char *s);
 
 /* The 29 hand-bone classes in canonical order (index 0..28). */
 #define OSSEG_CANONICAL_CLASSES 29

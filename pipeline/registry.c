@@ -59,7 +59,7 @@ float osseg_loaded_model_threshold(const struct osseg_loaded_model *m, size_t i)
   return i < m->nclasses ? m->threshold[i] : 0.0f;
 }
 
-static int valid_name(const char *s) {
+int osseg_model_name_valid(const char *s) {
   size_t n = strlen(s);
   if (n == 0 || n >= OSSEG_MAX_MODEL_NAME) return 0;
   for (; *s; s++)
@@ -190,7 +190,7 @@ int osseg_model_spec_check(const struct osseg_model_spec *spec, struct osseg_dia
   snprintf(buf, sizeof buf, "model %.*s", OSSEG_MAX_MODEL_NAME,
            spec->name ? spec->name : "(unnamed)");
   const char *where = spec->path ? spec->path : buf;
-  if (spec->name && !valid_name(spec->name))
+  if (spec->name && !osseg_model_name_valid(spec->name))
     return osseg__fail(diag, OSSEG_EINVAL,
                        "model name '%.*s' must be 1..%d characters of A-Z a-z 0-9 . _ + -",
                        OSSEG_MAX_MODEL_NAME, spec->name, OSSEG_MAX_MODEL_NAME - 1);
@@ -253,7 +253,7 @@ int osseg__loaded_model_create(struct osseg_loaded_model **out,
     return osseg__fail(diag, OSSEG_EINVAL, "model %s: no file and no data",
                        spec->name ? spec->name : "(unnamed)");
   const char *name = spec->name ? spec->name : spec->path ? base_name(spec->path) : NULL;
-  if (!name || !valid_name(name))
+  if (!name || !osseg_model_name_valid(name))
     return osseg__fail(diag, OSSEG_EINVAL,
                        "model name '%.*s' must be 1..%d characters of A-Z a-z 0-9 . _ + -",
                        OSSEG_MAX_MODEL_NAME, name ? name : "", OSSEG_MAX_MODEL_NAME - 1);
@@ -346,49 +346,15 @@ static size_t find(const struct osseg_registry *r, const char *name, int *found)
   return lo;
 }
 
-int osseg_registry_load(struct osseg_registry *r, const struct osseg_model_spec *spec,
-                        int *replaced, struct osseg_diag *diag) {
-  if (replaced) *replaced = 0;
-  struct osseg_loaded_model *m;
-  int rc = osseg__loaded_model_create(&m, spec, &r->engine, diag);
-  if (rc) return rc;
-
-  struct osseg_loaded_model *old = NULL;
+/* Puts m (whose reference the registry takes over) under its name, with
+ * a new generation; a model it replaces comes back in *old for the caller
+ * to release outside the lock (freeing a model takes a while), and found
+ * says whether there was one. OSSEG_ENOMEM leaves the registry as it was. */
+static int install(struct osseg_registry *r, struct osseg_loaded_model *m,
+                   struct osseg_loaded_model **old, int *found) {
   pthread_mutex_lock(&r->lock);
-  int found;
-  size_t i = find(r, m->name, &found);
-  if (!found && r->n == r->cap) {
-    size_t cap = r->cap ? 2 * r->cap : 8;
-    struct osseg_loaded_model **v = osseg__realloc(r->models, cap * sizeof *v);
-    if (!v) {
-      pthread_mutex_unlock(&r->lock);
-      osseg_loaded_model_unref(m);
-      return osseg__fail(diag, OSSEG_ENOMEM, "out of memory registering model %s", spec->name);
-    }
-    r->models = v;
-    r->cap = cap;
-  }
-  m->generation = ++r->generation;
-  if (found) {
-    old = r->models[i];
-  } else {
-    memmove(r->models + i + 1, r->models + i, (r->n - i) * sizeof *r->models);
-    r->n++;
-  }
-  r->models[i] = m;
-  pthread_mutex_unlock(&r->lock);
-  /* The old model goes when its last run ends; outside the lock, since
-   * freeing a model takes a while. */
-  osseg_loaded_model_unref(old);
-  if (replaced) *replaced = found;
-  return 0;
-}
-
-int osseg_registry_put(struct osseg_registry *r, struct osseg_loaded_model *m) {
-  pthread_mutex_lock(&r->lock);
-  int found;
-  size_t i = find(r, m->name, &found);
-  if (!found && r->n == r->cap) {
+  size_t i = find(r, m->name, found);
+  if (!*found && r->n == r->cap) {
     size_t cap = r->cap ? 2 * r->cap : 8;
     struct osseg_loaded_model **v = osseg__realloc(r->models, cap * sizeof *v);
     if (!v) {
@@ -398,18 +364,49 @@ int osseg_registry_put(struct osseg_registry *r, struct osseg_loaded_model *m) {
     r->models = v;
     r->cap = cap;
   }
-  struct osseg_loaded_model *old = NULL;
-  if (found) {
-    old = r->models[i];
+  /* Nobody else reads the generation of a model being installed: it was
+   * just loaded, here or into a staging registry. */
+  m->generation = ++r->generation;
+  if (*found) {
+    *old = r->models[i];
   } else {
     memmove(r->models + i + 1, r->models + i, (r->n - i) * sizeof *r->models);
     r->n++;
   }
-  /* Nobody else reads the generation of a model being installed: it was
-   * just loaded into a staging registry. */
-  m->generation = ++r->generation;
-  r->models[i] = osseg_loaded_model_ref(m);
+  r->models[i] = m;
   pthread_mutex_unlock(&r->lock);
+  return 0;
+}
+
+int osseg_registry_load(struct osseg_registry *r, const struct osseg_model_spec *spec,
+                        int *replaced, struct osseg_diag *diag) {
+  if (replaced) *replaced = 0;
+  struct osseg_loaded_model *m;
+  int rc = osseg__loaded_model_create(&m, spec, &r->engine, diag);
+  if (rc) return rc;
+
+  struct osseg_loaded_model *old = NULL;
+  int found = 0;
+  rc = install(r, m, &old, &found);
+  if (rc) {
+    osseg_loaded_model_unref(m);
+    return osseg__fail(diag, rc, "out of memory registering model %s", spec->name);
+  }
+  /* The old model goes when its last run ends; outside the lock, since
+   * freeing a model takes a while. */
+  osseg_loaded_model_unref(old);
+  if (replaced) *replaced = found;
+  return 0;
+}
+
+int osseg_registry_put(struct osseg_registry *r, struct osseg_loaded_model *m) {
+  struct osseg_loaded_model *old = NULL;
+  int found;
+  int rc = install(r, osseg_loaded_model_ref(m), &old, &found);
+  if (rc) {
+    osseg_loaded_model_unref(m);
+    return rc;
+  }
   osseg_loaded_model_unref(old);
   return 0;
 }
