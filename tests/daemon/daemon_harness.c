@@ -61,60 +61,29 @@ int try_connect(const char *path) {
   return fd;
 }
 
-/* Starts ossegd with the two standard models plus extra arguments
- * (NULL-terminated) and waits until it accepts a connection. Returns 0, or
- * the exit status if it ended first. */
-static int daemon_start_v(struct daemon *d, const char *dir, int with_models, va_list ap) {
+/* Starts ossegd with the two standard models plus the extra arguments
+ * (a NULL-terminated list) and waits until it accepts a connection.
+ * Returns 0, or the exit status if it ended first. */
+static int daemon_start_list(struct daemon *d, const char *dir, const char *const *extra) {
   const char *argv[64];
   int n = 0;
-  snprintf(d->sock, sizeof d->sock, "%s/ossegd.sock", dir);
-  snprintf(d->log, sizeof d->log, "%s/ossegd.log", dir);
+  char sock[sizeof d->sock];
+  snprintf(sock, sizeof sock, "%s/ossegd.sock", dir);
   char ma[512], mb[512];
   snprintf(ma, sizeof ma, "a=%s", model_file("unetpp_r18_tiny_op13"));
   snprintf(mb, sizeof mb, "b=%s", model_file("unet_effb0_tiny_op13"));
   argv[n++] = test_path("%s/bin/ossegd", test_binary_dir());
   argv[n++] = "--socket";
-  argv[n++] = d->sock;
-  if (with_models) {
-    argv[n++] = "--model";
-    argv[n++] = ma;
-    argv[n++] = "--model";
-    argv[n++] = mb;
-    argv[n++] = "--threads";
-    argv[n++] = "1";
-  }
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 62) argv[n++] = a;
+  argv[n++] = sock;
+  argv[n++] = "--model";
+  argv[n++] = ma;
+  argv[n++] = "--model";
+  argv[n++] = mb;
+  argv[n++] = "--threads";
+  argv[n++] = "1";
+  for (size_t i = 0; extra[i] && n < 62; i++) argv[n++] = extra[i];
   argv[n] = NULL;
-  d->pid = fork();
-  assert_true(d->pid >= 0);
-  if (d->pid == 0) {
-    int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 2);
-      dup2(fd, 1);
-    }
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
-  }
-  live_add(d->pid);
-  double t0 = now_s();
-  while (now_s() - t0 < 60) {
-    int status;
-    if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-      live_remove(d->pid);
-      d->pid = 0;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    int fd = try_connect(d->sock);
-    if (fd >= 0) {
-      close(fd);
-      return 0;
-    }
-    usleep(20000);
-  }
-  fail_msg("ossegd did not become ready in 60 s");
-  return -1;
+  return daemon_start_argv(d, dir, sock, NULL, argv, 1);
 }
 
 int daemon_start_argv(struct daemon *d, const char *dir, const char *sock,
@@ -187,11 +156,15 @@ int daemon_fail(const char *sock, char **err, ...) {
 }
 
 int daemon_start(struct daemon *d, const char *dir, ...) {
+  const char *extra[56];
+  size_t n = 0;
   va_list ap;
   va_start(ap, dir);
-  int rc = daemon_start_v(d, dir, 1, ap);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 55) extra[n++] = a;
   va_end(ap);
-  return rc;
+  extra[n] = NULL;
+  return daemon_start_list(d, dir, extra);
 }
 
 /* SIGTERM, then SIGKILL after timeout_s; returns the exit status (128+sig
@@ -325,20 +298,36 @@ int read_all(int fd, void *p, size_t n, int timeout_ms) {
   return 0;
 }
 
+/* Reads one frame: 0 with *r the response (NULL if it does not parse),
+ * -1 at EOF/error/timeout (30 s), -2 when its payload is over max bytes
+ * or cannot be allocated. No cmocka asserts. */
+static int recv_frame(int fd, uint32_t max, Osseg__Wire__Response **r) {
+  *r = NULL;
+  uint8_t h[4];
+  if (read_all(fd, h, 4, 30000) != 0) return -1;
+  uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+  if (n > max) return -2;
+  uint8_t *b = malloc(n ? n : 1);
+  if (!b) return -2;
+  int rc = read_all(fd, b, n, 30000);
+  if (rc == 0) *r = osseg__wire__response__unpack(NULL, n, b);
+  free(b);
+  return rc;
+}
+
 /* The next response, or NULL at EOF (or after 30 s). */
 Osseg__Wire__Response *recv_response(int fd) {
-  uint8_t h[4];
-  if (read_all(fd, h, 4, 30000) != 0) return NULL;
-  uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
-  uint8_t *b = malloc(n ? n : 1);
-  assert_non_null(b);
-  if (read_all(fd, b, n, 30000) != 0) {
-    free(b);
-    return NULL;
-  }
-  Osseg__Wire__Response *r = osseg__wire__response__unpack(NULL, n, b);
-  free(b);
+  Osseg__Wire__Response *r;
+  int rc = recv_frame(fd, UINT32_MAX, &r);
+  assert_int_not_equal(rc, -2);
+  if (rc != 0) return NULL;
   assert_non_null(r);
+  return r;
+}
+
+Osseg__Wire__Response *recv_response_nofail(int fd) {
+  Osseg__Wire__Response *r;
+  recv_frame(fd, 1u << 26, &r);
   return r;
 }
 
@@ -630,31 +619,26 @@ void simple_req(Osseg__Wire__Request *r, uint64_t id, int kind) {
   if (kind == OSSEG__WIRE__REQUEST__KIND_STATS) r->stats = &st;
 }
 
-/* Asks Health on a fresh connection; returns the response (caller frees). */
-Osseg__Wire__Response *health(const struct daemon *d) {
+Osseg__Wire__Response *ask_fresh(const struct daemon *d, int kind, int resp_kind) {
   int fd = try_connect(d->sock);
   assert_true(fd >= 0);
   Osseg__Wire__Request r;
-  simple_req(&r, 1, OSSEG__WIRE__REQUEST__KIND_HEALTH);
+  simple_req(&r, 1, kind);
   assert_int_equal(send_request(fd, &r), 0);
   Osseg__Wire__Response *resp = recv_response(fd);
   close(fd);
   assert_non_null(resp);
-  assert_int_equal(resp->kind_case, OSSEG__WIRE__RESPONSE__KIND_HEALTH);
+  assert_int_equal(resp->kind_case, resp_kind);
   return resp;
 }
 
+/* Asks Health on a fresh connection; returns the response (caller frees). */
+Osseg__Wire__Response *health(const struct daemon *d) {
+  return ask_fresh(d, OSSEG__WIRE__REQUEST__KIND_HEALTH, OSSEG__WIRE__RESPONSE__KIND_HEALTH);
+}
+
 Osseg__Wire__Response *stats(const struct daemon *d) {
-  int fd = try_connect(d->sock);
-  assert_true(fd >= 0);
-  Osseg__Wire__Request r;
-  simple_req(&r, 1, OSSEG__WIRE__REQUEST__KIND_STATS);
-  assert_int_equal(send_request(fd, &r), 0);
-  Osseg__Wire__Response *resp = recv_response(fd);
-  close(fd);
-  assert_non_null(resp);
-  assert_int_equal(resp->kind_case, OSSEG__WIRE__RESPONSE__KIND_STATS);
-  return resp;
+  return ask_fresh(d, OSSEG__WIRE__REQUEST__KIND_STATS, OSSEG__WIRE__RESPONSE__KIND_STATS);
 }
 
 void segment_outcome(int fd, struct seg_req *q, int *code, char *msg, size_t msg_size) {
@@ -777,12 +761,16 @@ int harness_setup(void) {
   return 0;
 }
 
-void harness_teardown(void) {
+void harness_stop_left(void) {
   for (int i = 0; i < 16; i++)
     if (live[i]) {
       struct daemon left = {.pid = live[i]};
       daemon_stop(&left, 5);
     }
+}
+
+void harness_teardown(void) {
+  harness_stop_left();
   if (have_serving_ref) ref_free(&serving_ref);
   have_serving_ref = 0;
   osseg_registry_free(ref_reg);
@@ -790,6 +778,47 @@ void harness_teardown(void) {
   free(png64);
   free(big_png);
   png64 = big_png = NULL;
+}
+
+int harness_group_setup(void **state) {
+  (void)state;
+  return harness_setup();
+}
+
+int harness_group_teardown(void **state) {
+  (void)state;
+  harness_teardown();
+  return 0;
+}
+
+/* The group's shared daemon and its extra arguments (harness_share). */
+static struct daemon *shared_d;
+static const char *shared_args[32];
+
+void harness_share(struct daemon *d, ...) {
+  shared_d = d;
+  va_list ap;
+  va_start(ap, d);
+  size_t n = 0;
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 31) shared_args[n++] = a;
+  va_end(ap);
+  shared_args[n] = NULL;
+}
+
+int harness_shared_group_setup(void **state) {
+  (void)state;
+  if (harness_setup() != 0) return -1;
+  const char *dir = test_tmpdir();
+  if (!dir) return -1;
+  return daemon_start_list(shared_d, dir, shared_args) == 0 ? 0 : -1;
+}
+
+int harness_shared_group_teardown(void **state) {
+  (void)state;
+  int st = daemon_stop(shared_d, 20);
+  harness_teardown();
+  return st == 0 ? 0 : -1;
 }
 
 int harness_exit(int cmocka_failures) {

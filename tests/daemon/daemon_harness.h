@@ -91,6 +91,9 @@ int send_request_fd(int sock, const Osseg__Wire__Request *r, int fd);
 int read_all(int fd, void *p, size_t n, int timeout_ms);
 /* The next response, or NULL at EOF (or after 30 s). */
 Osseg__Wire__Response *recv_response(int fd);
+/* The same without cmocka asserts (usable in a forked child): NULL also
+ * when the frame is over 64 MiB or does not parse. */
+Osseg__Wire__Response *recv_response_nofail(int fd);
 /* The response that ends request id (Done or Error), skipping its masks;
  * the caller frees it. */
 Osseg__Wire__Response *recv_final(int fd, uint64_t id);
@@ -187,6 +190,9 @@ void seg_set_fd(struct seg_req *q);
 void seg_add_gt(struct seg_req *q, const char *cls, const char *rle);
 /* A Health, ListModels or Stats request. */
 void simple_req(Osseg__Wire__Request *r, uint64_t id, int kind);
+/* Sends a simple_req of kind (id 1) on a fresh connection and returns the
+ * response, which must be of resp_kind (caller frees). */
+Osseg__Wire__Response *ask_fresh(const struct daemon *d, int kind, int resp_kind);
 /* Asks Health on a fresh connection; returns the response (caller frees). */
 Osseg__Wire__Response *health(const struct daemon *d);
 /* Asks Stats on a fresh connection; returns the response (caller frees). */
@@ -204,8 +210,26 @@ void assert_still_serving(const struct daemon *d);
  * reference models; the group setup of every integration test calls it
  * first. 0 or -1. */
 int harness_setup(void);
+/* Stops daemons left running by failed tests (a per-test teardown). */
+void harness_stop_left(void);
 /* Stops daemons left running by failed tests and frees the harness. */
 void harness_teardown(void);
+/* cmocka group setup and teardown for a program whose tests start their
+ * own daemons: harness_setup, harness_teardown. */
+int harness_group_setup(void **state);
+int harness_group_teardown(void **state);
+/* For a group sharing one daemon d, started with the extra arguments
+ * (NULL-terminated, at most 31; string literals: they are not copied):
+ *   return harness_main_shared(tests, &shared, "--workers", "1", NULL);
+ * The group setup calls harness_setup, then daemon_start of d in a
+ * temporary folder; the teardown stops d (failing unless it exits 0) and
+ * calls harness_teardown. */
+#define harness_main_shared(tests, d, ...) \
+  (harness_share(d, __VA_ARGS__), \
+   harness_main(tests, harness_shared_group_setup, harness_shared_group_teardown))
+void harness_share(struct daemon *d, ...);
+int harness_shared_group_setup(void **state);
+int harness_shared_group_teardown(void **state);
 /* Runs the group and returns the program's exit status: cmocka's failure
  * count, plus one if any daemon reaped by the harness exited non-zero. */
 #define harness_main(tests, setup, teardown) \

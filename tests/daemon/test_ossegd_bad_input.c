@@ -26,24 +26,6 @@
  * request answered on the loop thread is seen to overtake queued ones. */
 static struct daemon shared;
 
-static int group_setup(void **state) {
-  (void)state;
-  if (harness_setup() != 0) return -1;
-  const char *dir = test_tmpdir();
-  if (!dir) return -1;
-  if (daemon_start(&shared, dir, "--max-frame-bytes", "4000000", "--max-image-pixels", "4194304",
-                   "--workers", "1", NULL) != 0)
-    return -1;
-  return 0;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  int st = daemon_stop(&shared, 20);
-  harness_teardown();
-  return st == 0 ? 0 : -1;
-}
-
 /* Sends q (with descriptor fd if >= 0) and checks its Error: code, and the
  * message containing each of the needles (NULL-terminated). */
 static void expect_error(int sock, struct seg_req *q, int fd, int code, ...) {
@@ -626,5 +608,6 @@ int main(void) {
       cmocka_unit_test(test_truncated_frames),
       cmocka_unit_test(test_bad_ground_truth),
   };
-  return harness_main(tests, group_setup, group_teardown);
+  return harness_main_shared(tests, &shared, "--max-frame-bytes", "4000000",
+                             "--max-image-pixels", "4194304", "--workers", "1", NULL);
 }

@@ -25,27 +25,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cmocka.h>
 #include <jansson.h>
 
-#include "osseg.pb-c.h"
+#include "daemon_harness.h"
 #include "test_support.h"
 
-#define CODE(x) OSSEG__WIRE__ERROR__CODE__##x
 #define NOBODY 65534
 
 static char dir[512];  /* this program's temporary folder */
-static pid_t live[8];  /* daemons not yet stopped (a failed test leaves them) */
-
-static const char *model_file(const char *name) {
-  return test_path("%s/tests/data/models/%s.onnx", test_source_dir(), name);
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Writes text (printf-style) to dir/name; returns the path (static). */
 static const char *write_file(const char *name, const char *fmt, ...)
@@ -66,29 +53,9 @@ static const char *write_file(const char *name, const char *fmt, ...) {
 
 /* ------------------------------------------------------------ daemon --- */
 
-struct daemon {
-  pid_t pid;
-  char sock[600];
-  char log[600];
-};
-
-static int try_connect(const char *path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  struct sockaddr_un a;
-  memset(&a, 0, sizeof a);
-  a.sun_family = AF_UNIX;
-  snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 /* Starts ossegd --config conf --threads 1 [args...] (NULL-terminated) and
- * waits until sock accepts a connection. */
-static void daemon_start(struct daemon *d, const char *conf, const char *sock, ...) {
+ * waits until sock accepts a connection; fails the test if it exits. */
+static void start_config(struct daemon *d, const char *conf, const char *sock, ...) {
   const char *argv[32];
   int n = 0;
   argv[n++] = test_path("%s/bin/ossegd", test_binary_dir());
@@ -102,60 +69,15 @@ static void daemon_start(struct daemon *d, const char *conf, const char *sock, .
   while ((a = va_arg(ap, const char *)) != NULL && n < 30) argv[n++] = a;
   va_end(ap);
   argv[n] = NULL;
-  snprintf(d->sock, sizeof d->sock, "%s", sock);
-  snprintf(d->log, sizeof d->log, "%s/ossegd.log", dir);
-  d->pid = fork();
-  assert_true(d->pid >= 0);
-  if (d->pid == 0) {
-    int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
+  int rc = daemon_start_argv(d, dir, sock, NULL, argv, 1);
+  if (rc != 0) {
+    char *log = test_read_file(d->log, NULL);
+    fail_msg("ossegd exited during start-up (status %d): %s", rc, log ? log : "");
   }
-  for (int i = 0; i < 8; i++)
-    if (!live[i]) {
-      live[i] = d->pid;
-      break;
-    }
-  double t0 = now_s();
-  while (now_s() - t0 < 60) {
-    int status;
-    if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-      char *log = test_read_file(d->log, NULL);
-      fail_msg("ossegd exited during start-up (status %d): %s", status, log ? log : "");
-    }
-    int fd = try_connect(sock);
-    if (fd >= 0) {
-      close(fd);
-      return;
-    }
-    usleep(20000);
-  }
-  fail_msg("ossegd did not listen on %s within 60 s", sock);
 }
 
 /* SIGTERM; the daemon must drain and exit 0 within 30 s. */
-static void daemon_stop(struct daemon *d) {
-  kill(d->pid, SIGTERM);
-  int status = 0;
-  double t0 = now_s();
-  while (waitpid(d->pid, &status, WNOHANG) != d->pid) {
-    if (now_s() - t0 > 30) {
-      kill(d->pid, SIGKILL);
-      waitpid(d->pid, &status, 0);
-      break;
-    }
-    usleep(10000);
-  }
-  for (int i = 0; i < 8; i++)
-    if (live[i] == d->pid) live[i] = 0;
-  d->pid = 0;
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
-}
+static void stop(struct daemon *d) { assert_int_equal(daemon_stop(d, 30), 0); }
 
 /* Runs ossegd with the arguments (NULL-terminated); its status, stdout and
  * stderr. */
@@ -174,70 +96,11 @@ static int run_ossegd(char **out, char **err, ...) {
 
 /* ---------------------------------------------------------- protocol --- */
 
-static int write_all(int fd, const void *p, size_t n) {
-  const uint8_t *b = p;
-  while (n > 0) {
-    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    b += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-static int send_request(int fd, const Osseg__Wire__Request *r) {
-  size_t n = osseg__wire__request__get_packed_size(r);
-  uint8_t *f = malloc(n + 4);
-  if (!f) return -1;
-  for (int i = 0; i < 4; i++) f[i] = (uint8_t)(n >> (8 * i));
-  osseg__wire__request__pack(r, f + 4);
-  int rc = write_all(fd, f, n + 4);
-  free(f);
-  return rc;
-}
-
-static int read_all(int fd, void *p, size_t n) {
-  uint8_t *b = p;
-  while (n > 0) {
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    if (poll(&pfd, 1, 30000) <= 0) return -1;
-    ssize_t r = read(fd, b, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    b += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
-
-/* The next response, or NULL at EOF (or after 30 s, or if it does not
- * parse). Usable in a child: no cmocka asserts. */
-static Osseg__Wire__Response *recv_response(int fd) {
-  uint8_t h[4];
-  if (read_all(fd, h, 4) != 0) return NULL;
-  uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
-  if (n > (1u << 26)) return NULL;
-  uint8_t *b = malloc(n ? n : 1);
-  if (!b) return NULL;
-  Osseg__Wire__Response *r = NULL;
-  if (read_all(fd, b, n) == 0) r = osseg__wire__response__unpack(NULL, n, b);
-  free(b);
-  return r;
-}
-
 /* Sends a request without a body of its own (Health, ListModels, Stats)
  * and returns the answer; fails the test unless it is of that kind. */
 static Osseg__Wire__Response *ask(int fd, Osseg__Wire__Request__KindCase kind, uint64_t id) {
-  Osseg__Wire__Request r = OSSEG__WIRE__REQUEST__INIT;
-  Osseg__Wire__HealthRequest h = OSSEG__WIRE__HEALTH_REQUEST__INIT;
-  Osseg__Wire__ListModels l = OSSEG__WIRE__LIST_MODELS__INIT;
-  Osseg__Wire__StatsRequest s = OSSEG__WIRE__STATS_REQUEST__INIT;
-  r.id = id;
-  r.kind_case = kind;
-  if (kind == OSSEG__WIRE__REQUEST__KIND_HEALTH) r.health = &h;
-  if (kind == OSSEG__WIRE__REQUEST__KIND_LIST_MODELS) r.list_models = &l;
-  if (kind == OSSEG__WIRE__REQUEST__KIND_STATS) r.stats = &s;
+  Osseg__Wire__Request r;
+  simple_req(&r, id, kind);
   assert_int_equal(send_request(fd, &r), 0);
   Osseg__Wire__Response *a = recv_response(fd);
   assert_non_null(a);
@@ -290,13 +153,7 @@ static void segment_frame(uint8_t **buf, size_t *len, uint64_t id, const char *m
   r.id = id;
   r.kind_case = OSSEG__WIRE__REQUEST__KIND_SEGMENT;
   r.segment = &s;
-  size_t size = osseg__wire__request__get_packed_size(&r);
-  *buf = realloc(*buf, *len + size + 4);
-  assert_non_null(*buf);
-  uint8_t *f = *buf + *len;
-  for (int i = 0; i < 4; i++) f[i] = (uint8_t)(size >> (8 * i));
-  osseg__wire__request__pack(&r, f + 4);
-  *len += size + 4;
+  frame_append(buf, len, &r);
 }
 
 static void segment_send(int fd, uint64_t id, const char *models, const char *image_name,
@@ -517,7 +374,7 @@ static void test_flags_override_file(void **state) {
   snprintf(ma, sizeof ma, "a=%s", model_file("unet_effb0_tiny_op13"));
   snprintf(mb, sizeof mb, "b=%s", model_file("unet_effb0_tiny_op13"));
   struct daemon d;
-  daemon_start(&d, conf, flag_sock_s, "--socket", flag_sock_s, "--max-frame-bytes", "2000000",
+  start_config(&d, conf, flag_sock_s, "--socket", flag_sock_s, "--max-frame-bytes", "2000000",
                "--model", ma, "--model", mb, NULL);
   struct stat st;
   assert_int_equal(stat(file_sock_s, &st), -1); /* the flag's socket only */
@@ -535,7 +392,7 @@ static void test_flags_override_file(void **state) {
   assert_string_equal(l->models->models[0]->sha256, l->models->models[1]->sha256);
   osseg__wire__response__free_unpacked(l, NULL);
   close(fd);
-  daemon_stop(&d);
+  stop(&d);
 }
 
 /* Limits only the file sets here: the total in-flight limit and the
@@ -553,17 +410,14 @@ static void test_limits_from_file(void **state) {
                                 "file = %s\n[model a]\npath = %s\n",
                                 sock, audit, model_file("unetpp_r18_tiny_op13"));
   struct daemon d;
-  daemon_start(&d, conf, sock, NULL);
+  start_config(&d, conf, sock, NULL);
   /* The one connection allowed (once the start-up probe's is gone). */
   int fd = -1;
   double t0 = now_s();
   while (fd < 0 && now_s() - t0 < 30) {
     fd = try_connect(sock);
-    Osseg__Wire__Request r = OSSEG__WIRE__REQUEST__INIT;
-    Osseg__Wire__HealthRequest hr = OSSEG__WIRE__HEALTH_REQUEST__INIT;
-    r.id = 99;
-    r.kind_case = OSSEG__WIRE__REQUEST__KIND_HEALTH;
-    r.health = &hr;
+    Osseg__Wire__Request r;
+    simple_req(&r, 99, OSSEG__WIRE__REQUEST__KIND_HEALTH);
     Osseg__Wire__Response *a = NULL;
     if (fd >= 0 && send_request(fd, &r) == 0) a = recv_response(fd);
     if (!a && fd >= 0) {
@@ -596,7 +450,7 @@ static void test_limits_from_file(void **state) {
   segment_send(fd, 3, "a", NULL, 512, 0);
   assert_int_equal(segment_end(fd, 3), CODE(DEADLINE_EXCEEDED));
   close(fd);
-  daemon_stop(&d);
+  stop(&d);
   struct lines l;
   read_lines(audit, &l);
   size_t refused = 0, busy = 0, expired = 0;
@@ -646,21 +500,21 @@ static void test_socket_mode_and_group(void **state) {
                                 "[model a]\npath = %s\n",
                                 sock, group, model_file("unetpp_r18_tiny_op13"));
   struct daemon d;
-  daemon_start(&d, conf, sock, NULL);
+  start_config(&d, conf, sock, NULL);
   struct stat st;
   assert_int_equal(stat(sock, &st), 0);
   assert_true(S_ISSOCK(st.st_mode));
   assert_int_equal(st.st_mode & 07777, 0640);
   assert_int_equal(st.st_gid, g);
-  daemon_stop(&d);
+  stop(&d);
   /* The default: 0660, the daemon's group. */
   conf = write_file("mode.conf", "[socket]\npath = %s\n[model a]\npath = %s\n", sock,
                     model_file("unetpp_r18_tiny_op13"));
-  daemon_start(&d, conf, sock, NULL);
+  start_config(&d, conf, sock, NULL);
   assert_int_equal(stat(sock, &st), 0);
   assert_int_equal(st.st_mode & 07777, 0660);
   assert_int_equal(st.st_gid, getegid());
-  daemon_stop(&d);
+  stop(&d);
 }
 
 /* ------------------------------------------------------------ access --- */
@@ -677,19 +531,16 @@ static int peer_as_nobody(const char *sock, const gid_t *groups, size_t ngroups)
       _exit(2);
     int fd = try_connect(sock);
     if (fd < 0) _exit(3);
-    Osseg__Wire__Request r = OSSEG__WIRE__REQUEST__INIT;
-    Osseg__Wire__HealthRequest h = OSSEG__WIRE__HEALTH_REQUEST__INIT;
-    r.id = 7;
-    r.kind_case = OSSEG__WIRE__REQUEST__KIND_HEALTH;
-    r.health = &h;
+    Osseg__Wire__Request r;
+    simple_req(&r, 7, OSSEG__WIRE__REQUEST__KIND_HEALTH);
     send_request(fd, &r); /* may fail once refused */
-    Osseg__Wire__Response *a = recv_response(fd);
+    Osseg__Wire__Response *a = recv_response_nofail(fd);
     if (!a) _exit(4);
     int status = 5;
     if (a->id == 7 && a->kind_case == OSSEG__WIRE__RESPONSE__KIND_HEALTH) status = 0;
     if (a->id == 0 && a->kind_case == OSSEG__WIRE__RESPONSE__KIND_ERROR &&
         a->error->code == CODE(PERMISSION_DENIED) && strstr(a->error->message, "65534") &&
-        recv_response(fd) == NULL)
+        recv_response_nofail(fd) == NULL)
       status = 10;
     _exit(status);
   }
@@ -708,7 +559,7 @@ static void start_with_access(struct daemon *d, const char *access, char *sock, 
                                 "[model a]\npath = %s\n",
                                 sock, access, dir, model_file("unetpp_r18_tiny_op13"));
   unlink(test_path("%s/audit.log", dir));
-  daemon_start(d, conf, sock, NULL);
+  start_config(d, conf, sock, NULL);
 }
 
 static void test_peer_access(void **state) {
@@ -733,7 +584,7 @@ static void test_peer_access(void **state) {
   assert_int_equal(st->stats->connections_total, 2);
   osseg__wire__response__free_unpacked(st, NULL);
   close(fd);
-  daemon_stop(&d);
+  stop(&d);
   char *log = test_read_file(d.log, NULL);
   assert_non_null(strstr(log, "uid 65534 gid 65534 pid "));
   assert_non_null(strstr(log, "is not on the allow-list"));
@@ -754,22 +605,22 @@ static void test_peer_access(void **state) {
   /* Allowed by uid, by name or number. */
   start_with_access(&d, "[access]\nusers = root, nobody", sock, sizeof sock);
   assert_int_equal(peer_as_nobody(sock, NULL, 0), 0);
-  daemon_stop(&d);
+  stop(&d);
   start_with_access(&d, "[access]\nusers = 65534", sock, sizeof sock);
   assert_int_equal(peer_as_nobody(sock, NULL, 0), 0);
-  daemon_stop(&d);
+  stop(&d);
   /* Allowed by group: its gid, or a supplementary group (SO_PEERGROUPS). */
   start_with_access(&d, "[access]\ngroups = nogroup", sock, sizeof sock);
   assert_int_equal(peer_as_nobody(sock, NULL, 0), 0);
-  daemon_stop(&d);
+  stop(&d);
   start_with_access(&d, "[access]\nusers = 1\ngroups = 4242", sock, sizeof sock);
   assert_int_equal(peer_as_nobody(sock, extra, 1), 0);
   assert_int_equal(peer_as_nobody(sock, NULL, 0), 10);
-  daemon_stop(&d);
+  stop(&d);
   /* No list: the socket's mode decides. */
   start_with_access(&d, "", sock, sizeof sock);
   assert_int_equal(peer_as_nobody(sock, NULL, 0), 0);
-  daemon_stop(&d);
+  stop(&d);
   assert_int_equal(chmod(dir, 0700), 0);
 }
 
@@ -789,7 +640,7 @@ static void test_audit_lines(void **state) {
                                 sock, audit_s, model_file("unetpp_r18_tiny_op13"),
                                 model_file("unet_effb0_tiny_op13"));
   struct daemon d;
-  daemon_start(&d, conf, sock, NULL);
+  start_config(&d, conf, sock, NULL);
   struct stat st;
   assert_int_equal(stat(audit_s, &st), 0);
   mode_t mask = umask(0);
@@ -806,7 +657,7 @@ static void test_audit_lines(void **state) {
   assert_int_equal(segment(fd, 10, "a,b", "secret-patient.png"), -1);
   assert_int_equal(segment(fd, 11, "a,nope", "secret-patient.png"), CODE(UNKNOWN_MODEL));
   close(fd);
-  daemon_stop(&d);
+  stop(&d);
 
   struct lines l;
   read_lines(audit_s, &l);
@@ -865,14 +716,14 @@ static void test_audit_lines(void **state) {
                     "[socket]\npath = %s\n[audit]\nfile = %s\ninclude_image_name = yes\n"
                     "[model a]\npath = %s\n",
                     sock, audit_s, model_file("unetpp_r18_tiny_op13"));
-  daemon_start(&d, conf, sock, NULL);
+  start_config(&d, conf, sock, NULL);
   fd = try_connect(sock);
   assert_true(fd >= 0);
   assert_int_equal(segment(fd, 1, "a", "hand \"7\" \\ r\xc3\xa9sum\xc3\xa9.png"), -1);
   assert_int_equal(segment(fd, 2, "a", "bad\x01name\xff.png"), CODE(BAD_REQUEST));
   assert_int_equal(segment(fd, 3, "a", NULL), -1);
   close(fd);
-  daemon_stop(&d);
+  stop(&d);
   read_lines(audit_s, &l);
   assert_int_equal(l.n, 3);
   assert_string_equal(str_of(l.obj[0], "image_name"), "hand \"7\" \\ r\xc3\xa9sum\xc3\xa9.png");
@@ -897,7 +748,7 @@ static void test_audit_reopen_on_sighup(void **state) {
                                 "[model a]\npath = %s\n",
                                 sock, audit, model_file("unetpp_r18_tiny_op13"));
   struct daemon d;
-  daemon_start(&d, conf, sock, NULL);
+  start_config(&d, conf, sock, NULL);
   int fd = try_connect(sock);
   assert_true(fd >= 0);
   assert_int_equal(segment(fd, 1, "a", NULL), -1);
@@ -915,7 +766,7 @@ static void test_audit_reopen_on_sighup(void **state) {
   assert_true(h->health->ready);
   osseg__wire__response__free_unpacked(h, NULL);
   close(fd);
-  daemon_stop(&d);
+  stop(&d);
   struct lines old, fresh;
   read_lines(rotated, &old);
   read_lines(audit, &fresh);
@@ -939,7 +790,7 @@ static int setup(void **state) {
   const char *t = test_tmpdir();
   if (!t) return -1;
   snprintf(dir, sizeof dir, "%s", t);
-  return 0;
+  return harness_setup();
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
@@ -949,19 +800,14 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
   return remove(path);
 }
 
+/* Daemons a failed test left behind are stopped (and counted) by
+ * harness_teardown. */
 static int teardown(void **state) {
   (void)state;
-  int failed = 0;
-  for (int i = 0; i < 8; i++)
-    if (live[i]) {
-      kill(live[i], SIGKILL);
-      waitpid(live[i], NULL, 0);
-      failed = 1;
-    }
+  harness_teardown();
   nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-  return failed ? -1 : 0;
+  return 0;
 }
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_check_config_example),
@@ -973,5 +819,5 @@ int main(void) {
       cmocka_unit_test(test_audit_lines),
       cmocka_unit_test(test_audit_reopen_on_sighup),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return harness_main(tests, setup, teardown);
 }

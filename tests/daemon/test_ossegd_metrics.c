@@ -29,8 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-
+#include "daemon_harness.h"
 #include "osseg_base.h"
 #include "osseg_client.h"
 #include "osseg_imaging.h"
@@ -39,106 +38,40 @@
 
 /* ------------------------------------------------------------ daemon --- */
 
-static pid_t live; /* the daemon of the running test, stopped by teardown */
-
-struct daemon {
-  pid_t pid;
-  char dir[512], sock[600], log[600], metrics[600];
+/* A daemon of the harness with its folder and metrics file. */
+struct mdaemon {
+  struct daemon d;
+  char dir[512], metrics[600];
 };
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static const char *ossegd_bin(void) { return test_path("%s/bin/ossegd", test_binary_dir()); }
-
-static const char *model_arg(const char *name, const char *file) {
-  return test_path("%s=%s/tests/data/models/%s.onnx", name, test_source_dir(), file);
-}
-
-static char *read_log(const struct daemon *d) {
-  char *l = test_read_file(d->log, NULL);
-  return l ? l : strdup("");
-}
 
 /* Starts ossegd with models a and b and --metrics-file (interval given),
  * and waits until it takes connections and the file exists. */
-static void daemon_start(struct daemon *d, const char *interval) {
-  snprintf(d->dir, sizeof d->dir, "%s", test_tmpdir());
-  snprintf(d->sock, sizeof d->sock, "%s/ossegd.sock", d->dir);
-  snprintf(d->log, sizeof d->log, "%s/ossegd.log", d->dir);
-  snprintf(d->metrics, sizeof d->metrics, "%s/osseg.prom", d->dir);
-  char ma[1024], mb[1024];
-  snprintf(ma, sizeof ma, "%s", model_arg("a", "unetpp_r18_tiny_op13"));
-  snprintf(mb, sizeof mb, "%s", model_arg("b", "unet_effb0_tiny_op13"));
-  char bin[1024];
-  snprintf(bin, sizeof bin, "%s", ossegd_bin()); /* test_path's buffers rotate */
-  d->pid = fork();
-  assert_true(d->pid >= 0);
-  if (d->pid == 0) {
-    int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    execl(bin, bin, "--socket", d->sock, "--model", ma, "--model", mb, "--threads", "1",
-          "--metrics-file", d->metrics, "--metrics-interval", interval, (char *)NULL);
-    _exit(127);
+static void metrics_start(struct mdaemon *m, const char *interval) {
+  snprintf(m->dir, sizeof m->dir, "%s", test_tmpdir());
+  snprintf(m->metrics, sizeof m->metrics, "%s/osseg.prom", m->dir);
+  int rc = daemon_start(&m->d, m->dir, "--metrics-file", m->metrics, "--metrics-interval",
+                        interval, NULL);
+  if (rc != 0) {
+    char *log = test_read_file(m->d.log, NULL);
+    fail_msg("ossegd exited before it was ready (status %d): %s", rc, log ? log : "");
   }
-  live = d->pid;
   double t0 = now_s();
-  while (now_s() - t0 < 60) {
-    int status;
-    if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-      live = 0;
-      fail_msg("ossegd exited before it was ready: %s", read_log(d));
-    }
-    osseg_client_t *c = NULL;
-    struct stat st;
-    if (stat(d->metrics, &st) == 0 && osseg_client_connect(&c, d->sock, 1000, NULL) == 0) {
-      osseg_client_close(c);
-      return;
-    }
+  struct stat st;
+  while (stat(m->metrics, &st) != 0) {
+    if (now_s() - t0 > 60) fail_msg("ossegd wrote no %s within 60 s", m->metrics);
     usleep(20000);
   }
-  fail_msg("ossegd not ready within 60 s: %s", read_log(d));
 }
 
-/* SIGTERM, then SIGKILL after 30 s; the exit status (128 + signal if
- * killed). */
-static int daemon_stop(struct daemon *d) {
-  if (d->pid <= 0) return -1;
-  kill(d->pid, SIGTERM);
-  int status = 0;
-  double t0 = now_s();
-  while (waitpid(d->pid, &status, WNOHANG) != d->pid) {
-    if (now_s() - t0 > 30) {
-      kill(d->pid, SIGKILL);
-      waitpid(d->pid, &status, 0);
-      break;
-    }
-    usleep(10000);
-  }
-  live = 0;
-  d->pid = 0;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static int teardown(void **state) {
+static int teardown_test(void **state) {
   (void)state;
-  if (live > 0) {
-    kill(live, SIGKILL);
-    waitpid(live, NULL, 0);
-    live = 0;
-  }
+  harness_stop_left();
   return 0;
 }
 
 /* ---------------------------------------------------------- requests --- */
 
-static uint8_t *make_png(uint32_t w, uint32_t h, size_t *size) {
+static uint8_t *gradient_png(uint32_t w, uint32_t h, size_t *size) {
   struct osseg_image img;
   assert_int_equal(osseg_image_init(&img, w, h, 1, 8), 0);
   for (uint32_t y = 0; y < h; y++)
@@ -238,13 +171,13 @@ static void expect_counts(const struct prom_doc *doc) {
 static void test_counts(void **state) {
   (void)state;
   time_t wall0 = time(NULL);
-  struct daemon d;
-  daemon_start(&d, "0.05");
+  struct mdaemon m;
+  metrics_start(&m, "0.05");
   size_t len;
-  uint8_t *png = make_png(96, 80, &len);
+  uint8_t *png = gradient_png(96, 80, &len);
   osseg_client_t *c = NULL;
   char err[OSSEG_CLIENT_MSG_SIZE];
-  if (osseg_client_connect(&c, d.sock, 5000, err) != 0) fail_msg("%s", err);
+  if (osseg_client_connect(&c, m.d.sock, 5000, err) != 0) fail_msg("%s", err);
   static const char *const a[] = {"a"}, *const b[] = {"b"}, *const ab[] = {"a", "b"};
   static const char *const unknown[] = {"a", "nosuchmodel"};
   /* A PNG whose header is sound (validation, which reads it on the loop,
@@ -265,7 +198,7 @@ static void test_counts(void **state) {
 
   /* The CLI, with this connection still open. */
   char *out, *errs;
-  int rc = test_osseg_run(&out, &errs, "stats", "--socket", d.sock, "--prometheus", NULL);
+  int rc = test_osseg_run(&out, &errs, "stats", "--socket", m.d.sock, "--prometheus", NULL);
   if (rc != 0) fail_msg("osseg stats --prometheus: exit %d: %s", rc, errs);
   struct prom_doc doc;
   parse_or_fail("osseg stats --prometheus", out, strlen(out), &doc);
@@ -286,7 +219,7 @@ static void test_counts(void **state) {
   double t0 = now_s();
   for (;;) {
     size_t n;
-    char *text = test_read_file(d.metrics, &n);
+    char *text = test_read_file(m.metrics, &n);
     assert_non_null(text);
     parse_or_fail("the metrics file", text, n, &doc);
     free(text);
@@ -302,18 +235,18 @@ static void test_counts(void **state) {
 
   osseg_client_close(c);
   osseg__free(png);
-  assert_int_equal(daemon_stop(&d), 0);
+  assert_int_equal(daemon_stop(&m.d, 30), 0);
 
   /* The last write has the final state, and nothing is left beside it. */
   size_t n;
-  char *text = test_read_file(d.metrics, &n);
+  char *text = test_read_file(m.metrics, &n);
   assert_non_null(text);
   parse_or_fail("the final metrics file", text, n, &doc);
   free(text);
   expect_counts(&doc);
   EXPECT(&doc, "osseg_connections", "", 0);
   prom_free(&doc);
-  DIR *dir = opendir(d.dir);
+  DIR *dir = opendir(m.dir);
   assert_non_null(dir);
   struct dirent *e;
   while ((e = readdir(dir)) != NULL)
@@ -327,13 +260,13 @@ static void test_counts(void **state) {
  * inode numbers are no proof, a file system may reuse them at once). */
 static void test_atomic_replace(void **state) {
   (void)state;
-  struct daemon d;
-  daemon_start(&d, "0.02");
+  struct mdaemon m;
+  metrics_start(&m, "0.02");
   size_t len;
-  uint8_t *png = make_png(64, 64, &len);
+  uint8_t *png = gradient_png(64, 64, &len);
   osseg_client_t *c = NULL;
   char err[OSSEG_CLIENT_MSG_SIZE];
-  if (osseg_client_connect(&c, d.sock, 5000, err) != 0) fail_msg("%s", err);
+  if (osseg_client_connect(&c, m.d.sock, 5000, err) != 0) fail_msg("%s", err);
   static const char *const a[] = {"a"};
 
   size_t versions = 0, reads = 0;
@@ -343,8 +276,8 @@ static void test_atomic_replace(void **state) {
     if (now_s() - t0 > 30) fail_msg("the file was replaced only %zu times in 30 s", versions);
     /* Keep the counters moving now and then. */
     if (reads % 50 == 0) assert_int_equal(segment(c, png, len, a, 1), -1);
-    int fd = open(d.metrics, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail_msg("%s: %s (the file must always exist)", d.metrics, strerror(errno));
+    int fd = open(m.metrics, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail_msg("%s: %s (the file must always exist)", m.metrics, strerror(errno));
     struct stat st;
     assert_int_equal(fstat(fd, &st), 0);
     char *text = malloc((size_t)st.st_size + 65536);
@@ -368,7 +301,7 @@ static void test_atomic_replace(void **state) {
   print_message("%zu reads, %zu versions of the file\n", reads, versions);
   osseg_client_close(c);
   osseg__free(png);
-  assert_int_equal(daemon_stop(&d), 0);
+  assert_int_equal(daemon_stop(&m.d, 30), 0);
 }
 
 static void test_bad_options(void **state) {
@@ -378,8 +311,8 @@ static void test_bad_options(void **state) {
   snprintf(sock, sizeof sock, "%s/s.sock", dir);
   snprintf(bad, sizeof bad, "%s/missing/osseg.prom", dir);
   snprintf(good, sizeof good, "%s/osseg.prom", dir);
-  snprintf(ma, sizeof ma, "%s", model_arg("a", "unetpp_r18_tiny_op13"));
-  snprintf(bin, sizeof bin, "%s", ossegd_bin()); /* test_path's buffers rotate */
+  snprintf(ma, sizeof ma, "a=%s", model_file("unetpp_r18_tiny_op13"));
+  snprintf(bin, sizeof bin, "%s", test_path("%s/bin/ossegd", test_binary_dir()));
   char *err = NULL;
   const char *argv1[] = {bin, "--socket", sock, "--model", ma, "--metrics-file", bad, NULL};
   assert_int_equal(test_run(argv1, NULL, &err, 60), 1);
@@ -403,9 +336,9 @@ static void test_bad_options(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_teardown(test_counts, teardown),
-      cmocka_unit_test_teardown(test_atomic_replace, teardown),
+      cmocka_unit_test_teardown(test_counts, teardown_test),
+      cmocka_unit_test_teardown(test_atomic_replace, teardown_test),
       cmocka_unit_test(test_bad_options),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return harness_main(tests, harness_group_setup, harness_group_teardown);
 }

@@ -20,22 +20,6 @@
 
 static struct daemon shared; /* models a and b, 2 workers, 4 MB frames */
 
-static int group_setup(void **state) {
-  (void)state;
-  if (harness_setup() != 0) return -1;
-  const char *dir = test_tmpdir();
-  if (!dir) return -1;
-  if (daemon_start(&shared, dir, "--max-frame-bytes", "4000000", NULL) != 0) return -1;
-  return 0;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  int st = daemon_stop(&shared, 20);
-  harness_teardown();
-  return st == 0 ? 0 : -1;
-}
-
 static void test_segment_matches_pipeline(void **state) {
   (void)state;
   size_t size;
@@ -889,5 +873,5 @@ int main(void) {
       cmocka_unit_test(test_model_times),
       cmocka_unit_test(test_64_clients),
   };
-  return harness_main(tests, group_setup, group_teardown);
+  return harness_main_shared(tests, &shared, "--max-frame-bytes", "4000000", NULL);
 }

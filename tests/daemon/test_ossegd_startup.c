@@ -17,17 +17,6 @@
 #include "daemon_harness.h"
 #include "test_support.h"
 
-static int group_setup(void **state) {
-  (void)state;
-  return harness_setup();
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  harness_teardown();
-  return 0;
-}
-
 static void test_startup(void **state) {
   (void)state;
   const char *dir = test_tmpdir();
@@ -180,5 +169,5 @@ int main(void) {
       cmocka_unit_test(test_startup),
       cmocka_unit_test(test_max_image_side),
   };
-  return harness_main(tests, group_setup, group_teardown);
+  return harness_main(tests, harness_group_setup, harness_group_teardown);
 }

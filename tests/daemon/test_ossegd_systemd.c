@@ -22,17 +22,6 @@
 #include "daemon_harness.h"
 #include "test_support.h"
 
-static int group_setup(void **state) {
-  (void)state;
-  return harness_setup();
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  harness_teardown();
-  return 0;
-}
-
 /* A systemd tool (a string of its own), or NULL when it is not
  * installed. */
 static const char *systemd_tool(const char *name) {
@@ -157,15 +146,8 @@ static void wait_in_flight(const struct daemon *d, uint32_t n) {
 
 /* ListModels: the sha256 and generation of model name (sha NULL if absent). */
 static int model_info(const struct daemon *d, const char *name, char sha[65], uint64_t *gen) {
-  int fd = try_connect(d->sock);
-  assert_true(fd >= 0);
-  Osseg__Wire__Request r;
-  simple_req(&r, 1, OSSEG__WIRE__REQUEST__KIND_LIST_MODELS);
-  assert_int_equal(send_request(fd, &r), 0);
-  Osseg__Wire__Response *resp = recv_response(fd);
-  close(fd);
-  assert_non_null(resp);
-  assert_int_equal(resp->kind_case, OSSEG__WIRE__RESPONSE__KIND_MODELS);
+  Osseg__Wire__Response *resp =
+      ask_fresh(d, OSSEG__WIRE__REQUEST__KIND_LIST_MODELS, OSSEG__WIRE__RESPONSE__KIND_MODELS);
   int found = 0;
   for (size_t i = 0; i < resp->models->n_models; i++) {
     Osseg__Wire__ModelInfo *m = resp->models->models[i];
@@ -781,5 +763,5 @@ int main(void) {
       cmocka_unit_test(test_sigterm_under_load),
       cmocka_unit_test(test_drain_timeout),
   };
-  return harness_main(tests, group_setup, group_teardown);
+  return harness_main(tests, harness_group_setup, harness_group_teardown);
 }
