@@ -64,21 +64,33 @@ int try_connect(const char *path) {
 /* Starts ossegd with the two standard models plus the extra arguments
  * (a NULL-terminated list) and waits until it accepts a connection.
  * Returns 0, or the exit status if it ended first. */
-static int daemon_start_list(struct daemon *d, const char *dir, const char *const *extra) {
-  const char *argv[64];
+/* The standard models' --model arguments. */
+struct std_models {
+  char a[512], b[512];
+};
+
+/* Puts "ossegd --socket SOCK --model a=... --model b=..." at argv[0, 7);
+ * returns 7. */
+static int std_argv(const char **argv, const char *sock, struct std_models *m) {
+  snprintf(m->a, sizeof m->a, "a=%s", model_file("unetpp_r18_tiny_op13"));
+  snprintf(m->b, sizeof m->b, "b=%s", model_file("unet_effb0_tiny_op13"));
   int n = 0;
-  char sock[sizeof d->sock];
-  snprintf(sock, sizeof sock, "%s/ossegd.sock", dir);
-  char ma[512], mb[512];
-  snprintf(ma, sizeof ma, "a=%s", model_file("unetpp_r18_tiny_op13"));
-  snprintf(mb, sizeof mb, "b=%s", model_file("unet_effb0_tiny_op13"));
   argv[n++] = test_path("%s/bin/ossegd", test_binary_dir());
   argv[n++] = "--socket";
   argv[n++] = sock;
   argv[n++] = "--model";
-  argv[n++] = ma;
+  argv[n++] = m->a;
   argv[n++] = "--model";
-  argv[n++] = mb;
+  argv[n++] = m->b;
+  return n;
+}
+
+static int daemon_start_list(struct daemon *d, const char *dir, const char *const *extra) {
+  const char *argv[64];
+  char sock[sizeof d->sock];
+  snprintf(sock, sizeof sock, "%s/ossegd.sock", dir);
+  struct std_models m;
+  int n = std_argv(argv, sock, &m);
   argv[n++] = "--threads";
   argv[n++] = "1";
   for (size_t i = 0; extra[i] && n < 62; i++) argv[n++] = extra[i];
@@ -135,17 +147,8 @@ int daemon_start_argv(struct daemon *d, const char *dir, const char *sock,
  * expecting it to exit; returns its status, *err its stderr. */
 int daemon_fail(const char *sock, char **err, ...) {
   const char *argv[32];
-  int n = 0;
-  char ma[512], mb[512];
-  snprintf(ma, sizeof ma, "a=%s", model_file("unetpp_r18_tiny_op13"));
-  snprintf(mb, sizeof mb, "b=%s", model_file("unet_effb0_tiny_op13"));
-  argv[n++] = test_path("%s/bin/ossegd", test_binary_dir());
-  argv[n++] = "--socket";
-  argv[n++] = sock;
-  argv[n++] = "--model";
-  argv[n++] = ma;
-  argv[n++] = "--model";
-  argv[n++] = mb;
+  struct std_models m;
+  int n = std_argv(argv, sock, &m);
   va_list ap;
   va_start(ap, err);
   const char *a;
