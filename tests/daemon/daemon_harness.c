@@ -143,30 +143,41 @@ int daemon_start_argv(struct daemon *d, const char *dir, const char *sock,
   return -1;
 }
 
+int argv_append_va(const char **argv, int n, int max, va_list ap) {
+  const char *a;
+  while (n < max - 1 && (a = va_arg(ap, const char *)) != NULL) argv[n++] = a;
+  argv[n] = NULL;
+  return n;
+}
+
 /* Runs ossegd with the two standard models and the extra arguments,
  * expecting it to exit; returns its status, *err its stderr. */
 int daemon_fail(const char *sock, char **err, ...) {
   const char *argv[32];
   struct std_models m;
-  int n = std_argv(argv, sock, &m);
   va_list ap;
   va_start(ap, err);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 30) argv[n++] = a;
+  argv_append_va(argv, std_argv(argv, sock, &m), 31, ap);
   va_end(ap);
-  argv[n] = NULL;
   return test_run(argv, NULL, err, 60);
+}
+
+int ossegd_run(char **out, char **err, ...) {
+  const char *argv[32];
+  argv[0] = test_path("%s/bin/ossegd", test_binary_dir());
+  va_list ap;
+  va_start(ap, err);
+  argv_append_va(argv, 1, 31, ap);
+  va_end(ap);
+  return test_run(argv, out, err, 60);
 }
 
 int daemon_start(struct daemon *d, const char *dir, ...) {
   const char *extra[56];
-  size_t n = 0;
   va_list ap;
   va_start(ap, dir);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 55) extra[n++] = a;
+  argv_append_va(extra, 0, 56, ap);
   va_end(ap);
-  extra[n] = NULL;
   return daemon_start_list(d, dir, extra);
 }
 
@@ -245,44 +256,46 @@ int write_all(int fd, const void *p, size_t n) {
   return 0;
 }
 
+/* r as one frame (a 4-byte little-endian length, then the payload);
+ * *len its size. free() it. */
+static uint8_t *pack_frame(const Osseg__Wire__Request *r, size_t *len) {
+  uint8_t *f = NULL;
+  *len = 0;
+  frame_append(&f, len, r);
+  return f;
+}
+
 int send_request(int fd, const Osseg__Wire__Request *r) {
-  size_t n = osseg__wire__request__get_packed_size(r);
-  uint8_t *f = malloc(n + 4);
-  assert_non_null(f);
+  size_t len;
+  uint8_t *f = pack_frame(r, &len);
+  int rc = write_all(fd, f, len);
+  free(f);
+  return rc;
+}
+
+/* Grows *buf by a frame of n payload bytes, its length written; returns
+ * where the payload goes. */
+static uint8_t *frame_grow(uint8_t **buf, size_t *len, size_t n) {
+  *buf = realloc(*buf, *len + n + 4);
+  assert_non_null(*buf);
+  uint8_t *f = *buf + *len;
   f[0] = (uint8_t)n;
   f[1] = (uint8_t)(n >> 8);
   f[2] = (uint8_t)(n >> 16);
   f[3] = (uint8_t)(n >> 24);
-  osseg__wire__request__pack(r, f + 4);
-  int rc = write_all(fd, f, n + 4);
-  free(f);
-  return rc;
+  *len += n + 4;
+  return f + 4;
 }
 
 /* Appends a framed request to a growing buffer (to send many at once). */
 void frame_append(uint8_t **buf, size_t *len, const Osseg__Wire__Request *r) {
   size_t n = osseg__wire__request__get_packed_size(r);
-  *buf = realloc(*buf, *len + n + 4);
-  assert_non_null(*buf);
-  uint8_t *f = *buf + *len;
-  f[0] = (uint8_t)n;
-  f[1] = (uint8_t)(n >> 8);
-  f[2] = (uint8_t)(n >> 16);
-  f[3] = (uint8_t)(n >> 24);
-  osseg__wire__request__pack(r, f + 4);
-  *len += n + 4;
+  osseg__wire__request__pack(r, frame_grow(buf, len, n));
 }
 
 void frame_append_raw(uint8_t **buf, size_t *len, const void *payload, size_t n) {
-  *buf = realloc(*buf, *len + n + 4);
-  assert_non_null(*buf);
-  uint8_t *f = *buf + *len;
-  f[0] = (uint8_t)n;
-  f[1] = (uint8_t)(n >> 8);
-  f[2] = (uint8_t)(n >> 16);
-  f[3] = (uint8_t)(n >> 24);
-  if (n) memcpy(f + 4, payload, n);
-  *len += n + 4;
+  uint8_t *f = frame_grow(buf, len, n);
+  if (n) memcpy(f, payload, n);
 }
 
 /* Reads exactly n bytes; 0, or -1 on EOF/error/timeout. */
@@ -693,14 +706,8 @@ void compare(const struct result *x, const struct ref *ref) {
 
 /* Sends one frame with a descriptor attached to its first byte. */
 int send_request_fd(int sock, const Osseg__Wire__Request *r, int fd) {
-  size_t n = osseg__wire__request__get_packed_size(r);
-  uint8_t *f = malloc(n + 4);
-  assert_non_null(f);
-  f[0] = (uint8_t)n;
-  f[1] = (uint8_t)(n >> 8);
-  f[2] = (uint8_t)(n >> 16);
-  f[3] = (uint8_t)(n >> 24);
-  osseg__wire__request__pack(r, f + 4);
+  size_t len;
+  uint8_t *f = pack_frame(r, &len);
   struct iovec iov = {.iov_base = f, .iov_len = 1};
   union {
     char buf[CMSG_SPACE(sizeof(int))];
@@ -717,7 +724,7 @@ int send_request_fd(int sock, const Osseg__Wire__Request *r, int fd) {
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
   }
-  int rc = sendmsg(sock, &m, MSG_NOSIGNAL) == 1 ? write_all(sock, f + 1, n + 3) : -1;
+  int rc = sendmsg(sock, &m, MSG_NOSIGNAL) == 1 ? write_all(sock, f + 1, len - 1) : -1;
   free(f);
   return rc;
 }
@@ -802,11 +809,8 @@ void harness_share(struct daemon *d, ...) {
   shared_d = d;
   va_list ap;
   va_start(ap, d);
-  size_t n = 0;
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 31) shared_args[n++] = a;
+  argv_append_va(shared_args, 0, 32, ap);
   va_end(ap);
-  shared_args[n] = NULL;
 }
 
 int harness_shared_group_setup(void **state) {

@@ -66,6 +66,13 @@ int daemon_start_argv(struct daemon *d, const char *dir, const char *sock,
 /* Runs ossegd with the two standard models and the extra arguments,
  * expecting it to exit; returns its status, *err its stderr. */
 int daemon_fail(const char *sock, char **err, ...);
+/* Runs bin/ossegd with just the arguments (NULL-terminated, at most 30);
+ * returns its status, *out its stdout and *err its stderr (either may be
+ * NULL). */
+int ossegd_run(char **out, char **err, ...);
+/* Appends ap's arguments (up to a NULL) to argv from argv[n], at most
+ * max - 1 entries in all, then a NULL; returns the count. */
+int argv_append_va(const char **argv, int n, int max, va_list ap);
 /* SIGTERM, then SIGKILL after timeout_s; returns the exit status (128+sig
  * if killed). A status other than 0 is counted (harness_main fails) and
  * the daemon's log is printed. */

@@ -65,10 +65,8 @@ static void start_config(struct daemon *d, const char *conf, const char *sock, .
   argv[n++] = "1";
   va_list ap;
   va_start(ap, sock);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 30) argv[n++] = a;
+  argv_append_va(argv, n, 31, ap);
   va_end(ap);
-  argv[n] = NULL;
   int rc = daemon_start_argv(d, dir, sock, NULL, argv, 1);
   if (rc != 0) {
     char *log = test_read_file(d->log, NULL);
@@ -78,21 +76,6 @@ static void start_config(struct daemon *d, const char *conf, const char *sock, .
 
 /* SIGTERM; the daemon must drain and exit 0 within 30 s. */
 static void stop(struct daemon *d) { assert_int_equal(daemon_stop(d, 30), 0); }
-
-/* Runs ossegd with the arguments (NULL-terminated); its status, stdout and
- * stderr. */
-static int run_ossegd(char **out, char **err, ...) {
-  const char *argv[32];
-  int n = 0;
-  argv[n++] = test_path("%s/bin/ossegd", test_binary_dir());
-  va_list ap;
-  va_start(ap, err);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 30) argv[n++] = a;
-  va_end(ap);
-  argv[n] = NULL;
-  return test_run(argv, out, err, 60);
-}
 
 /* ---------------------------------------------------------- protocol --- */
 
@@ -260,7 +243,7 @@ static void test_check_config_example(void **state) {
   char *copy = example_copy();
   const char *path = write_file("example.conf", "%s", copy);
   char *out = NULL, *err = NULL;
-  int rc = run_ossegd(&out, &err, "--check-config", path, NULL);
+  int rc = ossegd_run(&out, &err, "--check-config", path, NULL);
   if (rc != 0) fail_msg("exit %d: %s", rc, err);
   assert_string_equal(err, "");
   assert_string_equal(out, test_path("%s: good: socket /run/osseg/ossegd.sock, 2 model(s)\n", path));
@@ -303,7 +286,7 @@ static void test_check_config_example(void **state) {
     s += n;
   }
   path = write_file("example-all.conf", "%s", all);
-  rc = run_ossegd(&out, &err, "--check-config", path, NULL);
+  rc = ossegd_run(&out, &err, "--check-config", path, NULL);
   if (rc != 0) fail_msg("exit %d: %s", rc, err);
   free(out);
   free(err);
@@ -316,7 +299,7 @@ static void test_check_config_example(void **state) {
 static void expect_bad(const char *text, ...) {
   const char *path = write_file("bad.conf", "%s", text);
   char *out = NULL, *err = NULL;
-  assert_int_equal(run_ossegd(&out, &err, "--check-config", path, NULL), 1);
+  assert_int_equal(ossegd_run(&out, &err, "--check-config", path, NULL), 1);
   assert_string_equal(out, "");
   char want[4096] = "";
   va_list ap;
@@ -347,12 +330,12 @@ static void test_check_config_errors(void **state) {
              " no model ([model NAME] sections, or --model)", NULL);
   /* A file that is not there. */
   char *out = NULL, *err = NULL;
-  assert_int_equal(run_ossegd(&out, &err, "--check-config", "/no/such.conf", NULL), 1);
+  assert_int_equal(ossegd_run(&out, &err, "--check-config", "/no/such.conf", NULL), 1);
   assert_string_equal(err, "ossegd: /no/such.conf: No such file or directory\n");
   free(out);
   free(err);
   /* Bad usage stays exit 2. */
-  assert_int_equal(run_ossegd(&out, &err, "--check-config", NULL), 2);
+  assert_int_equal(ossegd_run(&out, &err, "--check-config", NULL), 2);
   free(out);
   free(err);
 }
