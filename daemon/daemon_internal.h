@@ -261,6 +261,12 @@ struct ossegd__worker {
   uint64_t wd_beat;
   struct osseg_workspace *ws;
   struct osseg_runs gt[OSSEG_MAX_CLASSES];
+  /* RLE text buffers kept between requests: [0] for this worker's thread,
+   * [1] for its workspace's post-processing helper thread (the only two
+   * threads that format its masks, each into its own). */
+  char *text[2];
+  size_t text_cap[2];
+  pthread_t self; /* the worker's own thread, as it sees itself */
 };
 
 /* ---------------------------------------------------------- metrics.c --- */

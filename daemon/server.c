@@ -544,6 +544,7 @@ void ossegd_free(struct ossegd *d) {
     for (unsigned i = 0; i < d->nworkers; i++) {
       osseg_workspace_free(d->workers[i].ws);
       for (size_t c = 0; c < OSSEG_MAX_CLASSES; c++) osseg_runs_free(&d->workers[i].gt[c]);
+      for (int k = 0; k < 2; k++) free(d->workers[i].text[k]);
     }
   free(d->workers);
   ossegd__metrics_file_free(d);

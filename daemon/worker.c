@@ -154,8 +154,7 @@ static int mask_png(const struct osseg_bitmask *m, uint8_t **png, size_t *size) 
 
 /* Packs the ClassMask frame of one class. Runs on the worker or on its
  * workspace's helper thread, for two classes at once: it touches only its
- * class's slot and memory of its own (the text buffer is malloc'ed per
- * call; glibc hands each thread the same warm block back). */
+ * class's slot and the text buffer of the thread it runs on. */
 static int on_class_work(void *vctx, size_t cls, const char *name,
                          const struct osseg_bitmask *mask, const struct osseg_run *runs,
                          size_t nruns) {
@@ -170,7 +169,6 @@ static int on_class_work(void *vctx, size_t cls, const char *name,
   cm.width = mask->width;
   cm.height = mask->height;
   uint8_t *png = NULL;
-  char *text = NULL;
   if (req->seg.output == OSSEG__WIRE__OUTPUT__OUTPUT_PNG_MASK) {
     size_t size = 0;
     int rc = mask_png(mask, &png, &size);
@@ -179,10 +177,17 @@ static int on_class_work(void *vctx, size_t cls, const char *name,
     cm.png.data = png;
     cm.png.len = size;
   } else {
-    text = malloc(osseg_rle_format_bound(nruns) + 1);
-    if (!text) return OSSEG_ENOMEM;
-    text[osseg_rle_format(runs, nruns, text)] = '\0';
-    cm.rle = text;
+    struct ossegd__worker *w = ctx->w;
+    int k = pthread_equal(pthread_self(), w->self) ? 0 : 1;
+    size_t need = osseg_rle_format_bound(nruns) + 1;
+    if (need > w->text_cap[k]) {
+      char *t = realloc(w->text[k], need);
+      if (!t) return OSSEG_ENOMEM;
+      w->text[k] = t;
+      w->text_cap[k] = need;
+    }
+    w->text[k][osseg_rle_format(runs, nruns, w->text[k])] = '\0';
+    cm.rle = w->text[k];
   }
   r.id = req->id;
   r.kind_case = OSSEG__WIRE__RESPONSE__KIND_CLASS_MASK;
@@ -190,7 +195,6 @@ static int on_class_work(void *vctx, size_t cls, const char *name,
   size_t len = 0;
   uint8_t *f = ossegd__pack_response(&r, &len);
   osseg__free(png);
-  free(text);
   if (!f) return OSSEG_ENOMEM;
   ctx->frame[cls] = f;
   ctx->frame_len[cls] = len;
@@ -408,6 +412,10 @@ static void run_request(struct ossegd__worker *w, struct ossegd__request *req) {
 void *ossegd__worker_main(void *arg) {
   struct ossegd__worker *w = arg;
   struct ossegd *d = w->d;
+  /* Set by the thread itself: pthread_create's store of the id may come
+   * after the thread starts. The helper threads, started later from this
+   * one, see it too. */
+  w->self = pthread_self();
   for (;;) {
     pthread_mutex_lock(&d->mu);
     while (d->queued == 0 && !d->workers_stop) {
