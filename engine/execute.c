@@ -6,7 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-int osseg__bind(struct osseg_model *m, struct osseg_diag *diag);
 int osseg__bind(struct osseg_model *m, struct osseg_diag *diag) {
   m->arena = osseg__aligned_alloc(4096, m->arena_bytes ? m->arena_bytes : 1);
   if (!m->arena)
@@ -130,33 +129,14 @@ static int execute(struct osseg_model *m, const float *input, float *output,
      * latency is at most one step, and own loops check inside too. */
     int code = osseg__should_stop(m);
     if (code) return stopped(m, code, si, diag);
-    /* own loops: element size of the tensor written (inputs were converted
-     * to it at compile time; precision is per node under bf16) */
-    size_t es = s->out >= 0 && m->md[s->out].data_type == dnnl_bf16 ? 2 : 4;
     if (prof) {
       tw0 = now_ms(CLOCK_MONOTONIC);
       tc0 = now_ms(CLOCK_PROCESS_CPUTIME_ID);
     }
-    switch (s->kind) {
-      case OSSEG__STEP_PRIM:
-        st = dnnl_primitive_execute(s->prim, m->stream, s->nargs, s->args);
-        break;
-      case OSSEG__STEP_GATHER2D:
-        osseg__run_gather2d(&s->rs, es, osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
-        break;
-      case OSSEG__STEP_CONCAT_C:
-        osseg__run_concat_c(s, es, m);
-        break;
-      case OSSEG__STEP_LINEAR2D:
-        osseg__run_linear2d(&s->rs, es == 2, osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
-        break;
-      case OSSEG__STEP_UPCONV_SCATTER:
-        osseg__run_upconv_scatter(s, es, m);
-        break;
-      case OSSEG__STEP_CUSTOM:
-        st = s->run(m, s);
-        break;
-    }
+    if (s->kind == OSSEG__STEP_PRIM)
+      st = dnnl_primitive_execute(s->prim, m->stream, s->nargs, s->args);
+    else /* own loops */
+      st = s->run(m, s);
     if (prof) {
       if (st == dnnl_success) st = dnnl_stream_wait(m->stream);
       double w = now_ms(CLOCK_MONOTONIC) - tw0, c = now_ms(CLOCK_PROCESS_CPUTIME_ID) - tc0;
@@ -190,12 +170,10 @@ static int execute(struct osseg_model *m, const float *input, float *output,
 
 int osseg__execute(struct osseg_model *m, const float *input, float *output,
                    const struct osseg_run_control *ctl, struct osseg_diag *diag) {
-  osseg__executor_enter();
   m->ctl = ctl && (ctl->cancel || ctl->deadline_ns) ? ctl : NULL;
   atomic_store(&m->stop, 0);
   int err = execute(m, input, output, diag);
   m->ctl = NULL;
   atomic_store(&m->stop, 0);
-  osseg__executor_leave();
   return err;
 }

@@ -61,7 +61,9 @@ int osseg_engine_inference_pending(void) { return atomic_load(&pending); }
 static _Atomic uint64_t runs, runs_elsewhere;
 static atomic_long thread_tid;
 
-void osseg__executor_enter(void) {
+/* Bookkeeping around every graph execution (what engine_test_hooks.h
+ * reports). */
+static void executor_enter(void) {
   atomic_fetch_add(&runs, 1);
   if (!ex.started || !pthread_equal(pthread_self(), ex.thread)) atomic_fetch_add(&runs_elsewhere, 1);
   int now = atomic_fetch_add(&active, 1) + 1;
@@ -70,7 +72,7 @@ void osseg__executor_enter(void) {
   }
 }
 
-void osseg__executor_leave(void) { atomic_fetch_sub(&active, 1); }
+static void executor_leave(void) { atomic_fetch_sub(&active, 1); }
 
 void osseg__executor_get_stats(struct osseg__executor_stats *st, int reset) {
   pthread_mutex_lock(&ex.mu);
@@ -101,7 +103,9 @@ static void *executor_main(void *arg) {
 
     const int nt = j->m->opt.threads > 0 ? j->m->opt.threads : ex.default_threads;
     if (omp_get_max_threads() != nt) omp_set_num_threads(nt);
+    executor_enter();
     int result = osseg__execute(j->m, j->input, j->output, j->ctl, j->diag);
+    executor_leave();
 
     pthread_mutex_lock(&ex.mu);
     j->result = result;

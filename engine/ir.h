@@ -160,4 +160,78 @@ double osseg__const_f64(const struct osseg__tensor *t, size_t i);
 int osseg__tensor_alloc_const(struct osseg__graph *g, struct osseg__tensor *t,
                               struct osseg_diag *diag);
 
+/* ---- Shape rules' helpers (dims.c, resample.c), for the op files. */
+
+/* "node 'NAME' (OP, opset N): " prefix of shape-rule errors; NODEARG needs
+ * locals g and n. */
+#define OSSEG__NODEFMT "node '%s' (%s, opset %d): "
+#define OSSEG__NODEARG n->name, n->op, g->opset
+
+/* Input i of n, NULL when absent or omitted. */
+struct osseg__tensor *osseg__in(struct osseg__graph *g, const struct osseg__node *n, int i);
+/* Sets out's rank and dims to the numpy broadcast of a and b; 0 or
+ * OSSEG_ESHAPE. */
+int osseg__broadcast(const struct osseg__tensor *a, const struct osseg__tensor *b,
+                     struct osseg__tensor *out);
+/* An int list from attribute `attr` (NULL: none) or else constant input
+ * `idx` (-1: none): its count, 0 if absent, <0 on error (a runtime input,
+ * more than max values). */
+int osseg__int_list(struct osseg__graph *g, struct osseg__node *n, const char *attr, int idx,
+                    int64_t *out, int max, struct osseg_diag *diag);
+/* Axis a in [-rank, rank) as a non-negative index in *out. */
+int osseg__norm_axis(struct osseg__graph *g, struct osseg__node *n, int64_t a, int rank, int *out,
+                     struct osseg_diag *diag);
+int osseg__need_rank4(struct osseg__graph *g, struct osseg__node *n, struct osseg__tensor *x,
+                      struct osseg_diag *diag);
+/* Geometry of Conv/ConvTranspose/pooling/BatchNormalization node n (from
+ * attributes and the input size): kernel, strides, dilations (ONNX, >= 1),
+ * begin/end pads, output size. */
+struct osseg__window {
+  int64_t k[2], s[2], d[2], pb[2], pe[2], out[2];
+};
+int osseg__window_of(struct osseg__graph *g, struct osseg__node *n, struct osseg__window *w,
+                     struct osseg_diag *diag);
+
+/* Resize / Upsample (resample.c): output sizes and scales per dim. */
+int osseg__resize_scales(struct osseg__graph *g, struct osseg__node *n, double *scales,
+                         int64_t *sizes, struct osseg_diag *diag);
+/* Its modes: linear or nearest, coordinate mode cmode (0 half_pixel,
+ * 1 pytorch_half_pixel, 2 align_corners, 3 asymmetric, 4 tf_half_pixel_for_nn)
+ * and nearest rounding nmode (0 round_prefer_floor, 1 round_prefer_ceil,
+ * 2 floor, 3 ceil, 4 before opset 11), and the scales. */
+int osseg__resize_parse(struct osseg__graph *g, struct osseg__node *n, int *linear, int *cmode,
+                        int *nmode, double *scales, struct osseg_diag *diag);
+/* Source coordinate of output index o; nearest source index of coordinate x. */
+double osseg__resize_coord(int cmode, int64_t o, double scale, int64_t in, int64_t out);
+int32_t osseg__resize_nearest(int nmode, double x, int64_t in, double scale);
+/* One axis's table of a linear resize of in -> out samples: output o blends
+ * sources i0[o] and i1[o], weight w[o] on i1; source coordinates are
+ * clamped to the map. */
+void osseg__linear_axis(int cmode, double scale, int64_t in, int64_t out, int32_t *i0, int32_t *i1,
+                        float *w);
+/* Is n a Resize/Upsample whose every output row and column copies source
+ * o / 2 (a nearest 2x upsample, whatever modes say so)? */
+int osseg__resize_is_nearest2x(struct osseg__graph *g, struct osseg__node *n);
+
+/* ---- Constant elements (const.c), for the op files' constant folding. */
+
+int osseg__dtype_is_float(int dtype);
+/* double -> int64, saturating; NaN -> 0. */
+int64_t osseg__sat_i64(double v);
+int64_t osseg__sat_add_i64(int64_t a, int64_t b);
+int64_t osseg__sat_sub_i64(int64_t a, int64_t b);
+int64_t osseg__sat_mul_i64(int64_t a, int64_t b);
+/* Writes element i of constant t, converted to its dtype. */
+void osseg__const_set_f64(struct osseg__tensor *t, size_t i, double v);
+void osseg__const_set_i64(struct osseg__tensor *t, size_t i, int64_t v);
+/* Row-major strides of t aligned to rank r, 0 on broadcast dims of the
+ * output dims odims; the index into t of output element o. */
+void osseg__bcast_strides(const struct osseg__tensor *t, int r, const int64_t *odims, size_t *st);
+size_t osseg__bcast_index(size_t o, int r, const int64_t *odims, const size_t *st);
+/* Multi-index of row-major element o of dims. */
+void osseg__unravel(size_t o, const int64_t *dims, int r, int64_t *idx);
+/* Constant evaluator of ops whose output has their input's bytes
+ * (Identity, Dropout, Reshape, Flatten, Squeeze, Unsqueeze). */
+int osseg__fold_copy(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag);
+
 #endif

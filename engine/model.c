@@ -9,32 +9,11 @@
 #include <string.h>
 #include <sys/mman.h>
 
-int osseg__bind(struct osseg_model *m, struct osseg_diag *diag);
-
 const char *osseg_precision_name(enum osseg_precision p) {
   return p == OSSEG_PRECISION_BF16 ? "bf16" : p == OSSEG_PRECISION_BF16_MIXED ? "bf16-mixed" : "fp32";
 }
 
-int osseg_engine_bf16_native(const char **isa) {
-  dnnl_cpu_isa_t i = dnnl_get_effective_cpu_isa();
-  if (isa) {
-    *isa = (i & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx ? "avx512_core_amx"
-           : (i & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16 ? "avx512_core_bf16"
-           : (i & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? "avx512_core"
-           : (i & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2 ? "avx2"
-                                                            : "older";
-  }
-  /* avx512_core_amx contains the avx512_core_bf16 bits */
-  return (i & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
-}
 
-const char *osseg__bf16_kernel_tag(void) {
-  dnnl_cpu_isa_t i = dnnl_get_effective_cpu_isa();
-  if ((i & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx) return "amx";
-  if ((i & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16)
-    return "avx512_core_bf16";
-  return NULL;
-}
 
 int osseg_precision_parse(const char *s, enum osseg_precision *out) {
   if (!s) return OSSEG_EINVAL;

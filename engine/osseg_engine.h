@@ -202,6 +202,27 @@ void osseg_model_get_stats(const struct osseg_model *m, struct osseg_model_stats
 int osseg_model_op_count(const struct osseg_model *m);
 void osseg_model_op_at(const struct osseg_model *m, int i, const char **op, int *count);
 
+/* ---- The op table: what the engine supports ---- */
+
+#define OSSEG_OP_PREC_FP32 1u
+#define OSSEG_OP_PREC_BF16 2u
+struct osseg_op_info {
+  const char *name;   /* ONNX op type, or osseg.X for an op the engine's
+                         graph passes make */
+  const char *domain; /* "ai.onnx" or "osseg" */
+  const char *family; /* the engine file holding it: engine/ops/FAMILY.c */
+  int since, until;   /* supported opsets of the ONNX domain (0: internal) */
+  unsigned precisions; /* OSSEG_OP_PREC_* it runs in on activations */
+  int runtime;        /* runs on activations (has a kernel) */
+  int folds;          /* evaluated at load when its inputs are constants */
+  int in_pattern;     /* accepted on activations only inside the pattern a
+                         graph pass rewrites (Erf inside GELU) */
+  int internal;       /* made by graph passes, never read from a file */
+};
+/* Entries of the op table, in table order (family by family). */
+int osseg_engine_op_count(void);
+int osseg_engine_op_info(int i, struct osseg_op_info *out);
+
 /* ---- Execution ---- */
 
 /* How a run may be interrupted (both optional). */

@@ -18,6 +18,7 @@
  *  7. dead-node elimination.
  * Views are computed on physical strides, so every rewrite is checked for
  * exact byte equivalence rather than assumed from the pattern. */
+#include "engine_internal.h"
 #include "transformer.h"
 
 #include <math.h>

@@ -7,12 +7,12 @@
  * pytorch_half_pixel, align_corners, asymmetric). Memory-bound loops, split
  * across OpenMP threads by output row. */
 #include "bf16.h"
-#include "engine_internal.h"
+#include "build.h"
 
 #include <math.h>
 #include <string.h>
 
-void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst) {
+static void run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst) {
   const int64_t C = r->c;
   const size_t pix = (size_t)C * es, opix = (size_t)r->out_pix * es, coff = (size_t)r->out_coff * es;
   uint32_t fill32;
@@ -35,7 +35,7 @@ void osseg__run_gather2d(const struct osseg__resize *r, size_t es, const void *s
   }
 }
 
-void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *src, void *dst) {
+static void run_linear2d(const struct osseg__resize *r, int bf16, const void *src, void *dst) {
   const int64_t C = r->c;
 #pragma omp parallel for schedule(static)
   for (int64_t y = 0; y < r->oh; y++) {
@@ -68,48 +68,62 @@ void osseg__run_linear2d(const struct osseg__resize *r, int bf16, const void *sr
   }
 }
 
-/* Source coordinate of output index o (ONNX coordinate_transformation_mode). */
-static double src_coord(int mode, int64_t o, double scale, int64_t in, int64_t out) {
-  switch (mode) {
-    case 0: return ((double)o + 0.5) / scale - 0.5;                      /* half_pixel */
-    case 1: return out > 1 ? ((double)o + 0.5) / scale - 0.5 : 0.0;      /* pytorch_half_pixel */
-    case 2: return out > 1 ? (double)o * (double)(in - 1) / (double)(out - 1) : 0.0; /* align_corners */
-    case 3: return (double)o / scale;                                    /* asymmetric */
-    default: return ((double)o + 0.5) / scale;                           /* tf_half_pixel_for_nn */
-  }
+
+#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
+#define NODEFMT OSSEG__NODEFMT
+#define NODEARG OSSEG__NODEARG
+
+static int infer_resize(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
+  int err = osseg__need_rank4(g, n, x, diag);
+  if (err) return err;
+  double sc[4];
+  int64_t sz[4];
+  err = osseg__resize_scales(g, n, sc, sz, diag);
+  if (err) return err;
+  if (sz[0] != x->dims[0] || sz[1] != x->dims[1])
+    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "resizing batch or channels is not supported", NODEARG);
+  y->dtype = x->dtype;
+  y->rank = 4;
+  memcpy(y->dims, sz, sizeof sz);
+  return 0;
 }
 
-void osseg__linear_axis(int cmode, double scale, int64_t in, int64_t out, int32_t *i0, int32_t *i1,
-                       float *w) {
-  for (int64_t o = 0; o < out; o++) {
-    double c = src_coord(cmode, o, scale, in, out);
-    if (!(c >= 0)) c = 0; /* (NaN too) */
-    if (c > (double)(in - 1)) c = (double)(in - 1);
-    int64_t f = (int64_t)floor(c);
-    i0[o] = (int32_t)f;
-    i1[o] = (int32_t)(f + 1 < in ? f + 1 : in - 1);
-    w[o] = (float)(c - (double)f);
+static int infer_pad(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0);
+  struct osseg__tensor *y = &g->tensors[n->out[0]];
+  int64_t pads[16];
+  int np = osseg__int_list(g, n, "pads", g->opset >= 11 ? 1 : -1, pads, 16, diag);
+  if (np < 0) return np;
+  if (np != 2 * x->rank) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "pads must have %d values", NODEARG, 2 * x->rank);
+  if (g->opset >= 18 && osseg__in(g, n, 3)) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "axes input", NODEARG);
+  y->dtype = x->dtype;
+  y->rank = x->rank;
+  for (int i = 0; i < x->rank; i++) {
+    if (pads[i] < -x->dims[i] || pads[i] > 65536 || pads[i + x->rank] > 65536)
+      return FAIL(OSSEG_ESHAPE, NODEFMT "pad out of range", NODEARG);
+    y->dims[i] = x->dims[i] + pads[i] + pads[i + x->rank];
+    if (y->dims[i] < 0) return FAIL(OSSEG_ESHAPE, NODEFMT "negative output size", NODEARG);
   }
+  return 0;
 }
 
-static int32_t nearest(int nmode, double x, int64_t in, double scale) {
-  double v;
-  switch (nmode) {
-    case 0: v = x == floor(x) + 0.5 ? floor(x) : floor(x + 0.5); break; /* round_prefer_floor */
-    case 1: v = floor(x + 0.5); break; /* round_prefer_ceil */
-    case 2: v = floor(x); break;
-    case 3: v = ceil(x); break;
-    default: v = scale < 1 ? ceil(x) : floor(x); break; /* opset < 11 */
-  }
-  if (!(v >= 0)) v = 0; /* (NaN too) */
-  if (v > (double)(in - 1)) v = (double)(in - 1);
-  return (int32_t)v;
+static dnnl_status_t run_gather2d_step(struct osseg_model *m, struct osseg__step *s) {
+  run_gather2d(&s->rs, osseg__step_es(m, s), osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
+  return dnnl_success;
+}
+
+static dnnl_status_t run_linear2d_step(struct osseg_model *m, struct osseg__step *s) {
+  run_linear2d(&s->rs, osseg__step_es(m, s) == 2, osseg__tensor_ptr(m, s->in),
+               osseg__tensor_ptr(m, s->out));
+  return dnnl_success;
 }
 
 static int own_step(struct osseg_model *m, struct osseg__node *n, int kind, int x, int y,
                     const struct osseg__resize *rs, struct osseg_diag *diag) {
   struct osseg__step *s = osseg__add_step(m, kind, (int)(n - m->g.nodes));
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  s->run = kind == OSSEG__STEP_LINEAR2D ? run_linear2d_step : run_gather2d_step;
   s->in = x;
   s->out = y;
   s->rs = *rs;
@@ -118,79 +132,13 @@ static int own_step(struct osseg_model *m, struct osseg__node *n, int kind, int 
   return 0;
 }
 
-/* Resize attributes of node n: linear or nearest, coordinate mode (cmode,
- * see src_coord) and rounding (nmode, see nearest), scales. */
-static int parse_resize(struct osseg__graph *g, struct osseg__node *n, int *linear_out,
-                        int *cmode_out, int *nmode_out, double *sc, struct osseg_diag *diag) {
-  int64_t sz[4];
-  int err = osseg__resize_scales(g, n, sc, sz, diag);
-  if (err) return err;
-  const char *mode = osseg__attr_str(n, "mode", "nearest");
-  int legacy = !strcmp(n->op, "Upsample") || g->opset < 11;
-  const char *ctm = legacy ? "asymmetric" : osseg__attr_str(n, "coordinate_transformation_mode", "half_pixel");
-  const char *nm = osseg__attr_str(n, "nearest_mode", "round_prefer_floor");
-  int cmode;
-  if (!strcmp(ctm, "half_pixel")) cmode = 0;
-  else if (!strcmp(ctm, "pytorch_half_pixel")) cmode = 1;
-  else if (!strcmp(ctm, "align_corners")) cmode = 2;
-  else if (!strcmp(ctm, "asymmetric")) cmode = 3;
-  else if (!strcmp(ctm, "tf_half_pixel_for_nn")) cmode = 4;
-  else
-    return osseg__fail(diag, OSSEG_EUNSUPPORTED,
-                       "node '%s' (%s, opset %d): coordinate_transformation_mode '%s' unsupported",
-                       n->name, n->op, g->opset, ctm);
-  if (osseg__attr_int(n, "antialias", 0))
-    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Resize): antialias unsupported", n->name);
-  const char *kar = osseg__attr_str(n, "keep_aspect_ratio_policy", "stretch");
-  if (strcmp(kar, "stretch"))
-    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Resize): keep_aspect_ratio_policy '%s'",
-                       n->name, kar);
-  int linear;
-  if (!strcmp(mode, "nearest")) linear = 0;
-  else if (!strcmp(mode, "linear") || !strcmp(mode, "bilinear")) linear = 1;
-  else
-    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (%s, opset %d): mode '%s' unsupported",
-                       n->name, n->op, g->opset, mode);
-  int nmode;
-  if (legacy) nmode = 4;
-  else if (!strcmp(nm, "round_prefer_floor")) nmode = 0;
-  else if (!strcmp(nm, "round_prefer_ceil")) nmode = 1;
-  else if (!strcmp(nm, "floor")) nmode = 2;
-  else if (!strcmp(nm, "ceil")) nmode = 3;
-  else
-    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s': nearest_mode '%s' unsupported",
-                       n->name, nm);
-  *linear_out = linear, *cmode_out = cmode, *nmode_out = nmode;
-  return 0;
-}
-
-int osseg__resize_is_nearest2x(struct osseg__graph *g, struct osseg__node *n) {
-  if (strcmp(n->op, "Resize") && strcmp(n->op, "Upsample")) return 0;
-  const struct osseg__tensor *xt = &g->tensors[n->in[0]], *yt = &g->tensors[n->out[0]];
-  if (xt->rank != 4 || yt->rank != 4 || xt->dims[0] != yt->dims[0] || xt->dims[1] != yt->dims[1])
-    return 0;
-  int linear, cmode, nmode;
-  double sc[4];
-  if (parse_resize(g, n, &linear, &cmode, &nmode, sc, NULL) || linear) return 0;
-  /* the actual source index of every output row / column must be o / 2 (what
-   * the run-time tables would hold), whatever modes produced it */
-  for (int axis = 0; axis < 2; axis++) {
-    int64_t in = xt->dims[2 + axis], out = yt->dims[2 + axis];
-    if (in < 1 || out != 2 * in) return 0;
-    for (int64_t o = 0; o < out; o++)
-      if (nearest(nmode, src_coord(cmode, o, sc[2 + axis], in, out), in, sc[2 + axis]) != o / 2)
-        return 0;
-  }
-  return 1;
-}
-
-int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_resize(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int x = n->in[0], y = n->out[0];
   struct osseg__tensor *xt = &g->tensors[x], *yt = &g->tensors[y];
   double sc[4];
   int linear, cmode, nmode;
-  int err = parse_resize(g, n, &linear, &cmode, &nmode, sc, diag);
+  int err = osseg__resize_parse(g, n, &linear, &cmode, &nmode, sc, diag);
   if (err) return err;
   struct osseg__resize rs = {0};
   rs.mode_linear = linear;
@@ -216,14 +164,14 @@ int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
       continue;
     }
     for (int64_t o = 0; o < out; o++) {
-      i0[o] = i1[o] = nearest(nmode, src_coord(cmode, o, scale, in, out), in, scale);
+      i0[o] = i1[o] = osseg__resize_nearest(nmode, osseg__resize_coord(cmode, o, scale, in, out), in, scale);
       wt[o] = 0;
     }
   }
   return own_step(m, n, linear ? OSSEG__STEP_LINEAR2D : OSSEG__STEP_GATHER2D, x, y, &rs, diag);
 }
 
-int osseg__compile_pad(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_pad(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int x = n->in[0], y = n->out[0];
   struct osseg__tensor *xt = &g->tensors[x], *yt = &g->tensors[y];
@@ -282,14 +230,9 @@ int osseg__compile_pad(struct osseg_model *m, struct osseg__node *n, struct osse
   return own_step(m, n, OSSEG__STEP_GATHER2D, x, y, &rs, diag);
 }
 
-void osseg__run_concat_c(const struct osseg__step *s, size_t es, const struct osseg_model *m) {
-  unsigned char *dst = osseg__tensor_ptr(m, s->out);
-  const unsigned char *src[OSSEG__MAX_ARGS];
-  for (int k = 0; k < s->cat_n; k++) src[k] = osseg__tensor_ptr(m, s->cat_t[k]);
-  const size_t opix = (size_t)s->cat_cout * es;
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < s->cat_pixels; p++)
-    for (int k = 0; k < s->cat_n; k++)
-      memcpy(dst + (size_t)p * opix + (size_t)s->cat_off[k] * es,
-             src[k] + (size_t)p * (size_t)s->cat_c[k] * es, (size_t)s->cat_c[k] * es);
-}
+const struct osseg__op osseg__ops_resize_pad[] = {
+    {"Resize", 10, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL | OSSEG__OP_UPSAMPLES, OSSEG__PREC_RUNTIME, infer_resize, NULL, compile_resize},
+    {"Upsample", 7, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL | OSSEG__OP_UPSAMPLES, OSSEG__PREC_RUNTIME, infer_resize, NULL, compile_resize},
+    {"Pad", 2, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL, OSSEG__PREC_RUNTIME, infer_pad, NULL, compile_pad},
+    {0},
+};

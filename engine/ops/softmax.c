@@ -5,11 +5,30 @@
  * its engine layout (nhwc for rank 4) with that logical axis. Before opset 13
  * the input is coerced to 2-D at `axis` (rows = dims before it, columns =
  * all dims from it), which needs row-major bytes. */
+#include "build.h"
 #include "transformer.h"
 
 #include <string.h>
 
-int osseg__compile_softmax(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
+#define NODEFMT OSSEG__NODEFMT
+#define NODEARG OSSEG__NODEARG
+
+static int infer_softmax(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
+  if (x->rank < 1) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "scalar input", NODEARG);
+  y->dtype = x->dtype;
+  y->rank = x->rank;
+  memcpy(y->dims, x->dims, sizeof x->dims);
+  int64_t a = osseg__attr_int(n, "axis", g->opset < 13 ? 1 : -1);
+  if (a < -x->rank || a >= x->rank)
+    return FAIL(OSSEG_ESHAPE, NODEFMT "axis %lld out of range for rank %d", NODEARG,
+                (long long)a, x->rank);
+  return 0;
+}
+
+
+static int compile_softmax(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int ni = (int)(n - g->nodes), x = n->in[0], y = n->out[0];
   int rank = g->tensors[x].rank;
@@ -19,12 +38,12 @@ int osseg__compile_softmax(struct osseg_model *m, struct osseg__node *n, struct 
   dnnl_memory_desc_t xmd, ymd;
   int max = (int)axis;
   if (g->opset < 13 && axis != rank - 1) {
-    if ((x_t = osseg__tr_plain_in(m, ni, x, diag)) < 0) return x_t;
-    if ((y_t = osseg__tr_plain_out(m, y, diag)) < 0) return y_t;
+    if ((x_t = osseg__plain_in(m, ni, x, diag)) < 0) return x_t;
+    if ((y_t = osseg__plain_out(m, y, diag)) < 0) return y_t;
     int64_t d2[2] = {1, 1};
     const struct osseg__tensor *xt = &g->tensors[x];
     for (int i = 0; i < rank; i++) d2[i < axis ? 0 : 1] *= xt->dims[i];
-    if (osseg__tr_plain_md(&xmd, d2, 2, m->act_dt)) return osseg__fail(diag, OSSEG_EBACKEND, "md");
+    if (osseg__plain_md(&xmd, d2, 2, m->act_dt)) return osseg__fail(diag, OSSEG_EBACKEND, "md");
     ymd = xmd;
     max = 1;
   } else {
@@ -50,5 +69,10 @@ int osseg__compile_softmax(struct osseg_model *m, struct osseg__node *n, struct 
   osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y_t, &ymd);
   int err = osseg__finish_prim(m, s, pd, n, diag);
   if (err) return err;
-  return osseg__tr_plain_out_done(m, ni, y_t, y, diag);
+  return osseg__plain_out_done(m, ni, y_t, y, diag);
 }
+
+const struct osseg__op osseg__ops_softmax[] = {
+    {"Softmax", 1, OSSEG__OPSET_MAX, 0, OSSEG__PREC_RUNTIME, infer_softmax, NULL, compile_softmax},
+    {0},
+};

@@ -7,9 +7,71 @@
  * (L x C) x (C x K) product. Fused epilogues (transformer_fuse.c): bias
  * (third input), residual add (binary post-op reading the addend), gelu_erf
  * / relu / sigmoid. Runtime x runtime products use strided descriptors. */
+#include "build.h"
 #include "transformer.h"
 
 #include <string.h>
+
+#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
+#define NODEFMT OSSEG__NODEFMT
+#define NODEARG OSSEG__NODEARG
+
+static int infer_matmul(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *a = osseg__in(g, n, 0), *b = osseg__in(g, n, 1), *y = &g->tensors[n->out[0]];
+  if (!a || !b || n->nin != 2)
+    return FAIL(OSSEG_EPARSE, NODEFMT "needs exactly two inputs", NODEARG);
+  if (a->rank < 1 || b->rank < 1 || a->rank > 6 || b->rank > 6)
+    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "operand ranks %d and %d (1..6 supported)", NODEARG,
+                a->rank, b->rank);
+  int64_t ad[8], bd[8];
+  int ar = a->rank, br = b->rank;
+  memcpy(ad, a->dims, sizeof(int64_t) * (size_t)ar);
+  memcpy(bd, b->dims, sizeof(int64_t) * (size_t)br);
+  if (ar == 1) ad[1] = ad[0], ad[0] = 1, ar = 2;
+  if (br == 1) bd[1] = 1, br = 2;
+  if (ad[ar - 1] != bd[br - 2])
+    return FAIL(OSSEG_ESHAPE, NODEFMT "inner dims differ (%lld vs %lld)", NODEARG,
+                (long long)ad[ar - 1], (long long)bd[br - 2]);
+  int r = ar > br ? ar : br;
+  for (int i = 0; i < r - 2; i++) {
+    int ia = i - (r - ar), ib = i - (r - br);
+    int64_t da = ia >= 0 ? ad[ia] : 1, db = ib >= 0 ? bd[ib] : 1;
+    if (da != db && da != 1 && db != 1)
+      return FAIL(OSSEG_ESHAPE, NODEFMT "batch dims do not broadcast", NODEARG);
+    y->dims[i] = da == 1 ? db : da;
+  }
+  int k = r - 2;
+  if (a->rank > 1) y->dims[k++] = ad[ar - 2];
+  if (b->rank > 1) y->dims[k++] = bd[br - 1];
+  y->rank = k;
+  y->dtype = a->dtype;
+  return 0;
+}
+
+static int infer_gemm(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *a = osseg__in(g, n, 0), *b = osseg__in(g, n, 1), *c = osseg__in(g, n, 2);
+  struct osseg__tensor *y = &g->tensors[n->out[0]];
+  if (!a || !b || a->rank != 2 || b->rank != 2)
+    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "A and B must be 2-D", NODEARG);
+  int ta = (int)osseg__attr_int(n, "transA", 0), tb = (int)osseg__attr_int(n, "transB", 0);
+  int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
+  int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
+  if (K != K2) return FAIL(OSSEG_ESHAPE, NODEFMT "inner dims differ", NODEARG);
+  y->rank = 2;
+  y->dims[0] = M;
+  y->dims[1] = N;
+  y->dtype = a->dtype;
+  if (c) {
+    struct osseg__tensor tmp;
+    if (c->rank > 2 || osseg__broadcast(y, c, &tmp) || tmp.rank != 2 || tmp.dims[0] != M ||
+        tmp.dims[1] != N)
+      return FAIL(OSSEG_ESHAPE, NODEFMT "C does not broadcast to (%lld, %lld)", NODEARG,
+                  (long long)M, (long long)N);
+  }
+  return 0;
+}
+
+
 
 #define FAILN(code, fmt, ...) \
   osseg__fail(diag, code, "node '%s' (%s, opset %d): " fmt, n->name, n->op, g->opset, __VA_ARGS__)
@@ -19,7 +81,7 @@ static void row_major(const int64_t *d, int r, dnnl_dims_t s) {
   for (int i = r - 1; i >= 0; i--) s[i] = k, k *= d[i];
 }
 
-int osseg__compile_matmul(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_matmul(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int ni = (int)(n - g->nodes);
   int isgemm = !strcmp(n->op, "Gemm");
@@ -36,11 +98,11 @@ int osseg__compile_matmul(struct osseg_model *m, struct osseg__node *n, struct o
                  osseg__dtype_name(g->tensors[B].dtype));
   if (C >= 0 && (!g->tensors[C].data || g->tensors[C].dtype != OSSEG__DT_FLOAT))
     return FAILN(OSSEG_EUNSUPPORTED, "bias/C '%s' must be a float32 constant", g->tensors[C].name);
-  int a_t = osseg__tr_plain_in(m, ni, A, diag);
+  int a_t = osseg__plain_in(m, ni, A, diag);
   if (a_t < 0) return a_t;
   int b_t = B;
-  if (!bconst && (b_t = osseg__tr_plain_in(m, ni, B, diag)) < 0) return b_t;
-  int y_t = osseg__tr_plain_out(m, y, diag);
+  if (!bconst && (b_t = osseg__plain_in(m, ni, B, diag)) < 0) return b_t;
+  int y_t = osseg__plain_out(m, y, diag);
   if (y_t < 0) return y_t;
   const struct osseg__tensor *at = &g->tensors[A], *bt = &g->tensors[B], *yt = &g->tensors[y];
   /* operand dims at a common rank r (1-D operands become rows/columns) */
@@ -124,12 +186,12 @@ int osseg__compile_matmul(struct osseg_model *m, struct osseg__node *n, struct o
   for (int p = 0; p < n->npost; p++)
     if (n->post[p].kind == OSSEG__POST_SUM) sum_t = n->post[p].arg;
   if (sum_t >= 0) {
-    if ((sum_t = osseg__tr_plain_in(m, ni, sum_t, diag)) < 0) {
+    if ((sum_t = osseg__plain_in(m, ni, sum_t, diag)) < 0) {
       osseg__free(bias);
       return sum_t;
     }
     sum_md = ymd;
-    /* osseg__tr_plain_in may add a tensor and so move g->tensors */
+    /* osseg__plain_in may add a tensor and so move g->tensors */
     at = &g->tensors[A], bt = &g->tensors[B], yt = &g->tensors[y];
   }
   dnnl_primitive_attr_t attr;
@@ -185,5 +247,11 @@ int osseg__compile_matmul(struct osseg_model *m, struct osseg__node *n, struct o
   if (bconst) m->params += (uint64_t)(K * N) + (C >= 0 ? (uint64_t)N : 0);
   err = osseg__finish_prim(m, s, pd, n, diag);
   if (err) return err;
-  return osseg__tr_plain_out_done(m, ni, y_t, y, diag);
+  return osseg__plain_out_done(m, ni, y_t, y, diag);
 }
+
+const struct osseg__op osseg__ops_matmul[] = {
+    {"MatMul", 1, OSSEG__OPSET_MAX, 0, OSSEG__PREC_RUNTIME, infer_matmul, NULL, compile_matmul},
+    {"Gemm", 7, OSSEG__OPSET_MAX, 0, OSSEG__PREC_RUNTIME, infer_gemm, NULL, compile_matmul},
+    {0},
+};

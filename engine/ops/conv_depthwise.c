@@ -6,7 +6,8 @@
  * 2048 groups); they are 9 multiply-adds per output element. The loop visits
  * only the taps inside the map, vectorised over the contiguous channels of
  * nhwc; fp32 accumulation for both precisions. */
-#include "engine_internal.h"
+#include "build.h"
+#include "ops/conv.h"
 #include "isa_variants.h"
 #include "bf16.h"
 

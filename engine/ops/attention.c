@@ -14,6 +14,7 @@
  * (full tiles and the last partial one); each call only moves the memory
  * handles (dnnl_memory_set_data_handle). bf16: Q/K/V/O and the
  * probabilities are bf16, scores and softmax statistics fp32. */
+#include "build.h"
 #include "transformer.h"
 #include "isa_variants.h"
 
@@ -21,6 +22,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
+#define NODEFMT OSSEG__NODEFMT
+#define NODEARG OSSEG__NODEARG
+
+
 
 enum { PQK, PSM, PPV, NPRIM };
 
@@ -298,7 +305,7 @@ static int get_view(const struct osseg__node *n, const char *name, int64_t *out)
   return 0;
 }
 
-int osseg__compile_attention(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_attention(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int ni = (int)(n - g->nodes);
   struct attn *a = osseg__model_alloc(m, sizeof *a);
@@ -324,13 +331,13 @@ int osseg__compile_attention(struct osseg_model *m, struct osseg__node *n, struc
   int64_t sd[2] = {T, a->M}, sflat[1] = {T * a->M + T}; /* scores, then 1/row sums */
   g->tensors[a->ts].rank = 1;
   g->tensors[a->ts].dims[0] = sflat[0];
-  if (osseg__tr_plain_md(&m->md[a->ts], sflat, 1, dnnl_f32)) return osseg__fail(diag, OSSEG_EBACKEND, "md");
+  if (osseg__plain_md(&m->md[a->ts], sflat, 1, dnnl_f32)) return osseg__fail(diag, OSSEG_EBACKEND, "md");
   a->tp = -1;
   if (m->act_dt != dnnl_f32) {
     if ((a->tp = osseg__add_temp(m, -1, diag)) < 0) return a->tp;
     g->tensors[a->tp].rank = 2;
     memcpy(g->tensors[a->tp].dims, sd, sizeof sd);
-    if (osseg__tr_plain_md(&m->md[a->tp], sd, 2, m->act_dt)) return osseg__fail(diag, OSSEG_EBACKEND, "md");
+    if (osseg__plain_md(&m->md[a->tp], sd, 2, m->act_dt)) return osseg__fail(diag, OSSEG_EBACKEND, "md");
   }
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, ni);
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
@@ -351,3 +358,8 @@ int osseg__compile_attention(struct osseg_model *m, struct osseg__node *n, struc
   m->flops += bh * 2ull * (uint64_t)a->N * (uint64_t)a->M * (uint64_t)(a->q[4] + a->v[4]);
   return err;
 }
+
+const struct osseg__op osseg__ops_attention[] = {
+    {"osseg.Attention", 0, 0, OSSEG__OP_INTERNAL, OSSEG__PREC_RUNTIME, NULL, NULL, compile_attention},
+    {0},
+};

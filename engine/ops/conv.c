@@ -4,12 +4,80 @@
  * (format_tag_any); activations are nhwc. Two own paths take over where
  * oneDNN is slow: 3x3 stride-1 fp32 convs by Winograd (winograd.c) and
  * depthwise convs it would run as im2col + gemm (dwconv.c). */
-#include "engine_internal.h"
+#include "build.h"
 #include "engine_test_hooks.h"
+#include "ops/conv.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
+#define NODEFMT OSSEG__NODEFMT
+#define NODEARG OSSEG__NODEARG
+
+static int infer_conv(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0), *w = osseg__in(g, n, 1), *b = osseg__in(g, n, 2);
+  struct osseg__tensor *y = &g->tensors[n->out[0]];
+  int err = osseg__need_rank4(g, n, x, diag);
+  if (err) return err;
+  if (!w || !w->data || w->rank != 4 || w->dtype != OSSEG__DT_FLOAT)
+    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "weights must be a constant float32 4-D tensor",
+                NODEARG);
+  if (b && (!b->data || b->rank != 1 || b->dtype != OSSEG__DT_FLOAT))
+    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "bias must be a constant float32 vector", NODEARG);
+  int64_t group = osseg__attr_int(n, "group", 1);
+  int deconv = strcmp(n->op, "ConvTranspose") == 0;
+  int64_t C = x->dims[1];
+  int64_t M = deconv ? w->dims[1] * group : w->dims[0];
+  if (group < 1 || C % group || (deconv ? w->dims[0] != C : w->dims[1] * group != C) ||
+      (!deconv && M % group))
+    return FAIL(OSSEG_ESHAPE, NODEFMT "weights %lldx%lldx%lldx%lld do not match %lld input "
+                "channels with group %lld", NODEARG, (long long)w->dims[0], (long long)w->dims[1],
+                (long long)w->dims[2], (long long)w->dims[3], (long long)C, (long long)group);
+  if (b && b->dims[0] != M)
+    return FAIL(OSSEG_ESHAPE, NODEFMT "bias has %lld values, need %lld", NODEARG,
+                (long long)b->dims[0], (long long)M);
+  int64_t k[2] = {w->dims[2], w->dims[3]}, ks[8];
+  int c = osseg__int_list(g, n, "kernel_shape", -1, ks, 8, diag);
+  if (c < 0) return c;
+  if (c && (c != 2 || ks[0] != k[0] || ks[1] != k[1]))
+    return FAIL(OSSEG_ESHAPE, NODEFMT "kernel_shape disagrees with the weights", NODEARG);
+  struct osseg__window win;
+  err = osseg__window_of(g, n, &win, diag);
+  if (err) return err;
+  int64_t *o = win.out;
+  y->dtype = OSSEG__DT_FLOAT;
+  y->rank = 4;
+  y->dims[0] = x->dims[0];
+  y->dims[1] = M;
+  y->dims[2] = o[0];
+  y->dims[3] = o[1];
+  return 0;
+}
+
+static int infer_batchnorm(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0);
+  struct osseg__tensor *y = &g->tensors[n->out[0]];
+  int err;
+  err = osseg__need_rank4(g, n, x, diag);
+  if (err) return err;
+  for (int i = 1; i < 5; i++) {
+    struct osseg__tensor *p = osseg__in(g, n, i);
+    if (!p || !p->data || p->rank != 1 || p->dims[0] != x->dims[1])
+      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "parameters must be constant vectors of %lld "
+                  "values", NODEARG, (long long)x->dims[1]);
+  }
+  if (osseg__attr_int(n, "training_mode", 0))
+    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "training_mode=1", NODEARG);
+  for (int i = 1; i < n->nout; i++)
+    if (g->tensors[n->out[i]].name[0] != '#')
+      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "training outputs", NODEARG);
+  *y = (struct osseg__tensor){.name = y->name, .dtype = x->dtype, .rank = 4,
+                              .producer = y->producer, .storage = -1, .offset = -1};
+  memcpy(y->dims, x->dims, sizeof x->dims);
+  return 0;
+}
 
 /* Residual sum post-op: the destination must hold the addend before the conv
  * runs. Reuse the addend's storage when it dies here, else copy it first. */
@@ -166,7 +234,7 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
   return conv_prim_step(m, n, pd, x, y, &wuser, wdata, bias, n->post, n->npost, 1, diag);
 }
 
-int osseg__compile_conv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_conv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   if (!strcmp(n->op, "BatchNormalization")) {
     /* y = x * scale + shift per channel, as a depthwise 1x1 conv. */
@@ -192,7 +260,7 @@ int osseg__compile_conv(struct osseg_model *m, struct osseg__node *n, struct oss
                      osseg__attr_int(n, "group", 1), diag);
 }
 
-int osseg__compile_deconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_deconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   struct osseg__tensor *wt = &g->tensors[n->in[1]];
   struct osseg__tensor *bt = n->nin > 2 && n->in[2] >= 0 ? &g->tensors[n->in[2]] : NULL;
@@ -326,6 +394,26 @@ static int plain_conv(struct osseg_model *m, struct osseg__node *n, int x, int y
   return conv_prim_step(m, n, pd, x, y, &wuser, w, bias, post, npost, 0, diag);
 }
 
+/* y[2i+a][2j+b][:] = P[i+a][j+b][(2a+b)M : (2a+b+1)M] (see above). */
+static dnnl_status_t run_upconv_scatter(struct osseg_model *m, struct osseg__step *s) {
+  const size_t es = osseg__step_es(m, s);
+  const unsigned char *src = osseg__tensor_ptr(m, s->in);
+  unsigned char *dst = osseg__tensor_ptr(m, s->out);
+  const int64_t H = s->rs.ih, W = s->rs.iw;
+  const size_t row = (size_t)s->rs.c * es, spix = 4 * row, sw = (size_t)(W + 1) * spix;
+#pragma omp parallel for schedule(static)
+  for (int64_t oy = 0; oy < 2 * H; oy++) {
+    const int64_t i = oy >> 1, a = oy & 1;
+    const unsigned char *srow = src + (size_t)(i + a) * sw + (size_t)(2 * a) * row;
+    unsigned char *drow = dst + (size_t)oy * (size_t)(2 * W) * row;
+    for (int64_t j = 0; j < W; j++) {
+      memcpy(drow + (size_t)(2 * j) * row, srow + (size_t)j * spix, row);
+      memcpy(drow + (size_t)(2 * j + 1) * row, srow + (size_t)(j + 1) * spix + row, row);
+    }
+  }
+  return dnnl_success;
+}
+
 /* osseg.UpConv2x (fuse.c): y = Conv3x3(Concat(Upsample2x(u), s1, s2, ...)),
  * pad 1, with inputs [u, W, B, s1, ...].
  *
@@ -339,7 +427,7 @@ static int plain_conv(struct osseg_model *m, struct osseg__node *n, int x, int y
  * with its slice of W and added in place (sum post-op), the node's epilogue
  * going on the last conv (or on the phase conv when there is none: an
  * elementwise epilogue commutes with the interleave). */
-int osseg__compile_upconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_upconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int u = n->in[0], y = n->out[0], nskip = n->nin - 3;
   const float *W = g->tensors[n->in[1]].data;
@@ -391,6 +479,7 @@ int osseg__compile_upconv(struct osseg_model *m, struct osseg__node *n, struct o
   if (err) return err;
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_UPCONV_SCATTER, (int)(n - g->nodes));
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  s->run = run_upconv_scatter;
   s->in = P;
   s->out = y;
   s->rs.ih = H, s->rs.iw = Wd, s->rs.c = M;
@@ -420,20 +509,11 @@ int osseg__compile_upconv(struct osseg_model *m, struct osseg__node *n, struct o
   return 0;
 }
 
-/* y[2i+a][2j+b][:] = P[i+a][j+b][(2a+b)M : (2a+b+1)M] (see above). */
-void osseg__run_upconv_scatter(const struct osseg__step *s, size_t es, const struct osseg_model *m) {
-  const unsigned char *src = osseg__tensor_ptr(m, s->in);
-  unsigned char *dst = osseg__tensor_ptr(m, s->out);
-  const int64_t H = s->rs.ih, W = s->rs.iw;
-  const size_t row = (size_t)s->rs.c * es, spix = 4 * row, sw = (size_t)(W + 1) * spix;
-#pragma omp parallel for schedule(static)
-  for (int64_t oy = 0; oy < 2 * H; oy++) {
-    const int64_t i = oy >> 1, a = oy & 1;
-    const unsigned char *srow = src + (size_t)(i + a) * sw + (size_t)(2 * a) * row;
-    unsigned char *drow = dst + (size_t)oy * (size_t)(2 * W) * row;
-    for (int64_t j = 0; j < W; j++) {
-      memcpy(drow + (size_t)(2 * j) * row, srow + (size_t)j * spix, row);
-      memcpy(drow + (size_t)(2 * j + 1) * row, srow + (size_t)(j + 1) * spix + row, row);
-    }
-  }
-}
+
+const struct osseg__op osseg__ops_conv[] = {
+    {"Conv", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL | OSSEG__OP_PREC_F32_OUT, OSSEG__PREC_RUNTIME, infer_conv, NULL, compile_conv},
+    {"ConvTranspose", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL, OSSEG__PREC_RUNTIME, infer_conv, NULL, compile_deconv},
+    {"BatchNormalization", 7, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL, OSSEG__PREC_RUNTIME, infer_batchnorm, NULL, compile_conv},
+    {"osseg.UpConv2x", 0, 0, OSSEG__OP_INTERNAL | OSSEG__OP_PREC_SPATIAL, OSSEG__PREC_RUNTIME, NULL, NULL, compile_upconv},
+    {0},
+};

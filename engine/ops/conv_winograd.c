@@ -25,7 +25,8 @@
  * on the UNet++ benchmark models in bench/ENGINE_RESULTS.md). A cost model
  * (wg_pays) keeps shapes direct whose weights would be re-read from memory
  * for every chunk. The option no_winograd turns it all off (A/B measurements). */
-#include "engine_internal.h"
+#include "build.h"
+#include "ops/conv.h"
 #include "isa_variants.h"
 
 #include <omp.h>

@@ -1,9 +1,59 @@
 /* Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and
  * ReduceMean, as oneDNN pooling / reduction primitives on nhwc, except the
  * mean over the whole spatial extent (below). */
-#include "engine_internal.h"
+#include "build.h"
 
 #include <string.h>
+
+#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
+#define NODEFMT OSSEG__NODEFMT
+#define NODEARG OSSEG__NODEARG
+
+static int infer_pool(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
+  int err = osseg__need_rank4(g, n, x, diag);
+  if (err) return err;
+  y->dtype = x->dtype;
+  y->rank = 4;
+  y->dims[0] = x->dims[0];
+  y->dims[1] = x->dims[1];
+  if (strncmp(n->op, "Global", 6) == 0) {
+    y->dims[2] = y->dims[3] = 1;
+    return 0;
+  }
+  if (n->nout > 1) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "Indices output unsupported", NODEARG);
+  struct osseg__window win;
+  err = osseg__window_of(g, n, &win, diag);
+  if (err) return err;
+  y->dims[2] = win.out[0];
+  y->dims[3] = win.out[1];
+  return 0;
+}
+
+static int infer_reduce_mean(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0);
+  struct osseg__tensor *y = &g->tensors[n->out[0]];
+  int err;
+  int64_t axes[8];
+  int na = osseg__int_list(g, n, "axes", g->opset >= 18 ? 1 : -1, axes, 8, diag);
+  if (na < 0) return na;
+  int keep = (int)osseg__attr_int(n, "keepdims", 1);
+  int red[OSSEG_MAX_RANK] = {0};
+  for (int i = 0; i < na; i++) {
+    int a;
+    if ((err = osseg__norm_axis(g, n, axes[i], x->rank, &a, diag))) return err;
+    red[a] = 1;
+  }
+  if (na == 0)
+    for (int i = 0; i < x->rank; i++) red[i] = 1;
+  y->dtype = x->dtype;
+  y->rank = 0;
+  for (int i = 0; i < x->rank; i++) {
+    if (!red[i]) y->dims[y->rank++] = x->dims[i];
+    else if (keep) y->dims[y->rank++] = 1;
+  }
+  return 0;
+}
 
 /* Mean over H and W (GlobalAveragePool; ReduceMean over axes 2 and 3) as
  * an own loop. oneDNN's pooling and reduction add the H*W values one after
@@ -98,7 +148,7 @@ static int simple_step(struct osseg_model *m, struct osseg__node *n, dnnl_primit
   return osseg__finish_prim(m, s, pd, n, diag);
 }
 
-int osseg__compile_pool(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_pool(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int x = n->in[0], y = n->out[0];
   struct osseg__tensor *xt = &g->tensors[x];
@@ -137,7 +187,7 @@ int osseg__compile_pool(struct osseg_model *m, struct osseg__node *n, struct oss
   return simple_step(m, n, pd, x, NULL, y, NULL, diag);
 }
 
-int osseg__compile_reduce(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_reduce(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int x = n->in[0], y = n->out[0];
   struct osseg__tensor *xt = &g->tensors[x], *yt = &g->tensors[y];
@@ -184,3 +234,12 @@ int osseg__compile_reduce(struct osseg_model *m, struct osseg__node *n, struct o
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "reduction descriptor", n);
   return simple_step(m, n, pd, x, NULL, y, &dmd, diag);
 }
+
+const struct osseg__op osseg__ops_pool[] = {
+    {"MaxPool", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL, OSSEG__PREC_RUNTIME, infer_pool, NULL, compile_pool},
+    {"AveragePool", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL, OSSEG__PREC_RUNTIME, infer_pool, NULL, compile_pool},
+    {"GlobalAveragePool", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_pool, NULL, compile_pool},
+    {"GlobalMaxPool", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_pool, NULL, compile_pool},
+    {"ReduceMean", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_reduce_mean, NULL, compile_reduce},
+    {0},
+};

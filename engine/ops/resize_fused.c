@@ -9,12 +9,19 @@
  * combination, so both commute (biases included: the weights sum to 1).
  * The 1x1 conv then runs at each branch's own resolution inside its Linear,
  * and neither the four resized tensors nor their concat is materialised. */
+#include "build.h"
 #include "transformer.h"
 #include "isa_variants.h"
 
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+
+#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
+#define NODEFMT OSSEG__NODEFMT
+#define NODEARG OSSEG__NODEARG
+
+
 
 #define MAX_BRANCH 8
 #define MAX_CH 4096
@@ -115,7 +122,7 @@ static dnnl_status_t run_rs(struct osseg_model *m, struct osseg__step *s) {
   return dnnl_success;
 }
 
-int osseg__compile_resize_sum(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_resize_sum(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int ni = (int)(n - g->nodes), nb = n->nin - 1;
   const struct osseg__attr *modes = osseg__attr_find(n, "modes"), *scales = osseg__attr_find(n, "scales");
@@ -245,7 +252,7 @@ static dnnl_status_t run_rp(struct osseg_model *m, struct osseg__step *s) {
   return dnnl_success;
 }
 
-int osseg__compile_resize_planar(struct osseg_model *m, struct osseg__node *n,
+static int compile_resize_planar(struct osseg_model *m, struct osseg__node *n,
                                  struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int ni = (int)(n - g->nodes);
@@ -284,14 +291,14 @@ int osseg__compile_resize_planar(struct osseg_model *m, struct osseg__node *n,
     osseg__linear_axis(mode, sc[2 + axis], in, out, i0, i1, wt);
   }
   /* the output tensor is NCHW (the final reorder to the caller becomes a copy) */
-  if (osseg__tr_plain_md(&m->md[r->y], yt->dims, 4, m->act_dt))
+  if (osseg__plain_md(&m->md[r->y], yt->dims, 4, m->act_dt))
     return osseg__fail(diag, OSSEG_EBACKEND, "md");
   r->tmp = osseg__add_temp(m, -1, diag);
   if (r->tmp < 0) return r->tmp;
   int64_t td[1] = {2 * r->ow * r->cap};
   g->tensors[r->tmp].rank = 1;
   g->tensors[r->tmp].dims[0] = td[0];
-  if (osseg__tr_plain_md(&m->md[r->tmp], td, 1, dnnl_f32)) return osseg__fail(diag, OSSEG_EBACKEND, "md");
+  if (osseg__plain_md(&m->md[r->tmp], td, 1, dnnl_f32)) return osseg__fail(diag, OSSEG_EBACKEND, "md");
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, ni);
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = run_rp;
@@ -302,3 +309,9 @@ int osseg__compile_resize_planar(struct osseg_model *m, struct osseg__node *n,
   m->flops += (uint64_t)(r->oh * r->ow * r->c) * 3;
   return 0;
 }
+
+const struct osseg__op osseg__ops_resize_fused[] = {
+    {"osseg.ResizeSum", 0, 0, OSSEG__OP_INTERNAL, OSSEG__PREC_RUNTIME, NULL, NULL, compile_resize_sum},
+    {"osseg.ResizePlanar", 0, 0, OSSEG__OP_INTERNAL | OSSEG__OP_UPSAMPLES, OSSEG__PREC_RUNTIME, NULL, NULL, compile_resize_planar},
+    {0},
+};

@@ -5,12 +5,57 @@
  * PyTorch. In place when the input dies here. Memory-bound; rows are split
  * across OpenMP threads. (oneDNN 2.6's layer norm is the non-JIT
  * simple_layer_normalization and only normalises the last dim.) */
+#include "build.h"
 #include "transformer.h"
 #include "isa_variants.h"
 
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+
+#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
+#define NODEFMT OSSEG__NODEFMT
+#define NODEARG OSSEG__NODEARG
+
+static int infer_layernorm(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
+  if (x->rank < 1) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "scalar input", NODEARG);
+  y->dtype = x->dtype;
+  y->rank = x->rank;
+  memcpy(y->dims, x->dims, sizeof x->dims);
+  int64_t a = osseg__attr_int(n, "axis", -1);
+  if (a < -x->rank || a >= x->rank)
+    return FAIL(OSSEG_ESHAPE, NODEFMT "axis %lld out of range for rank %d", NODEARG,
+                (long long)a, x->rank);
+  int axis = (int)(a < 0 ? a + x->rank : a);
+  struct osseg__tensor tail = {.rank = x->rank - axis};
+  memcpy(tail.dims, x->dims + axis, sizeof(int64_t) * (size_t)tail.rank);
+  for (int i = 1; i < 3; i++) {
+    struct osseg__tensor *p = osseg__in(g, n, i), tmp;
+    if (!p) {
+      if (i == 1) return FAIL(OSSEG_EPARSE, NODEFMT "needs a scale input", NODEARG);
+      continue;
+    }
+    if (!p->data || p->dtype != OSSEG__DT_FLOAT)
+      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "scale/bias must be float32 constants", NODEARG);
+    if (p->rank > tail.rank || osseg__broadcast(&tail, p, &tmp) || tmp.rank != tail.rank)
+      return FAIL(OSSEG_ESHAPE, NODEFMT "scale/bias '%s' does not broadcast over the "
+                  "normalised dims", NODEARG, p->name);
+    for (int d = 0; d < tail.rank; d++)
+      if (tmp.dims[d] != tail.dims[d])
+        return FAIL(OSSEG_ESHAPE, NODEFMT "scale/bias '%s' too large", NODEARG, p->name);
+  }
+  if (osseg__attr_int(n, "stash_type", 1) != 1)
+    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "stash_type other than float32", NODEARG);
+  for (int i = 1; i < n->nout; i++) { /* Mean, InvStdDev */
+    struct osseg__tensor *t = &g->tensors[n->out[i]];
+    t->dtype = OSSEG__DT_FLOAT;
+    t->rank = x->rank;
+    for (int d = 0; d < x->rank; d++) t->dims[d] = d < axis ? x->dims[d] : 1;
+  }
+  return 0;
+}
+
 
 struct ln_step {
   int x, y;
@@ -109,7 +154,7 @@ static float *expand_param(struct osseg_model *m, const struct osseg__tensor *p,
   return out;
 }
 
-int osseg__compile_layernorm(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+static int compile_layernorm(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int ni = (int)(n - g->nodes), x = n->in[0], y = n->out[0];
   if (g->tensors[x].data)
@@ -134,13 +179,13 @@ int osseg__compile_layernorm(struct osseg_model *m, struct osseg__node *n, struc
   l->rows = rows, l->D = D;
   l->eps = osseg__attr_float(n, "epsilon", 1e-5f);
   l->bf16 = m->act_dt == dnnl_bf16;
-  int x_t = osseg__tr_plain_in(m, ni, x, diag);
+  int x_t = osseg__plain_in(m, ni, x, diag);
   if (x_t < 0) return x_t;
   int y_t;
   if (x_t == x && osseg__can_inplace(m, x) && m->g.tensors[y].rank != 4) {
     osseg__alias(m, y, x);
     y_t = y;
-  } else if ((y_t = osseg__tr_plain_out(m, y, diag)) < 0) {
+  } else if ((y_t = osseg__plain_out(m, y, diag)) < 0) {
     return y_t;
   }
   l->x = x_t, l->y = y_t;
@@ -152,5 +197,10 @@ int osseg__compile_layernorm(struct osseg_model *m, struct osseg__node *n, struc
   s->uses[s->nuses++] = y_t;
   m->flops += (uint64_t)(rows * D) * 8;
   m->params += (uint64_t)D * 2;
-  return osseg__tr_plain_out_done(m, ni, y_t, y, diag);
+  return osseg__plain_out_done(m, ni, y_t, y, diag);
 }
+
+const struct osseg__op osseg__ops_norm[] = {
+    {"LayerNormalization", 17, OSSEG__OPSET_MAX, 0, OSSEG__PREC_RUNTIME, infer_layernorm, NULL, compile_layernorm},
+    {0},
+};

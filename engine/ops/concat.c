@@ -1,11 +1,75 @@
 /* Concat through the oneDNN concat primitive in the activation layout
  * (channel concat in nhwc; a conv writing into a channel slice would fall
  * back to a reference kernel, see ONEDNN_NOTES.md). */
-#include "engine_internal.h"
+#include "build.h"
 
 #include <string.h>
 
-int osseg__compile_concat(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
+#define NODEFMT OSSEG__NODEFMT
+#define NODEARG OSSEG__NODEARG
+
+static int infer_concat(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0);
+  struct osseg__tensor *y = &g->tensors[n->out[0]];
+  int err;
+  int axis;
+  if ((err = osseg__norm_axis(g, n, osseg__attr_int(n, "axis", 0), x->rank, &axis, diag))) return err;
+  *y = (struct osseg__tensor){.name = y->name, .dtype = x->dtype, .rank = x->rank,
+                              .producer = y->producer, .storage = -1, .offset = -1};
+  memcpy(y->dims, x->dims, sizeof x->dims);
+  y->dims[axis] = 0;
+  for (int i = 0; i < n->nin; i++) {
+    struct osseg__tensor *t = osseg__in(g, n, i);
+    if (!t) return FAIL(OSSEG_EPARSE, NODEFMT "empty input", NODEARG);
+    if (t->rank != x->rank) return FAIL(OSSEG_ESHAPE, NODEFMT "input ranks differ", NODEARG);
+    for (int d = 0; d < x->rank; d++)
+      if (d != axis && t->dims[d] != x->dims[d])
+        return FAIL(OSSEG_ESHAPE, NODEFMT "input '%s' dim %d is %lld, expected %lld", NODEARG,
+                    t->name, d, (long long)t->dims[d], (long long)x->dims[d]);
+    if (osseg__mul_i64(1, y->dims[axis] + t->dims[axis], &y->dims[axis]) || y->dims[axis] > (1LL << 40))
+      return FAIL(OSSEG_EOVERFLOW, NODEFMT "size overflow", NODEARG);
+  }
+  return 0;
+}
+
+static int fold_concat(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+  struct osseg__tensor *y = &g->tensors[n->out[0]];
+  size_t es = osseg__dtype_size(y->dtype);
+  int axis = (int)osseg__attr_int(n, "axis", 0);
+  if (axis < 0) axis += y->rank;
+  size_t outer = 1, inner = es;
+  for (int i = 0; i < axis; i++) outer *= (size_t)y->dims[i];
+  for (int i = axis + 1; i < y->rank; i++) inner *= (size_t)y->dims[i];
+  char *dst = y->data;
+  for (size_t o = 0; o < outer; o++)
+    for (int k = 0; k < n->nin; k++) {
+      struct osseg__tensor *t = &g->tensors[n->in[k]];
+      if (t->dtype != y->dtype)
+        return osseg__fail(diag, OSSEG_EPARSE, "node '%s' (Concat): input dtypes differ", n->name);
+      size_t chunk = inner * (size_t)t->dims[axis];
+      memcpy(dst, (const char *)t->data + o * chunk, chunk);
+      dst += chunk;
+    }
+  return 0;
+}
+
+/* Copies the inputs not written in place into their channel slices. */
+static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) {
+  const size_t es = osseg__step_es(m, s);
+  unsigned char *dst = osseg__tensor_ptr(m, s->out);
+  const unsigned char *src[OSSEG__MAX_ARGS];
+  for (int k = 0; k < s->cat_n; k++) src[k] = osseg__tensor_ptr(m, s->cat_t[k]);
+  const size_t opix = (size_t)s->cat_cout * es;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < s->cat_pixels; p++)
+    for (int k = 0; k < s->cat_n; k++)
+      memcpy(dst + (size_t)p * opix + (size_t)s->cat_off[k] * es,
+             src[k] + (size_t)p * (size_t)s->cat_c[k] * es, (size_t)s->cat_c[k] * es);
+  return dnnl_success;
+}
+
+static int compile_concat(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int y = n->out[0];
   int axis = (int)osseg__attr_int(n, "axis", 0);
@@ -22,6 +86,7 @@ int osseg__compile_concat(struct osseg_model *m, struct osseg__node *n, struct o
      * rest are copied pixel by pixel. */
     struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CONCAT_C, (int)(n - g->nodes));
     if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    s->run = run_concat_c;
     int si = m->nsteps - 1;
     s->out = y;
     s->cat_pixels = yt->dims[2] * yt->dims[3];
@@ -107,3 +172,8 @@ int osseg__compile_concat(struct osseg_model *m, struct osseg__node *n, struct o
   osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, NULL);
   return osseg__finish_prim(m, s, pd, n, diag);
 }
+
+const struct osseg__op osseg__ops_concat[] = {
+    {"Concat", 4, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL, OSSEG__PREC_RUNTIME, infer_concat, fold_concat, compile_concat},
+    {0},
+};

@@ -1,0 +1,263 @@
+/* The build API: what an op file (engine/ops/) uses to turn its nodes into
+ * executable steps, and the op table entry it fills in for each of its ops.
+ *
+ * An op file includes this header and ir.h, nothing else of the engine: it
+ * never calls another op file or the driver (compile.c), and the driver
+ * reaches it only through the op table (op_table.c). */
+#ifndef OSSEG_ENGINE_BUILD_H
+#define OSSEG_ENGINE_BUILD_H
+
+#include <stdatomic.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "ir.h"
+#include "osseg_engine.h"
+
+struct osseg_model;
+
+/* ONNX opsets the loader accepts (default domain). */
+#define OSSEG__OPSET_MIN 7
+#define OSSEG__OPSET_MAX 18
+
+/* ---- The op table's entry. */
+
+enum osseg__op_flags {
+  /* Made by a pass (domain "osseg"); never accepted from a file. */
+  OSSEG__OP_INTERNAL = 1u << 0,
+  /* Its value never depends on its input's data (Shape of a static shape):
+   * always folded. */
+  OSSEG__OP_FOLD_ALWAYS = 1u << 1,
+  /* Accepted on runtime data although it has no kernel: a pass rewrites the
+   * patterns it occurs in (Erf inside GELU); alone it fails to compile. */
+  OSSEG__OP_IN_PATTERN = 1u << 2,
+  /* compile() lays out every output itself (Split). */
+  OSSEG__OP_ALL_OUTPUTS = 1u << 3,
+  /* Precision policy (precision.c). A spatial CNN op: under bf16 it runs in
+   * fp32 on the image itself and, under bf16-mixed, at the resolutions of
+   * the cut-off. */
+  OSSEG__OP_PREC_SPATIAL = 1u << 4,
+  /* Makes per-channel global vectors ([N, C, 1, 1]; GlobalAveragePool,
+   * ReduceMean) kept in fp32 in both bf16 modes. */
+  OSSEG__OP_PREC_GLOBAL = 1u << 5,
+  /* Under bf16 takes an fp32 per-channel vector as its second operand
+   * beside a bf16 map, without converting it (the SE scale). */
+  OSSEG__OP_PREC_F32_VECTOR = 1u << 6,
+  /* Can write fp32 from bf16 inputs and weights: the conv that produces the
+   * logits does, so they are never rounded to bf16. */
+  OSSEG__OP_PREC_F32_OUT = 1u << 7,
+  /* Upsamples the logits to the output size (a Resize at the end of the
+   * graph): the precision policy measures resolution before it. */
+  OSSEG__OP_UPSAMPLES = 1u << 8,
+};
+
+/* Precisions an op runs in (a bit set; osseg_engine.h's osseg_op_info). */
+#define OSSEG__PREC_FP32 OSSEG_OP_PREC_FP32
+#define OSSEG__PREC_BF16 OSSEG_OP_PREC_BF16
+#define OSSEG__PREC_RUNTIME (OSSEG__PREC_FP32 | OSSEG__PREC_BF16)
+
+/* Everything the engine knows about one op. Loading, the allow-list check,
+ * shape inference, folding and compilation all go through it. */
+struct osseg__op {
+  const char *name;   /* ONNX op type, or "osseg.X" for an internal op */
+  int since, until;   /* opsets of the default domain it is supported at */
+  unsigned flags;     /* enum osseg__op_flags */
+  unsigned precisions; /* OSSEG__PREC_* it runs in; 0 = constants only */
+  /* Sets the output tensors' dtype, rank and dims from the inputs'. */
+  int (*infer)(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag);
+  /* Computes the outputs (allocated, zeroed) from constant inputs; NULL:
+   * the op is never folded. */
+  int (*fold)(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag);
+  /* Appends the node's steps; NULL: constants only (or IN_PATTERN). Runs
+   * with m's activation type set to the node's precision. */
+  int (*compile)(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+};
+
+/* ---- Steps and the model being built. */
+
+/* One executable step. Most steps are oneDNN primitives; a few ops are own
+ * loops (resize, pad). */
+enum osseg__step_kind {
+  OSSEG__STEP_PRIM,
+  OSSEG__STEP_GATHER2D, /* nearest resize, pad */
+  OSSEG__STEP_LINEAR2D, /* bilinear resize */
+  OSSEG__STEP_CONCAT_C, /* channel concat of nhwc tensors, own loop */
+  OSSEG__STEP_CUSTOM,   /* own kernel: step->run (transformer ops) */
+  OSSEG__STEP_UPCONV_SCATTER, /* conv of a nearest-2x upsample: interleave the
+                                 four phase convs (conv.c) */
+};
+
+#define OSSEG__MAX_ARGS 16
+/* Own-loop kernels on nhwc tensors (resize.c): out[y][x][:] = in[ry[y]][rx[x]][:],
+ * or `value` where ry or rx is -1 (nearest resize, pad); bilinear resize. */
+struct osseg__resize {
+  int mode_linear;
+  float value;
+  int64_t out_pix;  /* elements between output pixels (>= c: writing into a
+                       channel slice of a concat output) */
+  int64_t out_coff; /* first output channel */
+  int64_t ih, iw, oh, ow, c;
+  int32_t *y0, *y1, *x0, *x1; /* source rows/cols per output row/col */
+  float *wy, *wx;             /* weight of y1/x1 (linear) */
+};
+
+struct osseg__step {
+  int kind;
+  int node; /* -1 for synthetic steps */
+  dnnl_primitive_t prim;
+  int nargs;
+  int arg_kind[OSSEG__MAX_ARGS];
+  int arg_tensor[OSSEG__MAX_ARGS];         /* runtime tensor, or -1 */
+  dnnl_memory_t arg_mem[OSSEG__MAX_ARGS];  /* constant memory (model-owned) or,
+                                              for runtime args, created at bind */
+  dnnl_memory_desc_t arg_md[OSSEG__MAX_ARGS]; /* view of the runtime tensor */
+  size_t arg_off[OSSEG__MAX_ARGS];         /* bytes from the tensor's start to
+                                              the view (row bands, conv.c) */
+  dnnl_exec_arg_t args[OSSEG__MAX_ARGS];   /* bound after planning */
+  dnnl_memory_desc_t scratch_md;
+  int in, out; /* tensors of own-loop steps */
+  struct osseg__resize rs;
+  int cat_n; /* CONCAT_C: inputs still to copy (others were written in place) */
+  int cat_t[OSSEG__MAX_ARGS];
+  int64_t cat_c[OSSEG__MAX_ARGS], cat_off[OSSEG__MAX_ARGS];
+  int64_t cat_pixels, cat_cout;
+  /* OSSEG__STEP_CUSTOM: run() executes the step (it may run its own oneDNN
+   * primitives, kept in priv); destroy() frees priv with the model. */
+  dnnl_status_t (*run)(struct osseg_model *m, struct osseg__step *s);
+  void (*destroy)(struct osseg__step *s);
+  void *priv;
+  /* liveness: every tensor read/written by this step */
+  int uses[OSSEG__MAX_ARGS];
+  int nuses;
+};
+
+struct osseg_model {
+  struct osseg__graph g;
+  struct osseg_engine_options opt;
+  dnnl_engine_t eng;
+  dnnl_stream_t stream;
+  dnnl_data_type_t act_dt; /* f32 or bf16 */
+  dnnl_memory_desc_t *md;  /* per tensor, runtime tensors only */
+  dnnl_memory_t *mem;      /* per tensor */
+  struct osseg__step *steps;
+  int nsteps, capsteps;
+  /* user I/O */
+  dnnl_memory_t user_in, user_out;
+  int in_tensor, out_tensor;
+  void *arena;
+  size_t arena_bytes;
+  void *scratch;
+  size_t scratch_bytes;
+  dnnl_memory_t *owned_mem; /* constant memories (weights, biases, consts) */
+  void **owned_buf;
+  int nowned, capowned;
+  size_t weight_bytes;
+  /* The run in progress (set and read on the executor thread and its
+   * OpenMP team only): its interruption and, once seen, the code it stops
+   * with (OSSEG_ECANCELED / OSSEG_ETIMEDOUT), so every thread of an own
+   * loop gives up its remaining work. */
+  const struct osseg_run_control *ctl;
+  atomic_int stop;
+  /* test hook (engine_test_hooks.h): called after every step */
+  void (*step_hook)(void *ctx, int step);
+  void *step_hook_ctx;
+  struct osseg_tensor_info in_info, out_info;
+  size_t in_elems, out_elems;
+  uint64_t params, flops;
+  int warned_ref;
+  int slow_steps; /* primitives on oneDNN ref / gemm implementations */
+  int winograd_convs;
+  int tensor_cap; /* g->tensors, md and aliased are reserved to this many
+                     entries before compiling, so that no compile step can
+                     see them move (osseg__add_temp) */
+  unsigned char *aliased; /* per tensor: another tensor shares its storage */
+};
+
+/* Should the run in progress stop? 0, or the code to stop with, which
+ * also becomes m->stop. Cheap (an atomic load and, with a deadline, a vDSO
+ * clock read): own loops call it per block of work, from any thread of the
+ * team. */
+static inline int osseg__ctl_check(const struct osseg_run_control *c) {
+  if (!c) return 0;
+  if (c->cancel && atomic_load_explicit(c->cancel, memory_order_relaxed)) return OSSEG_ECANCELED;
+  if (c->deadline_ns && osseg_now_ns() >= c->deadline_ns) return OSSEG_ETIMEDOUT;
+  return 0;
+}
+static inline int osseg__should_stop(struct osseg_model *m) {
+  int s = atomic_load_explicit(&m->stop, memory_order_relaxed);
+  if (s || !m->ctl) return s;
+  s = osseg__ctl_check(m->ctl);
+  if (s) atomic_store_explicit(&m->stop, s, memory_order_relaxed);
+  return s;
+}
+
+/* ---- Building steps. */
+
+/* Failure of a oneDNN call for node n (NULL: none): OSSEG_ENOMEM or
+ * OSSEG_EBACKEND with a message naming the node. */
+int osseg__dnnl_fail(struct osseg_diag *diag, dnnl_status_t st, const char *what,
+                     const struct osseg__node *n);
+/* Appends a step; returns pointer (valid until next append) or NULL. */
+struct osseg__step *osseg__add_step(struct osseg_model *m, int kind, int node);
+/* Creates a primitive from pd (taking ownership of pd), checks impl, records
+ * scratchpad. */
+int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primitive_desc_t pd,
+                       const struct osseg__node *n, struct osseg_diag *diag);
+/* Runtime argument: tensor viewed through md (NULL = the tensor's own md).
+ * tensor -2 / -3 = the caller's input / output buffer. */
+void osseg__step_arg_tensor(struct osseg_model *m, struct osseg__step *s, int kind, int tensor,
+                            const dnnl_memory_desc_t *md);
+void osseg__step_arg_mem(struct osseg__step *s, int kind, dnnl_memory_t mem);
+/* Model-owned constant memory with given md, filled from f32 plain data
+ * (`src_md` describes its layout) through a reorder. */
+int osseg__const_memory(struct osseg_model *m, const dnnl_memory_desc_t *dst_md,
+                        const dnnl_memory_desc_t *src_md, const void *src,
+                        dnnl_memory_t *out, struct osseg_diag *diag);
+/* Owned buffer freed with the model. */
+void *osseg__model_alloc(struct osseg_model *m, size_t bytes);
+/* Adds a runtime temporary tensor (dims copied from `like` if >= 0). */
+int osseg__add_temp(struct osseg_model *m, int like, struct osseg_diag *diag);
+/* Reorder step between two views (layout or type changes, copies). */
+int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
+                        int dst_t, const dnnl_memory_desc_t *dmd, struct osseg_diag *diag);
+/* One oneDNN eltwise step x -> y (in x's layout); counts its FLOPs. */
+int osseg__eltwise_step(struct osseg_model *m, struct osseg__node *n, int x, int y,
+                        dnnl_alg_kind_t alg, float alpha, float beta, struct osseg_diag *diag);
+/* Attribute with user scratchpad and the node's fused post-ops. */
+int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_attr_t *attr);
+/* The same, but with sum_md a residual POST_SUM becomes a binary-add
+ * post-op reading tensor `arg` through sum_md (matmul), its index in the
+ * post-op list in *sum_idx (-1 if none). */
+int osseg__make_attr_sum(struct osseg_model *m, const struct osseg__node *n,
+                         const dnnl_memory_desc_t *sum_md, dnnl_primitive_attr_t *attr,
+                         int *sum_idx);
+/* Root of a tensor's storage; whether it may be overwritten in place by the
+ * node consuming it (single use, not the graph input, not shared). */
+int osseg__root(const struct osseg_model *m, int t);
+int osseg__can_inplace(const struct osseg_model *m, int t);
+void osseg__alias(struct osseg_model *m, int t, int onto);
+/* Runtime pointer of a tensor after binding. */
+void *osseg__tensor_ptr(const struct osseg_model *m, int t);
+/* Element size of the tensor an own-loop step writes (its inputs were
+ * converted to its type at compile time). */
+static inline size_t osseg__step_es(const struct osseg_model *m, const struct osseg__step *s) {
+  return s->out >= 0 && m->md[s->out].data_type == dnnl_bf16 ? 2 : 4;
+}
+/* Runtime md of a tensor (nhwc for rank 4, plain otherwise), made on first
+ * use with type dt. */
+int osseg__tensor_md(struct osseg_model *m, int t, dnnl_data_type_t dt,
+                     dnnl_memory_desc_t *md);
+void osseg__set_dims(dnnl_dims_t d, const int64_t *src, int rank);
+/* Is md a dense rank-4 nhwc layout ([N][H][W][C] bytes, no offset)? */
+int osseg__md_dense_nhwc(const dnnl_memory_desc_t *md);
+/* Plain row-major md of dims with data type dt. */
+int osseg__plain_md(dnnl_memory_desc_t *md, const int64_t *dims, int rank, dnnl_data_type_t dt);
+/* Tensor t in plain row-major bytes: t itself, or a temporary filled by a
+ * reorder step (rank-4 nhwc tensors with C > 1 and H*W > 1). <0 on error. */
+int osseg__plain_in(struct osseg_model *m, int node, int t, struct osseg_diag *diag);
+/* Where an op should write output y in plain bytes: y, or a temporary that
+ * osseg__plain_out_done() then reorders into y. */
+int osseg__plain_out(struct osseg_model *m, int y, struct osseg_diag *diag);
+int osseg__plain_out_done(struct osseg_model *m, int node, int tmp, int y, struct osseg_diag *diag);
+
+#endif
