@@ -13,6 +13,15 @@
 #       loads in one run and not in the other, a run missing from one side,
 #       or runs that did not use the same input).
 #
+# SUMS: tab-separated KEY PRECISION STATUS INPUT_SHA256 DETAIL, one line a
+# run; KEY is the model's path without .onnx, '/' as '__' (output file
+# OUT_DIR/KEY.PRECISION.npy); STATUS ok (DETAIL: the output's sha256, and
+# " size=256" for a symbolic-size model), fail (DETAIL: "rc=N: " and the
+# stderr text, newlines as " \n ", the model's path as MODEL, OUT_DIR and
+# the input cache as OUT_DIR and INPUTS), timeout or skip; INPUT_SHA256 is
+# "none" for a model model-info cannot load (run without --input).
+# OUT_DIR/run.log has each run's exit status and wall time.
+#
 # Models: every .onnx under tests/ (including the deliberately broken ones:
 # their error text is what is compared), data/models/*.onnx,
 # bench/models/*.onnx and bench/models/smp/*.onnx (gitignored; taken from the
