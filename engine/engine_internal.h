@@ -43,12 +43,6 @@ int osseg__broadcast(const struct osseg__tensor *a, const struct osseg__tensor *
 int osseg__fold_node(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag);
 int osseg__can_fold(const char *op);
 
-/* fuse.c: removes Identity/Dropout, folds BatchNormalization into Conv,
- * fuses activations and residual adds into conv epilogues, with `upconv`
- * rewrites conv-of-nearest-2x-upsample into phase convs, recounts uses. */
-int osseg__fuse(struct osseg__graph *g, int upconv, struct osseg_diag *diag);
-void osseg__count_uses(struct osseg__graph *g);
-
 /* One executable step. Most steps are oneDNN primitives; a few ops are own
  * loops (resize, pad). */
 enum osseg__step_kind {
@@ -215,7 +209,7 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
 /* Is md a dense rank-4 nhwc layout ([N][H][W][C] bytes, no offset)? */
 int osseg__md_dense_nhwc(const dnnl_memory_desc_t *md);
 int osseg__compile_deconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
-/* fuse.c makes osseg.UpConv2x (conv of a nearest-2x upsample + concat) */
+/* passes/fuse_upconv.c makes osseg.UpConv2x (conv of a nearest-2x upsample + concat) */
 int osseg__compile_upconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 int osseg__resize_is_nearest2x(struct osseg__graph *g, struct osseg__node *n);
 int osseg__compile_pool(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
@@ -227,10 +221,9 @@ int osseg__compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
 int osseg__compile_pad(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 int osseg__compile_reshape(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 
-/* Transformer ops (transformer_fuse.c, matmul.c, softmax.c, layernorm.c,
+/* Transformer ops (passes/, matmul.c, softmax.c, layernorm.c,
  * attention.c). infer / compile return 1 when the op is not theirs. */
 int osseg__infer_transformer(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag);
-int osseg__transformer_fuse(struct osseg__graph *g, struct osseg_diag *diag);
 int osseg__compile_transformer(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
 
 /* plan.c: liveness-based arena offsets for all runtime tensors. */
