@@ -44,15 +44,12 @@ static int ln_param_ok(struct osseg__graph *g, int t, const struct osseg__tensor
 
 /* New float32 constant with the dims of X from `axis` on, filled with v. */
 static int const_fill(struct osseg__graph *g, int X, int axis, float v, struct osseg_diag *diag) {
-  int t = osseg__graph_add_tensor(g, NULL, 0);
-  if (t < 0) return osseg__fail(diag, t, "out of memory");
-  struct osseg__tensor *c = &g->tensors[t], *x = &g->tensors[X];
-  c->dtype = OSSEG__DT_FLOAT;
-  c->rank = x->rank - axis;
-  memcpy(c->dims, x->dims + axis, sizeof(int64_t) * (size_t)c->rank);
-  c->producer = -1;
-  int err = osseg__tensor_alloc_const(g, c, diag);
-  if (err) return err;
+  int64_t dims[OSSEG_MAX_RANK]; /* copied: adding a tensor may move g->tensors */
+  int rank = g->tensors[X].rank - axis;
+  memcpy(dims, g->tensors[X].dims + axis, sizeof(int64_t) * (size_t)rank);
+  int t = osseg__new_const(g, rank, dims, diag);
+  if (t < 0) return t;
+  struct osseg__tensor *c = &g->tensors[t];
   size_t e = c->nbytes / sizeof(float);
   for (size_t i = 0; i < e; i++) ((float *)c->data)[i] = v;
   return t;

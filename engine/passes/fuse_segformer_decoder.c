@@ -20,18 +20,6 @@ static int attr_floats(struct osseg__node *n, const char *name, const float *v, 
   return 0;
 }
 
-static int new_const(struct osseg__graph *g, int rank, const int64_t *dims, struct osseg_diag *diag) {
-  int t = osseg__graph_add_tensor(g, NULL, 0);
-  if (t < 0) return osseg__fail(diag, t, "out of memory");
-  struct osseg__tensor *c = &g->tensors[t];
-  c->dtype = OSSEG__DT_FLOAT;
-  c->rank = rank;
-  memcpy(c->dims, dims, sizeof(int64_t) * (size_t)rank);
-  c->producer = -1;
-  int err = osseg__tensor_alloc_const(g, c, diag);
-  return err ? err : t;
-}
-
 /* Concat(axis 1) of [Resize(linear)] osseg.View(MatMul + bias) branches ->
  * 1x1 Conv [-> Relu]  ==>  MatMul with the conv folded in per branch ->
  * osseg.View -> osseg.ResizeSum (see resize_sum.c). */
@@ -93,9 +81,9 @@ static int fuse_decoder(struct osseg__graph *g, struct osseg__node *cv, struct o
     const struct osseg__tensor *B = &g->tensors[mm[i]->in[1]], *bb = &g->tensors[mm[i]->in[2]];
     int64_t K = B->dims[0], Mo = B->dims[1];
     int64_t nd[2] = {K, Mc}, bd[1] = {Mc};
-    int nB = new_const(g, 2, nd, diag);
+    int nB = osseg__new_const(g, 2, nd, diag);
     if (nB < 0) return nB;
-    int nb = new_const(g, 1, bd, diag);
+    int nb = osseg__new_const(g, 1, bd, diag);
     if (nb < 0) return nb;
     B = &g->tensors[mm[i]->in[1]], bb = &g->tensors[mm[i]->in[2]], wt = &g->tensors[cv->in[1]];
     float *o = g->tensors[nB].data, *ob = g->tensors[nb].data;
@@ -125,7 +113,7 @@ static int fuse_decoder(struct osseg__graph *g, struct osseg__node *cv, struct o
     bias = cv->in[2];
   } else {
     int64_t bd[1] = {Mc};
-    if ((bias = new_const(g, 1, bd, diag)) < 0) return bias;
+    if ((bias = osseg__new_const(g, 1, bd, diag)) < 0) return bias;
   }
   int in[9];
   for (int i = 0; i < cat->nin; i++) in[i] = vw[i]->out[0];

@@ -128,6 +128,19 @@ int osseg__other_input(const struct osseg__node *n, int t) {
   return -1;
 }
 
+int osseg__new_const(struct osseg__graph *g, int rank, const int64_t *dims,
+                     struct osseg_diag *diag) {
+  int t = osseg__graph_add_tensor(g, NULL, 0);
+  if (t < 0) return osseg__fail(diag, t, "out of memory");
+  struct osseg__tensor *c = &g->tensors[t];
+  c->dtype = OSSEG__DT_FLOAT;
+  c->rank = rank;
+  memcpy(c->dims, dims, sizeof(int64_t) * (size_t)rank);
+  c->producer = -1;
+  int err = osseg__tensor_alloc_const(g, c, diag);
+  return err ? err : t;
+}
+
 void osseg__eliminate_dead(struct osseg__graph *g) {
   osseg__count_uses(g);
   for (int ni = g->nnodes - 1; ni >= 0; ni--) {

@@ -23,6 +23,11 @@ double osseg__const_scalar(const struct osseg__graph *g, int t);
 /* Other input of binary node n than t (or -1 if t is not an input). */
 int osseg__other_input(const struct osseg__node *n, int t);
 
+/* New float32 constant tensor of the given dims, zero-filled: its index, or
+ * an error (after osseg__fail). */
+int osseg__new_const(struct osseg__graph *g, int rank, const int64_t *dims,
+                     struct osseg_diag *diag);
+
 /* In-place node edits; 0 or OSSEG_ENOMEM. */
 int osseg__set_op(struct osseg__node *n, const char *op);
 int osseg__set_inputs(struct osseg__node *n, const int *in, int nin);
