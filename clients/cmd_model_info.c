@@ -12,9 +12,16 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16|bf16-mixed]\n"
+          "       osseg model-info --ops [MODEL.onnx [--size S] [--precision P]]\n"
           "\n"
           "Loads the model through the engine and prints its input and output shapes,\n"
           "op histogram, parameters, FLOPs and planned arena.\n"
+          "\n"
+          "With --ops and no model: the engine's op table (every ONNX op it supports,\n"
+          "its opsets, precisions and the file under engine/ops/ implementing it).\n"
+          "With --ops and a model: every op type the model uses, checked against the\n"
+          "table at the model's opset (all unsupported ops are named, not only the\n"
+          "first), then whether the model loads; exit status 1 if it does not.\n"
           "\n"
           "options:\n"
           "  --size S        input height and width (1..65536) for a model exported with\n"
@@ -25,6 +32,105 @@ static void usage(FILE *f) {
           "Exit status: 0 done, 1 bad model, 2 usage error.\n");
 }
 
+static const char *precisions(unsigned p) {
+  return (p & OSSEG_OP_PREC_FP32) && (p & OSSEG_OP_PREC_BF16) ? "fp32 bf16"
+         : (p & OSSEG_OP_PREC_FP32)                          ? "fp32"
+                                                              : "-";
+}
+
+static void opsets(char *buf, size_t cap, int since, int until) {
+  if (until >= since && until > 0) snprintf(buf, cap, "%d-%d", since, until);
+  else if (since > 0) snprintf(buf, cap, "%d+", since);
+  else snprintf(buf, cap, "-");
+}
+
+/* The op table (osseg model-info --ops). */
+static int print_op_table(void) {
+  printf("%-20s %-8s %-8s %-10s %-26s %s\n", "op", "domain", "opsets", "precision",
+         "file", "notes");
+  for (int i = 0; i < osseg_engine_op_count(); i++) {
+    struct osseg_op_info o;
+    if (osseg_engine_op_info(i, &o)) return 1;
+    char os[32], file[64];
+    opsets(os, sizeof os, o.since, o.until);
+    snprintf(file, sizeof file, "engine/ops/%s.c", o.family);
+    const char *note = o.internal            ? "made by the graph passes"
+                       : o.loader          ? "read by the loader as a constant tensor"
+                       : o.since > o.until ? "made by the graph passes (from Erf) at opsets read"
+                       : o.in_pattern ? "only inside the pattern a pass rewrites"
+                       : !o.runtime   ? "constants only (folded at load)"
+                       : o.folds      ? "folded when its inputs are constants"
+                                      : "";
+    printf("%-20s %-8s %-8s %-10s %-26s %s\n", o.name, o.domain, os,
+           o.runtime ? precisions(o.precisions) : "-", file, note);
+  }
+  return 0;
+}
+
+struct check_ctx {
+  int bad;
+  int opset;
+};
+
+static void print_check(void *ctx, const struct osseg_op_check *c) {
+  struct check_ctx *k = ctx;
+  char os[32];
+  opsets(os, sizeof os, c->since, c->until);
+  const char *what = "";
+  char buf[160];
+  switch (c->support) {
+    case OSSEG_OP_SUPPORTED:
+      snprintf(buf, sizeof buf, "supported (engine/ops/%s.c)", c->family);
+      what = buf;
+      break;
+    case OSSEG_OP_CONSTANTS_ONLY:
+      what = "on constants only: the load fails if it runs on activations";
+      break;
+    case OSSEG_OP_IN_PATTERN:
+      what = "only inside the pattern a graph pass rewrites (e.g. Erf in GELU)";
+      break;
+    case OSSEG_OP_OTHER_OPSET:
+      snprintf(buf, sizeof buf, "NOT SUPPORTED at opset %d (supported at %s)", k->opset, os);
+      what = buf;
+      k->bad = 1;
+      break;
+    case OSSEG_OP_UNKNOWN:
+      what = "NOT SUPPORTED (not in the op table)";
+      k->bad = 1;
+      break;
+    case OSSEG_OP_OTHER_DOMAIN:
+      snprintf(buf, sizeof buf, "NOT SUPPORTED (domain '%s')", c->domain);
+      what = buf;
+      k->bad = 1;
+      break;
+  }
+  printf("  %-22s %5d  %s\n", c->name, c->count, what);
+}
+
+/* osseg model-info MODEL --ops: the model's ops against the table, then a
+ * real load (shape rules and kernels have conditions of their own). */
+static int check_model_ops(const char *model, const struct osseg_engine_options *opt) {
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  struct check_ctx k = {0, -1};
+  printf("model       %s\n", model);
+  printf("ops         (count, and what the engine's op table says)\n");
+  /* (k.opset is set before the first call of print_check) */
+  if (osseg_model_check_ops(model, &k.opset, print_check, &k, &diag)) {
+    cli_error_file("model-info", model, diag.message);
+    return 1;
+  }
+  printf("opset       %d\n", k.opset);
+  struct osseg_model *m = NULL;
+  if (osseg_model_load(&m, model, opt, &diag)) {
+    printf("loads       no: %s\n", diag.message);
+    return 1;
+  }
+  osseg_model_free(m);
+  printf("loads       yes (%s)\n", osseg_precision_name(opt->precision));
+  return k.bad;
+}
+
 static void print_dims(const struct osseg_tensor_info *t) {
   printf("%s [", t->name);
   for (int i = 0; i < t->rank; i++) printf("%s%lld", i ? ", " : "", (long long)t->dims[i]);
@@ -33,6 +139,7 @@ static void print_dims(const struct osseg_tensor_info *t) {
 
 int osseg_cmd_model_info(int argc, char **argv) {
   const char *model = NULL;
+  int ops = 0;
   struct osseg_engine_options opt;
   osseg_engine_options_default(&opt);
   for (int i = 1; i < argc; i++) {
@@ -52,6 +159,8 @@ int osseg_cmd_model_info(int argc, char **argv) {
         fprintf(stderr, "osseg model-info: --precision must be fp32, bf16 or bf16-mixed\n");
         return 2;
       }
+    } else if (!strcmp(argv[i], "--ops")) {
+      ops = 1;
     } else if (argv[i][0] != '-' && !model) {
       model = argv[i];
     } else {
@@ -59,6 +168,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
       return 2;
     }
   }
+  if (ops && !model) return print_op_table();
   if (!model) {
     usage(stderr);
     return 2;
@@ -69,6 +179,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
   osseg_diag_clear(&diag);
   struct osseg_model *m = NULL;
   opt.threads = 1;
+  if (ops) return check_model_ops(model, &opt);
   if (osseg_model_load(&m, model, &opt, &diag)) {
     cli_error_file("model-info", model, diag.message);
     return 1;

@@ -31,6 +31,8 @@ enum osseg__op_flags {
   /* Accepted on runtime data although it has no kernel: a pass rewrites the
    * patterns it occurs in (Erf inside GELU); alone it fails to compile. */
   OSSEG__OP_IN_PATTERN = 1u << 2,
+  /* Read by the loader as a constant tensor (Constant); never a node. */
+  OSSEG__OP_LOADER = 1u << 9,
   /* compile() lays out every output itself (Split). */
   OSSEG__OP_ALL_OUTPUTS = 1u << 3,
   /* Precision policy (precision.c). A spatial CNN op: under bf16 it runs in
@@ -87,7 +89,6 @@ enum osseg__step_kind {
                                  four phase convs (conv.c) */
 };
 
-#define OSSEG__MAX_ARGS 16
 /* Own-loop kernels on nhwc tensors (resize.c): out[y][x][:] = in[ry[y]][rx[x]][:],
  * or `value` where ry or rx is -1 (nearest resize, pad); bilinear resize. */
 struct osseg__resize {

@@ -21,6 +21,14 @@ const char *osseg__bf16_kernel_tag(void);
 int osseg__load_graph(struct osseg__graph *g, const void *data, size_t size,
                       const struct osseg_engine_options *o, struct osseg_diag *diag);
 
+/* One op type of a file and how often its main graph uses it. */
+struct osseg__op_use {
+  char domain[64], op[64]; /* (cut to fit; "" = the ONNX domain) */
+  int count;
+};
+int osseg__load_op_list(const void *data, size_t size, uint64_t max_bytes, int *opset,
+                        struct osseg__op_use **uses, int *nuses, struct osseg_diag *diag);
+
 /* op_table.c: the entry of op `name` (ONNX or internal), NULL if none; the
  * whole table for listings. */
 const struct osseg__op *osseg__op_lookup(const char *name);
@@ -31,10 +39,8 @@ const struct osseg__op *osseg__op_table_at(int i, const char **family);
  * node by node and folds nodes whose inputs are all constant. */
 int osseg__infer_and_fold(struct osseg__graph *g, struct osseg_diag *diag);
 
-/* Graph passes (fuse.c, transformer_fuse.c). */
-int osseg__fuse(struct osseg__graph *g, int upconv, struct osseg_diag *diag);
-void osseg__count_uses(struct osseg__graph *g);
-int osseg__transformer_fuse(struct osseg__graph *g, struct osseg_diag *diag);
+/* passes/: graph rewrites between shape inference and compilation. */
+#include "passes/passes.h"
 
 /* precision.c: the type node n computes in (m->act_dt is the model's:
  * f32, or bf16 under both bf16 modes) and the type of its first output;

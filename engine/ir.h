@@ -85,6 +85,9 @@ enum osseg__post_kind {
   OSSEG__POST_GELU_ERF,   /* 0.5 x (1 + erf(x / sqrt 2)) */
 };
 #define OSSEG__MAX_POST 6
+/* Most tensors one executable step reads or writes (a fused node made by a
+ * pass must stay within it). */
+#define OSSEG__MAX_ARGS 16
 struct osseg__post {
   int kind;
   float alpha, beta;
@@ -159,6 +162,11 @@ double osseg__const_f64(const struct osseg__tensor *t, size_t i);
  * (dtype and dims must be set). */
 int osseg__tensor_alloc_const(struct osseg__graph *g, struct osseg__tensor *t,
                               struct osseg_diag *diag);
+
+/* Internal ops the graph passes make (never read from a file; their op
+ * table entries are flagged OSSEG__OP_INTERNAL). */
+#define OSSEG__OP_VIEW "osseg.View"           /* output shares the input's bytes */
+#define OSSEG__OP_ATTENTION "osseg.Attention" /* softmax(scale Q K^T) V, tiled */
 
 /* ---- Shape rules' helpers (dims.c, resample.c), for the op files. */
 

@@ -469,3 +469,54 @@ int osseg__load_graph(struct osseg__graph *g, const void *data, size_t size,
   }
   return err;
 }
+
+/* Distinct (domain, op) pairs of the file's main graph in order of first
+ * use, with counts, and its ONNX opset (-1 if it imports none): what
+ * osseg_model_check_ops reports, without translating anything else. */
+int osseg__load_op_list(const void *data, size_t size, uint64_t max_bytes, int *opset,
+                        struct osseg__op_use **uses, int *nuses, struct osseg_diag *diag) {
+  *uses = NULL;
+  *nuses = 0;
+  *opset = -1;
+  if (size == 0) return osseg__fail(diag, OSSEG_EPARSE, "model file is empty");
+  if (max_bytes && size > max_bytes)
+    return osseg__fail(diag, OSSEG_ELIMIT, "model is %zu bytes, limit %llu", size,
+                       (unsigned long long)max_bytes);
+  struct pb_budget budget = {0, size > (SIZE_MAX - (1u << 20)) / 24 ? SIZE_MAX : size * 24 + (1u << 20)};
+  ProtobufCAllocator alloc = {pb_alloc, pb_free, &budget};
+  Onnx__ModelProto *mp = onnx__model_proto__unpack(&alloc, size, data);
+  if (!mp) return osseg__fail(diag, OSSEG_EPARSE, "not a valid ONNX model (protobuf parse failed)");
+  int err = 0;
+  for (size_t i = 0; i < mp->n_opset_import; i++) {
+    const Onnx__OperatorSetIdProto *os = mp->opset_import[i];
+    if (!os->domain || !os->domain[0] || strcmp(os->domain, "ai.onnx") == 0)
+      *opset = os->has_version ? (int)(os->version > 1000 ? 1000 : os->version) : -1;
+  }
+  const Onnx__GraphProto *gp = mp->graph;
+  size_t nn = gp ? gp->n_node : 0;
+  if (nn > MAX_NODES) err = osseg__fail(diag, OSSEG_ELIMIT, "graph has %zu nodes (max %d)", nn, MAX_NODES);
+  struct osseg__op_use *u = err ? NULL : osseg__calloc(nn ? nn : 1, sizeof *u);
+  if (!err && !u) err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  int n = 0;
+  for (size_t i = 0; i < nn && !err; i++) {
+    const char *op = gp->node[i]->op_type ? gp->node[i]->op_type : "";
+    const char *dom = gp->node[i]->domain ? gp->node[i]->domain : "";
+    if (!strcmp(dom, "ai.onnx")) dom = "";
+    int k = 0;
+    while (k < n && (strcmp(u[k].op, op) || strcmp(u[k].domain, dom))) k++;
+    if (k == n) {
+      snprintf(u[k].op, sizeof u[k].op, "%s", op);
+      snprintf(u[k].domain, sizeof u[k].domain, "%s", dom);
+      n++;
+    }
+    u[k].count++;
+  }
+  onnx__model_proto__free_unpacked(mp, &alloc);
+  if (err) {
+    osseg__free(u);
+    return err;
+  }
+  *uses = u;
+  *nuses = n;
+  return 0;
+}

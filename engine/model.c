@@ -2,6 +2,7 @@
  * -> plan -> bind), introspection, run, free. */
 #include "engine_internal.h"
 #include "engine_test_hooks.h"
+#include "passes/passes.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -99,8 +100,7 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   m->opt = *o;
   int err = osseg__load_graph(&m->g, data, size, o, diag);
   if (!err) err = osseg__infer_and_fold(&m->g, diag);
-  if (!err) err = osseg__transformer_fuse(&m->g, diag);
-  if (!err) err = osseg__fuse(&m->g, !o->no_upconv, diag);
+  if (!err) err = osseg__passes_run(&m->g, !o->no_upconv, diag);
   if (!err) err = osseg__compile(m, diag);
   if (!err) err = osseg__plan(m, diag);
   if (!err) err = osseg__bind(m, diag);

@@ -66,11 +66,13 @@ int osseg_engine_op_info(int i, struct osseg_op_info *out) {
   out->family = family;
   out->internal = (op->flags & OSSEG__OP_INTERNAL) != 0;
   out->domain = out->internal ? "osseg" : "ai.onnx";
-  out->since = out->internal ? 0 : op->since;
+  /* (the loader reads opsets OSSEG__OPSET_MIN..MAX only) */
+  out->since = out->internal ? 0 : op->since < OSSEG__OPSET_MIN ? OSSEG__OPSET_MIN : op->since;
   out->until = out->internal ? 0 : op->until;
   out->precisions = op->precisions;
   out->runtime = op->compile != NULL;
   out->folds = op->fold != NULL;
   out->in_pattern = (op->flags & OSSEG__OP_IN_PATTERN) != 0;
+  out->loader = (op->flags & OSSEG__OP_LOADER) != 0;
   return 0;
 }

@@ -211,17 +211,48 @@ struct osseg_op_info {
                          graph passes make */
   const char *domain; /* "ai.onnx" or "osseg" */
   const char *family; /* the engine file holding it: engine/ops/FAMILY.c */
-  int since, until;   /* supported opsets of the ONNX domain (0: internal) */
+  int since, until;   /* supported opsets of the ONNX domain (0: internal;
+                         since > until: only made by the graph passes at
+                         the opsets the loader reads, e.g. Gelu from Erf) */
   unsigned precisions; /* OSSEG_OP_PREC_* it runs in on activations */
   int runtime;        /* runs on activations (has a kernel) */
   int folds;          /* evaluated at load when its inputs are constants */
   int in_pattern;     /* accepted on activations only inside the pattern a
                          graph pass rewrites (Erf inside GELU) */
   int internal;       /* made by graph passes, never read from a file */
+  int loader;         /* turned into a constant tensor by the loader (Constant) */
 };
 /* Entries of the op table, in table order (family by family). */
 int osseg_engine_op_count(void);
 int osseg_engine_op_info(int i, struct osseg_op_info *out);
+
+/* What the op table says of an op type a model uses. */
+enum osseg_op_support {
+  OSSEG_OP_SUPPORTED,      /* in the table at the model's opset */
+  OSSEG_OP_CONSTANTS_ONLY, /* only when its inputs are constants (shape maths);
+                              the model fails to load if it runs on activations */
+  OSSEG_OP_IN_PATTERN,     /* on activations only inside the pattern a graph
+                              pass rewrites (Erf inside GELU) */
+  OSSEG_OP_OTHER_OPSET,    /* in the table, not at the model's opset */
+  OSSEG_OP_UNKNOWN,        /* not in the table */
+  OSSEG_OP_OTHER_DOMAIN,   /* of a domain other than ai.onnx */
+};
+struct osseg_op_check {
+  const char *name, *domain; /* domain "" = ai.onnx */
+  int count;                 /* nodes of the main graph using it */
+  enum osseg_op_support support;
+  int since, until;          /* the table's opsets (OTHER_OPSET and better) */
+  const char *family;        /* engine/ops/FAMILY.c, NULL when not in the table */
+};
+/* Checks every distinct op type of an ONNX file against the op table at the
+ * file's opset, without loading the model, so that every op the engine
+ * lacks is named, not only the first one a load would stop at. Calls fn
+ * once per op type in order of first use; *opset is the file's ONNX opset
+ * (-1: none). Returns 0 whatever the ops' support, or an error for a file
+ * that cannot be read or parsed. */
+int osseg_model_check_ops(const char *path, int *opset,
+                          void (*fn)(void *ctx, const struct osseg_op_check *c), void *ctx,
+                          struct osseg_diag *diag);
 
 /* ---- Execution ---- */
 

@@ -15,7 +15,8 @@
  * handles (dnnl_memory_set_data_handle). bf16: Q/K/V/O and the
  * probabilities are bf16, scores and softmax statistics fp32. */
 #include "build.h"
-#include "transformer.h"
+#include "bf16.h"
+#include "view.h"
 #include "isa_variants.h"
 
 #include <immintrin.h>

@@ -8,7 +8,8 @@
  * (third input), residual add (binary post-op reading the addend), gelu_erf
  * / relu / sigmoid. Runtime x runtime products use strided descriptors. */
 #include "build.h"
-#include "transformer.h"
+#include "bf16.h"
+#include "view.h"
 
 #include <string.h>
 

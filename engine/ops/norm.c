@@ -6,7 +6,8 @@
  * across OpenMP threads. (oneDNN 2.6's layer norm is the non-JIT
  * simple_layer_normalization and only normalises the last dim.) */
 #include "build.h"
-#include "transformer.h"
+#include "bf16.h"
+#include "view.h"
 #include "isa_variants.h"
 
 #include <math.h>

@@ -10,7 +10,8 @@
  * The 1x1 conv then runs at each branch's own resolution inside its Linear,
  * and neither the four resized tensors nor their concat is materialised. */
 #include "build.h"
-#include "transformer.h"
+#include "bf16.h"
+#include "view.h"
 #include "isa_variants.h"
 
 #include <math.h>

@@ -1,4 +1,5 @@
-/* Shape arithmetic: Shape, ConstantOfShape, Expand and Range. Exports
+/* Shape arithmetic: Constant (read by the loader), Shape, ConstantOfShape,
+ * Expand and Range. Exports
  * compute sizes with them (Shape -> Gather -> Concat -> Resize sizes); with
  * static shapes they always fold at load, so they have no kernel. */
 #include "build.h"
@@ -123,6 +124,7 @@ static int fold_expand(struct osseg__graph *g, struct osseg__node *n, struct oss
 }
 
 const struct osseg__op osseg__ops_shape_arith[] = {
+    {"Constant", 1, OSSEG__OPSET_MAX, OSSEG__OP_LOADER, 0, NULL, NULL, NULL},
     {"Shape", 1, OSSEG__OPSET_MAX, OSSEG__OP_FOLD_ALWAYS, 0, infer_shape, fold_shape, NULL},
     {"ConstantOfShape", 9, OSSEG__OPSET_MAX, 0, 0, infer_constant_of_shape, fold_constant_of_shape, NULL},
     {"Expand", 8, OSSEG__OPSET_MAX, 0, 0, infer_expand, fold_expand, NULL},

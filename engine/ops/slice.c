@@ -3,7 +3,7 @@
  * with positive steps, Gather with at most 64 constant indices, Split one
  * copy per used output). */
 #include "build.h"
-#include "transformer.h"
+#include "view.h"
 
 #include <string.h>
 

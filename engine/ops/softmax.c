@@ -6,7 +6,8 @@
  * the input is coerced to 2-D at `axis` (rows = dims before it, columns =
  * all dims from it), which needs row-major bytes. */
 #include "build.h"
-#include "transformer.h"
+#include "bf16.h"
+#include "view.h"
 
 #include <string.h>
 

@@ -117,7 +117,7 @@ static struct parity parity_stats(const char *dir, const char *name,
 }
 
 /* Conv over nearest-2x upsample (+ concat) is rewritten into phase convs
- * (fuse.c): the rewrite must actually happen on the decoder pattern (Resize
+ * (passes/fuse_upconv.c): the rewrite must actually happen on the decoder pattern (Resize
  * + Concat + Conv = 3 steps become phase conv + interleave + one conv per
  * other concat input), match PyTorch in both precisions (test_op_parity runs
  * the same files), and the option no_upconv must give the plain path the
@@ -264,7 +264,7 @@ static void test_bf16_mask_agreement(void **state) {
 }
 
 /* A zero spatial Pad whose only consumer is a Conv becomes the Conv's pads
- * (engine/fuse.c): one step fewer, same result; reflect, non-zero and shared
+ * (engine/passes/fold_pad.c): one step fewer, same result; reflect, non-zero and shared
  * Pads stay steps of their own. Under bf16 the folded conv reads the image
  * itself and so stays fp32 (as a padded stem conv of smp's EfficientNet
  * should). */

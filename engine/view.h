@@ -1,15 +1,12 @@
-/* Private declarations of the transformer ops (SegFormer / Mix Transformer):
- * strided views through layout-only ops, the op compilers and the
- * graph-rewrite helpers shared by transformer_fuse.c and the op files. */
-#ifndef OSSEG_ENGINE_TRANSFORMER_H
-#define OSSEG_ENGINE_TRANSFORMER_H
+/* Strided views of runtime tensors through layout-only ops (Reshape,
+ * Transpose, Flatten, Squeeze, Unsqueeze, single-index Gather, Identity,
+ * osseg.View): which physical elements of a base tensor a layout chain's
+ * result reads, so the graph passes can prove a chain costs no copy and the
+ * transformer op compilers can address operands in place. */
+#ifndef OSSEG_ENGINE_VIEW_H
+#define OSSEG_ENGINE_VIEW_H
 
-#include "bf16.h"
-#include "build.h"
-
-/* Internal op names created by transformer_fuse.c (never in ONNX files). */
-#define OSSEG__OP_VIEW "osseg.View"           /* output shares the input's bytes */
-#define OSSEG__OP_ATTENTION "osseg.Attention" /* softmax(scale Q K^T) V, tiled */
+#include "ir.h"
 
 /* A strided view of a tensor's physical elements: element (i0..i{r-1}) of the
  * view is element offset + sum i_k * strides[k] of the base buffer. */
@@ -30,5 +27,10 @@ int osseg__view_reshape(const struct osseg__view *v, const int64_t *dims, int ra
 int osseg__view_same(const struct osseg__view *a, const struct osseg__view *b);
 /* Layout-only ops a view can pass through. */
 int osseg__is_layout_op(const char *op);
+/* Permutation of Transpose node n over rank dims ("perm", default reversed). */
+void osseg__transpose_perm(const struct osseg__node *n, int rank, int *perm);
+/* View of tensor t relative to the deepest runtime tensor reachable through
+ * live layout-only nodes (*base). */
+void osseg__view_trace(struct osseg__graph *g, int t, struct osseg__view *v, int *base);
 
 #endif
