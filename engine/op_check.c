@@ -25,7 +25,7 @@ static void check_one(const struct osseg__op_use *u, int opset, struct osseg_op_
     c->support = OSSEG_OP_UNKNOWN;
     return;
   }
-  c->since = op->since;
+  c->since = op->since < OSSEG__OPSET_MIN ? OSSEG__OPSET_MIN : op->since; /* (what the loader reads) */
   c->until = op->until;
   if (opset < op->since || opset > op->until) c->support = OSSEG_OP_OTHER_OPSET;
   else if (op->flags & OSSEG__OP_LOADER) c->support = OSSEG_OP_SUPPORTED;

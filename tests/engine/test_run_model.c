@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -118,6 +119,107 @@ static void test_run_model_errors(void **state) {
   free(err);
 }
 
+/* The op table as the API lists it: names unique, every family file
+ * exists under engine/ops/, opsets and precisions consistent. */
+static void test_op_table(void **state) {
+  (void)state;
+  int n = osseg_engine_op_count();
+  assert_true(n > 40);
+  int conv = 0, erf = 0, shape = 0;
+  for (int i = 0; i < n; i++) {
+    struct osseg_op_info o;
+    assert_int_equal(osseg_engine_op_info(i, &o), 0);
+    for (int j = 0; j < i; j++) {
+      struct osseg_op_info p;
+      assert_int_equal(osseg_engine_op_info(j, &p), 0);
+      assert_string_not_equal(o.name, p.name);
+    }
+    assert_int_equal(access(test_path("%s/engine/ops/%s.c", test_source_dir(), o.family), R_OK), 0);
+    if (o.internal) {
+      assert_int_equal(strncmp(o.name, "osseg.", 6), 0);
+      assert_true(o.runtime);
+    } else {
+      assert_string_equal(o.domain, "ai.onnx");
+      assert_true(o.since >= 7);
+    }
+    if (o.runtime) assert_true(o.precisions & OSSEG_OP_PREC_FP32);
+    conv += !strcmp(o.name, "Conv") && o.runtime && o.until >= 17 && !strcmp(o.family, "conv");
+    erf += !strcmp(o.name, "Erf") && o.in_pattern && !o.runtime;
+    shape += !strcmp(o.name, "Shape") && o.folds && !o.runtime;
+  }
+  assert_int_equal(conv + erf + shape, 3);
+  struct osseg_op_info o;
+  assert_int_equal(osseg_engine_op_info(n, &o), OSSEG_EINVAL);
+  assert_int_equal(osseg_engine_op_info(-1, &o), OSSEG_EINVAL);
+}
+
+struct seen_ops {
+  int n, supported, other_opset;
+  char names[8][32];
+};
+static void collect_op(void *ctx, const struct osseg_op_check *c) {
+  struct seen_ops *s = ctx;
+  if (s->n < 8) snprintf(s->names[s->n], sizeof s->names[0], "%s", c->name);
+  s->n++;
+  s->supported += c->support == OSSEG_OP_SUPPORTED;
+  s->other_opset += c->support == OSSEG_OP_OTHER_OPSET;
+}
+
+/* osseg_model_check_ops and `osseg model-info --ops`: every op type of a
+ * model against the table, then the load. */
+static void test_model_info_ops(void **state) {
+  (void)state;
+  struct seen_ops s = {0};
+  int opset = 0;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  assert_int_equal(osseg_model_check_ops(data("residual.onnx"), &opset, collect_op, &s, &diag), 0);
+  assert_int_equal(s.n, 3); /* Conv, Relu, Add */
+  assert_int_equal(s.supported, 3);
+  memset(&s, 0, sizeof s);
+  assert_int_equal(osseg_model_check_ops(data("bad_opset.onnx"), &opset, collect_op, &s, &diag), 0);
+  assert_int_equal(opset, 99);
+  assert_int_equal(s.other_opset, 1);
+  assert_string_equal(s.names[0], "Relu");
+  assert_int_not_equal(osseg_model_check_ops(data("no_such.onnx"), &opset, collect_op, &s, &diag), 0);
+  assert_non_null(strstr(diag.message, "no_such.onnx"));
+
+  char bin[4096];
+  snprintf(bin, sizeof bin, "%s", osseg_bin());
+  char *out = NULL, *err = NULL;
+  const char *a1[] = {bin, "model-info", "--ops", NULL};
+  assert_int_equal(run(a1, &out, &err), 0);
+  assert_non_null(strstr(out, "engine/ops/conv.c"));
+  assert_non_null(strstr(out, "osseg.Attention"));
+  int lines = 0;
+  for (const char *p = out; (p = strchr(p, '\n')); p++) lines++;
+  assert_int_equal(lines, osseg_engine_op_count() + 1); /* + the heading */
+  free(out);
+  free(err);
+  char model[4096];
+  snprintf(model, sizeof model, "%s", data("residual.onnx"));
+  const char *a2[] = {bin, "model-info", model, "--ops", NULL};
+  assert_int_equal(run(a2, &out, &err), 0);
+  assert_non_null(strstr(out, "supported (engine/ops/conv.c)"));
+  assert_non_null(strstr(out, "loads       yes"));
+  free(out);
+  free(err);
+  snprintf(model, sizeof model, "%s", data("bad_unsupported_op.onnx"));
+  const char *a3[] = {bin, "model-info", model, "--ops", NULL};
+  assert_int_equal(run(a3, &out, &err), 1);
+  assert_non_null(strstr(out, "only inside the pattern"));
+  assert_non_null(strstr(out, "loads       no"));
+  assert_non_null(strstr(out, "the_erf_node"));
+  free(out);
+  free(err);
+  snprintf(model, sizeof model, "%s", data("bad_opset.onnx"));
+  const char *a4[] = {bin, "model-info", model, "--ops", NULL};
+  assert_int_equal(run(a4, &out, &err), 1);
+  assert_non_null(strstr(out, "NOT SUPPORTED at opset 99 (supported at 7-18)"));
+  free(out);
+  free(err);
+}
+
 /* clients/omp_env.c: the tool runs OpenMP with a bounded spin count
  * (GOMP_SPINCOUNT 100000) unless the user chose a policy (libgomp shows its settings
  * with OMP_DISPLAY_ENV=verbose). */
@@ -197,6 +299,8 @@ int main(void) {
       cmocka_unit_test(test_omp_wait_policy),
       cmocka_unit_test(test_run_model_json_and_output),
       cmocka_unit_test(test_run_model_errors),
+      cmocka_unit_test(test_op_table),
+      cmocka_unit_test(test_model_info_ops),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
