@@ -1,5 +1,8 @@
 /* LayerNormalization (opset 17, and the decomposed opset-13 form that
- * transformer_fuse.c recognises) as an own loop: rows x D in row-major
+ * passes/fuse_layernorm.c recognises) and InstanceNormalization (what
+ * PyTorch exports GroupNorm as: Reshape to [N, groups, -1],
+ * InstanceNormalization with unit scale, Reshape back, Mul, Add; smp's FPN
+ * decoder) as one own loop: rows x D in row-major
  * bytes, statistics in fp32 for both precisions (bf16 data is widened on
  * load), two passes over each row (mean, then centred variance), like
  * PyTorch. In place when the input dies here. Memory-bound; rows are split
@@ -62,7 +65,8 @@ struct ln_step {
   int x, y;
   int64_t rows, D;
   float eps;
-  const float *w, *b;
+  const float *w, *b; /* per column (LayerNorm) or, with chan, per row */
+  int64_t chan;       /* InstanceNorm: row r uses w[r % chan], b[r % chan] */
   int bf16;
 };
 
@@ -73,6 +77,39 @@ static inline __attribute__((always_inline)) void ln_rows_impl(const struct ln_s
   const int64_t D = l->D;
   const float *w = l->w, *b = l->b;
   const float eps = l->eps;
+  if (l->chan) { /* InstanceNorm: one scale and bias per row */
+    for (int64_t r = r0; r < r1; r++) {
+      const float wr = w[r % l->chan], br = b[r % l->chan];
+      float sum = 0.f, sq = 0.f;
+      if (!l->bf16) {
+        const float *xr = (const float *)xp + r * D;
+        float *yr = (float *)yp + r * D;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < D; i++) sum += xr[i];
+        const float mean = sum / (float)D;
+#pragma omp simd reduction(+ : sq)
+        for (int64_t i = 0; i < D; i++) sq += (xr[i] - mean) * (xr[i] - mean);
+        const float sc = wr / sqrtf(sq / (float)D + eps);
+#pragma omp simd
+        for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * sc + br;
+      } else {
+        const uint16_t *xr = (const uint16_t *)xp + r * D;
+        uint16_t *yr = (uint16_t *)yp + r * D;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < D; i++) sum += osseg__bf16_f32(xr[i]);
+        const float mean = sum / (float)D;
+#pragma omp simd reduction(+ : sq)
+        for (int64_t i = 0; i < D; i++) {
+          float d = osseg__bf16_f32(xr[i]) - mean;
+          sq += d * d;
+        }
+        const float sc = wr / sqrtf(sq / (float)D + eps);
+#pragma omp simd
+        for (int64_t i = 0; i < D; i++) yr[i] = osseg__f32_bf16_v((osseg__bf16_f32(xr[i]) - mean) * sc + br);
+      }
+    }
+    return;
+  }
   if (!l->bf16) {
     const float *x = xp;
     float *y = yp;
@@ -155,9 +192,12 @@ static float *expand_param(struct osseg_model *m, const struct osseg__tensor *p,
   return out;
 }
 
+static int norm_step(struct osseg_model *m, struct osseg__node *n, struct ln_step *l,
+                     int64_t params, struct osseg_diag *diag);
+
 static int compile_layernorm(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
-  int ni = (int)(n - g->nodes), x = n->in[0], y = n->out[0];
+  int x = n->in[0];
   if (g->tensors[x].data)
     return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (LayerNormalization): constant input",
                        n->name);
@@ -172,6 +212,7 @@ static int compile_layernorm(struct osseg_model *m, struct osseg__node *n, struc
   }
   struct ln_step *l = osseg__model_alloc(m, sizeof *l);
   if (!l) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  memset(l, 0, sizeof *l); /* (chan = 0: LayerNorm's per-column scale and bias) */
   const struct osseg__tensor *wt = n->nin > 1 && n->in[1] >= 0 ? &g->tensors[n->in[1]] : NULL;
   const struct osseg__tensor *bt = n->nin > 2 && n->in[2] >= 0 ? &g->tensors[n->in[2]] : NULL;
   l->w = expand_param(m, wt, tail, tr, D, 1.f);
@@ -180,6 +221,16 @@ static int compile_layernorm(struct osseg_model *m, struct osseg__node *n, struc
   l->rows = rows, l->D = D;
   l->eps = osseg__attr_float(n, "epsilon", 1e-5f);
   l->bf16 = m->act_dt == dnnl_bf16;
+  return norm_step(m, n, l, D * 2, diag);
+}
+
+/* The step of a normalisation l of node n (plain row-major staging of x
+ * and y as needed, in place when x dies here). */
+static int norm_step(struct osseg_model *m, struct osseg__node *n, struct ln_step *l,
+                     int64_t params, struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int ni = (int)(n - g->nodes), x = n->in[0], y = n->out[0];
+  const int64_t rows = l->rows, D = l->D;
   int x_t = osseg__plain_in(m, ni, x, diag);
   if (x_t < 0) return x_t;
   int y_t;
@@ -197,11 +248,53 @@ static int compile_layernorm(struct osseg_model *m, struct osseg__node *n, struc
   s->uses[s->nuses++] = x_t;
   s->uses[s->nuses++] = y_t;
   m->flops += (uint64_t)(rows * D) * 8;
-  m->params += (uint64_t)D * 2;
+  m->params += (uint64_t)params;
   return osseg__plain_out_done(m, ni, y_t, y, diag);
 }
 
+/* InstanceNormalization: x [N, C, D1, ...] normalised over D1... per (n, c),
+ * then scale[c] and bias[c]. */
+static int infer_instancenorm(struct osseg__graph *g, struct osseg__node *n,
+                              struct osseg_diag *diag) {
+  struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
+  if (x->rank < 3)
+    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "needs an input of rank 3 or more, got %d", NODEARG,
+                x->rank);
+  for (int i = 1; i < 3; i++) {
+    struct osseg__tensor *p = osseg__in(g, n, i);
+    if (!p || !p->data || p->dtype != OSSEG__DT_FLOAT || p->rank != 1 || p->dims[0] != x->dims[1])
+      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "%s must be a float32 constant of %lld values",
+                  NODEARG, i == 1 ? "scale" : "B", (long long)x->dims[1]);
+  }
+  y->dtype = x->dtype;
+  y->rank = x->rank;
+  memcpy(y->dims, x->dims, sizeof x->dims);
+  return 0;
+}
+
+static int compile_instancenorm(struct osseg_model *m, struct osseg__node *n,
+                                struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  const struct osseg__tensor *xt = &g->tensors[n->in[0]];
+  int64_t C = xt->dims[1], rows = xt->dims[0] * C, D = 1;
+  for (int i = 2; i < xt->rank; i++) D *= xt->dims[i];
+  struct ln_step *l = osseg__model_alloc(m, sizeof *l);
+  float *w = osseg__model_alloc(m, (size_t)C * 2 * sizeof(float));
+  if (!l || !w) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  m->weight_bytes += (size_t)C * 2 * sizeof(float);
+  for (int64_t c = 0; c < C; c++) {
+    w[c] = (float)osseg__const_f64(&g->tensors[n->in[1]], (size_t)c);
+    w[C + c] = (float)osseg__const_f64(&g->tensors[n->in[2]], (size_t)c);
+  }
+  *l = (struct ln_step){.rows = rows, .D = D, .w = w, .b = w + C, .chan = C,
+                        .eps = osseg__attr_float(n, "epsilon", 1e-5f),
+                        .bf16 = m->act_dt == dnnl_bf16};
+  return norm_step(m, n, l, 2 * C, diag);
+}
+
+
 const struct osseg__op osseg__ops_norm[] = {
+    {"InstanceNormalization", 6, OSSEG__OPSET_MAX, 0, OSSEG__PREC_RUNTIME, infer_instancenorm, NULL, compile_instancenorm},
     {"LayerNormalization", 17, OSSEG__OPSET_MAX, 0, OSSEG__PREC_RUNTIME, infer_layernorm, NULL, compile_layernorm},
     {0},
 };

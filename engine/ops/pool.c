@@ -30,13 +30,18 @@ static int infer_pool(struct osseg__graph *g, struct osseg__node *n, struct osse
   return 0;
 }
 
-static int infer_reduce_mean(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
+/* ReduceMean / ReduceSum / ReduceMax / ReduceMin: axes from the attribute,
+ * or from input 1 (ReduceSum from opset 13, the others from 18). */
+static int infer_reduce(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0);
   struct osseg__tensor *y = &g->tensors[n->out[0]];
   int err;
   int64_t axes[8];
-  int na = osseg__int_list(g, n, "axes", g->opset >= 18 ? 1 : -1, axes, 8, diag);
+  int axes_in = g->opset >= (strcmp(n->op, "ReduceSum") ? 18 : 13);
+  int na = osseg__int_list(g, n, "axes", axes_in ? 1 : -1, axes, 8, diag);
   if (na < 0) return na;
+  if (na == 0 && osseg__attr_int(n, "noop_with_empty_axes", 0))
+    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "noop_with_empty_axes with no axes", NODEARG);
   int keep = (int)osseg__attr_int(n, "keepdims", 1);
   int red[OSSEG_MAX_RANK] = {0};
   for (int i = 0; i < na; i++) {
@@ -214,13 +219,23 @@ static int compile_reduce(struct osseg_model *m, struct osseg__node *n, struct o
   dnnl_memory_desc_t dmd;
   if (yt->rank == xt->rank) {
     dmd = m->md[y];
+  } else if (yt->rank == 4 && m->md[y].format_kind == dnnl_blocked &&
+             !m->md[y].format_desc.blocking.inner_nblks) {
+    /* a rank-4 output is nhwc, not plain: view it with the source's rank
+     * (the reduced dims of size 1) through its own strides; e.g. the sum
+     * over the stacking axis of torch.stack(maps).sum(0) (smp's FPN) */
+    dnnl_dims_t ds;
+    for (int i = 0, j = 0; i < xt->rank; i++)
+      ds[i] = red[i] ? 1 : m->md[y].format_desc.blocking.strides[j++];
+    if (dnnl_memory_desc_init_by_strides(&dmd, xt->rank, dd, m->act_dt, ds) != dnnl_success)
+      return osseg__fail(diag, OSSEG_EBACKEND, "node '%s': output layout", n->name);
   } else {
     static const dnnl_format_tag_t plain[] = {dnnl_a, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd,
                                               dnnl_abcde, dnnl_abcdef};
     if (xt->rank > 6) return osseg__fail(diag, OSSEG_EUNSUPPORTED, "rank");
     dnnl_memory_desc_init_by_tag(&dmd, xt->rank, dd, m->act_dt, plain[xt->rank]);
   }
-  if (xt->rank == 4 && !red[0] && !red[1] && red[2] && red[3]) {
+  if (xt->rank == 4 && !red[0] && !red[1] && red[2] && red[3] && !strcmp(n->op, "ReduceMean")) {
     int err = try_spatial_mean(m, n, x, y, &dmd, diag);
     if (err) return err < 0 ? err : 0;
   }
@@ -228,7 +243,11 @@ static int compile_reduce(struct osseg_model *m, struct osseg__node *n, struct o
   dnnl_primitive_attr_t attr;
   if (osseg__make_attr(m, NULL, &attr)) return osseg__fail(diag, OSSEG_EBACKEND, "attr");
   dnnl_primitive_desc_t pd = NULL;
-  dnnl_status_t st = dnnl_reduction_desc_init(&rd, dnnl_reduction_mean, &m->md[x], &dmd, 0, 0);
+  dnnl_alg_kind_t alg = !strcmp(n->op, "ReduceSum")   ? dnnl_reduction_sum
+                        : !strcmp(n->op, "ReduceMax") ? dnnl_reduction_max
+                        : !strcmp(n->op, "ReduceMin") ? dnnl_reduction_min
+                                                      : dnnl_reduction_mean;
+  dnnl_status_t st = dnnl_reduction_desc_init(&rd, alg, &m->md[x], &dmd, 0, 0);
   if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &rd, attr, m->eng, NULL);
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "reduction descriptor", n);
@@ -240,6 +259,9 @@ const struct osseg__op osseg__ops_pool[] = {
     {"AveragePool", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_SPATIAL, OSSEG__PREC_RUNTIME, infer_pool, NULL, compile_pool},
     {"GlobalAveragePool", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_pool, NULL, compile_pool},
     {"GlobalMaxPool", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_pool, NULL, compile_pool},
-    {"ReduceMean", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_reduce_mean, NULL, compile_reduce},
+    {"ReduceMean", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_reduce, NULL, compile_reduce},
+    {"ReduceSum", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_reduce, NULL, compile_reduce},
+    {"ReduceMax", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_reduce, NULL, compile_reduce},
+    {"ReduceMin", 1, OSSEG__OPSET_MAX, OSSEG__OP_PREC_GLOBAL, OSSEG__PREC_RUNTIME, infer_reduce, NULL, compile_reduce},
     {0},
 };

@@ -14,6 +14,7 @@ static int fuse_matmul(struct osseg__graph *g, int ni, struct osseg_diag *diag) 
   int64_t K = yt->dims[yt->rank - 1];
   for (;;) {
     int t = n->out[0];
+    if (t == g->output) return 0; /* the graph's output itself must stay */
     struct osseg__node *c = osseg__only_consumer(g, t);
     if (!c || c->dead) return 0;
     if (!strcmp(c->op, "Add") && c->nin == 2) {
