@@ -6,12 +6,14 @@
 
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 struct osseg__tensor *osseg__in(struct osseg__graph *g, const struct osseg__node *n, int i) {
   return i < n->nin && n->in[i] >= 0 ? &g->tensors[n->in[i]] : NULL;
+}
+
+void osseg__same_shape(const struct osseg__tensor *x, struct osseg__tensor *y) {
+  y->dtype = x->dtype;
+  y->rank = x->rank;
+  memcpy(y->dims, x->dims, sizeof x->dims);
 }
 
 int osseg__broadcast(const struct osseg__tensor *a, const struct osseg__tensor *b,
@@ -33,18 +35,18 @@ int osseg__int_list(struct osseg__graph *g, struct osseg__node *n, const char *a
                     int64_t *out, int max, struct osseg_diag *diag) {
   const struct osseg__attr *a = attr ? osseg__attr_find(n, attr) : NULL;
   if (a && a->type == OSSEG__ATTR_INTS) {
-    if (a->n > (size_t)max) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "attribute '%s' too long", NODEARG, attr);
+    if (a->n > (size_t)max) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "attribute '%s' too long", OSSEG__NODEARG, attr);
     for (size_t i = 0; i < a->n; i++) out[i] = a->ints[i];
     return (int)a->n;
   }
   struct osseg__tensor *t = idx >= 0 ? osseg__in(g, n, idx) : NULL;
   if (!t) return 0;
   if (!t->data)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "input %d ('%s') must be a constant (computed at load)",
-                NODEARG, idx, t->name);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "input %d ('%s') must be a constant (computed at load)",
+                OSSEG__NODEARG, idx, t->name);
   size_t e;
   if (osseg__tensor_elems(g, t, &e) || e > (size_t)max)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "input '%s' has too many values", NODEARG, t->name);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "input '%s' has too many values", OSSEG__NODEARG, t->name);
   for (size_t i = 0; i < e; i++) out[i] = osseg__const_i64(t, i);
   return (int)e;
 }
@@ -52,7 +54,7 @@ int osseg__int_list(struct osseg__graph *g, struct osseg__node *n, const char *a
 int osseg__need_rank4(struct osseg__graph *g, struct osseg__node *n, struct osseg__tensor *x,
                       struct osseg_diag *diag) {
   if (!x || x->rank != 4)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "needs a 4-D (N,C,H,W) input, got rank %d", NODEARG,
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "needs a 4-D (N,C,H,W) input, got rank %d", OSSEG__NODEARG,
                 x ? x->rank : -1);
   return 0;
 }
@@ -71,7 +73,7 @@ static int window(struct osseg__graph *g, struct osseg__node *n, const int64_t *
   for (int i = 0; i < 2; i++) dil[i] = c == 2 ? tmp[i] : 1;
   c = osseg__int_list(g, n, "pads", -1, tmp, 8, diag);
   if (c < 0) return c;
-  if (c != 0 && c != 4) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "pads must have 4 values", NODEARG);
+  if (c != 0 && c != 4) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "pads must have 4 values", OSSEG__NODEARG);
   for (int i = 0; i < 2; i++) {
     pb[i] = c == 4 ? tmp[i] : 0;
     pe[i] = c == 4 ? tmp[i + 2] : 0;
@@ -80,7 +82,7 @@ static int window(struct osseg__graph *g, struct osseg__node *n, const int64_t *
   for (int i = 0; i < 2; i++) {
     if (strides[i] < 1 || strides[i] > 64 || dil[i] < 1 || dil[i] > 1024 || k[i] < 1 ||
         k[i] > 4096 || pb[i] < 0 || pe[i] < 0 || pb[i] > 4096 || pe[i] > 4096)
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "kernel/stride/dilation/pad out of range", NODEARG);
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "kernel/stride/dilation/pad out of range", OSSEG__NODEARG);
     int64_t keff = (k[i] - 1) * dil[i] + 1;
     if (strcmp(ap, "SAME_UPPER") == 0 || strcmp(ap, "SAME_LOWER") == 0) {
       int64_t o = (in_hw[i] + strides[i] - 1) / strides[i];
@@ -91,10 +93,10 @@ static int window(struct osseg__graph *g, struct osseg__node *n, const int64_t *
     } else if (strcmp(ap, "VALID") == 0) {
       pb[i] = pe[i] = 0;
     } else if (strcmp(ap, "NOTSET") != 0) {
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "auto_pad '%s' unknown", NODEARG, ap);
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "auto_pad '%s' unknown", OSSEG__NODEARG, ap);
     }
     int64_t span = in_hw[i] + pb[i] + pe[i] - keff;
-    if (span < 0) return FAIL(OSSEG_ESHAPE, NODEFMT "kernel larger than padded input", NODEARG);
+    if (span < 0) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "kernel larger than padded input", OSSEG__NODEARG);
     int64_t o = ceil_mode ? (span + strides[i] - 1) / strides[i] + 1 : span / strides[i] + 1;
     if (ceil_mode && (o - 1) * strides[i] >= in_hw[i] + pb[i]) o--;
     out_hw[i] = o;
@@ -122,7 +124,7 @@ int osseg__window_of(struct osseg__graph *g, struct osseg__node *n, struct osseg
   } else {
     int c = osseg__int_list(g, n, "kernel_shape", -1, w->k, 2, diag);
     if (c < 0) return c;
-    if (c != 2) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "kernel_shape must have 2 values", NODEARG);
+    if (c != 2) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "kernel_shape must have 2 values", OSSEG__NODEARG);
   }
   int ceil_mode = (int)osseg__attr_int(n, "ceil_mode", 0);
   if (!deconv)
@@ -140,18 +142,18 @@ int osseg__window_of(struct osseg__graph *g, struct osseg__node *n, struct osseg
   for (int i = 0; i < 2; i++) {
     int64_t opad = nop == 2 ? op[i] : 0;
     if (opad < 0 || opad >= w->s[i] + w->d[i])
-      return FAIL(OSSEG_ESHAPE, NODEFMT "output_padding out of range", NODEARG);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "output_padding out of range", OSSEG__NODEARG);
     int64_t keff = (w->k[i] - 1) * w->d[i] + 1;
     int64_t full = w->s[i] * (x->dims[2 + i] - 1) + opad + keff;
     if (nos >= 2 || strcmp(ap, "SAME_UPPER") == 0 || strcmp(ap, "SAME_LOWER") == 0) {
       int64_t want = nos >= 2 ? os[nos - 2 + i] : x->dims[2 + i] * w->s[i];
       int64_t tot = full - want;
-      if (tot < 0) return FAIL(OSSEG_ESHAPE, NODEFMT "output_shape too large", NODEARG);
+      if (tot < 0) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "output_shape too large", OSSEG__NODEARG);
       w->pb[i] = strcmp(ap, "SAME_LOWER") == 0 ? tot - tot / 2 : tot / 2;
       w->pe[i] = tot - w->pb[i];
     }
     w->out[i] = full - w->pb[i] - w->pe[i];
-    if (w->out[i] < 1) return FAIL(OSSEG_ESHAPE, NODEFMT "output size < 1", NODEARG);
+    if (w->out[i] < 1) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "output size < 1", OSSEG__NODEARG);
   }
   return 0;
 }
@@ -159,7 +161,7 @@ int osseg__window_of(struct osseg__graph *g, struct osseg__node *n, struct osseg
 int osseg__norm_axis(struct osseg__graph *g, struct osseg__node *n, int64_t a, int rank,
                      int *out, struct osseg_diag *diag) {
   if (a < -rank || a >= rank)
-    return FAIL(OSSEG_ESHAPE, NODEFMT "axis %lld out of range for rank %d", NODEARG,
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "axis %lld out of range for rank %d", OSSEG__NODEARG,
                 (long long)a, rank);
   *out = (int)(a < 0 ? a + rank : a);
   return 0;

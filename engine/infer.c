@@ -7,23 +7,19 @@
 
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 /* Checks what every shape rule relies on, then runs the op's rule. */
 static int infer_node(struct osseg__graph *g, struct osseg__node *n, const struct osseg__op *op,
                       struct osseg_diag *diag) {
-  if (n->nout < 1) return FAIL(OSSEG_EPARSE, NODEFMT "has no output", NODEARG);
+  if (n->nout < 1) return OSSEG__FAIL(OSSEG_EPARSE, OSSEG__NODEFMT "has no output", OSSEG__NODEARG);
   /* Every input must have a known shape by now (file order is topological). */
   for (int i = 0; i < n->nin; i++) {
     struct osseg__tensor *t = osseg__in(g, n, i);
     if (t && t->rank < 0)
-      return FAIL(OSSEG_EPARSE, NODEFMT "input '%s' has no shape (produced later or unused "
-                  "output)", NODEARG, t->name);
+      return OSSEG__FAIL(OSSEG_EPARSE, OSSEG__NODEFMT "input '%s' has no shape (produced later or unused "
+                  "output)", OSSEG__NODEARG, t->name);
   }
   if (!osseg__in(g, n, 0) && strcmp(n->op, "Range") != 0)
-    return FAIL(OSSEG_EPARSE, NODEFMT "missing first input", NODEARG);
+    return OSSEG__FAIL(OSSEG_EPARSE, OSSEG__NODEFMT "missing first input", OSSEG__NODEARG);
   return op->infer(g, n, diag);
 }
 
@@ -46,7 +42,7 @@ int osseg__infer_and_fold(struct osseg__graph *g, struct osseg_diag *diag) {
     struct osseg__node *n = &g->nodes[ni];
     const struct osseg__op *e = osseg__op_lookup(n->op);
     if (!e || (e->flags & OSSEG__OP_INTERNAL) || g->opset < e->since || g->opset > e->until)
-      return FAIL(OSSEG_EUNSUPPORTED, "node '%s': op %s (opset %d) is not supported", n->name,
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, "node '%s': op %s (opset %d) is not supported", n->name,
                   n->op, g->opset);
     int err = infer_node(g, n, e, diag);
     if (err) return err;
@@ -55,7 +51,7 @@ int osseg__infer_and_fold(struct osseg__graph *g, struct osseg_diag *diag) {
       struct osseg__tensor *t = &g->tensors[n->out[o]];
       err = osseg__tensor_elems(g, t, &el);
       if (err)
-        return FAIL(err, NODEFMT "output '%s' is too large (%s)", NODEARG, t->name,
+        return OSSEG__FAIL(err, OSSEG__NODEFMT "output '%s' is too large (%s)", OSSEG__NODEARG, t->name,
                     err == OSSEG_ELIMIT ? "over the tensor size limit" : "overflow");
     }
     int all_const = 1;
@@ -69,22 +65,22 @@ int osseg__infer_and_fold(struct osseg__graph *g, struct osseg_diag *diag) {
       continue;
     }
     if (!e->compile && !(e->flags & OSSEG__OP_IN_PATTERN))
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "runs on a non-constant input; only shape "
-                  "computations of this op are supported", NODEARG);
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "runs on a non-constant input; only shape "
+                  "computations of this op are supported", OSSEG__NODEARG);
     for (int i = 0; i < n->nout; i++) {
       struct osseg__tensor *t = &g->tensors[n->out[i]];
       if (i == 0 && t->dtype != OSSEG__DT_FLOAT)
-        return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "runtime tensor '%s' has dtype %s (only float32 "
-                    "activations are supported)", NODEARG, t->name, osseg__dtype_name(t->dtype));
+        return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "runtime tensor '%s' has dtype %s (only float32 "
+                    "activations are supported)", OSSEG__NODEARG, t->name, osseg__dtype_name(t->dtype));
     }
     for (int i = 0; i < n->nin; i++) {
       struct osseg__tensor *t = osseg__in(g, n, i);
       if (t && !t->data && t->dtype != OSSEG__DT_FLOAT)
-        return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "runtime input '%s' is %s", NODEARG, t->name,
+        return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "runtime input '%s' is %s", OSSEG__NODEARG, t->name,
                     osseg__dtype_name(t->dtype));
     }
   }
   if (g->tensors[g->output].data)
-    return FAIL(OSSEG_EUNSUPPORTED, "graph output '%s' is a constant", g->tensors[g->output].name);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, "graph output '%s' is a constant", g->tensors[g->output].name);
   return 0;
 }

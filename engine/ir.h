@@ -170,13 +170,18 @@ int osseg__tensor_alloc_const(struct osseg__graph *g, struct osseg__tensor *t,
 
 /* ---- Shape rules' helpers (dims.c, resample.c), for the op files. */
 
-/* "node 'NAME' (OP, opset N): " prefix of shape-rule errors; NODEARG needs
- * locals g and n. */
+/* Shape rules fail through their `diag` argument, messages prefixed with
+ * "node 'NAME' (OP, opset N): ":
+ *   return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "...", OSSEG__NODEARG, ...);
+ * (NODEARG needs locals g and n). */
+#define OSSEG__FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
 #define OSSEG__NODEFMT "node '%s' (%s, opset %d): "
 #define OSSEG__NODEARG n->name, n->op, g->opset
 
 /* Input i of n, NULL when absent or omitted. */
 struct osseg__tensor *osseg__in(struct osseg__graph *g, const struct osseg__node *n, int i);
+/* y gets x's dtype, rank and dims (elementwise ops, normalisations). */
+void osseg__same_shape(const struct osseg__tensor *x, struct osseg__tensor *y);
 /* Sets out's rank and dims to the numpy broadcast of a and b; 0 or
  * OSSEG_ESHAPE. */
 int osseg__broadcast(const struct osseg__tensor *a, const struct osseg__tensor *b,

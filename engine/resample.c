@@ -6,10 +6,6 @@
 #include <math.h>
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 /* Resize/Upsample: output dims; scales from constant input, attr or sizes. */
 int osseg__resize_scales(struct osseg__graph *g, struct osseg__node *n, double *scales,
                          int64_t *sizes, struct osseg_diag *diag) {
@@ -26,12 +22,12 @@ int osseg__resize_scales(struct osseg__graph *g, struct osseg__node *n, double *
   if (sz && sz->data && sz->rank == 1 && sz->dims[0] == 0) sz = NULL;
   if (sz) {
     if (!sz->data || sz->rank != 1 || sz->dims[0] != x->rank)
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "sizes must be a constant of %d values", NODEARG,
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "sizes must be a constant of %d values", OSSEG__NODEARG,
                   x->rank);
     for (int i = 0; i < x->rank; i++) {
       sizes[i] = osseg__const_i64(sz, (size_t)i);
       if (sizes[i] < 1 || sizes[i] > (1 << 20))
-        return FAIL(OSSEG_ESHAPE, NODEFMT "output size %lld out of range", NODEARG,
+        return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "output size %lld out of range", OSSEG__NODEARG,
                     (long long)sizes[i]);
       scales[i] = (double)sizes[i] / (double)x->dims[i];
     }
@@ -39,7 +35,7 @@ int osseg__resize_scales(struct osseg__graph *g, struct osseg__node *n, double *
   }
   if (st) {
     if (!st->data || st->rank != 1 || st->dims[0] != x->rank)
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "scales must be a constant of %d values", NODEARG,
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "scales must be a constant of %d values", OSSEG__NODEARG,
                   x->rank);
     for (int i = 0; i < x->rank; i++) scales[i] = osseg__const_f64(st, (size_t)i);
     have_scales = 1;
@@ -50,13 +46,13 @@ int osseg__resize_scales(struct osseg__graph *g, struct osseg__node *n, double *
       have_scales = 1;
     }
   }
-  if (!have_scales) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "neither scales nor sizes given", NODEARG);
+  if (!have_scales) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "neither scales nor sizes given", OSSEG__NODEARG);
   for (int i = 0; i < x->rank; i++) {
     if (!(scales[i] > 0 && scales[i] <= 1024))
-      return FAIL(OSSEG_ESHAPE, NODEFMT "scale %g out of range", NODEARG, scales[i]);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "scale %g out of range", OSSEG__NODEARG, scales[i]);
     sizes[i] = (int64_t)floor((double)x->dims[i] * scales[i]);
     if (sizes[i] < 1 || sizes[i] > (1 << 20))
-      return FAIL(OSSEG_ESHAPE, NODEFMT "output size out of range", NODEARG);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "output size out of range", OSSEG__NODEARG);
   }
   return 0;
 }

@@ -24,10 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 
 
 enum { PQK, PSM, PPV, NPRIM };

@@ -9,18 +9,14 @@
 #include <math.h>
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_binary(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   const char *op = n->op;
   struct osseg__tensor *x = osseg__in(g, n, 0);
   struct osseg__tensor *y = &g->tensors[n->out[0]];
   struct osseg__tensor *b = osseg__in(g, n, 1);
-  if (!b) return FAIL(OSSEG_EPARSE, NODEFMT "needs two inputs", NODEARG);
+  if (!b) return OSSEG__FAIL(OSSEG_EPARSE, OSSEG__NODEFMT "needs two inputs", OSSEG__NODEARG);
   if (osseg__broadcast(x, b, y))
-    return FAIL(OSSEG_ESHAPE, NODEFMT "shapes of '%s' and '%s' do not broadcast", NODEARG,
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "shapes of '%s' and '%s' do not broadcast", OSSEG__NODEARG,
                 x->name, b->name);
   y->dtype = x->dtype;
   if (!strcmp(op, "Equal") || !strcmp(op, "Less") || !strcmp(op, "Greater"))
@@ -28,11 +24,11 @@ static int infer_binary(struct osseg__graph *g, struct osseg__node *n, struct os
   if (!strcmp(op, "Where")) {
     struct osseg__tensor *c = osseg__in(g, n, 2), tmp = *y;
     if (!c || osseg__broadcast(&tmp, c, y))
-      return FAIL(OSSEG_ESHAPE, NODEFMT "shapes do not broadcast", NODEARG);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "shapes do not broadcast", OSSEG__NODEARG);
     y->dtype = b->dtype;
   }
   if (n->nin > 2 && strcmp(op, "Where") != 0)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "more than two inputs", NODEARG);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "more than two inputs", OSSEG__NODEARG);
   return 0;
 }
 

@@ -5,10 +5,6 @@
 
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_concat(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0);
   struct osseg__tensor *y = &g->tensors[n->out[0]];
@@ -21,14 +17,14 @@ static int infer_concat(struct osseg__graph *g, struct osseg__node *n, struct os
   y->dims[axis] = 0;
   for (int i = 0; i < n->nin; i++) {
     struct osseg__tensor *t = osseg__in(g, n, i);
-    if (!t) return FAIL(OSSEG_EPARSE, NODEFMT "empty input", NODEARG);
-    if (t->rank != x->rank) return FAIL(OSSEG_ESHAPE, NODEFMT "input ranks differ", NODEARG);
+    if (!t) return OSSEG__FAIL(OSSEG_EPARSE, OSSEG__NODEFMT "empty input", OSSEG__NODEARG);
+    if (t->rank != x->rank) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "input ranks differ", OSSEG__NODEARG);
     for (int d = 0; d < x->rank; d++)
       if (d != axis && t->dims[d] != x->dims[d])
-        return FAIL(OSSEG_ESHAPE, NODEFMT "input '%s' dim %d is %lld, expected %lld", NODEARG,
+        return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "input '%s' dim %d is %lld, expected %lld", OSSEG__NODEARG,
                     t->name, d, (long long)t->dims[d], (long long)x->dims[d]);
     if (osseg__mul_i64(1, y->dims[axis] + t->dims[axis], &y->dims[axis]) || y->dims[axis] > (1LL << 40))
-      return FAIL(OSSEG_EOVERFLOW, NODEFMT "size overflow", NODEARG);
+      return OSSEG__FAIL(OSSEG_EOVERFLOW, OSSEG__NODEFMT "size overflow", OSSEG__NODEARG);
   }
   return 0;
 }

@@ -12,37 +12,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_conv(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0), *w = osseg__in(g, n, 1), *b = osseg__in(g, n, 2);
   struct osseg__tensor *y = &g->tensors[n->out[0]];
   int err = osseg__need_rank4(g, n, x, diag);
   if (err) return err;
   if (!w || !w->data || w->rank != 4 || w->dtype != OSSEG__DT_FLOAT)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "weights must be a constant float32 4-D tensor",
-                NODEARG);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "weights must be a constant float32 4-D tensor",
+                OSSEG__NODEARG);
   if (b && (!b->data || b->rank != 1 || b->dtype != OSSEG__DT_FLOAT))
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "bias must be a constant float32 vector", NODEARG);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "bias must be a constant float32 vector", OSSEG__NODEARG);
   int64_t group = osseg__attr_int(n, "group", 1);
   int deconv = strcmp(n->op, "ConvTranspose") == 0;
   int64_t C = x->dims[1];
   int64_t M = deconv ? w->dims[1] * group : w->dims[0];
   if (group < 1 || C % group || (deconv ? w->dims[0] != C : w->dims[1] * group != C) ||
       (!deconv && M % group))
-    return FAIL(OSSEG_ESHAPE, NODEFMT "weights %lldx%lldx%lldx%lld do not match %lld input "
-                "channels with group %lld", NODEARG, (long long)w->dims[0], (long long)w->dims[1],
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "weights %lldx%lldx%lldx%lld do not match %lld input "
+                "channels with group %lld", OSSEG__NODEARG, (long long)w->dims[0], (long long)w->dims[1],
                 (long long)w->dims[2], (long long)w->dims[3], (long long)C, (long long)group);
   if (b && b->dims[0] != M)
-    return FAIL(OSSEG_ESHAPE, NODEFMT "bias has %lld values, need %lld", NODEARG,
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "bias has %lld values, need %lld", OSSEG__NODEARG,
                 (long long)b->dims[0], (long long)M);
   int64_t k[2] = {w->dims[2], w->dims[3]}, ks[8];
   int c = osseg__int_list(g, n, "kernel_shape", -1, ks, 8, diag);
   if (c < 0) return c;
   if (c && (c != 2 || ks[0] != k[0] || ks[1] != k[1]))
-    return FAIL(OSSEG_ESHAPE, NODEFMT "kernel_shape disagrees with the weights", NODEARG);
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "kernel_shape disagrees with the weights", OSSEG__NODEARG);
   struct osseg__window win;
   err = osseg__window_of(g, n, &win, diag);
   if (err) return err;
@@ -65,14 +61,14 @@ static int infer_batchnorm(struct osseg__graph *g, struct osseg__node *n, struct
   for (int i = 1; i < 5; i++) {
     struct osseg__tensor *p = osseg__in(g, n, i);
     if (!p || !p->data || p->rank != 1 || p->dims[0] != x->dims[1])
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "parameters must be constant vectors of %lld "
-                  "values", NODEARG, (long long)x->dims[1]);
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "parameters must be constant vectors of %lld "
+                  "values", OSSEG__NODEARG, (long long)x->dims[1]);
   }
   if (osseg__attr_int(n, "training_mode", 0))
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "training_mode=1", NODEARG);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "training_mode=1", OSSEG__NODEARG);
   for (int i = 1; i < n->nout; i++)
     if (g->tensors[n->out[i]].name[0] != '#')
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "training outputs", NODEARG);
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "training outputs", OSSEG__NODEARG);
   *y = (struct osseg__tensor){.name = y->name, .dtype = x->dtype, .rank = 4,
                               .producer = y->producer, .storage = -1, .offset = -1};
   memcpy(y->dims, x->dims, sizeof x->dims);

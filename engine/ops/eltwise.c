@@ -8,10 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_unary(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   const char *op = n->op;
   struct osseg__tensor *x = osseg__in(g, n, 0);
@@ -20,7 +16,7 @@ static int infer_unary(struct osseg__graph *g, struct osseg__node *n, struct oss
   if (!strcmp(op, "Cast")) y->dtype = (int)osseg__attr_int(n, "to", 0);
   if (!strcmp(op, "Not")) y->dtype = OSSEG__DT_BOOL;
   if (!osseg__dtype_size(y->dtype))
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "dtype %s unsupported", NODEARG,
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "dtype %s unsupported", OSSEG__NODEARG,
                 osseg__dtype_name(y->dtype));
   y->rank = x->rank;
   memcpy(y->dims, x->dims, sizeof x->dims);
@@ -36,14 +32,12 @@ static int infer_unary(struct osseg__graph *g, struct osseg__node *n, struct oss
 static int infer_gelu(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
   if (x->rank < 1 && strcmp(n->op, "Erf") != 0)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "scalar input", NODEARG);
-  y->dtype = x->dtype;
-  y->rank = x->rank;
-  memcpy(y->dims, x->dims, sizeof x->dims);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "scalar input", OSSEG__NODEARG);
+  osseg__same_shape(x, y);
   if (!strcmp(n->op, "Gelu")) {
     const char *ap = osseg__attr_str(n, "approximate", "none");
     if (strcmp(ap, "none") && strcmp(ap, "tanh"))
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "approximate '%s' unknown", NODEARG, ap);
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "approximate '%s' unknown", OSSEG__NODEARG, ap);
   }
   return 0;
 }

@@ -13,16 +13,12 @@
 
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_matmul(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *a = osseg__in(g, n, 0), *b = osseg__in(g, n, 1), *y = &g->tensors[n->out[0]];
   if (!a || !b || n->nin != 2)
-    return FAIL(OSSEG_EPARSE, NODEFMT "needs exactly two inputs", NODEARG);
+    return OSSEG__FAIL(OSSEG_EPARSE, OSSEG__NODEFMT "needs exactly two inputs", OSSEG__NODEARG);
   if (a->rank < 1 || b->rank < 1 || a->rank > 6 || b->rank > 6)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "operand ranks %d and %d (1..6 supported)", NODEARG,
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "operand ranks %d and %d (1..6 supported)", OSSEG__NODEARG,
                 a->rank, b->rank);
   int64_t ad[8], bd[8];
   int ar = a->rank, br = b->rank;
@@ -31,14 +27,14 @@ static int infer_matmul(struct osseg__graph *g, struct osseg__node *n, struct os
   if (ar == 1) ad[1] = ad[0], ad[0] = 1, ar = 2;
   if (br == 1) bd[1] = 1, br = 2;
   if (ad[ar - 1] != bd[br - 2])
-    return FAIL(OSSEG_ESHAPE, NODEFMT "inner dims differ (%lld vs %lld)", NODEARG,
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "inner dims differ (%lld vs %lld)", OSSEG__NODEARG,
                 (long long)ad[ar - 1], (long long)bd[br - 2]);
   int r = ar > br ? ar : br;
   for (int i = 0; i < r - 2; i++) {
     int ia = i - (r - ar), ib = i - (r - br);
     int64_t da = ia >= 0 ? ad[ia] : 1, db = ib >= 0 ? bd[ib] : 1;
     if (da != db && da != 1 && db != 1)
-      return FAIL(OSSEG_ESHAPE, NODEFMT "batch dims do not broadcast", NODEARG);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "batch dims do not broadcast", OSSEG__NODEARG);
     y->dims[i] = da == 1 ? db : da;
   }
   int k = r - 2;
@@ -53,11 +49,11 @@ static int infer_gemm(struct osseg__graph *g, struct osseg__node *n, struct osse
   struct osseg__tensor *a = osseg__in(g, n, 0), *b = osseg__in(g, n, 1), *c = osseg__in(g, n, 2);
   struct osseg__tensor *y = &g->tensors[n->out[0]];
   if (!a || !b || a->rank != 2 || b->rank != 2)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "A and B must be 2-D", NODEARG);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "A and B must be 2-D", OSSEG__NODEARG);
   int ta = (int)osseg__attr_int(n, "transA", 0), tb = (int)osseg__attr_int(n, "transB", 0);
   int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
   int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
-  if (K != K2) return FAIL(OSSEG_ESHAPE, NODEFMT "inner dims differ", NODEARG);
+  if (K != K2) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "inner dims differ", OSSEG__NODEARG);
   y->rank = 2;
   y->dims[0] = M;
   y->dims[1] = N;
@@ -66,7 +62,7 @@ static int infer_gemm(struct osseg__graph *g, struct osseg__node *n, struct osse
     struct osseg__tensor tmp;
     if (c->rank > 2 || osseg__broadcast(y, c, &tmp) || tmp.rank != 2 || tmp.dims[0] != M ||
         tmp.dims[1] != N)
-      return FAIL(OSSEG_ESHAPE, NODEFMT "C does not broadcast to (%lld, %lld)", NODEARG,
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "C does not broadcast to (%lld, %lld)", OSSEG__NODEARG,
                   (long long)M, (long long)N);
   }
   return 0;

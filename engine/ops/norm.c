@@ -17,19 +17,13 @@
 #include <omp.h>
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_layernorm(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
-  if (x->rank < 1) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "scalar input", NODEARG);
-  y->dtype = x->dtype;
-  y->rank = x->rank;
-  memcpy(y->dims, x->dims, sizeof x->dims);
+  if (x->rank < 1) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "scalar input", OSSEG__NODEARG);
+  osseg__same_shape(x, y);
   int64_t a = osseg__attr_int(n, "axis", -1);
   if (a < -x->rank || a >= x->rank)
-    return FAIL(OSSEG_ESHAPE, NODEFMT "axis %lld out of range for rank %d", NODEARG,
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "axis %lld out of range for rank %d", OSSEG__NODEARG,
                 (long long)a, x->rank);
   int axis = (int)(a < 0 ? a + x->rank : a);
   struct osseg__tensor tail = {.rank = x->rank - axis};
@@ -37,20 +31,20 @@ static int infer_layernorm(struct osseg__graph *g, struct osseg__node *n, struct
   for (int i = 1; i < 3; i++) {
     struct osseg__tensor *p = osseg__in(g, n, i), tmp;
     if (!p) {
-      if (i == 1) return FAIL(OSSEG_EPARSE, NODEFMT "needs a scale input", NODEARG);
+      if (i == 1) return OSSEG__FAIL(OSSEG_EPARSE, OSSEG__NODEFMT "needs a scale input", OSSEG__NODEARG);
       continue;
     }
     if (!p->data || p->dtype != OSSEG__DT_FLOAT)
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "scale/bias must be float32 constants", NODEARG);
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "scale/bias must be float32 constants", OSSEG__NODEARG);
     if (p->rank > tail.rank || osseg__broadcast(&tail, p, &tmp) || tmp.rank != tail.rank)
-      return FAIL(OSSEG_ESHAPE, NODEFMT "scale/bias '%s' does not broadcast over the "
-                  "normalised dims", NODEARG, p->name);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "scale/bias '%s' does not broadcast over the "
+                  "normalised dims", OSSEG__NODEARG, p->name);
     for (int d = 0; d < tail.rank; d++)
       if (tmp.dims[d] != tail.dims[d])
-        return FAIL(OSSEG_ESHAPE, NODEFMT "scale/bias '%s' too large", NODEARG, p->name);
+        return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "scale/bias '%s' too large", OSSEG__NODEARG, p->name);
   }
   if (osseg__attr_int(n, "stash_type", 1) != 1)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "stash_type other than float32", NODEARG);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "stash_type other than float32", OSSEG__NODEARG);
   for (int i = 1; i < n->nout; i++) { /* Mean, InvStdDev */
     struct osseg__tensor *t = &g->tensors[n->out[i]];
     t->dtype = OSSEG__DT_FLOAT;
@@ -70,81 +64,73 @@ struct ln_step {
   int bf16;
 };
 
-/* Rows [r0, r1); compiled for AVX-512 / AVX2 / baseline (isa_variants.h). */
+/* Mean and 1 / sqrt(variance + eps) of one row: two passes (mean, then
+ * centred variance), in fp32 whatever the storage type. */
+static inline __attribute__((always_inline)) void row_stats_f32(const float *xr, int64_t D,
+                                                                float eps, float *mean,
+                                                                float *inv) {
+  float sum = 0.f, sq = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < D; i++) sum += xr[i];
+  const float m = sum / (float)D;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < D; i++) sq += (xr[i] - m) * (xr[i] - m);
+  *mean = m;
+  *inv = 1.f / sqrtf(sq / (float)D + eps);
+}
+
+static inline __attribute__((always_inline)) void row_stats_bf16(const uint16_t *xr, int64_t D,
+                                                                 float eps, float *mean,
+                                                                 float *inv) {
+  float sum = 0.f, sq = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < D; i++) sum += osseg__bf16_f32(xr[i]);
+  const float m = sum / (float)D;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < D; i++) {
+    float d = osseg__bf16_f32(xr[i]) - m;
+    sq += d * d;
+  }
+  *mean = m;
+  *inv = 1.f / sqrtf(sq / (float)D + eps);
+}
+
+/* Rows [r0, r1); compiled for AVX-512 / AVX2 / baseline (isa_variants.h).
+ * LayerNorm scales column i by w[i] (plus b[i]); InstanceNorm (chan) row r
+ * by w[r % chan] (plus b[r % chan]). */
 static inline __attribute__((always_inline)) void ln_rows_impl(const struct ln_step *l,
                                                               const void *xp, void *yp,
                                                               int64_t r0, int64_t r1) {
   const int64_t D = l->D;
   const float *w = l->w, *b = l->b;
   const float eps = l->eps;
-  if (l->chan) { /* InstanceNorm: one scale and bias per row */
-    for (int64_t r = r0; r < r1; r++) {
-      const float wr = w[r % l->chan], br = b[r % l->chan];
-      float sum = 0.f, sq = 0.f;
-      if (!l->bf16) {
-        const float *xr = (const float *)xp + r * D;
-        float *yr = (float *)yp + r * D;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < D; i++) sum += xr[i];
-        const float mean = sum / (float)D;
-#pragma omp simd reduction(+ : sq)
-        for (int64_t i = 0; i < D; i++) sq += (xr[i] - mean) * (xr[i] - mean);
-        const float sc = wr / sqrtf(sq / (float)D + eps);
+  for (int64_t r = r0; r < r1; r++) {
+    float mean, inv;
+    if (!l->bf16) {
+      const float *xr = (const float *)xp + r * D;
+      float *yr = (float *)yp + r * D;
+      row_stats_f32(xr, D, eps, &mean, &inv);
+      if (l->chan) {
+        const float sc = inv * w[r % l->chan], br = b[r % l->chan];
 #pragma omp simd
         for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * sc + br;
       } else {
-        const uint16_t *xr = (const uint16_t *)xp + r * D;
-        uint16_t *yr = (uint16_t *)yp + r * D;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < D; i++) sum += osseg__bf16_f32(xr[i]);
-        const float mean = sum / (float)D;
-#pragma omp simd reduction(+ : sq)
-        for (int64_t i = 0; i < D; i++) {
-          float d = osseg__bf16_f32(xr[i]) - mean;
-          sq += d * d;
-        }
-        const float sc = wr / sqrtf(sq / (float)D + eps);
+#pragma omp simd
+        for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
+      }
+    } else {
+      const uint16_t *xr = (const uint16_t *)xp + r * D;
+      uint16_t *yr = (uint16_t *)yp + r * D;
+      row_stats_bf16(xr, D, eps, &mean, &inv);
+      if (l->chan) {
+        const float sc = inv * w[r % l->chan], br = b[r % l->chan];
 #pragma omp simd
         for (int64_t i = 0; i < D; i++) yr[i] = osseg__f32_bf16_v((osseg__bf16_f32(xr[i]) - mean) * sc + br);
-      }
-    }
-    return;
-  }
-  if (!l->bf16) {
-    const float *x = xp;
-    float *y = yp;
-    for (int64_t r = r0; r < r1; r++) {
-      const float *xr = x + r * D;
-      float *yr = y + r * D;
-      float sum = 0.f, sq = 0.f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < D; i++) sum += xr[i];
-      const float mean = sum / (float)D;
-#pragma omp simd reduction(+ : sq)
-      for (int64_t i = 0; i < D; i++) sq += (xr[i] - mean) * (xr[i] - mean);
-      const float inv = 1.f / sqrtf(sq / (float)D + eps);
+      } else {
 #pragma omp simd
-      for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
-    }
-  } else {
-    const uint16_t *x = xp;
-    uint16_t *y = yp;
-    for (int64_t r = r0; r < r1; r++) {
-      const uint16_t *xr = x + r * D;
-      uint16_t *yr = y + r * D;
-      float sum = 0.f, sq = 0.f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < D; i++) sum += osseg__bf16_f32(xr[i]);
-      const float mean = sum / (float)D;
-#pragma omp simd reduction(+ : sq)
-      for (int64_t i = 0; i < D; i++) {
-        float d = osseg__bf16_f32(xr[i]) - mean;
-        sq += d * d;
+        for (int64_t i = 0; i < D; i++)
+          yr[i] = osseg__f32_bf16_v((osseg__bf16_f32(xr[i]) - mean) * inv * w[i] + b[i]);
       }
-      const float inv = 1.f / sqrtf(sq / (float)D + eps);
-#pragma omp simd
-      for (int64_t i = 0; i < D; i++)
-        yr[i] = osseg__f32_bf16_v((osseg__bf16_f32(xr[i]) - mean) * inv * w[i] + b[i]);
     }
   }
 }
@@ -258,17 +244,15 @@ static int infer_instancenorm(struct osseg__graph *g, struct osseg__node *n,
                               struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
   if (x->rank < 3)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "needs an input of rank 3 or more, got %d", NODEARG,
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "needs an input of rank 3 or more, got %d", OSSEG__NODEARG,
                 x->rank);
   for (int i = 1; i < 3; i++) {
     struct osseg__tensor *p = osseg__in(g, n, i);
     if (!p || !p->data || p->dtype != OSSEG__DT_FLOAT || p->rank != 1 || p->dims[0] != x->dims[1])
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "%s must be a float32 constant of %lld values",
-                  NODEARG, i == 1 ? "scale" : "B", (long long)x->dims[1]);
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "%s must be a float32 constant of %lld values",
+                  OSSEG__NODEARG, i == 1 ? "scale" : "B", (long long)x->dims[1]);
   }
-  y->dtype = x->dtype;
-  y->rank = x->rank;
-  memcpy(y->dims, x->dims, sizeof x->dims);
+  osseg__same_shape(x, y);
   return 0;
 }
 

@@ -5,10 +5,6 @@
 
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_pool(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
   int err = osseg__need_rank4(g, n, x, diag);
@@ -21,7 +17,7 @@ static int infer_pool(struct osseg__graph *g, struct osseg__node *n, struct osse
     y->dims[2] = y->dims[3] = 1;
     return 0;
   }
-  if (n->nout > 1) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "Indices output unsupported", NODEARG);
+  if (n->nout > 1) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "Indices output unsupported", OSSEG__NODEARG);
   struct osseg__window win;
   err = osseg__window_of(g, n, &win, diag);
   if (err) return err;
@@ -41,7 +37,7 @@ static int infer_reduce(struct osseg__graph *g, struct osseg__node *n, struct os
   int na = osseg__int_list(g, n, "axes", axes_in ? 1 : -1, axes, 8, diag);
   if (na < 0) return na;
   if (na == 0 && osseg__attr_int(n, "noop_with_empty_axes", 0))
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "noop_with_empty_axes with no axes", NODEARG);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "noop_with_empty_axes with no axes", OSSEG__NODEARG);
   int keep = (int)osseg__attr_int(n, "keepdims", 1);
   int red[OSSEG_MAX_RANK] = {0};
   for (int i = 0; i < na; i++) {

@@ -8,10 +8,6 @@
 
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_flatten(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0);
   struct osseg__tensor *y = &g->tensors[n->out[0]];
@@ -23,7 +19,7 @@ static int infer_flatten(struct osseg__graph *g, struct osseg__node *n, struct o
   int64_t d0 = 1, d1 = 1;
   for (int i = 0; i < x->rank; i++)
     if (osseg__mul_i64(i < axis ? d0 : d1, x->dims[i], i < axis ? &d0 : &d1))
-      return FAIL(OSSEG_EOVERFLOW, NODEFMT "size overflow", NODEARG);
+      return OSSEG__FAIL(OSSEG_EOVERFLOW, OSSEG__NODEFMT "size overflow", OSSEG__NODEARG);
   y->dtype = x->dtype;
   y->rank = 2;
   y->dims[0] = d0;
@@ -37,36 +33,36 @@ static int infer_reshape(struct osseg__graph *g, struct osseg__node *n, struct o
   int err;
   int64_t sh[OSSEG_MAX_RANK];
   struct osseg__tensor *st = osseg__in(g, n, 1);
-  if (!st || !st->data) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "shape must be constant", NODEARG);
+  if (!st || !st->data) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "shape must be constant", OSSEG__NODEARG);
   int ns = osseg__int_list(g, n, NULL, 1, sh, OSSEG_MAX_RANK, diag);
   if (ns < 0) return ns;
   int allowzero = (int)osseg__attr_int(n, "allowzero", 0);
   size_t total;
   if ((err = osseg__dims_elems(x->dims, x->rank, &total)))
-    return FAIL(err, NODEFMT "bad input size", NODEARG);
+    return OSSEG__FAIL(err, OSSEG__NODEFMT "bad input size", OSSEG__NODEARG);
   int infer = -1;
   int64_t known = 1;
   for (int i = 0; i < ns; i++) {
     if (sh[i] == 0 && !allowzero) {
-      if (i >= x->rank) return FAIL(OSSEG_ESHAPE, NODEFMT "0 dim beyond input rank", NODEARG);
+      if (i >= x->rank) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "0 dim beyond input rank", OSSEG__NODEARG);
       sh[i] = x->dims[i];
     }
     if (sh[i] == -1) {
-      if (infer >= 0) return FAIL(OSSEG_ESHAPE, NODEFMT "two -1 dims", NODEARG);
+      if (infer >= 0) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "two -1 dims", OSSEG__NODEARG);
       infer = i;
       continue;
     }
-    if (sh[i] < 0) return FAIL(OSSEG_ESHAPE, NODEFMT "negative dim", NODEARG);
-    if (osseg__mul_i64(known, sh[i], &known)) return FAIL(OSSEG_EOVERFLOW, NODEFMT "overflow", NODEARG);
+    if (sh[i] < 0) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "negative dim", OSSEG__NODEARG);
+    if (osseg__mul_i64(known, sh[i], &known)) return OSSEG__FAIL(OSSEG_EOVERFLOW, OSSEG__NODEFMT "overflow", OSSEG__NODEARG);
   }
   if (infer >= 0) {
     if (known == 0 || (int64_t)total % known)
-      return FAIL(OSSEG_ESHAPE, NODEFMT "cannot infer -1 dim", NODEARG);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "cannot infer -1 dim", OSSEG__NODEARG);
     sh[infer] = (int64_t)total / known;
     known *= sh[infer];
   }
   if ((size_t)known != total)
-    return FAIL(OSSEG_ESHAPE, NODEFMT "reshape of %zu elements to %lld", NODEARG, total,
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "reshape of %zu elements to %lld", OSSEG__NODEARG, total,
                 (long long)known);
   y->dtype = x->dtype;
   y->rank = ns;
@@ -84,11 +80,11 @@ static int infer_transpose(struct osseg__graph *g, struct osseg__node *n, struct
     np = x->rank;
     for (int i = 0; i < np; i++) perm[i] = np - 1 - i;
   }
-  if (np != x->rank) return FAIL(OSSEG_ESHAPE, NODEFMT "perm length differs from rank", NODEARG);
+  if (np != x->rank) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "perm length differs from rank", OSSEG__NODEARG);
   int seen[OSSEG_MAX_RANK] = {0};
   for (int i = 0; i < np; i++) {
     if (perm[i] < 0 || perm[i] >= np || seen[perm[i]]++)
-      return FAIL(OSSEG_ESHAPE, NODEFMT "perm is not a permutation", NODEARG);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "perm is not a permutation", OSSEG__NODEARG);
     y->dims[i] = x->dims[perm[i]];
   }
   y->dtype = x->dtype;
@@ -110,13 +106,13 @@ static int infer_squeeze(struct osseg__graph *g, struct osseg__node *n, struct o
     orank = 0;
     for (int i = 0; i < x->rank; i++) orank += x->dims[i] != 1;
   }
-  if (orank < 0 || orank > OSSEG_MAX_RANK) return FAIL(OSSEG_ESHAPE, NODEFMT "bad rank", NODEARG);
+  if (orank < 0 || orank > OSSEG_MAX_RANK) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "bad rank", OSSEG__NODEARG);
   int mark[OSSEG_MAX_RANK] = {0};
   for (int i = 0; i < na; i++) {
     int a;
     if ((err = osseg__norm_axis(g, n, axes[i], sq ? x->rank : orank, &a, diag))) return err;
-    if (mark[a]++) return FAIL(OSSEG_ESHAPE, NODEFMT "repeated axis", NODEARG);
-    if (sq && x->dims[a] != 1) return FAIL(OSSEG_ESHAPE, NODEFMT "squeezed dim is not 1", NODEARG);
+    if (mark[a]++) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "repeated axis", OSSEG__NODEARG);
+    if (sq && x->dims[a] != 1) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "squeezed dim is not 1", OSSEG__NODEARG);
   }
   int r = 0, j = 0;
   if (sq) {

@@ -18,10 +18,6 @@
 #include <omp.h>
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 
 
 #define MAX_BRANCH 8

@@ -69,10 +69,6 @@ static void run_linear2d(const struct osseg__resize *r, int bf16, const void *sr
 }
 
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_resize(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
   int err = osseg__need_rank4(g, n, x, diag);
@@ -82,7 +78,7 @@ static int infer_resize(struct osseg__graph *g, struct osseg__node *n, struct os
   err = osseg__resize_scales(g, n, sc, sz, diag);
   if (err) return err;
   if (sz[0] != x->dims[0] || sz[1] != x->dims[1])
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "resizing batch or channels is not supported", NODEARG);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "resizing batch or channels is not supported", OSSEG__NODEARG);
   y->dtype = x->dtype;
   y->rank = 4;
   memcpy(y->dims, sz, sizeof sz);
@@ -95,15 +91,15 @@ static int infer_pad(struct osseg__graph *g, struct osseg__node *n, struct osseg
   int64_t pads[16];
   int np = osseg__int_list(g, n, "pads", g->opset >= 11 ? 1 : -1, pads, 16, diag);
   if (np < 0) return np;
-  if (np != 2 * x->rank) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "pads must have %d values", NODEARG, 2 * x->rank);
-  if (g->opset >= 18 && osseg__in(g, n, 3)) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "axes input", NODEARG);
+  if (np != 2 * x->rank) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "pads must have %d values", OSSEG__NODEARG, 2 * x->rank);
+  if (g->opset >= 18 && osseg__in(g, n, 3)) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "axes input", OSSEG__NODEARG);
   y->dtype = x->dtype;
   y->rank = x->rank;
   for (int i = 0; i < x->rank; i++) {
     if (pads[i] < -x->dims[i] || pads[i] > 65536 || pads[i + x->rank] > 65536)
-      return FAIL(OSSEG_ESHAPE, NODEFMT "pad out of range", NODEARG);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "pad out of range", OSSEG__NODEARG);
     y->dims[i] = x->dims[i] + pads[i] + pads[i + x->rank];
-    if (y->dims[i] < 0) return FAIL(OSSEG_ESHAPE, NODEFMT "negative output size", NODEARG);
+    if (y->dims[i] < 0) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "negative output size", OSSEG__NODEARG);
   }
   return 0;
 }

@@ -7,10 +7,6 @@
 #include <math.h>
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_shape(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0);
   struct osseg__tensor *y = &g->tensors[n->out[0]];
@@ -32,7 +28,7 @@ static int infer_constant_of_shape(struct osseg__graph *g, struct osseg__node *n
   int ns = osseg__int_list(g, n, NULL, 0, sh, OSSEG_MAX_RANK, diag);
   if (ns < 0) return ns;
   for (int i = 0; i < ns; i++)
-    if (sh[i] < 0) return FAIL(OSSEG_ESHAPE, NODEFMT "negative dim", NODEARG);
+    if (sh[i] < 0) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "negative dim", OSSEG__NODEARG);
   const struct osseg__attr *a = osseg__attr_find(n, "value");
   y->dtype = a && a->type == OSSEG__ATTR_TENSOR ? g->tensors[a->tensor].dtype : OSSEG__DT_FLOAT;
   y->rank = ns;
@@ -48,7 +44,7 @@ static int infer_expand(struct osseg__graph *g, struct osseg__node *n, struct os
   if (ns < 0) return ns;
   struct osseg__tensor s = {.rank = ns};
   memcpy(s.dims, sh, sizeof(int64_t) * (size_t)ns);
-  if (osseg__broadcast(x, &s, y)) return FAIL(OSSEG_ESHAPE, NODEFMT "shape does not broadcast", NODEARG);
+  if (osseg__broadcast(x, &s, y)) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "shape does not broadcast", OSSEG__NODEARG);
   y->dtype = x->dtype;
   return 0;
 }
@@ -57,11 +53,11 @@ static int infer_range(struct osseg__graph *g, struct osseg__node *n, struct oss
   struct osseg__tensor *y = &g->tensors[n->out[0]];
   struct osseg__tensor *a = osseg__in(g, n, 0), *b = osseg__in(g, n, 1), *c = osseg__in(g, n, 2);
   if (!a || !b || !c || !a->data || !b->data || !c->data)
-    return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "inputs must be constants", NODEARG);
+    return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "inputs must be constants", OSSEG__NODEARG);
   double s = osseg__const_f64(a, 0), e = osseg__const_f64(b, 0), d = osseg__const_f64(c, 0);
   double cnt = d != 0 ? ceil((e - s) / d) : -1;
   if (!(cnt >= -1e18 && cnt <= (1 << 24)) || d == 0)
-    return FAIL(OSSEG_ESHAPE, NODEFMT "bad range", NODEARG);
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "bad range", OSSEG__NODEARG);
   y->dtype = a->dtype;
   y->rank = 1;
   y->dims[0] = cnt > 0 ? (int64_t)cnt : 0;

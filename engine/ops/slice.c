@@ -7,20 +7,16 @@
 
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_gather(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0);
   struct osseg__tensor *y = &g->tensors[n->out[0]];
   int err;
   struct osseg__tensor *idx = osseg__in(g, n, 1);
   int axis;
-  if (!idx) return FAIL(OSSEG_EPARSE, NODEFMT "needs indices", NODEARG);
+  if (!idx) return OSSEG__FAIL(OSSEG_EPARSE, OSSEG__NODEFMT "needs indices", OSSEG__NODEARG);
   if ((err = osseg__norm_axis(g, n, osseg__attr_int(n, "axis", 0), x->rank, &axis, diag))) return err;
   int r = x->rank - 1 + idx->rank;
-  if (r > OSSEG_MAX_RANK) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "rank too high", NODEARG);
+  if (r > OSSEG_MAX_RANK) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "rank too high", OSSEG__NODEARG);
   int k = 0;
   for (int i = 0; i < axis; i++) y->dims[k++] = x->dims[i];
   for (int i = 0; i < idx->rank; i++) y->dims[k++] = idx->dims[i];
@@ -49,15 +45,13 @@ static int infer_slice(struct osseg__graph *g, struct osseg__node *n, struct oss
   }
   if (ns < 0 || ne < 0 || na < 0 || nsp < 0) return -1;
   if (ns != ne || (na && na != ns) || (nsp && nsp != ns))
-    return FAIL(OSSEG_ESHAPE, NODEFMT "starts/ends/axes/steps lengths differ", NODEARG);
-  y->dtype = x->dtype;
-  y->rank = x->rank;
-  memcpy(y->dims, x->dims, sizeof x->dims);
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "starts/ends/axes/steps lengths differ", OSSEG__NODEARG);
+  osseg__same_shape(x, y);
   for (int i = 0; i < ns; i++) {
     int a;
     if ((err = osseg__norm_axis(g, n, na ? ax[i] : i, x->rank, &a, diag))) return err;
     int64_t step = nsp ? sp[i] : 1, dim = x->dims[a], s = st[i], e = en[i];
-    if (step == 0) return FAIL(OSSEG_ESHAPE, NODEFMT "step 0", NODEARG);
+    if (step == 0) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "step 0", OSSEG__NODEARG);
     if (step == INT64_MIN) step = -INT64_MAX; /* same count; keeps -step defined */
     if (s < 0) s += dim;
     if (e < 0 && e > INT64_MIN + dim) e += dim;
@@ -80,33 +74,33 @@ static int infer_split(struct osseg__graph *g, struct osseg__node *n, struct oss
   struct osseg__tensor *x = osseg__in(g, n, 0);
   int64_t a = osseg__attr_int(n, "axis", 0);
   if (a < -x->rank || a >= x->rank)
-    return FAIL(OSSEG_ESHAPE, NODEFMT "axis %lld out of range", NODEARG, (long long)a);
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "axis %lld out of range", OSSEG__NODEARG, (long long)a);
   int axis = (int)(a < 0 ? a + x->rank : a);
   int64_t parts[64], dim = x->dims[axis], sum = 0;
   int np = 0;
-  if (n->nout > 64) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "more than 64 outputs", NODEARG);
+  if (n->nout > 64) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "more than 64 outputs", OSSEG__NODEARG);
   const struct osseg__attr *at = osseg__attr_find(n, "split");
   struct osseg__tensor *st = g->opset >= 13 ? osseg__in(g, n, 1) : NULL;
   if (at && at->type == OSSEG__ATTR_INTS) {
-    if (at->n != (size_t)n->nout) return FAIL(OSSEG_ESHAPE, NODEFMT "split has %zu values for %d outputs", NODEARG, at->n, n->nout);
+    if (at->n != (size_t)n->nout) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "split has %zu values for %d outputs", OSSEG__NODEARG, at->n, n->nout);
     for (size_t i = 0; i < at->n; i++) parts[np++] = at->ints[i];
   } else if (st) {
     size_t e;
     if (!st->data || osseg__tensor_elems(g, st, &e) || e != (size_t)n->nout)
-      return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "split sizes must be a constant of %d values", NODEARG, n->nout);
+      return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "split sizes must be a constant of %d values", OSSEG__NODEARG, n->nout);
     for (size_t i = 0; i < e; i++) parts[np++] = osseg__const_i64(st, i);
   } else {
     int64_t k = n->nout, per = (dim + k - 1) / k;
     for (int i = 0; i < k; i++) parts[np++] = dim - per * i < per ? dim - per * i : per;
     if (g->opset < 18 && dim % k)
-      return FAIL(OSSEG_ESHAPE, NODEFMT "%lld not divisible into %d parts", NODEARG, (long long)dim, n->nout);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "%lld not divisible into %d parts", OSSEG__NODEARG, (long long)dim, n->nout);
   }
   for (int i = 0; i < np; i++) {
     if (parts[i] < 0 || parts[i] > dim)
-      return FAIL(OSSEG_ESHAPE, NODEFMT "split size %lld out of range", NODEARG, (long long)parts[i]);
+      return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "split size %lld out of range", OSSEG__NODEARG, (long long)parts[i]);
     sum += parts[i]; /* <= 64 * dim: no overflow */
   }
-  if (sum != dim) return FAIL(OSSEG_ESHAPE, NODEFMT "split sizes sum to %lld, dim is %lld", NODEARG, (long long)sum, (long long)dim);
+  if (sum != dim) return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "split sizes sum to %lld, dim is %lld", OSSEG__NODEARG, (long long)sum, (long long)dim);
   for (int i = 0; i < n->nout; i++) {
     struct osseg__tensor *y = &g->tensors[n->out[i]];
     y->dtype = x->dtype;

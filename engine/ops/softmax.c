@@ -11,19 +11,13 @@
 
 #include <string.h>
 
-#define FAIL(code, ...) osseg__fail(diag, code, __VA_ARGS__)
-#define NODEFMT OSSEG__NODEFMT
-#define NODEARG OSSEG__NODEARG
-
 static int infer_softmax(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__tensor *x = osseg__in(g, n, 0), *y = &g->tensors[n->out[0]];
-  if (x->rank < 1) return FAIL(OSSEG_EUNSUPPORTED, NODEFMT "scalar input", NODEARG);
-  y->dtype = x->dtype;
-  y->rank = x->rank;
-  memcpy(y->dims, x->dims, sizeof x->dims);
+  if (x->rank < 1) return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "scalar input", OSSEG__NODEARG);
+  osseg__same_shape(x, y);
   int64_t a = osseg__attr_int(n, "axis", g->opset < 13 ? 1 : -1);
   if (a < -x->rank || a >= x->rank)
-    return FAIL(OSSEG_ESHAPE, NODEFMT "axis %lld out of range for rank %d", NODEARG,
+    return OSSEG__FAIL(OSSEG_ESHAPE, OSSEG__NODEFMT "axis %lld out of range for rank %d", OSSEG__NODEARG,
                 (long long)a, x->rank);
   return 0;
 }
