@@ -12,7 +12,8 @@ For every cell of MODELS/MANIFEST.jsonl with status "ok":
        below --bf16-min (0.99)
 A failing load is reported with osseg's message (e.g. the unsupported op).
 
-Cell text: "13 ✓ 17 ✓" when every opset passes fp32; otherwise per opset the
+Cell text: "13 ✓ 17 ✓" when every opset passes fp32 ("✓@384": exported at
+the exporter's fallback size, see its manifest note); otherwise per opset the
 reason (smp n/a, export failed, osseg error, parity off by X). Per-model
 details (rel error, bf16 agreement, osseg message) follow the table and go to
 MODELS/RESULTS.jsonl; the table also to MODELS/MATRIX.md.
@@ -84,7 +85,8 @@ def check(cell, args):
     base = os.path.join(args.models, name)
     res = dict(name=name, arch=cell["arch"], encoder=cell["encoder"], opset=cell["opset"],
                export_status=cell["status"], export_error=cell.get("error", ""),
-               autocast_bf16_mask_agree=cell.get("autocast_bf16_mask_agree"))
+               autocast_bf16_mask_agree=cell.get("autocast_bf16_mask_agree"),
+               size=cell.get("size"), note=cell.get("note", ""))
     if cell["status"] != "ok":
         return res
     ref = np.load(base + ".output.npy")
@@ -150,6 +152,8 @@ def cell_text(rs, args):
             parts.append("%d ✗ parity %.1e" % (o, r.get("fp32_rel", float("nan"))))
         else:
             s = "%d ✓" % o
+            if r.get("note"):
+                s += "@%d" % r["size"]
             if bf16_flag(r, args):
                 s += " (%s)" % bf16_flag(r, args)
             parts.append(s)
@@ -181,7 +185,7 @@ def details(results):
     for r in sorted(results, key=lambda r: r["name"]):
         if r["export_status"] == "unsupported":
             continue
-        note = ""
+        note = r.get("note", "")[:60]
         if r["export_status"] != "ok":
             note = "export: " + r["export_error"][:200]
         elif r.get("fp32_rc", 0) != 0:
