@@ -34,6 +34,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,24 @@ def first_error(err):
         if "error" in l.lower() or "unsupported" in l.lower() or "not supported" in l.lower():
             return l.strip()[:300]
     return (lines[0] if lines else "(no message)")[:300]
+
+
+def short_reason(err):
+    """A few words for a matrix cell from osseg's or the exporter's message."""
+    m = re.search(r"op (\S+) \(opset \d+\) is not supported", err)
+    if m:
+        return "op %s unsupported" % m.group(1)
+    m = re.search(r"op (\S+) of domain '([^']*)' is not supported", err)
+    if m:
+        return "op %s (domain %s) unsupported" % (m.group(1), m.group(2))
+    m = re.search(r"\((\w+), opset \d+\): (.*)", err)
+    if m:
+        return "%s: %s" % (m.group(1), m.group(2)[:70])
+    m = re.search(r"ONNX export of operator (\w+), ([^.]*)", err)
+    if m:
+        return "torch.onnx: %s, %s" % (m.group(1), m.group(2)[:50])
+    err = re.sub(r"^.*?\.onnx: ", "", err)
+    return err[:80]
 
 
 def check(cell, args):
@@ -153,10 +172,10 @@ def cell_text(rs, args):
         o = r["opset"]
         if r["export_status"] != "ok":
             parts.append("%d ✗ export" % o)
-            notes.append(r["export_error"][:80])
+            notes.append(short_reason(r["export_error"]))
         elif r.get("fp32_rc", 0) != 0:
-            parts.append("%d ✗ load/run" % o)
-            notes.append(first_error(r.get("fp32_err", ""))[:120])
+            parts.append("%d ✗" % o)
+            notes.append(short_reason(first_error(r.get("fp32_err", ""))))
         elif not r.get("fp32_ok") and "osseg_vs_fp64_rel" in r and \
                 r["osseg_vs_fp64_rel"] <= max(r["torch_vs_fp64_rel"], args.tol):
             # over --tol against PyTorch fp32, but no further from the float64
