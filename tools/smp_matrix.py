@@ -16,8 +16,8 @@ also compared with the float64 forward. A failing load is reported with osseg's 
 Cell text: "13 ✓ 17 ✓" when every opset passes fp32 ("✓@384": exported at
 the exporter's fallback size, see its manifest note); otherwise per opset the
 reason (smp n/a, export failed, osseg error, parity off by X); "≈ X": off by
-X > --tol against PyTorch fp32 but no further from the float64 forward
-(exporter --fp64) than PyTorch fp32 itself. Per-model
+X > --tol against PyTorch fp32 but within --fp64-slack (1.25) times PyTorch
+fp32's own error against the float64 forward (exporter --fp64). Per-model
 details (rel error, bf16 agreement, osseg message) follow the table and go to
 MODELS/RESULTS.jsonl; the table also to MODELS/MATRIX.md.
 
@@ -177,9 +177,9 @@ def cell_text(rs, args):
             parts.append("%d ✗" % o)
             notes.append(short_reason(first_error(r.get("fp32_err", ""))))
         elif not r.get("fp32_ok") and "osseg_vs_fp64_rel" in r and \
-                r["osseg_vs_fp64_rel"] <= max(r["torch_vs_fp64_rel"], args.tol):
-            # over --tol against PyTorch fp32, but no further from the float64
-            # forward than PyTorch fp32 itself: rounding noise, not a bug
+                r["osseg_vs_fp64_rel"] <= max(args.fp64_slack * r["torch_vs_fp64_rel"], args.tol):
+            # over --tol against PyTorch fp32, but about as close to the float64
+            # forward as PyTorch fp32 itself: rounding noise, not a bug
             parts.append("%d ≈ %.1e" % (o, r["fp32_rel"]))
         elif not r.get("fp32_ok"):
             parts.append("%d ✗ parity %.1e" % (o, r.get("fp32_rel", float("nan"))))
@@ -247,6 +247,8 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--bf16-min", type=float, default=0.99)
     ap.add_argument("--bf16-slack", type=float, default=0.01)
+    ap.add_argument("--fp64-slack", type=float, default=1.25,
+                    help="'≈' when osseg's error against float64 is at most this times PyTorch fp32's")
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--skip-done", action="store_true",
