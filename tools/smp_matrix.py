@@ -180,7 +180,7 @@ def cell_text(rs, args):
                 r["osseg_vs_fp64_rel"] <= max(args.fp64_slack * r["torch_vs_fp64_rel"], args.tol):
             # over --tol against PyTorch fp32, but about as close to the float64
             # forward as PyTorch fp32 itself: rounding noise, not a bug
-            parts.append("%d ≈ %.1e" % (o, r["fp32_rel"]))
+            parts.append("%d ≈%s %.1e" % (o, "@%d" % r["size"] if r.get("note") else "", r["fp32_rel"]))
         elif not r.get("fp32_ok"):
             parts.append("%d ✗ parity %.1e" % (o, r.get("fp32_rel", float("nan"))))
         else:
