@@ -352,3 +352,69 @@ int osseg__plain_out_done(struct osseg_model *m, int node, int tmp, int y, struc
   if (tmp == y) return 0;
   return osseg__reorder_step(m, node, tmp, &m->md[tmp], y, &m->md[y], diag);
 }
+
+/* ---- Broadcast copies (Expand, binary ops whose operands both broadcast). */
+
+struct bcast {
+  int rank;
+  int64_t dims[OSSEG_MAX_RANK];   /* the output's */
+  int64_t xstride[OSSEG_MAX_RANK]; /* elements; 0 on broadcast dims */
+};
+
+static dnnl_status_t run_broadcast(struct osseg_model *m, struct osseg__step *s) {
+  const struct bcast *b = s->priv;
+  const size_t es = osseg__step_es(m, s);
+  const unsigned char *x = osseg__tensor_ptr(m, s->in);
+  unsigned char *y = osseg__tensor_ptr(m, s->out);
+  const int r = b->rank;
+  const int64_t inner = b->dims[r - 1], xin = b->xstride[r - 1];
+  int64_t rows = 1;
+  for (int i = 0; i < r - 1; i++) rows *= b->dims[i];
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; row++) {
+    int64_t rem = row, xoff = 0;
+    for (int i = r - 2; i >= 0; i--) {
+      xoff += (rem % b->dims[i]) * b->xstride[i];
+      rem /= b->dims[i];
+    }
+    unsigned char *d = y + (size_t)(row * inner) * es;
+    const unsigned char *src = x + (size_t)xoff * es;
+    if (xin) {
+      memcpy(d, src, (size_t)inner * es);
+    } else {
+      for (int64_t i = 0; i < inner; i++) memcpy(d + (size_t)i * es, src, es);
+    }
+  }
+  return dnnl_success;
+}
+
+int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct osseg_diag *diag) {
+  const struct osseg__tensor *xt = &m->g.tensors[x], *yt = &m->g.tensors[y];
+  if (yt->rank < 1 || xt->rank > yt->rank)
+    return osseg__fail(diag, OSSEG_EUNSUPPORTED, "broadcast of rank %d to rank %d", xt->rank,
+                       yt->rank);
+  struct bcast *b = osseg__model_alloc(m, sizeof *b);
+  if (!b) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  memset(b, 0, sizeof *b);
+  b->rank = yt->rank;
+  int64_t st = 1;
+  for (int i = yt->rank - 1; i >= 0; i--) {
+    int xi = i - (yt->rank - xt->rank);
+    int64_t xd = xi >= 0 ? xt->dims[xi] : 1;
+    if (xd != 1 && xd != yt->dims[i])
+      return osseg__fail(diag, OSSEG_ESHAPE, "broadcast of dim %lld to %lld", (long long)xd,
+                         (long long)yt->dims[i]);
+    b->dims[i] = yt->dims[i];
+    b->xstride[i] = xd == 1 ? 0 : st;
+    st *= xd;
+  }
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, node);
+  if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  s->run = run_broadcast;
+  s->priv = b;
+  s->in = x;
+  s->out = y;
+  s->uses[s->nuses++] = x;
+  s->uses[s->nuses++] = y;
+  return 0;
+}

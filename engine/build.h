@@ -224,6 +224,10 @@ int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_m
 /* One oneDNN eltwise step x -> y (in x's layout); counts its FLOPs. */
 int osseg__eltwise_step(struct osseg_model *m, struct osseg__node *n, int x, int y,
                         dnnl_alg_kind_t alg, float alpha, float beta, struct osseg_diag *diag);
+/* Own-loop step copying runtime tensor x into y with numpy broadcasting
+ * (x's dims align right to y's), both in plain row-major bytes of the same
+ * type: callers stage through osseg__plain_in/out. */
+int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct osseg_diag *diag);
 /* Attribute with user scratchpad and the node's fused post-ops. */
 int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_attr_t *attr);
 /* The same, but with sum_md a residual POST_SUM becomes a binary-add

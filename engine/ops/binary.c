@@ -114,6 +114,27 @@ static int same_dims(const struct osseg__tensor *a, const struct osseg__tensor *
   return 1;
 }
 
+/* Runtime operand *t broadcast into a new temporary of the node's output
+ * shape and layout (a broadcast copy in plain bytes, reordered into nhwc
+ * for rank 4), which replaces it. */
+static int expand_operand(struct osseg_model *m, struct osseg__node *n, int *t,
+                          struct osseg_diag *diag) {
+  int ni = (int)(n - m->g.nodes), y = n->out[0];
+  int x = osseg__plain_in(m, ni, *t, diag);
+  if (x < 0) return x;
+  int full = osseg__add_temp(m, y, diag);
+  if (full < 0) return full;
+  int err = osseg__tensor_md(m, full, m->act_dt, NULL);
+  if (err) return osseg__fail(diag, err, "node '%s': layout", n->name);
+  int fp = osseg__plain_out(m, full, diag);
+  if (fp < 0) return fp;
+  if ((err = osseg__broadcast_step(m, ni, x, fp, diag))) return err;
+  if ((err = osseg__plain_out_done(m, ni, fp, full, diag))) return err;
+  m->g.tensors[full].uses = 1;
+  *t = full;
+  return 0;
+}
+
 static int compile_binary(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int a = n->in[0], b = n->in[1], y = n->out[0];
@@ -121,6 +142,13 @@ static int compile_binary(struct osseg_model *m, struct osseg__node *n, struct o
   char op = n->op[0];
   int negate = 0;
   /* src0 must have the output's dims; swap operands when only src1 has. */
+  if (!same_dims(&g->tensors[a], yt) && !same_dims(&g->tensors[b], yt) &&
+      !g->tensors[a].data && !g->tensors[b].data) {
+    /* both broadcast (a [N,1,H,W] map and a [N,C,1,1] vector): src0 is
+     * expanded to the output's shape first */
+    int err = expand_operand(m, n, &a, diag);
+    if (err) return err;
+  }
   if (!same_dims(&g->tensors[a], yt) || g->tensors[a].data) {
     if (!same_dims(&g->tensors[b], yt) || g->tensors[b].data)
       return osseg__fail(diag, OSSEG_EUNSUPPORTED,

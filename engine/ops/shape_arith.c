@@ -1,7 +1,8 @@
 /* Shape arithmetic: Constant (read by the loader), Shape, ConstantOfShape,
- * Expand and Range. Exports
- * compute sizes with them (Shape -> Gather -> Concat -> Resize sizes); with
- * static shapes they always fold at load, so they have no kernel. */
+ * Expand and Range. Exports compute sizes with them (Shape -> Gather ->
+ * Concat -> Resize sizes); with static shapes they fold at load. Expand
+ * also runs on activations (DPT's class-token readout: the token expanded
+ * over every patch) as a broadcast copy. */
 #include "build.h"
 
 #include <math.h>
@@ -119,11 +120,21 @@ static int fold_expand(struct osseg__graph *g, struct osseg__node *n, struct oss
   return 0;
 }
 
+static int compile_expand(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  int ni = (int)(n - m->g.nodes), y = n->out[0];
+  int x = osseg__plain_in(m, ni, n->in[0], diag);
+  if (x < 0) return x;
+  int yp = osseg__plain_out(m, y, diag);
+  if (yp < 0) return yp;
+  int err = osseg__broadcast_step(m, ni, x, yp, diag);
+  return err ? err : osseg__plain_out_done(m, ni, yp, y, diag);
+}
+
 const struct osseg__op osseg__ops_shape_arith[] = {
     {"Constant", 1, OSSEG__OPSET_MAX, OSSEG__OP_LOADER, 0, NULL, NULL, NULL},
     {"Shape", 1, OSSEG__OPSET_MAX, OSSEG__OP_FOLD_ALWAYS, 0, infer_shape, fold_shape, NULL},
     {"ConstantOfShape", 9, OSSEG__OPSET_MAX, 0, 0, infer_constant_of_shape, fold_constant_of_shape, NULL},
-    {"Expand", 8, OSSEG__OPSET_MAX, 0, 0, infer_expand, fold_expand, NULL},
+    {"Expand", 8, OSSEG__OPSET_MAX, 0, OSSEG__PREC_RUNTIME, infer_expand, fold_expand, compile_expand},
     {"Range", 11, OSSEG__OPSET_MAX, 0, 0, infer_range, fold_range, NULL},
     {0},
 };
