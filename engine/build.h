@@ -89,7 +89,7 @@ enum osseg__step_kind {
                                  four phase convs (conv.c) */
 };
 
-/* Own-loop kernels on nhwc tensors (resize.c): out[y][x][:] = in[ry[y]][rx[x]][:],
+/* Own-loop kernels on nhwc tensors (ops/resize_pad.c): out[y][x][:] = in[ry[y]][rx[x]][:],
  * or `value` where ry or rx is -1 (nearest resize, pad); bilinear resize. */
 struct osseg__resize {
   int mode_linear;

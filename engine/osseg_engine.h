@@ -138,7 +138,7 @@ struct osseg_engine_options {
   /* A/B switches for measurements and tests (results stay within the
    * stated tolerances, only speed changes): */
   int no_winograd;          /* 1: no own Winograd convs, oneDNN direct */
-  int no_dwconv;            /* 1: no own depthwise conv loop (dwconv.c) */
+  int no_dwconv;            /* 1: no own depthwise conv loop (ops/conv_depthwise.c) */
   int no_upconv;            /* 1: keep Resize + Concat + Conv in the UNet
                                decoder instead of the phase-conv rewrite */
 };

@@ -3,7 +3,7 @@
  * stage 1 at 1024^2 has 65536 queries x 1024 keys: 256 MiB if materialised).
  *
  * Q, K, V and O are strided views of the token tensors found by
- * transformer_fuse.c (head h of Q is the column block h*d of the (L, C)
+ * passes/fuse_attention.c (head h of Q is the column block h*d of the (L, C)
  * query matrix, K^T is read transposed through its strides), so no head
  * split / transpose copies run. Per tile: matmul (Q K^T, output scale =
  * scale, f32 scores), softmax in fp32 (accurate), matmul (P V) writing the

@@ -2,8 +2,8 @@
  * standalone BatchNormalization (as a depthwise 1x1 conv), ConvTranspose.
  * Weights are reordered once into the layout the primitive picked
  * (format_tag_any); activations are nhwc. Two own paths take over where
- * oneDNN is slow: 3x3 stride-1 fp32 convs by Winograd (winograd.c) and
- * depthwise convs it would run as im2col + gemm (dwconv.c). */
+ * oneDNN is slow: 3x3 stride-1 fp32 convs by Winograd (conv_winograd.c) and
+ * depthwise convs it would run as im2col + gemm (conv_depthwise.c). */
 #include "build.h"
 #include "engine_test_hooks.h"
 #include "ops/conv.h"
@@ -129,7 +129,7 @@ static int conv_prim_step(struct osseg_model *m, struct osseg__node *n, dnnl_pri
 }
 
 /* Did oneDNN pick im2col + gemm or reference code? For a depthwise conv
- * that means a shape its direct kernels reject (dwconv.c runs it instead,
+ * that means a shape its direct kernels reject (conv_depthwise.c runs it instead,
  * as it does every dilated depthwise conv: oneDNN's jit kernel ran the
  * ASPP's dilation-12/24 ones at 5 GFLOP/s, 6-8 ms each at 512²). */
 static int slow_impl(const_dnnl_primitive_desc_t pd) {
@@ -200,7 +200,7 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
     dnnl_convolution_desc_t cd;
     /* oneDNN 2.6 has Winograd only for blocked layouts (measured:
      * unimplemented for nhwc): direct here, 3x3 convs that qualify went to
-     * winograd.c above. */
+     * conv_winograd.c above. */
     st = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
                                                     dnnl_convolution_direct, &src_md, &wany,
                                                     bias ? &bmd : NULL, &dst_md, strides, dil, pl, pr);
@@ -410,7 +410,7 @@ static dnnl_status_t run_upconv_scatter(struct osseg_model *m, struct osseg__ste
   return dnnl_success;
 }
 
-/* osseg.UpConv2x (fuse.c): y = Conv3x3(Concat(Upsample2x(u), s1, s2, ...)),
+/* osseg.UpConv2x (passes/fuse_upconv.c): y = Conv3x3(Concat(Upsample2x(u), s1, s2, ...)),
  * pad 1, with inputs [u, W, B, s1, ...].
  *
  * Upsampled part: output row 2i+a reads upsampled rows 2i+a-1 .. 2i+a+1,

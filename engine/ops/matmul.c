@@ -4,7 +4,7 @@
  * A constant right operand (Linear layers) is reordered once into the
  * layout the primitive picks (format_tag_any) and the left operand's batch
  * dims are folded into its rows, so (1, L, C) x (C, K) runs as one 2-D
- * (L x C) x (C x K) product. Fused epilogues (transformer_fuse.c): bias
+ * (L x C) x (C x K) product. Fused epilogues (passes/fuse_matmul_epilogue.c): bias
  * (third input), residual add (binary post-op reading the addend), gelu_erf
  * / relu / sigmoid. Runtime x runtime products use strided descriptors. */
 #include "build.h"

@@ -1,7 +1,7 @@
 /* osseg.ResizeSum: y = act(bias + sum_i bilinear_resize_i(x_i)) on nhwc
  * tensors with the same channel count, one pass over the output.
  *
- * transformer_fuse.c rewrites the SegFormer (All-MLP) decoder into it:
+ * passes/fuse_segformer_decoder.c rewrites the SegFormer (All-MLP) decoder into it:
  * Concat(Resize(Linear_i(x_i))) -> 1x1 Conv [-> ReLU] equals
  * sum_i Resize((W_i Linear_i)(x_i)) + b [-> ReLU], because a 1x1 conv is a
  * per-pixel linear map over the concatenated channels (W_i = its column
@@ -176,7 +176,7 @@ static int compile_resize_sum(struct osseg_model *m, struct osseg__node *n, stru
  * head's x4 upsampling) writing NCHW directly, so the output needs no nhwc
  * -> nchw transposition afterwards. Per channel: each source row is
  * interpolated horizontally once (cached while output rows use it), then
- * output rows are vertical blends; the blend formula is resize.c's. */
+ * output rows are vertical blends; the blend formula is resize_pad.c's. */
 struct rp_step {
   int x, y, bf16;
   int64_t c, ih, iw, oh, ow, cap;

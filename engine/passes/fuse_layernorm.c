@@ -1,5 +1,5 @@
 /* Decomposed LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div
- * [, Mul, Add]) -> one LayerNormalization node (layernorm.c), with constant
+ * [, Mul, Add]) -> one LayerNormalization node (ops/norm.c), with constant
  * scale 1 / bias 0 when the export has no affine Mul / Add. */
 #include "graph_edit.h"
 #include "pass_list.h"

@@ -1,7 +1,7 @@
 /* SegFormer's All-MLP decoder: Concat(axis 1) of [Resize(linear)]
  * osseg.View(MatMul + bias) branches -> 1x1 Conv [-> Relu]  ==>  MatMul with
  * the conv folded in per branch -> osseg.View -> osseg.ResizeSum (see
- * resize_sum.c). Also the final bilinear upsampling of the graph output,
+ * ops/resize_fused.c). Also the final bilinear upsampling of the graph output,
  * rewritten to osseg.ResizePlanar so that it writes NCHW directly. */
 #include "../ir.h"
 #include "../view.h"
@@ -22,7 +22,7 @@ static int attr_floats(struct osseg__node *n, const char *name, const float *v, 
 
 /* Concat(axis 1) of [Resize(linear)] osseg.View(MatMul + bias) branches ->
  * 1x1 Conv [-> Relu]  ==>  MatMul with the conv folded in per branch ->
- * osseg.View -> osseg.ResizeSum (see resize_sum.c). */
+ * osseg.View -> osseg.ResizeSum (see ops/resize_fused.c). */
 static int fuse_decoder(struct osseg__graph *g, struct osseg__node *cv, struct osseg_diag *diag) {
   const struct osseg__tensor *wt = &g->tensors[cv->in[1]];
   if (cv->nin < 2 || !wt->data || wt->rank != 4 || wt->dims[2] != 1 || wt->dims[3] != 1 ||

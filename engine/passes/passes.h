@@ -1,4 +1,4 @@
-/* Graph rewrites between shape inference (shape.c) and compilation
+/* Graph rewrites between shape inference (infer.c) and compilation
  * (compile.c), one file per pass in this folder; passes.c holds their order. */
 #ifndef OSSEG_ENGINE_PASSES_PASSES_H
 #define OSSEG_ENGINE_PASSES_PASSES_H

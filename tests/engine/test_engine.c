@@ -288,7 +288,7 @@ static void test_pad_folding(void **state) {
 }
 
 /* 3x3 / 2x2 stride-1 fp32 convs with >= 32 channels run by Winograd
- * F(2x2, 3x3) / F(2x2, 2x2) (engine/winograd.c): parity with PyTorch on odd
+ * F(2x2, 3x3) / F(2x2, 2x2) (engine/ops/conv_winograd.c): parity with PyTorch on odd
  * maps (partial tiles),
  * pads 0/1/2, several chunks, the residual sum + ReLU epilogue and the
  * upconv's skip convs; the same through oneDNN's direct conv with
@@ -324,7 +324,7 @@ static void test_winograd(void **state) {
 }
 
 /* Depthwise convs whose dilated extent is wider than the map (DeepLabV3+'s
- * ASPP): oneDNN runs them as im2col + gemm; engine/dwconv.c replaces that.
+ * ASPP): oneDNN runs them as im2col + gemm; engine/ops/conv_depthwise.c replaces that.
  * It also runs every other dilated depthwise conv (oneDNN's jit kernel is
  * slow on them). Parity against PyTorch with the own loop (no slow step
  * left) and, with the option no_dwconv, through oneDNN (where the first three
