@@ -11,7 +11,7 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16|bf16-mixed]\n"
+          "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16|bf16-mixed|int8]\n"
           "       osseg model-info --ops [MODEL.onnx [--size S] [--precision P]]\n"
           "\n"
           "Loads the model through the engine and prints its input and output shapes,\n"
@@ -156,7 +156,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
       opt.input_size = v;
     } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
       if (osseg_precision_parse(argv[++i], &opt.precision)) {
-        fprintf(stderr, "osseg model-info: --precision must be fp32, bf16 or bf16-mixed\n");
+        fprintf(stderr, "osseg model-info: --precision must be fp32, bf16, bf16-mixed or int8\n");
         return 2;
       }
     } else if (!strcmp(argv[i], "--ops")) {
@@ -192,6 +192,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
   printf("output      ");
   print_dims(osseg_model_output(m));
   printf("nodes       %d in file, %d steps after folding and fusion\n", st.nodes_onnx, st.steps);
+  if (st.int8_convs) printf("int8        %d convs in int8 (u8/s8 x s8)\n", st.int8_convs);
   if (st.winograd_convs)
     printf("winograd    %d convs by Winograd F(2x2, 3x3) / F(2x2, 2x2)\n", st.winograd_convs);
   if (st.slow_steps)

@@ -378,7 +378,7 @@ int osseg_cmd_predict(int argc, char **argv) {
         break;
       case O_PRECISION:
         if (osseg_precision_parse(optarg, &precision) != 0) {
-          cli_error(CMD, "--precision must be fp32, bf16 or bf16-mixed, not '%s'", optarg);
+          cli_error(CMD, "--precision must be fp32, bf16, bf16-mixed or int8, not '%s'", optarg);
           return CLI_USAGE;
         }
         break;
@@ -558,7 +558,7 @@ int osseg_cmd_predict(int argc, char **argv) {
     cli_error(CMD, "%s", diag.message);
     goto done;
   }
-  cli_note_bf16(CMD, precision != OSSEG_PRECISION_FP32);
+  cli_note_bf16(CMD, precision == OSSEG_PRECISION_BF16 || precision == OSSEG_PRECISION_BF16_MIXED);
   double load_ms = (double)(osseg_now_ns() - t_load) / 1e6;
 
   if (!json)

@@ -33,6 +33,9 @@ enum osseg__op_flags {
   OSSEG__OP_IN_PATTERN = 1u << 2,
   /* Read by the loader as a constant tensor (Constant); never a node. */
   OSSEG__OP_LOADER = 1u << 9,
+  /* Its runtime output (QuantizeLinear) or input (DequantizeLinear) may be
+   * 8-bit: passes/fuse_qdq.c pairs them into float -> float nodes. */
+  OSSEG__OP_QUANT_IO = 1u << 10,
   /* compile() lays out every output itself (Split). */
   OSSEG__OP_ALL_OUTPUTS = 1u << 3,
   /* Precision policy (precision.c). A spatial CNN op: under bf16 it runs in
@@ -168,6 +171,7 @@ struct osseg_model {
   int warned_ref;
   int slow_steps; /* primitives on oneDNN ref / gemm implementations */
   int winograd_convs;
+  int int8_convs;
   int tensor_cap; /* g->tensors, md and aliased are reserved to this many
                      entries before compiling, so that no compile step can
                      see them move (osseg__add_temp) */

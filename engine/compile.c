@@ -46,7 +46,9 @@ int osseg__compile(struct osseg_model *m, struct osseg_diag *diag) {
   dnnl_status_t st = dnnl_engine_create(&m->eng, dnnl_cpu, 0);
   if (st == dnnl_success) st = dnnl_stream_create(&m->stream, m->eng, dnnl_stream_default_flags);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "engine creation", NULL);
-  m->act_dt = m->opt.precision != OSSEG_PRECISION_FP32 ? dnnl_bf16 : dnnl_f32;
+  m->act_dt = m->opt.precision == OSSEG_PRECISION_BF16 || m->opt.precision == OSSEG_PRECISION_BF16_MIXED
+                  ? dnnl_bf16
+                  : dnnl_f32; /* (int8: fp32 between the int8 convs) */
   /* Temporaries added while compiling a node: at most one conversion per
    * input (compile_node) plus one per input and two more in the op itself
    * (concat, conv/upconv, reshape, resize, attention). Reserved up front. */

@@ -67,6 +67,7 @@ int osseg__infer_and_fold(struct osseg__graph *g, struct osseg_diag *diag) {
     if (!e->compile && !(e->flags & OSSEG__OP_IN_PATTERN))
       return OSSEG__FAIL(OSSEG_EUNSUPPORTED, OSSEG__NODEFMT "runs on a non-constant input; only shape "
                   "computations of this op are supported", OSSEG__NODEARG);
+    if (e->flags & OSSEG__OP_QUANT_IO) continue; /* 8-bit until the QDQ pass pairs them */
     for (int i = 0; i < n->nout; i++) {
       struct osseg__tensor *t = &g->tensors[n->out[i]];
       if (i == 0 && t->dtype != OSSEG__DT_FLOAT)

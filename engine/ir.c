@@ -61,6 +61,7 @@ void osseg__graph_free(struct osseg__graph *g) {
   for (int i = 0; i < g->ntensors; i++) {
     osseg__free(g->tensors[i].name);
     osseg__free(g->tensors[i].data);
+    osseg__free(g->tensors[i].qscale);
   }
   osseg__free(g->tensors);
   for (int i = 0; i < g->nnodes; i++) free_node(&g->nodes[i]);

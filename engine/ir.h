@@ -43,6 +43,11 @@ struct osseg__tensor {
   int64_t dims[OSSEG_MAX_RANK];
   void *data; /* constant value, row-major, osseg__malloc'ed; NULL = runtime */
   size_t nbytes;
+  /* A constant made by folding DequantizeLinear of int8 values with zero
+   * points 0: its qcount scales along axis qaxis (1: per tensor), so the
+   * int8 values can be recovered exactly for int8 kernels. NULL otherwise. */
+  float *qscale;
+  int qcount, qaxis;
   int producer; /* node index; -1 for the graph input and constants */
   int uses;     /* live consumer references (recounted by passes) */
   /* Set by the planner / compiler. */
@@ -167,6 +172,7 @@ int osseg__tensor_alloc_const(struct osseg__graph *g, struct osseg__tensor *t,
  * table entries are flagged OSSEG__OP_INTERNAL). */
 #define OSSEG__OP_VIEW "osseg.View"           /* output shares the input's bytes */
 #define OSSEG__OP_ATTENTION "osseg.Attention" /* softmax(scale Q K^T) V, tiled */
+#define OSSEG__OP_FAKE_QUANT "osseg.FakeQuant" /* a QuantizeLinear -> DequantizeLinear pair */
 
 /* ---- Shape rules' helpers (dims.c, resample.c), for the op files. */
 

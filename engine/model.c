@@ -11,7 +11,10 @@
 #include <sys/mman.h>
 
 const char *osseg_precision_name(enum osseg_precision p) {
-  return p == OSSEG_PRECISION_BF16 ? "bf16" : p == OSSEG_PRECISION_BF16_MIXED ? "bf16-mixed" : "fp32";
+  return p == OSSEG_PRECISION_BF16         ? "bf16"
+         : p == OSSEG_PRECISION_BF16_MIXED ? "bf16-mixed"
+         : p == OSSEG_PRECISION_INT8       ? "int8"
+                                           : "fp32";
 }
 
 
@@ -28,6 +31,10 @@ int osseg_precision_parse(const char *s, enum osseg_precision *out) {
   }
   if (!strcmp(s, "bf16-mixed")) {
     *out = OSSEG_PRECISION_BF16_MIXED;
+    return 0;
+  }
+  if (!strcmp(s, "int8")) {
+    *out = OSSEG_PRECISION_INT8;
     return 0;
   }
   return OSSEG_EINVAL;
@@ -92,7 +99,7 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   }
   if (o->threads < 0 || o->threads > 4096 || o->input_size < 0 || o->input_size > 65536 ||
       (o->precision != OSSEG_PRECISION_FP32 && o->precision != OSSEG_PRECISION_BF16 &&
-       o->precision != OSSEG_PRECISION_BF16_MIXED) ||
+       o->precision != OSSEG_PRECISION_BF16_MIXED && o->precision != OSSEG_PRECISION_INT8) ||
       o->bf16_tail < -1 || o->bf16_tail > 30)
     return osseg__fail(diag, OSSEG_EINVAL, "invalid engine options");
   struct osseg_model *m = osseg__calloc(1, sizeof *m);
@@ -100,7 +107,16 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   m->opt = *o;
   int err = osseg__load_graph(&m->g, data, size, o, diag);
   if (!err) err = osseg__infer_and_fold(&m->g, diag);
-  if (!err) err = osseg__passes_run(&m->g, !o->no_upconv, diag);
+  const int int8 = o->precision == OSSEG_PRECISION_INT8;
+  if (!err) err = osseg__passes_run(&m->g, !o->no_upconv, int8, diag);
+  if (!err && int8) { /* int8 needs a model that says how to quantize */
+    int q = 0;
+    for (int i = 0; i < m->g.nnodes; i++)
+      q |= !m->g.nodes[i].dead && osseg__attr_find(&m->g.nodes[i], "osseg.q_scale") != NULL;
+    if (!q)
+      err = osseg__fail(diag, OSSEG_EUNSUPPORTED, "precision int8 needs a quantized (QDQ) model: "
+                        "no convolution has quantized inputs and int8 weights");
+  }
   if (!err) err = osseg__compile(m, diag);
   if (!err) err = osseg__plan(m, diag);
   if (!err) err = osseg__bind(m, diag);
@@ -181,6 +197,7 @@ void osseg_model_get_stats(const struct osseg_model *m, struct osseg_model_stats
   st->steps = m->nsteps;
   st->slow_steps = m->slow_steps;
   st->winograd_convs = m->winograd_convs;
+  st->int8_convs = m->int8_convs;
   st->precision = m->opt.precision;
   /* 0 = OpenMP's default: all online cores unless OMP_NUM_THREADS says less */
   st->threads = m->opt.threads > 0 ? m->opt.threads : omp_get_max_threads();

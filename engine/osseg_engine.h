@@ -49,6 +49,11 @@ enum osseg_precision {
   OSSEG_PRECISION_BF16_MIXED = 2, /* bf16 for the low-resolution body only,
                                      fp32 from 1/8 of the output size up:
                                      closer to fp32, less bf16 speed-up */
+  OSSEG_PRECISION_INT8 = 3, /* quantized (QDQ) models only: convolutions
+                               whose input and weights the file quantizes
+                               run as int8 (u8/s8 x s8, int32 accumulation),
+                               the rest as in fp32; other precisions run a
+                               QDQ model's quantization as written, in float */
 };                                /* input and output stay float32 */
 /* What runs in fp32 under the bf16 modes, and why:
  *  - both: the input image and the nodes reading it (the stem conv: 3 input
@@ -191,6 +196,7 @@ struct osseg_model_stats {
                              families on AVX-512 machines) */
   int winograd_convs;     /* 3x3 / 2x2 convs run by Winograd F(2x2, 3x3) /
                              F(2x2, 2x2) (fp32) */
+  int int8_convs;         /* convs run in int8 (--precision int8, QDQ models) */
   enum osseg_precision precision;
   int threads;
   int opset;

@@ -100,7 +100,7 @@ static int prepare_sum(struct osseg_model *m, struct osseg__node *n, int y, stru
  * the step's arguments, and the addends of SUM entries of post kept alive
  * until the step. Takes pd. */
 static int conv_prim_step(struct osseg_model *m, struct osseg__node *n, dnnl_primitive_desc_t pd,
-                          int x, int y, const dnnl_memory_desc_t *wuser, const float *w,
+                          int x, int y, const dnnl_memory_desc_t *wuser, const void *w,
                           const float *bias, const struct osseg__post *post, int npost,
                           int sum_from_node, struct osseg_diag *diag) {
   const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -230,6 +230,114 @@ static int conv_common(struct osseg_model *m, struct osseg__node *n, int deconv,
   return conv_prim_step(m, n, pd, x, y, &wuser, wdata, bias, n->post, n->npost, 1, diag);
 }
 
+
+/* Int8 convolution of a QDQ model (--precision int8; passes/fuse_qdq.c
+ * marked the node): the float input x is quantized by a reorder into an
+ * 8-bit temporary with the input's scale and zero point (the same integers
+ * its QuantizeLinear makes), the weights are the file's int8 values
+ * (recovered exactly from their dequantized floats and scales), and the
+ * conv runs u8s8 (or s8s8) with int32 accumulation, per-output-channel
+ * scales s_x * s_w[oc], the float bias (divided by those scales, because
+ * oneDNN adds the bias before scaling), float output and the node's
+ * post-ops. */
+static int compile_qconv(struct osseg_model *m, struct osseg__node *n, const struct osseg__attr *qs,
+                         struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int x = n->in[0], y = n->out[0], ni = (int)(n - g->nodes);
+  const struct osseg__tensor *xt = &g->tensors[x], *yt = &g->tensors[y], *wt = &g->tensors[n->in[1]];
+  const struct osseg__tensor *bt = n->nin > 2 && n->in[2] >= 0 ? &g->tensors[n->in[2]] : NULL;
+  const float sx = qs->f;
+  const int zp = (int)osseg__attr_int(n, "osseg.q_zero", 0);
+  const int sgn = (int)osseg__attr_int(n, "osseg.q_signed", 0);
+  const int64_t group = osseg__attr_int(n, "group", 1);
+  struct osseg__window w;
+  int err = osseg__window_of(g, n, &w, diag);
+  if (err) return err;
+  const int64_t C = xt->dims[1], M = yt->dims[1], kh = wt->dims[2], kw = wt->dims[3], k = kh * kw;
+  const int64_t per = (C / group) * k;
+  /* 8-bit input */
+  int xq = osseg__add_temp(m, x, diag);
+  if (xq < 0) return xq;
+  if ((err = osseg__tensor_md(m, xq, sgn ? dnnl_s8 : dnnl_u8, NULL)))
+    return osseg__fail(diag, err, "node '%s': layout", n->name);
+  dnnl_primitive_attr_t qa = NULL;
+  dnnl_primitive_desc_t qpd = NULL;
+  float inv = 1.f / sx;
+  int32_t zps[1] = {zp};
+  dnnl_status_t st = dnnl_primitive_attr_create(&qa);
+  if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(qa, dnnl_scratchpad_mode_user);
+  if (st == dnnl_success) st = dnnl_primitive_attr_set_output_scales(qa, 1, 0, &inv);
+  if (st == dnnl_success && zp) st = dnnl_primitive_attr_set_zero_points(qa, DNNL_ARG_DST, 1, 0, zps);
+  if (st == dnnl_success)
+    st = dnnl_reorder_primitive_desc_create(&qpd, &m->md[x], m->eng, &m->md[xq], m->eng, qa);
+  if (qa) dnnl_primitive_attr_destroy(qa);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "quantizing reorder", n);
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_PRIM, ni);
+  if (!s) {
+    dnnl_primitive_desc_destroy(qpd);
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, NULL);
+  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, xq, NULL);
+  if ((err = osseg__finish_prim(m, s, qpd, n, diag))) return err;
+  /* int8 weights, scales, bias in the accumulator's units */
+  int8_t *wq = osseg__malloc((size_t)(M * per) + 1);
+  float *sc = osseg__malloc((size_t)M * sizeof(float)), *bq = osseg__malloc((size_t)M * sizeof(float));
+  if (!wq || !sc || !bq) {
+    osseg__free(wq), osseg__free(sc), osseg__free(bq);
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  const float *wf = wt->data;
+  for (int64_t oc = 0; oc < M; oc++) {
+    float swc = wt->qcount > 1 ? wt->qscale[oc] : wt->qscale[0];
+    sc[oc] = sx * swc;
+    bq[oc] = bt ? ((const float *)bt->data)[oc] / sc[oc] : 0.f;
+    for (int64_t i = 0; i < per; i++) {
+      float q = nearbyintf(wf[oc * per + i] / swc);
+      wq[oc * per + i] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
+    }
+  }
+  dnnl_memory_desc_t wuser, wany, bmd, src_md = m->md[xq], dst_md = m->md[y];
+  dnnl_dims_t wd, ws;
+  int wnd = group == 1 ? 4 : 5;
+  if (group == 1) {
+    wd[0] = M, wd[1] = C, wd[2] = kh, wd[3] = kw;
+    ws[0] = C * k, ws[1] = k, ws[2] = kw, ws[3] = 1;
+  } else {
+    wd[0] = group, wd[1] = M / group, wd[2] = C / group, wd[3] = kh, wd[4] = kw;
+    ws[0] = (M / group) * per, ws[1] = per, ws[2] = k, ws[3] = kw, ws[4] = 1;
+  }
+  dnnl_dims_t bd = {M};
+  dnnl_memory_desc_init_by_strides(&wuser, wnd, wd, dnnl_s8, ws);
+  dnnl_memory_desc_init_by_tag(&wany, wnd, wd, dnnl_s8, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
+  dnnl_dims_t strides = {w.s[0], w.s[1]}, dil = {w.d[0] - 1, w.d[1] - 1}, pl = {w.pb[0], w.pb[1]},
+              pr = {w.pe[0], w.pe[1]};
+  dnnl_primitive_attr_t attr;
+  dnnl_primitive_desc_t pd = NULL;
+  if (osseg__make_attr(m, n, &attr)) err = osseg__fail(diag, OSSEG_EBACKEND, "node '%s': post-ops", n->name);
+  if (!err) {
+    st = dnnl_primitive_attr_set_output_scales(attr, M, 1 << 1, sc);
+    if (st == dnnl_success && zp) st = dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_SRC, 1, 0, zps);
+    dnnl_convolution_desc_t cd;
+    if (st == dnnl_success)
+      st = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
+                                                      &src_md, &wany, &bmd, &dst_md, strides, dil, pl, pr);
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, m->eng, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success) err = osseg__dnnl_fail(diag, st, "int8 convolution descriptor", n);
+  }
+  if (!err) {
+    m->params += (uint64_t)(M * per + M);
+    m->flops += 2ull * (uint64_t)(yt->dims[2] * yt->dims[3]) * (uint64_t)(M * per);
+    m->g.tensors[xq].uses = 1;
+    m->int8_convs++;
+    err = conv_prim_step(m, n, pd, xq, y, &wuser, wq, bq, n->post, n->npost, 1, diag);
+  }
+  osseg__free(wq), osseg__free(sc), osseg__free(bq);
+  return err;
+}
+
 static int compile_conv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   if (!strcmp(n->op, "BatchNormalization")) {
@@ -250,6 +358,8 @@ static int compile_conv(struct osseg_model *m, struct osseg__node *n, struct oss
     osseg__free(wb);
     return err;
   }
+  const struct osseg__attr *qs = osseg__attr_find(n, "osseg.q_scale");
+  if (qs && m->opt.precision == OSSEG_PRECISION_INT8) return compile_qconv(m, n, qs, diag);
   struct osseg__tensor *wt = &g->tensors[n->in[1]];
   struct osseg__tensor *bt = n->nin > 2 && n->in[2] >= 0 ? &g->tensors[n->in[2]] : NULL;
   return conv_common(m, n, 0, wt->data, wt->dims, bt ? bt->data : NULL,
@@ -258,6 +368,8 @@ static int compile_conv(struct osseg_model *m, struct osseg__node *n, struct oss
 
 static int compile_deconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
+  const struct osseg__attr *qs = osseg__attr_find(n, "osseg.q_scale");
+  if (qs && m->opt.precision == OSSEG_PRECISION_INT8) return compile_qconv(m, n, qs, diag);
   struct osseg__tensor *wt = &g->tensors[n->in[1]];
   struct osseg__tensor *bt = n->nin > 2 && n->in[2] >= 0 ? &g->tensors[n->in[2]] : NULL;
   return conv_common(m, n, 1, wt->data, wt->dims, bt ? bt->data : NULL,

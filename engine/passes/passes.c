@@ -1,5 +1,6 @@
-/* The order of the graph passes. Transformer exports (SegFormer / Mix
- * Transformer) first, right after shape inference:
+/* The order of the graph passes. First, for QDQ models, right after shape
+ * inference: quantize -> dequantize pairs on activations -> osseg.FakeQuant
+ * (fuse_qdq.c). Then transformer exports (SegFormer / Mix Transformer):
  *
  *  1. decomposed LayerNorm -> one LayerNormalization node (fuse_layernorm.c);
  *  2. GELU from its Erf form -> one Gelu node (fuse_gelu.c);
@@ -20,7 +21,9 @@
  * 10. conv epilogues: BatchNormalization, activations, residual Add,
  *     x * sigmoid(x) (fuse_conv_epilogue.c, fold_batchnorm.c);
  * 11. with upconv: conv of a nearest-2x upsample [+ concat] ->
- *     osseg.UpConv2x (fuse_upconv.c). */
+ *     osseg.UpConv2x (fuse_upconv.c);
+ * 12. with int8: convs of quantized inputs and weights take over their
+ *     input's quantization and run in int8 (fuse_qdq.c). */
 #include "passes.h"
 
 #include <string.h>
@@ -73,8 +76,11 @@ static int cnn_passes(struct osseg__graph *g, int upconv, struct osseg_diag *dia
   return err;
 }
 
-int osseg__passes_run(struct osseg__graph *g, int upconv, struct osseg_diag *diag) {
-  int err = transformer_passes(g, diag);
+int osseg__passes_run(struct osseg__graph *g, int upconv, int int8, struct osseg_diag *diag) {
+  int err = osseg__pair_qdq(g, diag);
+  if (!err) err = transformer_passes(g, diag);
   if (!err) err = cnn_passes(g, upconv, diag);
+  if (!err && int8) err = osseg__quantize_convs(g, diag);
+  if (!err) osseg__count_uses(g);
   return err;
 }

@@ -5,9 +5,11 @@
 
 #include "../ir.h"
 
-/* Runs every pass on g: the transformer fusions (transformer graphs only),
- * then the CNN fusions; with `upconv`, conv-of-nearest-2x-upsample becomes
- * osseg.UpConv2x. Leaves the use counts recounted. 0 or an error. */
-int osseg__passes_run(struct osseg__graph *g, int upconv, struct osseg_diag *diag);
+/* Runs every pass on g: QDQ pairs, the transformer fusions (transformer
+ * graphs only), then the CNN fusions; with `upconv`, conv-of-nearest-2x-
+ * upsample becomes osseg.UpConv2x; with `int8`, convs of quantized inputs
+ * and weights are marked to run in int8. Leaves the use counts recounted.
+ * 0 or an error. */
+int osseg__passes_run(struct osseg__graph *g, int upconv, int int8, struct osseg_diag *diag);
 
 #endif

@@ -28,10 +28,10 @@ static void test_op_parity(void **state) {
   (void)state;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
-  /* All 73 op fixtures of tests/data/engine (more may be added): losing
+  /* All 76 op fixtures of tests/data/engine (more may be added): losing
    * some, or the whole directory, fails here. */
   int count = engine_dir_parity(dir);
-  assert_true(count >= 73);
+  assert_true(count >= 76);
 }
 
 /* smp-like fixtures (tools/fixtures/make_fixtures.py): CNN families. */
@@ -482,6 +482,57 @@ static void test_errors(void **state) {
                    OSSEG_ELIMIT);
 }
 
+/* QDQ models: every precision runs the quantization as written (fp32 and
+ * bf16 parity: test_op_parity); int8 runs the quantized convs in int8 and
+ * matches PyTorch's fake-quantized forward as closely as fp32 does. */
+static void test_int8_qdq(void **state) {
+  (void)state;
+  static const char *names[] = {"qdq_conv_u8", "qdq_conv_s8", "qdq_conv_residual"};
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", engine_dir());
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_INT8);
+    struct parity p;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    int err = engine_parity(dir, names[i], &o, &p, &diag);
+    if (err) print_error("%s: %s\n", names[i], diag.message);
+    assert_int_equal(err, 0);
+    print_message("%-20s int8 rel %.2e mask %.6f\n", names[i], p.rel_err, p.mask_agree);
+    assert_true(p.rel_err <= 1e-4);
+    struct osseg_model *m = NULL;
+    assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", dir, names[i]), &o, &diag), 0);
+    struct osseg_model_stats st;
+    osseg_model_get_stats(m, &st);
+    assert_int_equal(st.int8_convs, 3); /* all three convs of the fixture */
+    osseg_model_free(m);
+    o = engine_test_opts(OSSEG_PRECISION_FP32);
+    assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", dir, names[i]), &o, &diag), 0);
+    osseg_model_get_stats(m, &st);
+    assert_int_equal(st.int8_convs, 0);
+    osseg_model_free(m);
+  }
+  /* int8 needs a QDQ model */
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_INT8);
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  assert_int_equal(osseg_model_load(&m, test_path("%s/residual.onnx", dir), &o, &diag),
+                   OSSEG_EUNSUPPORTED);
+  assert_non_null(strstr(diag.message, "QDQ"));
+  enum osseg_precision pr;
+  assert_int_equal(osseg_precision_parse("int8", &pr), 0);
+  assert_int_equal(pr, OSSEG_PRECISION_INT8);
+  assert_string_equal(osseg_precision_name(OSSEG_PRECISION_INT8), "int8");
+  /* malformed QDQ graphs */
+  expect_load_error(dir, "bad_qdq_scale_zero.onnx", OSSEG_ERANGE, "scale 0 (must be positive");
+  expect_load_error(dir, "bad_qdq_scale_negative.onnx", OSSEG_ERANGE, "scale -0.5");
+  expect_load_error(dir, "bad_qdq_scale_nan.onnx", OSSEG_ERANGE, "scale nan");
+  expect_load_error(dir, "bad_qdq_unpaired.onnx", OSSEG_EUNSUPPORTED, "must be followed only by");
+  expect_load_error(dir, "bad_qdq_axis.onnx", OSSEG_ESHAPE, "4 scales for axis 1 of size 3");
+  expect_load_error(dir, "bad_qdq_zero_type.onnx", OSSEG_EUNSUPPORTED, "zero point of type int32");
+}
+
 static void test_metadata_and_info(void **state) {
   (void)state;
   struct osseg_model *m = NULL;
@@ -588,6 +639,7 @@ int main(void) {
       cmocka_unit_test(test_spatial_mean_accuracy),
       cmocka_unit_test(test_bf16_logits_fp32),
       cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_int8_qdq),
       cmocka_unit_test(test_metadata_and_info),
       cmocka_unit_test(test_concurrent_runs),
       cmocka_unit_test(test_truncated_and_corrupted),

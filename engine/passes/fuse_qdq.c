@@ -1,0 +1,97 @@
+/* QDQ models (quantized ONNX: QuantizeLinear -> DequantizeLinear around
+ * each quantized activation).
+ *
+ * pair_qdq: a QuantizeLinear on activations whose every consumer is a
+ * DequantizeLinear with the same scale and zero point becomes one
+ * osseg.FakeQuant node (float -> float, ops/quant.c), the DequantizeLinears
+ * disappear and their readers read the FakeQuant's output: the model runs
+ * exactly as quantized, in float, at every precision.
+ *
+ * quantize_convs (--precision int8): a Conv reading an osseg.FakeQuant
+ * output, whose weights are symmetric int8 values (a folded
+ * DequantizeLinear, ir.h's qscale), takes over the quantization of its
+ * input: it records the scale, zero point and signedness as attributes
+ * (osseg.q_scale, osseg.q_zero, osseg.q_signed) and reads the float input,
+ * which ops/conv.c quantizes to 8 bits itself (the same integers) before
+ * an int8 convolution. */
+#include <math.h>
+#include <string.h>
+
+#include "graph_edit.h"
+#include "pass_list.h"
+
+/* Same constant scalar-or-vector tensors (scale or zero point)? */
+static int same_const(const struct osseg__graph *g, int a, int b) {
+  if (a == b) return 1;
+  if (a < 0 || b < 0) return 0;
+  const struct osseg__tensor *x = &g->tensors[a], *y = &g->tensors[b];
+  return x->data && y->data && x->dtype == y->dtype && x->nbytes == y->nbytes &&
+         !memcmp(x->data, y->data, x->nbytes);
+}
+
+int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag) {
+  osseg__count_uses(g);
+  for (int qi = 0; qi < g->nnodes; qi++) {
+    struct osseg__node *q = &g->nodes[qi];
+    if (q->dead || strcmp(q->op, "QuantizeLinear") || g->tensors[q->in[0]].data) continue;
+    int t = q->out[0], ok = t != g->output, nd = 0;
+    int zq = q->nin > 2 ? q->in[2] : -1;
+    for (int ni = 0; ni < g->nnodes && ok; ni++) {
+      struct osseg__node *c = &g->nodes[ni];
+      if (c->dead) continue;
+      for (int i = 0; i < c->nin && ok; i++) {
+        if (c->in[i] != t) continue;
+        int zd = c->nin > 2 ? c->in[2] : -1;
+        ok = !strcmp(c->op, "DequantizeLinear") && i == 0 && same_const(g, c->in[1], q->in[1]) &&
+             (same_const(g, zd, zq) || (zd < 0 && zq >= 0 && osseg__const_scalar(g, zq) == 0) ||
+              (zq < 0 && zd >= 0 && osseg__const_scalar(g, zd) == 0)) &&
+             osseg__attr_int(c, "axis", 1) == osseg__attr_int(q, "axis", 1);
+        nd++;
+      }
+    }
+    if (!ok || nd == 0) continue; /* left for compile_unpaired's error */
+    for (int ni = 0; ni < g->nnodes; ni++) {
+      struct osseg__node *c = &g->nodes[ni];
+      if (c->dead || strcmp(c->op, "DequantizeLinear") || c->in[0] != t) continue;
+      c->dead = 1;
+      int from = c->out[0];
+      for (int k = 0; k < g->nnodes; k++) {
+        struct osseg__node *r = &g->nodes[k];
+        if (r->dead) continue;
+        for (int i = 0; i < r->nin; i++)
+          if (r->in[i] == from) r->in[i] = t;
+        for (int p = 0; p < r->npost; p++)
+          if (r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == from) r->post[p].arg = t;
+      }
+      if (g->output == from) g->output = t;
+    }
+    g->tensors[t].dtype = OSSEG__DT_FLOAT;
+    int err = osseg__set_op(q, OSSEG__OP_FAKE_QUANT);
+    if (err) return osseg__fail(diag, err, "out of memory");
+  }
+  osseg__count_uses(g);
+  return 0;
+}
+
+int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
+  osseg__count_uses(g);
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    struct osseg__node *n = &g->nodes[ni];
+    if (n->dead || strcmp(n->op, "Conv") || n->nin < 2) continue;
+    const struct osseg__tensor *w = &g->tensors[n->in[1]];
+    struct osseg__node *fq = osseg__producer(g, n->in[0], OSSEG__OP_FAKE_QUANT);
+    if (!fq || !w->qscale || (w->qcount > 1 && (w->qaxis != 0 || w->qcount != w->dims[0])))
+      continue;
+    const struct osseg__tensor *s = &g->tensors[fq->in[1]];
+    const struct osseg__tensor *z = fq->nin > 2 && fq->in[2] >= 0 ? &g->tensors[fq->in[2]] : NULL;
+    size_t ns;
+    if (osseg__tensor_elems(g, s, &ns) || ns != 1) continue; /* per-tensor activations only */
+    int err = osseg__add_attr_float(n, "osseg.q_scale", (float)osseg__const_f64(s, 0));
+    if (!err) err = osseg__add_attr_int(n, "osseg.q_zero", z ? osseg__const_i64(z, 0) : 0);
+    if (!err) err = osseg__add_attr_int(n, "osseg.q_signed", z && z->dtype == OSSEG__DT_INT8);
+    if (err) return osseg__fail(diag, err, "out of memory");
+    n->in[0] = fq->in[0];
+  }
+  osseg__eliminate_dead(g);
+  return 0;
+}
