@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <png.h>
@@ -265,9 +267,190 @@ static void test_side_by_side(void **state) {
   osseg_image_free(&o);
 }
 
+/* --mode diff, default opacity 0.45 (a = 115): image | diff. The diff
+ * panel at x 72: FN green/red/blue by the documented priority; the legend
+ * lists the three colours first, then the classes without swatches. */
+static void test_diff(void **state) {
+  (void)state;
+  struct osseg_image o;
+  run_overlay(&o, "diff.png", img_path, "--gt", gt_path, "--pred", pred_path, "--mode", "diff",
+              NULL);
+  /* The legend's longest row, "TP: prediction and truth", widens the
+   * image to 10 + 6 * 24 + 6 = 160; rows: 3 colours, header, 4 classes,
+   * mean. */
+  assert_int_equal(o.width, 160);
+  assert_int_equal(o.height, 10 + H + 4 + 9 * 10);
+  uint8_t tp[3], fp[3], fn[3];
+  osseg_overlay_diff_color(OSSEG_OVERLAY_TP, tp);
+  osseg_overlay_diff_color(OSSEG_OVERLAY_FP, fp);
+  osseg_overlay_diff_color(OSSEG_OVERLAY_FN, fn);
+  assert_memory_equal(tp, ((uint8_t[]){0, 200, 0}), 3);
+  assert_memory_equal(fp, ((uint8_t[]){255, 0, 0}), 3);
+  assert_memory_equal(fn, ((uint8_t[]){0, 96, 255}), 3);
+  const uint32_t y0 = 10, dx = 72;
+  expect_gray(&o, 8, y0 + 7, 8, 7); /* the image panel */
+  expect_blend(&o, dx + 6, y0 + 7, 6, 7, 115, fn);   /* finger-1 truth only */
+  expect_blend(&o, dx + 4, y0 + 4, 4, 4, 115, fn);   /* no opaque outline */
+  expect_blend(&o, dx + 15, y0 + 7, 15, 7, 115, tp); /* both */
+  expect_blend(&o, dx + 22, y0 + 7, 22, 7, 115, fp); /* prediction only */
+  expect_blend(&o, dx + 35, y0 + 35, 35, 35, 115, tp); /* Radius exact */
+  expect_blend(&o, dx + 55, y0 + 21, 55, 21, 115, fp); /* Ulna, no truth */
+  expect_gray(&o, dx + 40, y0 + 10, 40, 10);
+  expect_text(&o, dx + 1, 1, dx + 64, "pred.csv");
+  expect_rgb(&o, 1, 63, tp[0], tp[1], tp[2]);
+  expect_rgb(&o, 1, 73, fp[0], fp[1], fp[2]);
+  expect_rgb(&o, 1, 83, fn[0], fn[1], fn[2]);
+  expect_text(&o, 10, 63, o.width, "TP: prediction and truth");
+  expect_text(&o, 10, 73, o.width, "FP: prediction only");
+  expect_text(&o, 10, 83, o.width, "FN: truth only");
+  expect_text(&o, 10, 103, o.width, "finger-1   0.625");
+  expect_rgb(&o, 4, 106, 0, 0, 0); /* classes have no swatch in diff mode */
+  expect_text(&o, 10, 143, o.width, "mean       0.813");
+  osseg_image_free(&o);
+}
+
+/* Two predictions: one panel each, titled P1/P2 with the file name, and a
+ * Dice column each. --classes Radius draws and scores Radius only. */
+static void test_two_preds_and_classes(void **state) {
+  (void)state;
+  struct osseg_image o;
+  run_overlay(&o, "two.png", img_path, "--gt", gt_path, "--pred", pred_path, "--pred", gt_path,
+              "--classes", "Radius", "--opacity", "1", NULL);
+  assert_int_equal(o.width, 4 * W + 3 * 8);
+  assert_int_equal(o.height, 10 + H + 4 + 3 * 10);
+  uint8_t ra[3];
+  class_rgb(RADIUS, ra);
+  const uint32_t y0 = 10;
+  /* finger-1 not drawn in any panel; Radius opaque at opacity 1. */
+  for (uint32_t k = 1; k < 4; k++) {
+    expect_gray(&o, k * 72 + 15, y0 + 7, 15, 7);
+    expect_rgb(&o, k * 72 + 35, y0 + 35, ra[0], ra[1], ra[2]);
+  }
+  expect_gray(&o, 2 * 72 + 55, y0 + 21, 55, 21); /* Ulna hidden too */
+  expect_text(&o, 2 * 72 + 1, 1, 2 * 72 + 64, "P1: pred.csv");
+  expect_text(&o, 3 * 72 + 1, 1, 3 * 72 + 64, "P2: gt.csv");
+  expect_text(&o, 10, 63, o.width, "Dice          P1    P2");
+  expect_text(&o, 10, 73, o.width, "Radius     1.000 1.000");
+  expect_text(&o, 10, 83, o.width, "mean       1.000 1.000");
+  osseg_image_free(&o);
+}
+
+/* Ground truth from label JSON: drawn as cv2.fillPoly draws it, and every
+ * class scored (the file has Radius only: an empty class the prediction
+ * leaves empty scores 1, finger-1 predicted where there is none 0). */
+static void test_label_json(void **state) {
+  (void)state;
+  struct osseg_image o;
+  run_overlay(&o, "json.png", img_path, "--gt", json_path, "--pred", pred_path, "--classes",
+              "finger-1,Hamate,Radius", "--opacity", "0.5", NULL);
+  uint8_t ra[3];
+  class_rgb(RADIUS, ra);
+  const uint32_t y0 = 10, gx = 72;
+  expect_rgb(&o, gx + 30, y0 + 30, ra[0], ra[1], ra[2]); /* outline corner */
+  expect_blend(&o, gx + 35, y0 + 35, 35, 35, 128, ra);
+  expect_gray(&o, gx + 29, y0 + 35, 29, 35);
+  expect_gray(&o, gx + 8, y0 + 7, 8, 7);
+  expect_text(&o, gx + 1, 1, gx + 64, "truth: img.json");
+  expect_text(&o, 10, 73, o.width, "finger-1   0.000");
+  expect_text(&o, 10, 83, o.width, "Hamate     1.000");
+  expect_text(&o, 10, 93, o.width, "Radius     1.000");
+  expect_text(&o, 10, 103, o.width, "mean       0.667");
+  osseg_image_free(&o);
+}
+
+static const char *write_csv(const char *name, const char *text) {
+  const char *path = test_path("%s/%s", dir, name);
+  assert_int_equal(test_write_file(path, text, strlen(text)), 0);
+  return path;
+}
+
+/* Bad input: exit 1 with the file (and line) named; usage: exit 2. The
+ * output file is not created by a failed run. */
+static void test_errors(void **state) {
+  (void)state;
+  char path[4096], out[4096], msg[8192];
+  snprintf(out, sizeof out, "%s/err.png", dir);
+  snprintf(path, sizeof path, "%s/none.png", dir);
+  snprintf(msg, sizeof msg, "osseg overlay: %s: No such file or directory\n", path);
+  test_osseg_expect_fail(1, msg, "overlay", path, "-o", out, NULL);
+
+  const char *other = write_csv("other.csv", "image_name,class,rle\nx.png,Ulna,1 2\n");
+  snprintf(msg, sizeof msg, "osseg overlay: %s: no rows for image 'img.png'\n", other);
+  test_osseg_expect_fail(1, msg, "overlay", img_path, "--pred", other, "-o", out, NULL);
+  test_osseg_expect_fail(1, msg, "overlay", img_path, "--gt", other, "-o", out, NULL);
+
+  const char *bad = write_csv("bad.csv", "image_name,class,rle\nimg.png,Ulna,1 2\n"
+                                         "img.png,Radius,5 x\n");
+  snprintf(msg, sizeof msg, "osseg overlay: %s:3: rle: offset 2: unexpected character 'x' "
+                            "(RLE holds digits and spaces)\n", bad);
+  test_osseg_expect_fail(1, msg, "overlay", img_path, "--pred", bad, "-o", out, NULL);
+
+  const char *past = write_csv("past.csv", "image_name,class,rle\nimg.png,Ulna,3070 10\n");
+  snprintf(msg, sizeof msg, "osseg overlay: %s:2: rle: offset 0: run '3070 10' ends past the "
+                            "image end (3072 pixels)\n", past);
+  test_osseg_expect_fail(1, msg, "overlay", img_path, "--gt", past, "-o", out, NULL);
+
+  const char *unk = write_csv("unk.csv", "image_name,class,rle\nimg.png,finger-20,1 2\n");
+  snprintf(msg, sizeof msg, "osseg overlay: %s:2: unknown class 'finger-20'\n", unk);
+  test_osseg_expect_fail(1, msg, "overlay", img_path, "--pred", unk, "-o", out, NULL);
+
+  const char *badjson = write_csv("bad.json", "{\"annotations\":[{\"label\":\"Radius\"}]}");
+  snprintf(msg, sizeof msg, "osseg overlay: %s: annotations[0] (Radius): no \"points\"\n", badjson);
+  test_osseg_expect_fail(1, msg, "overlay", img_path, "--gt", badjson, "-o", out, NULL);
+  assert_null(test_read_file(out, &(size_t){0}));
+
+  test_osseg_expect_fail(2,
+                         "osseg overlay: --classes: unknown class 'Radiu' (the classes are "
+                         "finger-1 ... finger-19, Trapezium, Trapezoid, Capitate, Hamate, "
+                         "Scaphoid, Lunate, Triquetrum, Pisiform, Radius, Ulna)\n",
+                         "overlay", img_path, "--classes", "Radius,Radiu", "-o", out, NULL);
+  test_osseg_expect_fail(2, "osseg overlay: --mode diff needs --gt and at least one --pred\n",
+                         "overlay", img_path, "--pred", pred_path, "--mode", "diff", "-o", out,
+                         NULL);
+  test_osseg_expect_fail(2, "osseg overlay: --mode must be side-by-side or diff, not 'x'\n",
+                         "overlay", img_path, "--mode", "x", "-o", out, NULL);
+  test_osseg_expect_fail(2, "osseg overlay: --opacity must be a number in [0, 1], not '1.5'\n",
+                         "overlay", img_path, "--opacity", "1.5", "-o", out, NULL);
+  test_osseg_expect_fail(2, "osseg overlay: -o OUT.png is required\n", "overlay", img_path,
+                         NULL);
+  char *sout = NULL, *serr = NULL;
+  assert_int_equal(test_osseg_run(&sout, &serr, "overlay", "--help", NULL), 0);
+  assert_non_null(strstr(sout, "usage: osseg overlay IMAGE.png"));
+  assert_non_null(strstr(sout, "--mode diff"));
+  free(sout);
+  free(serr);
+  assert_int_equal(test_osseg_run(NULL, NULL, "overlay", NULL), 2);
+}
+
+/* Output goes through osseg_output: a symlink stays a symlink and its
+ * target gets the PNG. */
+static void test_output_symlink(void **state) {
+  (void)state;
+  const char *target = test_path("%s/target.png", dir);
+  const char *link = test_path("%s/link.png", dir);
+  assert_int_equal(symlink(target, link), 0);
+  char *serr = NULL;
+  assert_int_equal(test_osseg_run(NULL, &serr, "overlay", img_path, "-o", link, NULL), 0);
+  free(serr);
+  struct stat st;
+  assert_int_equal(lstat(link, &st), 0);
+  assert_true(S_ISLNK(st.st_mode));
+  struct osseg_image o;
+  read_rgb(target, &o);
+  assert_int_equal(o.width, W);
+  assert_int_equal(o.height, 10 + H);
+  expect_gray(&o, 20, 10 + 20, 20, 20);
+  osseg_image_free(&o);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_side_by_side),
+      cmocka_unit_test(test_diff),
+      cmocka_unit_test(test_two_preds_and_classes),
+      cmocka_unit_test(test_label_json),
+      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_output_symlink),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
