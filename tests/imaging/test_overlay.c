@@ -194,6 +194,20 @@ static void test_compose(void **state) {
   assert_int_equal(out.width, (10 + 6 * 23 + 6) * 2);
   assert_int_equal(out.height, 20 + 20 + 8 + 20);
   osseg_image_free(&out);
+  /* Allocation failure at every allocation: OSSEG_ENOMEM and nothing
+   * left allocated (the sanitizer build checks for leaks). */
+  for (uint64_t n = 1;; n++) {
+    osseg__alloc_fail_at(n);
+    int rc = osseg_overlay_compose(&g, &l, &out);
+    osseg__alloc_fail_at(0);
+    if (rc == 0) {
+      assert_true(n > 1);
+      osseg_image_free(&out);
+      break;
+    }
+    assert_int_equal(rc, OSSEG_ENOMEM);
+    assert_null(out.data);
+  }
   l2.npanels = 0;
   assert_int_equal(osseg_overlay_compose(&g, &l2, &out), OSSEG_EINVAL);
   l2.npanels = 1;
