@@ -178,7 +178,8 @@ int osseg_preprocess_gray(const struct osseg_image *img, uint32_t size,
 /* ------------------------------------------------------------ overlays --- */
 
 /* The colour of class i (0..28) in overlays: a fixed palette of well
- * separated hues; rgb gets 3 bytes. */
+ * separated hues, listed in README.md ("Overlays"); rgb gets 3 bytes.
+ * Classes past 28 repeat it (i % 29). */
 void osseg_overlay_class_color(unsigned cls, uint8_t rgb[3]);
 
 /* Blends masks over a gray image into an 8-bit RGB image *out (allocated
@@ -192,7 +193,8 @@ int osseg_overlay_masks(const struct osseg_image *gray,
                         float alpha, struct osseg_image *out);
 
 /* Side-by-side panels image | ground truth | prediction (each panel an
- * overlay as above; gt or pred may be NULL to leave the panel out), each
+ * overlay as above; gt or pred may be NULL to leave the panel out): the
+ * untitled, legend-free case of osseg_overlay_compose below, each
  * downscaled by an integer factor `shrink` >= 1 (box average) to keep
  * demo files small, separated by 8 black pixels. A panel is at least one
  * pixel wide and high: a side shorter than `shrink` is averaged whole. */
