@@ -20,6 +20,18 @@ int label_file_read(struct label_file *f, const char *dir, const char *image_pat
     snprintf(msg, msg_size, "%s/%s: the label file's path is too long", dir, name);
     return -1;
   }
+  return label_file_read_path(f, f->path, msg, msg_size);
+}
+
+int label_file_read_path(struct label_file *f, const char *path, char *msg, size_t msg_size) {
+  if (f->path != path) {
+    memset(f, 0, sizeof *f);
+    int len = snprintf(f->path, sizeof f->path, "%s", path);
+    if (len < 0 || (size_t)len >= sizeof f->path) {
+      snprintf(msg, msg_size, "%s: the label file's path is too long", path);
+      return -1;
+    }
+  }
   if (cli_read_file(f->path, LABEL_FILE_MAX_BYTES, &f->text, &f->len) != 0) {
     if (errno == EFBIG)
       snprintf(msg, msg_size, "%s: over %zu bytes, too large for a label file", f->path,

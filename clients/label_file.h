@@ -1,5 +1,6 @@
-/* --labels DIR of osseg predict, segment and batch: the dataset's label
- * JSON of each image, read by one code path for all three commands. */
+/* --labels DIR of osseg predict, segment and batch, and --gt LABEL.json of
+ * osseg overlay: the dataset's label JSON of an image, read by one code
+ * path for all four commands. */
 #ifndef OSSEG_CLIENTS_LABEL_FILE_H
 #define OSSEG_CLIENTS_LABEL_FILE_H
 
@@ -23,6 +24,9 @@ struct label_file {
  * the protocol's string would stop there). */
 int label_file_read(struct label_file *f, const char *dir, const char *image_path, char *msg,
                     size_t msg_size);
+/* Reads the label file at path itself (osseg overlay --gt LABEL.json),
+ * with the same checks and messages. */
+int label_file_read_path(struct label_file *f, const char *path, char *msg, size_t msg_size);
 void label_file_free(struct label_file *f);
 
 #endif

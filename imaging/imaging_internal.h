@@ -79,6 +79,19 @@ int osseg__png_decode_libpng(const void *data, size_t size,
                              const struct osseg_png_limits *lim, struct osseg_image *out,
                              struct osseg_diag *diag);
 
+/* The built-in 5x7 font of overlay titles and legends (font.c): printable
+ * ASCII, anything else drawn as '?'. A glyph is 7 rows of 5 bits (bit 4
+ * the leftmost column); characters advance OSSEG__FONT_CELL_W pixels and
+ * lines OSSEG__FONT_CELL_H, times the scale. */
+#define OSSEG__FONT_CELL_W 6
+#define OSSEG__FONT_CELL_H 10
+const uint8_t *osseg__font_glyph(unsigned char c);
+/* Draws text with its top-left corner at (x, y) of an 8-bit RGB image in
+ * rgb, each font pixel a scale x scale square (scale 0 = 1), clipped to
+ * the image and to columns before x_end. Only glyph pixels are written. */
+void osseg__font_draw(struct osseg_image *img, int32_t x, int32_t y, uint32_t x_end,
+                      const char *text, uint32_t scale, const uint8_t rgb[3]);
+
 #ifdef __cplusplus
 }
 #endif

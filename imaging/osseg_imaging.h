@@ -178,7 +178,8 @@ int osseg_preprocess_gray(const struct osseg_image *img, uint32_t size,
 /* ------------------------------------------------------------ overlays --- */
 
 /* The colour of class i (0..28) in overlays: a fixed palette of well
- * separated hues; rgb gets 3 bytes. */
+ * separated hues, listed in README.md ("Overlays"); rgb gets 3 bytes.
+ * Classes past 28 repeat it (i % 29). */
 void osseg_overlay_class_color(unsigned cls, uint8_t rgb[3]);
 
 /* Blends masks over a gray image into an 8-bit RGB image *out (allocated
@@ -192,7 +193,8 @@ int osseg_overlay_masks(const struct osseg_image *gray,
                         float alpha, struct osseg_image *out);
 
 /* Side-by-side panels image | ground truth | prediction (each panel an
- * overlay as above; gt or pred may be NULL to leave the panel out), each
+ * overlay as above; gt or pred may be NULL to leave the panel out): the
+ * untitled, legend-free case of osseg_overlay_compose below, each
  * downscaled by an integer factor `shrink` >= 1 (box average) to keep
  * demo files small, separated by 8 black pixels. A panel is at least one
  * pixel wide and high: a side shorter than `shrink` is averaged whole. */
@@ -200,6 +202,68 @@ int osseg_overlay_panels(const struct osseg_image *gray,
                          const struct osseg_bitmask *const *gt,
                          const struct osseg_bitmask *const *pred, size_t nmasks,
                          float alpha, uint32_t shrink, struct osseg_image *out);
+
+/* Composed overlays: any number of panels (plain image, colour overlay of
+ * masks, or a diff of masks against ground truth), each optionally titled,
+ * and a legend of text rows with colour swatches. osseg_overlay_panels is
+ * this with two or three untitled panels and no legend.
+ *
+ * Diff mode colours, per pixel, over the classes i where masks[i] or
+ * truth[i] is given (a NULL entry is an empty mask): a false negative
+ * (truth set, mask not) in any class is drawn in OSSEG_OVERLAY_FN, else a
+ * false positive (mask set, truth not) in OSSEG_OVERLAY_FP, else a true
+ * positive in OSSEG_OVERLAY_TP: errors are never hidden under agreement.
+ * They are blended like class colours (same alpha formula), without
+ * outlines. */
+enum osseg_overlay_diff_kind { OSSEG_OVERLAY_TP, OSSEG_OVERLAY_FP, OSSEG_OVERLAY_FN };
+/* TP green (0, 200, 0), FP red (255, 0, 0), FN blue (0, 96, 255). */
+void osseg_overlay_diff_color(enum osseg_overlay_diff_kind kind, uint8_t rgb[3]);
+
+struct osseg_overlay_panel {
+  /* nmasks entries (entries may be NULL); NULL = the plain image. */
+  const struct osseg_bitmask *const *masks;
+  /* Non-NULL: a diff panel of masks against these (nmasks entries). */
+  const struct osseg_bitmask *const *truth;
+  const char *title; /* NULL = none; drawn in white, cut at the panel's edge */
+};
+
+struct osseg_overlay_legend_row {
+  const char *text;
+  int swatch;     /* non-zero: a square of rgb before the text */
+  uint8_t rgb[3];
+};
+
+/* The blend is the one of osseg_overlay_masks:
+ *   a = round(alpha * 256), out = (gray * (256 - a) + colour * a + 128) >> 8
+ * with outlines opaque in colour mode.
+ *
+ * Layout, in pixels times s = text_scale (0 counts as 1), black background:
+ *   - a title bar 10s high on top when any panel has a title; a title's
+ *     text starts at (panel's x + s, s);
+ *   - the panels side by side, 8 pixels apart (not scaled), each the image
+ *     downscaled `shrink` times as in osseg_overlay_panels;
+ *   - a legend below when nlegend > 0, from 4s under the panels: rows 10s
+ *     high in columns (column-major) of width (10 + 6 * longest text + 6)s,
+ *     as many as fit in the panels' width (at least one; the image widens
+ *     to it). In row r of column c, at cx = c * column width and ry =
+ *     legend top + 10s * r: the swatch is the 7s x 7s square at (cx + s,
+ *     ry + s), the text starts at (cx + 10s, ry + s), in white.
+ * Each glyph is 5x7 font pixels in a 6x10 cell (imaging/font.c).
+ * 1 <= npanels <= 64, nmasks <= 64, shrink >= 1, alpha in [0, 1], masks of
+ * the image's size, else OSSEG_EINVAL / OSSEG_ESHAPE; OSSEG_ERANGE when the
+ * result would pass OSSEG_MAX_SIDE; OSSEG_ENOMEM. *out is allocated here. */
+struct osseg_overlay_layout {
+  const struct osseg_overlay_panel *panels;
+  size_t npanels;
+  size_t nmasks;
+  float alpha;
+  uint32_t shrink;
+  uint32_t text_scale;
+  const struct osseg_overlay_legend_row *legend;
+  size_t nlegend;
+};
+int osseg_overlay_compose(const struct osseg_image *gray, const struct osseg_overlay_layout *l,
+                          struct osseg_image *out);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 /* Colour overlays of class masks on a radiograph, for the demo and viewers. */
 #include <string.h>
 
+#include "imaging_internal.h"
 #include "osseg_imaging.h"
 
 /* 29 colours: hues spread around the wheel in an order that keeps
@@ -17,6 +18,15 @@ static const uint8_t palette[29][3] = {
 
 void osseg_overlay_class_color(unsigned cls, uint8_t rgb[3]) {
   const uint8_t *c = palette[cls % 29];
+  rgb[0] = c[0];
+  rgb[1] = c[1];
+  rgb[2] = c[2];
+}
+
+static const uint8_t diff_palette[3][3] = {{0, 200, 0}, {255, 0, 0}, {0, 96, 255}};
+
+void osseg_overlay_diff_color(enum osseg_overlay_diff_kind kind, uint8_t rgb[3]) {
+  const uint8_t *c = diff_palette[(unsigned)kind < 3 ? kind : 0];
   rgb[0] = c[0];
   rgb[1] = c[1];
   rgb[2] = c[2];
@@ -75,6 +85,39 @@ static void draw_overlay(const struct osseg_image *g, const struct osseg_bitmask
   }
 }
 
+static inline int bit_or0(const struct osseg_bitmask *m, uint32_t x, uint32_t y) {
+  return m ? bit(m, x, y) : 0;
+}
+
+/* The diff of masks against truth (see osseg_overlay_layout) into an RGB
+ * buffer at column ox of out. */
+static void draw_diff(const struct osseg_image *g, const struct osseg_bitmask *const *masks,
+                      const struct osseg_bitmask *const *truth, size_t n, float alpha,
+                      struct osseg_image *out, uint32_t ox) {
+  int a = (int)(alpha * 256.0f + 0.5f);
+  if (a < 0) a = 0;
+  if (a > 256) a = 256;
+  for (uint32_t y = 0; y < g->height; y++) {
+    uint8_t *row = out->data + (size_t)y * out->stride + (size_t)ox * 3;
+    for (uint32_t x = 0; x < g->width; x++) {
+      int v = gray_at(g, x, y);
+      int kind = -1;
+      for (size_t i = 0; i < n && kind != OSSEG_OVERLAY_FN; i++) {
+        int t = bit_or0(truth[i], x, y), p = masks ? bit_or0(masks[i], x, y) : 0;
+        int k = t && p ? OSSEG_OVERLAY_TP : t ? OSSEG_OVERLAY_FN : p ? OSSEG_OVERLAY_FP : -1;
+        if (k > kind) kind = k; /* FN > FP > TP, the enum's order */
+      }
+      uint8_t *px = row + 3 * (size_t)x;
+      if (kind < 0) {
+        px[0] = px[1] = px[2] = (uint8_t)v;
+        continue;
+      }
+      const uint8_t *c = diff_palette[kind];
+      for (int k = 0; k < 3; k++) px[k] = (uint8_t)((v * (256 - a) + c[k] * a + 128) >> 8);
+    }
+  }
+}
+
 int osseg_overlay_masks(const struct osseg_image *gray, const struct osseg_bitmask *const *masks,
                         size_t nmasks, float alpha, struct osseg_image *out) {
   if (!gray || !gray->data || gray->channels != 1 || !out || !(alpha >= 0 && alpha <= 1))
@@ -112,37 +155,100 @@ static void shrink_into(const struct osseg_image *src, uint32_t f, uint32_t pw, 
   }
 }
 
+static size_t text_len(const char *t) { return t ? strlen(t) : 0; }
+
+static void fill_rect_rgb(struct osseg_image *img, uint32_t x, uint32_t y, uint32_t w, uint32_t h,
+                          const uint8_t rgb[3]) {
+  for (uint32_t j = y; j < y + h && j < img->height; j++)
+    for (uint32_t i = x; i < x + w && i < img->width; i++)
+      memcpy(img->data + (size_t)j * img->stride + 3 * (size_t)i, rgb, 3);
+}
+
+int osseg_overlay_compose(const struct osseg_image *gray, const struct osseg_overlay_layout *l,
+                          struct osseg_image *out) {
+  if (!gray || !gray->data || gray->channels != 1 || !out || !l || !l->panels ||
+      l->npanels == 0 || l->npanels > 64 || l->nmasks > 64 || l->shrink == 0 || !(l->alpha >= 0 && l->alpha <= 1) ||
+      (l->nlegend && !l->legend))
+    return OSSEG_EINVAL;
+  int rc;
+  for (size_t k = 0; k < l->npanels; k++) {
+    const struct osseg_overlay_panel *p = &l->panels[k];
+    if ((p->masks && (rc = check_masks(gray, p->masks, l->nmasks)) < 0) ||
+        (p->truth && (rc = check_masks(gray, p->truth, l->nmasks)) < 0))
+      return rc;
+  }
+  uint64_t s = l->text_scale ? l->text_scale : 1;
+  /* At least one pixel each way: a valid 3000x2 image shrunk 3 times is
+   * 1000x1, not an error. */
+  uint32_t pw = gray->width / l->shrink, ph = gray->height / l->shrink, gap = 8;
+  if (pw == 0) pw = 1;
+  if (ph == 0) ph = 1;
+  uint64_t panels_w = (uint64_t)pw * l->npanels + (uint64_t)gap * (l->npanels - 1);
+  int titled = 0;
+  for (size_t k = 0; k < l->npanels; k++) titled |= l->panels[k].title != NULL;
+  uint64_t title_h = titled ? OSSEG__FONT_CELL_H * s : 0;
+  size_t longest = 0;
+  for (size_t r = 0; r < l->nlegend; r++)
+    if (text_len(l->legend[r].text) > longest) longest = text_len(l->legend[r].text);
+  uint64_t col_w = (10 + (uint64_t)OSSEG__FONT_CELL_W * longest + 6) * s;
+  uint64_t ncols = 1, nrows = 0, legend_h = 0;
+  if (l->nlegend) {
+    ncols = panels_w / col_w;
+    if (ncols == 0) ncols = 1;
+    if (ncols > l->nlegend) ncols = l->nlegend;
+    nrows = (l->nlegend + ncols - 1) / ncols;
+    ncols = (l->nlegend + nrows - 1) / nrows;
+    legend_h = 4 * s + nrows * OSSEG__FONT_CELL_H * s;
+  }
+  uint64_t total_w = panels_w, total_h = title_h + ph + legend_h;
+  if (l->nlegend && col_w > total_w) total_w = col_w;
+  if (total_w > OSSEG_MAX_SIDE || total_h > OSSEG_MAX_SIDE) return OSSEG_ERANGE;
+  struct osseg_image full = {0};
+  rc = osseg_image_init(out, (uint32_t)total_w, (uint32_t)total_h, 3, 8);
+  if (rc == 0) rc = osseg_image_init(&full, gray->width, gray->height, 3, 8);
+  if (rc < 0) {
+    osseg_image_free(out);
+    return rc;
+  }
+  /* The panels go into a view of out below the title bar. */
+  struct osseg_image view = *out;
+  view.data = out->data + (size_t)title_h * out->stride;
+  view.height = ph;
+  static const uint8_t white[3] = {255, 255, 255};
+  uint32_t ox = 0;
+  for (size_t k = 0; k < l->npanels; k++) {
+    const struct osseg_overlay_panel *p = &l->panels[k];
+    if (p->truth)
+      draw_diff(gray, p->masks, p->truth, l->nmasks, l->alpha, &full, 0);
+    else
+      draw_overlay(gray, p->masks, p->masks ? l->nmasks : 0, l->alpha, &full, 0);
+    shrink_into(&full, l->shrink, pw, ph, &view, ox);
+    if (p->title)
+      osseg__font_draw(out, (int32_t)(ox + s), (int32_t)s, ox + pw, p->title, (uint32_t)s, white);
+    ox += pw + gap;
+  }
+  uint64_t legend_y = title_h + ph + 4 * s;
+  for (size_t r = 0; r < l->nlegend; r++) {
+    const struct osseg_overlay_legend_row *row = &l->legend[r];
+    uint64_t cx = (r / nrows) * col_w, ry = legend_y + (r % nrows) * OSSEG__FONT_CELL_H * s;
+    if (row->swatch) fill_rect_rgb(out, (uint32_t)(cx + s), (uint32_t)(ry + s), (uint32_t)(7 * s),
+                                   (uint32_t)(7 * s), row->rgb);
+    if (row->text)
+      osseg__font_draw(out, (int32_t)(cx + 10 * s), (int32_t)(ry + s), out->width, row->text,
+                       (uint32_t)s, white);
+  }
+  osseg_image_free(&full);
+  return 0;
+}
+
 int osseg_overlay_panels(const struct osseg_image *gray, const struct osseg_bitmask *const *gt,
                          const struct osseg_bitmask *const *pred, size_t nmasks, float alpha,
                          uint32_t shrink, struct osseg_image *out) {
-  if (!gray || !gray->data || gray->channels != 1 || !out || shrink == 0 ||
-      !(alpha >= 0 && alpha <= 1))
-    return OSSEG_EINVAL;
-  int rc;
-  if ((gt && (rc = check_masks(gray, gt, nmasks)) < 0) ||
-      (pred && (rc = check_masks(gray, pred, nmasks)) < 0))
-    return rc;
-  const struct osseg_bitmask *const *sets[3] = {NULL, gt, pred};
-  int use[3] = {1, gt != NULL, pred != NULL};
-  uint32_t npanels = (uint32_t)(use[0] + use[1] + use[2]);
-  /* At least one pixel each way: a valid 3000x2 image shrunk 3 times is
-   * 1000x1, not an error. */
-  uint32_t pw = gray->width / shrink, ph = gray->height / shrink, gap = 8;
-  if (pw == 0) pw = 1;
-  if (ph == 0) ph = 1;
-  uint64_t total_w = (uint64_t)pw * npanels + (uint64_t)gap * (npanels - 1);
-  if (total_w > OSSEG_MAX_SIDE) return OSSEG_ERANGE;
-  struct osseg_image full = {0};
-  rc = osseg_image_init(out, (uint32_t)total_w, ph, 3, 8);
-  if (rc == 0) rc = osseg_image_init(&full, gray->width, gray->height, 3, 8);
-  uint32_t ox = 0;
-  for (int k = 0; k < 3 && rc == 0; k++) {
-    if (!use[k]) continue;
-    draw_overlay(gray, sets[k], sets[k] ? nmasks : 0, alpha, &full, 0);
-    shrink_into(&full, shrink, pw, ph, out, ox);
-    ox += pw + gap;
-  }
-  osseg_image_free(&full);
-  if (rc < 0) osseg_image_free(out);
-  return rc;
+  struct osseg_overlay_panel panels[3] = {{0}};
+  size_t n = 1;
+  if (gt) panels[n++].masks = gt;
+  if (pred) panels[n++].masks = pred;
+  struct osseg_overlay_layout l = {.panels = panels, .npanels = n, .nmasks = nmasks,
+                                   .alpha = alpha, .shrink = shrink};
+  return osseg_overlay_compose(gray, &l, out);
 }

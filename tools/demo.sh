@@ -4,7 +4,8 @@
 # `osseg predict`, combine them with `osseg ensemble` (hard voting), and
 # score all three against the ground truth with `osseg dice`. Writes the
 # submission CSVs, the Dice tables and colour overlays (image | ground truth
-# | prediction) to out/demo/.
+# | prediction) to out/demo/, and `osseg overlay` of the first sample with
+# every CSV (side by side and TP/FP/FN diff).
 #
 #   sh tools/demo.sh [BUILD_DIR]      (default build/release)
 set -eu
@@ -73,8 +74,21 @@ while [ "$i" -le "$n" ]; do
   echo
   i=$((i + 1))
 done
+
+# One sample drawn with every CSV: side by side, and the TP/FP/FN diff.
+first_image=$(ls "$samples/images" | head -n 1)
+preds=""
+for name in $scored; do preds="$preds --pred $out/$name.csv"; done
+# shellcheck disable=SC2086
+"$osseg" overlay "$samples/images/$first_image" --gt "$samples/gt.csv" $preds \
+  -o "$out/overlay_${first_image%.png}.png"
+# shellcheck disable=SC2086
+"$osseg" overlay "$samples/images/$first_image" --gt "$samples/gt.csv" $preds --mode diff \
+  -o "$out/diff_${first_image%.png}.png"
+
 echo
 echo "demo: outputs in $out"
 echo "  submission CSVs: $(for name in $scored; do printf '%s.csv ' "$name"; done)"
 echo "  Dice tables:     dice_<name>.txt / .json"
 echo "  overlays:        $out/overlays/<model>/<image>.overlay.png"
+echo "  osseg overlay:   overlay_${first_image%.png}.png, diff_${first_image%.png}.png (all CSVs)"

@@ -1,4 +1,5 @@
-/* Tests of imaging/overlay.c: blending, outlines, panels. */
+/* Tests of imaging/overlay.c and font.c: blending, outlines, panels,
+ * diff panels, titles and legends. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -130,11 +131,100 @@ static void test_panels_thin_images(void **state) {
   osseg_image_free(&g);
 }
 
+/* Composed overlays: a diff panel's TP/FP/FN colours and their priority,
+ * titles in their bar, the legend's swatch and text at the documented
+ * places, and the panels themselves untouched by either. */
+static void test_compose(void **state) {
+  (void)state;
+  struct osseg_image g, out;
+  assert_int_equal(osseg_image_init(&g, 30, 20, 1, 8), 0);
+  memset(g.data, 100, g.stride * g.height);
+  struct osseg_bitmask t0, p0, t1;
+  assert_int_equal(osseg_bitmask_init(&t0, 20, 30), 0);
+  assert_int_equal(osseg_bitmask_init(&p0, 20, 30), 0);
+  assert_int_equal(osseg_bitmask_init(&t1, 20, 30), 0);
+  fill_rect(&t0, 0, 0, 9, 9);   /* truth of class 0: columns 0..9 */
+  fill_rect(&p0, 5, 0, 14, 9);  /* prediction of class 0: columns 5..14 */
+  fill_rect(&t1, 12, 0, 13, 9); /* class 1 missed at columns 12..13 */
+  const struct osseg_bitmask *truth[2] = {&t0, &t1}, *pred[2] = {&p0, NULL};
+  struct osseg_overlay_panel panels[2] = {{.title = "img"}, {pred, truth, "diff"}};
+  struct osseg_overlay_legend_row legend[2] = {{"A", 1, {10, 20, 30}}, {"mean", 0, {0}}};
+  struct osseg_overlay_layout l = {panels, 2, 2, 0.5f, 1, 1, legend, 2};
+  assert_int_equal(osseg_overlay_compose(&g, &l, &out), 0);
+  /* 2 panels of 30 + gap 8; title bar 10 + panels 20 + legend 4 + 2 * 10. */
+  assert_int_equal(out.width, 68);
+  assert_int_equal(out.height, 54);
+  uint8_t c[3][3];
+  for (int k = 0; k < 3; k++) osseg_overlay_diff_color((enum osseg_overlay_diff_kind)k, c[k]);
+  assert_memory_equal(c[OSSEG_OVERLAY_TP], ((uint8_t[]){0, 200, 0}), 3);
+  assert_memory_equal(c[OSSEG_OVERLAY_FP], ((uint8_t[]){255, 0, 0}), 3);
+  assert_memory_equal(c[OSSEG_OVERLAY_FN], ((uint8_t[]){0, 96, 255}), 3);
+  const uint32_t ox = 38, oy = 10;
+  /* Image panel: plain gray. */
+  assert_memory_equal(rgb_at(&out, 3, oy + 5), ((uint8_t[]){100, 100, 100}), 3);
+  /* Diff: FN at x 2, TP at 7, FP at 11, FN (class 1) beats FP at 12,
+   * nothing at 20. */
+  int want[4][2] = {{2, OSSEG_OVERLAY_FN}, {7, OSSEG_OVERLAY_TP}, {11, OSSEG_OVERLAY_FP},
+                    {12, OSSEG_OVERLAY_FN}};
+  for (int i = 0; i < 4; i++)
+    for (int k = 0; k < 3; k++)
+      assert_int_equal(rgb_at(&out, ox + (uint32_t)want[i][0], oy + 5)[k],
+                       (100 * 128 + c[want[i][1]][k] * 128 + 128) >> 8);
+  assert_memory_equal(rgb_at(&out, ox + 20, oy + 5), ((uint8_t[]){100, 100, 100}), 3);
+  /* Title "img": 'i' has its dot at font row 0, column 2: pixel (1+2, 1). */
+  assert_memory_equal(rgb_at(&out, 3, 1), ((uint8_t[]){255, 255, 255}), 3);
+  assert_memory_equal(rgb_at(&out, 2, 1), ((uint8_t[]){0, 0, 0}), 3);
+  /* "diff" starts at x 39: 'd' has column 4 set on row 0. */
+  assert_memory_equal(rgb_at(&out, 39 + 4, 1), ((uint8_t[]){255, 255, 255}), 3);
+  /* Legend from y 34: swatch 7x7 at (1, 35), text 'A' at (10, 35): row 0
+   * of 'A' is .###. */
+  assert_memory_equal(rgb_at(&out, 1, 35), ((uint8_t[]){10, 20, 30}), 3);
+  assert_memory_equal(rgb_at(&out, 7, 41), ((uint8_t[]){10, 20, 30}), 3);
+  assert_memory_equal(rgb_at(&out, 8, 41), ((uint8_t[]){0, 0, 0}), 3);
+  assert_memory_equal(rgb_at(&out, 11, 35), ((uint8_t[]){255, 255, 255}), 3);
+  assert_memory_equal(rgb_at(&out, 10, 35), ((uint8_t[]){0, 0, 0}), 3);
+  /* The second row has no swatch. */
+  assert_memory_equal(rgb_at(&out, 1, 45), ((uint8_t[]){0, 0, 0}), 3);
+  osseg_image_free(&out);
+
+  /* Legend wider than the panels widens the image; bad layouts. */
+  struct osseg_overlay_legend_row wide[1] = {{"a very long legend text", 1, {1, 2, 3}}};
+  struct osseg_overlay_layout l2 = {panels, 1, 2, 0.5f, 1, 2, wide, 1};
+  assert_int_equal(osseg_overlay_compose(&g, &l2, &out), 0);
+  assert_int_equal(out.width, (10 + 6 * 23 + 6) * 2);
+  assert_int_equal(out.height, 20 + 20 + 8 + 20);
+  osseg_image_free(&out);
+  /* Allocation failure at every allocation: OSSEG_ENOMEM and nothing
+   * left allocated (the sanitizer build checks for leaks). */
+  for (uint64_t n = 1;; n++) {
+    osseg__alloc_fail_at(n);
+    int rc = osseg_overlay_compose(&g, &l, &out);
+    osseg__alloc_fail_at(0);
+    if (rc == 0) {
+      assert_true(n > 1);
+      osseg_image_free(&out);
+      break;
+    }
+    assert_int_equal(rc, OSSEG_ENOMEM);
+    assert_null(out.data);
+  }
+  l2.npanels = 0;
+  assert_int_equal(osseg_overlay_compose(&g, &l2, &out), OSSEG_EINVAL);
+  l2.npanels = 1;
+  l2.nmasks = 65;
+  assert_int_equal(osseg_overlay_compose(&g, &l2, &out), OSSEG_EINVAL);
+  osseg_bitmask_free(&t0);
+  osseg_bitmask_free(&p0);
+  osseg_bitmask_free(&t1);
+  osseg_image_free(&g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_blend_and_outline),
       cmocka_unit_test(test_panels),
       cmocka_unit_test(test_panels_thin_images),
+      cmocka_unit_test(test_compose),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
