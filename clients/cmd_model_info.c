@@ -27,7 +27,7 @@ static void usage(FILE *f) {
           "  --size S        input height and width (1..65536) for a model exported with\n"
           "                  a symbolic input size, which cannot be loaded without it;\n"
           "                  a model with a fixed size accepts only that size\n"
-          "  --precision P   plan for fp32 (default), bf16 or bf16-mixed: the arena and\n"
+          "  --precision P   plan for fp32 (default), bf16, bf16-mixed or int8: the arena and\n"
           "                  weight sizes depend on it\n"
           "Exit status: 0 done, 1 bad model, 2 usage error.\n");
 }

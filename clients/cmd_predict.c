@@ -37,7 +37,7 @@ static void usage(FILE *f) {
           "options:\n"
           "  --model FILE          ONNX model (repeat to ensemble up to %d models)\n"
           "  --precision P         fp32 (default), bf16 (fast on CPUs with AMX or\n"
-          "                        AVX512_BF16) or bf16-mixed\n"
+          "                        AVX512_BF16), bf16-mixed, or int8 (QDQ models)\n"
           "  --threshold T         probability threshold in (0, 1), default 0.5\n"
           "  --class-threshold C=T threshold for class C only (repeatable)\n"
           "  --vote hard|soft      combine models by hard votes (default) or mean\n"
