@@ -351,7 +351,8 @@ function ossegWorker(self) {
       } else if (q.op === "masks") {
         const c = csvs.get(q.id);
         const runs = {}, transfer = [];
-        for (const r of c.ix.images.get(q.image) || []) {
+        for (const ri of c.ix.images.get(q.image) || []) {
+          const r = c.ix.rows[ri];
           const v = C.parseRle(c.text, r.a, r.b, q.npixels, c.name + ":" + r.line);
           runs[r.cls] = v;
           transfer.push(v.buffer);
