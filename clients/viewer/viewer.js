@@ -222,9 +222,11 @@
     const key = gt.id + "/" + p.id;
     S.csvDiceKey = key;
     try {
+      const t0 = performance.now();
       const m = await ask({ op: "dice", gt: gt.id, pred: p.id, npixels: 0 });
       if (S.csvDiceKey !== key) return;
       S.csvDice = m.table;
+      S.csvDiceMs = performance.now() - t0;
       renderDice();
     } catch (e) {
       error(String(e.message || e));
@@ -278,6 +280,10 @@
 
   /* ------------------------------------------------------ view, zoom ---- */
   function resizeCanvas() {
+    if (S.fixedSize) {
+      [canvas.width, canvas.height] = S.fixedSize;
+      return;
+    }
     const r = canvas.parentElement.getBoundingClientRect();
     const dpr = window.devicePixelRatio || 1;
     canvas.width = Math.max(1, Math.round(r.width * dpr));
@@ -462,6 +468,11 @@
   }
 
   $("files").addEventListener("change", (e) => { openFiles(Array.from(e.target.files)); e.target.value = ""; });
+  /* A folder: its PNGs, JSONs and CSVs (other files are skipped silently). */
+  $("folder").addEventListener("change", (e) => {
+    openFiles(Array.from(e.target.files).filter((f) => /\.(png|json|csv)$/i.test(f.name)));
+    e.target.value = "";
+  });
   const drop = $("viewport");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
   drop.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
@@ -539,6 +550,8 @@
   window.ossegViewer = {
     state: S, overlay: overlay, open: openFiles, show: show, step: step, goTo: goTo, setMode: setMode,
     toggleGroup: toggleGroup, zoomAt: zoomAt, fit: () => { fit(); draw(); }, paint: paint,
+    /* A canvas of w x h pixels whatever the layout (the tests' references). */
+    fixSize: (w, h) => { S.fixedSize = [w, h]; fit(); draw(); },
     idle: async () => { while (S.busy || pending.size) await new Promise((r) => setTimeout(r, 10)); },
   };
 })();
