@@ -16,6 +16,7 @@ static const struct command commands[] = {
     {"predict", osseg_cmd_predict, "segment PNG images with an ONNX model into a submission CSV"},
     {"ensemble", osseg_cmd_ensemble, "hard-voting ensemble of prediction CSVs"},
     {"dice", osseg_cmd_dice, "score a prediction CSV against ground truth"},
+    {"view", osseg_cmd_view, "print the file:// URL of the web viewer (clients/viewer)"},
     {"rle", osseg_cmd_rle, "convert between CSV rows and PNG masks"},
     {"run-model", osseg_cmd_run_model, "run an ONNX model on a .npy input, with timings"},
     {"model-info", osseg_cmd_model_info, "describe an ONNX model: inputs, outputs, ops, FLOPs"},
