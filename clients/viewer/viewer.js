@@ -551,7 +551,7 @@
     state: S, overlay: overlay, open: openFiles, show: show, step: step, goTo: goTo, setMode: setMode,
     toggleGroup: toggleGroup, zoomAt: zoomAt, fit: () => { fit(); draw(); }, paint: paint,
     /* A canvas of w x h pixels whatever the layout (the tests' references). */
-    fixSize: (w, h) => { S.fixedSize = [w, h]; fit(); draw(); },
+    fixSize: (w, h) => { S.fixedSize = w ? [w, h] : null; fit(); draw(); },
     idle: async () => { while (S.busy || pending.size) await new Promise((r) => setTimeout(r, 10)); },
   };
 })();

@@ -13,6 +13,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import zlib from "node:zlib";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -62,10 +63,35 @@ const gtCsv = path.join(samples, "gt.csv");
 const predCsv = path.join(work, "unetpp.csv");
 run(osseg, ["predict", "--model", path.join(root, "data/models/unetpp_demo.onnx"), "--threads", "1",
             "-o", predCsv, ...images]);
+const predB = path.join(work, "unetpp_copy.csv");
+fs.copyFileSync(predCsv, predB);
 const big = path.join(work, "big");
 fs.mkdirSync(big, { recursive: true });
 run(gen, ["--seed", "15", "--images", "300", "--models", "1", big]);
 const bigGt = path.join(big, "gt.csv"), bigPred = path.join(big, "model1.csv");
+
+// A 16-bit gray PNG (a diagonal ramp over the full 0..65535 range).
+function png16(file, w, h) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => { let c = 0xffffffff; for (const b of buf) c = crcTable[(c ^ b) & 255] ^ (c >>> 8); return (c ^ 0xffffffff) >>> 0; };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4), td = Buffer.concat([Buffer.from(type), data]), c = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    c.writeUInt32BE(crc(td));
+    return Buffer.concat([len, td, c]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 16; ihdr[9] = 0;
+  const raw = Buffer.alloc(h * (1 + 2 * w));
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) raw.writeUInt16BE(Math.floor(((x + y) * 65535) / (w + h - 2)), y * (1 + 2 * w) + 1 + 2 * x);
+  fs.writeFileSync(file, Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk("IHDR", ihdr),
+                                        chunk("IDAT", zlib.deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]));
+}
 
 // One image's rows of a CSV, for the per-image Dice of `osseg dice`.
 function oneImage(csv, image, out) {
@@ -148,7 +174,7 @@ async function overlayCounts() {
 }
 
 // ----------------------------------------------------------- samples ---
-await open([...images, gtCsv, predCsv]);
+await open([...images, gtCsv, predCsv, predB]);
 check(await state(() => window.ossegViewer.state.images.length) === 4, "4 sample images listed");
 check(await state(() => window.ossegViewer.state.gt === "1" && window.ossegViewer.state.predA === "2"),
       "gt.csv taken as the label, the prediction as model A");
@@ -230,6 +256,23 @@ check(await state(() => window.ossegViewer.state.mode) === "diff", "m switches t
 await compareRef("diff");
 await page.keyboard.press("m");
 check(await state(() => window.ossegViewer.state.mode) === "ab", "m switches to model A vs model B");
+// Model B: a copy of model A, so every painted pixel is "both".
+await page.selectOption("#predB", "");
+await page.waitForFunction(() => window.ossegViewer.state.cur.b.size === 0);
+await page.selectOption("#predB", { label: path.basename(predB) });
+await page.waitForFunction(() => window.ossegViewer.state.cur.b.size > 0);
+await idle();
+{
+  const k = await page.evaluate(() => {
+    const V = window.ossegViewer, cur = V.state.cur;
+    const o = V.overlay.getContext("2d").getImageData(0, 0, cur.w, cur.h).data;
+    let both = 0, other = 0;
+    for (let i = 0; i < o.length; i += 4) if (o[i + 3]) { if (o[i] > 225 && o[i + 1] > 225 && o[i + 2] > 225) both++; else other++; }
+    return { both, other };
+  });
+  const c = await overlayCounts();
+  check(k.other === 0 && k.both === c.pred, `A vs B with B = A: ${k.both} pixels "both", ${k.other} others`);
+}
 await page.keyboard.press("m");
 check(await state(() => window.ossegViewer.state.mode) === "label", "m cycles back to image / label");
 
@@ -278,6 +321,35 @@ const sorted = await page.$$eval("#diceCsv tbody tr", (trs) => trs.map((t) => +t
 check(sorted.every((v, i) => i === 0 || sorted[i - 1] <= v), "Dice table sorts by Dice");
 await page.goto("about:blank"); // nothing to keep
 
+// A 16-bit PNG with the 512x512 sample CSVs (data/samples/csv).
+{
+  await page.goto(pathToFileURL(path.join(root, "clients/viewer/index.html")).href);
+  await page.waitForFunction(() => window.ossegViewer);
+  const csvDir = path.join(samples, "csv");
+  const name = fs.readFileSync(path.join(csvDir, "gt.csv"), "utf8").split("\n")[1].split(",")[0];
+  const png = path.join(work, name);
+  png16(png, 512, 512);
+  await open([png, path.join(csvDir, "gt.csv"), path.join(csvDir, "model1.csv")]);
+  const info = await page.evaluate(() => {
+    const S = window.ossegViewer.state, c = new OffscreenCanvas(512, 512), x = c.getContext("2d");
+    x.drawImage(S.cur.bitmap, 0, 0);
+    const d = x.getImageData(0, 0, 512, 512).data;
+    return { name: S.cur.name, w: S.cur.w, h: S.cur.h, first: d[0], mid: d[(256 * 512 + 256) * 4], last: d[d.length - 4] };
+  });
+  check(info.name === name && info.w === 512 && info.first === 0 && Math.abs(info.mid - 128) <= 1 && info.last === 255,
+        `16-bit PNG decoded to 8 bits for display (${JSON.stringify(info)})`);
+  await page.waitForFunction(() => window.ossegViewer.state.csvDice);
+  const want = diceJson(path.join(csvDir, "model1.csv"), path.join(csvDir, "gt.csv"), ["--height", "512", "--width", "512"]);
+  const got = await tableOf("diceCsv");
+  const bad = Object.keys(want.per).filter((c) => got[c] !== want.per[c]);
+  check(got.mean === want.mean && bad.length === 0, `data/samples/csv: whole-CSV Dice equals osseg dice --json (mean ${got.mean})`);
+  const want1 = diceJson(oneImage(path.join(csvDir, "model1.csv"), name, path.join(work, "m1.csv")),
+                         oneImage(path.join(csvDir, "gt.csv"), name, path.join(work, "g1.csv")), ["--height", "512", "--width", "512"]);
+  const got1 = await tableOf("diceImage");
+  check(Object.keys(want1.per).every((c) => got1[c] === want1.per[c]) && got1.mean === want1.mean,
+        `data/samples/csv: ${name}'s Dice equals osseg dice --json on its rows`);
+}
+
 // The label JSONs as ground truth: drawn as cv2.fillPoly draws them, they
 // equal gt.csv, so the image's Dice table is the same.
 await page.goto(pathToFileURL(path.join(root, "clients/viewer/index.html")).href);
@@ -318,12 +390,12 @@ console.log(`TIMING whole-CSV Dice of 300 x 29 rows in the worker (after the ope
 if (update) {
   await page.goto(pathToFileURL(path.join(root, "clients/viewer/index.html")).href);
   await page.waitForFunction(() => window.ossegViewer);
-  await page.setViewportSize({ width: 1400, height: 860 });
+  await page.setViewportSize({ width: 1500, height: 900 });
   await open([...images, gtCsv, predCsv]);
   await page.waitForFunction(() => window.ossegViewer.state.csvDice);
-  await page.keyboard.press("m");
-  await page.keyboard.press("m");
+  await page.evaluate(() => window.ossegViewer.fixSize(0));
   await page.click('#diceCsv tr[data-cls="Pisiform"]');
+  await page.evaluate(() => { document.getElementById("right").scrollTop = 0; });
   await idle();
   await page.screenshot({ path: path.join(root, "docs/viewer.png") });
   console.log("     wrote docs/viewer.png");
