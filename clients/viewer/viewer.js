@@ -93,7 +93,13 @@
     for (const f of files) {
       const lower = f.name.toLowerCase();
       if (lower.endsWith(".png")) S.pngs.set(f.name, f);
-      else if (lower.endsWith(".json")) S.labels.set(f.name.replace(/\.json$/i, ".png"), f);
+      else if (lower.endsWith(".json")) {
+        /* Label JSONs have an "annotations" key; other JSONs (osseg dice
+         * --json's tables in out/demo) are skipped. Only the key is looked
+         * for here; the file is parsed when its image is shown. */
+        if (/"annotations"\s*:/.test(await f.text())) S.labels.set(f.name.replace(/\.json$/i, ".png"), f);
+        else error(f.name + ": not a label JSON (no \"annotations\"); ignored");
+      }
       else if (lower.endsWith(".csv")) loads.push(openCsv(f));
       else error(f.name + ": not a .png, .json or .csv file; ignored");
     }
@@ -468,9 +474,11 @@
   }
 
   $("files").addEventListener("change", (e) => { openFiles(Array.from(e.target.files)); e.target.value = ""; });
-  /* A folder: its PNGs, JSONs and CSVs (other files are skipped silently). */
+  /* A folder: the PNGs, JSONs and CSVs directly in it (not in subfolders,
+   * such as out/demo/overlays/; other files are skipped silently). */
   $("folder").addEventListener("change", (e) => {
-    openFiles(Array.from(e.target.files).filter((f) => /\.(png|json|csv)$/i.test(f.name)));
+    openFiles(Array.from(e.target.files).filter((f) =>
+      /\.(png|json|csv)$/i.test(f.name) && f.webkitRelativePath.split("/").length === 2));
     e.target.value = "";
   });
   const drop = $("viewport");

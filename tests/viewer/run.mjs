@@ -44,9 +44,10 @@ function check(ok, what) {
   if (!ok) failures++;
 }
 const run = (bin, a) => execFileSync(bin, a, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+const diceJsonText = (pred, gt, extra = []) => run(osseg, ["dice", "--json", ...extra, pred, gt]);
 // osseg dice --json, with the per-class numbers kept as printed (%.10g).
 function diceJson(pred, gt, extra = []) {
-  const out = run(osseg, ["dice", "--json", ...extra, pred, gt]);
+  const out = diceJsonText(pred, gt, extra);
   const per = {};
   const obj = /"per_class":\{(.*)\},"images"/.exec(out)[1];
   for (const m of obj.matchAll(/"((?:[^"\\]|\\.)*)":([-0-9.e+]+)/g)) per[JSON.parse('"' + m[1] + '"')] = m[2];
@@ -356,6 +357,23 @@ await page.goto(pathToFileURL(path.join(root, "clients/viewer/index.html")).href
 await page.waitForFunction(() => window.ossegViewer);
 await open([images[0], ...labels, predCsv]);
 check(await state(() => window.ossegViewer.state.gt) === "labels", "label JSONs taken as the label");
+// "Open folder…" on a folder laid out like out/demo: its CSV is opened,
+// the Dice JSON skipped with a message, the overlays/ subfolder ignored.
+{
+  const demo = path.join(work, "demo");
+  fs.mkdirSync(path.join(demo, "overlays/unetpp"), { recursive: true });
+  fs.copyFileSync(predCsv, path.join(demo, "segformer.csv"));
+  fs.writeFileSync(path.join(demo, "dice_segformer.json"), diceJsonText(predCsv, gtCsv));
+  fs.copyFileSync(images[1], path.join(demo, "overlays/unetpp", path.basename(images[1], ".png") + ".overlay.png"));
+  const before = await state(() => window.ossegViewer.state.images.length);
+  await page.setInputFiles("#folder", demo);
+  await page.waitForFunction(() => window.ossegViewer.state.csvs.length === 2);
+  await idle();
+  const st = await state(() => ({ n: window.ossegViewer.state.images.length, errors: window.ossegViewer.state.errors,
+                                   b: window.ossegViewer.state.predB }));
+  check(st.n === before && st.b === "2" && st.errors.length === 1 && /dice_segformer.json: not a label JSON/.test(st.errors[0]),
+        `Open folder…: CSV opened as model B, Dice JSON skipped, overlays/ ignored (${JSON.stringify(st)})`);
+}
 {
   const want = diceJson(oneImage(predCsv, first, path.join(work, "pred1.csv")), oneImage(gtCsv, first, path.join(work, "gt1.csv")));
   const got = await tableOf("diceImage");
