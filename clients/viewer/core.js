@@ -309,21 +309,26 @@ function ossegCore(g) {
 
   /* The dataset's label JSON ({"annotations":[{"label", "points"}]}) drawn
    * at w x h: class name -> run list, every polygon of a class filled into
-   * the class's mask. */
+   * the class's mask (one w x h buffer, reused class after class). */
   g.labelRuns = function (json, w, h, name) {
     let doc;
     try { doc = JSON.parse(json); } catch (e) { throw new Error(name + ": not JSON: " + e.message); }
     if (!doc || !Array.isArray(doc.annotations)) throw new Error(name + ": no 'annotations' array");
-    const masks = new Map();
+    const byClass = new Map();
     doc.annotations.forEach((an, i) => {
-      if (typeof an.label !== "string" || !Array.isArray(an.points))
-        throw new Error(name + ": annotations[" + i + "] needs 'label' and 'points'");
-      let m = masks.get(an.label);
-      if (!m) masks.set(an.label, (m = new Uint8Array(w * h)));
-      g.fillPolygon(m, w, h, an.points.map((p) => [Math.trunc(p[0]), Math.trunc(p[1])]));
+      if (!an || typeof an.label !== "string" || !Array.isArray(an.points) ||
+          !an.points.every((p) => Array.isArray(p) && p.length >= 2 && isFinite(p[0]) && isFinite(p[1])))
+        throw new Error(name + ": annotations[" + i + "] needs 'label' and 'points' [[x, y], ...]");
+      if (!byClass.has(an.label)) byClass.set(an.label, []);
+      byClass.get(an.label).push(an.points.map((p) => [Math.trunc(p[0]), Math.trunc(p[1])]));
     });
-    const out = new Map();
-    for (const [k, m] of masks) out.set(k, g.maskToRuns(m));
+    const out = new Map(), m = new Uint8Array(w * h);
+    for (const [cls, polys] of byClass) {
+      for (const pts of polys) g.fillPolygon(m, w, h, pts);
+      const r = g.maskToRuns(m);
+      out.set(cls, r);
+      for (let i = 0; i < r.length; i += 2) m.fill(0, r[i], r[i] + r[i + 1]);
+    }
     return out;
   };
 }
@@ -355,6 +360,13 @@ function ossegWorker(self) {
           const r = c.ix.rows[ri];
           const v = C.parseRle(c.text, r.a, r.b, q.npixels, c.name + ":" + r.line);
           runs[r.cls] = v;
+          transfer.push(v.buffer);
+        }
+        self.postMessage({ reply: q.reply, runs: runs }, transfer);
+      } else if (q.op === "label") {
+        const runs = {}, transfer = [];
+        for (const [cls, v] of C.labelRuns(await q.file.text(), q.w, q.h, q.file.name)) {
+          runs[cls] = v;
           transfer.push(v.buffer);
         }
         self.postMessage({ reply: q.reply, runs: runs }, transfer);

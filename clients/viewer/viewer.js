@@ -164,8 +164,8 @@
     if (src === "labels") {
       const f = S.labels.get(name);
       if (!f) return new Map();
-      const text = await f.text();
-      return C.labelRuns(text, w, h, f.name);
+      const m = await ask({ op: "label", file: f, w: w, h: h });
+      return new Map(Object.entries(m.runs));
     }
     const c = csvById(src);
     if (!c || !c.images.has(name)) return new Map();
@@ -212,7 +212,7 @@
     if (!cur || !S.gt || !S.predA) return renderDice();
     const empty = new Uint32Array(0);
     const classes = S.gt === "labels" ? C.CLASSES : Array.from(cur.gt.keys());
-    if (S.gt !== "labels" && !csvById(S.gt).images.has(cur.name)) return renderDice();
+    if (S.gt === "labels" ? !S.labels.has(cur.name) : !csvById(S.gt).images.has(cur.name)) return renderDice();
     for (const cls of classes) {
       const d = C.diceRuns(cur.a.get(cls) || empty, cur.gt.get(cls) || empty);
       S.imageDice.push({ cls: cls, dice: d });

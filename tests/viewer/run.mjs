@@ -351,6 +351,18 @@ await page.goto("about:blank"); // nothing to keep
         `data/samples/csv: ${name}'s Dice equals osseg dice --json on its rows`);
 }
 
+// A malformed CSV is reported with its file and line, and opens nothing.
+{
+  const bad = path.join(work, "broken_pred.csv");
+  fs.writeFileSync(bad, "image_name,class,rle\na.png,finger-1,1 2\na.png,finger-2\n");
+  await open([bad]);
+  const errors = await state(() => window.ossegViewer.state.errors);
+  check(errors.some((e) => e === "broken_pred.csv:3: expected 3 fields") &&
+        await state(() => window.ossegViewer.state.csvs.length) === 2,
+        `a malformed CSV is reported as FILE:LINE (${JSON.stringify(errors.slice(-1))})`);
+  await page.evaluate(() => { window.ossegViewer.state.errors.length = 0; });
+}
+
 // The label JSONs as ground truth: drawn as cv2.fillPoly draws them, they
 // equal gt.csv, so the image's Dice table is the same.
 await page.goto(pathToFileURL(path.join(root, "clients/viewer/index.html")).href);
