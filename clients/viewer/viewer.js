@@ -495,6 +495,7 @@
   $("mode").addEventListener("change", (e) => setMode(e.target.value));
   for (const [id, key] of [["gt", "gt"], ["predA", "predA"], ["predB", "predB"]])
     $(id).addEventListener("change", (e) => { S[key] = e.target.value; show(); requestCsvDice(); });
+  for (const id of ["width", "height"]) $(id).addEventListener("change", () => show());
   $("zoomIn").addEventListener("click", () => zoomAt(1.5, canvas.width / 2, canvas.height / 2));
   $("zoomOut").addEventListener("click", () => zoomAt(1 / 1.5, canvas.width / 2, canvas.height / 2));
   $("fit").addEventListener("click", () => { fit(); draw(); });
