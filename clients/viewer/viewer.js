@@ -103,7 +103,16 @@
       else if (lower.endsWith(".csv")) loads.push(openCsv(f));
       else error(f.name + ": not a .png, .json or .csv file; ignored");
     }
-    await Promise.all(loads);
+    /* Roles, in the order the files were given (loads finish in any
+     * order): a name that says ground truth is the label, the others
+     * predictions A and B. */
+    for (const e of await Promise.all(loads)) {
+      if (!e) continue;
+      S.csvs.push(e);
+      if (!S.gt && /(^|[^a-z])(gt|truth|ground|labels?)([^a-z]|$)/i.test(e.name)) S.gt = e.id;
+      else if (!S.predA) S.predA = e.id;
+      else if (!S.predB) S.predB = e.id;
+    }
     if (!S.gt && S.labels.size) S.gt = "labels";
     rebuildImages();
     refreshSelects();
@@ -119,14 +128,10 @@
     const id = String(nextCsvId++);
     try {
       const m = await ask({ op: "load", id: id, file: file });
-      const e = { id: id, name: file.name, images: new Set(m.images), classes: m.classes, rows: m.rows };
-      S.csvs.push(e);
-      /* Roles: a name that says ground truth is the GT, others predictions. */
-      if (!S.gt && /(^|[^a-z])(gt|truth|ground|labels?)([^a-z]|$)/i.test(file.name)) S.gt = id;
-      else if (!S.predA) S.predA = id;
-      else if (!S.predB) S.predB = id;
+      return { id: id, name: file.name, images: new Set(m.images), classes: m.classes, rows: m.rows };
     } catch (e) {
       error(String(e.message || e));
+      return null;
     }
   }
 

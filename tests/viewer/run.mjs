@@ -111,8 +111,25 @@ const requests = [];
 page.on("request", (r) => { if (!/^(file|blob|data):/.test(r.url())) requests.push(r.url()); });
 page.on("pageerror", (e) => check(false, "page error: " + e.message));
 page.on("console", (m) => { if (m.type() === "error") check(false, "console error: " + m.text()); });
-await page.goto(pathToFileURL(path.join(root, "clients/viewer/index.html")).href);
+// The page is opened at the URL osseg view prints, with a file whose name
+// needs percent-encoding as the hint.
+const spaced = path.join(work, "pred A#1.csv");
+fs.copyFileSync(predCsv, spaced);
+const viewOut = run(osseg, ["view", path.join(samples, "images"), spaced]);
+const url = viewOut.split("\n")[0];
+check(url === pathToFileURL(path.join(root, "clients/viewer/index.html")).href + "#" +
+      path.join(samples, "images") + "|" + spaced.replace(/ /g, "%20").replace("#", "%23") &&
+      viewOut.includes("\n  " + spaced + "\n"), `osseg view prints the page's URL with the files as a hint (${url})`);
+await page.goto(url);
 await page.waitForFunction(() => window.ossegViewer);
+check((await page.textContent("#hint")) === "open: " + path.join(samples, "images") + ", " + spaced,
+      "the page shows the hint");
+try {
+  run(osseg, ["view", path.join(work, "missing.csv")]);
+  check(false, "osseg view fails on a missing file");
+} catch (e) {
+  check(e.status === 1 && /missing.csv: No such file/.test(e.stderr), "osseg view fails on a missing file (exit 1)");
+}
 
 const open = async (files) => {
   await page.evaluate(() => window.ossegViewer.fixSize(900, 840));

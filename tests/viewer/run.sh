@@ -16,5 +16,6 @@ if [ ! -d "$here/node_modules/playwright-core" ]; then
   echo "SKIP: no playwright-core: (cd tests/viewer && npm ci)"
   exit 77
 fi
+[ -n "$3" ] && [ "$3" != / ] || { echo "usage: run.sh OSSEG GEN_PREDICTIONS WORKDIR" >&2; exit 2; }
 rm -rf "$3" && mkdir -p "$3" || exit 1
 exec node "$here/run.mjs" --osseg "$1" --gen "$2" --work "$3"
