@@ -11,6 +11,7 @@
 // `npm ci` in tests/viewer, see README).
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import zlib from "node:zlib";
@@ -431,6 +432,34 @@ console.log(`TIMING whole-CSV Dice of 300 x 29 rows in the worker (after the ope
   const bad = Object.keys(want.per).filter((c) => got[c] !== want.per[c]);
   check(got.mean === want.mean && bad.length === 0,
         `300 images: whole-CSV Dice table equals osseg dice --json (mean ${got.mean} vs ${want.mean}; ${bad.length} of ${Object.keys(want.per).length} classes differ)`);
+}
+
+// ------------------------------------------------------ over http ---
+// The same page from a static server (a tiny read-only one here, on
+// 127.0.0.1): the samples open and the Dice table is the same.
+{
+  const dir = path.join(root, "clients/viewer");
+  const types = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css" };
+  const server = http.createServer((req, res) => {
+    const name = path.basename(new URL(req.url, "http://x").pathname) || "index.html";
+    const file = path.join(dir, name);
+    if (!fs.existsSync(file)) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { "Content-Type": types[path.extname(name)] || "application/octet-stream" });
+    res.end(fs.readFileSync(file));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const base = `http://127.0.0.1:${server.address().port}/`;
+  await page.goto(base + "index.html");
+  await page.waitForFunction(() => window.ossegViewer);
+  await open([...images, gtCsv, predCsv]);
+  await page.waitForFunction(() => window.ossegViewer.state.csvDice);
+  const want = diceJson(predCsv, gtCsv);
+  const got = await tableOf("diceCsv");
+  check(got.mean === want.mean && Object.keys(want.per).every((c) => got[c] === want.per[c]),
+        `over http: samples open, Dice table equals osseg dice --json (mean ${got.mean})`);
+  await page.goto("about:blank");
+  server.close();
+  for (let i = requests.length - 1; i >= 0; i--) if (requests[i].startsWith(base)) requests.splice(i, 1);
 }
 
 // ------------------------------------------------------- screenshot ---
