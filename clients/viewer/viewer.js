@@ -532,6 +532,9 @@
   });
   canvas.addEventListener("pointerup", () => { dragFrom = null; });
   window.addEventListener("resize", () => { fit(); draw(); });
+  /* After a choice in a selector, the keys go to the page again. */
+  for (const sel of document.querySelectorAll("header select"))
+    sel.addEventListener("change", () => sel.blur());
 
   /* n/p next/previous image, 1 fingers, 2 carpals, 3 radius/ulna, 0 all
    * classes, m next mode, +/- zoom, f fit. */

@@ -369,6 +369,22 @@ await page.goto("about:blank"); // nothing to keep
         `data/samples/csv: ${name}'s Dice equals osseg dice --json on its rows`);
 }
 
+// Dropping a file on the page opens it like the file input.
+{
+  const text = fs.readFileSync(path.join(samples, "csv/model2.csv"), "utf8");
+  const dt = await page.evaluateHandle((t) => {
+    const d = new DataTransfer();
+    d.items.add(new File([t], "model2.csv", { type: "text/csv" }));
+    return d;
+  }, text);
+  await page.dispatchEvent("#viewport", "dragover", { dataTransfer: dt });
+  await page.dispatchEvent("#viewport", "drop", { dataTransfer: dt });
+  await page.waitForFunction(() => window.ossegViewer.state.csvs.some((c) => c.name === "model2.csv"));
+  await idle();
+  check(await state(() => window.ossegViewer.state.predB) !== "" &&
+        await state(() => window.ossegViewer.state.csvs.length) === 3, "a dropped CSV opens (as model B)");
+}
+
 // A malformed CSV is reported with its file and line, and opens nothing.
 {
   const bad = path.join(work, "broken_pred.csv");
@@ -376,7 +392,7 @@ await page.goto("about:blank"); // nothing to keep
   await open([bad]);
   const errors = await state(() => window.ossegViewer.state.errors);
   check(errors.some((e) => e === "broken_pred.csv:3: expected 3 fields") &&
-        await state(() => window.ossegViewer.state.csvs.length) === 2,
+        await state(() => window.ossegViewer.state.csvs.length) === 3,
         `a malformed CSV is reported as FILE:LINE (${JSON.stringify(errors.slice(-1))})`);
   await page.evaluate(() => { window.ossegViewer.state.errors.length = 0; });
 }
