@@ -89,36 +89,40 @@
     const t0 = performance.now();
     S.busy++;
     status("opening " + files.length + " file(s)…");
-    const loads = [];
-    for (const f of files) {
-      const lower = f.name.toLowerCase();
-      if (lower.endsWith(".png")) S.pngs.set(f.name, f);
-      else if (lower.endsWith(".json")) {
-        /* Label JSONs have an "annotations" key; other JSONs (osseg dice
-         * --json's tables in out/demo) are skipped. Only the key is looked
-         * for here; the file is parsed when its image is shown. */
-        if (/"annotations"\s*:/.test(await f.text())) S.labels.set(f.name.replace(/\.json$/i, ".png"), f);
-        else error(f.name + ": not a label JSON (no \"annotations\"); ignored");
+    try {
+      const loads = [];
+      for (const f of files) {
+        const lower = f.name.toLowerCase();
+        if (lower.endsWith(".png")) S.pngs.set(f.name, f);
+        else if (lower.endsWith(".json")) {
+          /* Label JSONs have an "annotations" key; other JSONs (osseg dice
+           * --json's tables in out/demo) are skipped. Only the key is looked
+           * for here; the file is parsed when its image is shown. */
+          if (/"annotations"\s*:/.test(await f.text())) S.labels.set(f.name.replace(/\.json$/i, ".png"), f);
+          else error(f.name + ": not a label JSON (no \"annotations\"); ignored");
+        } else if (lower.endsWith(".csv")) loads.push(openCsv(f));
+        else error(f.name + ": not a .png, .json or .csv file; ignored");
       }
-      else if (lower.endsWith(".csv")) loads.push(openCsv(f));
-      else error(f.name + ": not a .png, .json or .csv file; ignored");
+      /* Roles, in the order the files were given (loads finish in any
+       * order): a name that says ground truth is the label, the others
+       * predictions A and B. */
+      for (const e of await Promise.all(loads)) {
+        if (!e) continue;
+        S.csvs.push(e);
+        if (!S.gt && /(^|[^a-z])(gt|truth|ground|labels?)([^a-z]|$)/i.test(e.name)) S.gt = e.id;
+        else if (!S.predA) S.predA = e.id;
+        else if (!S.predB) S.predB = e.id;
+      }
+      if (!S.gt && S.labels.size) S.gt = "labels";
+      rebuildImages();
+      refreshSelects();
+      if (S.index < 0 && S.images.length) S.index = 0;
+      await show();
+    } catch (e) {
+      error(String(e.message || e));
+    } finally {
+      S.busy--;
     }
-    /* Roles, in the order the files were given (loads finish in any
-     * order): a name that says ground truth is the label, the others
-     * predictions A and B. */
-    for (const e of await Promise.all(loads)) {
-      if (!e) continue;
-      S.csvs.push(e);
-      if (!S.gt && /(^|[^a-z])(gt|truth|ground|labels?)([^a-z]|$)/i.test(e.name)) S.gt = e.id;
-      else if (!S.predA) S.predA = e.id;
-      else if (!S.predB) S.predB = e.id;
-    }
-    if (!S.gt && S.labels.size) S.gt = "labels";
-    rebuildImages();
-    refreshSelects();
-    if (S.index < 0 && S.images.length) S.index = 0;
-    await show();
-    S.busy--;
     S.lastOpenMs = performance.now() - t0;
     status("opened " + files.length + " file(s) in " + S.lastOpenMs.toFixed(0) + " ms");
     requestCsvDice();
