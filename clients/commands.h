@@ -6,6 +6,7 @@
 
 int osseg_cmd_ensemble(int argc, char **argv);
 int osseg_cmd_dice(int argc, char **argv);
+int osseg_cmd_view(int argc, char **argv);
 int osseg_cmd_rle(int argc, char **argv);
 int osseg_cmd_run_model(int argc, char **argv);
 int osseg_cmd_model_info(int argc, char **argv);

@@ -17,6 +17,7 @@ static const struct command commands[] = {
     {"ensemble", osseg_cmd_ensemble, "hard-voting ensemble of prediction CSVs"},
     {"dice", osseg_cmd_dice, "score a prediction CSV against ground truth"},
     {"overlay", osseg_cmd_overlay, "draw an image's ground truth and predictions over it (PNG)"},
+    {"view", osseg_cmd_view, "print the file:// URL of the web viewer (clients/viewer)"},
     {"rle", osseg_cmd_rle, "convert between CSV rows and PNG masks"},
     {"run-model", osseg_cmd_run_model, "run an ONNX model on a .npy input, with timings"},
     {"model-info", osseg_cmd_model_info, "describe an ONNX model: inputs, outputs, ops, FLOPs"},
