@@ -38,6 +38,20 @@ for name in unetpp segformer; do
 done
 [ -n "$predicted" ] || { echo "demo: no model could run" >&2; exit 1; }
 
+# The int8 (QDQ) version of the UNet++ demo model, scored beside it (not
+# in the ensemble).
+int8=""
+if [ -f "$models/unetpp_demo_int8.onnx" ]; then
+  echo "== osseg predict --precision int8: the quantized UNet++ demo model =="
+  if "$osseg" predict --model "$models/unetpp_demo_int8.onnx" --precision int8 --gt "$samples/gt.csv" \
+      -o "$out/unetpp_int8.csv" "$samples/images"; then
+    int8=unetpp_int8
+  else
+    echo "demo: the int8 model failed (see above); going on without it" >&2
+  fi
+  echo
+fi
+
 scored=$predicted
 set -- $predicted
 if [ $# -ge 2 ]; then
@@ -50,6 +64,7 @@ if [ $# -ge 2 ]; then
   echo
   scored="$scored ensemble"
 fi
+if [ -n "$int8" ]; then scored="$scored $int8"; fi
 
 for name in $scored; do
   "$osseg" dice "$out/$name.csv" "$samples/gt.csv" >"$out/dice_$name.txt"

@@ -512,6 +512,20 @@ static void test_int8_qdq(void **state) {
     assert_int_equal(st.int8_convs, 0);
     osseg_model_free(m);
   }
+  /* the quantized demo model: every conv in int8 */
+  {
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_INT8);
+    struct osseg_model *m = NULL;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    const char *path = test_path("%s/data/models/unetpp_demo_int8.onnx", test_source_dir());
+    assert_int_equal(osseg_model_load(&m, path, &o, &diag), 0);
+    struct osseg_model_stats st;
+    osseg_model_get_stats(m, &st);
+    assert_int_equal(st.int8_convs, 39);
+    assert_non_null(osseg_model_metadata(m, "osseg.quantized"));
+    osseg_model_free(m);
+  }
   /* int8 needs a QDQ model */
   struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_INT8);
   struct osseg_model *m = NULL;
