@@ -11,7 +11,7 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16|bf16-mixed|int8]\n"
+          "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16|bf16-mixed|int8|auto]\n"
           "       osseg model-info --ops [MODEL.onnx [--size S] [--precision P]]\n"
           "\n"
           "Loads the model through the engine and prints its input and output shapes,\n"
@@ -27,7 +27,7 @@ static void usage(FILE *f) {
           "  --size S        input height and width (1..65536) for a model exported with\n"
           "                  a symbolic input size, which cannot be loaded without it;\n"
           "                  a model with a fixed size accepts only that size\n"
-          "  --precision P   plan for fp32 (default), bf16, bf16-mixed or int8: the arena and\n"
+          "  --precision P   plan for fp32 (default), bf16, bf16-mixed, int8 or auto: the arena and\n"
           "                  weight sizes depend on it\n"
           "Exit status: 0 done, 1 bad model, 2 usage error.\n");
 }
@@ -126,8 +126,11 @@ static int check_model_ops(const char *model, const struct osseg_engine_options 
     printf("loads       no: %s\n", diag.message);
     return 1;
   }
+  struct osseg_model_stats st;
+  osseg_model_get_stats(m, &st);
   osseg_model_free(m);
-  printf("loads       yes (%s)\n", osseg_precision_name(opt->precision));
+  printf("loads       yes (%s%s)\n", osseg_precision_name(st.precision),
+         opt->precision == OSSEG_PRECISION_AUTO ? ", chosen by auto" : "");
   return k.bad;
 }
 
@@ -156,7 +159,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
       opt.input_size = v;
     } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
       if (osseg_precision_parse(argv[++i], &opt.precision)) {
-        fprintf(stderr, "osseg model-info: --precision must be fp32, bf16, bf16-mixed or int8\n");
+        fprintf(stderr, "osseg model-info: --precision must be fp32, bf16, bf16-mixed, int8 or auto\n");
         return 2;
       }
     } else if (!strcmp(argv[i], "--ops")) {

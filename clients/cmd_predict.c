@@ -37,7 +37,8 @@ static void usage(FILE *f) {
           "options:\n"
           "  --model FILE          ONNX model (repeat to ensemble up to %d models)\n"
           "  --precision P         fp32 (default), bf16 (fast on CPUs with AMX or\n"
-          "                        AVX512_BF16), bf16-mixed, or int8 (QDQ models)\n"
+          "                        AVX512_BF16), bf16-mixed, int8 (QDQ models), or\n"
+          "                        auto (the fastest that keeps fidelity on this CPU)\n"
           "  --threshold T         probability threshold in (0, 1), default 0.5\n"
           "  --class-threshold C=T threshold for class C only (repeatable)\n"
           "  --vote hard|soft      combine models by hard votes (default) or mean\n"
@@ -378,7 +379,7 @@ int osseg_cmd_predict(int argc, char **argv) {
         break;
       case O_PRECISION:
         if (osseg_precision_parse(optarg, &precision) != 0) {
-          cli_error(CMD, "--precision must be fp32, bf16, bf16-mixed or int8, not '%s'", optarg);
+          cli_error(CMD, "--precision must be fp32, bf16, bf16-mixed, int8 or auto, not '%s'", optarg);
           return CLI_USAGE;
         }
         break;

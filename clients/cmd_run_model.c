@@ -1,7 +1,7 @@
 /* osseg run-model: run an ONNX model on a .npy input with timings.
  *
  *   osseg run-model MODEL.onnx [--input IN.npy] [--output OUT.npy]
- *       [--precision fp32|bf16|bf16-mixed|int8] [--threads N] [--repeat R] [--size S] [--json]
+ *       [--precision fp32|bf16|bf16-mixed|int8|auto] [--threads N] [--repeat R] [--size S] [--json]
  *       [--verbose]
  */
 #include <stdio.h>
@@ -18,7 +18,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: osseg run-model MODEL.onnx [--input IN.npy] [--output OUT.npy]\n"
-          "         [--precision fp32|bf16|bf16-mixed|int8] [--threads N] [--repeat R] [--size S] [--json]\n"
+          "         [--precision fp32|bf16|bf16-mixed|int8|auto] [--threads N] [--repeat R] [--size S] [--json]\n"
           "         [--verbose]\n"
           "Runs the model on a float32 NCHW .npy (default: seeded random input of the\n"
           "model's input shape), writes the float32 output, prints load time, median/min\n"
@@ -82,7 +82,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
       out_path = val, i++;
     } else if (!strcmp(a, "--precision") && val) {
       if (osseg_precision_parse(val, &opt.precision)) {
-        fprintf(stderr, "osseg run-model: --precision must be fp32, bf16, bf16-mixed or int8\n");
+        fprintf(stderr, "osseg run-model: --precision must be fp32, bf16, bf16-mixed, int8 or auto\n");
         return 2;
       }
       i++;

@@ -562,7 +562,7 @@ static void key_model(struct parser *p, int line, struct header *h, const char *
     else m->input_size = (int64_t)v;
   } else if (strcmp(key, "precision") == 0) {
     if (osseg_precision_parse(value, &m->precision) != 0)
-      add_error(p, line, "[%s] precision: '%s' is not fp32, bf16, bf16-mixed or int8", h->name, value);
+      add_error(p, line, "[%s] precision: '%s' is not fp32, bf16, bf16-mixed, int8 or auto", h->name, value);
   } else if (strcmp(key, "normalize") == 0) {
     m->normalize = keep(p->c, value); /* checked with the whole section */
   } else if (strcmp(key, "classes") == 0) {

@@ -34,7 +34,7 @@ static void usage(FILE *f) {
           "\n"
           "model options (after the file, comma-separated):\n"
           "  size=S                     input size for models with a symbolic size\n"
-          "  precision=fp32|bf16|bf16-mixed|int8\n"
+          "  precision=fp32|bf16|bf16-mixed|int8|auto\n"
           "  normalize=SPEC             div255 | imagenet | mean=a,b,c;std=d,e,f\n"
           "  classes=a;b;c              class names in output-channel order\n"
           "\n"
@@ -147,7 +147,7 @@ static int parse_model(char *arg, struct osseg_model_spec *spec) {
       spec->input_size = (int64_t)s;
     } else if (strncmp(f, "precision=", 10) == 0) {
       if (osseg_precision_parse(v, &spec->precision) != 0) {
-        fprintf(stderr, "ossegd: --model %s: precision must be fp32, bf16, bf16-mixed or int8, not '%s'\n",
+        fprintf(stderr, "ossegd: --model %s: precision must be fp32, bf16, bf16-mixed, int8 or auto, not '%s'\n",
                 arg, v);
         return -1;
       }

@@ -22,3 +22,9 @@ const char *osseg__bf16_kernel_tag(void) {
     return "avx512_core_bf16";
   return NULL;
 }
+
+int osseg__int8_native(void) {
+  dnnl_cpu_isa_t i = dnnl_get_effective_cpu_isa();
+  return (i & dnnl_cpu_isa_avx512_core_vnni) == dnnl_cpu_isa_avx512_core_vnni ||
+         (i & dnnl_cpu_isa_avx2_vnni) == dnnl_cpu_isa_avx2_vnni;
+}

@@ -16,6 +16,9 @@
  * AVX512_BF16 alone; NULL when bf16 has no native support here (oneDNN
  * emulates it). */
 const char *osseg__bf16_kernel_tag(void);
+/* Whether oneDNN runs int8 convolutions on dot-product units here
+ * (AVX512_VNNI, AVX-VNNI, AMX). */
+int osseg__int8_native(void);
 
 /* loader.c: ONNX bytes -> IR. */
 int osseg__load_graph(struct osseg__graph *g, const void *data, size_t size,

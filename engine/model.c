@@ -14,6 +14,7 @@ const char *osseg_precision_name(enum osseg_precision p) {
   return p == OSSEG_PRECISION_BF16         ? "bf16"
          : p == OSSEG_PRECISION_BF16_MIXED ? "bf16-mixed"
          : p == OSSEG_PRECISION_INT8       ? "int8"
+         : p == OSSEG_PRECISION_AUTO       ? "auto"
                                            : "fp32";
 }
 
@@ -35,6 +36,10 @@ int osseg_precision_parse(const char *s, enum osseg_precision *out) {
   }
   if (!strcmp(s, "int8")) {
     *out = OSSEG_PRECISION_INT8;
+    return 0;
+  }
+  if (!strcmp(s, "auto")) {
+    *out = OSSEG_PRECISION_AUTO;
     return 0;
   }
   return OSSEG_EINVAL;
@@ -88,6 +93,24 @@ static void drop_constants(struct osseg_model *m) {
   }
 }
 
+/* OSSEG_PRECISION_AUTO: int8 for a QDQ model (QuantizeLinear or
+ * DequantizeLinear in its graph) where oneDNN's ISA has int8 dot products
+ * (AVX512_VNNI, AVX-VNNI or AMX), bf16 where bf16 is native, else fp32.
+ * (A file that cannot be read gets fp32; the load then reports why.) */
+static enum osseg_precision auto_precision(const void *data, size_t size) {
+  struct osseg__op_use *uses = NULL;
+  int n = 0, opset, qdq = 0;
+  if (!osseg__load_op_list(data, size, 0, &opset, &uses, &n, NULL)) {
+    for (int i = 0; i < n; i++)
+      qdq |= !uses[i].domain[0] &&
+             (!strcmp(uses[i].op, "QuantizeLinear") || !strcmp(uses[i].op, "DequantizeLinear"));
+    osseg__free(uses);
+  }
+  if (qdq && osseg__int8_native()) return OSSEG_PRECISION_INT8;
+  if (osseg_engine_bf16_native(NULL)) return OSSEG_PRECISION_BF16;
+  return OSSEG_PRECISION_FP32;
+}
+
 int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t size,
                             const struct osseg_engine_options *o, struct osseg_diag *diag) {
   struct osseg_engine_options def;
@@ -99,12 +122,15 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   }
   if (o->threads < 0 || o->threads > 4096 || o->input_size < 0 || o->input_size > 65536 ||
       (o->precision != OSSEG_PRECISION_FP32 && o->precision != OSSEG_PRECISION_BF16 &&
-       o->precision != OSSEG_PRECISION_BF16_MIXED && o->precision != OSSEG_PRECISION_INT8) ||
+       o->precision != OSSEG_PRECISION_BF16_MIXED && o->precision != OSSEG_PRECISION_INT8 &&
+       o->precision != OSSEG_PRECISION_AUTO) ||
       o->bf16_tail < -1 || o->bf16_tail > 30)
     return osseg__fail(diag, OSSEG_EINVAL, "invalid engine options");
   struct osseg_model *m = osseg__calloc(1, sizeof *m);
   if (!m) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   m->opt = *o;
+  if (o->precision == OSSEG_PRECISION_AUTO) m->opt.precision = auto_precision(data, size);
+  o = &m->opt;
   int err = osseg__load_graph(&m->g, data, size, o, diag);
   if (!err) err = osseg__infer_and_fold(&m->g, diag);
   const int int8 = o->precision == OSSEG_PRECISION_INT8;

@@ -49,6 +49,14 @@ enum osseg_precision {
   OSSEG_PRECISION_BF16_MIXED = 2, /* bf16 for the low-resolution body only,
                                      fp32 from 1/8 of the output size up:
                                      closer to fp32, less bf16 speed-up */
+  OSSEG_PRECISION_AUTO = 4, /* resolved at load to the fastest precision
+                               that keeps its documented fidelity on this
+                               CPU: int8 for a QDQ model where oneDNN has
+                               VNNI or AMX int8 kernels, bf16 where it has
+                               native bf16 (AMX or AVX512_BF16: measured
+                               faster than fp32 for every model family on
+                               both, see README), else fp32; the model's
+                               stats report the precision chosen */
   OSSEG_PRECISION_INT8 = 3, /* quantized (QDQ) models only: convolutions
                                whose input and weights the file quantizes
                                run as int8 (u8/s8 x s8, int32 accumulation),

@@ -429,7 +429,7 @@ static void test_predict_usage_errors(void **state) {
       {{"predict", "--model", model, img, NULL}, "-o OUT.csv is required", 2},
       {{"predict", "--model", model, "-o", "x.csv", NULL}, "no images given", 2},
       {{"predict", "--model", model, "--threshold", "1.5", "-o", "x.csv", img}, "(0, 1)", 2},
-      {{"predict", "--model", model, "--precision", "fp8", "-o", "x.csv", img}, "fp32, bf16, bf16-mixed or int8", 2},
+      {{"predict", "--model", model, "--precision", "fp8", "-o", "x.csv", img}, "fp32, bf16, bf16-mixed, int8 or auto", 2},
       {{"predict", "--model", model, "--vote", "maybe", "-o", "x.csv", img}, "hard or soft", 2},
       {{"predict", "--model", model, "--class-threshold", "Femur=0.3", "-o", "x.csv"},
        "no images given", 2},

@@ -325,7 +325,7 @@ static void test_errors(void **state) {
                       "threshold.Radius = 0\ncolor = red\n",
                       good),
            OSSEG_EPARSE, "3: [model a] size: '0' is not an input size of 1..16384 pixels",
-           "4: [model a] precision: 'fp16' is not fp32, bf16, bf16-mixed or int8",
+           "4: [model a] precision: 'fp16' is not fp32, bf16, bf16-mixed, int8 or auto",
            "5: [model a] threshold: '1' is not a probability in (0, 1)",
            "6: [model a] threshold.Radius: '0' is not a probability in (0, 1)",
            "7: unknown key 'color' in [model a] (keys: path, size, precision, normalize, "

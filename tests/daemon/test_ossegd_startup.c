@@ -46,7 +46,7 @@ static void test_startup(void **state) {
   free(err);
   snprintf(arg, sizeof arg, "d=%s,precision=bf17", model_file("unetpp_r18_tiny_op13"));
   assert_int_equal(daemon_fail(sock, &err, "--model", arg, NULL), 2);
-  assert_non_null(strstr(err, "precision must be fp32, bf16, bf16-mixed or int8, not 'bf17'"));
+  assert_non_null(strstr(err, "precision must be fp32, bf16, bf16-mixed, int8 or auto, not 'bf17'"));
   free(err);
 
   /* A stale socket file is replaced; a live one is refused. */

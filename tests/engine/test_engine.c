@@ -526,6 +526,28 @@ static void test_int8_qdq(void **state) {
     assert_non_null(osseg_model_metadata(m, "osseg.quantized"));
     osseg_model_free(m);
   }
+  /* auto: int8 for a QDQ model where int8 is native, else bf16 where bf16
+   * is native, else fp32 */
+  {
+    const char *isa;
+    int bf16 = osseg_engine_bf16_native(&isa);
+    int vnni = strstr(isa, "amx") || strstr(isa, "bf16"); /* (those ISAs have VNNI) */
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_AUTO);
+    struct osseg_model *m = NULL;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    struct osseg_model_stats st;
+    assert_int_equal(osseg_model_load(&m, test_path("%s/qdq_conv_u8.onnx", dir), &o, &diag), 0);
+    osseg_model_get_stats(m, &st);
+    if (vnni) assert_int_equal(st.precision, OSSEG_PRECISION_INT8);
+    assert_true(st.precision != OSSEG_PRECISION_AUTO);
+    osseg_model_free(m);
+    assert_int_equal(osseg_model_load(&m, test_path("%s/residual.onnx", dir), &o, &diag), 0);
+    osseg_model_get_stats(m, &st);
+    assert_int_equal(st.precision, bf16 ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
+    osseg_model_free(m);
+    print_message("auto on %s: QDQ -> %s\n", isa, vnni ? "int8" : "(int8 not asserted)");
+  }
   /* int8 needs a QDQ model */
   struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_INT8);
   struct osseg_model *m = NULL;
