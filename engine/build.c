@@ -418,3 +418,30 @@ int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct 
   s->uses[s->nuses++] = y;
   return 0;
 }
+
+/* ---- Quantization (int8 convolutions of QDQ models). */
+
+int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
+                         int dst_t, const dnnl_memory_desc_t *dmd, float scale, int zero,
+                         struct osseg_diag *diag) {
+  dnnl_primitive_attr_t qa = NULL;
+  dnnl_primitive_desc_t qpd = NULL;
+  float inv = 1.f / scale;
+  int32_t zps[1] = {zero};
+  const struct osseg__node *n = node >= 0 ? &m->g.nodes[node] : NULL;
+  dnnl_status_t st = dnnl_primitive_attr_create(&qa);
+  if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(qa, dnnl_scratchpad_mode_user);
+  if (st == dnnl_success) st = dnnl_primitive_attr_set_output_scales(qa, 1, 0, &inv);
+  if (st == dnnl_success && zero) st = dnnl_primitive_attr_set_zero_points(qa, DNNL_ARG_DST, 1, 0, zps);
+  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&qpd, smd, m->eng, dmd, m->eng, qa);
+  if (qa) dnnl_primitive_attr_destroy(qa);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "quantizing reorder", n);
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_PRIM, node);
+  if (!s) {
+    dnnl_primitive_desc_destroy(qpd);
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, src_t, smd);
+  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, dst_t, dmd);
+  return osseg__finish_prim(m, s, qpd, n, diag);
+}

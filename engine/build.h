@@ -232,6 +232,11 @@ int osseg__eltwise_step(struct osseg_model *m, struct osseg__node *n, int x, int
  * (x's dims align right to y's), both in plain row-major bytes of the same
  * type: callers stage through osseg__plain_in/out. */
 int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct osseg_diag *diag);
+/* Reorder step quantizing float src (through smd) into 8-bit dst (through
+ * dmd): round(x / scale) + zero, saturated. */
+int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
+                         int dst_t, const dnnl_memory_desc_t *dmd, float scale, int zero,
+                         struct osseg_diag *diag);
 /* Attribute with user scratchpad and the node's fused post-ops. */
 int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_attr_t *attr);
 /* The same, but with sum_md a residual POST_SUM becomes a binary-add

@@ -71,6 +71,10 @@ static int after_logits(const struct osseg_model *m, int t) {
  * rounding the logits to bf16's 8 bits would flip the masks of every pixel
  * within 2^-9 of the threshold relative to the largest logit. */
 dnnl_data_type_t osseg__out_dt(const struct osseg_model *m, const struct osseg__node *n) {
+  /* int8: a concat that only int8 convs read is written in 8 bits
+   * (passes/fuse_qdq.c) */
+  if (m->opt.precision == OSSEG_PRECISION_INT8 && osseg__attr_find(n, "osseg.q_out_scale"))
+    return osseg__attr_int(n, "osseg.q_out_signed", 0) ? dnnl_s8 : dnnl_u8;
   if (m->act_dt != dnnl_bf16 || !has_flag(n, OSSEG__OP_PREC_F32_OUT) || n->nout < 1) return m->act_dt;
   const struct osseg__tensor *ref = bf16_ref_output(m);
   return &m->g.tensors[n->out[0]] == ref && ref->rank == 4 ? dnnl_f32 : m->act_dt;

@@ -65,9 +65,35 @@ static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) 
   return dnnl_success;
 }
 
+/* An 8-bit output (int8 models: only int8 convs read it): every input is
+ * quantized by a reorder straight into its channel slice. */
+static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n,
+                                    struct osseg_diag *diag) {
+  struct osseg__graph *g = &m->g;
+  int y = n->out[0], ni = (int)(n - g->nodes);
+  const float scale = osseg__attr_float(n, "osseg.q_out_scale", 1.f);
+  const int zero = (int)osseg__attr_int(n, "osseg.q_out_zero", 0);
+  int64_t off = 0;
+  for (int i = 0; i < n->nin; i++) {
+    int t = n->in[i];
+    const struct osseg__tensor *tt = &g->tensors[t];
+    dnnl_dims_t d, o = {0, off, 0, 0};
+    osseg__set_dims(d, tt->dims, 4);
+    dnnl_memory_desc_t sub;
+    if (dnnl_memory_desc_init_submemory(&sub, &m->md[y], d, o) != dnnl_success)
+      return osseg__fail(diag, OSSEG_EBACKEND, "node '%s': channel slice", n->name);
+    int err = osseg__quantize_step(m, ni, t, &m->md[t], y, &sub, scale, zero, diag);
+    if (err) return err;
+    off += tt->dims[1];
+  }
+  return 0;
+}
+
 static int compile_concat(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int y = n->out[0];
+  if (m->md[y].data_type == dnnl_u8 || m->md[y].data_type == dnnl_s8)
+    return compile_quantized_concat(m, n, diag);
   int axis = (int)osseg__attr_int(n, "axis", 0);
   if (axis < 0) axis += g->tensors[y].rank;
   if (n->nin > OSSEG__MAX_ARGS - 2)

@@ -255,31 +255,19 @@ static int compile_qconv(struct osseg_model *m, struct osseg__node *n, const str
   if (err) return err;
   const int64_t C = xt->dims[1], M = yt->dims[1], kh = wt->dims[2], kw = wt->dims[3], k = kh * kw;
   const int64_t per = (C / group) * k;
-  /* 8-bit input */
-  int xq = osseg__add_temp(m, x, diag);
-  if (xq < 0) return xq;
-  if ((err = osseg__tensor_md(m, xq, sgn ? dnnl_s8 : dnnl_u8, NULL)))
-    return osseg__fail(diag, err, "node '%s': layout", n->name);
-  dnnl_primitive_attr_t qa = NULL;
-  dnnl_primitive_desc_t qpd = NULL;
-  float inv = 1.f / sx;
-  int32_t zps[1] = {zp};
-  dnnl_status_t st = dnnl_primitive_attr_create(&qa);
-  if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(qa, dnnl_scratchpad_mode_user);
-  if (st == dnnl_success) st = dnnl_primitive_attr_set_output_scales(qa, 1, 0, &inv);
-  if (st == dnnl_success && zp) st = dnnl_primitive_attr_set_zero_points(qa, DNNL_ARG_DST, 1, 0, zps);
-  if (st == dnnl_success)
-    st = dnnl_reorder_primitive_desc_create(&qpd, &m->md[x], m->eng, &m->md[xq], m->eng, qa);
-  if (qa) dnnl_primitive_attr_destroy(qa);
-  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "quantizing reorder", n);
-  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_PRIM, ni);
-  if (!s) {
-    dnnl_primitive_desc_destroy(qpd);
-    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  /* 8-bit input: quantized by a reorder, unless its producer (a concat of
+   * quantized inputs, ops/concat.c) wrote it in 8 bits already */
+  int xq = x;
+  if (m->md[x].data_type != dnnl_u8 && m->md[x].data_type != dnnl_s8) {
+    xq = osseg__add_temp(m, x, diag);
+    if (xq < 0) return xq;
+    if ((err = osseg__tensor_md(m, xq, sgn ? dnnl_s8 : dnnl_u8, NULL)))
+      return osseg__fail(diag, err, "node '%s': layout", n->name);
+    if ((err = osseg__quantize_step(m, ni, x, &m->md[x], xq, &m->md[xq], sx, zp, diag))) return err;
+    m->g.tensors[xq].uses = 1;
   }
-  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, NULL);
-  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, xq, NULL);
-  if ((err = osseg__finish_prim(m, s, qpd, n, diag))) return err;
+  int32_t zps[1] = {zp};
+  dnnl_status_t st;
   /* int8 weights, scales, bias in the accumulator's units */
   int8_t *wq = osseg__malloc((size_t)(M * per) + 1);
   float *sc = osseg__malloc((size_t)M * sizeof(float)), *bq = osseg__malloc((size_t)M * sizeof(float));
@@ -330,7 +318,6 @@ static int compile_qconv(struct osseg_model *m, struct osseg__node *n, const str
   if (!err) {
     m->params += (uint64_t)(M * per + M);
     m->flops += 2ull * (uint64_t)(yt->dims[2] * yt->dims[3]) * (uint64_t)(M * per);
-    m->g.tensors[xq].uses = 1;
     m->int8_convs++;
     err = conv_prim_step(m, n, pd, xq, y, &wuser, wq, bq, n->post, n->npost, 1, diag);
   }

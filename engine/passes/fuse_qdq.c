@@ -13,7 +13,11 @@
  * input: it records the scale, zero point and signedness as attributes
  * (osseg.q_scale, osseg.q_zero, osseg.q_signed) and reads the float input,
  * which ops/conv.c quantizes to 8 bits itself (the same integers) before
- * an int8 convolution. */
+ * an int8 convolution. A channel Concat read only by such convs, all with
+ * the same quantization, writes its output in 8 bits instead
+ * (osseg.q_out_scale, osseg.q_out_zero, osseg.q_out_signed; ops/concat.c):
+ * its inputs are quantized straight into their channel slices, with no
+ * float concat and no separate quantizing pass (the UNet++ decoder). */
 #include <math.h>
 #include <string.h>
 
@@ -93,5 +97,37 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
     n->in[0] = fq->in[0];
   }
   osseg__eliminate_dead(g);
+  for (int ci = 0; ci < g->nnodes; ci++) {
+    struct osseg__node *c = &g->nodes[ci];
+    if (c->dead || strcmp(c->op, "Concat") || c->out[0] == g->output) continue;
+    const struct osseg__tensor *y = &g->tensors[c->out[0]];
+    int64_t axis = osseg__attr_int(c, "axis", 0);
+    if (y->rank != 4 || y->dims[0] != 1 || (axis != 1 && axis != -3)) continue;
+    int ok = 1, readers = 0;
+    for (int i = 0; i < c->nin && ok; i++) ok = c->in[i] >= 0 && !g->tensors[c->in[i]].data;
+    const struct osseg__node *first = NULL;
+    for (int ni = 0; ni < g->nnodes && ok; ni++) {
+      const struct osseg__node *r = &g->nodes[ni];
+      if (r->dead) continue;
+      for (int i = 0; i < r->nin && ok; i++) {
+        if (r->in[i] != c->out[0]) continue;
+        const struct osseg__attr *qs = osseg__attr_find(r, "osseg.q_scale");
+        ok = i == 0 && qs != NULL;
+        if (ok && first)
+          ok = qs->f == osseg__attr_find(first, "osseg.q_scale")->f &&
+               osseg__attr_int(r, "osseg.q_zero", 0) == osseg__attr_int(first, "osseg.q_zero", 0) &&
+               osseg__attr_int(r, "osseg.q_signed", 0) == osseg__attr_int(first, "osseg.q_signed", 0);
+        if (!first) first = r;
+        readers++;
+      }
+      for (int p = 0; p < r->npost && ok; p++)
+        ok = !(r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == c->out[0]);
+    }
+    if (!ok || !readers) continue;
+    int err = osseg__add_attr_float(c, "osseg.q_out_scale", osseg__attr_find(first, "osseg.q_scale")->f);
+    if (!err) err = osseg__add_attr_int(c, "osseg.q_out_zero", osseg__attr_int(first, "osseg.q_zero", 0));
+    if (!err) err = osseg__add_attr_int(c, "osseg.q_out_signed", osseg__attr_int(first, "osseg.q_signed", 0));
+    if (err) return osseg__fail(diag, err, "out of memory");
+  }
   return 0;
 }
