@@ -268,6 +268,17 @@ static int compile_qconv(struct osseg_model *m, struct osseg__node *n, const str
   }
   int32_t zps[1] = {zp};
   dnnl_status_t st;
+  /* An 8-bit output (passes/fuse_qdq.c: only int8 convs of one quantization
+   * read it): the conv writes the next conv's quantized input itself,
+   * round(relu(s_x s_w acc + b) / s_out) + z_out, folding 1 / s_out into the
+   * output scales (ReLU commutes with a positive scale). */
+  float out_scale = 1.f;
+  int32_t out_zero = 0;
+  if (m->md[y].data_type == dnnl_u8 || m->md[y].data_type == dnnl_s8) {
+    out_scale = osseg__attr_float(n, "osseg.q_out_scale", 1.f);
+    out_zero = (int32_t)osseg__attr_int(n, "osseg.q_out_zero", 0);
+  }
+  int32_t ozps[1] = {out_zero};
   /* int8 weights, scales, bias in the accumulator's units */
   int8_t *wq = osseg__malloc((size_t)(M * per) + 1);
   float *sc = osseg__malloc((size_t)M * sizeof(float)), *bq = osseg__malloc((size_t)M * sizeof(float));
@@ -280,6 +291,7 @@ static int compile_qconv(struct osseg_model *m, struct osseg__node *n, const str
     float swc = wt->qcount > 1 ? wt->qscale[oc] : wt->qscale[0];
     sc[oc] = sx * swc;
     bq[oc] = bt ? ((const float *)bt->data)[oc] / sc[oc] : 0.f;
+    sc[oc] /= out_scale; /* (1 unless the output is 8-bit, below) */
     for (int64_t i = 0; i < per; i++) {
       float q = nearbyintf(wf[oc * per + i] / swc);
       wq[oc * per + i] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
@@ -307,6 +319,8 @@ static int compile_qconv(struct osseg_model *m, struct osseg__node *n, const str
   if (!err) {
     st = dnnl_primitive_attr_set_output_scales(attr, M, 1 << 1, sc);
     if (st == dnnl_success && zp) st = dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_SRC, 1, 0, zps);
+    if (st == dnnl_success && out_zero)
+      st = dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_DST, 1, 0, ozps);
     dnnl_convolution_desc_t cd;
     if (st == dnnl_success)
       st = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,

@@ -13,11 +13,12 @@
  * input: it records the scale, zero point and signedness as attributes
  * (osseg.q_scale, osseg.q_zero, osseg.q_signed) and reads the float input,
  * which ops/conv.c quantizes to 8 bits itself (the same integers) before
- * an int8 convolution. A channel Concat read only by such convs, all with
- * the same quantization, writes its output in 8 bits instead
- * (osseg.q_out_scale, osseg.q_out_zero, osseg.q_out_signed; ops/concat.c):
- * its inputs are quantized straight into their channel slices, with no
- * float concat and no separate quantizing pass (the UNet++ decoder). */
+ * an int8 convolution. A channel Concat, or an int8 conv with at most a
+ * ReLU epilogue, read only by such convs, all with the same quantization,
+ * writes its output in 8 bits instead (osseg.q_out_scale, osseg.q_out_zero,
+ * osseg.q_out_signed; ops/concat.c, ops/conv.c): the concat quantizes its
+ * inputs straight into their channel slices, the conv requantizes its
+ * accumulators; no float copy and no separate quantizing pass. */
 #include <math.h>
 #include <string.h>
 
@@ -99,12 +100,21 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
   osseg__eliminate_dead(g);
   for (int ci = 0; ci < g->nnodes; ci++) {
     struct osseg__node *c = &g->nodes[ci];
-    if (c->dead || strcmp(c->op, "Concat") || c->out[0] == g->output) continue;
+    if (c->dead || c->out[0] == g->output) continue;
     const struct osseg__tensor *y = &g->tensors[c->out[0]];
-    int64_t axis = osseg__attr_int(c, "axis", 0);
-    if (y->rank != 4 || y->dims[0] != 1 || (axis != 1 && axis != -3)) continue;
     int ok = 1, readers = 0;
-    for (int i = 0; i < c->nin && ok; i++) ok = c->in[i] >= 0 && !g->tensors[c->in[i]].data;
+    if (!strcmp(c->op, "Concat")) { /* channel concat of runtime maps */
+      int64_t axis = osseg__attr_int(c, "axis", 0);
+      if (y->rank != 4 || y->dims[0] != 1 || (axis != 1 && axis != -3)) continue;
+      for (int i = 0; i < c->nin && ok; i++) ok = c->in[i] >= 0 && !g->tensors[c->in[i]].data;
+    } else if (!strcmp(c->op, "Conv") && osseg__attr_find(c, "osseg.q_scale")) {
+      /* an int8 conv whose epilogue is at most a ReLU (no residual sum, no
+       * other activation: they do not commute with the output scale) */
+      for (int p = 0; p < c->npost && ok; p++)
+        ok = c->post[p].kind == OSSEG__POST_RELU && c->post[p].alpha == 0;
+    } else {
+      continue;
+    }
     const struct osseg__node *first = NULL;
     for (int ni = 0; ni < g->nnodes && ok; ni++) {
       const struct osseg__node *r = &g->nodes[ni];
