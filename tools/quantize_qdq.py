@@ -6,9 +6,8 @@
       --calib DIR|IMAGE.png... [--calib-count 16] -o OUT.onnx
 
 Calibration: the radiographs go through the model's own preprocessing
-(metadata osseg.input_size, osseg.normalize = div255: gray / 255, bilinear
-resize, three equal channels, as tools/train/dataset.py and the C pipeline
-do), and tools/train/onnx_ref.py (a NumPy ONNX interpreter) runs the fp32
+(metadata osseg.input_size, osseg.normalize = div255: tools/train/dataset.py's
+load_gray and preprocess, as in training and the C pipeline), and tools/train/onnx_ref.py (a NumPy ONNX interpreter) runs the fp32
 graph with every Conv input as an extra output; the min/max over the
 calibration images gives each Conv input a per-tensor uint8 scale and zero
 point. Weights: per output channel, symmetric int8 (scale = max|w| / 127).
@@ -29,33 +28,15 @@ import sys
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train"))
+import dataset  # noqa: E402
 import onnx_ref  # noqa: E402
 
 
 def load_input(path, size):
-    im = Image.open(path)
-    if im.mode in ("I;16", "I;16B", "I"):
-        a = np.asarray(im, dtype=np.float32) / 65535.0
-    else:
-        a = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    # bilinear, half-pixel centres (align_corners=False), as F.interpolate
-    h, w = a.shape
-
-    def axis(n_in, n_out):
-        c = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
-        c = np.clip(c, 0, n_in - 1)
-        i0 = np.floor(c).astype(int)
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        return i0, i1, (c - i0).astype(np.float32)
-    y0, y1, wy = axis(h, size)
-    x0, x1, wx = axis(w, size)
-    top = a[y0][:, x0] * (1 - wx) + a[y0][:, x1] * wx
-    bot = a[y1][:, x0] * (1 - wx) + a[y1][:, x1] * wx
-    r = top * (1 - wy[:, None]) + bot * wy[:, None]
-    return np.broadcast_to(r, (1, 3, size, size)).astype(np.float32).copy()
+    """The model's preprocessing, as training and the C pipeline do it."""
+    return dataset.preprocess(dataset.load_gray(path), size).numpy()
 
 
 def main():

@@ -13,7 +13,6 @@
 
 #include <math.h>
 #include <omp.h>
-#include <string.h>
 
 /* The scale/zero-point inputs of node n (inputs 1 and 2): per tensor (one
  * value) or per axis (a vector along `axis` of x). */
@@ -205,8 +204,7 @@ static int compile_fake_quant(struct osseg_model *m, struct osseg__node *n,
   osseg__tensor_elems(g, &g->tensors[y], &e);
   q->count = (int64_t)e;
   /* elementwise: any layout, the same on both sides (y is made like x) */
-  if (memcmp(&m->md[x], &m->md[y], sizeof m->md[x]) &&
-      !dnnl_memory_desc_equal(&m->md[x], &m->md[y]))
+  if (!dnnl_memory_desc_equal(&m->md[x], &m->md[y]))
     return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': layouts differ", n->name);
   if (osseg__can_inplace(m, x)) osseg__alias(m, y, x);
   struct osseg__step *st = osseg__add_step(m, OSSEG__STEP_CUSTOM, (int)(n - g->nodes));

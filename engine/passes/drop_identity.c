@@ -6,23 +6,12 @@
 
 #include <string.h>
 
-/* Replaces every reference to tensor `from` by `to` in live nodes. */
-static void rewire(struct osseg__graph *g, int from, int to) {
-  for (int ni = 0; ni < g->nnodes; ni++) {
-    struct osseg__node *n = &g->nodes[ni];
-    if (n->dead) continue;
-    for (int i = 0; i < n->nin; i++)
-      if (n->in[i] == from) n->in[i] = to;
-  }
-  if (g->output == from) g->output = to;
-}
-
 void osseg__drop_identity(struct osseg__graph *g) {
   for (int ni = 0; ni < g->nnodes; ni++) {
     struct osseg__node *n = &g->nodes[ni];
     if (n->dead || (strcmp(n->op, "Identity") && strcmp(n->op, "Dropout"))) continue;
     if (n->in[0] == g->input && n->out[0] == g->output) continue; /* keep: needs a copy */
     n->dead = 1;
-    rewire(g, n->out[0], n->in[0]);
+    osseg__rewire(g, n->out[0], n->in[0]);
   }
 }

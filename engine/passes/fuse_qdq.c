@@ -59,16 +59,7 @@ int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag) {
       struct osseg__node *c = &g->nodes[ni];
       if (c->dead || strcmp(c->op, "DequantizeLinear") || c->in[0] != t) continue;
       c->dead = 1;
-      int from = c->out[0];
-      for (int k = 0; k < g->nnodes; k++) {
-        struct osseg__node *r = &g->nodes[k];
-        if (r->dead) continue;
-        for (int i = 0; i < r->nin; i++)
-          if (r->in[i] == from) r->in[i] = t;
-        for (int p = 0; p < r->npost; p++)
-          if (r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == from) r->post[p].arg = t;
-      }
-      if (g->output == from) g->output = t;
+      osseg__rewire(g, c->out[0], t);
     }
     g->tensors[t].dtype = OSSEG__DT_FLOAT;
     int err = osseg__set_op(q, OSSEG__OP_FAKE_QUANT);

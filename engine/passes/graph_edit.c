@@ -158,3 +158,15 @@ void osseg__eliminate_dead(struct osseg__graph *g) {
   }
   osseg__count_uses(g);
 }
+
+void osseg__rewire(struct osseg__graph *g, int from, int to) {
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    struct osseg__node *n = &g->nodes[ni];
+    if (n->dead) continue;
+    for (int i = 0; i < n->nin; i++)
+      if (n->in[i] == from) n->in[i] = to;
+    for (int p = 0; p < n->npost; p++)
+      if (n->post[p].kind == OSSEG__POST_SUM && n->post[p].arg == from) n->post[p].arg = to;
+  }
+  if (g->output == from) g->output = to;
+}

@@ -28,6 +28,9 @@ int osseg__other_input(const struct osseg__node *n, int t);
 int osseg__new_const(struct osseg__graph *g, int rank, const int64_t *dims,
                      struct osseg_diag *diag);
 
+/* Replaces every reference to tensor `from` by `to`: inputs and residual
+ * addends of live nodes, and the graph output. */
+void osseg__rewire(struct osseg__graph *g, int from, int to);
 /* In-place node edits; 0 or OSSEG_ENOMEM. */
 int osseg__set_op(struct osseg__node *n, const char *op);
 int osseg__set_inputs(struct osseg__node *n, const int *in, int nin);
