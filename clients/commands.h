@@ -12,6 +12,7 @@ int osseg_cmd_run_model(int argc, char **argv);
 int osseg_cmd_model_info(int argc, char **argv);
 int osseg_cmd_predict(int argc, char **argv);
 int osseg_cmd_overlay(int argc, char **argv);
+int osseg_cmd_quantize(int argc, char **argv);
 /* Clients of the ossegd daemon (client_segment.c, osseg_client.h). */
 int osseg_cmd_segment(int argc, char **argv);
 int osseg_cmd_batch(int argc, char **argv);

@@ -20,6 +20,7 @@ static const struct command commands[] = {
     {"view", osseg_cmd_view, "print the file:// URL of the web viewer (clients/viewer)"},
     {"rle", osseg_cmd_rle, "convert between CSV rows and PNG masks"},
     {"run-model", osseg_cmd_run_model, "run an ONNX model on a .npy input, with timings"},
+    {"quantize", osseg_cmd_quantize, "quantize an fp32 ONNX model to int8 (QDQ), calibrated on images"},
     {"model-info", osseg_cmd_model_info, "describe an ONNX model: inputs, outputs, ops, FLOPs"},
     {"segment", osseg_cmd_segment, "segment images with the ossegd daemon into a submission CSV"},
     {"batch", osseg_cmd_batch, "segment folders with ossegd: progress line, resumable output"},

@@ -28,3 +28,5 @@ int osseg__int8_native(void) {
   return (i & dnnl_cpu_isa_avx512_core_vnni) == dnnl_cpu_isa_avx512_core_vnni ||
          (i & dnnl_cpu_isa_avx2_vnni) == dnnl_cpu_isa_avx2_vnni;
 }
+
+int osseg_engine_int8_native(void) { return osseg__int8_native(); }

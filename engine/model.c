@@ -133,6 +133,9 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   o = &m->opt;
   int err = osseg__load_graph(&m->g, data, size, o, diag);
   if (!err) err = osseg__infer_and_fold(&m->g, diag);
+  if (!err && o->observe.count && o->precision != OSSEG_PRECISION_FP32)
+    err = osseg__fail(diag, OSSEG_EINVAL, "observing tensors needs precision fp32");
+  if (!err) err = osseg__insert_observers(&m->g, &o->observe, diag);
   const int int8 = o->precision == OSSEG_PRECISION_INT8;
   if (!err) err = osseg__passes_run(&m->g, !o->no_upconv, int8, diag);
   if (!err && int8) { /* int8 needs a model that says how to quantize */

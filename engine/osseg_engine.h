@@ -114,10 +114,28 @@ enum osseg_precision {
  * slower than fp32; tools tell the user. Writes the ISA's name to *isa if
  * not NULL. */
 int osseg_engine_bf16_native(const char **isa);
+/* Whether oneDNN runs int8 convolutions on dot-product units here
+ * (AVX512_VNNI, AVX-VNNI, AMX): where --precision auto picks int8 for a
+ * QDQ model. */
+int osseg_engine_int8_native(void);
 
 /* Name "fp32"/"bf16"/"bf16-mixed"; parse returns 0 or OSSEG_EINVAL. */
 const char *osseg_precision_name(enum osseg_precision p);
 int osseg_precision_parse(const char *s, enum osseg_precision *out);
+
+/* Calibration hook (osseg quantize): the values of chosen tensors during
+ * every run. fn is called on the executor thread, after the tensor is
+ * computed, with its values as float32 in logical (NCHW) row-major order:
+ * n elements, valid only during the call. The observed tensors are named as
+ * in the ONNX file, computed by the graph (not the input, not constants);
+ * the fusions across them are not made, so observing changes speed, not
+ * values. fp32 precision only. */
+struct osseg_engine_observer {
+  const char *const *tensors; /* count names, read during the load only */
+  size_t count;               /* 0: none (at most 4096) */
+  void (*fn)(void *ctx, size_t index, const float *data, size_t n);
+  void *ctx;
+};
 
 struct osseg_engine_options {
   enum osseg_precision precision;
@@ -154,6 +172,7 @@ struct osseg_engine_options {
   int no_dwconv;            /* 1: no own depthwise conv loop (ops/conv_depthwise.c) */
   int no_upconv;            /* 1: keep Resize + Concat + Conv in the UNet
                                decoder instead of the phase-conv rewrite */
+  struct osseg_engine_observer observe; /* none by default */
 };
 #define OSSEG_BF16_TAIL_DEFAULT 3
 

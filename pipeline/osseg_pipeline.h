@@ -158,6 +158,11 @@ uint64_t osseg_loaded_model_generation(const struct osseg_loaded_model *m);
 /* The model's own probability threshold for class i (from its load spec;
  * 0.5 by default); 0 past the last class. */
 float osseg_loaded_model_threshold(const struct osseg_loaded_model *m, size_t i);
+/* The model's own preprocessing of a gray image (resize to its input size,
+ * its normalisation), as a run does it: out gets
+ * osseg_model_input_elems(engine) floats. Errors of osseg_preprocess_gray. */
+int osseg_loaded_model_preprocess(const struct osseg_loaded_model *m, const struct osseg_image *img,
+                                  float *out);
 
 /* ------------------------------------------------------------ pipeline --- */
 

@@ -48,6 +48,10 @@ struct osseg_model *osseg_loaded_model_engine(const struct osseg_loaded_model *m
 uint32_t osseg_loaded_model_input_size(const struct osseg_loaded_model *m) {
   return m->input_size;
 }
+int osseg_loaded_model_preprocess(const struct osseg_loaded_model *m, const struct osseg_image *img,
+                                  float *out) {
+  return osseg_preprocess_gray(img, m->input_size, &m->norm, out);
+}
 size_t osseg_loaded_model_class_count(const struct osseg_loaded_model *m) { return m->nclasses; }
 const char *osseg_loaded_model_class_name(const struct osseg_loaded_model *m, size_t i) {
   return i < m->nclasses ? m->class_names[i] : NULL;

@@ -12,4 +12,9 @@
  * 0 or an error. */
 int osseg__passes_run(struct osseg__graph *g, int upconv, int int8, struct osseg_diag *diag);
 
+/* Inserts an osseg.Observe node after the producer of every tensor the
+ * observer names (insert_observers.c); before the other passes. */
+int osseg__insert_observers(struct osseg__graph *g, const struct osseg_engine_observer *obs,
+                            struct osseg_diag *diag);
+
 #endif

@@ -1,0 +1,453 @@
+/* The model being quantized: its ONNX protobuf, its Convs with their int8
+ * weights, the tensors they read; and the QDQ writer, which packs the
+ * original message with new node and initializer lists (every message the
+ * quantizer does not change is written as it was read, unknown fields
+ * included). */
+#include "quantize_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "onnx.pb-c.h"
+
+/* ---- Allocations of one write, freed together. */
+
+struct pool {
+  void **p;
+  size_t n, cap;
+};
+
+static void *pool_alloc(struct pool *pl, size_t size) {
+  if (pl->n == pl->cap) {
+    size_t cap = pl->cap ? 2 * pl->cap : 256;
+    void **p = osseg__realloc(pl->p, cap * sizeof *p);
+    if (!p) return NULL;
+    pl->p = p, pl->cap = cap;
+  }
+  void *b = osseg__calloc(1, size ? size : 1);
+  if (b) pl->p[pl->n++] = b;
+  return b;
+}
+
+static char *pool_printf(struct pool *pl, const char *a, const char *b) {
+  size_t n = strlen(a) + strlen(b) + 1;
+  char *s = pool_alloc(pl, n);
+  if (s) snprintf(s, n, "%s%s", a, b);
+  return s;
+}
+
+static void pool_free(struct pool *pl) {
+  for (size_t i = 0; i < pl->n; i++) osseg__free(pl->p[i]);
+  osseg__free(pl->p);
+}
+
+/* ---- Parsing. */
+
+static int is_onnx_op(const Onnx__NodeProto *n, const char *op) {
+  return n->op_type && !strcmp(n->op_type, op) &&
+         (!n->domain || !n->domain[0] || !strcmp(n->domain, "ai.onnx"));
+}
+
+static int find_init(const Onnx__GraphProto *g, const char *name) {
+  for (size_t i = 0; name && i < g->n_initializer; i++)
+    if (g->initializer[i]->name && !strcmp(g->initializer[i]->name, name)) return (int)i;
+  return -1;
+}
+
+static int find_act(struct osseg__qmodel *qm, const char *name) {
+  for (size_t i = 0; i < qm->nact; i++)
+    if (!strcmp(qm->act[i].name, name)) return (int)i;
+  return -1;
+}
+
+/* The float values of a weight initializer (NULL + *why when unusable). */
+static const float *weight_values(const Onnx__TensorProto *t, size_t *count, const char **why) {
+  size_t n = 1;
+  if (t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_dims != 4) {
+    *why = "weights are not a float32 4-D initializer";
+    return NULL;
+  }
+  for (size_t d = 0; d < 4; d++) {
+    if (t->dims[d] <= 0 || osseg__mul_size(n, (size_t)t->dims[d], &n)) {
+      *why = "weights have an invalid shape";
+      return NULL;
+    }
+  }
+  *count = n;
+  if (t->n_external_data || (t->has_data_location && t->data_location)) {
+    *why = "weights are stored outside the file";
+    return NULL;
+  }
+  if (t->has_raw_data && t->raw_data.len == n * sizeof(float)) return (const float *)t->raw_data.data;
+  if (t->n_float_data == n) return t->float_data;
+  *why = "weights have the wrong number of values";
+  return NULL;
+}
+
+/* Per output channel symmetric int8: scale = max |w| / 127 (1 for an
+ * all-zero channel, whose values are 0 anyway). */
+static int quantize_weights(struct osseg__qconv *c, const Onnx__TensorProto *t) {
+  size_t n = 0;
+  const float *w = weight_values(t, &n, &c->why);
+  if (!w) return 0;
+  c->oc = t->dims[0];
+  c->per_oc = n / (size_t)c->oc;
+  c->w8 = osseg__malloc(n);
+  c->wscale = osseg__malloc((size_t)c->oc * sizeof(float));
+  if (!c->w8 || !c->wscale) return OSSEG_ENOMEM;
+  for (int64_t o = 0; o < c->oc; o++) {
+    const float *wo = w + (size_t)o * c->per_oc;
+    float mx = 0;
+    for (size_t i = 0; i < c->per_oc; i++) {
+      float v = wo[i];
+      if (!isfinite(v)) {
+        c->why = "weights are not finite";
+        return 0;
+      }
+      mx = fmaxf(mx, fabsf(v));
+    }
+    float s = mx > 0 ? (float)((double)mx / 127.0) : 1.0f;
+    if (!(s > 0) || !isfinite(s)) s = 1.0f; /* subnormal max: values round to 0 */
+    c->wscale[o] = s;
+    for (size_t i = 0; i < c->per_oc; i++) {
+      double q = nearbyint((double)wo[i] / (double)s);
+      c->w8[(size_t)o * c->per_oc + i] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+    }
+  }
+  c->weight = 0; /* set by the caller */
+  return 0;
+}
+
+void osseg__qmodel_free(struct osseg__qmodel *qm) {
+  for (size_t i = 0; i < qm->nconv; i++) {
+    osseg__free(qm->conv[i].name);
+    osseg__free(qm->conv[i].w8);
+    osseg__free(qm->conv[i].wscale);
+  }
+  for (size_t i = 0; i < qm->nact; i++) osseg__free(qm->act[i].hist);
+  osseg__free(qm->conv);
+  osseg__free(qm->act);
+  if (qm->proto) onnx__model_proto__free_unpacked(qm->proto, NULL);
+  memset(qm, 0, sizeof *qm);
+}
+
+int osseg__qmodel_parse(struct osseg__qmodel *qm, const void *data, size_t size,
+                        struct osseg_diag *diag) {
+  memset(qm, 0, sizeof *qm);
+  Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, size, data);
+  if (!mp || !mp->graph) {
+    if (mp) onnx__model_proto__free_unpacked(mp, NULL);
+    return osseg__fail(diag, OSSEG_EPARSE, "not an ONNX model (protobuf parse failed)");
+  }
+  qm->proto = mp;
+  const Onnx__GraphProto *g = mp->graph;
+  qm->opset = -1;
+  for (size_t i = 0; i < mp->n_opset_import; i++) {
+    const Onnx__OperatorSetIdProto *o = mp->opset_import[i];
+    if (!o->domain || !o->domain[0] || !strcmp(o->domain, "ai.onnx")) qm->opset = (int)o->version;
+  }
+  int err = 0;
+  if (qm->opset < 13)
+    err = osseg__fail(diag, OSSEG_EUNSUPPORTED,
+                      "opset %d: quantizing needs opset 13 or later (per-channel "
+                      "DequantizeLinear); export the model with opset_version >= 13",
+                      qm->opset);
+  size_t nconv = 0;
+  for (size_t i = 0; !err && i < g->n_node; i++) {
+    const Onnx__NodeProto *n = g->node[i];
+    if (is_onnx_op(n, "QuantizeLinear") || is_onnx_op(n, "DequantizeLinear") ||
+        is_onnx_op(n, "QLinearConv") || is_onnx_op(n, "ConvInteger"))
+      err = osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (%s): the model is quantized already",
+                        n->name ? n->name : "", n->op_type);
+    nconv += is_onnx_op(n, "Conv") && n->n_input >= 2;
+  }
+  if (!err && !nconv) err = osseg__fail(diag, OSSEG_EUNSUPPORTED, "the model has no Conv to quantize");
+  if (!err) {
+    qm->conv = osseg__calloc(nconv, sizeof *qm->conv);
+    qm->act = osseg__calloc(nconv, sizeof *qm->act);
+    if (!qm->conv || !qm->act) err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  const char *input = NULL; /* the graph input that is not an initializer */
+  for (size_t i = 0; !err && i < g->n_input && !input; i++)
+    if (find_init(g, g->input[i]->name) < 0) input = g->input[i]->name;
+  for (size_t i = 0; !err && i < g->n_node; i++) {
+    const Onnx__NodeProto *n = g->node[i];
+    if (!is_onnx_op(n, "Conv") || n->n_input < 2) continue;
+    struct osseg__qconv *c = &qm->conv[qm->nconv++];
+    c->node = i;
+    c->weight = -1;
+    char buf[32];
+    snprintf(buf, sizeof buf, "Conv#%zu", i);
+    c->name = osseg__strndup(n->name && n->name[0] ? n->name : buf, 4096);
+    if (!c->name) {
+      err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+      break;
+    }
+    const char *x = n->input[0];
+    int a = find_act(qm, x);
+    if (a < 0) {
+      a = (int)qm->nact++;
+      qm->act[a].name = x;
+      qm->act[a].is_input = input && !strcmp(x, input);
+      qm->act[a].lo = INFINITY;
+      qm->act[a].hi = -INFINITY;
+    }
+    c->act = a;
+    int w = find_init(g, n->input[1]);
+    if (find_init(g, x) >= 0) {
+      c->why = "its input is a constant";
+    } else if (w < 0) {
+      c->why = "weights are not an initializer";
+    } else {
+      if ((err = quantize_weights(c, g->initializer[w]))) {
+        err = osseg__fail(diag, err, "out of memory");
+        break;
+      }
+      if (!c->why) c->weight = w;
+    }
+    if (c->weight >= 0) qm->act[a].used = 1;
+  }
+  if (err) osseg__qmodel_free(qm);
+  return err;
+}
+
+/* ---- Writing. */
+
+/* Is name taken by any tensor or node output of the model? */
+static int name_taken(const Onnx__GraphProto *g, const char *name) {
+  for (size_t i = 0; i < g->n_node; i++)
+    for (size_t o = 0; o < g->node[i]->n_output; o++)
+      if (!strcmp(g->node[i]->output[o], name)) return 1;
+  for (size_t i = 0; i < g->n_input; i++)
+    if (g->input[i]->name && !strcmp(g->input[i]->name, name)) return 1;
+  return find_init(g, name) >= 0;
+}
+
+static Onnx__TensorProto *new_tensor(struct pool *pl, const char *name, int dtype,
+                                     const int64_t *dims, size_t rank, const void *data,
+                                     size_t bytes) {
+  Onnx__TensorProto *t = pool_alloc(pl, sizeof *t);
+  int64_t *d = pool_alloc(pl, rank * sizeof *d);
+  void *b = pool_alloc(pl, bytes);
+  if (!t || !d || !b) return NULL;
+  onnx__tensor_proto__init(t);
+  t->name = (char *)name;
+  t->has_data_type = 1;
+  t->data_type = dtype;
+  if (rank) memcpy(d, dims, rank * sizeof *d);
+  t->n_dims = rank;
+  t->dims = d;
+  memcpy(b, data, bytes);
+  t->has_raw_data = 1;
+  t->raw_data.len = bytes;
+  t->raw_data.data = b;
+  return t;
+}
+
+static Onnx__NodeProto *new_node(struct pool *pl, const char *op, const char *name,
+                                 const char *in0, const char *in1, const char *in2,
+                                 const char *out, int axis) {
+  Onnx__NodeProto *n = pool_alloc(pl, sizeof *n);
+  char **in = pool_alloc(pl, 3 * sizeof *in), **o = pool_alloc(pl, sizeof *o);
+  if (!n || !in || !o) return NULL;
+  onnx__node_proto__init(n);
+  n->op_type = (char *)op;
+  n->name = (char *)name;
+  in[0] = (char *)in0, in[1] = (char *)in1, in[2] = (char *)in2;
+  n->n_input = 3;
+  n->input = in;
+  o[0] = (char *)out;
+  n->n_output = 1;
+  n->output = o;
+  if (axis >= 0) {
+    Onnx__AttributeProto *a = pool_alloc(pl, sizeof *a);
+    Onnx__AttributeProto **al = pool_alloc(pl, sizeof *al);
+    if (!a || !al) return NULL;
+    onnx__attribute_proto__init(a);
+    a->name = "axis";
+    a->has_type = 1;
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+    a->has_i = 1;
+    a->i = axis;
+    al[0] = a;
+    n->n_attribute = 1;
+    n->attribute = al;
+  }
+  return n;
+}
+
+/* Names of the tensors one quantized activation or weight adds. */
+struct qnames {
+  char *scale, *zero, *q, *dq, *qnode, *dqnode;
+};
+
+static int make_names(struct pool *pl, const Onnx__GraphProto *g, const char *base,
+                      struct qnames *nm, struct osseg_diag *diag) {
+  nm->scale = pool_printf(pl, base, "_scale");
+  nm->zero = pool_printf(pl, base, "_zero_point");
+  nm->q = pool_printf(pl, base, "_quantized");
+  nm->dq = pool_printf(pl, base, "_dequantized");
+  nm->qnode = pool_printf(pl, base, "_QuantizeLinear");
+  nm->dqnode = pool_printf(pl, base, "_DequantizeLinear");
+  if (!nm->scale || !nm->zero || !nm->q || !nm->dq || !nm->qnode || !nm->dqnode)
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  const char *all[] = {nm->scale, nm->zero, nm->q, nm->dq};
+  for (size_t i = 0; i < 4; i++)
+    if (name_taken(g, all[i]))
+      return osseg__fail(diag, OSSEG_EUNSUPPORTED,
+                         "tensor '%s' exists already: cannot name the quantization of '%s'",
+                         all[i], base);
+  return 0;
+}
+
+int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *quantize,
+                        const char *note, void **out, size_t *size, struct osseg_diag *diag) {
+  const Onnx__ModelProto *mp = qm->proto;
+  const Onnx__GraphProto *g = mp->graph;
+  struct pool pl = {0};
+  int err = 0;
+  *out = NULL;
+  *size = 0;
+  /* at most 2 nodes per activation and 1 per weight (plus the conv copy) */
+  size_t cap_nodes = g->n_node + 3 * qm->nconv, cap_inits = g->n_initializer + 5 * qm->nconv;
+  Onnx__NodeProto **nodes = pool_alloc(&pl, cap_nodes * sizeof *nodes);
+  Onnx__TensorProto **inits = pool_alloc(&pl, cap_inits * sizeof *inits);
+  Onnx__ValueInfoProto **inputs = pool_alloc(&pl, (g->n_input + 1) * sizeof *inputs);
+  Onnx__StringStringEntryProto **meta = pool_alloc(&pl, (mp->n_metadata_props + 1) * sizeof *meta);
+  unsigned char *act_done = pool_alloc(&pl, qm->nact + 1);
+  char **act_dq = pool_alloc(&pl, (qm->nact + 1) * sizeof *act_dq);
+  /* per initializer: dropped (the weights of quantized convs only); its
+   * int8 version written; its DequantizeLinear output name */
+  unsigned char *dropped = pool_alloc(&pl, g->n_initializer + 1);
+  unsigned char *init_state = pool_alloc(&pl, g->n_initializer + 1);
+  char **init_dq = pool_alloc(&pl, (g->n_initializer + 1) * sizeof *init_dq);
+  if (!nodes || !inits || !inputs || !meta || !act_done || !act_dq || !dropped || !init_state ||
+      !init_dq) {
+    pool_free(&pl);
+    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  /* weights only quantized convs read are dropped */
+  for (size_t c = 0; c < qm->nconv; c++)
+    if (quantize[c] && qm->conv[c].weight >= 0) dropped[qm->conv[c].weight] = 1;
+  for (size_t i = 0; i < g->n_node; i++) {
+    int quantized_conv = 0;
+    for (size_t c = 0; c < qm->nconv; c++)
+      quantized_conv |= quantize[c] && qm->conv[c].weight >= 0 && qm->conv[c].node == i;
+    if (quantized_conv) continue;
+    for (size_t k = 0; k < g->node[i]->n_input; k++) {
+      int w = find_init(g, g->node[i]->input[k]);
+      if (w >= 0) dropped[w] = 0;
+    }
+  }
+  size_t nn = 0, ni = 0;
+  for (size_t i = 0; i < g->n_initializer; i++)
+    if (!dropped[i]) inits[ni++] = g->initializer[i];
+  for (size_t i = 0; !err && i < g->n_node; i++) {
+    const struct osseg__qconv *c = NULL;
+    for (size_t k = 0; k < qm->nconv; k++)
+      if (quantize[k] && qm->conv[k].weight >= 0 && qm->conv[k].node == i) c = &qm->conv[k];
+    if (!c) {
+      nodes[nn++] = g->node[i];
+      continue;
+    }
+    const struct osseg__qact *a = &qm->act[c->act];
+    struct qnames nm;
+    if (!act_done[c->act]) { /* Q -> DQ of the input, before its first quantized reader */
+      if ((err = make_names(&pl, g, a->name, &nm, diag))) break;
+      const int64_t none = 0;
+      const uint8_t z = (uint8_t)a->zero;
+      Onnx__TensorProto *ts = new_tensor(&pl, nm.scale, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &none,
+                                         0, &a->scale, sizeof a->scale);
+      Onnx__TensorProto *tz = new_tensor(&pl, nm.zero, ONNX__TENSOR_PROTO__DATA_TYPE__UINT8, &none,
+                                         0, &z, 1);
+      Onnx__NodeProto *q = new_node(&pl, "QuantizeLinear", nm.qnode, a->name, nm.scale, nm.zero,
+                                    nm.q, -1);
+      Onnx__NodeProto *dq = new_node(&pl, "DequantizeLinear", nm.dqnode, nm.q, nm.scale, nm.zero,
+                                     nm.dq, -1);
+      if (!ts || !tz || !q || !dq) {
+        err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+        break;
+      }
+      inits[ni++] = ts, inits[ni++] = tz;
+      nodes[nn++] = q, nodes[nn++] = dq;
+      act_done[c->act] = 1;
+      act_dq[c->act] = nm.dq;
+    }
+    const Onnx__TensorProto *wt = g->initializer[c->weight];
+    if (!init_state[c->weight]) { /* int8 weights and their DequantizeLinear */
+      if ((err = make_names(&pl, g, wt->name, &nm, diag))) break;
+      const int64_t oc = c->oc;
+      int8_t *zeros = pool_alloc(&pl, (size_t)oc);
+      Onnx__TensorProto *tw = new_tensor(&pl, nm.q, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, wt->dims, 4,
+                                         c->w8, (size_t)oc * c->per_oc);
+      Onnx__TensorProto *ts = new_tensor(&pl, nm.scale, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &oc,
+                                         1, c->wscale, (size_t)oc * sizeof(float));
+      Onnx__TensorProto *tz = zeros ? new_tensor(&pl, nm.zero, ONNX__TENSOR_PROTO__DATA_TYPE__INT8,
+                                                 &oc, 1, zeros, (size_t)oc)
+                                    : NULL;
+      Onnx__NodeProto *dq = new_node(&pl, "DequantizeLinear", nm.dqnode, nm.q, nm.scale, nm.zero,
+                                     nm.dq, 0);
+      if (!tw || !ts || !tz || !dq) {
+        err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+        break;
+      }
+      inits[ni++] = tw, inits[ni++] = ts, inits[ni++] = tz;
+      nodes[nn++] = dq;
+      init_state[c->weight] = 1;
+      init_dq[c->weight] = nm.dq;
+    }
+    /* the conv itself, reading the dequantized input and weights */
+    const Onnx__NodeProto *orig = g->node[i];
+    Onnx__NodeProto *conv = pool_alloc(&pl, sizeof *conv);
+    char **in = pool_alloc(&pl, orig->n_input * sizeof *in);
+    if (!conv || !in) {
+      err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+      break;
+    }
+    *conv = *orig;
+    memcpy(in, orig->input, orig->n_input * sizeof *in);
+    in[0] = act_dq[c->act];
+    in[1] = init_dq[c->weight];
+    conv->input = in;
+    nodes[nn++] = conv;
+  }
+  /* graph inputs naming dropped initializers (old exports list them) go too */
+  size_t nin = 0;
+  for (size_t i = 0; i < g->n_input; i++) {
+    int w = find_init(g, g->input[i]->name);
+    if (w < 0 || !dropped[w]) inputs[nin++] = g->input[i];
+  }
+  size_t nmeta = mp->n_metadata_props;
+  if (mp->n_metadata_props) memcpy(meta, mp->metadata_props, nmeta * sizeof *meta);
+  if (!err && note) {
+    Onnx__StringStringEntryProto *e = pool_alloc(&pl, sizeof *e);
+    if (!e) err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    if (!err) {
+      onnx__string_string_entry_proto__init(e);
+      e->key = "osseg.quantized";
+      e->value = (char *)note;
+      meta[nmeta++] = e;
+    }
+  }
+  if (!err) {
+    Onnx__GraphProto g2 = *g;
+    Onnx__ModelProto m2 = *mp;
+    g2.node = nodes, g2.n_node = nn;
+    g2.initializer = inits, g2.n_initializer = ni;
+    g2.input = inputs, g2.n_input = nin;
+    m2.graph = &g2;
+    m2.metadata_props = meta, m2.n_metadata_props = nmeta;
+    size_t bytes = onnx__model_proto__get_packed_size(&m2);
+    uint8_t *buf = osseg__malloc(bytes ? bytes : 1);
+    if (!buf) {
+      err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory (%zu bytes)", bytes);
+    } else {
+      onnx__model_proto__pack(&m2, buf);
+      *out = buf;
+      *size = bytes;
+    }
+  }
+  pool_free(&pl);
+  return err;
+}
