@@ -168,15 +168,22 @@ int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primit
     s->slow = 1;
   }
   /* what osseg_model_step_info() reports; the name lives in the model, as
-   * pd (which owns `impl`) is destroyed below */
-  size_t len = strlen(impl ? impl : "?");
-  char *name = osseg__model_alloc(m, len + 1);
-  if (!name) {
-    dnnl_primitive_desc_destroy(pd);
-    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+   * pd (which owns `impl`) is destroyed below: shared with an earlier step
+   * of the same implementation (a model has a handful of them) */
+  if (!impl) impl = "?";
+  for (int k = m->nsteps - 1; k >= 0 && !s->impl; k--)
+    if (m->steps[k].kind == OSSEG__STEP_PRIM && m->steps[k].impl && !strcmp(m->steps[k].impl, impl))
+      s->impl = m->steps[k].impl;
+  if (!s->impl) {
+    size_t len = strlen(impl);
+    char *name = osseg__model_alloc(m, len + 1);
+    if (!name) {
+      dnnl_primitive_desc_destroy(pd);
+      return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    }
+    memcpy(name, impl, len + 1);
+    s->impl = name;
   }
-  memcpy(name, impl ? impl : "?", len + 1);
-  s->impl = name;
   s->conv = conv;
   s->prim_kind = kind;
   const dnnl_memory_desc_t *src = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
