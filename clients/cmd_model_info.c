@@ -8,14 +8,20 @@
 #include "commands.h"
 #include "engine_env.h"
 #include "osseg_engine.h"
+#include "step_summary.h"
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: osseg model-info MODEL.onnx [--size S] [--precision fp32|bf16|bf16-mixed|int8|auto]\n"
+          "usage: osseg model-info MODEL.onnx [--steps] [--size S] [--precision fp32|bf16|bf16-mixed|int8|auto]\n"
           "       osseg model-info --ops [MODEL.onnx [--size S] [--precision P]]\n"
           "\n"
           "Loads the model through the engine and prints its input and output shapes,\n"
-          "op histogram, parameters, FLOPs and planned arena.\n"
+          "op histogram, parameters, FLOPs, planned arena and its steps by precision.\n"
+          "\n"
+          "With --steps: one line per compiled step instead (index, node, op, oneDNN\n"
+          "primitive or own loop, data types as source[,weights]->destination, the\n"
+          "implementation, SLOW for reference or im2col+gemm code), then the steps and\n"
+          "convolutions per precision.\n"
           "\n"
           "With --ops and no model: the engine's op table (every ONNX op it supports,\n"
           "its opsets, precisions and the file under engine/ops/ implementing it).\n"
@@ -134,6 +140,46 @@ static int check_model_ops(const char *model, const struct osseg_engine_options 
   return k.bad;
 }
 
+/* osseg model-info MODEL --steps: every compiled step, then the counts. */
+static void print_steps(const struct osseg_model *m) {
+  printf("%4s  %-40s %-16s %-12s %-16s %s\n", "step", "node", "op", "kind", "types", "impl");
+  for (int i = 0; i < osseg_model_step_count(m); i++) {
+    struct osseg_step_info s;
+    char types[64];
+    if (osseg_model_step_info(m, i, &s)) continue;
+    printf("%4d  %-40s %-16s %-12s %-16s %s%s\n", i, s.node[0] ? s.node : "-", s.op, s.kind,
+           cli_step_types(types, sizeof types, &s), s.impl, s.slow ? "  SLOW" : "");
+  }
+  struct cli_step_counts c;
+  char prec[256];
+  cli_step_counts(m, &c);
+  printf("steps       %d: %s\n", osseg_model_step_count(m), cli_step_precisions(prec, sizeof prec, &c));
+  printf("slow        %d steps on oneDNN reference or im2col+gemm code, %d of them int8\n", c.slow,
+         c.slow_int8);
+}
+
+/* The model-info line on steps by precision, and the int8 steps on slow
+ * code (the first few named). */
+static void print_step_summary(const struct osseg_model *m) {
+  struct cli_step_counts c;
+  char prec[256];
+  cli_step_counts(m, &c);
+  printf("precision   %s; int8 steps on slow code: %d", cli_step_precisions(prec, sizeof prec, &c),
+         c.slow_int8);
+  int named = 0;
+  for (int i = 0; i < osseg_model_step_count(m) && named < c.slow_int8; i++) {
+    struct osseg_step_info s;
+    if (osseg_model_step_info(m, i, &s) || !s.slow || strcmp(s.precision, "int8")) continue;
+    if (named == 3) {
+      printf(", ...");
+      break;
+    }
+    printf("%s%s (%s, %s)", named ? ", " : " (", s.node[0] ? s.node : "-", s.op, s.impl);
+    named++;
+  }
+  printf("%s\n", named ? ")" : "");
+}
+
 static void print_dims(const struct osseg_tensor_info *t) {
   printf("%s [", t->name);
   for (int i = 0; i < t->rank; i++) printf("%s%lld", i ? ", " : "", (long long)t->dims[i]);
@@ -142,7 +188,7 @@ static void print_dims(const struct osseg_tensor_info *t) {
 
 int osseg_cmd_model_info(int argc, char **argv) {
   const char *model = NULL;
-  int ops = 0;
+  int ops = 0, steps = 0;
   struct osseg_engine_options opt;
   osseg_engine_options_default(&opt);
   for (int i = 1; i < argc; i++) {
@@ -164,12 +210,18 @@ int osseg_cmd_model_info(int argc, char **argv) {
       }
     } else if (!strcmp(argv[i], "--ops")) {
       ops = 1;
+    } else if (!strcmp(argv[i], "--steps")) {
+      steps = 1;
     } else if (argv[i][0] != '-' && !model) {
       model = argv[i];
     } else {
       usage(stderr);
       return 2;
     }
+  }
+  if (ops && steps) {
+    fprintf(stderr, "osseg model-info: --ops and --steps do not go together\n");
+    return 2;
   }
   if (ops && !model) return print_op_table();
   if (!model) {
@@ -189,6 +241,11 @@ int osseg_cmd_model_info(int argc, char **argv) {
   }
   struct osseg_model_stats st;
   osseg_model_get_stats(m, &st);
+  if (steps) {
+    print_steps(m);
+    osseg_model_free(m);
+    return 0;
+  }
   printf("model       %s (opset %d)\n", model, st.opset);
   printf("input       ");
   print_dims(osseg_model_input(m));
@@ -196,6 +253,7 @@ int osseg_cmd_model_info(int argc, char **argv) {
   print_dims(osseg_model_output(m));
   printf("nodes       %d in file, %d steps after folding and fusion\n", st.nodes_onnx, st.steps);
   if (st.int8_convs) printf("int8        %d convs in int8 (u8/s8 x s8)\n", st.int8_convs);
+  print_step_summary(m);
   if (st.winograd_convs)
     printf("winograd    %d convs by Winograd F(2x2, 3x3) / F(2x2, 2x2)\n", st.winograd_convs);
   if (st.slow_steps)

@@ -22,6 +22,7 @@
 #include "csv_input.h"
 #include "label_file.h"
 #include "osseg_pipeline.h"
+#include "step_summary.h"
 
 static const char *const CMD = "predict";
 
@@ -64,7 +65,9 @@ static void usage(FILE *f) {
           "                        the image); every class is scored\n"
           "  --overlay-shrink N    downscale overlay panels N times (default: to <= 1024)\n"
           "  --json                one JSON object per image on stdout, with timings\n"
-          "  -v, --verbose         engine warnings (e.g. slow reference kernels)\n"
+          "  -v, --verbose         engine warnings (e.g. slow reference kernels), and at\n"
+          "                        load each model's steps by precision and every step\n"
+          "                        on slow code (reference or im2col+gemm)\n"
           "  -o, --output FILE     the CSV to write (required)\n",
           OSSEG_MAX_MODELS);
 }
@@ -561,6 +564,14 @@ int osseg_cmd_predict(int argc, char **argv) {
   }
   cli_note_bf16(CMD, precision == OSSEG_PRECISION_BF16 || precision == OSSEG_PRECISION_BF16_MIXED);
   double load_ms = (double)(osseg_now_ns() - t_load) / 1e6;
+  for (size_t i = 0; verbose && i < cfg.nmodels; i++) {
+    struct osseg_loaded_model *lm = NULL;
+    if (osseg_registry_get(reg, names[i], &lm) != 0) continue;
+    char what[4200];
+    snprintf(what, sizeof what, "%s: %s", CMD, specs[i].path);
+    cli_print_step_notes(stderr, what, osseg_loaded_model_engine(lm));
+    osseg_loaded_model_unref(lm);
+  }
 
   if (!json)
     fprintf(stderr, "osseg predict: %zu model(s) loaded in %.0f ms, %zu classes, %zu image(s)\n",

@@ -14,6 +14,7 @@
 #include "cli_util.h"
 #include "engine_env.h"
 #include "osseg_engine.h"
+#include "step_summary.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -22,9 +23,11 @@ static void usage(FILE *f) {
           "         [--verbose]\n"
           "Runs the model on a float32 NCHW .npy (default: seeded random input of the\n"
           "model's input shape), writes the float32 output, prints load time, median/min\n"
-          "latency over R runs and peak resident memory. --verbose warns about every\n"
-          "step oneDNN runs on reference code and, under bf16, every conv not on the\n"
-          "CPU's native bf16 unit (AMX, else AVX512_BF16). Under bf16 on a CPU without\n"
+          "latency over R runs and peak resident memory. --verbose prints the model's\n"
+          "steps by precision (int8, bf16, fp32), names every step on slow code (oneDNN\n"
+          "reference or im2col+gemm) with its types, and warns about every step oneDNN\n"
+          "runs on reference code and, under bf16, every conv not on the CPU's native\n"
+          "bf16 unit (AMX, else AVX512_BF16). Under bf16 on a CPU without\n"
           "native bf16 a note says that bf16 is emulated there, slower than fp32.\n");
 }
 
@@ -145,6 +148,7 @@ int osseg_cmd_run_model(int argc, char **argv) {
     return 1;
   }
   cli_note_bf16("run-model", opt.precision == OSSEG_PRECISION_BF16 || opt.precision == OSSEG_PRECISION_BF16_MIXED);
+  if (verbose) cli_print_step_notes(stderr, "run-model", m);
   const struct osseg_tensor_info *ii = osseg_model_input(m), *oi = osseg_model_output(m);
   size_t nin = osseg_model_input_elems(m), nout = osseg_model_output_elems(m);
   int rc = 1;

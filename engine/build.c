@@ -49,6 +49,7 @@ struct osseg__step *osseg__add_step(struct osseg_model *m, int kind, int node) {
   s->kind = kind;
   s->node = node;
   s->in = s->out = -1;
+  s->info_in = s->info_out = -1;
   return s;
 }
 
@@ -94,6 +95,13 @@ void osseg__step_arg_tensor(struct osseg_model *m, struct osseg__step *s, int ki
   if (md) s->arg_md[i] = *md;
   else if (tensor >= 0) s->arg_md[i] = m->md[tensor];
   add_use(s, tensor);
+}
+
+void osseg__step_own(struct osseg__step *s, const char *impl, int conv, int x, int y) {
+  s->impl = impl;
+  s->conv = conv;
+  s->info_in = x;
+  s->info_out = y;
 }
 
 void osseg__step_arg_mem(struct osseg__step *s, int kind, dnnl_memory_t mem) {
@@ -155,8 +163,35 @@ int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primit
   if (impl && strncmp(impl, "ref", 3) == 0) m->warned_ref++;
   /* reference code anywhere, or a convolution as im2col + gemm (for matmul
    * the gemm implementations are the fast ones) */
-  if (impl && (!strncmp(impl, "ref", 3) || strstr(impl, ":ref") || (conv && strstr(impl, "gemm"))))
+  if (impl && (!strncmp(impl, "ref", 3) || strstr(impl, ":ref") || (conv && strstr(impl, "gemm")))) {
     m->slow_steps++;
+    s->slow = 1;
+  }
+  /* what osseg_model_step_info() reports; the name lives in the model, as
+   * pd (which owns `impl`) is destroyed below: shared with an earlier step
+   * of the same implementation (a model has a handful of them) */
+  if (!impl) impl = "?";
+  for (int k = m->nsteps - 1; k >= 0 && !s->impl; k--)
+    if (m->steps[k].kind == OSSEG__STEP_PRIM && m->steps[k].impl && !strcmp(m->steps[k].impl, impl))
+      s->impl = m->steps[k].impl;
+  if (!s->impl) {
+    size_t len = strlen(impl);
+    char *name = osseg__model_alloc(m, len + 1);
+    if (!name) {
+      dnnl_primitive_desc_destroy(pd);
+      return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    }
+    memcpy(name, impl, len + 1);
+    s->impl = name;
+  }
+  s->conv = conv;
+  s->prim_kind = kind;
+  const dnnl_memory_desc_t *src = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+  const dnnl_memory_desc_t *wei = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  const dnnl_memory_desc_t *dst = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+  s->src_dt = src && src->ndims ? src->data_type : dnnl_data_type_undef;
+  s->wei_dt = wei && wei->ndims ? wei->data_type : dnnl_data_type_undef;
+  s->dst_dt = dst && dst->ndims ? dst->data_type : dnnl_data_type_undef;
   const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
   if (smd) {
     s->scratch_md = *smd;
@@ -412,6 +447,7 @@ int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct 
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = run_broadcast;
   s->priv = b;
+  osseg__step_own(s, "own: broadcast", 0, x, y);
   s->in = x;
   s->out = y;
   s->uses[s->nuses++] = x;

@@ -133,6 +133,18 @@ struct osseg__step {
   /* liveness: every tensor read/written by this step */
   int uses[OSSEG__MAX_ARGS];
   int nuses;
+  /* What osseg_model_step_info() reports, fixed at compile time so that the
+   * query needs no primitive desc: the implementation (oneDNN's name,
+   * copied into model-owned memory by osseg__finish_prim, or an own loop's
+   * "own: X" from osseg__step_own), whether it is a slow fallback, whether
+   * the step is a convolution, and the data types it reads and writes. A
+   * primitive's come from its desc; an own loop's from the tensors
+   * info_in / info_out (-1: none), read when asked. */
+  const char *impl;
+  int slow, conv;
+  dnnl_primitive_kind_t prim_kind;
+  dnnl_data_type_t src_dt, wei_dt, dst_dt;
+  int info_in, info_out;
 };
 
 struct osseg_model {
@@ -208,6 +220,11 @@ struct osseg__step *osseg__add_step(struct osseg_model *m, int kind, int node);
  * scratchpad. */
 int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primitive_desc_t pd,
                        const struct osseg__node *n, struct osseg_diag *diag);
+/* Describes an own-loop step for osseg_model_step_info(): `impl` names the
+ * loop ("own: winograd"; a string literal, not copied), conv marks a
+ * convolution, x and y are the tensors whose types are its precision
+ * (-1: none). Every own-loop step calls it once after osseg__add_step. */
+void osseg__step_own(struct osseg__step *s, const char *impl, int conv, int x, int y);
 /* Runtime argument: tensor viewed through md (NULL = the tensor's own md).
  * tensor -2 / -3 = the caller's input / output buffer. */
 void osseg__step_arg_tensor(struct osseg_model *m, struct osseg__step *s, int kind, int tensor,

@@ -235,6 +235,40 @@ void osseg_model_get_stats(const struct osseg_model *m, struct osseg_model_stats
 int osseg_model_op_count(const struct osseg_model *m);
 void osseg_model_op_at(const struct osseg_model *m, int i, const char **op, int *count);
 
+/* ---- The compiled steps: what runs, in which types, on which code ---- */
+
+/* One executed step (in run order), as compiled at load. Strings are owned
+ * by the model and fixed at load, so the query is cheap. */
+struct osseg_step_info {
+  const char *node;   /* the node it was compiled for (after fusion: the
+                         fused node's name); "" for a step the engine adds
+                         itself (the input and output reorders) */
+  const char *op;     /* that node's op type (ONNX, or osseg.X for an op of
+                         the graph passes); "reorder" for an added step */
+  const char *kind;   /* oneDNN primitive kind ("convolution", "reorder",
+                         "eltwise", ...), or "own" for the engine's loops */
+  const char *impl;   /* oneDNN's implementation name ("brgconv:avx512_core_vnni",
+                         "jit_int8:avx512_core_vnni", "ref:any"), or the
+                         engine's loop ("own: winograd", "own: depthwise
+                         conv", "own: bilinear resize", ...) */
+  const char *src_type;     /* "f32", "bf16", "u8", "s8", "s32"; NULL when */
+  const char *weights_type; /* the step has none (weights: convolutions, */
+  const char *dst_type;     /* matmul) or the type is not known */
+  const char *precision; /* "int8" when it reads or writes 8-bit data (an
+                            int8 conv, a quantizing reorder), else "bf16"
+                            when it reads or writes bf16, else "fp32" */
+  int conv;           /* a convolution (oneDNN, or the own Winograd and
+                         depthwise loops) */
+  int slow;           /* runs on a slow fallback: oneDNN reference code, or
+                         a conv as im2col + gemm; the steps counted in
+                         osseg_model_stats.slow_steps and warned about */
+};
+/* osseg_model_stats.steps. */
+int osseg_model_step_count(const struct osseg_model *m);
+/* Step i (0 <= i < osseg_model_step_count()); 0, or OSSEG_EINVAL for an
+ * index out of range or a NULL argument. */
+int osseg_model_step_info(const struct osseg_model *m, int i, struct osseg_step_info *out);
+
 /* ---- The op table: what the engine supports ---- */
 
 #define OSSEG_OP_PREC_FP32 1u

@@ -339,6 +339,7 @@ static int compile_attention(struct osseg_model *m, struct osseg__node *n, struc
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, ni);
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = run_attn;
+  osseg__step_own(s, "own: attention", 0, a->tq, a->to);
   s->destroy = destroy_attn;
   s->priv = a;
   int uses[] = {a->tq, a->tk, a->tv, a->to, a->ts, a->tp};

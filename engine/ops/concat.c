@@ -109,6 +109,7 @@ static int compile_concat(struct osseg_model *m, struct osseg__node *n, struct o
     struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CONCAT_C, (int)(n - g->nodes));
     if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
     s->run = run_concat_c;
+    osseg__step_own(s, "own: channel concat", 0, n->in[0], y);
     int si = m->nsteps - 1;
     s->out = y;
     s->cat_pixels = yt->dims[2] * yt->dims[3];

@@ -589,6 +589,7 @@ static int compile_upconv(struct osseg_model *m, struct osseg__node *n, struct o
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_UPCONV_SCATTER, (int)(n - g->nodes));
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = run_upconv_scatter;
+  osseg__step_own(s, "own: upconv scatter", 0, P, y);
   s->in = P;
   s->out = y;
   s->rs.ih = H, s->rs.iw = Wd, s->rs.c = M;

@@ -120,6 +120,7 @@ int osseg__compile_dwconv(struct osseg_model *m, struct osseg__node *n, const fl
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, (int)(n - g->nodes));
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = run_dw;
+  osseg__step_own(s, "own: depthwise conv", 1, x, y);
   s->priv = d;
   s->uses[s->nuses++] = x;
   s->uses[s->nuses++] = y;

@@ -459,6 +459,7 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
     return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   }
   s->run = run_wg;
+  osseg__step_own(s, "own: winograd", 1, x, y);
   s->destroy = destroy_wg;
   s->priv = w;
   w->nthreads = nth; /* destroy_wg frees the memories of these threads */

@@ -230,6 +230,7 @@ static int norm_step(struct osseg_model *m, struct osseg__node *n, struct ln_ste
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, ni);
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = run_ln;
+  osseg__step_own(s, "own: layernorm", 0, x_t, y_t);
   s->priv = l;
   s->uses[s->nuses++] = x_t;
   s->uses[s->nuses++] = y_t;

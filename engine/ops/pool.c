@@ -131,6 +131,7 @@ static int try_spatial_mean(struct osseg_model *m, struct osseg__node *n, int x,
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = run_mean;
   s->priv = p;
+  osseg__step_own(s, "own: global mean", 0, x, y);
   s->uses[s->nuses++] = x;
   s->uses[s->nuses++] = y;
   return 1;

@@ -210,6 +210,7 @@ static int compile_fake_quant(struct osseg_model *m, struct osseg__node *n,
   struct osseg__step *st = osseg__add_step(m, OSSEG__STEP_CUSTOM, (int)(n - g->nodes));
   if (!st) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   st->run = run_fake_quant;
+  osseg__step_own(st, "own: fake quantization", 0, x, y);
   st->priv = q;
   st->in = x;
   st->out = y;

@@ -141,6 +141,7 @@ static int compile_resize_sum(struct osseg_model *m, struct osseg__node *n, stru
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, ni);
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = run_rs;
+  osseg__step_own(s, "own: resize and sum", 0, n->in[0], r->y);
   s->priv = r;
   s->uses[s->nuses++] = r->y;
   for (int i = 0; i < nb; i++) {
@@ -299,6 +300,7 @@ static int compile_resize_planar(struct osseg_model *m, struct osseg__node *n,
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, ni);
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = run_rp;
+  osseg__step_own(s, "own: planar resize", 0, r->x, r->y);
   s->priv = r;
   s->uses[s->nuses++] = r->x;
   s->uses[s->nuses++] = r->y;

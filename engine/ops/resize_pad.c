@@ -120,6 +120,7 @@ static int own_step(struct osseg_model *m, struct osseg__node *n, int kind, int 
   struct osseg__step *s = osseg__add_step(m, kind, (int)(n - m->g.nodes));
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   s->run = kind == OSSEG__STEP_LINEAR2D ? run_linear2d_step : run_gather2d_step;
+  osseg__step_own(s, kind == OSSEG__STEP_LINEAR2D ? "own: bilinear resize" : "own: gather (nearest resize, pad)", 0, x, y);
   s->in = x;
   s->out = y;
   s->rs = *rs;

@@ -220,6 +220,90 @@ static void test_model_info_ops(void **state) {
   free(err);
 }
 
+/* `osseg model-info --steps`: a line per step with its types and
+ * implementation, then the counts by precision; plain model-info's line on
+ * them; run-model --verbose's summary at load. */
+static void test_model_info_steps(void **state) {
+  (void)state;
+  char bin[4096], model[4096];
+  snprintf(bin, sizeof bin, "%s", osseg_bin());
+  snprintf(model, sizeof model, "%s", data("qdq_conv_u8.onnx"));
+  char *out = NULL, *err = NULL;
+  const char *a1[] = {bin, "model-info", model, "--steps", "--precision", "int8", NULL};
+  assert_int_equal(run(a1, &out, &err), 0);
+  /* a line of an int8 conv: "   2  /Conv  Conv  convolution  u8,s8->u8  jit_int8:..." */
+  int int8_convs = 0, lines = 0;
+  for (char *l = out; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+    char idx[16], node[128], op[64], kind[64], types[64], impl[128];
+    if (sscanf(l, "%15s %127s %63s %63s %63s %127s", idx, node, op, kind, types, impl) != 6 ||
+        idx[0] < '0' || idx[0] > '9')
+      continue;
+    lines++;
+    if (!strcmp(kind, "convolution") && !strcmp(op, "Conv") &&
+        (!strncmp(types, "u8,s8->", 7) || !strncmp(types, "s8,s8->", 7)))
+      int8_convs++;
+  }
+  struct osseg_engine_options o;
+  osseg_engine_options_default(&o);
+  o.precision = OSSEG_PRECISION_INT8;
+  o.threads = 1;
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  assert_int_equal(osseg_model_load(&m, model, &o, &diag), 0);
+  assert_int_equal(lines, osseg_model_step_count(m));
+  osseg_model_free(m);
+  assert_int_equal(int8_convs, 3);
+  assert_non_null(strstr(out, "int8 (3 convs)"));
+  assert_non_null(strstr(out, "\nslow        "));
+  free(out), free(err);
+
+  const char *a2[] = {bin, "model-info", model, "--precision", "int8", NULL};
+  assert_int_equal(run(a2, &out, &err), 0);
+  assert_non_null(strstr(out, "\nprecision   "));
+  assert_non_null(strstr(out, "int8 (3 convs)"));
+  assert_non_null(strstr(out, "int8 steps on slow code: "));
+  free(out), free(err);
+
+  const char *a3[] = {bin, "model-info", model, "--steps", NULL};
+  assert_int_equal(run(a3, &out, &err), 0);
+  assert_null(strstr(out, "int8 ("));
+  assert_null(strstr(out, "u8"));
+  assert_non_null(strstr(out, "fp32 (3 convs)"));
+  free(out), free(err);
+
+  const char *a4[] = {bin, "run-model", model, "--precision", "int8", "--verbose", NULL};
+  assert_int_equal(run(a4, &out, &err), 0);
+  assert_non_null(strstr(err, "osseg run-model: "));
+  assert_non_null(strstr(err, " steps: "));
+  assert_non_null(strstr(err, "int8 (3 convs)"));
+  free(out), free(err);
+  const char *a5[] = {bin, "run-model", model, "--precision", "int8", NULL};
+  assert_int_equal(run(a5, &out, &err), 0);
+  assert_null(strstr(err, " steps: "));
+  free(out), free(err);
+
+  /* every step on slow code is named (the reductions of reduce_sum_max run
+   * on oneDNN reference code on the CPUs seen so far) */
+  snprintf(model, sizeof model, "%s", data("reduce_sum_max.onnx"));
+  o.precision = OSSEG_PRECISION_FP32;
+  assert_int_equal(osseg_model_load(&m, model, &o, &diag), 0);
+  struct osseg_model_stats st;
+  osseg_model_get_stats(m, &st);
+  osseg_model_free(m);
+  const char *a7[] = {bin, "run-model", model, "--verbose", NULL};
+  assert_int_equal(run(a7, &out, &err), 0);
+  int named = 0;
+  for (const char *p = err; (p = strstr(p, "osseg run-model: slow step ")); p++) named++;
+  assert_int_equal(named, st.slow_steps);
+  if (st.slow_steps) assert_non_null(strstr(err, "' (ReduceSum) f32 on 'ref"));
+  free(out), free(err);
+
+  const char *a6[] = {bin, "model-info", model, "--steps", "--ops", NULL};
+  assert_int_equal(run(a6, &out, &err), 2);
+  free(out), free(err);
+}
+
 /* clients/omp_env.c: the tool runs OpenMP with a bounded spin count
  * (GOMP_SPINCOUNT 100000) unless the user chose a policy (libgomp shows its settings
  * with OMP_DISPLAY_ENV=verbose). */
@@ -301,6 +385,7 @@ int main(void) {
       cmocka_unit_test(test_run_model_errors),
       cmocka_unit_test(test_op_table),
       cmocka_unit_test(test_model_info_ops),
+      cmocka_unit_test(test_model_info_steps),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
