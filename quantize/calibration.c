@@ -1,7 +1,8 @@
 /* Activation statistics and the choice of each activation's uint8 range.
  *
  * Two passes over the calibration inputs: min/max, then (for every method
- * but minmax) a histogram of OSSEG__CALIB_BINS bins over [min, max]. The
+ * but minmax) a histogram of OSSEG__CALIB_BINS bins over [min, max] of the
+ * values other than exact zeros. The
  * range [L, H] always contains 0; scale = (H - L) / 255 and zero point =
  * round(-L / scale), as ONNX Runtime and PyTorch compute them. The mse and
  * entropy methods try ranges shrunk from [min(lo, 0), max(hi, 0)] towards 0
@@ -28,6 +29,9 @@ void osseg__calib_hist(struct osseg__qact *a, const float *x, size_t n) {
   if (!a->hist || !(a->hi > a->lo)) return;
   const double lo = a->lo, inv = OSSEG__CALIB_BINS / ((double)a->hi - lo);
   for (size_t i = 0; i < n; i++) {
+    /* exact zeros (ReLU outputs, padding) are exact at any range: left out,
+     * or their spike would weigh every bin of level 0 in the costs below */
+    if (x[i] == 0) continue;
     double b = ((double)x[i] - lo) * inv;
     if (!(b >= 0)) b = 0; /* (NaN too) */
     int k = b >= OSSEG__CALIB_BINS - 1 ? OSSEG__CALIB_BINS - 1 : (int)b;

@@ -173,7 +173,10 @@ static int calibrate(struct quantizer *q, const void *onnx, size_t size) {
   osseg_model_free(m);
   if (!err) {
     for (size_t a = 0; a < qm->nact; a++)
-      if (qm->act[a].used) osseg__calib_choose(&qm->act[a], q->o->method, q->o->percentile);
+      if (qm->act[a].used) /* the image keeps its whole range: clipping it would
+                              clip the brightest structures, the bones */
+        osseg__calib_choose(&qm->act[a], qm->act[a].is_input ? OSSEG_CALIB_MINMAX : q->o->method,
+                            q->o->percentile);
   }
   return err;
 }
@@ -258,6 +261,13 @@ static int keep_sensitive(struct quantizer *q, unsigned char *quantize, const ch
   /* most sensitive first into fp32, until the target holds */
   q->steps = nr * q->ninputs, q->step = 0;
   for (size_t k = 0; !err && k < nr && agree < q->o->target_agreement; k++) {
+    if (k + 1 == nr) {
+      err = osseg__fail(q->diag, OSSEG_EUNSUPPORTED,
+                        "the target agreement %.2f %% needs every conv in fp32 (%.2f %% with the "
+                        "least sensitive one int8): nothing to quantize; lower the target",
+                        100 * q->o->target_agreement, 100 * agree);
+      break;
+    }
     quantize[rk[k].conv] = 0;
     why[rk[k].conv] = "sensitive";
     err = evaluate(q, quantize, q->ninputs, &agree, NULL, "keeping fp32");
