@@ -30,6 +30,7 @@ static int compile_observe(struct osseg_model *m, struct osseg__node *n, struct 
   if (p->x < 0) return p->x;
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, ni);
   if (!s) return OSSEG__FAIL(OSSEG_ENOMEM, "out of memory");
+  osseg__step_own(s, "own: observe", 0, p->x, -1);
   s->run = run_observe;
   s->priv = p;
   s->uses[s->nuses++] = p->x;
