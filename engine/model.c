@@ -131,7 +131,18 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
   m->opt = *o;
   if (o->precision == OSSEG_PRECISION_AUTO) m->opt.precision = auto_precision(data, size);
   o = &m->opt;
-  int err = osseg__load_graph(&m->g, data, size, o, diag);
+  int err = 0;
+  /* Without dot-product units oneDNN's int8 convs multiply u8 x s8 pairs
+   * into saturating 16-bit sums (vpmaddubsw): measured on the int8 demo
+   * model with oneDNN capped at avx512_core, its masks agree with fp32's at
+   * a Dice of 0.91 instead of 0.9975. A wrong answer is worse than a slow
+   * one: refused, where fp32 computes the same quantization in float. */
+  if (o->precision == OSSEG_PRECISION_INT8 && !osseg__int8_native())
+    err = osseg__fail(diag, OSSEG_EUNSUPPORTED,
+                      "precision int8 needs int8 dot-product units (AVX512_VNNI, AVX-VNNI or "
+                      "AMX), which this CPU lacks (oneDNN's int8 sums saturate without them); "
+                      "run the model in fp32, which computes its quantization in float");
+  if (!err) err = osseg__load_graph(&m->g, data, size, o, diag);
   if (!err) err = osseg__infer_and_fold(&m->g, diag);
   if (!err && o->observe.count && o->precision != OSSEG_PRECISION_FP32)
     err = osseg__fail(diag, OSSEG_EINVAL, "observing tensors needs precision fp32");

@@ -61,7 +61,11 @@ enum osseg_precision {
                                whose input and weights the file quantizes
                                run as int8 (u8/s8 x s8, int32 accumulation),
                                the rest as in fp32; other precisions run a
-                               QDQ model's quantization as written, in float */
+                               QDQ model's quantization as written, in float.
+                               Needs int8 dot products (AVX512_VNNI,
+                               AVX-VNNI, AMX; osseg_engine_int8_native):
+                               without them oneDNN's sums saturate, and the
+                               load is refused (OSSEG_EUNSUPPORTED) */
 };                                /* input and output stay float32 */
 /* What runs in fp32 under the bf16 modes, and why:
  *  - both: the input image and the nodes reading it (the stem conv: 3 input

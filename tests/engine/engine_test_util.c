@@ -92,10 +92,15 @@ struct osseg_engine_options engine_test_opts(enum osseg_precision p) {
 }
 
 void expect_load_error(const char *dir, const char *file, int code, const char *needle) {
+  expect_load_error_opts(dir, file, OSSEG_PRECISION_FP32, code, needle);
+}
+
+void expect_load_error_opts(const char *dir, const char *file, enum osseg_precision p, int code,
+                            const char *needle) {
   struct osseg_model *m = NULL;
   struct osseg_diag diag;
   osseg_diag_clear(&diag);
-  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
+  struct osseg_engine_options o = engine_test_opts(p);
   int err = osseg_model_load(&m, test_path("%s/%s", dir, file), &o, &diag);
   if (err != code || !strstr(diag.message, needle))
     print_error("%s: got %d '%s', want %d '%s'\n", file, err, diag.message, code, needle);

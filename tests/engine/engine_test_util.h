@@ -46,6 +46,9 @@ struct osseg_engine_options engine_test_opts(enum osseg_precision p);
 /* Asserts that loading dir/file fails with code and a message containing
  * needle, and leaves no model behind. */
 void expect_load_error(const char *dir, const char *file, int code, const char *needle);
+/* The same at precision p. */
+void expect_load_error_opts(const char *dir, const char *file, enum osseg_precision p, int code,
+                            const char *needle);
 
 /* Loads buf truncated at `cuts` evenly spaced points (asserting more than
  * 50 clean failures with a message and no model), then `iters` copies with
