@@ -85,17 +85,32 @@ static const float *weight_values(const Onnx__TensorProto *t, size_t *count, con
   return NULL;
 }
 
+static void quantize_channels(struct osseg__qconv *c, const float *w);
+
 /* Per output channel symmetric int8: scale = max |w| / 127 (1 for an
  * all-zero channel, whose values are 0 anyway). */
-static int quantize_weights(struct osseg__qconv *c, const Onnx__TensorProto *t) {
+static int quantize_weights(struct osseg__qconv *c, const Onnx__TensorProto *t, const float *mul) {
   size_t n = 0;
   const float *w = weight_values(t, &n, &c->why);
   if (!w) return 0;
+  float *folded = NULL;
+  if (mul) { /* BN folded: w * mul[oc] */
+    if (!(folded = osseg__malloc(n * sizeof *folded))) return OSSEG_ENOMEM;
+    size_t per = n / (size_t)t->dims[0];
+    for (size_t i = 0; i < n; i++) folded[i] = w[i] * mul[i / per];
+    w = folded;
+  }
   c->oc = t->dims[0];
   c->per_oc = n / (size_t)c->oc;
   c->w8 = osseg__malloc(n);
   c->wscale = osseg__malloc((size_t)c->oc * sizeof(float));
-  if (!c->w8 || !c->wscale) return OSSEG_ENOMEM;
+  int err = c->w8 && c->wscale ? 0 : OSSEG_ENOMEM;
+  if (!err) quantize_channels(c, w);
+  osseg__free(folded);
+  return err;
+}
+
+static void quantize_channels(struct osseg__qconv *c, const float *w) {
   for (int64_t o = 0; o < c->oc; o++) {
     const float *wo = w + (size_t)o * c->per_oc;
     float mx = 0;
@@ -103,7 +118,7 @@ static int quantize_weights(struct osseg__qconv *c, const Onnx__TensorProto *t) 
       float v = wo[i];
       if (!isfinite(v)) {
         c->why = "weights are not finite";
-        return 0;
+        return;
       }
       mx = fmaxf(mx, fabsf(v));
     }
@@ -115,8 +130,55 @@ static int quantize_weights(struct osseg__qconv *c, const Onnx__TensorProto *t) 
       c->w8[(size_t)o * c->per_oc + i] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
     }
   }
-  c->weight = 0; /* set by the caller */
-  return 0;
+}
+
+/* The float values of an initializer named name with exactly n of them. */
+static const float *float_init(const Onnx__GraphProto *g, const char *name, size_t n) {
+  int i = find_init(g, name);
+  if (i < 0) return NULL;
+  const Onnx__TensorProto *t = g->initializer[i];
+  if (t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || t->n_external_data) return NULL;
+  if (t->has_raw_data && t->raw_data.len == n * sizeof(float)) return (const float *)t->raw_data.data;
+  return t->n_float_data == n ? t->float_data : NULL;
+}
+
+/* The BatchNormalization (inference form, constant parameters) that is the
+ * only reader of conv node ci's output, or -1; its scale per output channel
+ * into mul and the folded bias into c->bias. */
+static int find_bn(const Onnx__GraphProto *g, size_t ci, int64_t oc, struct osseg__qconv *c,
+                   float **mul) {
+  const Onnx__NodeProto *conv = g->node[ci];
+  const char *y = conv->n_output == 1 ? conv->output[0] : NULL;
+  if (!y || oc <= 0) return -1;
+  int bn = -1, readers = 0;
+  for (size_t i = 0; i < g->n_node; i++)
+    for (size_t k = 0; k < g->node[i]->n_input; k++)
+      if (!strcmp(g->node[i]->input[k], y)) readers++, bn = is_onnx_op(g->node[i], "BatchNormalization") ? (int)i : bn;
+  for (size_t i = 0; i < g->n_output; i++) readers += g->output[i]->name && !strcmp(g->output[i]->name, y);
+  if (readers != 1 || bn < 0) return -1;
+  const Onnx__NodeProto *b = g->node[bn];
+  if (b->n_input != 5 || b->n_output != 1) return -1;
+  double eps = 1e-5;
+  for (size_t a = 0; a < b->n_attribute; a++) {
+    if (b->attribute[a]->name && !strcmp(b->attribute[a]->name, "epsilon")) eps = b->attribute[a]->f;
+    if (b->attribute[a]->name && !strcmp(b->attribute[a]->name, "training_mode") && b->attribute[a]->i)
+      return -1;
+  }
+  const size_t n = (size_t)oc;
+  const float *sc = float_init(g, b->input[1], n), *bb = float_init(g, b->input[2], n),
+              *mean = float_init(g, b->input[3], n), *var = float_init(g, b->input[4], n);
+  const float *bias = conv->n_input >= 3 && conv->input[2][0] ? float_init(g, conv->input[2], n) : NULL;
+  if (!sc || !bb || !mean || !var || (conv->n_input >= 3 && conv->input[2][0] && !bias)) return -1;
+  *mul = osseg__malloc(n * sizeof **mul);
+  c->bias = osseg__malloc(n * sizeof *c->bias);
+  if (!*mul || !c->bias) return -2;
+  for (size_t o = 0; o < n; o++) {
+    double s = (double)sc[o] / sqrt((double)var[o] + eps);
+    (*mul)[o] = (float)s;
+    c->bias[o] = (float)(((bias ? bias[o] : 0.0) - mean[o]) * s + bb[o]);
+    if (!isfinite((*mul)[o]) || !isfinite(c->bias[o])) return -1;
+  }
+  return bn;
 }
 
 void osseg__qmodel_free(struct osseg__qmodel *qm) {
@@ -124,6 +186,7 @@ void osseg__qmodel_free(struct osseg__qmodel *qm) {
     osseg__free(qm->conv[i].name);
     osseg__free(qm->conv[i].w8);
     osseg__free(qm->conv[i].wscale);
+    osseg__free(qm->conv[i].bias);
   }
   for (size_t i = 0; i < qm->nact; i++) osseg__free(qm->act[i].hist);
   osseg__free(qm->conv);
@@ -177,6 +240,7 @@ int osseg__qmodel_parse(struct osseg__qmodel *qm, const void *data, size_t size,
     struct osseg__qconv *c = &qm->conv[qm->nconv++];
     c->node = i;
     c->weight = -1;
+    c->bn = -1;
     char buf[32];
     snprintf(buf, sizeof buf, "Conv#%zu", i);
     c->name = osseg__strndup(n->name && n->name[0] ? n->name : buf, 4096);
@@ -200,7 +264,17 @@ int osseg__qmodel_parse(struct osseg__qmodel *qm, const void *data, size_t size,
     } else if (w < 0) {
       c->why = "weights are not an initializer";
     } else {
-      if ((err = quantize_weights(c, g->initializer[w]))) {
+      float *mul = NULL;
+      const Onnx__TensorProto *wt = g->initializer[w];
+      c->bn = wt->n_dims == 4 ? find_bn(g, i, wt->dims[0], c, &mul) : -1;
+      if (c->bn < 0) { /* (none, or not foldable: the conv is quantized as it is) */
+        osseg__free(mul);
+        osseg__free(c->bias);
+        mul = NULL, c->bias = NULL;
+      }
+      err = c->bn == -2 ? OSSEG_ENOMEM : quantize_weights(c, wt, mul);
+      osseg__free(mul);
+      if (err) {
         err = osseg__fail(diag, err, "out of memory");
         break;
       }
@@ -301,6 +375,23 @@ static int make_names(struct pool *pl, const Onnx__GraphProto *g, const char *ba
   return 0;
 }
 
+/* Does any of the n nodes read tensor name? */
+static int read_by(Onnx__NodeProto *const *nodes, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < nodes[i]->n_input; k++)
+      if (!strcmp(nodes[i]->input[k], name)) return 1;
+  return 0;
+}
+
+/* The quantized conv of node i, or NULL. */
+static const struct osseg__qconv *quantized_conv(const struct osseg__qmodel *qm,
+                                                 const unsigned char *quantize, size_t i, int bn) {
+  for (size_t k = 0; k < qm->nconv; k++)
+    if (quantize[k] && qm->conv[k].weight >= 0 && (bn ? qm->conv[k].bn == (int)i : qm->conv[k].node == i))
+      return &qm->conv[k];
+  return NULL;
+}
+
 int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *quantize,
                         const char *note, void **out, size_t *size, struct osseg_diag *diag) {
   const Onnx__ModelProto *mp = qm->proto;
@@ -309,44 +400,30 @@ int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *qua
   int err = 0;
   *out = NULL;
   *size = 0;
-  /* at most 2 nodes per activation and 1 per weight (plus the conv copy) */
-  size_t cap_nodes = g->n_node + 3 * qm->nconv, cap_inits = g->n_initializer + 5 * qm->nconv;
+  /* at most 2 nodes per activation and 1 per weight (plus the conv copy);
+   * 2 initializers per activation, 4 per conv */
+  size_t cap_nodes = g->n_node + 3 * qm->nconv, cap_new = 6 * qm->nconv + 1;
   Onnx__NodeProto **nodes = pool_alloc(&pl, cap_nodes * sizeof *nodes);
-  Onnx__TensorProto **inits = pool_alloc(&pl, cap_inits * sizeof *inits);
+  Onnx__TensorProto **added = pool_alloc(&pl, cap_new * sizeof *added);
+  Onnx__TensorProto **inits = pool_alloc(&pl, (g->n_initializer + cap_new) * sizeof *inits);
   Onnx__ValueInfoProto **inputs = pool_alloc(&pl, (g->n_input + 1) * sizeof *inputs);
   Onnx__StringStringEntryProto **meta = pool_alloc(&pl, (mp->n_metadata_props + 1) * sizeof *meta);
   unsigned char *act_done = pool_alloc(&pl, qm->nact + 1);
   char **act_dq = pool_alloc(&pl, (qm->nact + 1) * sizeof *act_dq);
-  /* per initializer: dropped (the weights of quantized convs only); its
-   * int8 version written; its DequantizeLinear output name */
-  unsigned char *dropped = pool_alloc(&pl, g->n_initializer + 1);
-  unsigned char *init_state = pool_alloc(&pl, g->n_initializer + 1);
+  /* per initializer: its int8 version written (unfolded weights shared by
+   * several convs are written once), and its DequantizeLinear output */
+  unsigned char *init_done = pool_alloc(&pl, g->n_initializer + 1);
   char **init_dq = pool_alloc(&pl, (g->n_initializer + 1) * sizeof *init_dq);
-  if (!nodes || !inits || !inputs || !meta || !act_done || !act_dq || !dropped || !init_state ||
-      !init_dq) {
+  unsigned char *dropped = pool_alloc(&pl, g->n_initializer + 1);
+  if (!nodes || !added || !inits || !inputs || !meta || !act_done || !act_dq || !init_done ||
+      !init_dq || !dropped) {
     pool_free(&pl);
     return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   }
-  /* weights only quantized convs read are dropped */
-  for (size_t c = 0; c < qm->nconv; c++)
-    if (quantize[c] && qm->conv[c].weight >= 0) dropped[qm->conv[c].weight] = 1;
-  for (size_t i = 0; i < g->n_node; i++) {
-    int quantized_conv = 0;
-    for (size_t c = 0; c < qm->nconv; c++)
-      quantized_conv |= quantize[c] && qm->conv[c].weight >= 0 && qm->conv[c].node == i;
-    if (quantized_conv) continue;
-    for (size_t k = 0; k < g->node[i]->n_input; k++) {
-      int w = find_init(g, g->node[i]->input[k]);
-      if (w >= 0) dropped[w] = 0;
-    }
-  }
-  size_t nn = 0, ni = 0;
-  for (size_t i = 0; i < g->n_initializer; i++)
-    if (!dropped[i]) inits[ni++] = g->initializer[i];
+  size_t nn = 0, na = 0;
   for (size_t i = 0; !err && i < g->n_node; i++) {
-    const struct osseg__qconv *c = NULL;
-    for (size_t k = 0; k < qm->nconv; k++)
-      if (quantize[k] && qm->conv[k].weight >= 0 && qm->conv[k].node == i) c = &qm->conv[k];
+    if (quantized_conv(qm, quantize, i, 1)) continue; /* a BN folded into its conv */
+    const struct osseg__qconv *c = quantized_conv(qm, quantize, i, 0);
     if (!c) {
       nodes[nn++] = g->node[i];
       continue;
@@ -369,14 +446,22 @@ int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *qua
         err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
         break;
       }
-      inits[ni++] = ts, inits[ni++] = tz;
+      added[na++] = ts, added[na++] = tz;
       nodes[nn++] = q, nodes[nn++] = dq;
       act_done[c->act] = 1;
       act_dq[c->act] = nm.dq;
     }
+    const Onnx__NodeProto *orig = g->node[i];
+    const Onnx__NodeProto *bn = c->bn >= 0 ? g->node[c->bn] : NULL;
     const Onnx__TensorProto *wt = g->initializer[c->weight];
-    if (!init_state[c->weight]) { /* int8 weights and their DequantizeLinear */
-      if ((err = make_names(&pl, g, wt->name, &nm, diag))) break;
+    const char *wdq = init_dq[c->weight], *bias = NULL;
+    if (bn || !init_done[c->weight]) { /* int8 weights and their DequantizeLinear */
+      /* folded weights are the conv's own: named after the BN's output */
+      char *base = bn ? pool_printf(&pl, bn->output[0], "_weight") : wt->name;
+      if (!base || (err = make_names(&pl, g, base, &nm, diag))) {
+        if (!err) err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+        break;
+      }
       const int64_t oc = c->oc;
       int8_t *zeros = pool_alloc(&pl, (size_t)oc);
       Onnx__TensorProto *tw = new_tensor(&pl, nm.q, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, wt->dims, 4,
@@ -392,15 +477,33 @@ int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *qua
         err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
         break;
       }
-      inits[ni++] = tw, inits[ni++] = ts, inits[ni++] = tz;
+      added[na++] = tw, added[na++] = ts, added[na++] = tz;
       nodes[nn++] = dq;
-      init_state[c->weight] = 1;
-      init_dq[c->weight] = nm.dq;
+      wdq = nm.dq;
+      if (!bn) init_done[c->weight] = 1, init_dq[c->weight] = nm.dq;
     }
-    /* the conv itself, reading the dequantized input and weights */
-    const Onnx__NodeProto *orig = g->node[i];
+    if (bn) { /* the folded bias */
+      char *bname = pool_printf(&pl, bn->output[0], "_bias");
+      const int64_t oc = c->oc;
+      Onnx__TensorProto *tb = bname ? new_tensor(&pl, bname, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT,
+                                                 &oc, 1, c->bias, (size_t)oc * sizeof(float))
+                                    : NULL;
+      if (!tb) {
+        err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+        break;
+      }
+      if (name_taken(g, bname)) {
+        err = osseg__fail(diag, OSSEG_EUNSUPPORTED, "tensor '%s' exists already", bname);
+        break;
+      }
+      added[na++] = tb;
+      bias = bname;
+    }
+    /* the conv itself, reading the dequantized input and weights (and
+     * writing the BN's output when it took the BN over) */
     Onnx__NodeProto *conv = pool_alloc(&pl, sizeof *conv);
-    char **in = pool_alloc(&pl, orig->n_input * sizeof *in);
+    size_t nin = orig->n_input < 3 && bias ? 3 : orig->n_input;
+    char **in = pool_alloc(&pl, nin * sizeof *in);
     if (!conv || !in) {
       err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
       break;
@@ -408,11 +511,26 @@ int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *qua
     *conv = *orig;
     memcpy(in, orig->input, orig->n_input * sizeof *in);
     in[0] = act_dq[c->act];
-    in[1] = init_dq[c->weight];
+    in[1] = (char *)wdq;
+    if (bias) {
+      in[2] = (char *)bias;
+      conv->output = bn->output;
+      conv->n_output = 1;
+    }
     conv->input = in;
+    conv->n_input = nin;
     nodes[nn++] = conv;
   }
-  /* graph inputs naming dropped initializers (old exports list them) go too */
+  /* initializers: the original ones some node still reads (or no node
+   * read before), then the new ones; graph inputs naming dropped
+   * initializers (old exports list them) go too */
+  size_t ni = 0;
+  for (size_t i = 0; !err && i < g->n_initializer; i++) {
+    const char *name = g->initializer[i]->name;
+    dropped[i] = name && !read_by(nodes, nn, name) && read_by(g->node, g->n_node, name);
+    if (!dropped[i]) inits[ni++] = g->initializer[i];
+  }
+  for (size_t i = 0; i < na; i++) inits[ni++] = added[i];
   size_t nin = 0;
   for (size_t i = 0; i < g->n_input; i++) {
     int w = find_init(g, g->input[i]->name);

@@ -32,6 +32,11 @@ struct osseg__qconv {
   size_t per_oc;    /* weight values per output channel */
   int8_t *w8;       /* oc * per_oc quantized weights */
   float *wscale;    /* oc scales (max |w| / 127) */
+  /* A BatchNormalization that alone reads the conv's output (an export
+   * without BN folding): folded into the int8 weights and a new bias, the
+   * BN node dropped, when the conv is quantized. */
+  int bn;           /* its node index, -1: none */
+  float *bias;      /* oc folded bias values (bn >= 0) */
 };
 
 struct osseg__qmodel {

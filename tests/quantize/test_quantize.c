@@ -286,6 +286,57 @@ static void test_fp32_auto(void **state) {
   osseg_quantize_report_free(&r);
 }
 
+/* A conv whose output only a BatchNormalization reads (an export without
+ * BN folding): the BN is folded into the int8 weights and a new bias. */
+static void test_batchnorm_folded(void **state) {
+  (void)state;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/conv_bn_relu_nofold.onnx", engine_dir());
+  size_t n = 0;
+  char *src = test_read_file(path, &n);
+  assert_non_null(src);
+  struct osseg_engine_options eo = engine_test_opts(OSSEG_PRECISION_FP32);
+  struct osseg_model *m = NULL;
+  struct osseg_diag d = {0};
+  assert_int_equal(osseg_model_load_buffer(&m, src, n, &eo, &d), 0);
+  size_t in = osseg_model_input_elems(m), on = osseg_model_output_elems(m);
+  float *x = malloc(2 * in * sizeof *x), *ref = malloc(on * sizeof *ref), *y = malloc(on * sizeof *y);
+  assert_non_null(x);
+  struct test_rng rng;
+  test_rng_seed(&rng, 5);
+  for (size_t i = 0; i < 2 * in; i++) x[i] = (float)(test_rng_unit(&rng) * 2 - 1);
+  assert_int_equal(osseg_model_run(m, x, ref, &d), 0);
+  osseg_model_free(m);
+  const float *inputs[2] = {x, x + in};
+  struct osseg_quantize_options o = opts(OSSEG_CALIB_MINMAX);
+  struct osseg_quantize_report r;
+  void *q = NULL;
+  size_t qs = 0;
+  if (osseg_quantize(src, n, inputs, 2, &o, &q, &qs, &r, &d)) fail_msg("%s", d.message);
+  assert_int_equal(r.quantized, 1);
+  /* no BatchNormalization left; the QDQ model computes nearly the same */
+  eo = engine_test_opts(osseg_engine_int8_native() ? OSSEG_PRECISION_INT8 : OSSEG_PRECISION_FP32);
+  assert_int_equal(osseg_model_load_buffer(&m, q, qs, &eo, &d), 0);
+  for (int i = 0; i < osseg_model_op_count(m); i++) {
+    const char *op;
+    int cnt;
+    osseg_model_op_at(m, i, &op, &cnt);
+    assert_string_not_equal(op, "BatchNormalization");
+  }
+  struct osseg_model_stats st;
+  osseg_model_get_stats(m, &st);
+  if (eo.precision == OSSEG_PRECISION_INT8) assert_int_equal(st.int8_convs, 1);
+  assert_int_equal(osseg_model_run(m, x, y, &d), 0);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < on; i++) num = fmax(num, fabs((double)y[i] - ref[i])), den = fmax(den, fabs(ref[i]));
+  assert_true(num / den < 0.02);
+  assert_true(num > 0); /* quantized, not copied */
+  osseg_model_free(m);
+  osseg__free(q);
+  osseg_quantize_report_free(&r);
+  free(x), free(ref), free(y), free(src);
+}
+
 static void test_bad_input(void **state) {
   (void)state;
   struct osseg_diag d = {0};
@@ -411,7 +462,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_minmax_round_trip), cmocka_unit_test(test_methods),
       cmocka_unit_test(test_fp32_layers),       cmocka_unit_test(test_fp32_auto),
-      cmocka_unit_test(test_bad_input),         cmocka_unit_test(test_observer),
+      cmocka_unit_test(test_batchnorm_folded),  cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_observer),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
