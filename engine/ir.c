@@ -48,7 +48,7 @@ void osseg__node_clear_attrs(struct osseg__node *n) {
   n->nattrs = 0;
 }
 
-static void free_node(struct osseg__node *n) {
+void osseg__node_free(struct osseg__node *n) {
   osseg__free(n->name);
   osseg__free(n->op);
   osseg__free(n->in);
@@ -64,7 +64,7 @@ void osseg__graph_free(struct osseg__graph *g) {
     osseg__free(g->tensors[i].qscale);
   }
   osseg__free(g->tensors);
-  for (int i = 0; i < g->nnodes; i++) free_node(&g->nodes[i]);
+  for (int i = 0; i < g->nnodes; i++) osseg__node_free(&g->nodes[i]);
   osseg__free(g->nodes);
   for (int i = 0; i < g->nmeta; i++) {
     osseg__free(g->meta[i].key);

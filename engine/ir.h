@@ -139,6 +139,8 @@ struct osseg__graph {
 };
 
 void osseg__graph_free(struct osseg__graph *g);
+/* Frees a node's strings, tensor lists and attributes (not the node). */
+void osseg__node_free(struct osseg__node *n);
 /* Frees a node's attributes (the node then has none). */
 void osseg__node_clear_attrs(struct osseg__node *n);
 /* Makes room for `extra` more tensors without moving g->tensors; 0,

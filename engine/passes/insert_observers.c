@@ -30,14 +30,6 @@ static int observed_tensor(struct osseg__graph *g, const char *name, struct osse
   return t;
 }
 
-static void free_observe_node(struct osseg__node *o) {
-  osseg__free(o->name);
-  osseg__free(o->op);
-  osseg__free(o->in);
-  osseg__free(o->out);
-  osseg__node_clear_attrs(o);
-}
-
 int osseg__insert_observers(struct osseg__graph *g, const struct osseg_engine_observer *obs,
                             struct osseg_diag *diag) {
   if (!obs->count) return 0;
@@ -77,7 +69,7 @@ int osseg__insert_observers(struct osseg__graph *g, const struct osseg_engine_ob
     o->nin = o->nout = 1;
   }
   if (err) {
-    for (int i = 0; obsn && i < n; i++) free_observe_node(&obsn[i]);
+    for (int i = 0; obsn && i < n; i++) osseg__node_free(&obsn[i]);
     osseg__free(obsn);
     osseg__free(nodes);
     return err;

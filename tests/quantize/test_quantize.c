@@ -71,6 +71,14 @@ static struct osseg_quantize_options opts(enum osseg_calib_method m) {
   return o;
 }
 
+/* osseg_quantize on the fixture's calibration inputs, which must succeed. */
+static void quantize_ok(const struct osseg_quantize_options *o, void **q, size_t *qs,
+                        struct osseg_quantize_report *r) {
+  struct osseg_diag d = {0};
+  if (osseg_quantize(fx.onnx, fx.size, fx.inputs, fx.ninputs, o, q, qs, r, &d))
+    fail_msg("%s: %s", osseg_calib_method_name(o->method), d.message);
+}
+
 /* max |out - ref| / max |ref| of a model (bytes) at precision p on the
  * fixture's input. */
 static double run_rel_err(const void *bytes, size_t size, enum osseg_precision p, int *int8_convs) {
@@ -112,8 +120,7 @@ static void test_minmax_round_trip(void **state) {
   size_t qs = 0;
   struct osseg_quantize_report r;
   struct osseg_diag d = {0};
-  if (osseg_quantize(fx.onnx, fx.size, fx.inputs, fx.ninputs, &o, &q, &qs, &r, &d))
-    fail_msg("quantize: %s", d.message);
+  quantize_ok(&o, &q, &qs, &r);
   assert_int_equal(r.convs, 4);
   assert_int_equal(r.quantized, 4);
   assert_int_equal(r.inputs, fx.ninputs);
@@ -168,19 +175,17 @@ static void test_minmax_round_trip(void **state) {
 static void test_methods(void **state) {
   (void)state;
   struct osseg_quantize_report base;
-  struct osseg_diag d = {0};
   void *q = NULL;
   size_t qs = 0;
   struct osseg_quantize_options o = opts(OSSEG_CALIB_MINMAX);
-  assert_int_equal(osseg_quantize(fx.onnx, fx.size, fx.inputs, fx.ninputs, &o, &q, &qs, &base, &d), 0);
+  quantize_ok(&o, &q, &qs, &base);
   osseg__free(q);
   const enum osseg_calib_method ms[] = {OSSEG_CALIB_PERCENTILE, OSSEG_CALIB_MSE, OSSEG_CALIB_ENTROPY};
   for (size_t k = 0; k < 3; k++) {
     struct osseg_quantize_report r;
     o = opts(ms[k]);
     o.percentile = 99.0 + 0.9; /* 99.9: cuts into 480-value calibration tensors */
-    if (osseg_quantize(fx.onnx, fx.size, fx.inputs, fx.ninputs, &o, &q, &qs, &r, &d))
-      fail_msg("%s: %s", osseg_calib_method_name(ms[k]), d.message);
+    quantize_ok(&o, &q, &qs, &r);
     int narrower = 0;
     for (size_t c = 0; c < r.convs; c++) {
       assert_true(r.conv[c].scale > 0);
@@ -212,7 +217,7 @@ static void test_fp32_layers(void **state) {
   void *q = NULL;
   size_t qs = 0;
   struct osseg_quantize_options o = opts(OSSEG_CALIB_MINMAX);
-  assert_int_equal(osseg_quantize(fx.onnx, fx.size, fx.inputs, fx.ninputs, &o, &q, &qs, &r, &d), 0);
+  quantize_ok(&o, &q, &qs, &r);
   char keep[256];
   snprintf(keep, sizeof keep, "%s", r.conv[2].name);
   osseg__free(q);
@@ -220,7 +225,7 @@ static void test_fp32_layers(void **state) {
   const char *names[] = {keep};
   o.fp32_layers = names;
   o.nfp32_layers = 1;
-  assert_int_equal(osseg_quantize(fx.onnx, fx.size, fx.inputs, fx.ninputs, &o, &q, &qs, &r, &d), 0);
+  quantize_ok(&o, &q, &qs, &r);
   assert_int_equal(r.quantized, 3);
   assert_false(r.conv[2].quantized);
   assert_non_null(r.conv[2].why);
@@ -250,7 +255,7 @@ static void test_fp32_auto(void **state) {
   o.eval_precision = OSSEG_PRECISION_FP32;
   o.fp32_auto = 1;
   o.target_agreement = 0.01;
-  assert_int_equal(osseg_quantize(fx.onnx, fx.size, fx.inputs, fx.ninputs, &o, &q, &qs, &r, &d), 0);
+  quantize_ok(&o, &q, &qs, &r);
   assert_int_equal(r.quantized, 4);
   const double all = r.agreement;
   assert_true(all == r.agreement_all);
