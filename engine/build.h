@@ -253,9 +253,12 @@ void osseg__alias(struct osseg_model *m, int t, int onto);
 /* Runtime pointer of a tensor after binding. */
 void *osseg__tensor_ptr(const struct osseg_model *m, int t);
 /* Element size of the tensor an own-loop step writes (its inputs were
- * converted to its type at compile time). */
+ * converted to its type at compile time; 8 bits: int8 models' quantized
+ * maps, passes/fuse_qdq.c). */
 static inline size_t osseg__step_es(const struct osseg_model *m, const struct osseg__step *s) {
-  return s->out >= 0 && m->md[s->out].data_type == dnnl_bf16 ? 2 : 4;
+  if (s->out < 0) return 4;
+  dnnl_data_type_t dt = m->md[s->out].data_type;
+  return dt == dnnl_bf16 ? 2 : dt == dnnl_u8 || dt == dnnl_s8 ? 1 : 4;
 }
 /* Runtime md of a tensor (nhwc for rank 4, plain otherwise), made on first
  * use with type dt. */

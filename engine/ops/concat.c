@@ -65,18 +65,58 @@ static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) 
   return dnnl_success;
 }
 
-/* An 8-bit output (int8 models: only int8 convs read it): every input is
- * quantized by a reorder straight into its channel slice. */
+/* The step that last wrote tensor t, when it is an own resize loop whose
+ * output may move into a channel slice of y at channel off (t is read only
+ * by this concat): it then writes there directly. */
+static int retarget_resize(struct osseg_model *m, int t, int y, int64_t off) {
+  if (!osseg__can_inplace(m, t)) return 0;
+  for (int k = m->nsteps - 1; k >= 0; k--) {
+    struct osseg__step *p = &m->steps[k];
+    if ((p->kind != OSSEG__STEP_GATHER2D && p->kind != OSSEG__STEP_LINEAR2D) || p->out != t) continue;
+    p->out = y;
+    p->rs.out_pix = m->g.tensors[y].dims[1];
+    p->rs.out_coff = off;
+    for (int u = 0; u < p->nuses; u++)
+      if (p->uses[u] == t) p->uses[u] = y;
+    return 1;
+  }
+  return 0;
+}
+
+/* An 8-bit output (int8 models: only 8-bit readers of one quantization,
+ * passes/fuse_qdq.c): every float input is quantized by a reorder straight
+ * into its channel slice; the 8-bit inputs, which their producers
+ * quantized alike, are written there by their resize loop or copied. */
 static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n,
                                     struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int y = n->out[0], ni = (int)(n - g->nodes);
   const float scale = osseg__attr_float(n, "osseg.q_out_scale", 1.f);
   const int zero = (int)osseg__attr_int(n, "osseg.q_out_zero", 0);
+  struct osseg__step copy = {.kind = OSSEG__STEP_CONCAT_C, .node = ni, .out = y, .in = -1};
+  copy.cat_pixels = g->tensors[y].dims[2] * g->tensors[y].dims[3];
+  copy.cat_cout = g->tensors[y].dims[1];
+  copy.uses[copy.nuses++] = y;
   int64_t off = 0;
   for (int i = 0; i < n->nin; i++) {
     int t = n->in[i];
     const struct osseg__tensor *tt = &g->tensors[t];
+    const int64_t c = tt->dims[1];
+    dnnl_data_type_t tdt = m->md[t].data_type;
+    if (tdt == dnnl_u8 || tdt == dnnl_s8) {
+      if (tdt != m->md[y].data_type)
+        return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type",
+                           n->name, tt->name);
+      if (!retarget_resize(m, t, y, off)) {
+        copy.cat_t[copy.cat_n] = t;
+        copy.cat_c[copy.cat_n] = c;
+        copy.cat_off[copy.cat_n] = off;
+        copy.cat_n++;
+        if (copy.nuses < OSSEG__MAX_ARGS) copy.uses[copy.nuses++] = t;
+      }
+      off += c;
+      continue;
+    }
     dnnl_dims_t d, o = {0, off, 0, 0};
     osseg__set_dims(d, tt->dims, 4);
     dnnl_memory_desc_t sub;
@@ -84,7 +124,13 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
       return osseg__fail(diag, OSSEG_EBACKEND, "node '%s': channel slice", n->name);
     int err = osseg__quantize_step(m, ni, t, &m->md[t], y, &sub, scale, zero, diag);
     if (err) return err;
-    off += tt->dims[1];
+    off += c;
+  }
+  if (copy.cat_n) {
+    struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CONCAT_C, ni);
+    if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    *s = copy;
+    s->run = run_concat_c;
   }
   return 0;
 }
@@ -92,13 +138,13 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
 static int compile_concat(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int y = n->out[0];
-  if (m->md[y].data_type == dnnl_u8 || m->md[y].data_type == dnnl_s8)
-    return compile_quantized_concat(m, n, diag);
   int axis = (int)osseg__attr_int(n, "axis", 0);
   if (axis < 0) axis += g->tensors[y].rank;
   if (n->nin > OSSEG__MAX_ARGS - 2)
     return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Concat): more than %d inputs", n->name,
                        OSSEG__MAX_ARGS - 2);
+  if (m->md[y].data_type == dnnl_u8 || m->md[y].data_type == dnnl_s8)
+    return compile_quantized_concat(m, n, diag);
   struct osseg__tensor *yt = &g->tensors[y];
   int all_runtime = 1;
   for (int i = 0; i < n->nin; i++) all_runtime &= !g->tensors[n->in[i]].data;
@@ -109,7 +155,6 @@ static int compile_concat(struct osseg_model *m, struct osseg__node *n, struct o
     struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CONCAT_C, (int)(n - g->nodes));
     if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
     s->run = run_concat_c;
-    int si = m->nsteps - 1;
     s->out = y;
     s->cat_pixels = yt->dims[2] * yt->dims[3];
     s->cat_cout = yt->dims[1];
@@ -118,21 +163,7 @@ static int compile_concat(struct osseg_model *m, struct osseg__node *n, struct o
     for (int i = 0; i < n->nin; i++) {
       int t = n->in[i];
       int64_t c = g->tensors[t].dims[1];
-      int done = 0;
-      if (osseg__can_inplace(m, t)) {
-        for (int k = si - 1; k >= 0 && !done; k--) {
-          struct osseg__step *p = &m->steps[k];
-          if ((p->kind != OSSEG__STEP_GATHER2D && p->kind != OSSEG__STEP_LINEAR2D) || p->out != t)
-            continue;
-          p->out = y;
-          p->rs.out_pix = yt->dims[1];
-          p->rs.out_coff = off;
-          for (int u = 0; u < p->nuses; u++)
-            if (p->uses[u] == t) p->uses[u] = y;
-          done = 1;
-        }
-      }
-      if (!done) {
+      if (!retarget_resize(m, t, y, off)) {
         s->cat_t[s->cat_n] = t;
         s->cat_c[s->cat_n] = c;
         s->cat_off[s->cat_n] = off;

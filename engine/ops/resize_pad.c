@@ -26,8 +26,9 @@ static void run_gather2d(const struct osseg__resize *r, size_t es, const void *s
       int32_t sx = r->x0[x];
       unsigned char *d = drow + (size_t)x * opix;
       if (sy < 0 || sx < 0) {
+        /* (8-bit maps are resized only, never padded: no fill) */
         if (es == 4) for (int64_t c = 0; c < C; c++) memcpy(d + c * 4, &fill32, 4);
-        else for (int64_t c = 0; c < C; c++) memcpy(d + c * 2, &fill16, 2);
+        else if (es == 2) for (int64_t c = 0; c < C; c++) memcpy(d + c * 2, &fill16, 2);
         continue;
       }
       memcpy(d, (const unsigned char *)src + ((size_t)sy * (size_t)r->iw + (size_t)sx) * pix, pix);
@@ -136,6 +137,25 @@ static int compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
   int linear, cmode, nmode;
   int err = osseg__resize_parse(g, n, &linear, &cmode, &nmode, sc, diag);
   if (err) return err;
+  /* 8-bit output (int8 models, passes/fuse_qdq.c: a nearest resize whose
+   * readers take 8 bits): the input is quantized first, at its lower
+   * resolution, unless its producer wrote 8 bits already; then bytes move */
+  dnnl_data_type_t ydt = m->md[y].data_type;
+  if ((ydt == dnnl_u8 || ydt == dnnl_s8) && m->md[x].data_type != ydt) {
+    if (linear)
+      return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit linear resize", n->name);
+    int xq = osseg__add_temp(m, x, diag);
+    if (xq < 0) return xq;
+    xt = &g->tensors[x], yt = &g->tensors[y];
+    if ((err = osseg__tensor_md(m, xq, ydt, NULL)))
+      return osseg__fail(diag, err, "node '%s': layout", n->name);
+    err = osseg__quantize_step(m, (int)(n - g->nodes), x, &m->md[x], xq, &m->md[xq],
+                               osseg__attr_float(n, "osseg.q_out_scale", 1.f),
+                               (int)osseg__attr_int(n, "osseg.q_out_zero", 0), diag);
+    if (err) return err;
+    g->tensors[xq].uses = 1;
+    x = xq;
+  }
   struct osseg__resize rs = {0};
   rs.mode_linear = linear;
   rs.ih = xt->dims[2], rs.iw = xt->dims[3], rs.oh = yt->dims[2], rs.ow = yt->dims[3];
