@@ -259,12 +259,8 @@ static int compile_qconv(struct osseg_model *m, struct osseg__node *n, const str
    * quantized inputs, ops/concat.c) wrote it in 8 bits already */
   int xq = x;
   if (m->md[x].data_type != dnnl_u8 && m->md[x].data_type != dnnl_s8) {
-    xq = osseg__add_temp(m, x, diag);
+    xq = osseg__quantized_input(m, ni, x, sx, zp, sgn, diag);
     if (xq < 0) return xq;
-    if ((err = osseg__tensor_md(m, xq, sgn ? dnnl_s8 : dnnl_u8, NULL)))
-      return osseg__fail(diag, err, "node '%s': layout", n->name);
-    if ((err = osseg__quantize_step(m, ni, x, &m->md[x], xq, &m->md[xq], sx, zp, diag))) return err;
-    m->g.tensors[xq].uses = 1;
   }
   int32_t zps[1] = {zp};
   dnnl_status_t st;

@@ -144,16 +144,11 @@ static int compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
   if ((ydt == dnnl_u8 || ydt == dnnl_s8) && m->md[x].data_type != ydt) {
     if (linear)
       return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit linear resize", n->name);
-    int xq = osseg__add_temp(m, x, diag);
+    int xq = osseg__quantized_input(m, (int)(n - g->nodes), x,
+                                    osseg__attr_float(n, "osseg.q_out_scale", 1.f),
+                                    (int)osseg__attr_int(n, "osseg.q_out_zero", 0), ydt == dnnl_s8, diag);
     if (xq < 0) return xq;
     xt = &g->tensors[x], yt = &g->tensors[y];
-    if ((err = osseg__tensor_md(m, xq, ydt, NULL)))
-      return osseg__fail(diag, err, "node '%s': layout", n->name);
-    err = osseg__quantize_step(m, (int)(n - g->nodes), x, &m->md[x], xq, &m->md[xq],
-                               osseg__attr_float(n, "osseg.q_out_scale", 1.f),
-                               (int)osseg__attr_int(n, "osseg.q_out_zero", 0), diag);
-    if (err) return err;
-    g->tensors[xq].uses = 1;
     x = xq;
   }
   struct osseg__resize rs = {0};

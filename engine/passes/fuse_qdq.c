@@ -18,11 +18,12 @@
  * (osseg.q_out_scale, osseg.q_out_zero, osseg.q_out_signed): an int8 conv
  * with at most a ReLU epilogue requantizes its accumulators (ops/conv.c); a
  * channel Concat quantizes its float inputs straight into their channel
- * slices and copies its 8-bit ones (ops/concat.c); a nearest Resize, which
- * gives the same integers whether the quantization comes before or after
- * it, quantizes its input (the smaller side) and moves bytes
- * (ops/resize_pad.c). Readers taking 8 bits are int8 convs (their input)
- * and the nodes so marked, which are decided first (readers before producers), so chains such as conv ->
+ * slices and copies its 8-bit ones (ops/concat.c); a nearest Resize and a
+ * MaxPool, which give the same integers whether the quantization comes
+ * before or after them, quantize their input (the smaller side of a resize)
+ * or their result and move bytes (ops/resize_pad.c, ops/pool.c). Readers
+ * taking 8 bits are int8 convs (their input) and the nodes so marked, which
+ * are decided first (readers before producers), so chains such as conv ->
  * resize -> concat -> conv carry 8 bits end to end: no float copy and no
  * separate quantizing pass. */
 #include <math.h>
@@ -96,7 +97,7 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
   }
   osseg__eliminate_dead(g);
   /* Producers of 8-bit outputs, readers before writers (file order is
-   * topological), so that a concat or resize already marked makes
+   * topological), so that a concat, resize or max pool already marked makes
    * its own producer eligible. */
   for (int ci = g->nnodes - 1; ci >= 0; ci--) {
     struct osseg__node *c = &g->nodes[ci];
@@ -115,6 +116,9 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
       if (y->rank != 4 || c->in[0] < 0 || g->tensors[c->in[0]].data ||
           osseg__resize_parse(g, c, &linear, &cmode, &nmode, sc, NULL) || linear)
         continue;
+    } else if (!strcmp(c->op, "MaxPool")) {
+      /* the maximum commutes with a non-decreasing quantization */
+      if (y->rank != 4 || c->nout != 1 || g->tensors[c->in[0]].data) continue;
     } else if (!strcmp(c->op, "Conv") && osseg__attr_find(c, "osseg.q_scale")) {
       /* an int8 conv whose epilogue is at most a ReLU (no residual sum, no
        * other activation: they do not commute with the output scale) */
@@ -125,7 +129,7 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
     }
     /* every reader takes it as 8 bits of one quantization: an int8 conv as
      * its input, or a node marked here as writing 8 bits (a concat as any
-     * input, a resize as its data input) */
+     * input, a resize or max pool as its data input) */
     const struct osseg__node *first = NULL;
     float fs = 0;
     int64_t fz = 0, fsg = 0;
