@@ -83,10 +83,39 @@ static int retarget_resize(struct osseg_model *m, int t, int y, int64_t off) {
   return 0;
 }
 
+/* Do several nodes take float tensor t quantized like concat n: other 8-bit
+ * concats, 8-bit resizes and int8 convs of the same scale, zero point and
+ * signedness (the UNet++ skips: one encoder map read by up to four concats
+ * and a resize)? */
+static int quantized_elsewhere(const struct osseg_model *m, const struct osseg__node *n, int t) {
+  const struct osseg__graph *g = &m->g;
+  const float scale = osseg__attr_float(n, "osseg.q_out_scale", 1.f);
+  const int64_t zero = osseg__attr_int(n, "osseg.q_out_zero", 0);
+  const int64_t sgn = osseg__attr_int(n, "osseg.q_out_signed", 0);
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    const struct osseg__node *r = &g->nodes[ni];
+    if (r->dead || r == n) continue;
+    int conv = !strcmp(r->op, "Conv"), cat = !strcmp(r->op, "Concat");
+    int rs = !strcmp(r->op, "Resize") || !strcmp(r->op, "Upsample");
+    if (!conv && !cat && !rs) continue;
+    for (int i = 0; i < r->nin; i++) {
+      if (r->in[i] != t || (i && !cat)) continue;
+      const struct osseg__attr *qs = osseg__attr_find(r, conv ? "osseg.q_scale" : "osseg.q_out_scale");
+      if (qs && qs->f == scale &&
+          osseg__attr_int(r, conv ? "osseg.q_zero" : "osseg.q_out_zero", 0) == zero &&
+          osseg__attr_int(r, conv ? "osseg.q_signed" : "osseg.q_out_signed", 0) == sgn)
+        return 1;
+    }
+  }
+  return 0;
+}
+
 /* An 8-bit output (int8 models: only 8-bit readers of one quantization,
  * passes/fuse_qdq.c): every float input is quantized by a reorder straight
- * into its channel slice; the 8-bit inputs, which their producers
- * quantized alike, are written there by their resize loop or copied. */
+ * into its channel slice, unless other nodes need the same quantized map:
+ * then it is quantized once (osseg__quantized_input) and copied like the
+ * 8-bit inputs, which their producers quantized alike and which are
+ * written into their slice by their resize loop or copied. */
 static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n,
                                     struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
@@ -103,6 +132,12 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
     const struct osseg__tensor *tt = &g->tensors[t];
     const int64_t c = tt->dims[1];
     dnnl_data_type_t tdt = m->md[t].data_type;
+    if (tdt != dnnl_u8 && tdt != dnnl_s8 && quantized_elsewhere(m, n, t)) {
+      t = osseg__quantized_input(m, ni, t, scale, zero, m->md[y].data_type == dnnl_s8, diag);
+      if (t < 0) return t;
+      tt = &g->tensors[t];
+      tdt = m->md[t].data_type;
+    }
     if (tdt == dnnl_u8 || tdt == dnnl_s8) {
       if (tdt != m->md[y].data_type)
         return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type",
