@@ -3,6 +3,8 @@
  * back to a reference kernel, see ONEDNN_NOTES.md). */
 #include "build.h"
 
+#include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 static int infer_concat(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
@@ -50,12 +52,46 @@ static int fold_concat(struct osseg__graph *g, struct osseg__node *n, struct oss
   return 0;
 }
 
+/* 8-bit copies whose every slice is whole 64-byte lines (64-channel
+ * slices of 64-byte aligned pixels), with AVX-512 non-temporal stores: an
+ * int8 model's concat output is far larger than the cache and read only
+ * later, by a conv, so writing around the cache spares reading each line
+ * before it is overwritten. */
+__attribute__((target("avx512f"))) static void copy_slices_nt(const struct osseg__step *s,
+                                                              unsigned char *dst,
+                                                              const unsigned char *const *src) {
+  const size_t opix = (size_t)s->cat_cout;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < s->cat_pixels; p++)
+      for (int k = 0; k < s->cat_n; k++) {
+        unsigned char *d = dst + (size_t)p * opix + (size_t)s->cat_off[k];
+        const unsigned char *q = src[k] + (size_t)p * (size_t)s->cat_c[k];
+        for (int64_t j = 0; j < s->cat_c[k]; j += 64)
+          _mm512_stream_si512((void *)(d + j), _mm512_loadu_si512(q + j));
+      }
+    _mm_sfence(); /* (each thread's streamed stores, before the barrier) */
+  }
+}
+
+static int lines_only(const struct osseg__step *s, const unsigned char *dst) {
+  if (((uintptr_t)dst | (uintptr_t)s->cat_cout) % 64) return 0;
+  for (int k = 0; k < s->cat_n; k++)
+    if ((s->cat_c[k] | s->cat_off[k]) % 64) return 0;
+  return (osseg_cpu_features() & OSSEG_CPU_AVX512) != 0;
+}
+
 /* Copies the inputs not written in place into their channel slices. */
 static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) {
   const size_t es = osseg__step_es(m, s);
   unsigned char *dst = osseg__tensor_ptr(m, s->out);
   const unsigned char *src[OSSEG__MAX_ARGS];
   for (int k = 0; k < s->cat_n; k++) src[k] = osseg__tensor_ptr(m, s->cat_t[k]);
+  if (es == 1 && lines_only(s, dst)) {
+    copy_slices_nt(s, dst, src);
+    return dnnl_success;
+  }
   const size_t opix = (size_t)s->cat_cout * es;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < s->cat_pixels; p++)

@@ -9,8 +9,38 @@
 #include "bf16.h"
 #include "build.h"
 
+#include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+
+/* 8-bit gathers whose pixels are whole 64-byte lines (64-channel maps or
+ * slices, aligned), with AVX-512 non-temporal stores: an int8 model's
+ * upsampled map goes into a concat output far larger than the cache, read
+ * only later by a conv (as ops/concat.c's copies). */
+__attribute__((target("avx512f"))) static void gather2d_nt(const struct osseg__resize *r,
+                                                           const unsigned char *src, unsigned char *dst) {
+  const size_t C = (size_t)r->c, opix = (size_t)r->out_pix;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t y = 0; y < r->oh; y++) {
+      unsigned char *drow = dst + (size_t)y * (size_t)r->ow * opix + (size_t)r->out_coff;
+      const unsigned char *srow = src + (size_t)r->y0[y] * (size_t)r->iw * C;
+      for (int64_t x = 0; x < r->ow; x++) {
+        const unsigned char *q = srow + (size_t)r->x0[x] * C;
+        unsigned char *d = drow + (size_t)x * opix;
+        for (size_t j = 0; j < C; j += 64) _mm512_stream_si512((void *)(d + j), _mm512_loadu_si512(q + j));
+      }
+    }
+    _mm_sfence(); /* (each thread's streamed stores, before the barrier) */
+  }
+}
+
+static int gather2d_lines_only(const struct osseg__resize *r, const void *dst) {
+  return !(((uintptr_t)dst | (uintptr_t)r->c | (uintptr_t)r->out_pix | (uintptr_t)r->out_coff) % 64) &&
+         (osseg_cpu_features() & OSSEG_CPU_AVX512);
+}
 
 static void run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst) {
   const int64_t C = r->c;
@@ -106,7 +136,13 @@ static int infer_pad(struct osseg__graph *g, struct osseg__node *n, struct osseg
 }
 
 static dnnl_status_t run_gather2d_step(struct osseg_model *m, struct osseg__step *s) {
-  run_gather2d(&s->rs, osseg__step_es(m, s), osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
+  const size_t es = osseg__step_es(m, s);
+  void *dst = osseg__tensor_ptr(m, s->out);
+  /* (a resize: no padded rows or columns, so no fill) */
+  if (es == 1 && gather2d_lines_only(&s->rs, dst))
+    gather2d_nt(&s->rs, osseg__tensor_ptr(m, s->in), dst);
+  else
+    run_gather2d(&s->rs, es, osseg__tensor_ptr(m, s->in), dst);
   return dnnl_success;
 }
 
