@@ -457,6 +457,34 @@ int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct 
 
 /* ---- Quantization (int8 convolutions of QDQ models). */
 
+struct osseg__qtemp {
+  int src, dst, zero, sgn;
+  float scale;
+  struct osseg__qtemp *next;
+};
+
+int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, int zero, int sgn,
+                           struct osseg_diag *diag) {
+  for (struct osseg__qtemp *q = m->qtemps; q; q = q->next)
+    if (q->src == x && q->scale == scale && q->zero == zero && q->sgn == sgn) {
+      m->g.tensors[q->dst].uses++; /* (never overwritten in place) */
+      return q->dst;
+    }
+  struct osseg__qtemp *q = osseg__model_alloc(m, sizeof *q);
+  if (!q) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  int xq = osseg__add_temp(m, x, diag);
+  if (xq < 0) return xq;
+  int err = osseg__tensor_md(m, xq, sgn ? dnnl_s8 : dnnl_u8, NULL);
+  if (err) return osseg__fail(diag, err, "node '%s': layout", m->g.nodes[node].name);
+  if ((err = osseg__quantize_step(m, node, x, &m->md[x], xq, &m->md[xq], scale, zero, diag)))
+    return err;
+  m->g.tensors[xq].uses = 1;
+  *q = (struct osseg__qtemp){.src = x, .dst = xq, .zero = zero, .sgn = sgn, .scale = scale,
+                             .next = m->qtemps};
+  m->qtemps = q;
+  return xq;
+}
+
 int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
                          int dst_t, const dnnl_memory_desc_t *dmd, float scale, int zero,
                          struct osseg_diag *diag) {

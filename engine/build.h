@@ -188,6 +188,8 @@ struct osseg_model {
                      entries before compiling, so that no compile step can
                      see them move (osseg__add_temp) */
   unsigned char *aliased; /* per tensor: another tensor shares its storage */
+  struct osseg__qtemp *qtemps; /* osseg__quantized_input's temporaries
+                                  (model-owned list) */
 };
 
 /* Should the run in progress stop? 0, or the code to stop with, which
@@ -254,6 +256,12 @@ int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct 
 int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
                          int dst_t, const dnnl_memory_desc_t *dmd, float scale, int zero,
                          struct osseg_diag *diag);
+/* The 8-bit copy of float runtime tensor x quantized with (scale, zero,
+ * signedness) for node `node`: a temporary filled by osseg__quantize_step,
+ * made once per x and quantization, so the convs of a ResNet block that
+ * read one input (downsample and conv1) share it. <0 on error. */
+int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, int zero, int sgn,
+                           struct osseg_diag *diag);
 /* Attribute with user scratchpad and the node's fused post-ops. */
 int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_attr_t *attr);
 /* The same, but with sum_md a residual POST_SUM becomes a binary-add
@@ -270,9 +278,12 @@ void osseg__alias(struct osseg_model *m, int t, int onto);
 /* Runtime pointer of a tensor after binding. */
 void *osseg__tensor_ptr(const struct osseg_model *m, int t);
 /* Element size of the tensor an own-loop step writes (its inputs were
- * converted to its type at compile time). */
+ * converted to its type at compile time; 8 bits: int8 models' quantized
+ * maps, passes/fuse_qdq.c). */
 static inline size_t osseg__step_es(const struct osseg_model *m, const struct osseg__step *s) {
-  return s->out >= 0 && m->md[s->out].data_type == dnnl_bf16 ? 2 : 4;
+  if (s->out < 0) return 4;
+  dnnl_data_type_t dt = m->md[s->out].data_type;
+  return dt == dnnl_bf16 ? 2 : dt == dnnl_u8 || dt == dnnl_s8 ? 1 : 4;
 }
 /* Runtime md of a tensor (nhwc for rank 4, plain otherwise), made on first
  * use with type dt. */

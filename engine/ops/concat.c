@@ -3,6 +3,8 @@
  * back to a reference kernel, see ONEDNN_NOTES.md). */
 #include "build.h"
 
+#include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 static int infer_concat(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
@@ -50,12 +52,46 @@ static int fold_concat(struct osseg__graph *g, struct osseg__node *n, struct oss
   return 0;
 }
 
+/* 8-bit copies whose every slice is whole 64-byte lines (64-channel
+ * slices of 64-byte aligned pixels), with AVX-512 non-temporal stores: an
+ * int8 model's concat output is far larger than the cache and read only
+ * later, by a conv, so writing around the cache spares reading each line
+ * before it is overwritten. */
+__attribute__((target("avx512f"))) static void copy_slices_nt(const struct osseg__step *s,
+                                                              unsigned char *dst,
+                                                              const unsigned char *const *src) {
+  const size_t opix = (size_t)s->cat_cout;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < s->cat_pixels; p++)
+      for (int k = 0; k < s->cat_n; k++) {
+        unsigned char *d = dst + (size_t)p * opix + (size_t)s->cat_off[k];
+        const unsigned char *q = src[k] + (size_t)p * (size_t)s->cat_c[k];
+        for (int64_t j = 0; j < s->cat_c[k]; j += 64)
+          _mm512_stream_si512((void *)(d + j), _mm512_loadu_si512(q + j));
+      }
+    _mm_sfence(); /* (each thread's streamed stores, before the barrier) */
+  }
+}
+
+static int lines_only(const struct osseg__step *s, const unsigned char *dst) {
+  if (((uintptr_t)dst | (uintptr_t)s->cat_cout) % 64) return 0;
+  for (int k = 0; k < s->cat_n; k++)
+    if ((s->cat_c[k] | s->cat_off[k]) % 64) return 0;
+  return (osseg_cpu_features() & OSSEG_CPU_AVX512) != 0;
+}
+
 /* Copies the inputs not written in place into their channel slices. */
 static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) {
   const size_t es = osseg__step_es(m, s);
   unsigned char *dst = osseg__tensor_ptr(m, s->out);
   const unsigned char *src[OSSEG__MAX_ARGS];
   for (int k = 0; k < s->cat_n; k++) src[k] = osseg__tensor_ptr(m, s->cat_t[k]);
+  if (es == 1 && lines_only(s, dst)) {
+    copy_slices_nt(s, dst, src);
+    return dnnl_success;
+  }
   const size_t opix = (size_t)s->cat_cout * es;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < s->cat_pixels; p++)
@@ -65,18 +101,93 @@ static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) 
   return dnnl_success;
 }
 
-/* An 8-bit output (int8 models: only int8 convs read it): every input is
- * quantized by a reorder straight into its channel slice. */
+/* The step that last wrote tensor t, when it is an own resize loop whose
+ * output may move into a channel slice of y at channel off (t is read only
+ * by this concat): it then writes there directly. */
+static int retarget_resize(struct osseg_model *m, int t, int y, int64_t off) {
+  if (!osseg__can_inplace(m, t)) return 0;
+  for (int k = m->nsteps - 1; k >= 0; k--) {
+    struct osseg__step *p = &m->steps[k];
+    if ((p->kind != OSSEG__STEP_GATHER2D && p->kind != OSSEG__STEP_LINEAR2D) || p->out != t) continue;
+    p->out = y;
+    p->rs.out_pix = m->g.tensors[y].dims[1];
+    p->rs.out_coff = off;
+    for (int u = 0; u < p->nuses; u++)
+      if (p->uses[u] == t) p->uses[u] = y;
+    return 1;
+  }
+  return 0;
+}
+
+/* Do several nodes take float tensor t quantized like concat n: other 8-bit
+ * concats, 8-bit resizes and int8 convs of the same scale, zero point and
+ * signedness (the UNet++ skips: one encoder map read by up to four concats
+ * and a resize)? */
+static int quantized_elsewhere(const struct osseg_model *m, const struct osseg__node *n, int t) {
+  const struct osseg__graph *g = &m->g;
+  const float scale = osseg__attr_float(n, "osseg.q_out_scale", 1.f);
+  const int64_t zero = osseg__attr_int(n, "osseg.q_out_zero", 0);
+  const int64_t sgn = osseg__attr_int(n, "osseg.q_out_signed", 0);
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    const struct osseg__node *r = &g->nodes[ni];
+    if (r->dead || r == n) continue;
+    int conv = !strcmp(r->op, "Conv"), cat = !strcmp(r->op, "Concat");
+    int rs = !strcmp(r->op, "Resize") || !strcmp(r->op, "Upsample");
+    if (!conv && !cat && !rs) continue;
+    for (int i = 0; i < r->nin; i++) {
+      if (r->in[i] != t || (i && !cat)) continue;
+      const struct osseg__attr *qs = osseg__attr_find(r, conv ? "osseg.q_scale" : "osseg.q_out_scale");
+      if (qs && qs->f == scale &&
+          osseg__attr_int(r, conv ? "osseg.q_zero" : "osseg.q_out_zero", 0) == zero &&
+          osseg__attr_int(r, conv ? "osseg.q_signed" : "osseg.q_out_signed", 0) == sgn)
+        return 1;
+    }
+  }
+  return 0;
+}
+
+/* An 8-bit output (int8 models: only 8-bit readers of one quantization,
+ * passes/fuse_qdq.c): every float input is quantized by a reorder straight
+ * into its channel slice, unless other nodes need the same quantized map:
+ * then it is quantized once (osseg__quantized_input) and copied like the
+ * 8-bit inputs, which their producers quantized alike and which are
+ * written into their slice by their resize loop or copied. */
 static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n,
                                     struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int y = n->out[0], ni = (int)(n - g->nodes);
   const float scale = osseg__attr_float(n, "osseg.q_out_scale", 1.f);
   const int zero = (int)osseg__attr_int(n, "osseg.q_out_zero", 0);
+  struct osseg__step copy = {.kind = OSSEG__STEP_CONCAT_C, .node = ni, .out = y, .in = -1};
+  copy.cat_pixels = g->tensors[y].dims[2] * g->tensors[y].dims[3];
+  copy.cat_cout = g->tensors[y].dims[1];
+  copy.uses[copy.nuses++] = y;
   int64_t off = 0;
   for (int i = 0; i < n->nin; i++) {
     int t = n->in[i];
     const struct osseg__tensor *tt = &g->tensors[t];
+    const int64_t c = tt->dims[1];
+    dnnl_data_type_t tdt = m->md[t].data_type;
+    if (tdt != dnnl_u8 && tdt != dnnl_s8 && quantized_elsewhere(m, n, t)) {
+      t = osseg__quantized_input(m, ni, t, scale, zero, m->md[y].data_type == dnnl_s8, diag);
+      if (t < 0) return t;
+      tt = &g->tensors[t];
+      tdt = m->md[t].data_type;
+    }
+    if (tdt == dnnl_u8 || tdt == dnnl_s8) {
+      if (tdt != m->md[y].data_type)
+        return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type",
+                           n->name, tt->name);
+      if (!retarget_resize(m, t, y, off)) {
+        copy.cat_t[copy.cat_n] = t;
+        copy.cat_c[copy.cat_n] = c;
+        copy.cat_off[copy.cat_n] = off;
+        copy.cat_n++;
+        if (copy.nuses < OSSEG__MAX_ARGS) copy.uses[copy.nuses++] = t;
+      }
+      off += c;
+      continue;
+    }
     dnnl_dims_t d, o = {0, off, 0, 0};
     osseg__set_dims(d, tt->dims, 4);
     dnnl_memory_desc_t sub;
@@ -84,7 +195,14 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
       return osseg__fail(diag, OSSEG_EBACKEND, "node '%s': channel slice", n->name);
     int err = osseg__quantize_step(m, ni, t, &m->md[t], y, &sub, scale, zero, diag);
     if (err) return err;
-    off += tt->dims[1];
+    off += c;
+  }
+  if (copy.cat_n) {
+    struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CONCAT_C, ni);
+    if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    *s = copy;
+    s->run = run_concat_c;
+    osseg__step_own(s, "own: 8-bit channel concat", 0, s->cat_t[0], y);
   }
   return 0;
 }
@@ -92,13 +210,13 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
 static int compile_concat(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int y = n->out[0];
-  if (m->md[y].data_type == dnnl_u8 || m->md[y].data_type == dnnl_s8)
-    return compile_quantized_concat(m, n, diag);
   int axis = (int)osseg__attr_int(n, "axis", 0);
   if (axis < 0) axis += g->tensors[y].rank;
   if (n->nin > OSSEG__MAX_ARGS - 2)
     return osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (Concat): more than %d inputs", n->name,
                        OSSEG__MAX_ARGS - 2);
+  if (m->md[y].data_type == dnnl_u8 || m->md[y].data_type == dnnl_s8)
+    return compile_quantized_concat(m, n, diag);
   struct osseg__tensor *yt = &g->tensors[y];
   int all_runtime = 1;
   for (int i = 0; i < n->nin; i++) all_runtime &= !g->tensors[n->in[i]].data;
@@ -110,7 +228,6 @@ static int compile_concat(struct osseg_model *m, struct osseg__node *n, struct o
     if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
     s->run = run_concat_c;
     osseg__step_own(s, "own: channel concat", 0, n->in[0], y);
-    int si = m->nsteps - 1;
     s->out = y;
     s->cat_pixels = yt->dims[2] * yt->dims[3];
     s->cat_cout = yt->dims[1];
@@ -119,21 +236,7 @@ static int compile_concat(struct osseg_model *m, struct osseg__node *n, struct o
     for (int i = 0; i < n->nin; i++) {
       int t = n->in[i];
       int64_t c = g->tensors[t].dims[1];
-      int done = 0;
-      if (osseg__can_inplace(m, t)) {
-        for (int k = si - 1; k >= 0 && !done; k--) {
-          struct osseg__step *p = &m->steps[k];
-          if ((p->kind != OSSEG__STEP_GATHER2D && p->kind != OSSEG__STEP_LINEAR2D) || p->out != t)
-            continue;
-          p->out = y;
-          p->rs.out_pix = yt->dims[1];
-          p->rs.out_coff = off;
-          for (int u = 0; u < p->nuses; u++)
-            if (p->uses[u] == t) p->uses[u] = y;
-          done = 1;
-        }
-      }
-      if (!done) {
+      if (!retarget_resize(m, t, y, off)) {
         s->cat_t[s->cat_n] = t;
         s->cat_c[s->cat_n] = c;
         s->cat_off[s->cat_n] = off;

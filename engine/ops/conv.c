@@ -75,15 +75,40 @@ static int infer_batchnorm(struct osseg__graph *g, struct osseg__node *n, struct
   return 0;
 }
 
+/* Is the storage of runtime tensor t, read by node n, read by no node after
+ * n: neither t nor any tensor sharing its storage (an earlier in-place
+ * output) has a reader after n? Then n may overwrite it. */
+static int last_read_here(const struct osseg_model *m, const struct osseg__node *n, int t) {
+  const struct osseg__graph *g = &m->g;
+  if (t < 0 || g->tensors[t].data) return 0;
+  const int root = osseg__root(m, t);
+  for (int u = 0; u < g->ntensors; u++) {
+    if (g->tensors[u].data || osseg__root(m, u) != root) continue;
+    if (u == g->input || u == g->output) return 0;
+    for (const struct osseg__node *r = n + 1; r < g->nodes + g->nnodes; r++) {
+      if (r->dead) continue;
+      for (int i = 0; i < r->nin; i++)
+        if (r->in[i] == u) return 0;
+      for (int p = 0; p < r->npost; p++)
+        if (r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == u) return 0;
+    }
+  }
+  return 1;
+}
+
 /* Residual sum post-op: the destination must hold the addend before the conv
- * runs. Reuse the addend's storage when it dies here, else copy it first. */
+ * runs. Reuse the addend's storage when it dies here, else copy it first.
+ * An int8 conv also takes over an addend whose other readers all ran before
+ * it (a ResNet block's input, read by conv1's quantizing reorder and by the
+ * last conv's sum): no copy of the float map. */
 static int prepare_sum(struct osseg_model *m, struct osseg__node *n, int y, struct osseg_diag *diag) {
+  const int int8 = m->opt.precision == OSSEG_PRECISION_INT8 && osseg__attr_find(n, "osseg.q_scale");
   for (int p = 0; p < n->npost; p++) {
     if (n->post[p].kind != OSSEG__POST_SUM) continue;
     int other = n->post[p].arg;
     /* (the addend may be stored in the other precision: then the reorder
      * converts it) */
-    if (osseg__can_inplace(m, other) && other != n->in[0] &&
+    if ((osseg__can_inplace(m, other) || (int8 && last_read_here(m, n, other))) && other != n->in[0] &&
         m->md[other].data_type == m->md[y].data_type) {
       osseg__alias(m, y, other);
     } else {
@@ -259,12 +284,8 @@ static int compile_qconv(struct osseg_model *m, struct osseg__node *n, const str
    * quantized inputs, ops/concat.c) wrote it in 8 bits already */
   int xq = x;
   if (m->md[x].data_type != dnnl_u8 && m->md[x].data_type != dnnl_s8) {
-    xq = osseg__add_temp(m, x, diag);
+    xq = osseg__quantized_input(m, ni, x, sx, zp, sgn, diag);
     if (xq < 0) return xq;
-    if ((err = osseg__tensor_md(m, xq, sgn ? dnnl_s8 : dnnl_u8, NULL)))
-      return osseg__fail(diag, err, "node '%s': layout", n->name);
-    if ((err = osseg__quantize_step(m, ni, x, &m->md[x], xq, &m->md[xq], sx, zp, diag))) return err;
-    m->g.tensors[xq].uses = 1;
   }
   int32_t zps[1] = {zp};
   dnnl_status_t st;

@@ -1,8 +1,11 @@
 /* Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) and
  * ReduceMean, as oneDNN pooling / reduction primitives on nhwc, except the
- * mean over the whole spatial extent (below). */
+ * mean over the whole spatial extent and the max pooling of a float map
+ * into 8 bits (int8 models), own loops below. */
 #include "build.h"
+#include "isa_variants.h"
 
+#include <math.h>
 #include <string.h>
 
 static int infer_pool(struct osseg__graph *g, struct osseg__node *n, struct osseg_diag *diag) {
@@ -150,6 +153,108 @@ static int simple_step(struct osseg_model *m, struct osseg__node *n, dnnl_primit
   return osseg__finish_prim(m, s, pd, n, diag);
 }
 
+/* Max pooling of a float map into 8 bits (int8 models, passes/fuse_qdq.c:
+ * a MaxPool whose readers take 8 bits): the maximum of each window,
+ * quantized, which equals the maximum of the quantized values (the
+ * quantization never decreases) but reads the float map once and writes a
+ * quarter of the bytes, with no float pooled map and no quantizing pass. */
+struct qpool {
+  int x, y;
+  int64_t n, c, h, w, oh, ow;
+  int64_t k[2], s[2], d[2], pb[2];
+  float inv, zero, lo, hi;
+  int sgn;
+};
+
+#define QPOOL_CHUNK 64 /* channels per pass over a window */
+
+/* One output row; memory-bound, compiled for AVX-512 / AVX2 / baseline
+ * (isa_variants.h). Rounding: v + 1.5 * 2^23 - 1.5 * 2^23 is v rounded to
+ * the nearest integer, ties to even (|v| <= 255 here), as the quantizing
+ * reorders round, in plain vectorisable arithmetic. */
+static inline __attribute__((always_inline)) void qpool_row_impl(const struct qpool *p,
+                                                                 const float *x, unsigned char *yrow,
+                                                                 int64_t oy) {
+  const int64_t C = p->c;
+  const float inv = p->inv, zero = p->zero, lo = p->lo, hi = p->hi, magic = 12582912.f;
+  float acc[QPOOL_CHUNK];
+  for (int64_t ox = 0; ox < p->ow; ox++) {
+    for (int64_t c0 = 0; c0 < C; c0 += QPOOL_CHUNK) {
+      const int64_t nc = C - c0 < QPOOL_CHUNK ? C - c0 : QPOOL_CHUNK;
+      for (int64_t c = 0; c < nc; c++) acc[c] = -INFINITY;
+      for (int64_t ky = 0; ky < p->k[0]; ky++) {
+        const int64_t iy = oy * p->s[0] - p->pb[0] + ky * p->d[0];
+        if (iy < 0 || iy >= p->h) continue;
+        for (int64_t kx = 0; kx < p->k[1]; kx++) {
+          const int64_t ix = ox * p->s[1] - p->pb[1] + kx * p->d[1];
+          if (ix < 0 || ix >= p->w) continue;
+          const float *px = x + (size_t)((iy * p->w + ix) * C + c0);
+#pragma omp simd
+          for (int64_t c = 0; c < nc; c++) acc[c] = px[c] > acc[c] ? px[c] : acc[c];
+        }
+      }
+      unsigned char *py = yrow + (size_t)(ox * C + c0);
+      if (p->sgn) {
+#pragma omp simd
+        for (int64_t c = 0; c < nc; c++) {
+          float v = acc[c] * inv + zero;
+          v = v < lo ? lo : v > hi ? hi : v;
+          py[c] = (unsigned char)(int8_t)(int32_t)((v + magic) - magic);
+        }
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < nc; c++) {
+          float v = acc[c] * inv + zero;
+          v = v < lo ? lo : v > hi ? hi : v;
+          py[c] = (unsigned char)(int32_t)((v + magic) - magic);
+        }
+      }
+    }
+  }
+}
+OSSEG__ISA_VARIANTS(qpool_row, (const struct qpool *p, const float *x, unsigned char *yrow, int64_t oy),
+                    (p, x, yrow, oy))
+
+static dnnl_status_t run_qpool(struct osseg_model *m, struct osseg__step *st) {
+  const struct qpool *p = st->priv;
+  const float *xb = osseg__tensor_ptr(m, p->x);
+  unsigned char *yb = osseg__tensor_ptr(m, p->y);
+  const int64_t rows = p->n * p->oh;
+  const qpool_row_fn row = qpool_row_select();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++)
+    row(p, xb + (size_t)(r / p->oh * p->h * p->w * p->c), yb + (size_t)(r * p->ow * p->c), r % p->oh);
+  return dnnl_success;
+}
+
+static int compile_qpool(struct osseg_model *m, struct osseg__node *n, const struct osseg__window *w,
+                         struct osseg_diag *diag) {
+  int x = n->in[0], y = n->out[0];
+  const dnnl_memory_desc_t *xmd = &m->md[x], *ymd = &m->md[y];
+  if (!osseg__md_dense_nhwc(xmd) || !osseg__md_dense_nhwc(ymd) || xmd->data_type != dnnl_f32)
+    return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit max pooling of this layout", n->name);
+  struct qpool *p = osseg__model_alloc(m, sizeof *p);
+  if (!p) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  const int sgn = ymd->data_type == dnnl_s8;
+  *p = (struct qpool){.x = x, .y = y, .n = xmd->dims[0], .c = xmd->dims[1], .h = xmd->dims[2],
+                      .w = xmd->dims[3], .oh = ymd->dims[2], .ow = ymd->dims[3],
+                      .inv = 1.f / osseg__attr_float(n, "osseg.q_out_scale", 1.f),
+                      .zero = (float)osseg__attr_int(n, "osseg.q_out_zero", 0),
+                      .lo = sgn ? -128.f : 0.f, .hi = sgn ? 127.f : 255.f, .sgn = sgn};
+  for (int i = 0; i < 2; i++)
+    p->k[i] = w->k[i], p->s[i] = w->s[i], p->d[i] = w->d[i], p->pb[i] = w->pb[i];
+  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, (int)(n - m->g.nodes));
+  if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  osseg__step_own(s, "own: max pool into 8 bits", 0, x, y);
+  s->run = run_qpool;
+  s->priv = p;
+  s->in = x;
+  s->out = y;
+  s->uses[s->nuses++] = x;
+  s->uses[s->nuses++] = y;
+  return 0;
+}
+
 static int compile_pool(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
   int x = n->in[0], y = n->out[0];
@@ -157,6 +262,10 @@ static int compile_pool(struct osseg_model *m, struct osseg__node *n, struct oss
   struct osseg__window w;
   int err = osseg__window_of(g, n, &w, diag);
   if (err) return err;
+  /* 8-bit output from a float map (an 8-bit map pools as it is, below) */
+  dnnl_data_type_t ydt = m->md[y].data_type;
+  if ((ydt == dnnl_u8 || ydt == dnnl_s8) && m->md[x].data_type != ydt)
+    return compile_qpool(m, n, &w, diag);
   if (!strcmp(n->op, "GlobalAveragePool") && (err = try_spatial_mean(m, n, x, y, &m->md[y], diag)))
     return err < 0 ? err : 0;
   dnnl_alg_kind_t alg;

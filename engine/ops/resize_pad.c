@@ -9,8 +9,38 @@
 #include "bf16.h"
 #include "build.h"
 
+#include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+
+/* 8-bit gathers whose pixels are whole 64-byte lines (64-channel maps or
+ * slices, aligned), with AVX-512 non-temporal stores: an int8 model's
+ * upsampled map goes into a concat output far larger than the cache, read
+ * only later by a conv (as ops/concat.c's copies). */
+__attribute__((target("avx512f"))) static void gather2d_nt(const struct osseg__resize *r,
+                                                           const unsigned char *src, unsigned char *dst) {
+  const size_t C = (size_t)r->c, opix = (size_t)r->out_pix;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t y = 0; y < r->oh; y++) {
+      unsigned char *drow = dst + (size_t)y * (size_t)r->ow * opix + (size_t)r->out_coff;
+      const unsigned char *srow = src + (size_t)r->y0[y] * (size_t)r->iw * C;
+      for (int64_t x = 0; x < r->ow; x++) {
+        const unsigned char *q = srow + (size_t)r->x0[x] * C;
+        unsigned char *d = drow + (size_t)x * opix;
+        for (size_t j = 0; j < C; j += 64) _mm512_stream_si512((void *)(d + j), _mm512_loadu_si512(q + j));
+      }
+    }
+    _mm_sfence(); /* (each thread's streamed stores, before the barrier) */
+  }
+}
+
+static int gather2d_lines_only(const struct osseg__resize *r, const void *dst) {
+  return !(((uintptr_t)dst | (uintptr_t)r->c | (uintptr_t)r->out_pix | (uintptr_t)r->out_coff) % 64) &&
+         (osseg_cpu_features() & OSSEG_CPU_AVX512);
+}
 
 static void run_gather2d(const struct osseg__resize *r, size_t es, const void *src, void *dst) {
   const int64_t C = r->c;
@@ -26,8 +56,9 @@ static void run_gather2d(const struct osseg__resize *r, size_t es, const void *s
       int32_t sx = r->x0[x];
       unsigned char *d = drow + (size_t)x * opix;
       if (sy < 0 || sx < 0) {
+        /* (8-bit maps are resized only, never padded: no fill) */
         if (es == 4) for (int64_t c = 0; c < C; c++) memcpy(d + c * 4, &fill32, 4);
-        else for (int64_t c = 0; c < C; c++) memcpy(d + c * 2, &fill16, 2);
+        else if (es == 2) for (int64_t c = 0; c < C; c++) memcpy(d + c * 2, &fill16, 2);
         continue;
       }
       memcpy(d, (const unsigned char *)src + ((size_t)sy * (size_t)r->iw + (size_t)sx) * pix, pix);
@@ -105,7 +136,13 @@ static int infer_pad(struct osseg__graph *g, struct osseg__node *n, struct osseg
 }
 
 static dnnl_status_t run_gather2d_step(struct osseg_model *m, struct osseg__step *s) {
-  run_gather2d(&s->rs, osseg__step_es(m, s), osseg__tensor_ptr(m, s->in), osseg__tensor_ptr(m, s->out));
+  const size_t es = osseg__step_es(m, s);
+  void *dst = osseg__tensor_ptr(m, s->out);
+  /* (a resize: no padded rows or columns, so no fill) */
+  if (es == 1 && gather2d_lines_only(&s->rs, dst))
+    gather2d_nt(&s->rs, osseg__tensor_ptr(m, s->in), dst);
+  else
+    run_gather2d(&s->rs, es, osseg__tensor_ptr(m, s->in), dst);
   return dnnl_success;
 }
 
@@ -137,6 +174,20 @@ static int compile_resize(struct osseg_model *m, struct osseg__node *n, struct o
   int linear, cmode, nmode;
   int err = osseg__resize_parse(g, n, &linear, &cmode, &nmode, sc, diag);
   if (err) return err;
+  /* 8-bit output (int8 models, passes/fuse_qdq.c: a nearest resize whose
+   * readers take 8 bits): the input is quantized first, at its lower
+   * resolution, unless its producer wrote 8 bits already; then bytes move */
+  dnnl_data_type_t ydt = m->md[y].data_type;
+  if ((ydt == dnnl_u8 || ydt == dnnl_s8) && m->md[x].data_type != ydt) {
+    if (linear)
+      return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit linear resize", n->name);
+    int xq = osseg__quantized_input(m, (int)(n - g->nodes), x,
+                                    osseg__attr_float(n, "osseg.q_out_scale", 1.f),
+                                    (int)osseg__attr_int(n, "osseg.q_out_zero", 0), ydt == dnnl_s8, diag);
+    if (xq < 0) return xq;
+    xt = &g->tensors[x], yt = &g->tensors[y];
+    x = xq;
+  }
   struct osseg__resize rs = {0};
   rs.mode_linear = linear;
   rs.ih = xt->dims[2], rs.iw = xt->dims[3], rs.oh = yt->dims[2], rs.ow = yt->dims[3];

@@ -13,12 +13,19 @@
  * input: it records the scale, zero point and signedness as attributes
  * (osseg.q_scale, osseg.q_zero, osseg.q_signed) and reads the float input,
  * which ops/conv.c quantizes to 8 bits itself (the same integers) before
- * an int8 convolution. A channel Concat, or an int8 conv with at most a
- * ReLU epilogue, read only by such convs, all with the same quantization,
- * writes its output in 8 bits instead (osseg.q_out_scale, osseg.q_out_zero,
- * osseg.q_out_signed; ops/concat.c, ops/conv.c): the concat quantizes its
- * inputs straight into their channel slices, the conv requantizes its
- * accumulators; no float copy and no separate quantizing pass. */
+ * an int8 convolution. A node whose every reader takes its output in 8
+ * bits of one quantization writes that output in 8 bits instead
+ * (osseg.q_out_scale, osseg.q_out_zero, osseg.q_out_signed): an int8 conv
+ * with at most a ReLU epilogue requantizes its accumulators (ops/conv.c); a
+ * channel Concat quantizes its float inputs straight into their channel
+ * slices and copies its 8-bit ones (ops/concat.c); a nearest Resize and a
+ * MaxPool, which give the same integers whether the quantization comes
+ * before or after them, quantize their input (the smaller side of a resize)
+ * or their result and move bytes (ops/resize_pad.c, ops/pool.c). Readers
+ * taking 8 bits are int8 convs (their input) and the nodes so marked, which
+ * are decided first (readers before producers), so chains such as conv ->
+ * resize -> concat -> conv carry 8 bits end to end: no float copy and no
+ * separate quantizing pass. */
 #include <math.h>
 #include <string.h>
 
@@ -89,15 +96,29 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
     n->in[0] = fq->in[0];
   }
   osseg__eliminate_dead(g);
-  for (int ci = 0; ci < g->nnodes; ci++) {
+  /* Producers of 8-bit outputs, readers before writers (file order is
+   * topological), so that a concat, resize or max pool already marked makes
+   * its own producer eligible. */
+  for (int ci = g->nnodes - 1; ci >= 0; ci--) {
     struct osseg__node *c = &g->nodes[ci];
-    if (c->dead || c->out[0] == g->output) continue;
+    if (c->dead || c->nout < 1 || c->out[0] == g->output) continue;
     const struct osseg__tensor *y = &g->tensors[c->out[0]];
-    int ok = 1, readers = 0;
+    int ok = 1;
     if (!strcmp(c->op, "Concat")) { /* channel concat of runtime maps */
       int64_t axis = osseg__attr_int(c, "axis", 0);
       if (y->rank != 4 || y->dims[0] != 1 || (axis != 1 && axis != -3)) continue;
       for (int i = 0; i < c->nin && ok; i++) ok = c->in[i] >= 0 && !g->tensors[c->in[i]].data;
+    } else if (!strcmp(c->op, "Resize") || !strcmp(c->op, "Upsample")) {
+      /* nearest: every output value is an input value, so quantizing before
+       * or after it gives the same integers */
+      int linear, cmode, nmode;
+      double sc[4];
+      if (y->rank != 4 || c->in[0] < 0 || g->tensors[c->in[0]].data ||
+          osseg__resize_parse(g, c, &linear, &cmode, &nmode, sc, NULL) || linear)
+        continue;
+    } else if (!strcmp(c->op, "MaxPool")) {
+      /* the maximum commutes with a non-decreasing quantization */
+      if (y->rank != 4 || c->nout != 1 || g->tensors[c->in[0]].data) continue;
     } else if (!strcmp(c->op, "Conv") && osseg__attr_find(c, "osseg.q_scale")) {
       /* an int8 conv whose epilogue is at most a ReLU (no residual sum, no
        * other activation: they do not commute with the output scale) */
@@ -106,28 +127,37 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
     } else {
       continue;
     }
+    /* every reader takes it as 8 bits of one quantization: an int8 conv as
+     * its input, or a node marked here as writing 8 bits (a concat as any
+     * input, a resize or max pool as its data input) */
     const struct osseg__node *first = NULL;
+    float fs = 0;
+    int64_t fz = 0, fsg = 0;
+    int readers = 0;
     for (int ni = 0; ni < g->nnodes && ok; ni++) {
       const struct osseg__node *r = &g->nodes[ni];
       if (r->dead) continue;
       for (int i = 0; i < r->nin && ok; i++) {
         if (r->in[i] != c->out[0]) continue;
-        const struct osseg__attr *qs = osseg__attr_find(r, "osseg.q_scale");
-        ok = i == 0 && qs != NULL;
-        if (ok && first)
-          ok = qs->f == osseg__attr_find(first, "osseg.q_scale")->f &&
-               osseg__attr_int(r, "osseg.q_zero", 0) == osseg__attr_int(first, "osseg.q_zero", 0) &&
-               osseg__attr_int(r, "osseg.q_signed", 0) == osseg__attr_int(first, "osseg.q_signed", 0);
-        if (!first) first = r;
+        const struct osseg__attr *qs = NULL;
+        int conv = !strcmp(r->op, "Conv");
+        if (conv) qs = i == 0 ? osseg__attr_find(r, "osseg.q_scale") : NULL;
+        else if (!strcmp(r->op, "Concat") || i == 0) qs = osseg__attr_find(r, "osseg.q_out_scale");
+        ok = qs != NULL;
+        if (!ok) break;
+        int64_t z = osseg__attr_int(r, conv ? "osseg.q_zero" : "osseg.q_out_zero", 0);
+        int64_t sg = osseg__attr_int(r, conv ? "osseg.q_signed" : "osseg.q_out_signed", 0);
+        if (first) ok = qs->f == fs && z == fz && sg == fsg;
+        else first = r, fs = qs->f, fz = z, fsg = sg;
         readers++;
       }
       for (int p = 0; p < r->npost && ok; p++)
         ok = !(r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == c->out[0]);
     }
     if (!ok || !readers) continue;
-    int err = osseg__add_attr_float(c, "osseg.q_out_scale", osseg__attr_find(first, "osseg.q_scale")->f);
-    if (!err) err = osseg__add_attr_int(c, "osseg.q_out_zero", osseg__attr_int(first, "osseg.q_zero", 0));
-    if (!err) err = osseg__add_attr_int(c, "osseg.q_out_signed", osseg__attr_int(first, "osseg.q_signed", 0));
+    int err = osseg__add_attr_float(c, "osseg.q_out_scale", fs);
+    if (!err) err = osseg__add_attr_int(c, "osseg.q_out_zero", fz);
+    if (!err) err = osseg__add_attr_int(c, "osseg.q_out_signed", fsg);
     if (err) return osseg__fail(diag, err, "out of memory");
   }
   return 0;

@@ -487,8 +487,16 @@ static void test_errors(void **state) {
  * matches PyTorch's fake-quantized forward as closely as fp32 does. */
 static void test_int8_qdq(void **state) {
   (void)state;
-  /* (qdq_concat: a concat read only by an int8 conv is written in 8 bits) */
-  static const char *names[] = {"qdq_conv_u8", "qdq_conv_s8", "qdq_conv_residual", "qdq_concat"};
+  /* (qdq_concat: a concat read only by an int8 conv is written in 8 bits;
+   * qdq_maxpool: a max pool of a float map written in 8 bits for two int8
+   * convs; qdq_upsample: conv -> nearest upsample -> concat -> conv and
+   * conv -> upsample -> conv carried in 8 bits) */
+  static const char *names[] = {"qdq_conv_u8", "qdq_conv_s8", "qdq_conv_residual", "qdq_concat",
+                                "qdq_maxpool", "qdq_upsample"};
+  static const int convs[] = {3, 3, 3, 3, 3, 4};
+  /* steps: no quantizing reorder where a producer writes 8 bits; one for
+   * the convs sharing a quantized input (qdq_upsample's first two) */
+  static const int steps[] = {6, 6, 9, 11, 11, 10};
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
   /* without int8 dot products int8 is refused (its sums would saturate) */
@@ -509,7 +517,8 @@ static void test_int8_qdq(void **state) {
     assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", dir, names[i]), &o, &diag), 0);
     struct osseg_model_stats st;
     osseg_model_get_stats(m, &st);
-    assert_int_equal(st.int8_convs, 3); /* all three convs of each fixture */
+    assert_int_equal(st.int8_convs, convs[i]); /* every conv of each fixture */
+    assert_int_equal(st.steps, steps[i]);
     osseg_model_free(m);
     o = engine_test_opts(OSSEG_PRECISION_FP32);
     assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", dir, names[i]), &o, &diag), 0);
