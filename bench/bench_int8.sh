@@ -54,6 +54,8 @@ med() { # median of the per-process medians of configuration $1
   for f in "$out/$1".*; do median_ms "$f"; done | sort -g | awk '{v[NR] = $1} END {
     if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+# peak resident memory (VmHWM, MiB) of a configuration: the largest over rounds
+peak() { for f in "$out/$1".*; do sed -n 's/.*"peak_rss_mb": *\([0-9.]*\).*/\1/p' "$f"; done | sort -g | tail -1; }
 f32=$(med osseg_fp32)
 i8=$(med osseg_int8)
 printf '%s, %d threads, %d rounds x %d runs (medians, ms)\n' "$name" "$threads" "$rounds" "$runs"
@@ -64,4 +66,9 @@ if [ $ort = 1 ]; then
   printf 'ORT fp32    %s   (osseg int8 %.2fx faster)\nORT QDQ     %s   (osseg int8 %.2fx faster)\n' \
     "$of" "$(echo "$of / $i8" | bc -l)" "$oq" "$(echo "$oq / $i8" | bc -l)"
 fi
-grep -h '"impl\|isa' "$out"/osseg_int8.1 2>/dev/null | head -1 || true
+printf 'peak RSS    osseg fp32 %s MiB, osseg int8 %s MiB' "$(peak osseg_fp32)" "$(peak osseg_int8)"
+[ $ort = 1 ] && printf ', ORT fp32 %s MiB, ORT QDQ %s MiB' "$(peak ort_fp32)" "$(peak ort_qdq)"
+printf '\n'
+# which oneDNN kernels ran the int8 convolutions
+printf 'int8 convs: %s\n' "$("$osseg" model-info "$q" --precision int8 --steps |
+  awk '$3 == "Conv" && $4 == "convolution" {print $6}' | sort | uniq -c | awk '{printf "%s%s x %s", s, $1, $2; s = ", "}')"
