@@ -157,7 +157,13 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
       err = osseg__fail(diag, OSSEG_EUNSUPPORTED, "precision int8 needs a quantized (QDQ) model: "
                         "no convolution has quantized inputs and int8 weights");
   }
+  /* oneDNN sizes a primitive's thread grid when it is created (brgconv
+   * runs `threads` ways whatever the team later is): create them for the
+   * model's thread count, on this thread's team, restored after */
+  const int team = omp_get_max_threads();
+  if (o->threads > 0 && o->threads != team) omp_set_num_threads(o->threads);
   if (!err) err = osseg__compile(m, diag);
+  if (o->threads > 0 && o->threads != team) omp_set_num_threads(team);
   if (!err) err = osseg__plan(m, diag);
   if (!err) err = osseg__bind(m, diag);
   if (err) {
