@@ -204,15 +204,22 @@ int osseg__finish_prim(struct osseg_model *m, struct osseg__step *s, dnnl_primit
   return 0;
 }
 
-int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
-                        int dst_t, const dnnl_memory_desc_t *dmd, struct osseg_diag *diag) {
+/* A reorder step, quantizing when `scale` is set: round(x / *scale) + zero. */
+static int reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
+                        int dst_t, const dnnl_memory_desc_t *dmd, const float *scale, int zero,
+                        struct osseg_diag *diag) {
+  const struct osseg__node *n = node >= 0 ? &m->g.nodes[node] : NULL;
   dnnl_primitive_attr_t attr = NULL;
   dnnl_primitive_desc_t pd = NULL;
+  const float inv = scale ? 1.f / *scale : 1.f;
+  const int32_t zps[1] = {zero};
   dnnl_status_t st = dnnl_primitive_attr_create(&attr);
   if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+  if (st == dnnl_success && scale) st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &inv);
+  if (st == dnnl_success && zero) st = dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_DST, 1, 0, zps);
   if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, smd, m->eng, dmd, m->eng, attr);
   if (attr) dnnl_primitive_attr_destroy(attr);
-  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "reorder", node >= 0 ? &m->g.nodes[node] : NULL);
+  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, scale ? "quantizing reorder" : "reorder", n);
   struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_PRIM, node);
   if (!s) {
     dnnl_primitive_desc_destroy(pd);
@@ -220,7 +227,12 @@ int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_m
   }
   osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, src_t, smd);
   osseg__step_arg_tensor(m, s, DNNL_ARG_DST, dst_t, dmd);
-  return osseg__finish_prim(m, s, pd, node >= 0 ? &m->g.nodes[node] : NULL, diag);
+  return osseg__finish_prim(m, s, pd, n, diag);
+}
+
+int osseg__reorder_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
+                        int dst_t, const dnnl_memory_desc_t *dmd, struct osseg_diag *diag) {
+  return reorder_step(m, node, src_t, smd, dst_t, dmd, NULL, 0, diag);
 }
 
 int osseg__add_temp(struct osseg_model *m, int like, struct osseg_diag *diag) {
@@ -488,24 +500,5 @@ int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, 
 int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
                          int dst_t, const dnnl_memory_desc_t *dmd, float scale, int zero,
                          struct osseg_diag *diag) {
-  dnnl_primitive_attr_t qa = NULL;
-  dnnl_primitive_desc_t qpd = NULL;
-  float inv = 1.f / scale;
-  int32_t zps[1] = {zero};
-  const struct osseg__node *n = node >= 0 ? &m->g.nodes[node] : NULL;
-  dnnl_status_t st = dnnl_primitive_attr_create(&qa);
-  if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(qa, dnnl_scratchpad_mode_user);
-  if (st == dnnl_success) st = dnnl_primitive_attr_set_output_scales(qa, 1, 0, &inv);
-  if (st == dnnl_success && zero) st = dnnl_primitive_attr_set_zero_points(qa, DNNL_ARG_DST, 1, 0, zps);
-  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&qpd, smd, m->eng, dmd, m->eng, qa);
-  if (qa) dnnl_primitive_attr_destroy(qa);
-  if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "quantizing reorder", n);
-  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_PRIM, node);
-  if (!s) {
-    dnnl_primitive_desc_destroy(qpd);
-    return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-  }
-  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, src_t, smd);
-  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, dst_t, dmd);
-  return osseg__finish_prim(m, s, qpd, n, diag);
+  return reorder_step(m, node, src_t, smd, dst_t, dmd, &scale, zero, diag);
 }
