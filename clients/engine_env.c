@@ -35,6 +35,17 @@ int cli_engine_options_from_env(struct osseg_engine_options *o, const char *cmd,
   o->no_winograd = env_on("OSSEG_NO_WINOGRAD");
   o->no_dwconv = env_on("OSSEG_NO_DWCONV");
   o->no_upconv = env_on("OSSEG_NO_UPCONV");
+  const char *umin = getenv("OSSEG_INT8_UPCONV_MIN");
+  if (umin && *umin) {
+    char *end;
+    long v = strtol(umin, &end, 10);
+    if (*end || v < -1 || v > 1000000) {
+      cli_error(cmd, "OSSEG_INT8_UPCONV_MIN must be -1 (never) or a channel count from 0 to 1000000, "
+                "not '%s'", umin);
+      return -1;
+    }
+    o->int8_upconv_min = (int)v;
+  }
   const char *tail = getenv("OSSEG_BF16_TAIL");
   if (tail && *tail) {
     char *end;

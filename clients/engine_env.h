@@ -13,6 +13,7 @@
  *   OSSEG_NO_WINOGRAD=1      o->no_winograd
  *   OSSEG_NO_DWCONV=1        o->no_dwconv
  *   OSSEG_NO_UPCONV=1        o->no_upconv
+ *   OSSEG_INT8_UPCONV_MIN=<n> o->int8_upconv_min (channels; -1 = never)
  *   OSSEG_BF16_TAIL=<n>      o->bf16_tail (octaves, -1..30)
  * and points o->log at stderr (cli_log_stderr): the profile lines when
  * OSSEG_PROFILE is on, the engine's warnings only when `warnings` is set.

@@ -148,7 +148,10 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
     err = osseg__fail(diag, OSSEG_EINVAL, "observing tensors needs precision fp32");
   if (!err) err = osseg__insert_observers(&m->g, &o->observe, diag);
   const int int8 = o->precision == OSSEG_PRECISION_INT8;
-  if (!err) err = osseg__passes_run(&m->g, !o->no_upconv, int8, diag);
+  const int umin = o->int8_upconv_min < 0   ? -1
+                   : o->int8_upconv_min ? o->int8_upconv_min
+                                        : OSSEG_INT8_UPCONV_MIN_DEFAULT;
+  if (!err) err = osseg__passes_run(&m->g, !o->no_upconv, int8, umin, diag);
   if (!err && int8) { /* int8 needs a model that says how to quantize */
     int q = 0;
     for (int i = 0; i < m->g.nnodes; i++)

@@ -176,9 +176,17 @@ struct osseg_engine_options {
   int no_dwconv;            /* 1: no own depthwise conv loop (ops/conv_depthwise.c) */
   int no_upconv;            /* 1: keep Resize + Concat + Conv in the UNet
                                decoder instead of the phase-conv rewrite */
+  int int8_upconv_min;      /* int8: the phase-conv rewrite applies to a conv
+                               whose upsampled input has at least this many
+                               channels (0: OSSEG_INT8_UPCONV_MIN_DEFAULT;
+                               -1: never). It sums the file's int8 weights
+                               in fours and stores them in 8 bits again, so
+                               it computes the QDQ model up to one weight
+                               rounding (no_upconv: exactly) */
   struct osseg_engine_observer observe; /* none by default */
 };
 #define OSSEG_BF16_TAIL_DEFAULT 3
+#define OSSEG_INT8_UPCONV_MIN_DEFAULT 128
 
 /* fp32, all cores, size from model, 2 GiB model, 4 GiB tensor caps, no log,
  * no profile, bf16_tail OSSEG_BF16_TAIL_DEFAULT, own kernels on. */

@@ -558,18 +558,23 @@ static dnnl_status_t run_upconv_scatter(struct osseg_model *m, struct osseg__ste
  * going on the last conv (or on the phase conv when there is none: an
  * elementwise epilogue commutes with the interleave). */
 static int compile_upconv(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
+  if (m->opt.precision == OSSEG_PRECISION_INT8 && osseg__attr_find(n, "osseg.q_scale"))
+    return osseg__compile_upconv_int8(m, n, diag);
   struct osseg__graph *g = &m->g;
   int u = n->in[0], y = n->out[0], nskip = n->nin - 3;
   const float *W = g->tensors[n->in[1]].data;
   const float *B = n->in[2] >= 0 ? g->tensors[n->in[2]].data : NULL;
   const int64_t M = g->tensors[n->in[1]].dims[0], Ct = g->tensors[n->in[1]].dims[1];
   const int64_t Cu = g->tensors[u].dims[1], H = g->tensors[u].dims[2], Wd = g->tensors[u].dims[3];
+  /* the upsampled channels' place among the conv's input channels */
+  const int64_t uoff = osseg__attr_int(n, "osseg.up_offset", 0);
   /* the output dims, copied (cheap, and independent of g->tensors) */
   int64_t yd[4];
   memcpy(yd, g->tensors[y].dims, sizeof yd);
   int64_t csum = Cu;
   for (int k = 0; k < nskip; k++) csum += g->tensors[n->in[3 + k]].dims[1];
-  if (csum != Ct || yd[1] != M || yd[2] != 2 * H || yd[3] != 2 * Wd || nskip < 0)
+  if (csum != Ct || yd[1] != M || yd[2] != 2 * H || yd[3] != 2 * Wd || nskip < 0 || uoff < 0 ||
+      uoff > Ct - Cu)
     return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s' (%s): inconsistent shapes", n->name, n->op);
   size_t nwp = (size_t)(4 * M * Cu * 4);
   float *wp = osseg__malloc(nwp * sizeof(float) + (size_t)(4 * M) * sizeof(float));
@@ -588,7 +593,8 @@ static int compile_upconv(struct osseg_model *m, struct osseg__node *n, struct o
               int xlo = tx == 0 ? 0 : 1 + b, xhi = tx == 0 ? b : 2;
               double acc = 0;
               for (int ky = ylo; ky <= yhi; ky++)
-                for (int kx = xlo; kx <= xhi; kx++) acc += W[((size_t)(o * Ct + c)) * 9 + (size_t)(ky * 3 + kx)];
+                for (int kx = xlo; kx <= xhi; kx++)
+                  acc += W[((size_t)(o * Ct + uoff + c)) * 9 + (size_t)(ky * 3 + kx)];
               wp[((size_t)(ph * Cu + c)) * 4 + (size_t)(ty * 2 + tx)] = (float)acc;
             }
       }
@@ -616,10 +622,11 @@ static int compile_upconv(struct osseg_model *m, struct osseg__node *n, struct o
   s->rs.ih = H, s->rs.iw = Wd, s->rs.c = M;
   s->uses[s->nuses++] = P;
   s->uses[s->nuses++] = y;
-  int64_t off = Cu;
+  int64_t off = 0; /* the other inputs' channels, in order, around the upsampled ones */
   for (int k = 0; k < nskip && !err; k++) {
     int t = n->in[3 + k];
     int64_t ck = g->tensors[t].dims[1];
+    if (off == uoff) off += Cu;
     float *ws = osseg__malloc((size_t)(M * ck * 9) * sizeof(float));
     if (!ws) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
     for (int64_t o = 0; o < M; o++)

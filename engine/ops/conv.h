@@ -23,4 +23,9 @@ int osseg__compile_winograd(struct osseg_model *m, const struct osseg__node *n, 
                             const float *bias, const int64_t pb[2],
                             const struct osseg__post *post, int npost, struct osseg_diag *diag);
 
+/* conv_upconv_int8.c: osseg.UpConv2x of an int8 conv (osseg.q_scale) as an
+ * int8 phase conv, an int8 skip conv and an own loop summing them into the
+ * (8-bit or float) output. */
+int osseg__compile_upconv_int8(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag);
+
 #endif

@@ -25,7 +25,10 @@
  * taking 8 bits are int8 convs (their input) and the nodes so marked, which
  * are decided first (readers before producers), so chains such as conv ->
  * resize -> concat -> conv carry 8 bits end to end: no float copy and no
- * separate quantizing pass. */
+ * separate quantizing pass. Before that, with upconv_min >= 0, int8 convs
+ * of a nearest-2x upsample [+ concat] become osseg.UpConv2x
+ * (fuse_upconv.c), which read the upsample's input and the concat's other
+ * inputs in 8 bits alike. */
 #include <math.h>
 #include <string.h>
 
@@ -76,7 +79,7 @@ int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag) {
   return 0;
 }
 
-int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
+int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_diag *diag) {
   osseg__count_uses(g);
   for (int ni = 0; ni < g->nnodes; ni++) {
     struct osseg__node *n = &g->nodes[ni];
@@ -96,6 +99,13 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
     n->in[0] = fq->in[0];
   }
   osseg__eliminate_dead(g);
+  osseg__count_uses(g);
+  if (upconv_min >= 0) {
+    int err = osseg__fuse_int8_upconvs(g, upconv_min, diag);
+    if (err) return err;
+    osseg__eliminate_dead(g);
+    osseg__count_uses(g);
+  }
   /* Producers of 8-bit outputs, readers before writers (file order is
    * topological), so that a concat, resize or max pool already marked makes
    * its own producer eligible. */
@@ -119,7 +129,8 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
     } else if (!strcmp(c->op, "MaxPool")) {
       /* the maximum commutes with a non-decreasing quantization */
       if (y->rank != 4 || c->nout != 1 || g->tensors[c->in[0]].data) continue;
-    } else if (!strcmp(c->op, "Conv") && osseg__attr_find(c, "osseg.q_scale")) {
+    } else if ((!strcmp(c->op, "Conv") || !strcmp(c->op, "osseg.UpConv2x")) &&
+               osseg__attr_find(c, "osseg.q_scale")) {
       /* an int8 conv whose epilogue is at most a ReLU (no residual sum, no
        * other activation: they do not commute with the output scale) */
       for (int p = 0; p < c->npost && ok; p++)
@@ -140,8 +151,10 @@ int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag) {
       for (int i = 0; i < r->nin && ok; i++) {
         if (r->in[i] != c->out[0]) continue;
         const struct osseg__attr *qs = NULL;
-        int conv = !strcmp(r->op, "Conv");
-        if (conv) qs = i == 0 ? osseg__attr_find(r, "osseg.q_scale") : NULL;
+        /* (an int8 upconv reads its upsampled map, input 0, and its skip
+         * maps, input 3, quantized like its conv input) */
+        int conv = !strcmp(r->op, "Conv") || !strcmp(r->op, "osseg.UpConv2x");
+        if (conv) qs = i == 0 || (i == 3 && r->op[0] == 'o') ? osseg__attr_find(r, "osseg.q_scale") : NULL;
         else if (!strcmp(r->op, "Concat") || i == 0) qs = osseg__attr_find(r, "osseg.q_out_scale");
         ok = qs != NULL;
         if (!ok) break;

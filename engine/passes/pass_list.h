@@ -8,7 +8,7 @@
 /* QDQ models (fuse_qdq.c): Q -> DQ pairs on activations -> osseg.FakeQuant;
  * under int8, convs take over their input's quantization. */
 int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag);
-int osseg__quantize_convs(struct osseg__graph *g, struct osseg_diag *diag);
+int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_diag *diag);
 /* Transformer exports (SegFormer / Mix Transformer). */
 int osseg__fuse_layernorms(struct osseg__graph *g, struct osseg_diag *diag);
 int osseg__fuse_gelus(struct osseg__graph *g, struct osseg_diag *diag);
@@ -27,5 +27,6 @@ int osseg__fold_batchnorm(struct osseg__graph *g, struct osseg__node *conv,
                           struct osseg__node *bn, struct osseg_diag *diag);
 int osseg__fuse_conv_epilogues(struct osseg__graph *g, struct osseg_diag *diag);
 int osseg__fuse_upconvs(struct osseg__graph *g, struct osseg_diag *diag);
+int osseg__fuse_int8_upconvs(struct osseg__graph *g, int min_cu, struct osseg_diag *diag);
 
 #endif

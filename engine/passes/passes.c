@@ -23,7 +23,9 @@
  * 11. with upconv: conv of a nearest-2x upsample [+ concat] ->
  *     osseg.UpConv2x (fuse_upconv.c);
  * 12. with int8: convs of quantized inputs and weights take over their
- *     input's quantization and run in int8 (fuse_qdq.c). */
+ *     input's quantization and run in int8 (fuse_qdq.c); with upconv, those
+ *     of a nearest-2x upsample of at least int8_upconv_min channels [+
+ *     concat] become int8 osseg.UpConv2x (fuse_upconv.c). */
 #include "passes.h"
 
 #include <string.h>
@@ -76,11 +78,12 @@ static int cnn_passes(struct osseg__graph *g, int upconv, struct osseg_diag *dia
   return err;
 }
 
-int osseg__passes_run(struct osseg__graph *g, int upconv, int int8, struct osseg_diag *diag) {
+int osseg__passes_run(struct osseg__graph *g, int upconv, int int8, int int8_upconv_min,
+                      struct osseg_diag *diag) {
   int err = osseg__pair_qdq(g, diag);
   if (!err) err = transformer_passes(g, diag);
   if (!err) err = cnn_passes(g, upconv, diag);
-  if (!err && int8) err = osseg__quantize_convs(g, diag);
+  if (!err && int8) err = osseg__quantize_convs(g, upconv ? int8_upconv_min : -1, diag);
   if (!err) osseg__count_uses(g);
   return err;
 }

@@ -8,9 +8,11 @@
 /* Runs every pass on g: QDQ pairs, the transformer fusions (transformer
  * graphs only), then the CNN fusions; with `upconv`, conv-of-nearest-2x-
  * upsample becomes osseg.UpConv2x; with `int8`, convs of quantized inputs
- * and weights are marked to run in int8. Leaves the use counts recounted.
+ * and weights are marked to run in int8 (and, with upconv, int8 convs of
+ * an upsample of >= int8_upconv_min channels become osseg.UpConv2x). Leaves the use counts recounted.
  * 0 or an error. */
-int osseg__passes_run(struct osseg__graph *g, int upconv, int int8, struct osseg_diag *diag);
+int osseg__passes_run(struct osseg__graph *g, int upconv, int int8, int int8_upconv_min,
+                      struct osseg_diag *diag);
 
 /* Inserts an osseg.Observe node after the producer of every tensor the
  * observer names (insert_observers.c); before the other passes. */

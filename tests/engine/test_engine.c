@@ -482,6 +482,127 @@ static void test_errors(void **state) {
                    OSSEG_ELIMIT);
 }
 
+
+/* Steps of a loaded model whose implementation is `impl`. */
+static int steps_with_impl(const struct osseg_model *m, const char *impl) {
+  int count = 0, n = osseg_model_step_count(m);
+  for (int i = 0; i < n; i++) {
+    struct osseg_step_info si;
+    assert_int_equal(osseg_model_step_info(m, i, &si), 0);
+    count += si.impl && !strcmp(si.impl, impl);
+  }
+  return count;
+}
+
+/* The upconv rewrite with the upsample in the middle of a concat and last
+ * in another (upconv_cat_mid): both convs rewritten, fp32 and bf16 close
+ * to PyTorch, the channels of the other inputs sliced around the
+ * upsampled ones. */
+static void test_upconv_concat_order(void **state) {
+  (void)state;
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", engine_dir());
+  for (int prec = 0; prec < 2; prec++)
+    for (int plain = 0; plain < 2; plain++) {
+      struct osseg_engine_options o = engine_test_opts(prec ? OSSEG_PRECISION_BF16 : OSSEG_PRECISION_FP32);
+      o.no_upconv = plain;
+      struct parity p;
+      struct osseg_diag diag;
+      osseg_diag_clear(&diag);
+      int err = engine_parity(dir, "upconv_cat_mid", &o, &p, &diag);
+      if (err) print_error("upconv_cat_mid: %s\n", diag.message);
+      assert_int_equal(err, 0);
+      print_message("upconv_cat_mid %s %s rel %.2e\n", prec ? "bf16" : "fp32", plain ? "plain" : "fused",
+                    p.rel_err);
+      assert_true(p.rel_err <= (prec ? 2e-2 : 1e-4));
+      struct osseg_model *m = NULL;
+      assert_int_equal(osseg_model_load(&m, test_path("%s/upconv_cat_mid.onnx", dir), &o, &diag), 0);
+      assert_int_equal(steps_with_impl(m, "own: upconv scatter"), plain ? 0 : 2);
+      osseg_model_free(m);
+    }
+}
+
+/* The int8 upconv rewrite (passes/fuse_upconv.c, ops/conv_upconv_int8.c):
+ * int8 convs of a nearest 2x upsample [+ concat] as an int8 phase conv at
+ * low resolution, an int8 skip conv and an own loop summing them.
+ * qdq_upconv's int8 weights are small enough that their sums per phase fit
+ * 8 bits: the rewrite must then match the fake-quantized reference as
+ * tightly as the plain int8 path (a wrong phase, scale, bias, zero point or
+ * skip slice would be far off). qdq_upsample's weights use the whole int8
+ * range, so its sums are rounded once more: close, not exact. Below the
+ * channel threshold (the default, 128, on these small graphs) or with
+ * int8_upconv_min = -1 nothing is rewritten. */
+static void test_int8_upconv(void **state) {
+  (void)state;
+  if (!osseg_engine_int8_native()) skip(); /* int8 is refused there (test_int8_qdq) */
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", engine_dir());
+  static const char *own = "own: upconv phases + skip sum";
+  static const struct {
+    const char *name;
+    int umin, rewritten, convs;
+    double tol;
+  } cases[] = {
+      {"qdq_upconv", 1, 3, 7, 1e-4}, {"qdq_upconv", 0, 0, 7, 1e-4}, {"qdq_upconv", -1, 0, 7, 1e-4},
+      {"qdq_upsample", 1, 2, 4, 0.08}, {"qdq_upsample", 0, 0, 4, 1e-4},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_INT8);
+    o.int8_upconv_min = cases[i].umin;
+    struct parity p;
+    struct osseg_diag diag;
+    osseg_diag_clear(&diag);
+    int err = engine_parity(dir, cases[i].name, &o, &p, &diag);
+    if (err) print_error("%s: %s\n", cases[i].name, diag.message);
+    assert_int_equal(err, 0);
+    print_message("%-14s int8_upconv_min %3d: rel %.2e mask %.6f\n", cases[i].name, cases[i].umin,
+                  p.rel_err, p.mask_agree);
+    assert_true(p.rel_err <= cases[i].tol);
+    struct osseg_model *m = NULL;
+    assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", dir, cases[i].name), &o, &diag), 0);
+    assert_int_equal(steps_with_impl(m, own), cases[i].rewritten);
+    struct osseg_model_stats st;
+    osseg_model_get_stats(m, &st);
+    assert_int_equal(st.int8_convs, cases[i].convs);
+    osseg_model_free(m);
+  }
+  /* in bands of one low-res row (qdq_upconv: 6 + 6 + 12 bands of its three
+   * rewritten convs; qdq_upsample: 6 + 12): the same bytes as in one band */
+  static const struct {
+    const char *name;
+    int bands;
+  } banded[] = {{"qdq_upconv", 24}, {"qdq_upsample", 18}};
+  for (size_t i = 0; i < sizeof banded / sizeof banded[0]; i++) {
+    struct osseg_engine_options bo = engine_test_opts(OSSEG_PRECISION_INT8);
+    bo.int8_upconv_min = 1;
+    struct engine_fixture one, rows;
+    engine_fixture_load(&one, dir, banded[i].name, &bo);
+    osseg__set_int8_upconv_band_bytes(1);
+    engine_fixture_load(&rows, dir, banded[i].name, &bo);
+    osseg__set_int8_upconv_band_bytes(0);
+    struct osseg_diag bd;
+    osseg_diag_clear(&bd);
+    assert_int_equal(osseg_model_run(one.m, one.in.data, one.out, &bd), 0);
+    assert_int_equal(osseg_model_run(rows.m, rows.in.data, rows.out, &bd), 0);
+    assert_int_equal(steps_with_impl(one.m, own), cases[i == 0 ? 0 : 3].rewritten);
+    assert_int_equal(steps_with_impl(rows.m, own), banded[i].bands);
+    assert_int_equal(one.nout, rows.nout);
+    assert_memory_equal(one.out, rows.out, one.nout * sizeof(float));
+    engine_fixture_free(&one);
+    engine_fixture_free(&rows);
+  }
+  /* no_upconv turns the int8 rewrite off too */
+  struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_INT8);
+  o.int8_upconv_min = 1;
+  o.no_upconv = 1;
+  struct osseg_model *m = NULL;
+  struct osseg_diag diag;
+  osseg_diag_clear(&diag);
+  assert_int_equal(osseg_model_load(&m, test_path("%s/qdq_upconv.onnx", dir), &o, &diag), 0);
+  assert_int_equal(steps_with_impl(m, own), 0);
+  osseg_model_free(m);
+}
+
 /* QDQ models: every precision runs the quantization as written (fp32 and
  * bf16 parity: test_op_parity); int8 runs the quantized convs in int8 and
  * matches PyTorch's fake-quantized forward as closely as fp32 does. */
@@ -690,6 +811,8 @@ int main(void) {
       cmocka_unit_test(test_bf16_logits_fp32),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_int8_qdq),
+      cmocka_unit_test(test_upconv_concat_order),
+      cmocka_unit_test(test_int8_upconv),
       cmocka_unit_test(test_metadata_and_info),
       cmocka_unit_test(test_concurrent_runs),
       cmocka_unit_test(test_truncated_and_corrupted),
