@@ -124,7 +124,7 @@ int osseg_model_load_buffer(struct osseg_model **out, const void *data, size_t s
       (o->precision != OSSEG_PRECISION_FP32 && o->precision != OSSEG_PRECISION_BF16 &&
        o->precision != OSSEG_PRECISION_BF16_MIXED && o->precision != OSSEG_PRECISION_INT8 &&
        o->precision != OSSEG_PRECISION_AUTO) ||
-      o->bf16_tail < -1 || o->bf16_tail > 30)
+      o->bf16_tail < -1 || o->bf16_tail > 30 || o->int8_upconv_min < -1)
     return osseg__fail(diag, OSSEG_EINVAL, "invalid engine options");
   struct osseg_model *m = osseg__calloc(1, sizeof *m);
   if (!m) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");

@@ -179,7 +179,7 @@ struct osseg_engine_options {
   int int8_upconv_min;      /* int8: the phase-conv rewrite applies to a conv
                                whose upsampled input has at least this many
                                channels (0: OSSEG_INT8_UPCONV_MIN_DEFAULT;
-                               -1: never). It sums the file's int8 weights
+                               -1: never; below -1: invalid). It sums the file's int8 weights
                                in fours and stores them in 8 bits again, so
                                it computes the QDQ model up to one weight
                                rounding (no_upconv: exactly) */

@@ -151,6 +151,12 @@ void engine_check_damaged(const char *buf, size_t size, size_t cuts, int iters, 
 
 uint64_t engine_alloc_sweep(const char *buf, size_t size, uint64_t max_n) {
   struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_FP32);
+  return engine_alloc_sweep_opts(buf, size, max_n, &o);
+}
+
+uint64_t engine_alloc_sweep_opts(const char *buf, size_t size, uint64_t max_n,
+                                 const struct osseg_engine_options *opts) {
+  struct osseg_engine_options o = *opts;
   uint64_t n;
   int ok = 0;
   for (n = 1; n < max_n && !ok; n++) {

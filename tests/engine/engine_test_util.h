@@ -60,5 +60,8 @@ void engine_check_damaged(const char *buf, size_t size, size_t cuts, int iters, 
  * succeeds (at most max_n): every failure must be a clean error with no
  * model. Returns the number of loads tried. */
 uint64_t engine_alloc_sweep(const char *buf, size_t size, uint64_t max_n);
+/* The same with options o (fp32 above). */
+uint64_t engine_alloc_sweep_opts(const char *buf, size_t size, uint64_t max_n,
+                                 const struct osseg_engine_options *o);
 
 #endif

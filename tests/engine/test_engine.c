@@ -475,6 +475,12 @@ static void test_errors(void **state) {
   osseg_diag_clear(&diag);
   assert_int_equal(osseg_model_load(&m, test_path("%s/relu.onnx", engine_dir()), &o, &diag),
                    OSSEG_EINVAL);
+  /* an int8 upconv threshold below -1 (never) */
+  o = engine_test_opts(OSSEG_PRECISION_FP32);
+  o.int8_upconv_min = -2;
+  assert_int_equal(osseg_model_load(&m, test_path("%s/relu.onnx", engine_dir()), &o, &diag),
+                   OSSEG_EINVAL);
+  assert_null(m);
   /* model size limit */
   o = engine_test_opts(OSSEG_PRECISION_FP32);
   o.max_model_bytes = 16;
@@ -794,6 +800,15 @@ static void test_alloc_failure_sweep(void **state) {
   buf = read_model("wg_residual.onnx", &size); /* Winograd compile paths */
   assert_true(engine_alloc_sweep(buf, size, 5000) > 20);
   free(buf);
+  if (osseg_engine_int8_native()) { /* the int8 passes and the int8 upconv */
+    struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_INT8);
+    o.int8_upconv_min = 1;
+    buf = read_model("qdq_upconv.onnx", &size);
+    uint64_t loads = engine_alloc_sweep_opts(buf, size, 20000, &o);
+    print_message("qdq_upconv int8: %llu loads\n", (unsigned long long)loads);
+    assert_true(loads > 20);
+    free(buf);
+  }
 }
 
 int main(void) {

@@ -331,8 +331,8 @@ static void test_omp_wait_policy(void **state) {
 /* clients/engine_env.c: the documented switches still reach the engine
  * (which no longer reads the environment) and its log comes out on stderr
  * as before: OSSEG_PROFILE's table, OSSEG_NO_WINOGRAD in model-info's
- * counts, a bad OSSEG_BF16_TAIL or OSSEG_DISABLE_CPU_FEATURES is a usage
- * error. */
+ * counts, OSSEG_INT8_UPCONV_MIN in model-info's steps, a bad OSSEG_BF16_TAIL,
+ * OSSEG_INT8_UPCONV_MIN or OSSEG_DISABLE_CPU_FEATURES is a usage error. */
 static void test_env_switches(void **state) {
   (void)state;
   char bin[4096], model[4096], wg[4096];
@@ -367,6 +367,24 @@ static void test_env_switches(void **state) {
   unsetenv("OSSEG_BF16_TAIL");
   assert_non_null(strstr(err, "osseg run-model: OSSEG_BF16_TAIL must be an integer"));
   free(out), free(err);
+  setenv("OSSEG_INT8_UPCONV_MIN", "-2", 1);
+  assert_int_equal(run(a1, &out, &err), 2);
+  unsetenv("OSSEG_INT8_UPCONV_MIN");
+  assert_non_null(strstr(err, "osseg run-model: OSSEG_INT8_UPCONV_MIN must be -1 (never) or a channel"));
+  free(out), free(err);
+  if (osseg_engine_int8_native()) { /* the threshold reaches the engine */
+    char q[4096];
+    snprintf(q, sizeof q, "%s", data("qdq_upconv.onnx"));
+    const char *a3[] = {bin, "model-info", q, "--precision", "int8", "--steps", NULL};
+    assert_int_equal(run(a3, &out, &err), 0);
+    assert_null(strstr(out, "own: upconv phases + skip sum"));
+    free(out), free(err);
+    setenv("OSSEG_INT8_UPCONV_MIN", "1", 1);
+    assert_int_equal(run(a3, &out, &err), 0);
+    unsetenv("OSSEG_INT8_UPCONV_MIN");
+    assert_non_null(strstr(out, "own: upconv phases + skip sum"));
+    free(out), free(err);
+  }
   const char *level = getenv("OSSEG_DISABLE_CPU_FEATURES");
   char saved[64];
   snprintf(saved, sizeof saved, "%s", level ? level : "");
