@@ -160,21 +160,13 @@ static inline __attribute__((always_inline)) void upc_row_impl(const struct upc 
       const size_t o = (size_t)((oy * 2 * W + x) * M + c0);
       if (c->out == 0) {
         memcpy((float *)y + o, v, (size_t)nc * sizeof(float));
-      } else if (c->out == 1) {
+      } else { /* u8 or s8: the same bytes (int32 -> unsigned char is modulo 256) */
         unsigned char *q = (unsigned char *)y + o;
 #pragma omp simd
         for (int64_t k = 0; k < nc; k++) {
           float u = v[k] * inv + zero;
           u = u < lo ? lo : u > hi ? hi : u;
           q[k] = (unsigned char)(int32_t)((u + magic) - magic);
-        }
-      } else {
-        signed char *q = (signed char *)y + o;
-#pragma omp simd
-        for (int64_t k = 0; k < nc; k++) {
-          float u = v[k] * inv + zero;
-          u = u < lo ? lo : u > hi ? hi : u;
-          q[k] = (signed char)(int32_t)((u + magic) - magic);
         }
       }
     }
