@@ -30,14 +30,13 @@
 #include <stdatomic.h>
 #include <string.h>
 
-/* Bytes of float P and T rows per band (see osseg__compile_upconv_int8):
- * 8x the two convs' int8 weights, which every band reads again, within
- * [4, 24] MiB. Measured on UNet++ R50 at 1024² (2 threads): the thin
- * 512²-level nodes (weights < 0.5 MB) sum their bands in 7-9 ms with 2-6
- * MiB bands against 17-18 ms with 24 MiB ones, while the wide ones (2-10
- * MB of weights) ran 2 MiB bands 10-45 % slower than 24 MiB ones. */
-#define BAND_BYTES_MIN (4ull << 20)
-#define BAND_BYTES_MAX (24ull << 20)
+/* Bytes of float P and T rows per band (see osseg__compile_upconv_int8).
+ * Measured on UNet++ R50 at 1024² (2 threads, interleaved rounds): 24 MiB
+ * bands were as fast as one band, 6 MiB 2 % and 2 MiB 20 % slower (thin
+ * bands run the convs less efficiently and read their weights again), and
+ * bands sized by the weights (8x, within 4-24 MiB), though they halved the
+ * sums of the thin 512²-level nodes, were 2 % slower end to end. */
+#define BAND_BYTES (24ull << 20)
 static _Atomic uint64_t band_bytes_override; /* engine_test_hooks.h */
 
 void osseg__set_int8_upconv_band_bytes(uint64_t bytes) { atomic_store(&band_bytes_override, bytes); }
@@ -283,10 +282,7 @@ int osseg__compile_upconv_int8(struct osseg_model *m, struct osseg__node *n, str
    * bands. */
   const int64_t row_bytes = (W + 1) * 4 * M * 4 + (Cs ? 2 * (2 * W * M * 4) : 0);
   uint64_t band_bytes = atomic_load(&band_bytes_override);
-  if (!band_bytes) {
-    band_bytes = 8 * (uint64_t)(np + (size_t)(M * Cs * 9));
-    band_bytes = band_bytes < BAND_BYTES_MIN ? BAND_BYTES_MIN : band_bytes > BAND_BYTES_MAX ? BAND_BYTES_MAX : band_bytes;
-  }
+  if (!band_bytes) band_bytes = BAND_BYTES;
   int64_t bl = (int64_t)(band_bytes / (uint64_t)row_bytes);
   bl = bl < 1 ? 1 : bl > H ? H : bl;
   if (!osseg__md_dense_nhwc(&m->md[u]) || (Cs && !osseg__md_dense_nhwc(&m->md[s]))) bl = H;
