@@ -179,10 +179,11 @@ struct osseg_engine_options {
   int int8_upconv_min;      /* int8: the phase-conv rewrite applies to a conv
                                whose upsampled input has at least this many
                                channels (0: OSSEG_INT8_UPCONV_MIN_DEFAULT;
-                               -1: never; below -1: invalid). It sums the file's int8 weights
-                               in fours and stores them in 8 bits again, so
-                               it computes the QDQ model up to one weight
-                               rounding (no_upconv: exactly) */
+                               -1: never; below -1: invalid). It sums the
+                               file's int8 weights in fours and stores them
+                               in 8 bits again, so it computes the QDQ model
+                               up to one weight rounding (-1 or no_upconv:
+                               exactly) */
   struct osseg_engine_observer observe; /* none by default */
 };
 #define OSSEG_BF16_TAIL_DEFAULT 3

@@ -153,8 +153,9 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
         const struct osseg__attr *qs = NULL;
         /* (an int8 upconv reads its upsampled map, input 0, and its skip
          * maps, input 3, quantized like its conv input) */
-        int conv = !strcmp(r->op, "Conv") || !strcmp(r->op, "osseg.UpConv2x");
-        if (conv) qs = i == 0 || (i == 3 && r->op[0] == 'o') ? osseg__attr_find(r, "osseg.q_scale") : NULL;
+        const int upconv = !strcmp(r->op, "osseg.UpConv2x");
+        const int conv = upconv || !strcmp(r->op, "Conv");
+        if (conv) qs = i == 0 || (upconv && i == 3) ? osseg__attr_find(r, "osseg.q_scale") : NULL;
         else if (!strcmp(r->op, "Concat") || i == 0) qs = osseg__attr_find(r, "osseg.q_out_scale");
         ok = qs != NULL;
         if (!ok) break;

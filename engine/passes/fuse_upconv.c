@@ -137,7 +137,7 @@ int osseg__fuse_upconvs(struct osseg__graph *g, struct osseg_diag *diag) {
   return 0;
 }
 
-/* The int8 form (ops/upconv_int8.c), for convs that passes/fuse_qdq.c made
+/* The int8 form (ops/conv_upconv_int8.c), for convs that passes/fuse_qdq.c made
  * int8 (osseg.q_scale) and whose epilogue is at most a ReLU: inputs
  * [u, W, B or -1] and, when the concat has other inputs, a fourth, S: the
  * concat of those others (the concat node, its upsampled input removed), or
