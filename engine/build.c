@@ -502,3 +502,39 @@ int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_
                          struct osseg_diag *diag) {
   return reorder_step(m, node, src_t, smd, dst_t, dmd, &scale, zero, diag);
 }
+
+/* ---- Convolution steps (ops/conv*.c). */
+
+int osseg__conv_step(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_desc_t pd,
+                     int x, const dnnl_memory_desc_t *xmd, size_t xoff, int y,
+                     const dnnl_memory_desc_t *ymd, size_t yoff, const dnnl_memory_desc_t *wuser,
+                     const void *w, const float *bias, struct osseg__conv_consts *c,
+                     const struct osseg__post *post, int npost, struct osseg_diag *diag) {
+  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  int err = 0;
+  if (!c->w || !dnnl_memory_desc_equal(wmd, &c->wmd)) {
+    c->wmd = *wmd;
+    err = osseg__const_memory(m, wmd, wuser, w, &c->w, diag);
+    if (!err && bias) {
+      const dnnl_memory_desc_t *bmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+      dnnl_memory_desc_t bsrc; /* the caller's bias: plain f32 */
+      dnnl_memory_desc_init_by_tag(&bsrc, 1, bmd->dims, dnnl_f32, dnnl_a);
+      err = osseg__const_memory(m, bmd, &bsrc, bias, &c->b, diag);
+    }
+  }
+  struct osseg__step *s = err ? NULL : osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
+  if (!s) {
+    dnnl_primitive_desc_destroy(pd);
+    return err ? err : osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  }
+  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, xmd);
+  s->arg_off[s->nargs - 1] = xoff;
+  osseg__step_arg_mem(s, DNNL_ARG_WEIGHTS, c->w);
+  if (bias) osseg__step_arg_mem(s, DNNL_ARG_BIAS, c->b);
+  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, ymd);
+  s->arg_off[s->nargs - 1] = yoff;
+  for (int p = 0; p < npost; p++)
+    if (post[p].kind == OSSEG__POST_SUM && post[p].arg >= 0 && s->nuses < OSSEG__MAX_ARGS)
+      s->uses[s->nuses++] = post[p].arg; /* keep the addend alive until here */
+  return osseg__finish_prim(m, s, pd, n, diag);
+}

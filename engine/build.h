@@ -262,6 +262,24 @@ int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_
  * read one input (downsample and conv1) share it. <0 on error. */
 int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, int zero, int sgn,
                            struct osseg_diag *diag);
+/* Constant weights and bias of a conv in the layouts its primitive
+ * picked; the bands of one conv share them (zeroed: none yet). */
+struct osseg__conv_consts {
+  dnnl_memory_t w, b;
+  dnnl_memory_desc_t wmd;
+};
+/* Appends the step of a conv primitive pd (taken, also on failure):
+ * src x and dst y through the views xmd / ymd (NULL: the tensors' own) at
+ * byte offsets xoff / yoff; weights w as wuser describes them and the plain
+ * f32 bias (or NULL) reordered into pd's layouts unless c holds them in that
+ * layout already; the addends of post's SUM entries kept alive until the
+ * step. */
+int osseg__conv_step(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_desc_t pd,
+                     int x, const dnnl_memory_desc_t *xmd, size_t xoff, int y,
+                     const dnnl_memory_desc_t *ymd, size_t yoff, const dnnl_memory_desc_t *wuser,
+                     const void *w, const float *bias, struct osseg__conv_consts *c,
+                     const struct osseg__post *post, int npost, struct osseg_diag *diag);
+
 /* Attribute with user scratchpad and the node's fused post-ops. */
 int osseg__make_attr(struct osseg_model *m, const struct osseg__node *n, dnnl_primitive_attr_t *attr);
 /* The same, but with sum_md a residual POST_SUM becomes a binary-add

@@ -119,38 +119,20 @@ static int prepare_sum(struct osseg_model *m, struct osseg__node *n, int y, stru
   return 0;
 }
 
-/* The primitive step of a conv whose descriptor pd is made: weights (plain
- * f32 as wuser describes them) and bias reordered once into constant
- * memory, then (sum_from_node) the node's residual addends moved into y,
- * the step's arguments, and the addends of SUM entries of post kept alive
- * until the step. Takes pd. */
+/* The step of a whole conv whose descriptor pd is made (osseg__conv_step on
+ * the tensors themselves), after (sum_from_node) moving the node's residual
+ * addends into y. Takes pd. */
 static int conv_prim_step(struct osseg_model *m, struct osseg__node *n, dnnl_primitive_desc_t pd,
                           int x, int y, const dnnl_memory_desc_t *wuser, const void *w,
                           const float *bias, const struct osseg__post *post, int npost,
                           int sum_from_node, struct osseg_diag *diag) {
-  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  const dnnl_memory_desc_t *bmdp = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
-  dnnl_memory_t wmem = NULL, bmem = NULL;
-  int err = osseg__const_memory(m, wmd, wuser, w, &wmem, diag);
-  if (!err && bias) {
-    dnnl_memory_desc_t bsrc; /* the caller's bias: plain f32 */
-    dnnl_memory_desc_init_by_tag(&bsrc, 1, bmdp->dims, dnnl_f32, dnnl_a);
-    err = osseg__const_memory(m, bmdp, &bsrc, bias, &bmem, diag);
-  }
-  if (!err && sum_from_node) err = prepare_sum(m, n, y, diag);
-  struct osseg__step *s = err ? NULL : osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
-  if (!s) {
+  int err = sum_from_node ? prepare_sum(m, n, y, diag) : 0;
+  if (err) {
     dnnl_primitive_desc_destroy(pd);
-    return err ? err : osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    return err;
   }
-  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, NULL);
-  osseg__step_arg_mem(s, DNNL_ARG_WEIGHTS, wmem);
-  if (bmem) osseg__step_arg_mem(s, DNNL_ARG_BIAS, bmem);
-  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, NULL);
-  for (int p = 0; p < npost; p++)
-    if (post[p].kind == OSSEG__POST_SUM && post[p].arg >= 0 && s->nuses < OSSEG__MAX_ARGS)
-      s->uses[s->nuses++] = post[p].arg; /* keep the addend alive until here */
-  return osseg__finish_prim(m, s, pd, n, diag);
+  struct osseg__conv_consts c = {0};
+  return osseg__conv_step(m, n, pd, x, NULL, 0, y, NULL, 0, wuser, w, bias, &c, post, npost, diag);
 }
 
 /* Did oneDNN pick im2col + gemm or reference code? For a depthwise conv
@@ -437,8 +419,7 @@ static int banded_conv(struct osseg_model *m, struct osseg__node *n, int x, int 
   if (nb < 2) return 1;
   const size_t xrow = dnnl_memory_desc_get_size(xmd) / (size_t)H;
   const size_t yrow = dnnl_memory_desc_get_size(ymd) / (size_t)OH;
-  dnnl_memory_t wmem = NULL, bmem = NULL;
-  dnnl_memory_desc_t wmd0;
+  struct osseg__conv_consts c = {0}; /* the bands share them */
   for (int64_t b = 0; b < nb; b++) {
     const int64_t r0 = OH * b / nb, r1 = OH * (b + 1) / nb;
     const int64_t i0 = r0 - pad[0] > 0 ? r0 - pad[0] : 0;
@@ -462,30 +443,9 @@ static int banded_conv(struct osseg_model *m, struct osseg__node *n, int x, int 
     dnnl_primitive_attr_destroy(attr);
     if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "convolution band descriptor", n);
     /* the bands share reordered weights unless oneDNN picks another layout */
-    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    int err = 0;
-    if (!wmem || !dnnl_memory_desc_equal(wmd, &wmd0)) {
-      wmd0 = *wmd;
-      err = osseg__const_memory(m, wmd, wuser, w, &wmem, diag);
-      if (!err && bias) {
-        const dnnl_memory_desc_t *bq = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
-        dnnl_memory_desc_t bsrc;
-        dnnl_memory_desc_init_by_tag(&bsrc, 1, bq->dims, dnnl_f32, dnnl_a);
-        err = osseg__const_memory(m, bq, &bsrc, bias, &bmem, diag);
-      }
-    }
-    struct osseg__step *s = err ? NULL : osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
-    if (!s) {
-      dnnl_primitive_desc_destroy(pd);
-      return err ? err : osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-    }
-    osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, &smd);
-    s->arg_off[s->nargs - 1] = (size_t)i0 * xrow;
-    osseg__step_arg_mem(s, DNNL_ARG_WEIGHTS, wmem);
-    if (bmem) osseg__step_arg_mem(s, DNNL_ARG_BIAS, bmem);
-    osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, &dmd);
-    s->arg_off[s->nargs - 1] = (size_t)r0 * yrow;
-    if ((err = osseg__finish_prim(m, s, pd, n, diag))) return err;
+    int err = osseg__conv_step(m, n, pd, x, &smd, (size_t)i0 * xrow, y, &dmd, (size_t)r0 * yrow, wuser, w,
+                               bias, &c, tmp->post, tmp->npost, diag);
+    if (err) return err;
   }
   return 0;
 }

@@ -41,22 +41,16 @@ static _Atomic uint64_t band_bytes_override; /* engine_test_hooks.h */
 
 void osseg__set_int8_upconv_band_bytes(uint64_t bytes) { atomic_store(&band_bytes_override, bytes); }
 
-/* Reordered weights and bias shared by the bands of one conv (unless oneDNN
- * picks another weight layout for a band). */
-struct qweights {
-  dnnl_memory_t w, b;
-  dnnl_memory_desc_t wmd;
-};
-
 /* One int8 conv step over a band: rows [r0, r0 + rows) of 8-bit x (all of
  * x when it is not dense nhwc: then r0 = 0, rows = its height) into the
  * first yrows rows of float y, 3x3 or 2x2 OIHW int8 weights w, per output
  * channel scales sc (acc -> float), bias bq in accumulator units (or NULL),
- * pads top / bottom / left-and-right, the input's zero point, no post-ops. */
+ * pads top / bottom / left-and-right, the input's zero point, no post-ops;
+ * the bands of one conv share their reordered weights through qw. */
 static int qconv_band(struct osseg_model *m, const struct osseg__node *n, int x, int64_t r0, int64_t rows,
                       int y, int64_t yrows, const int8_t *w, int64_t M, int64_t C, int64_t k,
                       const float *sc, const float *bq, int64_t pt, int64_t pb, int64_t pw, int32_t zp,
-                      struct qweights *qw, struct osseg_diag *diag) {
+                      struct osseg__conv_consts *qw, struct osseg_diag *diag) {
   const dnnl_memory_desc_t *xmd = &m->md[x];
   dnnl_memory_desc_t wuser, wany, bmd, src_md, dst_md;
   dnnl_dims_t wd = {M, C, k, k}, bd = {M}, strides = {1, 1}, dil = {0, 0}, pl = {pt, pw}, pr = {pb, pw};
@@ -83,27 +77,8 @@ static int qconv_band(struct osseg_model *m, const struct osseg__node *n, int x,
   if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, m->eng, NULL);
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "int8 upconv descriptor", n);
-  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  int err = 0;
-  if (!qw->w || !dnnl_memory_desc_equal(wmd, &qw->wmd)) {
-    qw->wmd = *wmd;
-    err = osseg__const_memory(m, wmd, &wuser, w, &qw->w, diag);
-    if (!err && bq) {
-      const dnnl_memory_desc_t *bq_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
-      err = osseg__const_memory(m, bq_md, &bmd, bq, &qw->b, diag);
-    }
-  }
-  struct osseg__step *s = err ? NULL : osseg__add_step(m, OSSEG__STEP_PRIM, (int)(n - m->g.nodes));
-  if (!s) {
-    dnnl_primitive_desc_destroy(pd);
-    return err ? err : osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-  }
-  osseg__step_arg_tensor(m, s, DNNL_ARG_SRC, x, &src_md);
-  s->arg_off[s->nargs - 1] = (size_t)r0 * dnnl_memory_desc_get_size(xmd) / (size_t)xmd->dims[2];
-  osseg__step_arg_mem(s, DNNL_ARG_WEIGHTS, qw->w);
-  if (bq) osseg__step_arg_mem(s, DNNL_ARG_BIAS, qw->b);
-  osseg__step_arg_tensor(m, s, DNNL_ARG_DST, y, &dst_md);
-  return osseg__finish_prim(m, s, pd, n, diag);
+  const size_t xoff = (size_t)r0 * dnnl_memory_desc_get_size(xmd) / (size_t)xmd->dims[2];
+  return osseg__conv_step(m, n, pd, x, &src_md, xoff, y, &dst_md, 0, &wuser, w, bq, qw, NULL, 0, diag);
 }
 
 /* A float temporary of dims (1, c, h, w), nhwc. */
@@ -292,7 +267,7 @@ int osseg__compile_upconv_int8(struct osseg_model *m, struct osseg__node *n, str
   if (P < 0) err = P;
   if (!err && Cs && T < 0) err = T;
   const int out = ydt == dnnl_u8 ? 1 : ydt == dnnl_s8 ? 2 : 0;
-  struct qweights qp = {0}, qs = {0};
+  struct osseg__conv_consts qp = {0}, qs = {0};
   for (int64_t q0 = 0; q0 < H && !err; q0 += bl) {
     const int64_t q1 = q0 + bl < H ? q0 + bl : H;
     /* phase rows q0..q1 read u rows q0-1..q1 (row -1 and row H: padding) */
