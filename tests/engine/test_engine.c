@@ -619,13 +619,15 @@ static void test_int8_qdq(void **state) {
   /* (qdq_concat: a concat read only by an int8 conv is written in 8 bits;
    * qdq_maxpool: a max pool of a float map written in 8 bits for two int8
    * convs; qdq_upsample: conv -> nearest upsample -> concat -> conv and
-   * conv -> upsample -> conv carried in 8 bits) */
+   * conv -> upsample -> conv carried in 8 bits; qdq_ort_residual: ONNX
+   * Runtime's placement, Q/DQ around the residual Add, the MaxPool, the
+   * Resize and the Concat too, which run as written between int8 convs) */
   static const char *names[] = {"qdq_conv_u8", "qdq_conv_s8", "qdq_conv_residual", "qdq_concat",
-                                "qdq_maxpool", "qdq_upsample"};
-  static const int convs[] = {3, 3, 3, 3, 3, 4};
+                                "qdq_maxpool", "qdq_upsample", "qdq_ort_residual"};
+  static const int convs[] = {3, 3, 3, 3, 3, 4, 3};
   /* steps: no quantizing reorder where a producer writes 8 bits; one for
    * the convs sharing a quantized input (qdq_upsample's first two) */
-  static const int steps[] = {6, 6, 9, 11, 11, 10};
+  static const int steps[] = {6, 6, 9, 11, 11, 10, 18};
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
   /* without int8 dot products int8 is refused (its sums would saturate) */
