@@ -5,7 +5,9 @@
  * DequantizeLinear with the same scale and zero point becomes one
  * osseg.FakeQuant node (float -> float, ops/quant.c), the DequantizeLinears
  * disappear and their readers read the FakeQuant's output: the model runs
- * exactly as quantized, in float, at every precision.
+ * exactly as quantized, in float, at every precision. A FakeQuant of a
+ * MaxPool or nearest Resize of a FakeQuant output, with the same grid (ONNX
+ * Runtime's placement), changes nothing and is dropped.
  *
  * quantize_convs (--precision int8): a Conv reading an osseg.FakeQuant
  * output, whose weights are symmetric int8 values (a folded
@@ -44,6 +46,50 @@ static int same_const(const struct osseg__graph *g, int a, int b) {
          !memcmp(x->data, y->data, x->nbytes);
 }
 
+/* Do fake quantizations a and b round to one grid: the same scale, and
+ * zero points of one type and value (an absent one is uint8 0)? */
+static int same_grid(const struct osseg__graph *g, const struct osseg__node *a,
+                     const struct osseg__node *b) {
+  if (!same_const(g, a->in[1], b->in[1])) return 0;
+  int za = a->nin > 2 ? a->in[2] : -1, zb = b->nin > 2 ? b->in[2] : -1;
+  if (same_const(g, za, zb)) return 1;
+  int z = za >= 0 ? za : zb; /* (the other one is absent) */
+  return (za < 0 || zb < 0) && g->tensors[z].dtype == OSSEG__DT_UINT8 && osseg__const_scalar(g, z) == 0;
+}
+
+/* ONNX Runtime's quantize_static quantizes the output of a MaxPool and of a
+ * Resize again, with the scale and zero point of their input ("8-bit
+ * direct" operators): FakeQuant(MaxPool(FakeQuant(x))) with one grid. Both
+ * select values of their input (a nearest resize copies them), which are
+ * on that grid already, and a fake quantization leaves grid values
+ * unchanged, (k s) / s rounding back to k, so the second one is dropped:
+ * the same values with one pass less, and the int8 path can then carry the
+ * pool or resize in 8 bits (quantize_convs). */
+static int selects_values(struct osseg__graph *g, const struct osseg__node *x) {
+  if (x->nout != 1) return 0;
+  if (!strcmp(x->op, "MaxPool")) return 1;
+  if (strcmp(x->op, "Resize") && strcmp(x->op, "Upsample")) return 0;
+  int linear, cmode, nmode;
+  double sc[4];
+  return !osseg__resize_parse(g, (struct osseg__node *)x, &linear, &cmode, &nmode, sc, NULL) && !linear;
+}
+
+static void drop_repeated_fake_quant(struct osseg__graph *g) {
+  /* (file order is topological: a chain pool -> resize sheds its first
+   * repeat before its second is looked at) */
+  for (int fi = 0; fi < g->nnodes; fi++) {
+    struct osseg__node *f = &g->nodes[fi];
+    if (f->dead || strcmp(f->op, OSSEG__OP_FAKE_QUANT) || f->out[0] == g->output) continue;
+    struct osseg__node *x = osseg__producer(g, f->in[0], NULL);
+    if (!x || !selects_values(g, x)) continue;
+    struct osseg__node *q = x;
+    while (q && selects_values(g, q)) q = osseg__producer(g, q->in[0], NULL);
+    if (!q || strcmp(q->op, OSSEG__OP_FAKE_QUANT) || !same_grid(g, q, f)) continue;
+    f->dead = 1;
+    osseg__rewire(g, f->out[0], f->in[0]);
+  }
+}
+
 int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag) {
   osseg__count_uses(g);
   for (int qi = 0; qi < g->nnodes; qi++) {
@@ -75,6 +121,7 @@ int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag) {
     int err = osseg__set_op(q, OSSEG__OP_FAKE_QUANT);
     if (err) return osseg__fail(diag, err, "out of memory");
   }
+  drop_repeated_fake_quant(g);
   osseg__count_uses(g);
   return 0;
 }
