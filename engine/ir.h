@@ -175,6 +175,7 @@ int osseg__tensor_alloc_const(struct osseg__graph *g, struct osseg__tensor *t,
 #define OSSEG__OP_VIEW "osseg.View"           /* output shares the input's bytes */
 #define OSSEG__OP_ATTENTION "osseg.Attention" /* softmax(scale Q K^T) V, tiled */
 #define OSSEG__OP_FAKE_QUANT "osseg.FakeQuant" /* a QuantizeLinear -> DequantizeLinear pair */
+#define OSSEG__OP_QADD "osseg.QAdd"            /* an Add of two 8-bit maps (int8) */
 #define OSSEG__OP_OBSERVE "osseg.Observe"      /* hands a tensor to the caller's observer */
 #define OSSEG__MAX_OBSERVED 4096
 

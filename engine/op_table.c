@@ -9,7 +9,7 @@ extern const struct osseg__op osseg__ops_conv[], osseg__ops_pool[], osseg__ops_e
     osseg__ops_binary[], osseg__ops_concat[], osseg__ops_resize_pad[], osseg__ops_resize_fused[],
     osseg__ops_reshape[], osseg__ops_slice[], osseg__ops_shape_arith[], osseg__ops_matmul[],
     osseg__ops_norm[], osseg__ops_softmax[], osseg__ops_attention[], osseg__ops_quant[],
-    osseg__ops_observe[];
+    osseg__ops_add_int8[], osseg__ops_observe[];
 
 static const struct family {
   const char *name; /* its file: ops/NAME.c */
@@ -30,6 +30,7 @@ static const struct family {
     {"softmax", osseg__ops_softmax},
     {"attention", osseg__ops_attention},
     {"quant", osseg__ops_quant},
+    {"add_int8", osseg__ops_add_int8},
     {"observe", osseg__ops_observe},
 };
 #define NFAM ((int)(sizeof families / sizeof families[0]))

@@ -15,7 +15,10 @@
  * input: it records the scale, zero point and signedness as attributes
  * (osseg.q_scale, osseg.q_zero, osseg.q_signed) and reads the float input,
  * which ops/conv.c quantizes to 8 bits itself (the same integers) before
- * an int8 convolution. A node whose every reader takes its output in 8
+ * an int8 convolution. An Add of two FakeQuant outputs (ONNX Runtime
+ * quantizes a residual Add's inputs) takes over both quantizations alike,
+ * with the ReLU after it, as osseg.QAdd (ops/add_int8.c). A node whose
+ * every reader takes its output in 8
  * bits of one quantization writes that output in 8 bits instead
  * (osseg.q_out_scale, osseg.q_out_zero, osseg.q_out_signed): an int8 conv
  * with at most a ReLU epilogue requantizes its accumulators (ops/conv.c); a
@@ -24,7 +27,8 @@
  * MaxPool, which give the same integers whether the quantization comes
  * before or after them, quantize their input (the smaller side of a resize)
  * or their result and move bytes (ops/resize_pad.c, ops/pool.c). Readers
- * taking 8 bits are int8 convs (their input) and the nodes so marked, which
+ * taking 8 bits are int8 convs (their input), 8-bit adds (both inputs, an
+ * 8-bit add is marked like a conv) and the nodes so marked, which
  * are decided first (readers before producers), so chains such as conv ->
  * resize -> concat -> conv carry 8 bits end to end: no float copy and no
  * separate quantizing pass. Before that, with upconv_min >= 0, int8 convs
@@ -32,6 +36,7 @@
  * (fuse_upconv.c), which read the upsample's input and the concat's other
  * inputs in 8 bits alike. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "graph_edit.h"
@@ -126,6 +131,59 @@ int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag) {
   return 0;
 }
 
+/* The per-tensor quantization of fake quantization f as attributes of n
+ * (names with suffix sfx: "" for input 0, "1" for input 1), 0 when f is
+ * per-axis. */
+static int take_quantization(struct osseg__graph *g, struct osseg__node *n, const struct osseg__node *f,
+                             const char *sfx, struct osseg_diag *diag) {
+  const struct osseg__tensor *s = &g->tensors[f->in[1]];
+  const struct osseg__tensor *z = f->nin > 2 && f->in[2] >= 0 ? &g->tensors[f->in[2]] : NULL;
+  size_t ns;
+  if (osseg__tensor_elems(g, s, &ns) || ns != 1) return 0;
+  char name[32];
+  snprintf(name, sizeof name, "osseg.q_scale%s", sfx);
+  int err = osseg__add_attr_float(n, name, (float)osseg__const_f64(s, 0));
+  snprintf(name, sizeof name, "osseg.q_zero%s", sfx);
+  if (!err) err = osseg__add_attr_int(n, name, z ? osseg__const_i64(z, 0) : 0);
+  snprintf(name, sizeof name, "osseg.q_signed%s", sfx);
+  if (!err) err = osseg__add_attr_int(n, name, z && z->dtype == OSSEG__DT_INT8);
+  return err ? osseg__fail(diag, err, "out of memory") : 1;
+}
+
+/* Adds of two fake-quantized maps of one shape (ONNX Runtime quantizes both
+ * inputs of a residual Add) become osseg.QAdd (ops/add_int8.c), which takes
+ * over both quantizations as the int8 convs take over theirs, and the ReLU
+ * that alone reads the sum: its inputs can then stay in 8 bits. */
+static int quantize_adds(struct osseg__graph *g, struct osseg_diag *diag) {
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    struct osseg__node *n = &g->nodes[ni];
+    if (n->dead || strcmp(n->op, "Add") || n->nin != 2 || n->npost || n->out[0] == g->output) continue;
+    struct osseg__node *fa = osseg__producer(g, n->in[0], OSSEG__OP_FAKE_QUANT);
+    struct osseg__node *fb = osseg__producer(g, n->in[1], OSSEG__OP_FAKE_QUANT);
+    const struct osseg__tensor *a = &g->tensors[n->in[0]], *b = &g->tensors[n->in[1]],
+                               *y = &g->tensors[n->out[0]];
+    if (!fa || !fb || y->rank != 4 || a->rank != 4 || b->rank != 4 ||
+        memcmp(a->dims, y->dims, 4 * sizeof y->dims[0]) || memcmp(b->dims, y->dims, 4 * sizeof y->dims[0]))
+      continue;
+    const struct osseg__tensor *sa = &g->tensors[fa->in[1]], *sb = &g->tensors[fb->in[1]];
+    size_t na, nb;
+    if (osseg__tensor_elems(g, sa, &na) || osseg__tensor_elems(g, sb, &nb) || na != 1 || nb != 1) continue;
+    int err = take_quantization(g, n, fa, "", diag);
+    if (err >= 0) err = take_quantization(g, n, fb, "1", diag);
+    if (err < 0) return err;
+    n->in[0] = fa->in[0];
+    n->in[1] = fb->in[0];
+    struct osseg__node *r = osseg__only_consumer(g, n->out[0]);
+    if (r && !strcmp(r->op, "Relu") && !r->npost) {
+      if ((err = osseg__add_attr_int(n, "osseg.relu", 1))) return osseg__fail(diag, err, "out of memory");
+      r->dead = 1;
+      osseg__rewire(g, r->out[0], n->out[0]);
+    }
+    if ((err = osseg__set_op(n, OSSEG__OP_QADD))) return osseg__fail(diag, err, "out of memory");
+  }
+  return 0;
+}
+
 int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_diag *diag) {
   osseg__count_uses(g);
   for (int ni = 0; ni < g->nnodes; ni++) {
@@ -145,6 +203,8 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
     if (err) return osseg__fail(diag, err, "out of memory");
     n->in[0] = fq->in[0];
   }
+  int qerr = quantize_adds(g, diag);
+  if (qerr) return qerr;
   osseg__eliminate_dead(g);
   osseg__count_uses(g);
   if (upconv_min >= 0) {
@@ -176,6 +236,8 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
     } else if (!strcmp(c->op, "MaxPool")) {
       /* the maximum commutes with a non-decreasing quantization */
       if (y->rank != 4 || c->nout != 1 || g->tensors[c->in[0]].data) continue;
+    } else if (!strcmp(c->op, OSSEG__OP_QADD)) {
+      /* its sum, after the ReLU, rounded on its readers' grid */
     } else if ((!strcmp(c->op, "Conv") || !strcmp(c->op, "osseg.UpConv2x")) &&
                osseg__attr_find(c, "osseg.q_scale")) {
       /* an int8 conv whose epilogue is at most a ReLU (no residual sum, no
@@ -200,14 +262,24 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
         const struct osseg__attr *qs = NULL;
         /* (an int8 upconv reads its upsampled map, input 0, and its skip
          * maps, input 3, quantized like its conv input) */
+        /* (and an 8-bit add both its inputs, each on its own grid) */
         const int upconv = !strcmp(r->op, "osseg.UpConv2x");
-        const int conv = upconv || !strcmp(r->op, "Conv");
-        if (conv) qs = i == 0 || (upconv && i == 3) ? osseg__attr_find(r, "osseg.q_scale") : NULL;
-        else if (!strcmp(r->op, "Concat") || i == 0) qs = osseg__attr_find(r, "osseg.q_out_scale");
+        const int conv = upconv || !strcmp(r->op, "Conv"), qadd = !strcmp(r->op, OSSEG__OP_QADD);
+        const char *zn = conv ? "osseg.q_zero" : "osseg.q_out_zero";
+        const char *gn = conv ? "osseg.q_signed" : "osseg.q_out_signed";
+        if (conv) {
+          qs = i == 0 || (upconv && i == 3) ? osseg__attr_find(r, "osseg.q_scale") : NULL;
+        } else if (qadd) {
+          qs = osseg__attr_find(r, i ? "osseg.q_scale1" : "osseg.q_scale");
+          zn = i ? "osseg.q_zero1" : "osseg.q_zero";
+          gn = i ? "osseg.q_signed1" : "osseg.q_signed";
+        } else if (!strcmp(r->op, "Concat") || i == 0) {
+          qs = osseg__attr_find(r, "osseg.q_out_scale");
+        }
         ok = qs != NULL;
         if (!ok) break;
-        int64_t z = osseg__attr_int(r, conv ? "osseg.q_zero" : "osseg.q_out_zero", 0);
-        int64_t sg = osseg__attr_int(r, conv ? "osseg.q_signed" : "osseg.q_out_signed", 0);
+        int64_t z = osseg__attr_int(r, zn, 0);
+        int64_t sg = osseg__attr_int(r, gn, 0);
         if (first) ok = qs->f == fs && z == fz && sg == fsg;
         else first = r, fs = qs->f, fz = z, fsg = sg;
         readers++;

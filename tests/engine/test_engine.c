@@ -623,13 +623,16 @@ static void test_int8_qdq(void **state) {
    * Runtime's placement, Q/DQ around the residual Add, the MaxPool, the
    * Resize and the Concat too: the quantizations repeating their input's
    * grid after the pool and the resizes are dropped (22 steps with them),
-   * a resize moves bytes into the concat) */
+   * a resize moves bytes into the concat, the Add and its ReLU are one 8-bit
+   * add of the convs' 8-bit outputs (19 steps with the float Add);
+   * qdq_ort_chain: two residual blocks of that placement, all in 8 bits) */
   static const char *names[] = {"qdq_conv_u8", "qdq_conv_s8", "qdq_conv_residual", "qdq_concat",
-                                "qdq_maxpool", "qdq_upsample", "qdq_ort_residual"};
-  static const int convs[] = {3, 3, 3, 3, 3, 4, 3};
+                                "qdq_maxpool", "qdq_upsample", "qdq_ort_residual", "qdq_ort_chain"};
+  static const int convs[] = {3, 3, 3, 3, 3, 4, 3, 4};
   /* steps: no quantizing reorder where a producer writes 8 bits; one for
    * the convs sharing a quantized input (qdq_upsample's first two) */
-  static const int steps[] = {6, 6, 9, 11, 11, 10, 19};
+  static const int steps[] = {6, 6, 9, 11, 11, 10, 15, 9};
+  static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2}; /* own 8-bit adds */
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
   /* without int8 dot products int8 is refused (its sums would saturate) */
@@ -652,6 +655,20 @@ static void test_int8_qdq(void **state) {
     osseg_model_get_stats(m, &st);
     assert_int_equal(st.int8_convs, convs[i]); /* every conv of each fixture */
     assert_int_equal(st.steps, steps[i]);
+    assert_int_equal(steps_with_impl(m, "own: 8-bit add"), adds[i]);
+    if (!strcmp(names[i], "qdq_ort_chain")) { /* the sums stay 8-bit: s8 (ReLU), then u8 */
+      const char *want[] = {"s8", "u8"};
+      int k = 0;
+      for (int j = 0; j < osseg_model_step_count(m); j++) {
+        struct osseg_step_info si;
+        assert_int_equal(osseg_model_step_info(m, j, &si), 0);
+        if (!si.impl || strcmp(si.impl, "own: 8-bit add")) continue;
+        assert_true(k < 2);
+        assert_non_null(si.dst_type);
+        assert_string_equal(si.dst_type, want[k++]);
+      }
+      assert_int_equal(k, 2);
+    }
     osseg_model_free(m);
     o = engine_test_opts(OSSEG_PRECISION_FP32);
     assert_int_equal(osseg_model_load(&m, test_path("%s/%s.onnx", dir, names[i]), &o, &diag), 0);
@@ -812,6 +829,11 @@ static void test_alloc_failure_sweep(void **state) {
     buf = read_model("qdq_upconv.onnx", &size);
     uint64_t loads = engine_alloc_sweep_opts(buf, size, 20000, &o);
     print_message("qdq_upconv int8: %llu loads\n", (unsigned long long)loads);
+    assert_true(loads > 20);
+    free(buf);
+    buf = read_model("qdq_ort_residual.onnx", &size); /* 8-bit adds, dropped requantizations */
+    loads = engine_alloc_sweep_opts(buf, size, 20000, &o);
+    print_message("qdq_ort_residual int8: %llu loads\n", (unsigned long long)loads);
     assert_true(loads > 20);
     free(buf);
   }
