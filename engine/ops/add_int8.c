@@ -109,6 +109,8 @@ static int compile_qadd(struct osseg_model *m, struct osseg__node *n, struct oss
   q->b = input_8bit(m, n, 1, &q->sb, &q->zb, &q->sgb, diag);
   if (q->b < 0) return q->b;
   q->y = n->out[0];
+  /* (8-bit maps are written by the ops that write 8 bits, or quantized
+   * into temporaries, all in the runtime layout of rank-4 maps: dense nhwc) */
   const dnnl_memory_desc_t *amd = &m->md[q->a], *bmd = &m->md[q->b], *ymd = &m->md[q->y];
   int same = amd->ndims == ymd->ndims && bmd->ndims == ymd->ndims;
   for (int d = 0; same && d < ymd->ndims; d++)
