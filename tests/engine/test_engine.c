@@ -627,15 +627,16 @@ static void test_int8_qdq(void **state) {
    * add of the convs' 8-bit outputs (19 steps with the float Add);
    * qdq_ort_chain: two residual blocks of that placement, all in 8 bits;
    * qdq_ort_int_weights: ONNX Runtime's weights, int8 initializers behind a
-   * DequantizeLinear alone, and int32 biases dequantized with s_x s_w) */
+   * DequantizeLinear alone, and int32 biases dequantized with s_x s_w;
+   * qdq_ort_add_sliced: an 8-bit add of float inputs, quantized for it) */
   static const char *names[] = {"qdq_conv_u8", "qdq_conv_s8", "qdq_conv_residual", "qdq_concat",
                                 "qdq_maxpool", "qdq_upsample", "qdq_ort_residual", "qdq_ort_chain",
-                                "qdq_ort_int_weights"};
-  static const int convs[] = {3, 3, 3, 3, 3, 4, 3, 4, 2};
+                                "qdq_ort_int_weights", "qdq_ort_add_sliced"};
+  static const int convs[] = {3, 3, 3, 3, 3, 4, 3, 4, 2, 2};
   /* steps: no quantizing reorder where a producer writes 8 bits; one for
    * the convs sharing a quantized input (qdq_upsample's first two) */
-  static const int steps[] = {6, 6, 9, 11, 11, 10, 15, 9, 5};
-  static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2, 0}; /* own 8-bit adds */
+  static const int steps[] = {6, 6, 9, 11, 11, 10, 15, 9, 5, 10};
+  static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2, 0, 1}; /* own 8-bit adds */
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
   /* without int8 dot products int8 is refused (its sums would saturate) */
