@@ -124,6 +124,9 @@ struct osseg__step {
   int cat_n; /* CONCAT_C: inputs still to copy (others were written in place) */
   int cat_t[OSSEG__MAX_ARGS];
   int64_t cat_c[OSSEG__MAX_ARGS], cat_off[OSSEG__MAX_ARGS];
+  const unsigned char *cat_lut[OSSEG__MAX_ARGS]; /* 8-bit input requantized
+                                                   through this 256-byte table
+                                                   (ops/concat.c), or NULL */
   int64_t cat_pixels, cat_cout;
   /* OSSEG__STEP_CUSTOM: run() executes the step (it may run its own oneDNN
    * primitives, kept in priv); destroy() frees priv with the model. */

@@ -4,6 +4,8 @@
 #include "build.h"
 
 #include <immintrin.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -78,7 +80,7 @@ __attribute__((target("avx512f"))) static void copy_slices_nt(const struct osseg
 static int lines_only(const struct osseg__step *s, const unsigned char *dst) {
   if (((uintptr_t)dst | (uintptr_t)s->cat_cout) % 64) return 0;
   for (int k = 0; k < s->cat_n; k++)
-    if ((s->cat_c[k] | s->cat_off[k]) % 64) return 0;
+    if ((s->cat_c[k] | s->cat_off[k]) % 64 || s->cat_lut[k]) return 0;
   return (osseg_cpu_features() & OSSEG_CPU_AVX512) != 0;
 }
 
@@ -95,9 +97,14 @@ static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) 
   const size_t opix = (size_t)s->cat_cout * es;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < s->cat_pixels; p++)
-    for (int k = 0; k < s->cat_n; k++)
-      memcpy(dst + (size_t)p * opix + (size_t)s->cat_off[k] * es,
-             src[k] + (size_t)p * (size_t)s->cat_c[k] * es, (size_t)s->cat_c[k] * es);
+    for (int k = 0; k < s->cat_n; k++) {
+      unsigned char *d = dst + (size_t)p * opix + (size_t)s->cat_off[k] * es;
+      const unsigned char *q = src[k] + (size_t)p * (size_t)s->cat_c[k] * es, *lut = s->cat_lut[k];
+      if (lut) /* (8-bit: es == 1) */
+        for (int64_t j = 0; j < s->cat_c[k]; j++) d[j] = lut[q[j]];
+      else
+        memcpy(d, q, (size_t)s->cat_c[k] * es);
+    }
   return dnnl_success;
 }
 
@@ -152,6 +159,40 @@ static int quantized_elsewhere(const struct osseg_model *m, const struct osseg__
  * then it is quantized once (osseg__quantized_input) and copied like the
  * 8-bit inputs, which their producers quantized alike and which are
  * written into their slice by their resize loop or copied. */
+/* The requantization of the bytes of grid (si, zi, signed gi) onto the
+ * concat's grid (so, zo, signed go), as the file computes it: the
+ * dequantized float (q - zi) si, divided by so, rounded half to even. */
+static const unsigned char *requant_table(struct osseg_model *m, float si, int zi, int gi, float so,
+                                          int zo, int go) {
+  unsigned char *lut = osseg__model_alloc(m, 256);
+  if (!lut) return NULL;
+  const float lo = go ? -128.f : 0.f, hi = go ? 127.f : 255.f;
+  for (int b = 0; b < 256; b++) {
+    const int q = gi ? (int)(int8_t)b : b;
+    float u = nearbyintf(((float)(q - zi) * si) / so) + (float)zo;
+    u = u < lo ? lo : u > hi ? hi : u;
+    lut[b] = (unsigned char)(int32_t)u; /* (s8: the same byte, modulo 256) */
+  }
+  return lut;
+}
+
+/* Input i's own grid, when the concat took its quantization over
+ * (passes/fuse_qdq.c) and it differs from the concat's: 1, else 0. */
+static int input_grid(const struct osseg__node *n, int i, float *s, int *z, int *sg) {
+  char name[40];
+  snprintf(name, sizeof name, "osseg.q_scale_in%d", i);
+  const struct osseg__attr *a = osseg__attr_find(n, name);
+  if (!a) return 0;
+  *s = a->f;
+  snprintf(name, sizeof name, "osseg.q_zero_in%d", i);
+  *z = (int)osseg__attr_int(n, name, 0);
+  snprintf(name, sizeof name, "osseg.q_signed_in%d", i);
+  *sg = (int)osseg__attr_int(n, name, 0);
+  return !(*s == osseg__attr_float(n, "osseg.q_out_scale", 1.f) &&
+           *z == (int)osseg__attr_int(n, "osseg.q_out_zero", 0) &&
+           *sg == (int)osseg__attr_int(n, "osseg.q_out_signed", 0));
+}
+
 static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n,
                                     struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;
@@ -168,6 +209,29 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
     const struct osseg__tensor *tt = &g->tensors[t];
     const int64_t c = tt->dims[1];
     dnnl_data_type_t tdt = m->md[t].data_type;
+    float gs;
+    int gz, gsg;
+    if (input_grid(n, i, &gs, &gz, &gsg)) {
+      /* on its own grid first (its producer wrote it so, or a reorder
+       * quantizes it), then requantized onto ours through a table */
+      if (tdt != dnnl_u8 && tdt != dnnl_s8) {
+        t = osseg__quantized_input(m, ni, t, gs, gz, gsg, diag);
+        if (t < 0) return t;
+      } else if ((tdt == dnnl_s8) != gsg) {
+        return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type",
+                           n->name, tt->name);
+      }
+      const unsigned char *lut = requant_table(m, gs, gz, gsg, scale, zero, m->md[y].data_type == dnnl_s8);
+      if (!lut) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+      copy.cat_t[copy.cat_n] = t;
+      copy.cat_c[copy.cat_n] = c;
+      copy.cat_off[copy.cat_n] = off;
+      copy.cat_lut[copy.cat_n] = lut;
+      copy.cat_n++;
+      if (copy.nuses < OSSEG__MAX_ARGS) copy.uses[copy.nuses++] = t;
+      off += c;
+      continue;
+    }
     if (tdt != dnnl_u8 && tdt != dnnl_s8 && quantized_elsewhere(m, n, t)) {
       t = osseg__quantized_input(m, ni, t, scale, zero, m->md[y].data_type == dnnl_s8, diag);
       if (t < 0) return t;
@@ -202,7 +266,10 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
     if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
     *s = copy;
     s->run = run_concat_c;
-    osseg__step_own(s, "own: 8-bit channel concat", 0, s->cat_t[0], y);
+    int requant = 0;
+    for (int k = 0; k < s->cat_n; k++) requant |= s->cat_lut[k] != NULL;
+    osseg__step_own(s, requant ? "own: 8-bit channel concat, requantizing" : "own: 8-bit channel concat", 0,
+                    s->cat_t[0], y);
   }
   return 0;
 }

@@ -17,7 +17,10 @@
  * which ops/conv.c quantizes to 8 bits itself (the same integers) before
  * an int8 convolution. An Add of two FakeQuant outputs (ONNX Runtime
  * quantizes a residual Add's inputs) takes over both quantizations alike,
- * with the ReLU after it, as osseg.QAdd (ops/add_int8.c). A node whose
+ * with the ReLU after it, as osseg.QAdd (ops/add_int8.c), and a channel
+ * Concat that will be written in 8 bits takes over the quantizations of
+ * its FakeQuant inputs (ONNX Runtime quantizes each on its own grid) and
+ * requantizes them onto its own (ops/concat.c). A node whose
  * every reader takes its output in 8
  * bits of one quantization writes that output in 8 bits instead
  * (osseg.q_out_scale, osseg.q_out_zero, osseg.q_out_signed): an int8 conv
@@ -184,6 +187,83 @@ static int quantize_adds(struct osseg__graph *g, struct osseg_diag *diag) {
   return 0;
 }
 
+/* Is tensor t read only by int8 convs, all on one grid (their input; an
+ * int8 upconv's skip maps, input 3, too)? */
+static int read_by_int8_convs(const struct osseg__graph *g, int t) {
+  int readers = 0;
+  const struct osseg__attr *first = NULL;
+  int64_t fz = 0, fs = 0;
+  if (t == g->output) return 0;
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    const struct osseg__node *r = &g->nodes[ni];
+    if (r->dead) continue;
+    const int upconv = !strcmp(r->op, "osseg.UpConv2x"), conv = upconv || !strcmp(r->op, "Conv");
+    for (int p = 0; p < r->npost; p++)
+      if (r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == t) return 0;
+    for (int i = 0; i < r->nin; i++) {
+      if (r->in[i] != t) continue;
+      const struct osseg__attr *qs = conv ? osseg__attr_find(r, "osseg.q_scale") : NULL;
+      if (!qs || !(i == 0 || (upconv && i == 3))) return 0;
+      const int64_t z = osseg__attr_int(r, "osseg.q_zero", 0), sg = osseg__attr_int(r, "osseg.q_signed", 0);
+      if (first && (qs->f != first->f || z != fz || sg != fs)) return 0;
+      first = qs, fz = z, fs = sg;
+      readers++;
+    }
+  }
+  return readers > 0;
+}
+
+/* ONNX Runtime quantizes each input of a Concat on its own grid, then the
+ * output on another. A channel Concat that will be written in 8 bits (read
+ * only by int8 convs of one grid) takes over the quantizations of its
+ * FakeQuant inputs (osseg.q_scale_inI, q_zero_inI, q_signed_inI): it reads
+ * such an input on its grid, so the input's producer may write it in 8
+ * bits, and requantizes it onto its own, Q_cat(DQ_i(q)), as the file does
+ * (ops/concat.c). */
+static int concat_in_8bit(const struct osseg__graph *g, const struct osseg__node *c) {
+  if (c->dead || strcmp(c->op, "Concat") || c->nout != 1) return 0;
+  const struct osseg__tensor *y = &g->tensors[c->out[0]];
+  const int64_t axis = osseg__attr_int(c, "axis", 0);
+  int ok = y->rank == 4 && y->dims[0] == 1 && (axis == 1 || axis == -3);
+  for (int i = 0; i < c->nin && ok; i++) ok = c->in[i] >= 0 && !g->tensors[c->in[i]].data;
+  return ok && read_by_int8_convs(g, c->out[0]);
+}
+
+/* Is every live reader of t such a concat? (Then the fake quantization
+ * making t is no longer run once they take it over; where another node
+ * still reads its float output, a concat quantizing that output directly
+ * is one pass cheaper than quantizing twice.) */
+static int read_by_8bit_concats(const struct osseg__graph *g, int t) {
+  int readers = 0;
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    const struct osseg__node *r = &g->nodes[ni];
+    if (r->dead) continue;
+    int uses = 0;
+    for (int i = 0; i < r->nin; i++) uses += r->in[i] == t;
+    for (int p = 0; p < r->npost; p++) uses += r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == t;
+    if (uses && !concat_in_8bit(g, r)) return 0;
+    readers += uses;
+  }
+  return readers > 0 && t != g->output;
+}
+
+static int quantize_concat_inputs(struct osseg__graph *g, struct osseg_diag *diag) {
+  for (int ci = 0; ci < g->nnodes; ci++) {
+    struct osseg__node *c = &g->nodes[ci];
+    if (!concat_in_8bit(g, c)) continue;
+    for (int i = 0; i < c->nin; i++) {
+      struct osseg__node *f = osseg__producer(g, c->in[i], OSSEG__OP_FAKE_QUANT);
+      if (!f || !read_by_8bit_concats(g, f->out[0])) continue;
+      char sfx[24];
+      snprintf(sfx, sizeof sfx, "_in%d", i);
+      int err = take_quantization(g, c, f, sfx, diag);
+      if (err < 0) return err;
+      if (err) c->in[i] = f->in[0];
+    }
+  }
+  return 0;
+}
+
 int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_diag *diag) {
   osseg__count_uses(g);
   for (int ni = 0; ni < g->nnodes; ni++) {
@@ -213,6 +293,9 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
     osseg__eliminate_dead(g);
     osseg__count_uses(g);
   }
+  if ((qerr = quantize_concat_inputs(g, diag))) return qerr;
+  osseg__eliminate_dead(g);
+  osseg__count_uses(g);
   /* Producers of 8-bit outputs, readers before writers (file order is
    * topological), so that a concat, resize or max pool already marked makes
    * its own producer eligible. */
@@ -265,6 +348,7 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
         /* (and an 8-bit add both its inputs, each on its own grid) */
         const int upconv = !strcmp(r->op, "osseg.UpConv2x");
         const int conv = upconv || !strcmp(r->op, "Conv"), qadd = !strcmp(r->op, OSSEG__OP_QADD);
+        char zi[40], gi[40]; /* (names of a concat's input grids) */
         const char *zn = conv ? "osseg.q_zero" : "osseg.q_out_zero";
         const char *gn = conv ? "osseg.q_signed" : "osseg.q_out_signed";
         if (conv) {
@@ -274,7 +358,18 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
           zn = i ? "osseg.q_zero1" : "osseg.q_zero";
           gn = i ? "osseg.q_signed1" : "osseg.q_signed";
         } else if (!strcmp(r->op, "Concat") || i == 0) {
-          qs = osseg__attr_find(r, "osseg.q_out_scale");
+          /* (a concat reads an input whose quantization it took over on
+           * that grid) */
+          char sn[40];
+          snprintf(sn, sizeof sn, "osseg.q_scale_in%d", i);
+          qs = osseg__attr_find(r, sn);
+          if (qs && !strcmp(r->op, "Concat")) {
+            snprintf(zi, sizeof zi, "osseg.q_zero_in%d", i);
+            snprintf(gi, sizeof gi, "osseg.q_signed_in%d", i);
+            zn = zi, gn = gi;
+          } else {
+            qs = osseg__attr_find(r, "osseg.q_out_scale");
+          }
         }
         ok = qs != NULL;
         if (!ok) break;

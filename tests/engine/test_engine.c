@@ -628,15 +628,20 @@ static void test_int8_qdq(void **state) {
    * qdq_ort_chain: two residual blocks of that placement, all in 8 bits;
    * qdq_ort_int_weights: ONNX Runtime's weights, int8 initializers behind a
    * DequantizeLinear alone, and int32 biases dequantized with s_x s_w;
-   * qdq_ort_add_sliced: an 8-bit add of float inputs, quantized for it) */
+   * qdq_ort_add_sliced: an 8-bit add of float inputs, quantized for it;
+   * qdq_ort_concat: a concat of inputs each on its own grid (u8, s8, and
+   * a float one quantized onto its grid first), the convs writing them so
+   * and the concat requantizing them: 13 steps with the inputs' fake
+   * quantizations run in float) */
   static const char *names[] = {"qdq_conv_u8", "qdq_conv_s8", "qdq_conv_residual", "qdq_concat",
                                 "qdq_maxpool", "qdq_upsample", "qdq_ort_residual", "qdq_ort_chain",
-                                "qdq_ort_int_weights", "qdq_ort_add_sliced"};
-  static const int convs[] = {3, 3, 3, 3, 3, 4, 3, 4, 2, 2};
+                                "qdq_ort_int_weights", "qdq_ort_add_sliced", "qdq_ort_concat"};
+  static const int convs[] = {3, 3, 3, 3, 3, 4, 3, 4, 2, 2, 4};
   /* steps: no quantizing reorder where a producer writes 8 bits; one for
    * the convs sharing a quantized input (qdq_upsample's first two) */
-  static const int steps[] = {6, 6, 9, 11, 11, 10, 15, 9, 5, 10};
-  static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2, 0, 1}; /* own 8-bit adds */
+  static const int steps[] = {6, 6, 9, 11, 11, 10, 15, 9, 5, 10, 9};
+  static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2, 0, 1, 0}; /* own 8-bit adds */
+  static const int requants[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}; /* requantizing concats */
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
   /* without int8 dot products int8 is refused (its sums would saturate) */
@@ -660,6 +665,7 @@ static void test_int8_qdq(void **state) {
     assert_int_equal(st.int8_convs, convs[i]); /* every conv of each fixture */
     assert_int_equal(st.steps, steps[i]);
     assert_int_equal(steps_with_impl(m, "own: 8-bit add"), adds[i]);
+    assert_int_equal(steps_with_impl(m, "own: 8-bit channel concat, requantizing"), requants[i]);
     if (!strcmp(names[i], "qdq_ort_chain")) { /* the sums stay 8-bit: s8 (ReLU), then u8 */
       const char *want[] = {"s8", "u8"};
       int k = 0;
@@ -838,6 +844,11 @@ static void test_alloc_failure_sweep(void **state) {
     buf = read_model("qdq_ort_residual.onnx", &size); /* 8-bit adds, dropped requantizations */
     loads = engine_alloc_sweep_opts(buf, size, 20000, &o);
     print_message("qdq_ort_residual int8: %llu loads\n", (unsigned long long)loads);
+    assert_true(loads > 20);
+    free(buf);
+    buf = read_model("qdq_ort_concat.onnx", &size); /* requantizing concat */
+    loads = engine_alloc_sweep_opts(buf, size, 20000, &o);
+    print_message("qdq_ort_concat int8: %llu loads\n", (unsigned long long)loads);
     assert_true(loads > 20);
     free(buf);
   }
