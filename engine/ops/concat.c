@@ -176,6 +176,17 @@ static const unsigned char *requant_table(struct osseg_model *m, float si, int z
   return lut;
 }
 
+/* Adds input t (c channels at channel off, through lut or copied) to the
+ * copying step s. */
+static void add_copy(struct osseg__step *s, int t, int64_t c, int64_t off, const unsigned char *lut) {
+  s->cat_t[s->cat_n] = t;
+  s->cat_c[s->cat_n] = c;
+  s->cat_off[s->cat_n] = off;
+  s->cat_lut[s->cat_n] = lut;
+  s->cat_n++;
+  if (s->nuses < OSSEG__MAX_ARGS) s->uses[s->nuses++] = t;
+}
+
 /* Input i's own grid, when the concat took its quantization over
  * (passes/fuse_qdq.c) and it differs from the concat's: 1, else 0. */
 static int input_grid(const struct osseg__node *n, int i, float *s, int *z, int *sg) {
@@ -223,12 +234,7 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
       }
       const unsigned char *lut = requant_table(m, gs, gz, gsg, scale, zero, m->md[y].data_type == dnnl_s8);
       if (!lut) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-      copy.cat_t[copy.cat_n] = t;
-      copy.cat_c[copy.cat_n] = c;
-      copy.cat_off[copy.cat_n] = off;
-      copy.cat_lut[copy.cat_n] = lut;
-      copy.cat_n++;
-      if (copy.nuses < OSSEG__MAX_ARGS) copy.uses[copy.nuses++] = t;
+      add_copy(&copy, t, c, off, lut);
       off += c;
       continue;
     }
@@ -242,13 +248,7 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
       if (tdt != m->md[y].data_type)
         return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type",
                            n->name, tt->name);
-      if (!retarget_resize(m, t, y, off)) {
-        copy.cat_t[copy.cat_n] = t;
-        copy.cat_c[copy.cat_n] = c;
-        copy.cat_off[copy.cat_n] = off;
-        copy.cat_n++;
-        if (copy.nuses < OSSEG__MAX_ARGS) copy.uses[copy.nuses++] = t;
-      }
+      if (!retarget_resize(m, t, y, off)) add_copy(&copy, t, c, off, NULL);
       off += c;
       continue;
     }
