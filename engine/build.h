@@ -105,6 +105,14 @@ struct osseg__resize {
   float *wy, *wx;             /* weight of y1/x1 (linear) */
 };
 
+/* Requantization of 8-bit values from grid (si, zi, signed sgi) onto grid
+ * (so, zo) with output range [lo, hi], as a QDQ file computes it:
+ * round((q - zi) si / so) + zo, saturated (ops/concat.c). */
+struct osseg__requant {
+  float si, zi, so, zo, lo, hi;
+  int sgi;
+};
+
 struct osseg__step {
   int kind;
   int node; /* -1 for synthetic steps */
@@ -124,9 +132,11 @@ struct osseg__step {
   int cat_n; /* CONCAT_C: inputs still to copy (others were written in place) */
   int cat_t[OSSEG__MAX_ARGS];
   int64_t cat_c[OSSEG__MAX_ARGS], cat_off[OSSEG__MAX_ARGS];
-  const unsigned char *cat_lut[OSSEG__MAX_ARGS]; /* 8-bit input requantized
-                                                   through this 256-byte table
-                                                   (ops/concat.c), or NULL */
+  const struct osseg__requant *cat_rq[OSSEG__MAX_ARGS]; /* 8-bit input
+                                                          requantized onto
+                                                          the output's grid
+                                                          (ops/concat.c), or
+                                                          NULL: copied */
   int64_t cat_pixels, cat_cout;
   /* OSSEG__STEP_CUSTOM: run() executes the step (it may run its own oneDNN
    * primitives, kept in priv); destroy() frees priv with the model. */

@@ -2,6 +2,7 @@
  * (channel concat in nhwc; a conv writing into a channel slice would fall
  * back to a reference kernel, see ONEDNN_NOTES.md). */
 #include "build.h"
+#include "isa_variants.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -80,9 +81,35 @@ __attribute__((target("avx512f"))) static void copy_slices_nt(const struct osseg
 static int lines_only(const struct osseg__step *s, const unsigned char *dst) {
   if (((uintptr_t)dst | (uintptr_t)s->cat_cout) % 64) return 0;
   for (int k = 0; k < s->cat_n; k++)
-    if ((s->cat_c[k] | s->cat_off[k]) % 64 || s->cat_lut[k]) return 0;
+    if ((s->cat_c[k] | s->cat_off[k]) % 64 || s->cat_rq[k]) return 0;
   return (osseg_cpu_features() & OSSEG_CPU_AVX512) != 0;
 }
+
+/* n values of one requantized input: the QDQ arithmetic in float, the
+ * same operations in the same order at every ISA level (isa_variants.h). */
+static inline __attribute__((always_inline)) void requant_span_impl(const struct osseg__requant *r,
+                                                                    const unsigned char *q,
+                                                                    unsigned char *d, int64_t n) {
+  const float si = r->si, zi = r->zi, so = r->so, zo = r->zo, lo = r->lo, hi = r->hi;
+  if (r->sgi) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+      float u = nearbyintf((((float)(int8_t)q[j] - zi) * si) / so) + zo;
+      u = u < lo ? lo : u > hi ? hi : u;
+      d[j] = (unsigned char)(int32_t)u; /* (s8: the same byte, modulo 256) */
+    }
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+      float u = nearbyintf((((float)q[j] - zi) * si) / so) + zo;
+      u = u < lo ? lo : u > hi ? hi : u;
+      d[j] = (unsigned char)(int32_t)u;
+    }
+  }
+}
+OSSEG__ISA_VARIANTS(requant_span,
+                    (const struct osseg__requant *r, const unsigned char *q, unsigned char *d, int64_t n),
+                    (r, q, d, n))
 
 /* Copies the inputs not written in place into their channel slices. */
 static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) {
@@ -95,13 +122,14 @@ static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) 
     return dnnl_success;
   }
   const size_t opix = (size_t)s->cat_cout * es;
+  const requant_span_fn requant = requant_span_select();
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < s->cat_pixels; p++)
     for (int k = 0; k < s->cat_n; k++) {
       unsigned char *d = dst + (size_t)p * opix + (size_t)s->cat_off[k] * es;
-      const unsigned char *q = src[k] + (size_t)p * (size_t)s->cat_c[k] * es, *lut = s->cat_lut[k];
-      if (lut) /* (8-bit: es == 1) */
-        for (int64_t j = 0; j < s->cat_c[k]; j++) d[j] = lut[q[j]];
+      const unsigned char *q = src[k] + (size_t)p * (size_t)s->cat_c[k] * es;
+      if (s->cat_rq[k]) /* (8-bit: es == 1) */
+        requant(s->cat_rq[k], q, d, s->cat_c[k]);
       else
         memcpy(d, q, (size_t)s->cat_c[k] * es);
     }
@@ -159,30 +187,24 @@ static int quantized_elsewhere(const struct osseg_model *m, const struct osseg__
  * then it is quantized once (osseg__quantized_input) and copied like the
  * 8-bit inputs, which their producers quantized alike and which are
  * written into their slice by their resize loop or copied. */
-/* The requantization of the bytes of grid (si, zi, signed gi) onto the
- * concat's grid (so, zo, signed go), as the file computes it: the
- * dequantized float (q - zi) si, divided by so, rounded half to even. */
-static const unsigned char *requant_table(struct osseg_model *m, float si, int zi, int gi, float so,
-                                          int zo, int go) {
-  unsigned char *lut = osseg__model_alloc(m, 256);
-  if (!lut) return NULL;
-  const float lo = go ? -128.f : 0.f, hi = go ? 127.f : 255.f;
-  for (int b = 0; b < 256; b++) {
-    const int q = gi ? (int)(int8_t)b : b;
-    float u = nearbyintf(((float)(q - zi) * si) / so) + (float)zo;
-    u = u < lo ? lo : u > hi ? hi : u;
-    lut[b] = (unsigned char)(int32_t)u; /* (s8: the same byte, modulo 256) */
-  }
-  return lut;
+/* The requantization of grid (si, zi, signed gi) onto the concat's grid
+ * (so, zo, signed go). */
+static const struct osseg__requant *requant_of(struct osseg_model *m, float si, int zi, int gi, float so,
+                                               int zo, int go) {
+  struct osseg__requant *r = osseg__model_alloc(m, sizeof *r);
+  if (r)
+    *r = (struct osseg__requant){.si = si, .zi = (float)zi, .so = so, .zo = (float)zo,
+                                 .lo = go ? -128.f : 0.f, .hi = go ? 127.f : 255.f, .sgi = gi};
+  return r;
 }
 
-/* Adds input t (c channels at channel off, through lut or copied) to the
- * copying step s. */
-static void add_copy(struct osseg__step *s, int t, int64_t c, int64_t off, const unsigned char *lut) {
+/* Adds input t (c channels at channel off, requantized by rq or copied)
+ * to the copying step s. */
+static void add_copy(struct osseg__step *s, int t, int64_t c, int64_t off, const struct osseg__requant *rq) {
   s->cat_t[s->cat_n] = t;
   s->cat_c[s->cat_n] = c;
   s->cat_off[s->cat_n] = off;
-  s->cat_lut[s->cat_n] = lut;
+  s->cat_rq[s->cat_n] = rq;
   s->cat_n++;
   if (s->nuses < OSSEG__MAX_ARGS) s->uses[s->nuses++] = t;
 }
@@ -224,7 +246,7 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
     int gz, gsg;
     if (input_grid(n, i, &gs, &gz, &gsg)) {
       /* on its own grid first (its producer wrote it so, or a reorder
-       * quantizes it), then requantized onto ours through a table */
+       * quantizes it), then requantized onto ours */
       if (tdt != dnnl_u8 && tdt != dnnl_s8) {
         t = osseg__quantized_input(m, ni, t, gs, gz, gsg, diag);
         if (t < 0) return t;
@@ -232,9 +254,9 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
         return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type",
                            n->name, tt->name);
       }
-      const unsigned char *lut = requant_table(m, gs, gz, gsg, scale, zero, m->md[y].data_type == dnnl_s8);
-      if (!lut) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-      add_copy(&copy, t, c, off, lut);
+      const struct osseg__requant *rq = requant_of(m, gs, gz, gsg, scale, zero, m->md[y].data_type == dnnl_s8);
+      if (!rq) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+      add_copy(&copy, t, c, off, rq);
       off += c;
       continue;
     }
@@ -267,7 +289,7 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
     *s = copy;
     s->run = run_concat_c;
     int requant = 0;
-    for (int k = 0; k < s->cat_n; k++) requant |= s->cat_lut[k] != NULL;
+    for (int k = 0; k < s->cat_n; k++) requant |= s->cat_rq[k] != NULL;
     osseg__step_own(s, requant ? "own: 8-bit channel concat, requantizing" : "own: 8-bit channel concat", 0,
                     s->cat_t[0], y);
   }

@@ -5,9 +5,9 @@
  * DequantizeLinear with the same scale and zero point becomes one
  * osseg.FakeQuant node (float -> float, ops/quant.c), the DequantizeLinears
  * disappear and their readers read the FakeQuant's output: the model runs
- * exactly as quantized, in float, at every precision. A FakeQuant of a
- * MaxPool or nearest Resize of a FakeQuant output, with the same grid (ONNX
- * Runtime's placement), changes nothing and is dropped.
+ * exactly as quantized, in float, at every precision. A MaxPool or
+ * nearest Resize between two FakeQuants of one grid (ONNX Runtime's
+ * placement) reads the first one's input instead: the same values.
  *
  * quantize_convs (--precision int8): a Conv reading an osseg.FakeQuant
  * output, whose weights are symmetric int8 values (a folded
@@ -68,11 +68,16 @@ static int same_grid(const struct osseg__graph *g, const struct osseg__node *a,
 /* ONNX Runtime's quantize_static quantizes the output of a MaxPool and of a
  * Resize again, with the scale and zero point of their input ("8-bit
  * direct" operators): FakeQuant(MaxPool(FakeQuant(x))) with one grid. Both
- * select values of their input (a nearest resize copies them), which are
- * on that grid already, and a fake quantization leaves grid values
- * unchanged, (k s) / s rounding back to k, so the second one is dropped:
- * the same values with one pass less, and the int8 path can then carry the
- * pool or resize in 8 bits (quantize_convs). */
+ * select values of their input (a nearest resize copies them) and a
+ * quantization never reorders values, so quantizing before or after them
+ * gives the same values: the first quantization is skipped for them
+ * (MaxPool(x) is read, the second one kept). The int8 path then sees a
+ * pool or resize of the producer's output, read on one grid, and carries
+ * it in 8 bits (quantize_convs), and a conv reading the resize still has
+ * its quantization to run in int8; in float the first quantization
+ * disappears where nothing else reads it. (A concat of such a resize is
+ * not an int8 upconv: that rewrite reads the upsample's input on the
+ * concat's grid, which is not the same here.) */
 static int selects_values(struct osseg__graph *g, const struct osseg__node *x) {
   if (x->nout != 1) return 0;
   if (!strcmp(x->op, "MaxPool")) return 1;
@@ -82,19 +87,21 @@ static int selects_values(struct osseg__graph *g, const struct osseg__node *x) {
   return !osseg__resize_parse(g, (struct osseg__node *)x, &linear, &cmode, &nmode, sc, NULL) && !linear;
 }
 
-static void drop_repeated_fake_quant(struct osseg__graph *g) {
-  /* (file order is topological: a chain pool -> resize sheds its first
-   * repeat before its second is looked at) */
+static void commute_repeated_fake_quant(struct osseg__graph *g) {
   for (int fi = 0; fi < g->nnodes; fi++) {
     struct osseg__node *f = &g->nodes[fi];
-    if (f->dead || strcmp(f->op, OSSEG__OP_FAKE_QUANT) || f->out[0] == g->output) continue;
+    if (f->dead || strcmp(f->op, OSSEG__OP_FAKE_QUANT)) continue;
+    /* the chain of selecting nodes before f, each read only by the next */
     struct osseg__node *x = osseg__producer(g, f->in[0], NULL);
-    if (!x || !selects_values(g, x)) continue;
-    struct osseg__node *q = x;
-    while (q && selects_values(g, q)) q = osseg__producer(g, q->in[0], NULL);
-    if (!q || strcmp(q->op, OSSEG__OP_FAKE_QUANT) || !same_grid(g, q, f)) continue;
-    f->dead = 1;
-    osseg__rewire(g, f->out[0], f->in[0]);
+    if (!x || !selects_values(g, x) || osseg__only_consumer(g, x->out[0]) != f) continue;
+    for (;;) {
+      struct osseg__node *p = osseg__producer(g, x->in[0], NULL);
+      if (!p || !selects_values(g, p) || osseg__only_consumer(g, p->out[0]) != x) break;
+      x = p;
+    }
+    struct osseg__node *q = osseg__producer(g, x->in[0], OSSEG__OP_FAKE_QUANT);
+    if (!q || !same_grid(g, q, f)) continue;
+    x->in[0] = q->in[0];
   }
 }
 
@@ -129,8 +136,8 @@ int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag) {
     int err = osseg__set_op(q, OSSEG__OP_FAKE_QUANT);
     if (err) return osseg__fail(diag, err, "out of memory");
   }
-  drop_repeated_fake_quant(g);
-  osseg__count_uses(g);
+  commute_repeated_fake_quant(g);
+  osseg__eliminate_dead(g);
   return 0;
 }
 

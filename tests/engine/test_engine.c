@@ -621,10 +621,11 @@ static void test_int8_qdq(void **state) {
    * convs; qdq_upsample: conv -> nearest upsample -> concat -> conv and
    * conv -> upsample -> conv carried in 8 bits; qdq_ort_residual: ONNX
    * Runtime's placement, Q/DQ around the residual Add, the MaxPool, the
-   * Resize and the Concat too: the quantizations repeating their input's
-   * grid after the pool and the resizes are dropped (22 steps with them),
-   * a resize moves bytes into the concat, the Add and its ReLU are one 8-bit
-   * add of the convs' 8-bit outputs (19 steps with the float Add);
+   * Resize and the Concat too: the pool and the resizes read their input
+   * before its quantization, which their own output repeats on one grid
+   * (17 steps without), the resizes move bytes, the concat requantizes
+   * the sum read on its grid, the Add and its ReLU are one 8-bit add of
+   * the convs' 8-bit outputs (19 steps with the float Add);
    * qdq_ort_chain: two residual blocks of that placement, all in 8 bits;
    * qdq_ort_int_weights: ONNX Runtime's weights, int8 initializers behind a
    * DequantizeLinear alone, and int32 biases dequantized with s_x s_w;
@@ -641,7 +642,7 @@ static void test_int8_qdq(void **state) {
    * the convs sharing a quantized input (qdq_upsample's first two) */
   static const int steps[] = {6, 6, 9, 11, 11, 10, 15, 9, 5, 10, 9};
   static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2, 0, 1, 0}; /* own 8-bit adds */
-  static const int requants[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}; /* requantizing concats */
+  static const int requants[] = {0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1}; /* requantizing concats */
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
   /* without int8 dot products int8 is refused (its sums would saturate) */
