@@ -7,7 +7,8 @@
  * disappear and their readers read the FakeQuant's output: the model runs
  * exactly as quantized, in float, at every precision. A MaxPool or
  * nearest Resize between two FakeQuants of one grid (ONNX Runtime's
- * placement) reads the first one's input instead: the same values.
+ * placement) reads the first one's input instead, or, a resize that only
+ * concats read, drops the second: the same values either way.
  *
  * quantize_convs (--precision int8): a Conv reading an osseg.FakeQuant
  * output, whose weights are symmetric int8 values (a folded
@@ -75,9 +76,10 @@ static int same_grid(const struct osseg__graph *g, const struct osseg__node *a,
  * pool or resize of the producer's output, read on one grid, and carries
  * it in 8 bits (quantize_convs), and a conv reading the resize still has
  * its quantization to run in int8; in float the first quantization
- * disappears where nothing else reads it. (A concat of such a resize is
- * not an int8 upconv: that rewrite reads the upsample's input on the
- * concat's grid, which is not the same here.) */
+ * disappears where nothing else reads it. A resize read only by concats
+ * keeps its input's quantization and drops the second, which changes
+ * nothing: a conv of that concat is then an upconv (fuse_upconv.c), which
+ * reads the quantized low-resolution map, in every precision. */
 static int selects_values(struct osseg__graph *g, const struct osseg__node *x) {
   if (x->nout != 1) return 0;
   if (!strcmp(x->op, "MaxPool")) return 1;
@@ -85,6 +87,28 @@ static int selects_values(struct osseg__graph *g, const struct osseg__node *x) {
   int linear, cmode, nmode;
   double sc[4];
   return !osseg__resize_parse(g, (struct osseg__node *)x, &linear, &cmode, &nmode, sc, NULL) && !linear;
+}
+
+static int is_concat(const struct osseg__graph *g, const struct osseg__node *n) {
+  (void)g;
+  return !strcmp(n->op, "Concat");
+}
+
+/* Does t have live readers, all (inputs and residual sums alike) nodes
+ * that pass test ok? */
+static int read_only_by(const struct osseg__graph *g, int t,
+                        int (*ok)(const struct osseg__graph *, const struct osseg__node *)) {
+  int readers = 0;
+  for (int ni = 0; ni < g->nnodes; ni++) {
+    const struct osseg__node *r = &g->nodes[ni];
+    if (r->dead) continue;
+    int uses = 0;
+    for (int i = 0; i < r->nin; i++) uses += r->in[i] == t;
+    for (int p = 0; p < r->npost; p++) uses += r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == t;
+    if (uses && !ok(g, r)) return 0;
+    readers += uses;
+  }
+  return readers > 0 && t != g->output;
 }
 
 static void commute_repeated_fake_quant(struct osseg__graph *g) {
@@ -101,7 +125,12 @@ static void commute_repeated_fake_quant(struct osseg__graph *g) {
     }
     struct osseg__node *q = osseg__producer(g, x->in[0], OSSEG__OP_FAKE_QUANT);
     if (!q || !same_grid(g, q, f)) continue;
-    x->in[0] = q->in[0];
+    if (strcmp(osseg__producer(g, f->in[0], NULL)->op, "MaxPool") && read_only_by(g, f->out[0], is_concat)) {
+      f->dead = 1; /* (a resize that only concats read: see above) */
+      osseg__rewire(g, f->out[0], f->in[0]);
+    } else {
+      x->in[0] = q->in[0];
+    }
   }
 }
 
@@ -236,31 +265,16 @@ static int concat_in_8bit(const struct osseg__graph *g, const struct osseg__node
   return ok && read_by_int8_convs(g, c->out[0]);
 }
 
-/* Is every live reader of t such a concat? (Then the fake quantization
- * making t is no longer run once they take it over; where another node
- * still reads its float output, a concat quantizing that output directly
- * is one pass cheaper than quantizing twice.) */
-static int read_by_8bit_concats(const struct osseg__graph *g, int t) {
-  int readers = 0;
-  for (int ni = 0; ni < g->nnodes; ni++) {
-    const struct osseg__node *r = &g->nodes[ni];
-    if (r->dead) continue;
-    int uses = 0;
-    for (int i = 0; i < r->nin; i++) uses += r->in[i] == t;
-    for (int p = 0; p < r->npost; p++) uses += r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == t;
-    if (uses && !concat_in_8bit(g, r)) return 0;
-    readers += uses;
-  }
-  return readers > 0 && t != g->output;
-}
-
 static int quantize_concat_inputs(struct osseg__graph *g, struct osseg_diag *diag) {
   for (int ci = 0; ci < g->nnodes; ci++) {
     struct osseg__node *c = &g->nodes[ci];
     if (!concat_in_8bit(g, c)) continue;
     for (int i = 0; i < c->nin; i++) {
       struct osseg__node *f = osseg__producer(g, c->in[i], OSSEG__OP_FAKE_QUANT);
-      if (!f || !read_by_8bit_concats(g, f->out[0])) continue;
+      /* (only when no other node reads f's float output: then f is no
+       * longer run; otherwise quantizing that output directly is one pass
+       * cheaper than quantizing twice) */
+      if (!f || !read_only_by(g, f->out[0], concat_in_8bit)) continue;
       char sfx[24];
       snprintf(sfx, sizeof sfx, "_in%d", i);
       int err = take_quantization(g, c, f, sfx, diag);

@@ -599,6 +599,19 @@ static void test_int8_upconv(void **state) {
     engine_fixture_free(&one);
     engine_fixture_free(&rows);
   }
+  /* ONNX Runtime's placement: the resizes read only by the concat keep
+   * the pattern (their repeated quantization dropped), so the rewrite
+   * applies there too */
+  {
+    struct osseg_engine_options oo = engine_test_opts(OSSEG_PRECISION_INT8);
+    oo.int8_upconv_min = 1;
+    struct osseg_model *mm = NULL;
+    struct osseg_diag dd;
+    osseg_diag_clear(&dd);
+    assert_int_equal(osseg_model_load(&mm, test_path("%s/qdq_ort_residual.onnx", dir), &oo, &dd), 0);
+    assert_true(steps_with_impl(mm, own) >= 1);
+    osseg_model_free(mm);
+  }
   /* no_upconv turns the int8 rewrite off too */
   struct osseg_engine_options o = engine_test_opts(OSSEG_PRECISION_INT8);
   o.int8_upconv_min = 1;
@@ -621,11 +634,13 @@ static void test_int8_qdq(void **state) {
    * convs; qdq_upsample: conv -> nearest upsample -> concat -> conv and
    * conv -> upsample -> conv carried in 8 bits; qdq_ort_residual: ONNX
    * Runtime's placement, Q/DQ around the residual Add, the MaxPool, the
-   * Resize and the Concat too: the pool and the resizes read their input
-   * before its quantization, which their own output repeats on one grid
-   * (17 steps without), the resizes move bytes, the concat requantizes
-   * the sum read on its grid, the Add and its ReLU are one 8-bit add of
-   * the convs' 8-bit outputs (19 steps with the float Add);
+   * Resize and the Concat too: the resizes, read only by the concat, drop
+   * the quantization their output repeats on their input's grid (so that
+   * a conv of such a concat is still an upconv), the Add and its ReLU are
+   * one 8-bit add of the convs' 8-bit outputs (19 steps with the float
+   * Add); qdq_ort_pool_resize: a pool and a resize read by convs read
+   * their input before its quantization instead, which their output
+   * repeats: an 8-bit chain without float fake quantization;
    * qdq_ort_chain: two residual blocks of that placement, all in 8 bits;
    * qdq_ort_int_weights: ONNX Runtime's weights, int8 initializers behind a
    * DequantizeLinear alone, and int32 biases dequantized with s_x s_w;
@@ -636,13 +651,14 @@ static void test_int8_qdq(void **state) {
    * quantizations run in float) */
   static const char *names[] = {"qdq_conv_u8", "qdq_conv_s8", "qdq_conv_residual", "qdq_concat",
                                 "qdq_maxpool", "qdq_upsample", "qdq_ort_residual", "qdq_ort_chain",
-                                "qdq_ort_int_weights", "qdq_ort_add_sliced", "qdq_ort_concat"};
-  static const int convs[] = {3, 3, 3, 3, 3, 4, 3, 4, 2, 2, 4};
+                                "qdq_ort_int_weights", "qdq_ort_add_sliced", "qdq_ort_concat",
+                                "qdq_ort_pool_resize"};
+  static const int convs[] = {3, 3, 3, 3, 3, 4, 3, 4, 2, 2, 4, 3};
   /* steps: no quantizing reorder where a producer writes 8 bits; one for
    * the convs sharing a quantized input (qdq_upsample's first two) */
-  static const int steps[] = {6, 6, 9, 11, 11, 10, 15, 9, 5, 10, 9};
-  static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2, 0, 1, 0}; /* own 8-bit adds */
-  static const int requants[] = {0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1}; /* requantizing concats */
+  static const int steps[] = {6, 6, 9, 11, 11, 10, 16, 9, 5, 10, 9, 8};
+  static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2, 0, 1, 0, 0}; /* own 8-bit adds */
+  static const int requants[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0}; /* requantizing concats */
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
   /* without int8 dot products int8 is refused (its sums would saturate) */
@@ -667,6 +683,8 @@ static void test_int8_qdq(void **state) {
     assert_int_equal(st.steps, steps[i]);
     assert_int_equal(steps_with_impl(m, "own: 8-bit add"), adds[i]);
     assert_int_equal(steps_with_impl(m, "own: 8-bit channel concat, requantizing"), requants[i]);
+    if (!strncmp(names[i], "qdq_ort_", 8) && strcmp(names[i], "qdq_ort_residual"))
+      assert_int_equal(steps_with_impl(m, "own: fake quantization"), 0);
     if (!strcmp(names[i], "qdq_ort_chain")) { /* the sums stay 8-bit: s8 (ReLU), then u8 */
       const char *want[] = {"s8", "u8"};
       int k = 0;
