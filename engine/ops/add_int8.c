@@ -31,20 +31,25 @@ struct qadd {
 #define QADD_CHUNK 16384 /* values per task: the run control is checked between them */
 
 /* Values [i0, i1). Memory-bound, compiled per ISA level (isa_variants.h);
- * every variant computes the same float operations in the same order. */
+ * every variant computes the same float operations in the same order.
+ * Branch-free so that it vectorizes: a signed byte is b - 256 when b >=
+ * 128, and v + 1.5 * 2^23 - 1.5 * 2^23 rounds v to the nearest integer,
+ * ties to even, as nearbyintf does, for |v| <= 2^22, which clamping v to
+ * one step beyond the output range first ensures without changing the
+ * result. */
 static inline __attribute__((always_inline)) void qadd_span_impl(const struct qadd *q,
                                                                  const unsigned char *a,
                                                                  const unsigned char *b, void *y,
                                                                  int64_t i0, int64_t i1) {
   const float sa = q->sa, za = q->za, sb = q->sb, zb = q->zb, so = q->so, zo = q->zo, lo = q->lo,
-              hi = q->hi, floor_v = q->relu ? 0.f : -INFINITY;
-  const int sga = q->sga, sgb = q->sgb;
+              hi = q->hi, floor_v = q->relu ? 0.f : -INFINITY, magic = 12582912.f;
+  const float vlo = lo - zo - 1.f, vhi = hi - zo + 1.f;
+  const int ma = q->sga ? 256 : 0, mb = q->sgb ? 256 : 0;
   if (!q->out) {
     float *yf = y;
 #pragma omp simd
     for (int64_t i = i0; i < i1; i++) {
-      const float qa = sga ? (float)(int8_t)a[i] : (float)a[i];
-      const float qb = sgb ? (float)(int8_t)b[i] : (float)b[i];
+      const float qa = (float)((int)a[i] - (a[i] >> 7) * ma), qb = (float)((int)b[i] - (b[i] >> 7) * mb);
       const float v = (qa - za) * sa + (qb - zb) * sb;
       yf[i] = v > floor_v ? v : floor_v;
     }
@@ -53,11 +58,12 @@ static inline __attribute__((always_inline)) void qadd_span_impl(const struct qa
   unsigned char *yq = y; /* u8 or s8: the same bytes (int32 -> unsigned char is modulo 256) */
 #pragma omp simd
   for (int64_t i = i0; i < i1; i++) {
-    const float qa = sga ? (float)(int8_t)a[i] : (float)a[i];
-    const float qb = sgb ? (float)(int8_t)b[i] : (float)b[i];
+    const float qa = (float)((int)a[i] - (a[i] >> 7) * ma), qb = (float)((int)b[i] - (b[i] >> 7) * mb);
     float v = (qa - za) * sa + (qb - zb) * sb;
     v = v > floor_v ? v : floor_v;
-    float u = nearbyintf(v / so) + zo;
+    float x = v / so;
+    x = x < vlo ? vlo : x > vhi ? vhi : x;
+    float u = ((x + magic) - magic) + zo;
     u = u < lo ? lo : u > hi ? hi : u;
     yq[i] = (unsigned char)(int32_t)u;
   }

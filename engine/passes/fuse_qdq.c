@@ -77,9 +77,12 @@ static int same_grid(const struct osseg__graph *g, const struct osseg__node *a,
  * it in 8 bits (quantize_convs), and a conv reading the resize still has
  * its quantization to run in int8; in float the first quantization
  * disappears where nothing else reads it. A resize read only by concats
- * keeps its input's quantization and drops the second, which changes
- * nothing: a conv of that concat is then an upconv (fuse_upconv.c), which
- * reads the quantized low-resolution map, in every precision. */
+ * may instead keep its input's quantization and drop the second, which
+ * changes nothing: a conv of that concat is then an upconv (fuse_upconv.c),
+ * reading the quantized low-resolution map. That is done in float (the
+ * quantization at low resolution is cheaper too) and, in int8, where the
+ * upsampled map has as many channels as the int8 upconv rewrites
+ * (keep_min: the rewrite's threshold, or -1 without it). */
 static int selects_values(struct osseg__graph *g, const struct osseg__node *x) {
   if (x->nout != 1) return 0;
   if (!strcmp(x->op, "MaxPool")) return 1;
@@ -111,7 +114,7 @@ static int read_only_by(const struct osseg__graph *g, int t,
   return readers > 0 && t != g->output;
 }
 
-static void commute_repeated_fake_quant(struct osseg__graph *g) {
+static void commute_repeated_fake_quant(struct osseg__graph *g, int64_t keep_min) {
   for (int fi = 0; fi < g->nnodes; fi++) {
     struct osseg__node *f = &g->nodes[fi];
     if (f->dead || strcmp(f->op, OSSEG__OP_FAKE_QUANT)) continue;
@@ -125,7 +128,9 @@ static void commute_repeated_fake_quant(struct osseg__graph *g) {
     }
     struct osseg__node *q = osseg__producer(g, x->in[0], OSSEG__OP_FAKE_QUANT);
     if (!q || !same_grid(g, q, f)) continue;
-    if (strcmp(osseg__producer(g, f->in[0], NULL)->op, "MaxPool") && read_only_by(g, f->out[0], is_concat)) {
+    const struct osseg__node *last = osseg__producer(g, f->in[0], NULL);
+    if (keep_min >= 0 && strcmp(last->op, "MaxPool") && read_only_by(g, f->out[0], is_concat) &&
+        g->tensors[last->in[0]].dims[1] >= keep_min) {
       f->dead = 1; /* (a resize that only concats read: see above) */
       osseg__rewire(g, f->out[0], f->in[0]);
     } else {
@@ -134,7 +139,7 @@ static void commute_repeated_fake_quant(struct osseg__graph *g) {
   }
 }
 
-int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag) {
+int osseg__pair_qdq(struct osseg__graph *g, int64_t keep_min, struct osseg_diag *diag) {
   osseg__count_uses(g);
   for (int qi = 0; qi < g->nnodes; qi++) {
     struct osseg__node *q = &g->nodes[qi];
@@ -165,7 +170,7 @@ int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag) {
     int err = osseg__set_op(q, OSSEG__OP_FAKE_QUANT);
     if (err) return osseg__fail(diag, err, "out of memory");
   }
-  commute_repeated_fake_quant(g);
+  commute_repeated_fake_quant(g, keep_min);
   osseg__eliminate_dead(g);
   return 0;
 }

@@ -5,9 +5,10 @@
 
 #include "../ir.h"
 
-/* QDQ models (fuse_qdq.c): Q -> DQ pairs on activations -> osseg.FakeQuant;
- * under int8, convs take over their input's quantization. */
-int osseg__pair_qdq(struct osseg__graph *g, struct osseg_diag *diag);
+/* QDQ models (fuse_qdq.c): Q -> DQ pairs on activations -> osseg.FakeQuant
+ * (keep_min: see commute_repeated_fake_quant); under int8, convs take over
+ * their input's quantization. */
+int osseg__pair_qdq(struct osseg__graph *g, int64_t keep_min, struct osseg_diag *diag);
 int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_diag *diag);
 /* Transformer exports (SegFormer / Mix Transformer). */
 int osseg__fuse_layernorms(struct osseg__graph *g, struct osseg_diag *diag);

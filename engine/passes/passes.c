@@ -80,7 +80,9 @@ static int cnn_passes(struct osseg__graph *g, int upconv, struct osseg_diag *dia
 
 int osseg__passes_run(struct osseg__graph *g, int upconv, int int8, int int8_upconv_min,
                       struct osseg_diag *diag) {
-  int err = osseg__pair_qdq(g, diag);
+  /* (a resize read only by concats keeps its input's quantization where an
+   * upconv can read it: always in float, from the threshold in int8) */
+  int err = osseg__pair_qdq(g, !int8 ? 0 : upconv ? int8_upconv_min : -1, diag);
   if (!err) err = transformer_passes(g, diag);
   if (!err) err = cnn_passes(g, upconv, diag);
   if (!err && int8) err = osseg__quantize_convs(g, upconv ? int8_upconv_min : -1, diag);
