@@ -22,11 +22,6 @@ void osseg__set_conv_band_flops(uint64_t flops);
  * models loaded afterwards. */
 void osseg__set_int8_upconv_band_bytes(uint64_t bytes);
 
-/* int8 upconvs (ops/conv_upconv_int8.c) run in bands of rows whose float
- * partial maps take at most `bytes`; 0 restores the default. Affects
- * models loaded afterwards. */
-void osseg__set_int8_upconv_band_bytes(uint64_t bytes);
-
 struct osseg__executor_stats {
   uint64_t runs;           /* graph executions (started) since the last reset */
   uint64_t runs_elsewhere; /* of which not on the executor thread (must be 0) */

@@ -181,12 +181,6 @@ static int quantized_elsewhere(const struct osseg_model *m, const struct osseg__
   return 0;
 }
 
-/* An 8-bit output (int8 models: only 8-bit readers of one quantization,
- * passes/fuse_qdq.c): every float input is quantized by a reorder straight
- * into its channel slice, unless other nodes need the same quantized map:
- * then it is quantized once (osseg__quantized_input) and copied like the
- * 8-bit inputs, which their producers quantized alike and which are
- * written into their slice by their resize loop or copied. */
 /* The requantization of grid (si, zi, signed gi) onto the concat's grid
  * (so, zo, signed go). */
 static const struct osseg__requant *requant_of(struct osseg_model *m, float si, int zi, int gi, float so,
@@ -226,6 +220,14 @@ static int input_grid(const struct osseg__node *n, int i, float *s, int *z, int 
            *sg == (int)osseg__attr_int(n, "osseg.q_out_signed", 0));
 }
 
+/* An 8-bit output (int8 models: only 8-bit readers of one quantization,
+ * passes/fuse_qdq.c): every float input is quantized by a reorder straight
+ * into its channel slice, unless other nodes need the same quantized map:
+ * then it is quantized once (osseg__quantized_input) and copied like the
+ * 8-bit inputs, which their producers quantized alike and which are
+ * written into their slice by their resize loop or copied. An input whose
+ * quantization the concat took over is read on its own grid and
+ * requantized onto the concat's. */
 static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n,
                                     struct osseg_diag *diag) {
   struct osseg__graph *g = &m->g;

@@ -9,8 +9,8 @@
  * graphs only), then the CNN fusions; with `upconv`, conv-of-nearest-2x-
  * upsample becomes osseg.UpConv2x; with `int8`, convs of quantized inputs
  * and weights are marked to run in int8 (and, with upconv, int8 convs of
- * an upsample of >= int8_upconv_min channels become osseg.UpConv2x). Leaves the use counts recounted.
- * 0 or an error. */
+ * an upsample of >= int8_upconv_min channels become osseg.UpConv2x).
+ * Leaves the use counts recounted. 0 or an error. */
 int osseg__passes_run(struct osseg__graph *g, int upconv, int int8, int int8_upconv_min,
                       struct osseg_diag *diag);
 
