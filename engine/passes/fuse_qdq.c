@@ -21,9 +21,9 @@
  * with the ReLU after it, as osseg.QAdd (ops/add_int8.c), and a channel
  * Concat that will be written in 8 bits takes over the quantizations of
  * its FakeQuant inputs (ONNX Runtime quantizes each on its own grid) and
- * requantizes them onto its own (ops/concat.c). A node whose
- * every reader takes its output in 8
- * bits of one quantization writes that output in 8 bits instead
+ * requantizes them onto its own (ops/concat.c). A node whose every reader
+ * takes its output in 8 bits of one quantization writes that output in 8
+ * bits instead
  * (osseg.q_out_scale, osseg.q_out_zero, osseg.q_out_signed): an int8 conv
  * with at most a ReLU epilogue requantizes its accumulators (ops/conv.c); a
  * channel Concat quantizes its float inputs straight into their channel
@@ -228,6 +228,38 @@ static int quantize_adds(struct osseg__graph *g, struct osseg_diag *diag) {
   return 0;
 }
 
+/* The grid on which node r reads its input i in 8 bits (its scale; zero
+ * point and signedness into *z, *sg), or NULL: an int8 conv its input (and
+ * an int8 upconv its skip maps, input 3) on its conv grid, an 8-bit add
+ * each input on its own, a concat an input whose quantization it took
+ * over on that grid and the others on its output's, and a node marked as
+ * writing 8 bits (resize, max pool) its data input on its output's grid. */
+static const struct osseg__attr *read_grid(const struct osseg__node *r, int i, int64_t *z, int64_t *sg) {
+  const int upconv = !strcmp(r->op, "osseg.UpConv2x"), concat = !strcmp(r->op, "Concat");
+  const char *sn = "osseg.q_out_scale", *zn = "osseg.q_out_zero", *gn = "osseg.q_out_signed";
+  char si[40], zi[40], gi[40]; /* (names of a concat's input grids) */
+  if (upconv || !strcmp(r->op, "Conv")) {
+    if (i != 0 && !(upconv && i == 3)) return NULL;
+    sn = "osseg.q_scale", zn = "osseg.q_zero", gn = "osseg.q_signed";
+  } else if (!strcmp(r->op, OSSEG__OP_QADD)) {
+    sn = i ? "osseg.q_scale1" : "osseg.q_scale";
+    zn = i ? "osseg.q_zero1" : "osseg.q_zero";
+    gn = i ? "osseg.q_signed1" : "osseg.q_signed";
+  } else if (concat) {
+    snprintf(si, sizeof si, "osseg.q_scale_in%d", i);
+    if (osseg__attr_find(r, si)) {
+      snprintf(zi, sizeof zi, "osseg.q_zero_in%d", i);
+      snprintf(gi, sizeof gi, "osseg.q_signed_in%d", i);
+      sn = si, zn = zi, gn = gi;
+    }
+  } else if (i != 0) {
+    return NULL;
+  }
+  *z = osseg__attr_int(r, zn, 0);
+  *sg = osseg__attr_int(r, gn, 0);
+  return osseg__attr_find(r, sn);
+}
+
 /* Is tensor t read only by int8 convs, all on one grid (their input; an
  * int8 upconv's skip maps, input 3, too)? */
 static int read_by_int8_convs(const struct osseg__graph *g, int t) {
@@ -238,15 +270,14 @@ static int read_by_int8_convs(const struct osseg__graph *g, int t) {
   for (int ni = 0; ni < g->nnodes; ni++) {
     const struct osseg__node *r = &g->nodes[ni];
     if (r->dead) continue;
-    const int upconv = !strcmp(r->op, "osseg.UpConv2x"), conv = upconv || !strcmp(r->op, "Conv");
+    const int conv = !strcmp(r->op, "osseg.UpConv2x") || !strcmp(r->op, "Conv");
     for (int p = 0; p < r->npost; p++)
       if (r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == t) return 0;
     for (int i = 0; i < r->nin; i++) {
       if (r->in[i] != t) continue;
-      const struct osseg__attr *qs = conv ? osseg__attr_find(r, "osseg.q_scale") : NULL;
-      if (!qs || !(i == 0 || (upconv && i == 3))) return 0;
-      const int64_t z = osseg__attr_int(r, "osseg.q_zero", 0), sg = osseg__attr_int(r, "osseg.q_signed", 0);
-      if (first && (qs->f != first->f || z != fz || sg != fs)) return 0;
+      int64_t z, sg;
+      const struct osseg__attr *qs = conv ? read_grid(r, i, &z, &sg) : NULL;
+      if (!qs || (first && (qs->f != first->f || z != fz || sg != fs))) return 0;
       first = qs, fz = z, fs = sg;
       readers++;
     }
@@ -356,9 +387,7 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
     } else {
       continue;
     }
-    /* every reader takes it as 8 bits of one quantization: an int8 conv as
-     * its input, or a node marked here as writing 8 bits (a concat as any
-     * input, a resize or max pool as its data input) */
+    /* every reader takes it as 8 bits of one quantization (read_grid) */
     const struct osseg__node *first = NULL;
     float fs = 0;
     int64_t fz = 0, fsg = 0;
@@ -368,39 +397,10 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
       if (r->dead) continue;
       for (int i = 0; i < r->nin && ok; i++) {
         if (r->in[i] != c->out[0]) continue;
-        const struct osseg__attr *qs = NULL;
-        /* (an int8 upconv reads its upsampled map, input 0, and its skip
-         * maps, input 3, quantized like its conv input) */
-        /* (and an 8-bit add both its inputs, each on its own grid) */
-        const int upconv = !strcmp(r->op, "osseg.UpConv2x");
-        const int conv = upconv || !strcmp(r->op, "Conv"), qadd = !strcmp(r->op, OSSEG__OP_QADD);
-        char zi[40], gi[40]; /* (names of a concat's input grids) */
-        const char *zn = conv ? "osseg.q_zero" : "osseg.q_out_zero";
-        const char *gn = conv ? "osseg.q_signed" : "osseg.q_out_signed";
-        if (conv) {
-          qs = i == 0 || (upconv && i == 3) ? osseg__attr_find(r, "osseg.q_scale") : NULL;
-        } else if (qadd) {
-          qs = osseg__attr_find(r, i ? "osseg.q_scale1" : "osseg.q_scale");
-          zn = i ? "osseg.q_zero1" : "osseg.q_zero";
-          gn = i ? "osseg.q_signed1" : "osseg.q_signed";
-        } else if (!strcmp(r->op, "Concat") || i == 0) {
-          /* (a concat reads an input whose quantization it took over on
-           * that grid) */
-          char sn[40];
-          snprintf(sn, sizeof sn, "osseg.q_scale_in%d", i);
-          qs = osseg__attr_find(r, sn);
-          if (qs && !strcmp(r->op, "Concat")) {
-            snprintf(zi, sizeof zi, "osseg.q_zero_in%d", i);
-            snprintf(gi, sizeof gi, "osseg.q_signed_in%d", i);
-            zn = zi, gn = gi;
-          } else {
-            qs = osseg__attr_find(r, "osseg.q_out_scale");
-          }
-        }
+        int64_t z, sg;
+        const struct osseg__attr *qs = read_grid(r, i, &z, &sg);
         ok = qs != NULL;
         if (!ok) break;
-        int64_t z = osseg__attr_int(r, zn, 0);
-        int64_t sg = osseg__attr_int(r, gn, 0);
         if (first) ok = qs->f == fs && z == fz && sg == fsg;
         else first = r, fs = qs->f, fz = z, fsg = sg;
         readers++;
