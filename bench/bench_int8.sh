@@ -2,11 +2,14 @@
 # int8 against fp32, side by side in one run: osseg fp32 on a bench model,
 # osseg int8 on its QDQ version, and ONNX Runtime on both files.
 #
-#   bench/bench_int8.sh [-r ROUNDS] [-k RUNS] [-t THREADS] [NAME]
+#   bench/bench_int8.sh [-r ROUNDS] [-k RUNS] [-t THREADS] [-p convs|ort] [NAME]
 #
 # NAME (default unetpp_r18_1024): bench/models/NAME.onnx (made by
 # tools/fixtures/make_bench_models.py) and bench/models/NAME_qdq.onnx
-# (tools/fixtures/make_qdq_bench_models.py). Every round runs the four
+# (tools/fixtures/make_qdq_bench_models.py), or with -p ort
+# NAME_qdqort.onnx, quantized where ONNX Runtime's quantize_static puts
+# its Q/DQ pairs (make_qdq_bench_models.py --placement ort), which ONNX
+# Runtime runs faster than the convs-only file. Every round runs the four
 # configurations one after the other, each as a fresh process with K timed
 # runs after a warm-up; the table shows the median over rounds of the
 # per-process medians and the ratios. ONNX Runtime: bench/ort (npm ci).
@@ -16,12 +19,14 @@ root=$(cd "$here/.." && pwd)
 rounds=3
 runs=3
 threads=2
+placement=convs
 while [ $# -gt 0 ]; do
   case $1 in
     -r) rounds=$2; shift 2 ;;
     -k) runs=$2; shift 2 ;;
     -t) threads=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -p) placement=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     -*) echo "bench_int8.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -30,8 +35,13 @@ name=${1:-unetpp_r18_1024}
 models=$root/bench/models
 osseg=$root/build/release/bin/osseg
 fp=$models/$name.onnx
-q=$models/${name}_qdq.onnx
-in=$models/${name}_qdq.input.npy
+case $placement in
+  convs) suffix=_qdq ;;
+  ort) suffix=_qdqort ;;
+  *) echo "bench_int8.sh: -p takes convs or ort, not $placement" >&2; exit 2 ;;
+esac
+q=$models/$name$suffix.onnx
+in=$models/$name$suffix.input.npy
 for f in "$fp" "$q" "$in" "$osseg"; do
   [ -e "$f" ] || { echo "bench_int8.sh: missing $f" >&2; exit 1; }
 done
@@ -58,7 +68,8 @@ med() { # median of the per-process medians of configuration $1
 peak() { for f in "$out/$1".*; do sed -n 's/.*"peak_rss_mb": *\([0-9.]*\).*/\1/p' "$f"; done | sort -g | tail -1; }
 f32=$(med osseg_fp32)
 i8=$(med osseg_int8)
-printf '%s, %d threads, %d rounds x %d runs (medians, ms)\n' "$name" "$threads" "$rounds" "$runs"
+printf '%s (%s), %d threads, %d rounds x %d runs (medians, ms)\n' "$name" "$(basename "$q")" "$threads" \
+  "$rounds" "$runs"
 printf 'osseg fp32  %s\nosseg int8  %s   (%.2fx osseg fp32)\n' "$f32" "$i8" "$(echo "$f32 / $i8" | bc -l)"
 if [ $ort = 1 ]; then
   of=$(med ort_fp32)

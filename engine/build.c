@@ -4,6 +4,7 @@
  * it knows no op. */
 #include "engine_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -469,12 +470,6 @@ int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct 
 
 /* ---- Quantization (int8 convolutions of QDQ models). */
 
-struct osseg__qtemp {
-  int src, dst, zero, sgn;
-  float scale;
-  struct osseg__qtemp *next;
-};
-
 int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, int zero, int sgn,
                            struct osseg_diag *diag) {
   for (struct osseg__qtemp *q = m->qtemps; q; q = q->next)
@@ -495,6 +490,19 @@ int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, 
                              .next = m->qtemps};
   m->qtemps = q;
   return xq;
+}
+
+int osseg__input_grid(const struct osseg__node *n, int i, float *scale, int *zero, int *sgn) {
+  char name[40];
+  snprintf(name, sizeof name, "osseg.q_scale_in%d", i);
+  const struct osseg__attr *a = osseg__attr_find(n, name);
+  if (!a) return 0;
+  *scale = a->f;
+  snprintf(name, sizeof name, "osseg.q_zero_in%d", i);
+  *zero = (int)osseg__attr_int(n, name, 0);
+  snprintf(name, sizeof name, "osseg.q_signed_in%d", i);
+  *sgn = (int)osseg__attr_int(n, name, 0);
+  return 1;
 }
 
 int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,

@@ -107,7 +107,7 @@ struct osseg__resize {
 
 /* Requantization of 8-bit values from grid (si, zi, signed sgi) onto grid
  * (so, zo) with output range [lo, hi], as a QDQ file computes it:
- * round((q - zi) si / so) + zo, saturated (ops/concat.c). */
+ * round((q - zi) si / so) + zo, saturated (requant.c). */
 struct osseg__requant {
   float si, zi, so, zo, lo, hi;
   int sgi;
@@ -160,6 +160,14 @@ struct osseg__step {
   int info_in, info_out;
 };
 
+/* A map quantized or requantized for 8-bit readers, made once
+ * (osseg__quantized_input, osseg__requantized_input). */
+struct osseg__qtemp {
+  int src, dst, zero, sgn; /* (dst: src on grid scale, zero, sgn) */
+  float scale;
+  struct osseg__qtemp *next;
+};
+
 struct osseg_model {
   struct osseg__graph g;
   struct osseg_engine_options opt;
@@ -201,7 +209,7 @@ struct osseg_model {
                      entries before compiling, so that no compile step can
                      see them move (osseg__add_temp) */
   unsigned char *aliased; /* per tensor: another tensor shares its storage */
-  struct osseg__qtemp *qtemps; /* osseg__quantized_input's temporaries
+  struct osseg__qtemp *qtemps; /* quantized inputs' temporaries
                                   (model-owned list) */
 };
 
@@ -275,6 +283,25 @@ int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_
  * read one input (downsample and conv1) share it. <0 on error. */
 int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, int zero, int sgn,
                            struct osseg_diag *diag);
+/* Input i's own grid, when node n took over that input's quantization
+ * (passes/fuse_qdq.c: osseg.q_scale_inI, q_zero_inI, q_signed_inI): 1 with
+ * the grid in *scale, *zero, *sgn; else 0. */
+int osseg__input_grid(const struct osseg__node *n, int i, float *scale, int *zero, int *sgn);
+/* The requantization of 8-bit grid (si, zi, signed gi) onto (so, zo,
+ * signed go), model-owned; NULL when out of memory. */
+const struct osseg__requant *osseg__requant_of(struct osseg_model *m, float si, int zi, int gi, float so,
+                                               int zo, int go);
+/* n values requantized by r from q into d, in the variant for this CPU
+ * (requant.c). */
+typedef void (*osseg__requant_fn)(const struct osseg__requant *r, const unsigned char *q, unsigned char *d,
+                                  int64_t n);
+osseg__requant_fn osseg__requant_select(void);
+/* The copy of 8-bit runtime tensor x (on grid si, zi, signed gi)
+ * requantized onto (so, zo, signed go) for node `node`, Q_o(DQ_i(q)) as a
+ * QDQ file computes it: a temporary made once per x and target grid.
+ * <0 on error. */
+int osseg__requantized_input(struct osseg_model *m, int node, int x, float si, int zi, int gi, float so,
+                             int zo, int go, struct osseg_diag *diag);
 /* Constant weights and bias of a conv in the layouts its primitive
  * picked; the bands of one conv share them (zeroed: none yet). */
 struct osseg__conv_consts {

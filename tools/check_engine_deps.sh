@@ -5,9 +5,10 @@
 #
 #  1. no circle between engine files (tsort finds none);
 #  2. an op file (engine/ops/F.c) calls only the build API and the IR
-#     (build.c, view.c, ir.c, dims.c, resample.c, const.c), never the driver nor
-#     another op file, except within its family (ops/conv*.c share
-#     ops/conv.h); nothing but op_table.c refers to an op file;
+#     (build.c, view.c, ir.c, dims.c, resample.c, const.c, requant.c),
+#     never the driver nor another op file, except within its family
+#     (ops/conv*.c share ops/conv.h); nothing but op_table.c refers to an
+#     op file;
 #  3. a pass (engine/passes/*.c) calls only the IR, the views and the other
 #     passes' shared helpers, never an op file nor the driver;
 #  4. an op file includes only build.h, ir.h, view.h, its family's header
@@ -69,7 +70,7 @@ awk -v opsf="$tmp/ops" -v passf="$tmp/passes" '
   BEGIN {
     while ((getline l < opsf) > 0) op[l] = 1
     while ((getline l < passf) > 0) pass[l] = 1
-    split("build view ir dims resample const", a, " "); for (i in a) api[a[i]] = 1
+    split("build view ir dims resample const requant", a, " "); for (i in a) api[a[i]] = 1
     split("ir dims resample const view", a, " "); for (i in a) graph[a[i]] = 1
   }
   function family(x) { return x ~ /^conv/ ? "conv" : x }

@@ -85,32 +85,6 @@ static int lines_only(const struct osseg__step *s, const unsigned char *dst) {
   return (osseg_cpu_features() & OSSEG_CPU_AVX512) != 0;
 }
 
-/* n values of one requantized input: the QDQ arithmetic in float, the
- * same operations in the same order at every ISA level (isa_variants.h). */
-static inline __attribute__((always_inline)) void requant_span_impl(const struct osseg__requant *r,
-                                                                    const unsigned char *q,
-                                                                    unsigned char *d, int64_t n) {
-  const float si = r->si, zi = r->zi, so = r->so, zo = r->zo, lo = r->lo, hi = r->hi;
-  if (r->sgi) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) {
-      float u = nearbyintf((((float)(int8_t)q[j] - zi) * si) / so) + zo;
-      u = u < lo ? lo : u > hi ? hi : u;
-      d[j] = (unsigned char)(int32_t)u; /* (s8: the same byte, modulo 256) */
-    }
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) {
-      float u = nearbyintf((((float)q[j] - zi) * si) / so) + zo;
-      u = u < lo ? lo : u > hi ? hi : u;
-      d[j] = (unsigned char)(int32_t)u;
-    }
-  }
-}
-OSSEG__ISA_VARIANTS(requant_span,
-                    (const struct osseg__requant *r, const unsigned char *q, unsigned char *d, int64_t n),
-                    (r, q, d, n))
-
 /* Copies the inputs not written in place into their channel slices. */
 static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) {
   const size_t es = osseg__step_es(m, s);
@@ -122,7 +96,7 @@ static dnnl_status_t run_concat_c(struct osseg_model *m, struct osseg__step *s) 
     return dnnl_success;
   }
   const size_t opix = (size_t)s->cat_cout * es;
-  const requant_span_fn requant = requant_span_select();
+  const osseg__requant_fn requant = osseg__requant_select();
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < s->cat_pixels; p++)
     for (int k = 0; k < s->cat_n; k++) {
@@ -181,17 +155,6 @@ static int quantized_elsewhere(const struct osseg_model *m, const struct osseg__
   return 0;
 }
 
-/* The requantization of grid (si, zi, signed gi) onto the concat's grid
- * (so, zo, signed go). */
-static const struct osseg__requant *requant_of(struct osseg_model *m, float si, int zi, int gi, float so,
-                                               int zo, int go) {
-  struct osseg__requant *r = osseg__model_alloc(m, sizeof *r);
-  if (r)
-    *r = (struct osseg__requant){.si = si, .zi = (float)zi, .so = so, .zo = (float)zo,
-                                 .lo = go ? -128.f : 0.f, .hi = go ? 127.f : 255.f, .sgi = gi};
-  return r;
-}
-
 /* Adds input t (c channels at channel off, requantized by rq or copied)
  * to the copying step s. */
 static void add_copy(struct osseg__step *s, int t, int64_t c, int64_t off, const struct osseg__requant *rq) {
@@ -206,16 +169,8 @@ static void add_copy(struct osseg__step *s, int t, int64_t c, int64_t off, const
 /* Input i's own grid, when the concat took its quantization over
  * (passes/fuse_qdq.c) and it differs from the concat's: 1, else 0. */
 static int input_grid(const struct osseg__node *n, int i, float *s, int *z, int *sg) {
-  char name[40];
-  snprintf(name, sizeof name, "osseg.q_scale_in%d", i);
-  const struct osseg__attr *a = osseg__attr_find(n, name);
-  if (!a) return 0;
-  *s = a->f;
-  snprintf(name, sizeof name, "osseg.q_zero_in%d", i);
-  *z = (int)osseg__attr_int(n, name, 0);
-  snprintf(name, sizeof name, "osseg.q_signed_in%d", i);
-  *sg = (int)osseg__attr_int(n, name, 0);
-  return !(*s == osseg__attr_float(n, "osseg.q_out_scale", 1.f) &&
+  return osseg__input_grid(n, i, s, z, sg) &&
+         !(*s == osseg__attr_float(n, "osseg.q_out_scale", 1.f) &&
            *z == (int)osseg__attr_int(n, "osseg.q_out_zero", 0) &&
            *sg == (int)osseg__attr_int(n, "osseg.q_out_signed", 0));
 }
@@ -256,7 +211,7 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
         return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type",
                            n->name, tt->name);
       }
-      const struct osseg__requant *rq = requant_of(m, gs, gz, gsg, scale, zero, m->md[y].data_type == dnnl_s8);
+      const struct osseg__requant *rq = osseg__requant_of(m, gs, gz, gsg, scale, zero, m->md[y].data_type == dnnl_s8);
       if (!rq) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
       add_copy(&copy, t, c, off, rq);
       off += c;

@@ -161,12 +161,29 @@ static dnnl_status_t run_upc(struct osseg_model *m, struct osseg__step *s) {
   return dnnl_success;
 }
 
-/* The 8-bit form of runtime tensor t with the node's input quantization. */
-static int quantized(struct osseg_model *m, int ni, int t, float sx, int zp, int sgn,
-                     struct osseg_diag *diag) {
-  dnnl_data_type_t dt = m->md[t].data_type;
-  if (dt == dnnl_u8 || dt == dnnl_s8) return t; /* its producer wrote it so */
-  return osseg__quantized_input(m, ni, t, sx, zp, sgn, diag);
+/* Input i (0: u, 3: the skip maps) in 8 bits on the conv's grid (sx, zp,
+ * sgn): as its producer wrote it, or quantized by a reorder. An input
+ * whose own quantization the upconv took over (ONNX Runtime quantizes each
+ * concat input on its own grid, passes/fuse_qdq.c) is read on that grid
+ * and requantized onto the conv's, as the file computes it. */
+static int on_conv_grid(struct osseg_model *m, const struct osseg__node *n, int i, float sx, int zp, int sgn,
+                        struct osseg_diag *diag) {
+  const int ni = (int)(n - m->g.nodes);
+  int t = n->in[i];
+  float gs;
+  int gz, gsg;
+  const int own = osseg__input_grid(n, i, &gs, &gz, &gsg);
+  if (!own) gs = sx, gz = zp, gsg = sgn;
+  const dnnl_data_type_t dt = m->md[t].data_type;
+  if (dt != dnnl_u8 && dt != dnnl_s8) {
+    t = osseg__quantized_input(m, ni, t, gs, gz, gsg, diag);
+    if (t < 0) return t;
+  } else if ((dt == dnnl_s8) != gsg) { /* (its producer wrote it on that grid) */
+    return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type", n->name,
+                       m->g.tensors[t].name);
+  }
+  if (gs == sx && gz == zp && gsg == sgn) return t;
+  return osseg__requantized_input(m, ni, t, gs, gz, gsg, sx, zp, sgn, diag);
 }
 
 int osseg__compile_upconv_int8(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {
@@ -189,9 +206,9 @@ int osseg__compile_upconv_int8(struct osseg_model *m, struct osseg__node *n, str
       g->tensors[y].dims[3] != 2 * W || (ydt != dnnl_f32 && ydt != dnnl_u8 && ydt != dnnl_s8) ||
       !wt->qscale || !osseg__md_dense_nhwc(&m->md[y]))
     return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s' (%s): inconsistent int8 upconv", n->name, n->op);
-  const int u = quantized(m, ni, n->in[0], sx, zp, sgn, diag);
+  const int u = on_conv_grid(m, n, 0, sx, zp, sgn, diag);
   if (u < 0) return u;
-  const int s = Cs ? quantized(m, ni, n->in[3], sx, zp, sgn, diag) : -1;
+  const int s = Cs ? on_conv_grid(m, n, 3, sx, zp, sgn, diag) : -1;
   if (Cs && s < 0) return s;
   /* the file's int8 weights, as compile_qconv recovers them */
   const size_t nq = (size_t)(M * Ct * 9), np = (size_t)(4 * M * Cu * 4);

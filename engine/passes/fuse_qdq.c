@@ -21,10 +21,11 @@
  * with the ReLU after it, as osseg.QAdd (ops/add_int8.c), and a channel
  * Concat that will be written in 8 bits takes over the quantizations of
  * its FakeQuant inputs (ONNX Runtime quantizes each on its own grid) and
- * requantizes them onto its own (ops/concat.c). A node whose every reader
- * takes its output in 8 bits of one quantization writes that output in 8
- * bits instead
- * (osseg.q_out_scale, osseg.q_out_zero, osseg.q_out_signed): an int8 conv
+ * requantizes them onto its own (ops/concat.c), as an int8 upconv does
+ * for the maps it reads in the concat's place (ops/conv_upconv_int8.c). A
+ * node whose every reader takes its output in 8 bits of one quantization
+ * writes that output in 8 bits instead (osseg.q_out_scale,
+ * osseg.q_out_zero, osseg.q_out_signed): an int8 conv
  * with at most a ReLU epilogue requantizes its accumulators (ops/conv.c); a
  * channel Concat quantizes its float inputs straight into their channel
  * slices and copies its 8-bit ones (ops/concat.c); a nearest Resize and a
@@ -231,13 +232,14 @@ static int quantize_adds(struct osseg__graph *g, struct osseg_diag *diag) {
 /* The grid on which node r reads its input i in 8 bits (its scale; zero
  * point and signedness into *z, *sg), or NULL: an int8 conv its input (and
  * an int8 upconv its skip maps, input 3) on its conv grid, an 8-bit add
- * each input on its own, a concat an input whose quantization it took
- * over on that grid and the others on its output's, and a node marked as
- * writing 8 bits (resize, max pool) its data input on its output's grid. */
+ * each input on its own, a concat or an upconv an input whose quantization
+ * it took over on that grid and the concat the others on its output's,
+ * and a node marked as writing 8 bits (resize, max pool) its data input on
+ * its output's grid. */
 static const struct osseg__attr *read_grid(const struct osseg__node *r, int i, int64_t *z, int64_t *sg) {
   const int upconv = !strcmp(r->op, "osseg.UpConv2x"), concat = !strcmp(r->op, "Concat");
   const char *sn = "osseg.q_out_scale", *zn = "osseg.q_out_zero", *gn = "osseg.q_out_signed";
-  char si[40], zi[40], gi[40]; /* (names of a concat's input grids) */
+  char si[40], zi[40], gi[40]; /* (names of input grids taken over) */
   if (upconv || !strcmp(r->op, "Conv")) {
     if (i != 0 && !(upconv && i == 3)) return NULL;
     sn = "osseg.q_scale", zn = "osseg.q_zero", gn = "osseg.q_signed";
@@ -245,15 +247,16 @@ static const struct osseg__attr *read_grid(const struct osseg__node *r, int i, i
     sn = i ? "osseg.q_scale1" : "osseg.q_scale";
     zn = i ? "osseg.q_zero1" : "osseg.q_zero";
     gn = i ? "osseg.q_signed1" : "osseg.q_signed";
-  } else if (concat) {
+  } else if (!concat && i != 0) {
+    return NULL;
+  }
+  if (concat || upconv) {
     snprintf(si, sizeof si, "osseg.q_scale_in%d", i);
     if (osseg__attr_find(r, si)) {
       snprintf(zi, sizeof zi, "osseg.q_zero_in%d", i);
       snprintf(gi, sizeof gi, "osseg.q_signed_in%d", i);
       sn = si, zn = zi, gn = gi;
     }
-  } else if (i != 0) {
-    return NULL;
   }
   *z = osseg__attr_int(r, zn, 0);
   *sg = osseg__attr_int(r, gn, 0);
@@ -291,7 +294,10 @@ static int read_by_int8_convs(const struct osseg__graph *g, int t) {
  * FakeQuant inputs (osseg.q_scale_inI, q_zero_inI, q_signed_inI): it reads
  * such an input on its grid, so the input's producer may write it in 8
  * bits, and requantizes it onto its own, Q_cat(DQ_i(q)), as the file does
- * (ops/concat.c). */
+ * (ops/concat.c). An int8 upconv, which took that concat's place, does the
+ * same for its upsampled map (input 0) and a single skip map (input 3;
+ * several stay a concat, which takes theirs over): it requantizes them
+ * onto its conv grid (ops/conv_upconv_int8.c). */
 static int concat_in_8bit(const struct osseg__graph *g, const struct osseg__node *c) {
   if (c->dead || strcmp(c->op, "Concat") || c->nout != 1) return 0;
   const struct osseg__tensor *y = &g->tensors[c->out[0]];
@@ -301,16 +307,28 @@ static int concat_in_8bit(const struct osseg__graph *g, const struct osseg__node
   return ok && read_by_int8_convs(g, c->out[0]);
 }
 
-static int quantize_concat_inputs(struct osseg__graph *g, struct osseg_diag *diag) {
+static int int8_upconv(const struct osseg__graph *g, const struct osseg__node *n) {
+  (void)g;
+  return !n->dead && !strcmp(n->op, "osseg.UpConv2x") && osseg__attr_find(n, "osseg.q_scale");
+}
+
+/* Does r read its runtime inputs each on a grid of its own choosing? */
+static int takes_input_grids(const struct osseg__graph *g, const struct osseg__node *r) {
+  return concat_in_8bit(g, r) || int8_upconv(g, r);
+}
+
+static int take_input_quantizations(struct osseg__graph *g, struct osseg_diag *diag) {
   for (int ci = 0; ci < g->nnodes; ci++) {
     struct osseg__node *c = &g->nodes[ci];
-    if (!concat_in_8bit(g, c)) continue;
+    const int upconv = int8_upconv(g, c);
+    if (!upconv && !concat_in_8bit(g, c)) continue;
     for (int i = 0; i < c->nin; i++) {
+      if (upconv && i != 0 && i != 3) continue; /* (weights and bias) */
       struct osseg__node *f = osseg__producer(g, c->in[i], OSSEG__OP_FAKE_QUANT);
       /* (only when no other node reads f's float output: then f is no
        * longer run; otherwise quantizing that output directly is one pass
        * cheaper than quantizing twice) */
-      if (!f || !read_only_by(g, f->out[0], concat_in_8bit)) continue;
+      if (!f || !read_only_by(g, f->out[0], takes_input_grids)) continue;
       char sfx[24];
       snprintf(sfx, sizeof sfx, "_in%d", i);
       int err = take_quantization(g, c, f, sfx, diag);
@@ -350,7 +368,7 @@ int osseg__quantize_convs(struct osseg__graph *g, int upconv_min, struct osseg_d
     osseg__eliminate_dead(g);
     osseg__count_uses(g);
   }
-  if ((qerr = quantize_concat_inputs(g, diag))) return qerr;
+  if ((qerr = take_input_quantizations(g, diag))) return qerr;
   osseg__eliminate_dead(g);
   osseg__count_uses(g);
   /* Producers of 8-bit outputs, readers before writers (file order is

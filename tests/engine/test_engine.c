@@ -601,7 +601,14 @@ static void test_int8_upconv(void **state) {
   }
   /* ONNX Runtime's placement: from the threshold on, a resize read only
    * by concats keeps the pattern (its repeated quantization dropped), so
-   * the rewrite applies there too */
+   * the rewrite applies there too. qdq_ort_upconv: the upconvs read their
+   * upsampled map and a single skip map in 8 bits on those maps' own grids,
+   * as their producers wrote them, and requantize them onto the conv grid
+   * (three requantizations, for c4's upsampled map and c6's two inputs; c4's
+   * two skip maps stay a requantizing concat), with no float fake
+   * quantization, and match the fake-quantized reference as tightly as the
+   * unrewritten graph (test_int8_qdq); the requantizations run at every CPU
+   * level the suite runs */
   {
     struct osseg_engine_options oo = engine_test_opts(OSSEG_PRECISION_INT8);
     oo.int8_upconv_min = 1;
@@ -610,6 +617,22 @@ static void test_int8_upconv(void **state) {
     osseg_diag_clear(&dd);
     assert_int_equal(osseg_model_load(&mm, test_path("%s/qdq_ort_residual.onnx", dir), &oo, &dd), 0);
     assert_true(steps_with_impl(mm, own) >= 1);
+    osseg_model_free(mm);
+    struct parity p;
+    int err = engine_parity(dir, "qdq_ort_upconv", &oo, &p, &dd);
+    if (err) print_error("qdq_ort_upconv: %s\n", dd.message);
+    assert_int_equal(err, 0);
+    print_message("%-14s int8_upconv_min   1: rel %.2e mask %.6f\n", "qdq_ort_upconv", p.rel_err, p.mask_agree);
+    assert_true(p.rel_err <= 1e-4);
+    assert_int_equal(osseg_model_load(&mm, test_path("%s/qdq_ort_upconv.onnx", dir), &oo, &dd), 0);
+    struct osseg_model_stats st;
+    osseg_model_get_stats(mm, &st);
+    assert_int_equal(st.int8_convs, 6);
+    assert_int_equal(st.steps, 17);
+    assert_int_equal(steps_with_impl(mm, own), 2);
+    assert_int_equal(steps_with_impl(mm, "own: 8-bit requantization"), 3);
+    assert_int_equal(steps_with_impl(mm, "own: 8-bit channel concat, requantizing"), 1);
+    assert_int_equal(steps_with_impl(mm, "own: fake quantization"), 0);
     osseg_model_free(mm);
   }
   /* no_upconv turns the int8 rewrite off too */
@@ -648,17 +671,19 @@ static void test_int8_qdq(void **state) {
    * qdq_ort_concat: a concat of inputs each on its own grid (u8, s8, and
    * a float one quantized onto its grid first), the convs writing them so
    * and the concat requantizing them: 13 steps with the inputs' fake
-   * quantizations run in float) */
+   * quantizations run in float; qdq_ort_upconv: convs of upsampled maps in
+   * concats, below the int8 upconv threshold here: resizes and requantizing
+   * concats in 8 bits, test_int8_upconv rewrites them) */
   static const char *names[] = {"qdq_conv_u8", "qdq_conv_s8", "qdq_conv_residual", "qdq_concat",
                                 "qdq_maxpool", "qdq_upsample", "qdq_ort_residual", "qdq_ort_chain",
                                 "qdq_ort_int_weights", "qdq_ort_add_sliced", "qdq_ort_concat",
-                                "qdq_ort_pool_resize"};
-  static const int convs[] = {3, 3, 3, 3, 3, 4, 3, 4, 2, 2, 4, 3};
+                                "qdq_ort_pool_resize", "qdq_ort_upconv"};
+  static const int convs[] = {3, 3, 3, 3, 3, 4, 3, 4, 2, 2, 4, 3, 6};
   /* steps: no quantizing reorder where a producer writes 8 bits; one for
    * the convs sharing a quantized input (qdq_upsample's first two) */
-  static const int steps[] = {6, 6, 9, 11, 11, 10, 15, 9, 5, 10, 9, 8};
-  static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2, 0, 1, 0, 0}; /* own 8-bit adds */
-  static const int requants[] = {0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0}; /* requantizing concats */
+  static const int steps[] = {6, 6, 9, 11, 11, 10, 15, 9, 5, 10, 9, 8, 13};
+  static const int adds[] = {0, 0, 0, 0, 0, 0, 1, 2, 0, 1, 0, 0, 0}; /* own 8-bit adds */
+  static const int requants[] = {0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 2}; /* requantizing concats */
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", engine_dir());
   /* without int8 dot products int8 is refused (its sums would saturate) */
@@ -868,6 +893,11 @@ static void test_alloc_failure_sweep(void **state) {
     buf = read_model("qdq_ort_concat.onnx", &size); /* requantizing concat */
     loads = engine_alloc_sweep_opts(buf, size, 20000, &o);
     print_message("qdq_ort_concat int8: %llu loads\n", (unsigned long long)loads);
+    assert_true(loads > 20);
+    free(buf);
+    buf = read_model("qdq_ort_upconv.onnx", &size); /* upconv inputs requantized */
+    loads = engine_alloc_sweep_opts(buf, size, 20000, &o);
+    print_message("qdq_ort_upconv int8: %llu loads\n", (unsigned long long)loads);
     assert_true(loads > 20);
     free(buf);
   }
