@@ -18,7 +18,9 @@
  * (W+1)x4M, bias included), the skip conv writes T (float, rows of 2WxM),
  * both int8 oneDNN convs with float output; then an own loop interleaves
  * P's phases, adds T, applies the ReLU and quantizes into the 8-bit output
- * (or writes float). The two float maps cost memory traffic the direct
+ * (or writes float). Bands share one phase row (the last of one is the
+ * first of the next): the sum step carries it over, so no phase row is
+ * computed twice. The two float maps cost memory traffic the direct
  * conv does not have, so the pass rewrites only convs of upsampled maps
  * with many channels (osseg_engine_options.int8_upconv_min). */
 #include "build.h"
@@ -42,13 +44,13 @@ static _Atomic uint64_t band_bytes_override; /* engine_test_hooks.h */
 void osseg__set_int8_upconv_band_bytes(uint64_t bytes) { atomic_store(&band_bytes_override, bytes); }
 
 /* One int8 conv step over a band: rows [r0, r0 + rows) of 8-bit x (all of
- * x when it is not dense nhwc: then r0 = 0, rows = its height) into the
- * first yrows rows of float y, 3x3 or 2x2 OIHW int8 weights w, per output
+ * x when it is not dense nhwc: then r0 = 0, rows = its height) into rows
+ * [y0, y0 + yrows) of float y, 3x3 or 2x2 OIHW int8 weights w, per output
  * channel scales sc (acc -> float), bias bq in accumulator units (or NULL),
  * pads top / bottom / left-and-right, the input's zero point, no post-ops;
  * the bands of one conv share their reordered weights through qw. */
 static int qconv_band(struct osseg_model *m, const struct osseg__node *n, int x, int64_t r0, int64_t rows,
-                      int y, int64_t yrows, const int8_t *w, int64_t M, int64_t C, int64_t k,
+                      int y, int64_t y0, int64_t yrows, const int8_t *w, int64_t M, int64_t C, int64_t k,
                       const float *sc, const float *bq, int64_t pt, int64_t pb, int64_t pw, int32_t zp,
                       struct osseg__conv_consts *qw, struct osseg_diag *diag) {
   const dnnl_memory_desc_t *xmd = &m->md[x];
@@ -78,7 +80,8 @@ static int qconv_band(struct osseg_model *m, const struct osseg__node *n, int x,
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return osseg__dnnl_fail(diag, st, "int8 upconv descriptor", n);
   const size_t xoff = (size_t)r0 * dnnl_memory_desc_get_size(xmd) / (size_t)xmd->dims[2];
-  return osseg__conv_step(m, n, pd, x, &src_md, xoff, y, &dst_md, 0, &wuser, w, bq, qw, NULL, 0, diag);
+  const size_t yoff = (size_t)y0 * dnnl_memory_desc_get_size(&m->md[y]) / (size_t)m->md[y].dims[2];
+  return osseg__conv_step(m, n, pd, x, &src_md, xoff, y, &dst_md, yoff, &wuser, w, bq, qw, NULL, 0, diag);
 }
 
 /* A float temporary of dims (1, c, h, w), nhwc. */
@@ -99,6 +102,7 @@ struct upc {
                            [2 q0, 2 q1); P holds rows q0..q1, T rows 2 q0.. */
   int out;              /* 0 float, 1 u8, 2 s8 */
   int relu;
+  int carry;            /* another band follows: P's last row moves to row 0 */
   float inv, zero, lo, hi; /* 8-bit output: 1 / scale, zero point, range */
 };
 
@@ -158,6 +162,10 @@ static dnnl_status_t run_upc(struct osseg_model *m, struct osseg__step *s) {
 #pragma omp parallel for schedule(static)
   for (int64_t oy = 2 * c->q0; oy < 2 * c->q1; oy++)
     if (!osseg__should_stop(m)) row(c, P, T, y, oy);
+  if (c->carry) { /* (the next band's first phase row: see the band loop) */
+    const size_t rowf = (size_t)((c->W + 1) * 4 * c->M);
+    memcpy((float *)P, P + (size_t)(c->q1 - c->q0) * rowf, rowf * sizeof(float));
+  }
   return dnnl_success;
 }
 
@@ -287,16 +295,20 @@ int osseg__compile_upconv_int8(struct osseg_model *m, struct osseg__node *n, str
   struct osseg__conv_consts qp = {0}, qs = {0};
   for (int64_t q0 = 0; q0 < H && !err; q0 += bl) {
     const int64_t q1 = q0 + bl < H ? q0 + bl : H;
-    /* phase rows q0..q1 read u rows q0-1..q1 (row -1 and row H: padding) */
-    const int64_t u0 = q0 > 0 ? q0 - 1 : 0, u1 = q1 < H ? q1 : H - 1;
+    /* the band's phase rows q0..q1 (P rows 0..q1-q0); row q0 of a later
+     * band is the previous band's last, which its sum step carried to P's
+     * row 0, so only rows p0..q1 are computed, reading u rows p0-1..q1
+     * (row -1 and row H: padding) */
+    const int64_t p0 = q0 > 0 ? q0 + 1 : 0;
+    const int64_t u0 = p0 > 0 ? p0 - 1 : 0, u1 = q1 < H ? q1 : H - 1;
     const int dense_u = osseg__md_dense_nhwc(&m->md[u]);
-    err = qconv_band(m, n, u, dense_u ? u0 : 0, dense_u ? u1 - u0 + 1 : H, P, q1 - q0 + 1, w8, 4 * M, Cu, 2,
-                     sc, bq, dense_u ? u0 - (q0 - 1) : 1, dense_u ? q1 - u1 : 1, 1, zp, &qp, diag);
+    err = qconv_band(m, n, u, dense_u ? u0 : 0, dense_u ? u1 - u0 + 1 : H, P, p0 - q0, q1 - p0 + 1, w8, 4 * M,
+                     Cu, 2, sc, bq, dense_u ? u0 - (p0 - 1) : 1, dense_u ? q1 - u1 : 1, 1, zp, &qp, diag);
     if (!err && Cs) {
       /* output rows 2q0..2q1-1 read skip rows 2q0-1..2q1 */
       const int dense_s = osseg__md_dense_nhwc(&m->md[s]);
       const int64_t s0 = q0 > 0 ? 2 * q0 - 1 : 0, s1 = q1 < H ? 2 * q1 : 2 * H - 1;
-      err = qconv_band(m, n, s, dense_s ? s0 : 0, dense_s ? s1 - s0 + 1 : 2 * H, T, 2 * (q1 - q0), w8 + np, M,
+      err = qconv_band(m, n, s, dense_s ? s0 : 0, dense_s ? s1 - s0 + 1 : 2 * H, T, 0, 2 * (q1 - q0), w8 + np, M,
                        Cs, 3, ss, NULL, dense_s ? s0 - (2 * q0 - 1) : 1, dense_s ? 2 * q1 - s1 : 1, 1, zp, &qs,
                        diag);
     }
@@ -304,7 +316,7 @@ int osseg__compile_upconv_int8(struct osseg_model *m, struct osseg__node *n, str
     if (!err && !c) err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
     if (err) break;
     *c = (struct upc){.P = P, .T = T, .y = y, .H = H, .W = W, .M = M, .q0 = q0, .q1 = q1, .out = out,
-                      .relu = n->npost > 0,
+                      .relu = n->npost > 0, .carry = q1 < H,
                       .inv = out ? 1.f / osseg__attr_float(n, "osseg.q_out_scale", 1.f) : 1.f,
                       .zero = out ? (float)osseg__attr_int(n, "osseg.q_out_zero", 0) : 0.f,
                       .lo = out == 2 ? -128.f : 0.f, .hi = out == 2 ? 127.f : 255.f};
