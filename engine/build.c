@@ -470,8 +470,9 @@ int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct 
 
 /* ---- Quantization (int8 convolutions of QDQ models). */
 
-int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, int zero, int sgn,
-                           struct osseg_diag *diag) {
+int osseg__qtemp(struct osseg_model *m, int node, int x, float scale, int zero, int sgn, int *made,
+                 struct osseg_diag *diag) {
+  *made = 0;
   for (struct osseg__qtemp *q = m->qtemps; q; q = q->next)
     if (q->src == x && q->scale == scale && q->zero == zero && q->sgn == sgn) {
       m->g.tensors[q->dst].uses++; /* (never overwritten in place) */
@@ -483,13 +484,27 @@ int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, 
   if (xq < 0) return xq;
   int err = osseg__tensor_md(m, xq, sgn ? dnnl_s8 : dnnl_u8, NULL);
   if (err) return osseg__fail(diag, err, "node '%s': layout", m->g.nodes[node].name);
-  if ((err = osseg__quantize_step(m, node, x, &m->md[x], xq, &m->md[xq], scale, zero, diag)))
-    return err;
   m->g.tensors[xq].uses = 1;
   *q = (struct osseg__qtemp){.src = x, .dst = xq, .zero = zero, .sgn = sgn, .scale = scale,
                              .next = m->qtemps};
   m->qtemps = q;
+  *made = 1;
   return xq;
+}
+
+int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, int zero, int sgn,
+                           struct osseg_diag *diag) {
+  const dnnl_data_type_t dt = m->md[x].data_type;
+  if (dt == dnnl_u8 || dt == dnnl_s8) { /* its producer wrote it on that grid */
+    if ((dt == dnnl_s8) != sgn)
+      return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of the other signedness",
+                         m->g.nodes[node].name, m->g.tensors[x].name);
+    return x;
+  }
+  int made, xq = osseg__qtemp(m, node, x, scale, zero, sgn, &made, diag);
+  if (xq < 0 || !made) return xq;
+  int err = osseg__quantize_step(m, node, x, &m->md[x], xq, &m->md[xq], scale, zero, diag);
+  return err ? err : xq;
 }
 
 int osseg__input_grid(const struct osseg__node *n, int i, float *scale, int *zero, int *sgn) {

@@ -161,7 +161,7 @@ struct osseg__step {
 };
 
 /* A map quantized or requantized for 8-bit readers, made once
- * (osseg__quantized_input, osseg__requantized_input). */
+ * (osseg__qtemp). */
 struct osseg__qtemp {
   int src, dst, zero, sgn; /* (dst: src on grid scale, zero, sgn) */
   float scale;
@@ -277,12 +277,19 @@ int osseg__broadcast_step(struct osseg_model *m, int node, int x, int y, struct 
 int osseg__quantize_step(struct osseg_model *m, int node, int src_t, const dnnl_memory_desc_t *smd,
                          int dst_t, const dnnl_memory_desc_t *dmd, float scale, int zero,
                          struct osseg_diag *diag);
-/* The 8-bit copy of float runtime tensor x quantized with (scale, zero,
- * signedness) for node `node`: a temporary filled by osseg__quantize_step,
- * made once per x and quantization, so the convs of a ResNet block that
- * read one input (downsample and conv1) share it. <0 on error. */
+/* Runtime tensor x in 8 bits with (scale, zero, signedness) for node
+ * `node`: x itself when its producer wrote it in 8 bits (on that grid: the
+ * passes decided so; of the other signedness an internal error), else a
+ * temporary filled by osseg__quantize_step, made once per x and
+ * quantization, so the convs of a ResNet block that read one input
+ * (downsample and conv1) share it. <0 on error. */
 int osseg__quantized_input(struct osseg_model *m, int node, int x, float scale, int zero, int sgn,
                            struct osseg_diag *diag);
+/* The temporary holding runtime tensor x on grid (scale, zero, sgn) for
+ * node `node`: found, or made (*made = 1: the caller appends the step that
+ * fills it). <0 on error. */
+int osseg__qtemp(struct osseg_model *m, int node, int x, float scale, int zero, int sgn, int *made,
+                 struct osseg_diag *diag);
 /* Input i's own grid, when node n took over that input's quantization
  * (passes/fuse_qdq.c: osseg.q_scale_inI, q_zero_inI, q_signed_inI): 1 with
  * the grid in *scale, *zero, *sgn; else 0. */

@@ -70,26 +70,15 @@ static dnnl_status_t run_requant(struct osseg_model *m, struct osseg__step *s) {
 
 int osseg__requantized_input(struct osseg_model *m, int node, int x, float si, int zi, int gi, float so,
                              int zo, int go, struct osseg_diag *diag) {
-  /* (x is 8-bit, so its entries never meet osseg__quantized_input's, whose
-   * sources are float) */
-  for (struct osseg__qtemp *q = m->qtemps; q; q = q->next)
-    if (q->src == x && q->scale == so && q->zero == zo && q->sgn == go) {
-      m->g.tensors[q->dst].uses++; /* (never overwritten in place) */
-      return q->dst;
-    }
   const struct osseg__tensor *xt = &m->g.tensors[x];
   if (xt->rank != 4 || xt->dims[0] != 1 || !osseg__md_dense_nhwc(&m->md[x]))
     return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': requantizing '%s': not a dense 8-bit map",
                        m->g.nodes[node].name, xt->name);
-  struct osseg__qtemp *q = osseg__model_alloc(m, sizeof *q);
+  int made, xq = osseg__qtemp(m, node, x, so, zo, go, &made, diag);
+  if (xq < 0 || !made) return xq;
   struct requant_map *r = osseg__model_alloc(m, sizeof *r);
   const struct osseg__requant *rq = osseg__requant_of(m, si, zi, gi, so, zo, go);
-  if (!q || !r || !rq) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
-  int xq = osseg__add_temp(m, x, diag);
-  if (xq < 0) return xq;
-  int err = osseg__tensor_md(m, xq, go ? dnnl_s8 : dnnl_u8, NULL);
-  if (err) return osseg__fail(diag, err, "node '%s': layout", m->g.nodes[node].name);
-  struct osseg__step *s = osseg__add_step(m, OSSEG__STEP_CUSTOM, node);
+  struct osseg__step *s = r && rq ? osseg__add_step(m, OSSEG__STEP_CUSTOM, node) : NULL;
   if (!s) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   *r = (struct requant_map){.rq = rq, .n = xt->dims[1] * xt->dims[2] * xt->dims[3]};
   s->run = run_requant;
@@ -99,8 +88,5 @@ int osseg__requantized_input(struct osseg_model *m, int node, int x, float si, i
   s->uses[s->nuses++] = x;
   s->uses[s->nuses++] = xq;
   osseg__step_own(s, "own: 8-bit requantization", 0, x, xq);
-  m->g.tensors[xq].uses = 1;
-  *q = (struct osseg__qtemp){.src = x, .dst = xq, .zero = zo, .sgn = go, .scale = so, .next = m->qtemps};
-  m->qtemps = q;
   return xq;
 }

@@ -96,14 +96,7 @@ static int input_8bit(struct osseg_model *m, struct osseg__node *n, int i, float
   *scale = osseg__attr_float(n, sn, 1.f);
   *zero = (float)osseg__attr_int(n, zn, 0);
   *sgn = (int)osseg__attr_int(n, gn, 0);
-  const int t = n->in[i];
-  const dnnl_data_type_t dt = m->md[t].data_type;
-  if (dt == dnnl_u8 || dt == dnnl_s8) { /* its producer wrote it on this grid */
-    if ((dt == dnnl_s8) != *sgn)
-      return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input of the other signedness", n->name);
-    return t;
-  }
-  return osseg__quantized_input(m, (int)(n - m->g.nodes), t, *scale, (int)*zero, *sgn, diag);
+  return osseg__quantized_input(m, (int)(n - m->g.nodes), n->in[i], *scale, (int)*zero, *sgn, diag);
 }
 
 static int compile_qadd(struct osseg_model *m, struct osseg__node *n, struct osseg_diag *diag) {

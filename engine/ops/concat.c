@@ -2,11 +2,8 @@
  * (channel concat in nhwc; a conv writing into a channel slice would fall
  * back to a reference kernel, see ONEDNN_NOTES.md). */
 #include "build.h"
-#include "isa_variants.h"
 
 #include <immintrin.h>
-#include <math.h>
-#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -204,13 +201,7 @@ static int compile_quantized_concat(struct osseg_model *m, struct osseg__node *n
     if (input_grid(n, i, &gs, &gz, &gsg)) {
       /* on its own grid first (its producer wrote it so, or a reorder
        * quantizes it), then requantized onto ours */
-      if (tdt != dnnl_u8 && tdt != dnnl_s8) {
-        t = osseg__quantized_input(m, ni, t, gs, gz, gsg, diag);
-        if (t < 0) return t;
-      } else if ((tdt == dnnl_s8) != gsg) {
-        return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type",
-                           n->name, tt->name);
-      }
+      if ((t = osseg__quantized_input(m, ni, t, gs, gz, gsg, diag)) < 0) return t;
       const struct osseg__requant *rq = osseg__requant_of(m, gs, gz, gsg, scale, zero, m->md[y].data_type == dnnl_s8);
       if (!rq) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
       add_copy(&copy, t, c, off, rq);

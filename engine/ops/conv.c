@@ -264,11 +264,8 @@ static int compile_qconv(struct osseg_model *m, struct osseg__node *n, const str
   const int64_t per = (C / group) * k;
   /* 8-bit input: quantized by a reorder, unless its producer (a concat of
    * quantized inputs, ops/concat.c) wrote it in 8 bits already */
-  int xq = x;
-  if (m->md[x].data_type != dnnl_u8 && m->md[x].data_type != dnnl_s8) {
-    xq = osseg__quantized_input(m, ni, x, sx, zp, sgn, diag);
-    if (xq < 0) return xq;
-  }
+  const int xq = osseg__quantized_input(m, ni, x, sx, zp, sgn, diag);
+  if (xq < 0) return xq;
   int32_t zps[1] = {zp};
   dnnl_status_t st;
   /* An 8-bit output (passes/fuse_qdq.c: only int8 convs of one quantization

@@ -177,20 +177,11 @@ static dnnl_status_t run_upc(struct osseg_model *m, struct osseg__step *s) {
 static int on_conv_grid(struct osseg_model *m, const struct osseg__node *n, int i, float sx, int zp, int sgn,
                         struct osseg_diag *diag) {
   const int ni = (int)(n - m->g.nodes);
-  int t = n->in[i];
   float gs;
   int gz, gsg;
-  const int own = osseg__input_grid(n, i, &gs, &gz, &gsg);
-  if (!own) gs = sx, gz = zp, gsg = sgn;
-  const dnnl_data_type_t dt = m->md[t].data_type;
-  if (dt != dnnl_u8 && dt != dnnl_s8) {
-    t = osseg__quantized_input(m, ni, t, gs, gz, gsg, diag);
-    if (t < 0) return t;
-  } else if ((dt == dnnl_s8) != gsg) { /* (its producer wrote it on that grid) */
-    return osseg__fail(diag, OSSEG_EINTERNAL, "node '%s': 8-bit input '%s' of another type", n->name,
-                       m->g.tensors[t].name);
-  }
-  if (gs == sx && gz == zp && gsg == sgn) return t;
+  if (!osseg__input_grid(n, i, &gs, &gz, &gsg)) gs = sx, gz = zp, gsg = sgn;
+  const int t = osseg__quantized_input(m, ni, n->in[i], gs, gz, gsg, diag);
+  if (t < 0 || (gs == sx && gz == zp && gsg == sgn)) return t;
   return osseg__requantized_input(m, ni, t, gs, gz, gsg, sx, zp, sgn, diag);
 }
 

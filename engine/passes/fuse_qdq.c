@@ -106,9 +106,7 @@ static int read_only_by(const struct osseg__graph *g, int t,
   for (int ni = 0; ni < g->nnodes; ni++) {
     const struct osseg__node *r = &g->nodes[ni];
     if (r->dead) continue;
-    int uses = 0;
-    for (int i = 0; i < r->nin; i++) uses += r->in[i] == t;
-    for (int p = 0; p < r->npost; p++) uses += r->post[p].kind == OSSEG__POST_SUM && r->post[p].arg == t;
+    const int uses = osseg__reads(r, t);
     if (uses && !ok(g, r)) return 0;
     readers += uses;
   }

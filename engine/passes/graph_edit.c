@@ -81,6 +81,13 @@ int osseg__set_inputs(struct osseg__node *n, const int *in, int nin) {
   return 0;
 }
 
+int osseg__reads(const struct osseg__node *n, int t) {
+  int uses = 0;
+  for (int i = 0; i < n->nin; i++) uses += n->in[i] == t;
+  for (int p = 0; p < n->npost; p++) uses += n->post[p].kind == OSSEG__POST_SUM && n->post[p].arg == t;
+  return uses;
+}
+
 /* Live consumers of tensor t: count and the first one (index). */
 int osseg__consumers(const struct osseg__graph *g, int t, int *first) {
   int c = 0;
@@ -88,9 +95,7 @@ int osseg__consumers(const struct osseg__graph *g, int t, int *first) {
   for (int ni = 0; ni < g->nnodes; ni++) {
     const struct osseg__node *n = &g->nodes[ni];
     if (n->dead) continue;
-    int uses = 0;
-    for (int i = 0; i < n->nin; i++) uses += n->in[i] == t;
-    for (int p = 0; p < n->npost; p++) uses += n->post[p].kind == OSSEG__POST_SUM && n->post[p].arg == t;
+    const int uses = osseg__reads(n, t);
     if (uses && *first < 0) *first = ni;
     c += uses;
   }

@@ -11,6 +11,8 @@ void osseg__count_uses(struct osseg__graph *g);
  * recounts uses. */
 void osseg__eliminate_dead(struct osseg__graph *g);
 
+/* How often node n reads tensor t (inputs and residual sums). */
+int osseg__reads(const struct osseg__node *n, int t);
 /* Live consumers of tensor t: count and the first one (index). */
 int osseg__consumers(const struct osseg__graph *g, int t, int *first);
 /* The single live consumer of t (and t is not the graph output), or NULL. */
