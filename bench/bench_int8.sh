@@ -2,14 +2,16 @@
 # int8 against fp32, side by side in one run: osseg fp32 on a bench model,
 # osseg int8 on its QDQ version, and ONNX Runtime on both files.
 #
-#   bench/bench_int8.sh [-r ROUNDS] [-k RUNS] [-t THREADS] [-p convs|ort] [NAME]
+#   bench/bench_int8.sh [-r ROUNDS] [-k RUNS] [-t THREADS] [-p convs|ort | -q QDQ.onnx] [NAME]
 #
 # NAME (default unetpp_r18_1024): bench/models/NAME.onnx (made by
 # tools/fixtures/make_bench_models.py) and bench/models/NAME_qdq.onnx
 # (tools/fixtures/make_qdq_bench_models.py), or with -p ort
 # NAME_qdqort.onnx, quantized where ONNX Runtime's quantize_static puts
 # its Q/DQ pairs (make_qdq_bench_models.py --placement ort), which ONNX
-# Runtime runs faster than the convs-only file. Every round runs the four
+# Runtime runs faster than the convs-only file; or with -q any QDQ version
+# of NAME.onnx, such as one `osseg quantize` wrote (input:
+# NAME.input.npy). Every round runs the four
 # configurations one after the other, each as a fresh process with K timed
 # runs after a warm-up; the table shows the median over rounds of the
 # per-process medians and the ratios. ONNX Runtime: bench/ort (npm ci).
@@ -20,13 +22,15 @@ rounds=3
 runs=3
 threads=2
 placement=convs
+qfile=
 while [ $# -gt 0 ]; do
   case $1 in
     -r) rounds=$2; shift 2 ;;
     -k) runs=$2; shift 2 ;;
     -t) threads=$2; shift 2 ;;
     -p) placement=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -q) qfile=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     -*) echo "bench_int8.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -42,6 +46,10 @@ case $placement in
 esac
 q=$models/$name$suffix.onnx
 in=$models/$name$suffix.input.npy
+if [ -n "$qfile" ]; then
+  q=$(cd "$(dirname "$qfile")" && pwd)/$(basename "$qfile")
+  in=$models/$name.input.npy
+fi
 for f in "$fp" "$q" "$in" "$osseg"; do
   [ -e "$f" ] || { echo "bench_int8.sh: missing $f" >&2; exit 1; }
 done

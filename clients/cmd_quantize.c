@@ -25,7 +25,7 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: osseg quantize --model M.onnx --calib DIR|IMAGE.png... -o OUT.onnx\n"
           "         [--calib-count N] [--method minmax|percentile|mse|entropy] [--percentile P]\n"
-          "         [--fp32-layers auto|NAME,...] [--target-agreement PCT]\n"
+          "         [--placement convs|ort] [--fp32-layers auto|NAME,...] [--target-agreement PCT]\n"
           "         [--sensitivity-images N] [--eval-precision int8|fp32] [--size S]\n"
           "         [--threads N] [--json] [--quiet] [--verbose]\n"
           "Writes a quantized (QDQ) copy of an fp32 model: every Conv's input is quantized\n"
@@ -38,6 +38,13 @@ static void usage(FILE *f) {
           "                   evaluate on.\n"
           "  --calib-count N  use the first N images (default 16)\n"
           "  --percentile P   the percentile method's cut-off, in (90, 100] (default 99.999)\n"
+          "  --placement      where the quantization points go: convs (default: only the\n"
+          "                   conv inputs; best fidelity) or ort (also the inputs of Add,\n"
+          "                   Concat, MaxPool and nearest Resize, where ONNX Runtime's\n"
+          "                   quantize_static puts them: ONNX Runtime runs the file much\n"
+          "                   faster, osseg a little faster and in less memory; check the\n"
+          "                   agreement; for convolutional models: SegFormer's adds join\n"
+          "                   float matmuls, and it loses there)\n"
           "  --fp32-layers    Conv nodes to keep in fp32: names, and/or 'auto': measure each\n"
           "                   conv's sensitivity (logit error with only it quantized) and keep\n"
           "                   the worst in fp32 until the masks agree with fp32's on the\n"
@@ -79,11 +86,13 @@ static void print_json(const struct osseg_quantize_report *r, const char *out, s
                        const char *method) {
   printf("{\"output\": ");
   json_str(stdout, out);
-  printf(", \"bytes\": %zu, \"method\": \"%s\", \"inputs\": %zu, \"convs\": %zu, \"quantized\": %zu,"
+  printf(", \"bytes\": %zu, \"method\": \"%s\", \"placement\": \"%s\", \"inputs\": %zu,"
+         " \"convs\": %zu, \"quantized\": %zu, \"other_points\": %zu,"
          " \"agreement\": %.6f, \"agreement_all_int8\": %.6f, \"eval_precision\": \"%s\","
          " \"seconds\": %.3f, \"layers\": [",
-         bytes, method, r->inputs, r->convs, r->quantized, r->agreement, r->agreement_all,
-         osseg_precision_name(r->eval_precision), r->seconds);
+         bytes, method, osseg_qdq_placement_name(r->placement), r->inputs, r->convs, r->quantized,
+         r->other_points, r->agreement, r->agreement_all, osseg_precision_name(r->eval_precision),
+         r->seconds);
   for (size_t i = 0; i < r->convs; i++) {
     const struct osseg_quantize_conv *c = &r->conv[i];
     printf("%s\n  {\"name\": ", i ? "," : "");
@@ -108,6 +117,9 @@ static void print_summary(const struct osseg_quantize_report *r, const char *out
   printf("osseg quantize: %zu of %zu convs int8 -> %s (%.1f MB)\n", r->quantized, r->convs, out,
          (double)bytes / 1e6);
   printf("  calibration   %s on %zu images, %.1f s\n", method, images, r->seconds);
+  if (r->placement == OSSEG_QDQ_ORT)
+    printf("  placement     ort: %zu more tensors quantized for Add, Concat, MaxPool and nearest Resize\n",
+           r->other_points);
   size_t kept = r->convs - r->quantized;
   if (kept) {
     printf("  kept in fp32  %zu:\n", kept);
@@ -179,6 +191,13 @@ int osseg_cmd_quantize(int argc, char **argv) {
         goto usage_error;
       }
       qo.method = m;
+    } else if (!strcmp(a, "--placement")) {
+      enum osseg_qdq_placement pl;
+      if (osseg_qdq_placement_parse(argv[++i], &pl)) {
+        cli_error(CMD, "--placement must be convs or ort");
+        goto usage_error;
+      }
+      qo.placement = pl;
     } else if (!strcmp(a, "--percentile")) {
       double p;
       if (cli_parse_nonneg_double(argv[++i], &p) || !(p > 90 && p <= 100)) {

@@ -61,6 +61,82 @@ static int find_act(struct osseg__qmodel *qm, const char *name) {
   return -1;
 }
 
+/* The activation of tensor name, added to the list (room is reserved) if
+ * new. */
+static int activation(struct osseg__qmodel *qm, const char *name, const char *input) {
+  int a = find_act(qm, name);
+  if (a >= 0) return a;
+  a = (int)qm->nact++;
+  qm->act[a].name = name;
+  qm->act[a].is_input = input && !strcmp(name, input);
+  qm->act[a].grid_of = -1;
+  qm->act[a].lo = INFINITY;
+  qm->act[a].hi = -INFINITY;
+  return a;
+}
+
+/* Is tensor name computed at run time (not empty, not an initializer, not
+ * a Constant's output)? */
+static int computed(const Onnx__GraphProto *g, const char *name) {
+  if (!name || !name[0] || find_init(g, name) >= 0) return 0;
+  for (size_t i = 0; i < g->n_node; i++) {
+    const Onnx__NodeProto *n = g->node[i];
+    if (n->n_output && !strcmp(n->output[0], name)) return !is_onnx_op(n, "Constant");
+  }
+  return 1; /* a graph input */
+}
+
+/* Is node n's string attribute name equal to value (def: when absent)?
+ * (The bytes are not NUL-terminated.) */
+static int string_attr_is(const Onnx__NodeProto *n, const char *name, const char *value, int def) {
+  for (size_t a = 0; a < n->n_attribute; a++)
+    if (n->attribute[a]->name && !strcmp(n->attribute[a]->name, name))
+      return n->attribute[a]->s.len == strlen(value) &&
+             !memcmp(n->attribute[a]->s.data, value, n->attribute[a]->s.len);
+  return def;
+}
+
+/* Does node n only select values of its input 0 (MaxPool, nearest Resize),
+ * so that its output can stay on the input's grid? */
+static int selects_values(const Onnx__NodeProto *n) {
+  if (n->n_output != 1) return 0; /* (MaxPool's indices) */
+  if (is_onnx_op(n, "MaxPool")) return 1;
+  return is_onnx_op(n, "Resize") && string_attr_is(n, "mode", "nearest", 1);
+}
+
+/* ONNX Runtime's placement: every computed input of an Add of two computed
+ * tensors, of a Concat, of a MaxPool or nearest Resize (input 0), and the
+ * output of the last two again on their input's grid. A linear or cubic
+ * Resize computes new values and stays float, input and output (ONNX
+ * Runtime would quantize it too; where a model upsamples its logits, that
+ * would quantize the logits). */
+static void place_others(struct osseg__qmodel *qm, const char *input) {
+  const Onnx__GraphProto *g = ((const Onnx__ModelProto *)qm->proto)->graph;
+  for (size_t i = 0; i < g->n_node; i++) {
+    const Onnx__NodeProto *n = g->node[i];
+    const int add = is_onnx_op(n, "Add"), cat = is_onnx_op(n, "Concat");
+    const int one = selects_values(n);
+    if (add && (n->n_input != 2 || !computed(g, n->input[0]) || !computed(g, n->input[1])))
+      continue;
+    size_t nin = add || cat ? n->n_input : one && n->n_input ? 1 : 0;
+    for (size_t k = 0; k < nin; k++) {
+      if (!computed(g, n->input[k])) continue;
+      int a = activation(qm, n->input[k], input);
+      qm->act[a].used = 1;
+      qm->read[qm->nread++] = (struct osseg__qread){i, k, a};
+    }
+  }
+  for (size_t i = 0; i < g->n_node; i++) { /* in node order: a chain's grid is set first */
+    const Onnx__NodeProto *n = g->node[i];
+    if (!n->n_input || !selects_values(n)) continue;
+    int a = find_act(qm, n->input[0]);
+    if (a < 0 || !qm->act[a].used) continue;
+    int o = activation(qm, n->output[0], input);
+    qm->act[o].used = 1;
+    qm->act[o].grid_of = qm->act[a].grid_of >= 0 ? qm->act[a].grid_of : a;
+  }
+}
+
 /* The float values of a weight initializer (NULL + *why when unusable). */
 static const float *weight_values(const Onnx__TensorProto *t, size_t *count, const char **why) {
   size_t n = 1;
@@ -191,12 +267,13 @@ void osseg__qmodel_free(struct osseg__qmodel *qm) {
   for (size_t i = 0; i < qm->nact; i++) osseg__free(qm->act[i].hist);
   osseg__free(qm->conv);
   osseg__free(qm->act);
+  osseg__free(qm->read);
   if (qm->proto) onnx__model_proto__free_unpacked(qm->proto, NULL);
   memset(qm, 0, sizeof *qm);
 }
 
 int osseg__qmodel_parse(struct osseg__qmodel *qm, const void *data, size_t size,
-                        struct osseg_diag *diag) {
+                        enum osseg_qdq_placement placement, struct osseg_diag *diag) {
   memset(qm, 0, sizeof *qm);
   Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, size, data);
   if (!mp || !mp->graph) {
@@ -217,6 +294,7 @@ int osseg__qmodel_parse(struct osseg__qmodel *qm, const void *data, size_t size,
                       "DequantizeLinear); export the model with opset_version >= 13",
                       qm->opset);
   size_t nconv = 0;
+  size_t nothers = 0; /* other reads and outputs the ort placement may quantize */
   for (size_t i = 0; !err && i < g->n_node; i++) {
     const Onnx__NodeProto *n = g->node[i];
     if (is_onnx_op(n, "QuantizeLinear") || is_onnx_op(n, "DequantizeLinear") ||
@@ -224,12 +302,16 @@ int osseg__qmodel_parse(struct osseg__qmodel *qm, const void *data, size_t size,
       err = osseg__fail(diag, OSSEG_EUNSUPPORTED, "node '%s' (%s): the model is quantized already",
                         n->name ? n->name : "", n->op_type);
     nconv += is_onnx_op(n, "Conv") && n->n_input >= 2;
+    if (is_onnx_op(n, "Add") || is_onnx_op(n, "Concat")) nothers += n->n_input;
+    if (is_onnx_op(n, "MaxPool") || is_onnx_op(n, "Resize")) nothers += 2;
   }
+  if (placement == OSSEG_QDQ_CONVS) nothers = 0;
   if (!err && !nconv) err = osseg__fail(diag, OSSEG_EUNSUPPORTED, "the model has no Conv to quantize");
   if (!err) {
     qm->conv = osseg__calloc(nconv, sizeof *qm->conv);
-    qm->act = osseg__calloc(nconv, sizeof *qm->act);
-    if (!qm->conv || !qm->act) err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+    qm->act = osseg__calloc(nconv + nothers, sizeof *qm->act);
+    qm->read = osseg__calloc(nothers + 1, sizeof *qm->read);
+    if (!qm->conv || !qm->act || !qm->read) err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   }
   const char *input = NULL; /* the graph input that is not an initializer */
   for (size_t i = 0; !err && i < g->n_input && !input; i++)
@@ -249,14 +331,7 @@ int osseg__qmodel_parse(struct osseg__qmodel *qm, const void *data, size_t size,
       break;
     }
     const char *x = n->input[0];
-    int a = find_act(qm, x);
-    if (a < 0) {
-      a = (int)qm->nact++;
-      qm->act[a].name = x;
-      qm->act[a].is_input = input && !strcmp(x, input);
-      qm->act[a].lo = INFINITY;
-      qm->act[a].hi = -INFINITY;
-    }
+    int a = activation(qm, x, input);
     c->act = a;
     int w = find_init(g, n->input[1]);
     if (find_init(g, x) >= 0) {
@@ -282,6 +357,7 @@ int osseg__qmodel_parse(struct osseg__qmodel *qm, const void *data, size_t size,
     }
     if (c->weight >= 0) qm->act[a].used = 1;
   }
+  if (!err && placement == OSSEG_QDQ_ORT) place_others(qm, input);
   if (err) osseg__qmodel_free(qm);
   return err;
 }
@@ -392,7 +468,33 @@ static const struct osseg__qconv *quantized_conv(const struct osseg__qmodel *qm,
   return NULL;
 }
 
-int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *quantize,
+/* Quantize -> Dequantize of activation a (its first quantized reader is
+ * next), into nodes[] and added[]; *dq: the dequantized tensor's name. */
+static int quantize_activation(struct pool *pl, const Onnx__GraphProto *g,
+                               const struct osseg__qact *a, Onnx__NodeProto **nodes, size_t *nn,
+                               Onnx__TensorProto **added, size_t *na, char **dq_name,
+                               struct osseg_diag *diag) {
+  struct qnames nm;
+  int err = make_names(pl, g, a->name, &nm, diag);
+  if (err) return err;
+  const int64_t none = 0;
+  const uint8_t z = (uint8_t)a->zero;
+  Onnx__TensorProto *ts = new_tensor(pl, nm.scale, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &none, 0,
+                                     &a->scale, sizeof a->scale);
+  Onnx__TensorProto *tz = new_tensor(pl, nm.zero, ONNX__TENSOR_PROTO__DATA_TYPE__UINT8, &none, 0,
+                                     &z, 1);
+  Onnx__NodeProto *q = new_node(pl, "QuantizeLinear", nm.qnode, a->name, nm.scale, nm.zero, nm.q,
+                                -1);
+  Onnx__NodeProto *dq = new_node(pl, "DequantizeLinear", nm.dqnode, nm.q, nm.scale, nm.zero,
+                                 nm.dq, -1);
+  if (!ts || !tz || !q || !dq) return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
+  added[(*na)++] = ts, added[(*na)++] = tz;
+  nodes[(*nn)++] = q, nodes[(*nn)++] = dq;
+  *dq_name = nm.dq;
+  return 0;
+}
+
+int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *quantize, int others,
                         const char *note, void **out, size_t *size, struct osseg_diag *diag) {
   const Onnx__ModelProto *mp = qm->proto;
   const Onnx__GraphProto *g = mp->graph;
@@ -402,7 +504,8 @@ int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *qua
   *size = 0;
   /* at most 2 nodes per activation and 1 per weight (plus the conv copy);
    * 2 initializers per activation, 4 per conv */
-  size_t cap_nodes = g->n_node + 3 * qm->nconv, cap_new = 6 * qm->nconv + 1;
+  size_t cap_nodes = g->n_node + 2 * qm->nact + qm->nconv,
+         cap_new = 2 * qm->nact + 4 * qm->nconv + 1;
   Onnx__NodeProto **nodes = pool_alloc(&pl, cap_nodes * sizeof *nodes);
   Onnx__TensorProto **added = pool_alloc(&pl, cap_new * sizeof *added);
   Onnx__TensorProto **inits = pool_alloc(&pl, (g->n_initializer + cap_new) * sizeof *inits);
@@ -420,37 +523,41 @@ int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *qua
     pool_free(&pl);
     return osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
   }
-  size_t nn = 0, na = 0;
+  size_t nn = 0, na = 0, r = 0;
   for (size_t i = 0; !err && i < g->n_node; i++) {
     if (quantized_conv(qm, quantize, i, 1)) continue; /* a BN folded into its conv */
     const struct osseg__qconv *c = quantized_conv(qm, quantize, i, 0);
-    if (!c) {
+    /* Q -> DQ of each quantized input, before its first quantized reader */
+    size_t r0 = r;
+    while (r < qm->nread && qm->read[r].node == i) r++;
+    if (!others) r0 = r; /* (this node's reads stay float) */
+    for (size_t k = r0; !err && k <= r; k++) {
+      int a = k < r ? qm->read[k].act : c ? c->act : -1;
+      if (a >= 0 && !act_done[a]) {
+        err = quantize_activation(&pl, g, &qm->act[a], nodes, &nn, added, &na, &act_dq[a], diag);
+        act_done[a] = 1;
+      }
+    }
+    if (err) break;
+    if (!c && r0 == r) {
       nodes[nn++] = g->node[i];
       continue;
     }
-    const struct osseg__qact *a = &qm->act[c->act];
-    struct qnames nm;
-    if (!act_done[c->act]) { /* Q -> DQ of the input, before its first quantized reader */
-      if ((err = make_names(&pl, g, a->name, &nm, diag))) break;
-      const int64_t none = 0;
-      const uint8_t z = (uint8_t)a->zero;
-      Onnx__TensorProto *ts = new_tensor(&pl, nm.scale, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, &none,
-                                         0, &a->scale, sizeof a->scale);
-      Onnx__TensorProto *tz = new_tensor(&pl, nm.zero, ONNX__TENSOR_PROTO__DATA_TYPE__UINT8, &none,
-                                         0, &z, 1);
-      Onnx__NodeProto *q = new_node(&pl, "QuantizeLinear", nm.qnode, a->name, nm.scale, nm.zero,
-                                    nm.q, -1);
-      Onnx__NodeProto *dq = new_node(&pl, "DequantizeLinear", nm.dqnode, nm.q, nm.scale, nm.zero,
-                                     nm.dq, -1);
-      if (!ts || !tz || !q || !dq) {
+    if (!c) { /* another operator reading dequantized inputs */
+      Onnx__NodeProto *copy = pool_alloc(&pl, sizeof *copy);
+      char **in = pool_alloc(&pl, g->node[i]->n_input * sizeof *in);
+      if (!copy || !in) {
         err = osseg__fail(diag, OSSEG_ENOMEM, "out of memory");
         break;
       }
-      added[na++] = ts, added[na++] = tz;
-      nodes[nn++] = q, nodes[nn++] = dq;
-      act_done[c->act] = 1;
-      act_dq[c->act] = nm.dq;
+      *copy = *g->node[i];
+      memcpy(in, copy->input, copy->n_input * sizeof *in);
+      for (size_t k = r0; k < r; k++) in[qm->read[k].input] = act_dq[qm->read[k].act];
+      copy->input = in;
+      nodes[nn++] = copy;
+      continue;
     }
+    struct qnames nm;
     const Onnx__NodeProto *orig = g->node[i];
     const Onnx__NodeProto *bn = c->bn >= 0 ? g->node[c->bn] : NULL;
     const Onnx__TensorProto *wt = g->initializer[c->weight];

@@ -25,6 +25,18 @@ int osseg_calib_method_parse(const char *s, enum osseg_calib_method *out) {
   return OSSEG_EINVAL;
 }
 
+const char *osseg_qdq_placement_name(enum osseg_qdq_placement p) {
+  return p == OSSEG_QDQ_ORT ? "ort" : "convs";
+}
+
+int osseg_qdq_placement_parse(const char *s, enum osseg_qdq_placement *out) {
+  if (s && (!strcmp(s, "convs") || !strcmp(s, "ort"))) {
+    *out = !strcmp(s, "ort") ? OSSEG_QDQ_ORT : OSSEG_QDQ_CONVS;
+    return 0;
+  }
+  return OSSEG_EINVAL;
+}
+
 void osseg_quantize_options_default(struct osseg_quantize_options *o) {
   memset(o, 0, sizeof *o);
   o->method = OSSEG_CALIB_MINMAX;
@@ -140,7 +152,8 @@ static int calibrate(struct quantizer *q, const void *onnx, size_t size) {
   }
   size_t nobs = 0;
   for (size_t a = 0; a < qm->nact; a++)
-    if (qm->act[a].used && !qm->act[a].is_input) q->obs_act[nobs] = (int)a, names[nobs++] = qm->act[a].name;
+    if (qm->act[a].used && !qm->act[a].is_input && qm->act[a].grid_of < 0)
+      q->obs_act[nobs] = (int)a, names[nobs++] = qm->act[a].name;
   struct osseg_engine_observer obs = {names, nobs, observe, q};
   struct osseg_model *m = NULL;
   int err = load(q, onnx, size, OSSEG_PRECISION_FP32, &obs, &m);
@@ -152,7 +165,8 @@ static int calibrate(struct quantizer *q, const void *onnx, size_t size) {
   for (q->pass = 1; !err && q->pass <= passes; q->pass++) {
     if (q->pass == 2)
       for (size_t a = 0; !err && a < qm->nact; a++)
-        if (qm->act[a].used && !(qm->act[a].hist = osseg__calloc(OSSEG__CALIB_BINS, sizeof(double))))
+        if (qm->act[a].used && qm->act[a].grid_of < 0 &&
+            !(qm->act[a].hist = osseg__calloc(OSSEG__CALIB_BINS, sizeof(double))))
           err = osseg__fail(q->diag, OSSEG_ENOMEM, "out of memory");
     for (size_t i = 0; !err && i < q->ninputs; i++) {
       progress(q, q->pass == 1 ? "calibrating" : "histograms");
@@ -173,10 +187,17 @@ static int calibrate(struct quantizer *q, const void *onnx, size_t size) {
   osseg_model_free(m);
   if (!err) {
     for (size_t a = 0; a < qm->nact; a++)
-      if (qm->act[a].used) /* the image keeps its whole range: clipping it would
-                              clip the brightest structures, the bones */
+      if (qm->act[a].used && qm->act[a].grid_of < 0) /* the image keeps its whole range:
+                                                        clipping it would clip the
+                                                        brightest structures, the bones */
         osseg__calib_choose(&qm->act[a], qm->act[a].is_input ? OSSEG_CALIB_MINMAX : q->o->method,
                             q->o->percentile);
+    for (size_t a = 0; a < qm->nact; a++) { /* selected values: their input's grid */
+      struct osseg__qact *x = &qm->act[a];
+      if (!x->used || x->grid_of < 0) continue;
+      const struct osseg__qact *src = &qm->act[x->grid_of];
+      x->lo = src->lo, x->hi = src->hi, x->scale = src->scale, x->zero = src->zero;
+    }
   }
   return err;
 }
@@ -184,11 +205,11 @@ static int calibrate(struct quantizer *q, const void *onnx, size_t size) {
 /* Runs a QDQ model: the mean Dice of its masks against fp32's over the
  * first n inputs, or (rel_err != NULL) the relative RMS error of its logits
  * over the sensitivity inputs. */
-static int evaluate(struct quantizer *q, const unsigned char *quantize, size_t n, double *agreement,
-                    double *rel_err, const char *stage) {
+static int evaluate(struct quantizer *q, const unsigned char *quantize, int others, size_t n,
+                    double *agreement, double *rel_err, const char *stage) {
   void *bytes = NULL;
   size_t size = 0;
-  int err = osseg__qmodel_write(&q->qm, quantize, NULL, &bytes, &size, q->diag);
+  int err = osseg__qmodel_write(&q->qm, quantize, others, NULL, &bytes, &size, q->diag);
   struct osseg_model *m = NULL;
   if (!err) err = load(q, bytes, size, q->o->eval_precision, NULL, &m);
   osseg__free(bytes);
@@ -238,7 +259,7 @@ static int keep_sensitive(struct quantizer *q, unsigned char *quantize, const ch
   struct osseg__qmodel *qm = &q->qm;
   double agree;
   q->steps = q->ninputs, q->step = 0;
-  int err = evaluate(q, quantize, q->ninputs, &agree, NULL, "checking");
+  int err = evaluate(q, quantize, 1, q->ninputs, &agree, NULL, "checking");
   if (err) return err;
   rep->agreement_all = rep->agreement = agree;
   if (agree >= q->o->target_agreement) return 0;
@@ -253,7 +274,7 @@ static int keep_sensitive(struct quantizer *q, unsigned char *quantize, const ch
   for (size_t c = 0; !err && c < qm->nconv; c++) {
     if (!quantize[c]) continue;
     one[c] = 1;
-    err = evaluate(q, one, q->nsens, NULL, &sens[c], "sensitivity");
+    err = evaluate(q, one, 0, q->nsens, NULL, &sens[c], "sensitivity");
     one[c] = 0;
     rk[nr++] = (struct ranked){c, sens[c]};
   }
@@ -270,7 +291,7 @@ static int keep_sensitive(struct quantizer *q, unsigned char *quantize, const ch
     }
     quantize[rk[k].conv] = 0;
     why[rk[k].conv] = "sensitive";
-    err = evaluate(q, quantize, q->ninputs, &agree, NULL, "keeping fp32");
+    err = evaluate(q, quantize, 1, q->ninputs, &agree, NULL, "keeping fp32");
   }
   if (!err) rep->agreement = agree;
   osseg__free(rk);
@@ -281,6 +302,8 @@ static int keep_sensitive(struct quantizer *q, unsigned char *quantize, const ch
 static int check_options(const struct osseg_quantize_options *o, size_t ninputs,
                          struct osseg_diag *diag) {
   if (!ninputs) return osseg__fail(diag, OSSEG_EINVAL, "no calibration inputs");
+  if ((unsigned)o->placement > OSSEG_QDQ_ORT)
+    return osseg__fail(diag, OSSEG_EINVAL, "unknown placement %d", (int)o->placement);
   if ((unsigned)o->method > OSSEG_CALIB_ENTROPY)
     return osseg__fail(diag, OSSEG_EINVAL, "unknown calibration method %d", (int)o->method);
   if (!(o->percentile > 90 && o->percentile <= 100))
@@ -336,6 +359,20 @@ static int prepare(struct quantizer *q, const void *onnx, size_t size) {
   return 0;
 }
 
+/* Tensors quantized only for other readers than the quantized convs (the
+ * placement's other operators). */
+static size_t other_points(const struct osseg__qmodel *qm, const unsigned char *quantize) {
+  size_t n = 0;
+  for (size_t a = 0; a < qm->nact; a++) {
+    int other = 0, conv = 0;
+    for (size_t r = 0; !other && r < qm->nread; r++) other = qm->read[r].act == (int)a;
+    for (size_t c = 0; other && !conv && c < qm->nconv; c++)
+      conv = quantize[c] && qm->conv[c].weight >= 0 && qm->conv[c].act == (int)a;
+    n += other && !conv;
+  }
+  return n;
+}
+
 int osseg_quantize(const void *onnx, size_t size, const float *const *inputs, size_t ninputs,
                    const struct osseg_quantize_options *o, void **out, size_t *out_size,
                    struct osseg_quantize_report *report, struct osseg_diag *diag) {
@@ -364,7 +401,7 @@ int osseg_quantize(const void *onnx, size_t size, const float *const *inputs, si
   q.o = &eo;
   /* the engine checks the model first (with its budgets); then the proto */
   err = prepare(&q, onnx, size);
-  if (!err) err = osseg__qmodel_parse(&q.qm, onnx, size, diag);
+  if (!err) err = osseg__qmodel_parse(&q.qm, onnx, size, o->placement, diag);
   struct osseg__qmodel *qm = &q.qm;
   unsigned char *quantize = NULL;
   const char **why = NULL;
@@ -397,21 +434,26 @@ int osseg_quantize(const void *onnx, size_t size, const float *const *inputs, si
   if (!err && !nq) err = osseg__fail(diag, OSSEG_EUNSUPPORTED, "no Conv is left to quantize");
   if (!err) err = calibrate(&q, onnx, size);
   if (!err && o->fp32_auto) err = keep_sensitive(&q, quantize, why, sens, &rep);
-  char note[256];
+  char note[320];
   nq = 0;
   for (size_t c = 0; !err && c < qm->nconv; c++) nq += quantize[c];
+  size_t others = err ? 0 : other_points(qm, quantize);
   snprintf(note, sizeof note,
            "QDQ by osseg quantize: %zu of %zu convs int8 (uint8 inputs per tensor, %s "
-           "calibration on %zu inputs; int8 weights per output channel)",
-           nq, qm->nconv, osseg_calib_method_name(o->method), ninputs);
-  if (!err) err = osseg__qmodel_write(qm, quantize, note, out, out_size, diag);
+           "calibration on %zu inputs; int8 weights per output channel); %s placement, "
+           "%zu other tensors quantized",
+           nq, qm->nconv, osseg_calib_method_name(o->method), ninputs,
+           osseg_qdq_placement_name(o->placement), others);
+  if (!err) err = osseg__qmodel_write(qm, quantize, 1, note, out, out_size, diag);
   if (!err && !o->fp32_auto) {
     q.steps = ninputs, q.step = 0;
-    err = evaluate(&q, quantize, ninputs, &rep.agreement, NULL, "checking");
+    err = evaluate(&q, quantize, 1, ninputs, &rep.agreement, NULL, "checking");
     rep.agreement_all = rep.agreement;
   }
   if (!err && report) {
     rep.inputs = ninputs;
+    rep.placement = o->placement;
+    rep.other_points = others;
     rep.convs = qm->nconv;
     rep.quantized = nq;
     rep.conv = osseg__calloc(qm->nconv, sizeof *rep.conv);

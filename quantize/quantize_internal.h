@@ -14,7 +14,11 @@
 struct osseg__qact {
   const char *name; /* the model's tensor name (owned by the proto) */
   int is_input;     /* the graph input (the caller's tensor, not observed) */
-  int used;         /* read by at least one eligible conv */
+  int used;         /* read by at least one eligible conv, or by another
+                       quantized reader of the placement */
+  int grid_of;      /* >= 0: the activation whose grid this one repeats (a
+                       MaxPool's or nearest Resize's output; not observed);
+                       -1: its own */
   float lo, hi;     /* min / max over the calibration inputs */
   double *hist;     /* OSSEG__CALIB_BINS counts over [lo, hi] (second pass) */
   float scale;
@@ -39,24 +43,35 @@ struct osseg__qconv {
   float *bias;      /* oc folded bias values (bn >= 0) */
 };
 
+/* Input k of node `node`, an operator other than Conv, reads activation
+ * act dequantized (ort placement). */
+struct osseg__qread {
+  size_t node, input;
+  int act;
+};
+
 struct osseg__qmodel {
   void *proto; /* Onnx__ModelProto, unpacked */
   struct osseg__qconv *conv;
   size_t nconv;
   struct osseg__qact *act;
   size_t nact;
+  struct osseg__qread *read; /* in node order */
+  size_t nread;
   int opset;
 };
 
-/* Parses the ONNX bytes, lists the Convs and the tensors they read, and
- * quantizes the weights of the eligible ones. */
+/* Parses the ONNX bytes, lists the Convs and the tensors they read (and
+ * under the ort placement the other quantized reads and the pool and resize
+ * outputs), and quantizes the weights of the eligible convs. */
 int osseg__qmodel_parse(struct osseg__qmodel *qm, const void *data, size_t size,
-                        struct osseg_diag *diag);
+                        enum osseg_qdq_placement placement, struct osseg_diag *diag);
 void osseg__qmodel_free(struct osseg__qmodel *qm);
 /* The QDQ model with conv i quantized where quantize[i] (its input's scale
- * and zero point from the activation list); metadata_props gains
+ * and zero point from the activation list), and with others != 0 the other
+ * reads of the placement quantized too; metadata_props gains
  * "osseg.quantized" = note (NULL: none). *out: osseg__malloc'ed bytes. */
-int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *quantize,
+int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *quantize, int others,
                         const char *note, void **out, size_t *size, struct osseg_diag *diag);
 
 /* calibration.c: values of one tensor into its min/max (pass 1) or its

@@ -74,7 +74,33 @@ static void test_quantize_demo(void **state) {
   assert_non_null(strstr(o, "\"convs\": 39, \"quantized\": 38"));
   assert_non_null(strstr(o, "{\"name\": \"/head/Conv\""));
   assert_non_null(strstr(o, "\"int8\": false, \"why\": \"named to stay fp32\""));
+  assert_non_null(strstr(o, "\"placement\": \"convs\""));
+  assert_non_null(strstr(o, "\"other_points\": 0,"));
   free(o), free(e);
+
+  /* ONNX Runtime's placement: the residual adds, concats, pool and nearest
+   * resizes quantized too (not the logits' bilinear upsampling); osseg runs
+   * every step in 8 bits but the input and output reorders and that
+   * upsampling */
+  rc = test_osseg_run(&o, &e, "quantize", "--model", model, "--calib", img1, img2, "--placement",
+                      "ort", "-o", out, NULL);
+  if (rc) fail_msg("exit %d: %s", rc, e);
+  assert_non_null(strstr(o, "placement     ort: 30 more tensors quantized"));
+  assert_non_null(strstr(o, "mean Dice 0.99"));
+  free(o), free(e);
+  eo.precision = OSSEG_PRECISION_INT8;
+  if (osseg_model_load(&b, out, &eo, &d)) fail_msg("%s", d.message);
+  osseg_model_get_stats(b, &st);
+  assert_int_equal(st.int8_convs, 39);
+  int float_steps = 0;
+  for (int i = 0; i < osseg_model_step_count(b); i++) {
+    struct osseg_step_info si;
+    assert_int_equal(osseg_model_step_info(b, i, &si), 0);
+    float_steps += strcmp(si.precision, "int8") != 0;
+  }
+  assert_int_equal(float_steps, 3);
+  assert_non_null(strstr(osseg_model_metadata(b, "osseg.quantized"), "ort placement"));
+  osseg_model_free(b);
 }
 
 static void test_refusals(void **state) {
@@ -86,6 +112,8 @@ static void test_refusals(void **state) {
   test_osseg_expect_fail(2, "osseg quantize: --method must be minmax, percentile, mse or entropy\n",
                          "quantize", "--model", model, "--calib", img1, "--method", "median", "-o",
                          out, NULL);
+  test_osseg_expect_fail(2, "osseg quantize: --placement must be convs or ort\n", "quantize",
+                         "--model", model, "--calib", img1, "--placement", "qdq", "-o", out, NULL);
   test_osseg_expect_fail(2, "osseg quantize: --target-agreement must be a percentage in (0, 100]\n",
                          "quantize", "--model", model, "--calib", img1, "--target-agreement", "101",
                          "-o", out, NULL);

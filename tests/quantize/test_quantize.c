@@ -463,12 +463,205 @@ static void test_observer(void **state) {
   osseg_quantize_report_free(&r);
 }
 
+static int steps_with_impl(const struct osseg_model *m, const char *impl) {
+  int n = 0;
+  for (int i = 0; i < osseg_model_step_count(m); i++) {
+    struct osseg_step_info si;
+    assert_int_equal(osseg_model_step_info(m, i, &si), 0);
+    n += si.impl && !strcmp(si.impl, impl);
+  }
+  return n;
+}
+
+static int op_count(const struct osseg_model *m, const char *op) {
+  for (int i = 0; i < osseg_model_op_count(m); i++) {
+    const char *o;
+    int n;
+    osseg_model_op_at(m, i, &o, &n);
+    if (!strcmp(o, op)) return n;
+  }
+  return 0;
+}
+
+/* max |out - ref| / max |ref| of the QDQ model q at precision p; NULL
+ * *mp: freed, else the loaded model is handed back. -1: int8 not native. */
+static double ort_rel_err(const void *q, size_t qs, enum osseg_precision p, const struct npy_array *in,
+                          const struct npy_array *ref, struct osseg_model **mp) {
+  struct osseg_engine_options eo = engine_test_opts(p);
+  struct osseg_model *m = NULL;
+  struct osseg_diag d = {0};
+  if (p == OSSEG_PRECISION_INT8 && !osseg_engine_int8_native()) return -1;
+  if (osseg_model_load_buffer(&m, q, qs, &eo, &d)) fail_msg("load: %s", d.message);
+  assert_int_equal(osseg_model_output_elems(m), ref->count);
+  float *out = malloc(ref->count * sizeof *out);
+  assert_non_null(out);
+  assert_int_equal(osseg_model_run(m, in->data, out, &d), 0);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref->count; i++) {
+    num = fmax(num, fabs((double)out[i] - ref->data[i]));
+    den = fmax(den, fabs((double)ref->data[i]));
+  }
+  free(out);
+  if (mp) *mp = m;
+  else osseg_model_free(m);
+  return num / den;
+}
+
+/* quant_ort_src.onnx and its calibration inputs; NULL: absent (skip). */
+static char *read_ort_fixture(size_t *size, struct npy_array *calib) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/quant_ort_src.onnx", engine_dir());
+  char *onnx = test_read_file(path, size);
+  if (onnx) read_npy("quant_ort_src.calib.npy", calib);
+  return onnx;
+}
+
+/* --placement ort on quant_ort_src (make_op_tests.py --quantizeort-only): the
+ * written model quantizes what ONNX Runtime's quantize_static does (the
+ * inputs of the convs, of the residual Add, of the Concat, of the MaxPool
+ * and the Resize, and their outputs again on their input's grid), with the
+ * minmax parameters, so that it computes PyTorch's forward of that
+ * placement; osseg runs it in 8 bits throughout. */
+static void test_ort_placement(void **state) {
+  (void)state;
+  size_t size = 0;
+  struct npy_array calib, input, ref;
+  char *onnx = read_ort_fixture(&size, &calib);
+  if (!onnx) {
+    skip();
+    return;
+  }
+  read_npy("quant_ort_src.input.npy", &input);
+  read_npy("quant_ort_src.fq_output.npy", &ref);
+  const float *inputs[4];
+  assert_int_equal(calib.dims[0], 4);
+  for (size_t i = 0; i < 4; i++) inputs[i] = calib.data + i * input.count;
+  struct osseg_quantize_options o = opts(OSSEG_CALIB_MINMAX);
+  o.placement = OSSEG_QDQ_ORT;
+  struct osseg_quantize_report r;
+  struct osseg_diag d = {0};
+  void *q = NULL;
+  size_t qs = 0;
+  if (osseg_quantize(onnx, size, inputs, 4, &o, &q, &qs, &r, &d)) fail_msg("%s", d.message);
+  assert_int_equal(r.placement, OSSEG_QDQ_ORT);
+  assert_int_equal(r.convs, 4);
+  assert_int_equal(r.quantized, 4);
+  /* only for other readers: the first conv's output (pool, concat), the
+   * add's conv input, the sum (resize) and the resize's output (concat) */
+  assert_int_equal(r.other_points, 4);
+  assert_true(r.agreement > 0.9 && r.agreement <= 1);
+  struct osseg_model *m = NULL;
+  double e32 = ort_rel_err(q, qs, OSSEG_PRECISION_FP32, &input, &ref, &m);
+  assert_true(e32 < 1e-5);
+  /* 8 tensors: the input, the first conv's output, the pool's (on that
+   * grid, not on its own range), the ReLU's, the add's conv input, the sum,
+   * the resize's, the concat's */
+  assert_int_equal(op_count(m, "QuantizeLinear"), 8);
+  assert_int_equal(op_count(m, "DequantizeLinear"), 8 + 4);
+  const char *note = osseg_model_metadata(m, "osseg.quantized");
+  assert_non_null(note);
+  assert_non_null(strstr(note, "ort placement, 4 other tensors quantized"));
+  osseg_model_free(m);
+  double e8 = ort_rel_err(q, qs, OSSEG_PRECISION_INT8, &input, &ref, &m);
+  if (e8 >= 0) {
+    assert_true(e8 < 1e-5);
+    struct osseg_model_stats st;
+    osseg_model_get_stats(m, &st);
+    assert_int_equal(st.int8_convs, 4);
+    assert_int_equal(steps_with_impl(m, "own: 8-bit add"), 1);
+    assert_int_equal(steps_with_impl(m, "own: fake quantization"), 0);
+    osseg_model_free(m);
+  }
+  /* the convs placement of the same net quantizes 4 tensors and computes
+   * something else */
+  void *q2 = NULL;
+  size_t qs2 = 0;
+  struct osseg_quantize_report r2;
+  o.placement = OSSEG_QDQ_CONVS;
+  if (osseg_quantize(onnx, size, inputs, 4, &o, &q2, &qs2, &r2, &d)) fail_msg("%s", d.message);
+  assert_int_equal(r2.other_points, 0);
+  double ec = ort_rel_err(q2, qs2, OSSEG_PRECISION_FP32, &input, &ref, &m);
+  assert_int_equal(op_count(m, "QuantizeLinear"), 4);
+  osseg_model_free(m);
+  assert_true(ec > 20 * e32 && ec > 1e-4);
+  /* an unknown placement is refused */
+  o.placement = (enum osseg_qdq_placement)7;
+  void *q3 = NULL;
+  size_t qs3 = 0;
+  osseg_diag_clear(&d);
+  assert_int_equal(osseg_quantize(onnx, size, inputs, 4, &o, &q3, &qs3, NULL, &d), OSSEG_EINVAL);
+  assert_non_null(strstr(d.message, "placement"));
+  assert_null(q3);
+  enum osseg_qdq_placement pl;
+  assert_int_equal(osseg_qdq_placement_parse("ort", &pl), 0);
+  assert_int_equal(pl, OSSEG_QDQ_ORT);
+  assert_int_equal(osseg_qdq_placement_parse("convs", &pl), 0);
+  assert_int_equal(pl, OSSEG_QDQ_CONVS);
+  assert_int_equal(osseg_qdq_placement_parse("qdq", &pl), OSSEG_EINVAL);
+  assert_string_equal(osseg_qdq_placement_name(OSSEG_QDQ_ORT), "ort");
+  osseg_quantize_report_free(&r);
+  osseg_quantize_report_free(&r2);
+  osseg__free(q);
+  osseg__free(q2);
+  npy_free(&calib);
+  npy_free(&input);
+  npy_free(&ref);
+  free(onnx);
+}
+
+/* Every allocation of a quantization in ONNX Runtime's placement failing in
+ * turn: a clean OSSEG_ENOMEM (or the backend's error, or protobuf-c's parse
+ * failure, which cannot tell out of memory from a bad file) with nothing written,
+ * until it succeeds (leaks: the ASan build). */
+static void test_alloc_failure_sweep(void **state) {
+  (void)state;
+  size_t size = 0;
+  struct npy_array calib;
+  char *onnx = read_ort_fixture(&size, &calib);
+  if (!onnx) {
+    skip();
+    return;
+  }
+  const float *inputs[2] = {calib.data, calib.data + calib.count / (size_t)calib.dims[0]};
+  struct osseg_quantize_options o = opts(OSSEG_CALIB_MINMAX);
+  o.placement = OSSEG_QDQ_ORT;
+  o.eval_precision = OSSEG_PRECISION_FP32;
+  uint64_t n;
+  int ok = 0;
+  for (n = 1; n < 100000 && !ok; n++) {
+    void *q = NULL;
+    size_t qs = 0;
+    struct osseg_quantize_report r;
+    struct osseg_diag d = {0};
+    osseg__alloc_fail_at(n);
+    int err = osseg_quantize(onnx, size, inputs, 2, &o, &q, &qs, &r, &d);
+    osseg__alloc_fail_at(0);
+    if (!err) {
+      ok = 1;
+      assert_true(qs > 0);
+      osseg_quantize_report_free(&r);
+      osseg__free(q);
+    } else {
+      if (err != OSSEG_ENOMEM && err != OSSEG_EBACKEND && err != OSSEG_EPARSE)
+        fail_msg("allocation %llu: %s", (unsigned long long)n, d.message);
+      assert_null(q);
+      assert_int_equal(qs, 0);
+    }
+  }
+  assert_true(ok);
+  assert_true(n > 50);
+  print_message("allocation sweep: %llu failing quantizations, clean\n", (unsigned long long)n - 1);
+  npy_free(&calib);
+  free(onnx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_minmax_round_trip), cmocka_unit_test(test_methods),
       cmocka_unit_test(test_fp32_layers),       cmocka_unit_test(test_fp32_auto),
       cmocka_unit_test(test_batchnorm_folded),  cmocka_unit_test(test_bad_input),
-      cmocka_unit_test(test_observer),
+      cmocka_unit_test(test_observer),          cmocka_unit_test(test_ort_placement),
+      cmocka_unit_test(test_alloc_failure_sweep),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
