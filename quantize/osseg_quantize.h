@@ -13,8 +13,8 @@
  *        weights per output channel, symmetric int8 (scale = max|w| / 127)
  *     -> a QuantizeLinear -> DequantizeLinear pair in front of every
  *        quantized Conv input (and the placement's other points),
- *        DequantizeLinear of int8 initializers for
- *        its weights (bias stays float); every other node, initializer,
+ *        DequantizeLinear of int8 initializers for its weights (bias
+ *        stays float); every other node, initializer,
  *        input, output and metadata_props entry as it was, plus
  *        "osseg.quantized" (method, images, convs quantized).
  *
@@ -22,8 +22,9 @@
  * not a float initializer, and with fp32_auto the most sensitive ones:
  * each conv's sensitivity is the error of the model's logits when only it
  * is quantized (relative RMS against fp32, on the first few calibration
- * inputs; no other point of the placement quantized); then convs are kept in fp32, most sensitive first, until the
- * masks of the quantized model agree with the fp32 model's on the
+ * inputs; no other point of the placement quantized); then convs are kept
+ * in fp32, most sensitive first, until the masks of the quantized model
+ * (every point of the placement) agree with the fp32 model's on the
  * calibration inputs at a mean Dice of at least target_agreement (masks:
  * logit > logit(threshold) per class at the model's output resolution;
  * Dice of two empty masks = 1).

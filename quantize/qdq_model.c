@@ -83,7 +83,7 @@ static int computed(const Onnx__GraphProto *g, const char *name) {
     const Onnx__NodeProto *n = g->node[i];
     if (n->n_output && !strcmp(n->output[0], name)) return !is_onnx_op(n, "Constant");
   }
-  return 1; /* a graph input */
+  return 1; /* a graph input, or a later output of some node (not a Constant's) */
 }
 
 /* Is node n's string attribute name equal to value (def: when absent)?
@@ -527,16 +527,17 @@ int osseg__qmodel_write(const struct osseg__qmodel *qm, const unsigned char *qua
   for (size_t i = 0; !err && i < g->n_node; i++) {
     if (quantized_conv(qm, quantize, i, 1)) continue; /* a BN folded into its conv */
     const struct osseg__qconv *c = quantized_conv(qm, quantize, i, 0);
-    /* Q -> DQ of each quantized input, before its first quantized reader */
+    /* Q -> DQ of each quantized input before its first quantized reader:
+     * this node's reads of the placement read[r0..r), or a conv's input */
     size_t r0 = r;
     while (r < qm->nread && qm->read[r].node == i) r++;
     if (!others) r0 = r; /* (this node's reads stay float) */
-    for (size_t k = r0; !err && k <= r; k++) {
-      int a = k < r ? qm->read[k].act : c ? c->act : -1;
-      if (a >= 0 && !act_done[a]) {
+    const size_t nq = r - r0 + (c != NULL);
+    for (size_t k = 0; !err && k < nq; k++) {
+      int a = r0 + k < r ? qm->read[r0 + k].act : c->act;
+      if (!act_done[a])
         err = quantize_activation(&pl, g, &qm->act[a], nodes, &nn, added, &na, &act_dq[a], diag);
-        act_done[a] = 1;
-      }
+      act_done[a] = 1;
     }
     if (err) break;
     if (!c && r0 == r) {
